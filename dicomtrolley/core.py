@@ -1,0 +1,623 @@
+"""The core model: queries, the study tree, references, and the two roles.
+
+Everything else in the package depends on this module; it depends on no
+protocol. A *searcher* turns a :class:`Query` into a tree of :class:`Study`,
+:class:`Series` and :class:`Instance` objects. A *downloader* turns
+references into :class:`InstancePart` objects, the bytes of one instance as
+the server sent them, which storage writes to disk unchanged and
+:meth:`Downloader.datasets` parses for users who want pydicom objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import Enum, IntEnum
+from typing import IO, Any, ClassVar
+
+import pydicom
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+
+from dicomtrolley.exceptions import (
+    AmbiguousQueryError,
+    DICOMTrolleyError,
+    NoQueryResultsError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class DICOMObjectLevels(IntEnum):
+    """Where an object sits in the study -> series -> instance hierarchy.
+
+    Ordered: ``STUDY > SERIES > INSTANCE``, so ``level >= SERIES`` reads as
+    "series or coarser".
+    """
+
+    STUDY = 2
+    SERIES = 1
+    INSTANCE = 0
+
+
+class QueryLevels(str, Enum):
+    """How deep a search goes: which objects it returns."""
+
+    STUDY = "STUDY"
+    SERIES = "SERIES"
+    INSTANCE = "INSTANCE"
+
+    @property
+    def object_level(self) -> DICOMObjectLevels:
+        """The object level this query level returns."""
+        return DICOMObjectLevels[self.name]
+
+
+# ---------------------------------------------------------------- references
+
+
+@dataclass(frozen=True)
+class StudyReference:
+    """Everything needed to fetch one study: its StudyInstanceUID."""
+
+    study_uid: str
+    level: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.STUDY
+
+    def reference(self) -> StudyReference:
+        """Return self, so references and tree objects can be used alike."""
+        return self
+
+    @property
+    def study_reference(self) -> StudyReference:
+        """The study this reference belongs to (itself)."""
+        return self
+
+
+@dataclass(frozen=True)
+class SeriesReference:
+    """Everything needed to fetch one series."""
+
+    study_uid: str
+    series_uid: str
+    level: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.SERIES
+
+    def reference(self) -> SeriesReference:
+        """Return self, so references and tree objects can be used alike."""
+        return self
+
+    @property
+    def study_reference(self) -> StudyReference:
+        """The study this series belongs to."""
+        return StudyReference(self.study_uid)
+
+
+@dataclass(frozen=True)
+class InstanceReference:
+    """Everything needed to fetch one instance (one SOP instance, usually one image)."""
+
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+    level: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.INSTANCE
+
+    def reference(self) -> InstanceReference:
+        """Return self, so references and tree objects can be used alike."""
+        return self
+
+    @property
+    def study_reference(self) -> StudyReference:
+        """The study this instance belongs to."""
+        return StudyReference(self.study_uid)
+
+    @property
+    def series_reference(self) -> SeriesReference:
+        """The series this instance belongs to."""
+        return SeriesReference(self.study_uid, self.series_uid)
+
+
+Reference = StudyReference | SeriesReference | InstanceReference
+
+
+# ---------------------------------------------------------------- the tree
+
+
+class DICOMObject:
+    """A study, series or instance found by a search; base of the tree classes.
+
+    ``data`` holds what the server said about the object, as a pydicom
+    Dataset. Trees can be large (a QIDO-RS answer of tens of thousands of
+    instances), so the Dataset is built from the server's DICOM JSON only when
+    it is first read.
+
+    Equality, ``repr`` and :meth:`to_dict` look down the tree, never up, so
+    they terminate on any object of a tree.
+    """
+
+    level: ClassVar[DICOMObjectLevels]
+
+    def __init__(
+        self,
+        uid: str,
+        data: Dataset | None = None,
+        *,
+        json_data: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not uid:
+            raise DICOMTrolleyError(f"A {type(self).__name__} needs a uid, got {uid!r}")
+        self.uid = uid
+        self._data = data
+        self._json = json_data
+
+    @property
+    def data(self) -> Dataset:
+        """The attributes the server returned for this object."""
+        if self._data is None:
+            self._data = Dataset.from_json(dict(self._json)) if self._json else Dataset()
+            self._json = None
+        return self._data
+
+    @data.setter
+    def data(self, value: Dataset) -> None:
+        self._data = value
+        self._json = None
+
+    @property
+    def children(self) -> Sequence[DICOMObject]:
+        """The objects one level down (empty for an instance)."""
+        return ()
+
+    def reference(self) -> Reference:
+        """A small, hashable reference that a downloader can fetch."""
+        raise NotImplementedError
+
+    def all_instances(self) -> list[Instance]:
+        """Every instance at or below this object."""
+        return [i for child in self.children for i in child.all_instances()]
+
+    def all_series(self) -> list[Series]:
+        """Every series at or below this object."""
+        return [s for child in self.children for s in child.all_series()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of this object and everything below it."""
+        out: dict[str, Any] = {"level": self.level.name, "uid": self.uid}
+        out["data"] = dict(self._json) if self._json is not None else self.data.to_json_dict()
+        if self.children:
+            out["children"] = [c.to_dict() for c in self.children]
+        return out
+
+    def _data_for_eq(self) -> Any:
+        return self._json if self._json is not None else self.data.to_json_dict()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, DICOMObject)
+        return (
+            self.uid == other.uid
+            and self._data_for_eq() == other._data_for_eq()
+            and list(self.children) == list(other.children)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: compare, don't hash
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__} {self.uid}"
+
+
+class Instance(DICOMObject):
+    """One instance (SOP instance) found by a search."""
+
+    level = DICOMObjectLevels.INSTANCE
+
+    def __init__(
+        self,
+        uid: str,
+        data: Dataset | None = None,
+        parent: Series | None = None,
+        *,
+        json_data: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(uid, data, json_data=json_data)
+        self.parent = parent
+
+    def reference(self) -> InstanceReference:
+        """The reference a downloader needs; requires a parent series and study."""
+        series = self._require_parent()
+        return InstanceReference(series.reference().study_uid, series.uid, self.uid)
+
+    def _require_parent(self) -> Series:
+        if self.parent is None:
+            raise DICOMTrolleyError(f"{self} has no parent series, so it cannot be referenced")
+        return self.parent
+
+    def all_instances(self) -> list[Instance]:
+        """This instance, in a list."""
+        return [self]
+
+    def all_series(self) -> list[Series]:
+        """No series lie below an instance."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"Instance({self.uid!r})"
+
+
+class Series(DICOMObject):
+    """One series found by a search, with the instances the search returned."""
+
+    level = DICOMObjectLevels.SERIES
+
+    def __init__(
+        self,
+        uid: str,
+        data: Dataset | None = None,
+        parent: Study | None = None,
+        instances: Iterable[Instance] = (),
+        *,
+        json_data: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(uid, data, json_data=json_data)
+        self.parent = parent
+        self.instances: list[Instance] = []
+        for instance in instances:
+            self.add(instance)
+
+    def add(self, instance: Instance) -> Instance:
+        """Attach an instance below this series and return it."""
+        instance.parent = self
+        self.instances.append(instance)
+        return instance
+
+    @property
+    def children(self) -> Sequence[Instance]:
+        """The instances of this series."""
+        return self.instances
+
+    def get(self, instance_uid: str) -> Instance:
+        """The instance with this uid; ``KeyError`` if the search did not return it."""
+        for instance in self.instances:
+            if instance.uid == instance_uid:
+                return instance
+        raise KeyError(f"{self} has no instance {instance_uid}")
+
+    __getitem__ = get
+
+    def reference(self) -> SeriesReference:
+        """The reference a downloader needs; requires a parent study."""
+        if self.parent is None:
+            raise DICOMTrolleyError(f"{self} has no parent study, so it cannot be referenced")
+        return SeriesReference(self.parent.uid, self.uid)
+
+    def all_series(self) -> list[Series]:
+        """This series, in a list."""
+        return [self]
+
+    def __repr__(self) -> str:
+        return f"Series({self.uid!r}, instances={len(self.instances)})"
+
+
+class Study(DICOMObject):
+    """One study found by a search, with the series the search returned."""
+
+    level = DICOMObjectLevels.STUDY
+
+    def __init__(
+        self,
+        uid: str,
+        data: Dataset | None = None,
+        series: Iterable[Series] = (),
+        *,
+        json_data: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(uid, data, json_data=json_data)
+        self.series: list[Series] = []
+        for one in series:
+            self.add(one)
+
+    def add(self, series: Series) -> Series:
+        """Attach a series below this study and return it."""
+        series.parent = self
+        self.series.append(series)
+        return series
+
+    @property
+    def children(self) -> Sequence[Series]:
+        """The series of this study."""
+        return self.series
+
+    def get(self, series_uid: str) -> Series:
+        """The series with this uid; ``KeyError`` if the search did not return it."""
+        for one in self.series:
+            if one.uid == series_uid:
+                return one
+        raise KeyError(f"{self} has no series {series_uid}")
+
+    __getitem__ = get
+
+    def reference(self) -> StudyReference:
+        """The reference a downloader needs."""
+        return StudyReference(self.uid)
+
+    def __repr__(self) -> str:
+        return f"Study({self.uid!r}, series={len(self.series)})"
+
+
+Downloadable = str | Reference | DICOMObject
+"""Anything :meth:`Trolley.download` accepts: a StudyInstanceUID, a reference, a tree object."""
+
+
+def to_reference(obj: Downloadable) -> Reference:
+    """Turn a StudyInstanceUID string, a reference or a tree object into a reference."""
+    if isinstance(obj, str):
+        if not obj.strip():
+            raise DICOMTrolleyError("An empty string is not a StudyInstanceUID")
+        return StudyReference(obj.strip())
+    if isinstance(obj, (StudyReference, SeriesReference, InstanceReference, DICOMObject)):
+        return obj.reference()
+    raise DICOMTrolleyError(
+        f"Cannot download {obj!r}: expected a UID string, a reference or a Study/Series/Instance"
+    )
+
+
+# ---------------------------------------------------------------- the query
+
+
+_HEX_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+
+
+def is_known_attribute(name: str) -> bool:
+    """True for a DICOM keyword in pydicom's dictionary or an 8-hex-digit tag."""
+    return bool(_HEX_TAG.match(name)) or tag_for_keyword(name) is not None
+
+
+class Query(BaseModel):
+    """A search that every searcher understands.
+
+    DICOM attributes use their DICOM keywords (``PatientID``); settings of the
+    search itself use snake_case. A searcher that cannot send a parameter to
+    its server raises :class:`~dicomtrolley.exceptions.UnSupportedParameterError`
+    rather than widening the search silently.
+
+    Examples
+    --------
+    >>> Query(PatientName="DOE*", query_level=QueryLevels.SERIES).query_level.value
+    'SERIES'
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    StudyInstanceUID: str = ""
+    AccessionNumber: str = ""
+    PatientName: str = ""
+    PatientID: str = ""
+    ModalitiesInStudy: str = ""
+    SeriesInstanceUID: str = ""
+    SOPInstanceUID: str = ""
+    Modality: str = ""
+    StudyDescription: str = ""
+    SeriesDescription: str = ""
+    PatientBirthDate: str = ""
+    PatientSex: str = ""
+    InstitutionName: str = ""
+
+    query_level: QueryLevels = QueryLevels.STUDY
+    min_study_date: date | None = None
+    max_study_date: date | None = None
+    include_fields: list[str] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=1)
+    offset: int = Field(default=0, ge=0)
+
+    @field_validator("min_study_date", "max_study_date", mode="before")
+    @classmethod
+    def _date_only(cls, value: Any) -> Any:
+        return value.date() if isinstance(value, datetime) else value
+
+    @field_validator("include_fields")
+    @classmethod
+    def _known_fields(cls, fields: list[str]) -> list[str]:
+        for name in fields:
+            if name != "all" and not is_known_attribute(name):
+                raise ValueError(f"include_fields: {name!r} is not a DICOM keyword or 8-hex-digit tag")
+        return fields
+
+    @model_validator(mode="after")
+    def _date_order(self) -> Query:
+        if self.min_study_date and self.max_study_date and self.min_study_date > self.max_study_date:
+            raise ValueError(
+                f"min_study_date {self.min_study_date} is after max_study_date {self.max_study_date}"
+            )
+        return self
+
+    def attributes(self) -> dict[str, str]:
+        """The DICOM attributes this query matches on (keyword -> value), empty ones left out."""
+        return {
+            name: value
+            for name, value in self.model_dump(include=set(DICOM_QUERY_KEYWORDS)).items()
+            if value
+        }
+
+    def study_date_range(self) -> str:
+        """The StudyDate criterion as a DICOM range (``YYYYMMDD-YYYYMMDD``; either end open), or ''."""
+        if not (self.min_study_date or self.max_study_date):
+            return ""
+        low = self.min_study_date.strftime("%Y%m%d") if self.min_study_date else ""
+        high = self.max_study_date.strftime("%Y%m%d") if self.max_study_date else ""
+        return low if low == high else f"{low}-{high}"
+
+    def to_short_string(self) -> str:
+        """One line with the parameters that are set, for messages and logs."""
+        set_fields = {
+            key: value
+            for key, value in self.model_dump(exclude_defaults=True).items()
+        }
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in set_fields.items())})"
+
+
+DICOM_QUERY_KEYWORDS: tuple[str, ...] = tuple(
+    name for name in Query.model_fields if name[0].isupper()
+)
+
+
+# ---------------------------------------------------------------- searching
+
+
+class Searcher(ABC):
+    """Something that finds studies: QIDO-RS, C-FIND, MINT."""
+
+    @abstractmethod
+    def find_studies(self, query: Query) -> list[Study]:
+        """Every study matching ``query``, with series and instances down to its query level."""
+
+    def find_study(self, query: Query) -> Study:
+        """The one study matching ``query``.
+
+        Raises
+        ------
+        NoQueryResultsError
+            Nothing matched.
+        AmbiguousQueryError
+            More than one study matched.
+        """
+        studies = self.find_studies(query)
+        if not studies:
+            raise NoQueryResultsError(f"No study matches {query.to_short_string()}")
+        if len(studies) > 1:
+            raise AmbiguousQueryError(
+                f"{len(studies)} studies match {query.to_short_string()}, expected exactly one"
+            )
+        return studies[0]
+
+    def find_study_by_id(
+        self, study_uid: str, query_level: QueryLevels = QueryLevels.STUDY
+    ) -> Study:
+        """The study with this StudyInstanceUID, searched down to ``query_level``."""
+        return self.find_study(Query(StudyInstanceUID=study_uid, query_level=query_level))
+
+
+# ---------------------------------------------------------------- downloading
+
+
+@dataclass
+class InstancePart:
+    """The bytes of one instance as a server sent them, and what is known about them.
+
+    Parameters
+    ----------
+    body
+        A seekable binary file positioned at 0 (in memory, or a temporary
+        file for large instances). The receiver closes it via :meth:`close`.
+    size
+        Length of ``body`` in bytes.
+    content_type
+        The part's Content-Type header, transfer-syntax parameter included.
+    source
+        What was requested to get this part (a study, series or instance).
+    reference
+        The instance, when the downloader knew it before the bytes arrived.
+    """
+
+    body: IO[bytes]
+    size: int
+    content_type: str = "application/dicom"
+    source: Reference | None = None
+    reference: InstanceReference | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def transfer_syntax(self) -> str | None:
+        """The transfer-syntax parameter of the Content-Type, if the server sent one."""
+        match = re.search(r'transfer-syntax\s*=\s*"?([0-9.]+)"?', self.content_type, re.I)
+        return match.group(1) if match else None
+
+    def dataset(self) -> Dataset:
+        """Parse the bytes into a pydicom Dataset."""
+        self.body.seek(0)
+        return pydicom.dcmread(self.body, force=True)
+
+    def close(self) -> None:
+        """Release the memory or temporary file that holds the bytes."""
+        self.body.close()
+
+
+@dataclass(frozen=True)
+class FetchFailure:
+    """One thing a downloader was asked for and could not deliver, and why."""
+
+    target: Reference
+    error: Exception
+
+    def __str__(self) -> str:
+        return f"{self.target}: {type(self.error).__name__}: {self.error}"
+
+
+PartSink = Callable[[InstancePart], None]
+"""Receives each part as it completes; called from worker threads, so it must be thread-safe."""
+
+
+class Downloader(ABC):
+    """Something that fetches instances: WADO-RS, WADO-URI, C-GET, C-MOVE.
+
+    Subclasses implement :meth:`fetch`; :meth:`datasets` is built on it.
+    """
+
+    finest_level_needed: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.STUDY
+    """The finest level the downloader needs references at (WADO-URI needs instances)."""
+
+    @abstractmethod
+    def fetch(
+        self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
+    ) -> list[FetchFailure]:
+        """Fetch ``targets`` and hand every instance to ``sink`` as it arrives.
+
+        Work runs on a bounded pool of workers; ``sink`` is called from them.
+        A target that fails is returned as a :class:`FetchFailure` (parts it
+        delivered before failing stay delivered). With ``stop_on_failure``
+        no new target is started after the first failure.
+        """
+
+    def datasets(self, objects: Iterable[Downloadable]) -> Iterator[Dataset]:
+        """Yield a pydicom Dataset for every instance in ``objects``.
+
+        Raises the first failure once the parts fetched before it were yielded.
+        """
+        targets = [to_reference(o) for o in objects]
+        parsed: queue.Queue[Dataset | _Done] = queue.Queue(maxsize=4)
+
+        def sink(part: InstancePart) -> None:
+            try:
+                parsed.put(part.dataset())
+            finally:
+                part.close()
+
+        def run() -> None:
+            try:
+                parsed.put(_Done(self.fetch(targets, sink, stop_on_failure=True), None))
+            except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
+                parsed.put(_Done([], error))
+
+        worker = threading.Thread(target=run, name="dicomtrolley-datasets", daemon=True)
+        worker.start()
+        while True:
+            item = parsed.get()
+            if isinstance(item, _Done):
+                worker.join()
+                if item.error is not None:
+                    raise item.error
+                if item.failures:
+                    raise item.failures[0].error
+                return
+            yield item
+
+
+@dataclass(frozen=True)
+class _Done:
+    failures: list[FetchFailure]
+    error: BaseException | None

@@ -1,0 +1,111 @@
+"""The exceptions of dicomtrolley.
+
+Every error the package raises derives from :class:`DICOMTrolleyError`, so a
+batch script can catch one class and still tell failures apart by subclass.
+Messages name what failed (URL, HTTP status, the server's own words, DIMSE
+status) and never carry credentials.
+"""
+
+from __future__ import annotations
+
+
+class DICOMTrolleyError(Exception):
+    """Base class of every error raised by dicomtrolley."""
+
+
+class DICOMTrolleyAuthError(DICOMTrolleyError):
+    """Logging in failed, or the server refused a request right after a login."""
+
+
+class UnSupportedParameterError(DICOMTrolleyError):
+    """A query sets a parameter that this searcher cannot send to its server.
+
+    Raised instead of silently dropping the parameter, which would widen the
+    search without the user knowing.
+    """
+
+
+class NoQueryResultsError(DICOMTrolleyError):
+    """A search that had to find something found nothing."""
+
+
+class AmbiguousQueryError(DICOMTrolleyError):
+    """A search that had to find exactly one study found several."""
+
+
+class ServerError(DICOMTrolleyError):
+    """A server answered with an error status.
+
+    Parameters
+    ----------
+    url
+        The URL that was requested (without credentials).
+    status
+        The HTTP status code.
+    reason
+        The HTTP reason phrase.
+    server_message
+        The start of the response body, which usually says what went wrong.
+    """
+
+    def __init__(self, url: str, status: int, reason: str = "", server_message: str = "") -> None:
+        self.url = url
+        self.status = status
+        self.reason = reason
+        self.server_message = server_message
+        text = f"{status} {reason}".strip() + f" from {url}"
+        if server_message:
+            text += f": {server_message}"
+        super().__init__(text)
+
+
+class ConnectionFailedError(DICOMTrolleyError):
+    """A server could not be reached, or the connection broke or timed out."""
+
+
+class MalformedResponseError(DICOMTrolleyError):
+    """A server's answer could not be understood (not DICOM JSON, missing UIDs, ...)."""
+
+
+class MultipartError(MalformedResponseError):
+    """A multipart/related body is malformed: no boundary, truncated, unterminated."""
+
+
+class StorageError(DICOMTrolleyError):
+    """A file could not be written, or its path would be unsafe."""
+
+
+class StorageCollisionError(StorageError):
+    """Two different instances map to one file path under a storage template."""
+
+
+class DownloadError(DICOMTrolleyError):
+    """A download finished with failures; ``summary`` says what is missing.
+
+    Parameters
+    ----------
+    message
+        What went wrong, in one line.
+    summary
+        The :class:`~dicomtrolley.core.DownloadSummary` of the run, when there is one.
+    """
+
+    def __init__(self, message: str, summary: object | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+class DIMSEError(DICOMTrolleyError):
+    """A DIMSE operation (C-FIND, C-GET, C-MOVE) failed or the association broke.
+
+    Parameters
+    ----------
+    message
+        What failed.
+    status
+        The DIMSE status code, when the peer sent one.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,246 @@
+"""How HTTP requests go out: timeouts, retries, pool size, headers, query encoding.
+
+Every HTTP searcher and downloader sends its requests through an
+:class:`HTTPClient`, so one place decides what a good request looks like and
+how a bad response becomes a :class:`~dicomtrolley.exceptions.ServerError`
+that names the URL, the status and the server's message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from dicomtrolley import __version__
+from dicomtrolley.exceptions import ConnectionFailedError, ServerError
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"dicomtrolley/{__version__} python-requests/{requests.__version__}"
+
+Timeout = float | tuple[float, float]
+DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 300.0)
+"""Seconds to connect, and seconds to wait between bytes once connected."""
+
+QueryValue = str | int | Sequence[str]
+
+# Characters a query value may keep as they are. RFC 3986 allows more than
+# Python's urlencode keeps, and some servers (Orthanc 1.10) never decode
+# %2A, %5E or %2F, so wildcards and slashes must go out as written.
+_SAFE_IN_VALUE = "*?^/,:;@!$'()~.-_"
+
+
+def encode_query(params: Mapping[str, QueryValue]) -> str:
+    """Build a query string that escapes only what it must.
+
+    Space, ``%``, ``&``, ``#``, ``+``, ``=`` and non-ASCII are escaped; ``*``,
+    ``^``, ``/``, ``,`` and ``:`` are kept. A sequence value repeats the key.
+
+    Examples
+    --------
+    >>> encode_query({"PatientName": "DOE^J*", "includefield": ["00100010", "StudyDate"]})
+    'PatientName=DOE^J*&includefield=00100010&includefield=StudyDate'
+    """
+    pairs = []
+    for key, value in params.items():
+        values = [value] if isinstance(value, (str, int)) else list(value)
+        for one in values:
+            pairs.append(f"{quote(key, safe=_SAFE_IN_VALUE)}={quote(str(one), safe=_SAFE_IN_VALUE)}")
+    return "&".join(pairs)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user and password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def raise_for_status(response: requests.Response) -> None:
+    """Raise :class:`ServerError` for a 4xx or 5xx response, quoting the server's message.
+
+    The body is read only for error responses, and only its first kilobyte.
+    """
+    if response.status_code < 400:
+        return
+    message = ""
+    try:
+        raw = response.raw.read(1024, decode_content=True) if response.raw else b""
+        message = raw.decode("utf-8", "replace").strip()
+    except (OSError, ValueError, requests.RequestException):
+        message = "(the error body could not be read)"
+    finally:
+        response.close()
+    message = " ".join(message.split())[:500]
+    raise ServerError(redact_url(response.url), response.status_code, response.reason or "", message)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how often an idempotent request is tried again.
+
+    Parameters
+    ----------
+    attempts
+        Tries in all, the first included; 1 switches retrying off.
+    backoff
+        Seconds before the first retry; doubles each time, with jitter.
+    max_backoff
+        The longest wait between tries, Retry-After included.
+    statuses
+        Statuses that mean "try again later".
+    """
+
+    attempts: int = 4
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+
+    def delay(self, attempt: int, response: requests.Response | None = None) -> float:
+        """Seconds to wait before try number ``attempt + 1``."""
+        if response is not None:
+            after = _retry_after(response.headers.get("Retry-After"))
+            if after is not None:
+                return float(min(after, self.max_backoff))
+        base: float = self.backoff * 2.0 ** (attempt - 1)
+        return min(base * (0.5 + random.random()), self.max_backoff)  # noqa: S311 - jitter, not crypto
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HTTPClient:
+    """Sends requests on a user's ``requests.Session`` with the package's defaults.
+
+    The session keeps whatever the user configured (auth, certificates,
+    proxies, cookies); the client adds a timeout, retries, a User-Agent and a
+    connection pool large enough for its workers.
+
+    Parameters
+    ----------
+    session
+        The session to send on; shared by a searcher and a downloader.
+    timeout
+        Seconds to connect and to wait for data, as ``(connect, read)`` or one number.
+    retry
+        The retry policy for idempotent requests.
+    pool_size
+        Connections kept per host: at least the number of workers that use the session.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        pool_size: int = 10,
+    ) -> None:
+        self.session = session
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        ensure_pool_size(session, pool_size)
+
+    def get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, QueryValue] | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """GET ``url`` with retries; return a response with a status below 400.
+
+        Raises
+        ------
+        ServerError
+            The server answered 4xx or 5xx (after the retries, for retryable statuses).
+        ConnectionFailedError
+            The server could not be reached or stopped answering (after the retries).
+        """
+        full_url = f"{url}?{encode_query(params)}" if params else url
+        all_headers = {"User-Agent": USER_AGENT}
+        all_headers.update(headers or {})
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.session.get(
+                    full_url, headers=all_headers, stream=stream, timeout=self.timeout
+                )
+            except requests.RequestException as error:
+                if attempt >= self.retry.attempts or not _is_retryable_error(error):
+                    raise ConnectionFailedError(
+                        f"GET {redact_url(full_url)} failed: {error}"
+                    ) from error
+                wait = self.retry.delay(attempt)
+                logger.warning(
+                    "GET %s failed (%s); try %d of %d in %.1f s",
+                    redact_url(full_url), type(error).__name__, attempt + 1, self.retry.attempts, wait,
+                )
+                time.sleep(wait)
+                continue
+            if response.status_code in self.retry.statuses and attempt < self.retry.attempts:
+                wait = self.retry.delay(attempt, response)
+                logger.warning(
+                    "GET %s answered %d; try %d of %d in %.1f s",
+                    redact_url(full_url), response.status_code, attempt + 1, self.retry.attempts, wait,
+                )
+                response.close()
+                time.sleep(wait)
+                continue
+            raise_for_status(response)
+            return response
+
+
+def _is_retryable_error(error: requests.RequestException) -> bool:
+    # Connection problems and timeouts may pass; a bad URL or TLS failure will not.
+    if isinstance(error, requests.exceptions.SSLError):
+        return False
+    return isinstance(
+        error,
+        (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError),
+    )
+
+
+_pool_lock = threading.Lock()
+
+
+def ensure_pool_size(session: requests.Session, size: int) -> None:
+    """Give the session's plain HTTP adapters at least ``size`` pooled connections per host.
+
+    Adapters the user mounted themselves (any subclass) are left alone.
+    """
+    with _pool_lock:
+        for prefix, adapter in list(session.adapters.items()):
+            if type(adapter) is not HTTPAdapter:
+                continue
+            current = getattr(adapter, "_pool_maxsize", 10)
+            if current >= size:
+                continue
+            session.mount(
+                prefix,
+                HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=adapter.max_retries),
+            )
