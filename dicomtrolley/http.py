@@ -11,10 +11,12 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -244,3 +246,46 @@ def ensure_pool_size(session: requests.Session, size: int) -> None:
                 prefix,
                 HTTPAdapter(pool_connections=size, pool_maxsize=size, max_retries=adapter.max_retries),
             )
+
+
+CHUNK_SIZE = 1 << 20
+"""Bytes read from a response body at a time."""
+
+SPILL_THRESHOLD = 16 << 20
+"""An instance larger than this is held in a temporary file instead of memory."""
+
+
+def iter_body(response: requests.Response, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """The body of a streamed response in chunks; a broken connection raises our error.
+
+    Raises
+    ------
+    ConnectionFailedError
+        The connection broke, was reset, or stalled past the read timeout mid-body.
+    """
+    try:
+        yield from response.iter_content(chunk_size)
+    except requests.RequestException as error:
+        raise ConnectionFailedError(
+            f"Reading the body of {redact_url(response.url)} failed: {error}"
+        ) from error
+    finally:
+        response.close()
+
+
+def spool(chunks: Iterable[bytes], threshold: int = SPILL_THRESHOLD) -> tuple[IO[bytes], int]:
+    """Collect chunks into a file object kept in memory up to ``threshold`` bytes.
+
+    Returns the file, positioned at 0, and its size.
+    """
+    body = tempfile.SpooledTemporaryFile(max_size=threshold)  # noqa: SIM115 - handed to the caller
+    size = 0
+    try:
+        for chunk in chunks:
+            body.write(chunk)
+            size += len(chunk)
+    except BaseException:
+        body.close()
+        raise
+    body.seek(0)
+    return body, size

@@ -1,0 +1,147 @@
+"""Deciding what to fetch: which instances exist, which are already on disk, which requests to send.
+
+The trolley asks its searcher once per study for the instances it is about to
+download. That instance list serves three ends: resume (instances already
+complete on disk are not fetched again), request shape (a series with nothing
+on disk is fetched with one request, a half-done series instance by
+instance), and completeness (what arrived is compared with what exists).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from dicomtrolley.core import (
+    DICOMObjectLevels,
+    FetchFailure,
+    Instance,
+    InstanceReference,
+    Query,
+    QueryLevels,
+    Reference,
+    Searcher,
+    SeriesReference,
+    StudyReference,
+)
+from dicomtrolley.exceptions import NoQueryResultsError
+from dicomtrolley.storage import StorageDir
+
+logger = logging.getLogger(__name__)
+
+_TREE_FIELDS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+
+
+@dataclass
+class Plan:
+    """What a download will fetch.
+
+    Parameters
+    ----------
+    fetch
+        The requests to send, coarsest first (series where possible).
+    expected
+        Every instance the search said exists under the targets; empty when
+        there was no searcher to ask.
+    complete
+        Instances already complete on disk, which are not fetched again.
+    not_found
+        Targets the search found nothing for.
+    """
+
+    fetch: list[Reference]
+    expected: set[InstanceReference] = field(default_factory=set)
+    complete: set[InstanceReference] = field(default_factory=set)
+    not_found: list[FetchFailure] = field(default_factory=list)
+
+
+def covers(target: Reference, instance: InstanceReference) -> bool:
+    """True when fetching ``target`` fetches ``instance``."""
+    if target.study_uid != instance.study_uid:
+        return False
+    if isinstance(target, StudyReference):
+        return True
+    if isinstance(target, SeriesReference):
+        return target.series_uid == instance.series_uid
+    return target == instance
+
+
+def find_instances(
+    searcher: Searcher, targets: Sequence[Reference], include_fields: Iterable[str]
+) -> list[Instance]:
+    """Every instance under ``targets``, with one search per study.
+
+    A study asked for whole is searched whole; a study of which only some
+    series (or instances) are wanted is searched for those series only.
+    """
+    by_study: dict[str, list[Reference]] = defaultdict(list)
+    for target in targets:
+        by_study[target.study_uid].append(target)
+    fields = sorted(set(_TREE_FIELDS) | set(include_fields))
+    found: list[Instance] = []
+    for study_uid, wanted in by_study.items():
+        query = Query(StudyInstanceUID=study_uid, query_level=QueryLevels.INSTANCE, include_fields=fields)
+        if not any(isinstance(t, StudyReference) for t in wanted):
+            series = {t.series_uid for t in wanted if isinstance(t, (SeriesReference, InstanceReference))}
+            query.SeriesInstanceUID = ",".join(sorted(series))
+        for study in searcher.find_studies(query):
+            found.extend(
+                instance for instance in study.all_instances()
+                if any(covers(t, instance.reference()) for t in wanted)
+            )
+    return found
+
+
+def plan_download(
+    targets: Sequence[Reference],
+    searcher: Searcher | None,
+    storage: StorageDir,
+    finest_level_needed: DICOMObjectLevels,
+) -> Plan:
+    """Decide which requests fetch ``targets`` into ``storage``, skipping what is on disk."""
+    if searcher is None:
+        return Plan(fetch=list(targets))
+    instances = find_instances(searcher, targets, storage.template.fields)
+    plan = Plan(fetch=[])
+    for target in targets:
+        if not any(covers(target, i.reference()) for i in instances):
+            plan.not_found.append(
+                FetchFailure(target, NoQueryResultsError(f"The searcher found no instances for {target}"))
+            )
+    for instance in instances:
+        reference = instance.reference()
+        plan.expected.add(reference)
+        if storage.has(instance.data):
+            plan.complete.add(reference)
+    plan.fetch = requests_for(plan.expected - plan.complete, plan.expected, finest_level_needed)
+    if plan.complete:
+        logger.info("%d of %d instances are already on disk; skipping them",
+                    len(plan.complete), len(plan.expected))
+    return plan
+
+
+def requests_for(
+    missing: set[InstanceReference],
+    expected: set[InstanceReference],
+    finest_level_needed: DICOMObjectLevels = DICOMObjectLevels.STUDY,
+) -> list[Reference]:
+    """The fewest requests that fetch ``missing``: whole series where a series is all missing."""
+    if finest_level_needed == DICOMObjectLevels.INSTANCE:
+        return sorted(missing, key=_order)
+    per_series: dict[SeriesReference, set[InstanceReference]] = defaultdict(set)
+    for instance in expected:
+        per_series[instance.series_reference].add(instance)
+    requests: list[Reference] = []
+    for series, members in sorted(per_series.items(), key=lambda item: _order(item[0])):
+        todo = members & missing
+        if todo == members:
+            requests.append(series)
+        else:
+            requests.extend(sorted(todo, key=_order))
+    return requests
+
+
+def _order(reference: Reference) -> tuple[str, ...]:
+    return tuple(str(v) for v in vars(reference).values())

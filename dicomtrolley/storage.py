@@ -1,0 +1,305 @@
+"""Where downloaded instances go on disk.
+
+A storage writes the bytes of an :class:`~dicomtrolley.core.InstancePart`
+exactly as the server sent them (no parse and re-encode), under a path made
+from the instance's own attributes:
+
+- :class:`StorageDir` without a template keeps the public reference's layout,
+  ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>`` with the dots of
+  each UID written as underscores;
+- a template such as ``"{PatientID}/{StudyDate}/{SeriesNumber:03d}_{Modality}/{InstanceNumber:05d}.dcm"``
+  chooses any layout; format specs work on numeric attributes;
+- :class:`FlatStorageDir` puts every file in one folder.
+
+Each file is first written under a temporary name in its target folder and
+renamed when complete, so a file under its final name is always whole. Values
+are made safe for a path: they cannot add folders, climb out of the output
+folder, or carry control characters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import logging
+import os
+import re
+import shutil
+import string
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+
+from dicomtrolley.core import InstancePart, InstanceReference
+from dicomtrolley.exceptions import StorageCollisionError, StorageError
+
+logger = logging.getLogger(__name__)
+
+PLACEHOLDER = "unknown"
+"""What an empty or missing attribute becomes in a path."""
+
+TEMPORARY_SUFFIX = ".dicomtrolley-partial"
+"""Files being written carry this suffix (and a leading dot) until they are complete."""
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+_MAX_SEGMENT_BYTES = 200
+
+
+@dataclass(frozen=True)
+class SavedInstance:
+    """One instance written to disk."""
+
+    reference: InstanceReference
+    path: Path
+    size: int
+    transfer_syntax: str
+
+
+def safe_segment(value: str) -> str:
+    """Make one attribute value safe to stand in a file or folder name.
+
+    Separators, control and reserved characters become ``_``; a value of only
+    dots (``..``) cannot climb; an empty value becomes :data:`PLACEHOLDER`;
+    long values are cut to fit file-name limits.
+
+    Examples
+    --------
+    >>> safe_segment("../../etc")
+    '.._.._etc'
+    >>> safe_segment("..")
+    '__'
+    >>> safe_segment("  ")
+    'unknown'
+    """
+    cleaned = _UNSAFE.sub("_", value).strip()
+    if not cleaned:
+        return PLACEHOLDER
+    if set(cleaned) == {"."}:
+        return "_" * len(cleaned)
+    encoded = cleaned.encode("utf-8")[:_MAX_SEGMENT_BYTES]
+    return encoded.decode("utf-8", "ignore")
+
+
+def _plain_value(value: Any) -> Any:
+    """An attribute value as a str, int or float that ``format`` understands."""
+    if isinstance(value, MultiValue):
+        return "_".join(str(v) for v in value)
+    if isinstance(value, int):
+        return int(value)  # IS and plain ints
+    if isinstance(value, float):
+        return float(value)  # DS
+    return str(value)
+
+
+class PathTemplate:
+    """Turns an instance's attributes into a relative path.
+
+    Parameters
+    ----------
+    template
+        A ``str.format`` pattern over DICOM keywords, folders separated by ``/``.
+    uid_underscores
+        Write the dots of ``...UID`` attributes as underscores (the reference's layout).
+    """
+
+    def __init__(self, template: str, *, uid_underscores: bool = False) -> None:
+        self.template = template
+        self.uid_underscores = uid_underscores
+        self._pieces = list(string.Formatter().parse(template))
+        self.fields = tuple(name for _, name, _, _ in self._pieces if name)
+        if not self.fields:
+            raise StorageError(f"Template {template!r} names no attribute, so every file would collide")
+        if any(not name.isidentifier() for name in self.fields):
+            raise StorageError(f"Template {template!r}: fields must be plain DICOM keywords")
+
+    def render(self, attributes: Mapping[str, Any] | Dataset) -> Path:
+        """The relative path for an instance with these attributes."""
+        text = []
+        for literal, name, spec, conversion in self._pieces:
+            text.append(literal)
+            if name:
+                text.append(safe_segment(self._field(attributes, name, spec or "", conversion)))
+        segments = "".join(text).split("/")
+        if any(seg in ("", ".", "..") for seg in segments):
+            raise StorageError(f"Template {self.template!r} gives an unsafe path {'/'.join(segments)!r}")
+        return Path(*segments)
+
+    def _field(
+        self, attributes: Mapping[str, Any] | Dataset, name: str, spec: str, conversion: str | None
+    ) -> str:
+        raw = attributes.get(name)
+        if raw is None or raw == "":
+            return PLACEHOLDER
+        value = _plain_value(raw)
+        if self.uid_underscores and name.endswith("UID"):
+            value = str(value).replace(".", "_")
+        if conversion:
+            value = str(value) if conversion == "s" else repr(value)
+        try:
+            return format(value, spec)
+        except ValueError:
+            # A numeric spec on a text value, e.g. {SeriesNumber:03d} when the server sent "3".
+            try:
+                return format(int(str(value)), spec)
+            except ValueError:
+                return str(value)
+
+
+class StorageDir:
+    """Writes instances under a folder, in a layout chosen by a template.
+
+    Parameters
+    ----------
+    path
+        The output folder; created when needed.
+    template
+        A :class:`PathTemplate` pattern. Without one, the reference's layout
+        ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>`` (dots as underscores).
+    """
+
+    default_template = "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}"
+
+    def __init__(self, path: str | os.PathLike[str], template: str | None = None) -> None:
+        self.path = Path(path)
+        self.template = PathTemplate(template or self.default_template, uid_underscores=template is None)
+        self._claimed: dict[Path, str] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, template={self.template.template!r})"
+
+    def at(self, path: str | os.PathLike[str]) -> StorageDir:
+        """The same layout under another folder."""
+        clone = copy.copy(self)
+        clone.path = Path(path)
+        clone._claimed = {}
+        clone._lock = threading.Lock()
+        return clone
+
+    def path_for(self, attributes: Mapping[str, Any] | Dataset) -> Path:
+        """The absolute path an instance with these attributes is written to.
+
+        Raises
+        ------
+        StorageError
+            The path would fall outside the output folder.
+        """
+        relative = self.template.render(attributes)
+        full = self.path / relative
+        if not full.resolve().is_relative_to(self.path.resolve()):
+            raise StorageError(f"Refusing to write outside {self.path}: {relative}")
+        return full
+
+    def has(self, attributes: Mapping[str, Any] | Dataset) -> bool:
+        """True when this instance is already complete on disk.
+
+        Needs every attribute the template names; a file under its final name
+        is always complete, because files are renamed only when whole.
+        """
+        if any(attributes.get(name) in (None, "") for name in self.template.fields):
+            return False
+        return self.path_for(attributes).is_file()
+
+    def save(self, part: InstancePart) -> SavedInstance:
+        """Write one instance's bytes, as they are, to its path; atomically.
+
+        Raises
+        ------
+        StorageError
+            The bytes are not DICOM, the disk is full, or the folder is not writable.
+        StorageCollisionError
+            Another instance already maps to the same path.
+        """
+        header = read_header(part.body)
+        sop_uid = str(header.get("SOPInstanceUID", "")) or _meta(header, "MediaStorageSOPInstanceUID")
+        if not sop_uid:
+            raise StorageError("A downloaded instance has no SOPInstanceUID")
+        target = self.path_for(header)
+        self._claim(target, sop_uid)
+        _write_atomically(part.body, target)
+        reference = InstanceReference(
+            str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", "")), sop_uid
+        )
+        logger.debug("Wrote %s (%d bytes)", target, part.size)
+        return SavedInstance(reference, target, part.size, _meta(header, "TransferSyntaxUID"))
+
+    def _claim(self, target: Path, sop_uid: str) -> None:
+        with self._lock:
+            owner = self._claimed.get(target)
+            if owner is None and target.is_file():
+                owner = str(read_header_of_file(target).get("SOPInstanceUID", ""))
+            if owner and owner != sop_uid:
+                raise StorageCollisionError(
+                    f"Instances {owner} and {sop_uid} both map to {target}; "
+                    "add an attribute such as {SOPInstanceUID} to the template"
+                )
+            self._claimed[target] = sop_uid
+
+
+class FlatStorageDir(StorageDir):
+    """Writes every instance into one folder, named by its SOPInstanceUID (dots as underscores)."""
+
+    default_template = "{SOPInstanceUID}"
+
+
+def _meta(header: Dataset, keyword: str) -> str:
+    meta = getattr(header, "file_meta", None)
+    return str(meta.get(keyword, "")) if meta is not None else ""
+
+
+def read_header(body: IO[bytes]) -> Dataset:
+    """Read the attributes before the pixel data, leaving ``body`` at position 0.
+
+    Large values are not loaded, so this costs the same for a 256 MB instance
+    as for a small one.
+
+    Raises
+    ------
+    StorageError
+        The bytes are not a DICOM instance.
+    """
+    body.seek(0)
+    try:
+        return pydicom.dcmread(body, stop_before_pixels=True, defer_size="64 KB", force=True)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as error:
+        raise StorageError(f"Downloaded bytes are not a readable DICOM instance: {error}") from error
+    finally:
+        body.seek(0)
+
+
+def read_header_of_file(path: Path) -> Dataset:
+    """:func:`read_header` for a file on disk."""
+    with path.open("rb") as file:
+        return read_header(file)
+
+
+def _write_atomically(body: IO[bytes], target: Path) -> None:
+    """Copy ``body`` to a temporary file beside ``target``, then rename it into place."""
+    temporary: str | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX, dir=target.parent
+        )
+        with os.fdopen(handle, "wb") as out:
+            body.seek(0)
+            shutil.copyfileobj(body, out, 1 << 20)
+        os.replace(temporary, target)
+        temporary = None
+    except OSError as error:
+        reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
+        raise StorageError(f"Could not write {target}: {reason}") from error
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        body.seek(0)

@@ -1,0 +1,135 @@
+"""Download over WADO-URI (DICOM PS3.18 9): one GET per instance.
+
+WADO-URI knows only single instances, so a study is fetched as many small
+requests; a bounded pool of workers keeps several in flight on keep-alive
+connections, and each body is streamed to a file object that stays in memory
+only while small.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import requests
+
+from dicomtrolley.core import (
+    DICOMObjectLevels,
+    Downloader,
+    FetchFailure,
+    InstancePart,
+    InstanceReference,
+    PartSink,
+    Reference,
+)
+from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.http import (
+    DEFAULT_TIMEOUT,
+    SPILL_THRESHOLD,
+    HTTPClient,
+    RetryPolicy,
+    Timeout,
+    iter_body,
+    spool,
+)
+from dicomtrolley.workers import run_targets
+
+logger = logging.getLogger(__name__)
+
+
+class WadoURI(Downloader):
+    """Fetches instances over WADO-URI, several at a time.
+
+    Parameters
+    ----------
+    session
+        The session to send on (auth, certificates and cookies included).
+    url
+        The WADO-URI endpoint, e.g. ``https://pacs.example/wado``.
+    transfer_syntax
+        A transfer syntax UID to ask for; ``None`` leaves the choice to the
+        server (the standard says Explicit VR Little Endian).
+    workers
+        Requests in flight at once; the connection pool is sized to match.
+    timeout
+        Seconds to connect and to wait for data.
+    retry
+        When a failed request is tried again.
+    spill_threshold
+        Instances larger than this many bytes are held in a temporary file, not memory.
+    """
+
+    finest_level_needed = DICOMObjectLevels.INSTANCE
+
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        *,
+        transfer_syntax: str | None = None,
+        workers: int = 8,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        spill_threshold: int = SPILL_THRESHOLD,
+    ) -> None:
+        self.url = url
+        self.transfer_syntax = transfer_syntax
+        self.workers = workers
+        self.spill_threshold = spill_threshold
+        self.http = HTTPClient(session, timeout=timeout, retry=retry, pool_size=workers)
+
+    def __repr__(self) -> str:
+        return f"WadoURI({self.url!r})"
+
+    def params_for(self, instance: InstanceReference) -> dict[str, str]:
+        """The query parameters that ask for one instance as DICOM."""
+        params = {
+            "requestType": "WADO",
+            "studyUID": instance.study_uid,
+            "seriesUID": instance.series_uid,
+            "objectUID": instance.instance_uid,
+            "contentType": "application/dicom",
+        }
+        if self.transfer_syntax:
+            params["transferSyntax"] = self.transfer_syntax
+        return params
+
+    def fetch(
+        self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
+    ) -> list[FetchFailure]:
+        """Fetch each instance with its own request; see :meth:`Downloader.fetch`.
+
+        Raises
+        ------
+        DICOMTrolleyError
+            A target is a study or series: WADO-URI cannot list what they hold,
+            so resolve them to instances first (a Trolley with a searcher does).
+        """
+        coarse = [t for t in targets if not isinstance(t, InstanceReference)]
+        if coarse:
+            raise DICOMTrolleyError(
+                f"WADO-URI fetches single instances; {coarse[0]} must first be resolved to its "
+                "instances (give the Trolley a searcher)"
+            )
+        instances = [t for t in targets if isinstance(t, InstanceReference)]
+        return run_targets(
+            instances,
+            lambda instance: self._fetch_one(instance, sink),
+            workers=self.workers,
+            stop_on_failure=stop_on_failure,
+        )
+
+    def _fetch_one(self, instance: InstanceReference, sink: PartSink) -> None:
+        response = self.http.get(
+            self.url,
+            params=self.params_for(instance),
+            headers={"Accept": "application/dicom", "Accept-Encoding": "identity"},
+            stream=True,
+        )
+        content_type = response.headers.get("Content-Type", "application/dicom")
+        body, size = spool(iter_body(response), self.spill_threshold)
+        part = InstancePart(body, size, content_type, instance, instance)
+        try:
+            sink(part)
+        finally:
+            part.close()
