@@ -1,0 +1,72 @@
+"""Fixtures shared by the whole suite: the sample data and a real Orthanc loaded with it.
+
+``orthanc`` is one server per test session; tests must not delete from it or change
+its data. A test that needs other settings, or an empty or modified server, starts
+its own with ``orthanc_factory`` (small sample data only, stopped after the test).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.orthanc import OrthancServer, ensure_installed, running_orthanc
+from tests.support.sample_data import SampleData, generate_sample_data
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA_DIR = Path(os.environ.get("DICOMTROLLEY_TEST_DATA", REPO_ROOT / ".data" / "sample"))
+"""Where the generated files are cached between runs (``.data/`` is git-ignored)."""
+
+FIXTURE_STOP_TIMEOUT = 0.3
+"""Fixture servers' storage is thrown away, so they need not take 3.5 s to stop cleanly."""
+
+OrthancFactory = Callable[..., OrthancServer]
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> SampleData:
+    """Manifest of every generated sample file: the small studies and the 300-instance study."""
+    return generate_sample_data(SAMPLE_DATA_DIR, large=True)
+
+
+@pytest.fixture(scope="session")
+def orthanc(sample_data: SampleData, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """One Orthanc for the session, holding all of ``sample_data`` (``orthanc.sample``)."""
+    ensure_installed()
+    with running_orthanc(tmp_path_factory.mktemp("orthanc"), stop_timeout=FIXTURE_STOP_TIMEOUT) as server:
+        started = time.perf_counter()
+        server.upload(sample_data.paths())
+        server.sample = sample_data
+        print(f"\nOrthanc {server.base_url}: uploaded sample data in {time.perf_counter() - started:.1f} s")
+        yield server
+
+
+@pytest.fixture
+def orthanc_factory(
+    sample_data: SampleData, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OrthancFactory]:
+    """Start extra Orthancs with config overrides, loaded with the small sample; stopped after the test.
+
+    ``orthanc_factory(LimitFindResults=2)`` returns a running :class:`OrthancServer`
+    whose ``sample`` is the small data. Pass ``load=False`` for an empty server.
+    """
+    small = sample_data.small_only()
+    with ExitStack() as stack:
+
+        def start(*, load: bool = True, **overrides: Any) -> OrthancServer:
+            workdir = tmp_path_factory.mktemp("orthanc-extra")
+            server = stack.enter_context(
+                running_orthanc(workdir, stop_timeout=FIXTURE_STOP_TIMEOUT, **overrides)
+            )
+            if load:
+                server.upload(small.paths())
+                server.sample = small
+            return server
+
+        yield start
