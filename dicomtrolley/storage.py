@@ -222,7 +222,9 @@ class StorageDir:
         header = read_header(part.body)
         sop_uid = str(header.get("SOPInstanceUID", "")) or _meta(header, "MediaStorageSOPInstanceUID")
         if not sop_uid:
-            raise StorageError("A downloaded instance has no SOPInstanceUID")
+            raise StorageError(
+                f"Downloaded bytes are not a readable DICOM instance: no SOPInstanceUID ({part.size} bytes)"
+            )
         target = self.path_for(header)
         self._claim(target, sop_uid)
         _write_atomically(part.body, target)

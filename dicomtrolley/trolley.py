@@ -40,6 +40,7 @@ from dicomtrolley.exceptions import (
 )
 from dicomtrolley.planning import covers, find_instances, plan_download
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
+from dicomtrolley.results import StudyList
 from dicomtrolley.storage import StorageDir
 
 logger = logging.getLogger(__name__)
@@ -144,9 +145,9 @@ class Trolley:
             raise DICOMTrolleyError("This Trolley has no searcher; pass one as Trolley(searcher=...)")
         return self.searcher
 
-    def find_studies(self, query: Query) -> list[Study]:
-        """Every study matching ``query``, down to its query level."""
-        return self._require_searcher().find_studies(query)
+    def find_studies(self, query: Query) -> StudyList:
+        """Every study matching ``query``, down to its query level; prints as a table."""
+        return StudyList(self._require_searcher().find_studies(query))
 
     def find_study(self, query: Query) -> Study:
         """The one study matching ``query``; an error if none or several match."""

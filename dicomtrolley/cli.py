@@ -1,0 +1,157 @@
+"""The ``dicomtrolley`` command: search a DICOMweb server and download from it.
+
+Everything here is a thin layer over the library; see ``dicomtrolley --help``.
+The password for a login is read from the environment variable
+``DICOMTROLLEY_PASSWORD`` or asked for at a prompt, never taken as an
+argument, so ``ps`` cannot show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date
+
+import requests
+
+from dicomtrolley import __version__
+from dicomtrolley.auth import create_session
+from dicomtrolley.core import Downloader, Query, QueryLevels
+from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
+from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.results import StudyList
+from dicomtrolley.trolley import Trolley
+from dicomtrolley.wado_rs import WadoRS
+from dicomtrolley.wado_uri import WadoURI
+
+PASSWORD_VARIABLE = "DICOMTROLLEY_PASSWORD"  # noqa: S105 - the name of a variable, not a password
+
+EXIT_FAILURES = 1
+EXIT_ERROR = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicomtrolley", description="Find DICOM studies on a DICOMweb server and download them."
+    )
+    parser.add_argument("--version", action="version", version=f"dicomtrolley {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def server_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("url", help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web")
+        p.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
+        p.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
+        p.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
+        p.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
+
+    search = sub.add_parser("search", help="find studies and print them as a table")
+    server_options(search)
+    for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy",
+                    "StudyDescription"):
+        search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
+    search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
+    search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
+    search.add_argument("--level", choices=[lvl.value.lower() for lvl in QueryLevels], default="study")
+    search.add_argument("--limit", type=int, help="at most this many results")
+    search.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
+
+    download = sub.add_parser("download", help="download studies to a folder")
+    server_options(download)
+    download.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
+    download.add_argument("-o", "--output", required=True, help="output folder")
+    download.add_argument(
+        "--template", help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'"
+    )
+    download.add_argument("--downloader", choices=["wado-rs", "wado-uri"], default="wado-rs")
+    download.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+    download.add_argument("--workers", type=int, help="parallel requests")
+    download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
+                          help="stop at the first failure, or go on and report all (default)")
+    download.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _session(args: argparse.Namespace) -> requests.Session:
+    if args.login_url:
+        if not args.user:
+            raise DICOMTrolleyError("--login-url needs --user")
+        session = create_session(args.login_url, args.user, _password(), args.realm)
+    else:
+        session = requests.Session()
+        if args.user:
+            session.auth = (args.user, _password())
+    session.verify = not args.no_verify
+    return session
+
+
+def _password() -> str:
+    return os.environ.get(PASSWORD_VARIABLE) or getpass.getpass("Password: ")
+
+
+def _downloader(args: argparse.Namespace, session: requests.Session) -> Downloader:
+    workers = {"workers": args.workers} if args.workers else {}
+    if args.downloader == "wado-uri":
+        wado_url = args.wado_uri_url or args.url.rstrip("/").rsplit("/", 1)[0] + "/wado"
+        return WadoURI(session, wado_url, **workers)
+    return WadoRS(session, args.url, **workers)
+
+
+def _search(args: argparse.Namespace) -> int:
+    fields = {k: getattr(args, k) for k in ("PatientID", "PatientName", "AccessionNumber",
+                                           "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription")}
+    query = Query(
+        **fields,
+        min_study_date=args.min_study_date,
+        max_study_date=args.max_study_date,
+        query_level=QueryLevels(args.level.upper()),
+        limit=args.limit,
+    )
+    studies = Trolley(searcher=QidoRS(_session(args), args.url)).find_studies(query)
+    if args.json:
+        print(json.dumps([s.to_dict() for s in studies], indent=1))
+    else:
+        print(StudyList(studies).to_table())
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    session = _session(args)
+    trolley = Trolley(searcher=QidoRS(session, args.url), downloader=_downloader(args, session))
+    try:
+        summary = trolley.download(
+            args.study_uids, args.output, template=args.template, on_error=args.on_error,
+            progress=False if args.no_progress else None,
+        )
+    except DownloadError as error:
+        print(f"dicomtrolley: {error}", file=sys.stderr)
+        if error.summary is not None:
+            print(error.summary, file=sys.stderr)
+        return EXIT_FAILURES
+    print(summary)
+    for failure in summary.failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    for missing in summary.missing:
+        print(f"missing: {missing}", file=sys.stderr)
+    return 0 if summary.ok else EXIT_FAILURES
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 download failures, 3 other errors)."""
+    args = _parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return _search(args) if args.command == "search" else _download(args)
+    except DICOMTrolleyError as error:
+        print(f"dicomtrolley: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

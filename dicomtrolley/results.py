@@ -1,0 +1,85 @@
+"""Search results as a table: for terminals, notebooks and pandas.
+
+:class:`StudyList` is a plain ``list`` of studies that also prints as a table,
+renders as an HTML table in Jupyter, and turns into a pandas DataFrame.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+from dicomtrolley.core import Study
+
+if TYPE_CHECKING:
+    import pandas
+
+COLUMNS: tuple[str, ...] = (
+    "StudyInstanceUID",
+    "PatientID",
+    "PatientName",
+    "StudyDate",
+    "AccessionNumber",
+    "ModalitiesInStudy",
+    "StudyDescription",
+)
+"""The study attributes a table shows, in order."""
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+class StudyList(list[Study]):
+    """A list of studies that shows itself as a table.
+
+    Each row is a study: the attributes in :data:`COLUMNS`, then how many
+    series and instances the search returned below it.
+    """
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per study: the table's columns, plus ``series`` and ``instances`` counts."""
+        out = []
+        for study in self:
+            row: dict[str, Any] = {"StudyInstanceUID": study.uid}
+            for name in COLUMNS[1:]:
+                row[name] = _text(study.data.get(name))
+            row["series"] = len(study.series)
+            row["instances"] = len(study.all_instances())
+            out.append(row)
+        return out
+
+    def to_table(self) -> str:
+        """The studies as a fixed-width text table."""
+        rows = self.rows()
+        if not rows:
+            return "(no studies)"
+        headers = list(rows[0])
+        cells = [[_text(row[h]) for h in headers] for row in rows]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = self.rows()
+        if not rows:
+            return "<p>(no studies)</p>"
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in rows[0])
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row.values()) + "</tr>"
+            for row in rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """The table as a pandas DataFrame (``pip install dicomtrolley[pandas]``)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas: pip install dicomtrolley[pandas]") from None
+        return pandas.DataFrame(self.rows())

@@ -1,0 +1,160 @@
+"""Storage: layouts, templates, safe names, atomic writes, collisions."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomtrolley.core import InstancePart
+from dicomtrolley.exceptions import StorageCollisionError, StorageError
+from dicomtrolley.storage import TEMPORARY_SUFFIX, FlatStorageDir, PathTemplate, StorageDir, safe_segment
+
+
+def dicom_bytes(sop_uid: str = "1.2.3.4", **attributes: object) -> bytes:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = "1.2.1"
+    ds.SeriesInstanceUID = "1.2.1.1"
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def part(data: bytes) -> InstancePart:
+    return InstancePart(io.BytesIO(data), len(data))
+
+
+def test_default_layout_is_the_references_study_series_instance_with_underscores(tmp_path: Path) -> None:
+    saved = StorageDir(tmp_path).save(part(dicom_bytes("1.2.3.4")))
+    assert saved.path == tmp_path / "1_2_1" / "1_2_1_1" / "1_2_3_4"
+
+
+def test_saved_file_holds_the_received_bytes_unchanged(tmp_path: Path) -> None:
+    data = dicom_bytes()
+    saved = StorageDir(tmp_path).save(part(data))
+    assert saved.path.read_bytes() == data
+    assert saved.size == len(data)
+    assert saved.transfer_syntax == ExplicitVRLittleEndian
+
+
+def test_flat_layout_names_files_by_sop_instance_uid(tmp_path: Path) -> None:
+    saved = FlatStorageDir(tmp_path).save(part(dicom_bytes("1.2.3.4")))
+    assert saved.path == tmp_path / "1_2_3_4"
+
+
+def test_template_formats_numbers_and_keeps_uid_dots(tmp_path: Path) -> None:
+    storage = StorageDir(tmp_path, template="{PatientID}/{SeriesNumber:03d}_{Modality}/{InstanceNumber:05d}.dcm")
+    saved = storage.save(part(dicom_bytes(PatientID="P1", SeriesNumber=7, Modality="CT", InstanceNumber=12)))
+    assert saved.path == tmp_path / "P1" / "007_CT" / "00012.dcm"
+
+
+def test_missing_or_empty_attribute_becomes_placeholder(tmp_path: Path) -> None:
+    storage = StorageDir(tmp_path, template="{PatientID}/{AccessionNumber}/{SOPInstanceUID}.dcm")
+    saved = storage.save(part(dicom_bytes("9.9", PatientID="")))
+    assert saved.path == tmp_path / "unknown" / "unknown" / "9.9.dcm"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("../../etc", ".._.._etc"), ("..", "__"), ("a/b\\c", "a_b_c"), ("tab\there", "tab_here"), ("", "unknown")],
+)
+def test_safe_segment_neutralises_separators_dots_and_control_characters(value: str, expected: str) -> None:
+    assert safe_segment(value) == expected
+
+
+def test_hostile_tag_value_cannot_climb_out_of_the_output_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    storage = StorageDir(out, template="{PatientID}/{SOPInstanceUID}")
+    saved = storage.save(part(dicom_bytes(PatientID="../../../../tmp/evil")))
+    assert saved.path.resolve().is_relative_to(out.resolve())
+    assert not (tmp_path / "tmp").exists()
+
+
+def test_template_with_a_climbing_literal_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="unsafe path"):
+        StorageDir(tmp_path, template="../{SOPInstanceUID}").path_for({"SOPInstanceUID": "1"})
+
+
+def test_template_without_fields_is_refused() -> None:
+    with pytest.raises(StorageError, match="names no attribute"):
+        PathTemplate("all.dcm")
+
+
+def test_two_instances_on_one_path_are_reported_not_overwritten(tmp_path: Path) -> None:
+    storage = StorageDir(tmp_path, template="{PatientID}.dcm")
+    first = storage.save(part(dicom_bytes("1.1", PatientID="P")))
+    with pytest.raises(StorageCollisionError, match=r"1\.1 and 1\.2"):
+        storage.save(part(dicom_bytes("1.2", PatientID="P")))
+    assert first.path.read_bytes() == dicom_bytes("1.1", PatientID="P")
+
+
+def test_collision_with_a_file_from_an_earlier_run_is_reported(tmp_path: Path) -> None:
+    StorageDir(tmp_path, template="{PatientID}.dcm").save(part(dicom_bytes("1.1", PatientID="P")))
+    with pytest.raises(StorageCollisionError):
+        StorageDir(tmp_path, template="{PatientID}.dcm").save(part(dicom_bytes("1.2", PatientID="P")))
+
+
+def test_saving_the_same_instance_again_replaces_it(tmp_path: Path) -> None:
+    storage = StorageDir(tmp_path)
+    storage.save(part(dicom_bytes("1.1")))
+    saved = storage.save(part(dicom_bytes("1.1")))
+    assert saved.path.is_file()
+
+
+def test_bytes_that_are_not_dicom_raise_storage_error_and_leave_nothing(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="not a readable DICOM"):
+        StorageDir(tmp_path).save(part(b"<html>an error page</html>"))
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_failed_write_leaves_no_file_under_the_final_name_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(src: object, dst: object, length: int = 0) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("dicomtrolley.storage.shutil.copyfileobj", full_disk)
+    with pytest.raises(StorageError, match="disk is full"):
+        StorageDir(tmp_path).save(part(dicom_bytes("1.1")))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_has_is_true_only_for_complete_files_under_their_final_name(tmp_path: Path) -> None:
+    storage = StorageDir(tmp_path)
+    attributes = {"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.1", "SOPInstanceUID": "1.1"}
+    assert not storage.has(attributes)
+    folder = storage.path_for(attributes).parent
+    folder.mkdir(parents=True)
+    (folder / f".1_1.x{TEMPORARY_SUFFIX}").write_bytes(b"half")
+    assert not storage.has(attributes)
+    storage.save(part(dicom_bytes("1.1")))
+    assert storage.has(attributes)
+
+
+def test_has_is_false_when_the_search_lacks_a_template_attribute(tmp_path: Path) -> None:
+    storage = StorageDir(tmp_path, template="{PatientID}/{SOPInstanceUID}")
+    assert not storage.has({"SOPInstanceUID": "1.1"})
+
+
+def test_at_keeps_the_template_under_another_folder(tmp_path: Path) -> None:
+    storage = StorageDir(tmp_path / "a", template="{SOPInstanceUID}.dcm").at(tmp_path / "b")
+    assert storage.path_for({"SOPInstanceUID": "1.1"}) == tmp_path / "b" / "1.1.dcm"
+
+
+def test_non_ascii_values_are_kept(tmp_path: Path) -> None:
+    storage = StorageDir(tmp_path, template="{PatientName}/{SOPInstanceUID}")
+    saved = storage.save(part(dicom_bytes(PatientName="Müller^Jürgen", SpecificCharacterSet="ISO_IR 192")))
+    assert saved.path.parent.name == "Müller^Jürgen"
+    assert os.path.isfile(saved.path)
