@@ -115,7 +115,11 @@ def plan_download(
         plan.expected.add(reference)
         if storage.has(instance.data):
             plan.complete.add(reference)
-    plan.fetch = requests_for(plan.expected - plan.complete, plan.expected, finest_level_needed)
+    whole = {
+        i.series_reference for i in plan.expected
+        if any(isinstance(t, (StudyReference, SeriesReference)) and covers(t, i) for t in targets)
+    }
+    plan.fetch = requests_for(plan.expected - plan.complete, plan.expected, whole, finest_level_needed)
     if plan.complete:
         logger.info("%d of %d instances are already on disk; skipping them",
                     len(plan.complete), len(plan.expected))
@@ -125,9 +129,14 @@ def plan_download(
 def requests_for(
     missing: set[InstanceReference],
     expected: set[InstanceReference],
+    whole_series: set[SeriesReference],
     finest_level_needed: DICOMObjectLevels = DICOMObjectLevels.STUDY,
 ) -> list[Reference]:
-    """The fewest requests that fetch ``missing``: whole series where a series is all missing."""
+    """The fewest requests that fetch ``missing``.
+
+    A series is fetched with one request when all of it is wanted
+    (``whole_series``) and none of it is on disk; otherwise instance by instance.
+    """
     if finest_level_needed == DICOMObjectLevels.INSTANCE:
         return sorted(missing, key=_order)
     per_series: dict[SeriesReference, set[InstanceReference]] = defaultdict(set)
@@ -136,7 +145,7 @@ def requests_for(
     requests: list[Reference] = []
     for series, members in sorted(per_series.items(), key=lambda item: _order(item[0])):
         todo = members & missing
-        if todo == members:
+        if todo == members and series in whole_series:
             requests.append(series)
         else:
             requests.extend(sorted(todo, key=_order))

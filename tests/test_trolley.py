@@ -1,0 +1,240 @@
+"""Trolley and download planning, with an in-memory searcher and downloader.
+
+These pin down what the facade decides (which queries, which requests, what is
+skipped, recovered and reported) independent of any protocol; the same
+behaviours run against the real server in test_download_orthanc.py.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomtrolley.core import (
+    Downloader,
+    FetchFailure,
+    Instance,
+    InstancePart,
+    InstanceReference,
+    PartSink,
+    Query,
+    Reference,
+    Searcher,
+    Series,
+    SeriesReference,
+    Study,
+    StudyReference,
+)
+from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError, DownloadError
+from dicomtrolley.planning import requests_for
+from dicomtrolley.trolley import Trolley
+from dicomtrolley.workers import run_targets
+
+STUDY = "1.1"
+SERIES = {"1.1.1": ["1.1.1.1", "1.1.1.2", "1.1.1.3"], "1.1.2": ["1.1.2.1", "1.1.2.2"]}
+
+
+def instance_bytes(series_uid: str, sop_uid: str) -> bytes:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = STUDY, series_uid, sop_uid
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def all_instances() -> list[InstanceReference]:
+    return [InstanceReference(STUDY, se, i) for se, ins in SERIES.items() for i in ins]
+
+
+class FakeSearcher(Searcher):
+    def __init__(self) -> None:
+        self.queries: list[Query] = []
+
+    def find_studies(self, query: Query) -> list[Study]:
+        self.queries.append(query)
+        wanted = set(filter(None, query.SeriesInstanceUID.split(",")))
+        study = Study(STUDY)
+        for series_uid, sops in SERIES.items():
+            if wanted and series_uid not in wanted:
+                continue
+            series = study.add(Series(series_uid))
+            for sop in sops:
+                ds = Dataset()
+                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = STUDY, series_uid, sop
+                series.add(Instance(sop, ds))
+        return [study] if query.StudyInstanceUID == STUDY else []
+
+
+class FakeDownloader(Downloader):
+    """Serves SERIES; can break a series stream after some parts, like a dropped connection."""
+
+    def __init__(self, break_series_after: dict[str, int] | None = None) -> None:
+        self.requests: list[Reference] = []
+        self.break_series_after = break_series_after or {}
+
+    def fetch(
+        self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
+    ) -> list[FetchFailure]:
+        return run_targets(targets, lambda t: self._one(t, sink), workers=2, stop_on_failure=stop_on_failure)
+
+    def _one(self, target: Reference, sink: PartSink) -> None:
+        self.requests.append(target)
+        members = [i for i in all_instances() if _covers(target, i)]
+        for count, instance in enumerate(members):
+            if isinstance(target, SeriesReference) and self.break_series_after.get(target.series_uid) == count:
+                raise ConnectionFailedError(f"connection reset while reading {target}")
+            data = instance_bytes(instance.series_uid, instance.instance_uid)
+            sink(InstancePart(io.BytesIO(data), len(data), source=target))
+
+
+def _covers(target: Reference, instance: InstanceReference) -> bool:
+    if isinstance(target, StudyReference):
+        return True
+    if isinstance(target, SeriesReference):
+        return target.series_uid == instance.series_uid
+    return target == instance
+
+
+def files_in(folder: Path) -> set[str]:
+    return {p.name for p in folder.rglob("*") if p.is_file()}
+
+
+def test_study_uid_string_is_downloaded_with_one_query_and_one_request_per_series(tmp_path: Path) -> None:
+    searcher, downloader = FakeSearcher(), FakeDownloader()
+    summary = Trolley(searcher, downloader).download(STUDY, tmp_path, progress=False)
+    assert len(searcher.queries) == 1
+    assert sorted(downloader.requests, key=str) == [SeriesReference(STUDY, s) for s in SERIES]
+    assert summary.written == 5
+    assert summary.ok
+    assert len(files_in(tmp_path)) == 5
+
+
+def test_one_series_downloads_that_series_only(tmp_path: Path) -> None:
+    searcher, downloader = FakeSearcher(), FakeDownloader()
+    summary = Trolley(searcher, downloader).download(SeriesReference(STUDY, "1.1.2"), tmp_path, progress=False)
+    assert downloader.requests == [SeriesReference(STUDY, "1.1.2")]
+    assert searcher.queries[0].SeriesInstanceUID == "1.1.2"
+    assert summary.written == 2
+
+
+def test_several_series_of_one_study_cost_one_query(tmp_path: Path) -> None:
+    searcher = FakeSearcher()
+    Trolley(searcher, FakeDownloader()).download(
+        [SeriesReference(STUDY, "1.1.1"), SeriesReference(STUDY, "1.1.2")], tmp_path, progress=False
+    )
+    assert len(searcher.queries) == 1
+    assert searcher.queries[0].SeriesInstanceUID == "1.1.1,1.1.2"
+
+
+def test_reference_argument_order_downloader_then_searcher_is_accepted() -> None:
+    searcher, downloader = FakeSearcher(), FakeDownloader()
+    trolley = Trolley(downloader, searcher)  # type: ignore[arg-type]
+    assert trolley.searcher is searcher
+    assert trolley.downloader is downloader
+
+
+def test_second_run_of_a_finished_download_requests_nothing(tmp_path: Path) -> None:
+    Trolley(FakeSearcher(), FakeDownloader()).download(STUDY, tmp_path, progress=False)
+    again = FakeDownloader()
+    summary = Trolley(FakeSearcher(), again).download(STUDY, tmp_path, progress=False)
+    assert again.requests == []
+    assert summary.skipped == 5
+    assert summary.written == 0
+
+
+def test_half_done_series_is_completed_instance_by_instance(tmp_path: Path) -> None:
+    Trolley(FakeSearcher(), FakeDownloader()).download(InstanceReference(STUDY, "1.1.1", "1.1.1.1"), tmp_path,
+                                                       progress=False)
+    downloader = FakeDownloader()
+    summary = Trolley(FakeSearcher(), downloader).download(STUDY, tmp_path, progress=False)
+    assert set(downloader.requests) == {
+        InstanceReference(STUDY, "1.1.1", "1.1.1.2"),
+        InstanceReference(STUDY, "1.1.1", "1.1.1.3"),
+        SeriesReference(STUDY, "1.1.2"),
+    }
+    assert summary.skipped == 1
+    assert summary.written == 4
+
+
+def test_stream_broken_after_k_parts_keeps_them_and_fetches_only_the_rest(tmp_path: Path) -> None:
+    downloader = FakeDownloader(break_series_after={"1.1.1": 2})
+    summary = Trolley(FakeSearcher(), downloader).download(STUDY, tmp_path, progress=False)
+    assert summary.ok
+    assert summary.written == 5
+    assert InstanceReference(STUDY, "1.1.1", "1.1.1.3") in downloader.requests
+    assert InstanceReference(STUDY, "1.1.1", "1.1.1.1") not in downloader.requests
+    assert len(files_in(tmp_path)) == 5
+
+
+def test_unknown_study_raises_download_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=r"9\.9\.9"):
+        Trolley(FakeSearcher(), FakeDownloader()).download("9.9.9", tmp_path, progress=False)
+
+
+def test_collect_mode_lists_the_unknown_study_and_downloads_the_rest(tmp_path: Path) -> None:
+    summary = Trolley(FakeSearcher(), FakeDownloader()).download(
+        ["9.9.9", STUDY], tmp_path, on_error="collect", progress=False
+    )
+    assert [f.target for f in summary.failures] == [StudyReference("9.9.9")]
+    assert summary.written == 5
+    assert not summary.ok
+
+
+def test_progress_callback_sees_every_instance(tmp_path: Path) -> None:
+    seen = []
+    Trolley(FakeSearcher(), FakeDownloader()).download(STUDY, tmp_path, progress=seen.append)
+    assert sorted(p.instances for p in seen) == [1, 2, 3, 4, 5]
+    assert all(p.total == 5 for p in seen)
+
+
+def test_download_without_searcher_fetches_the_targets_as_given(tmp_path: Path) -> None:
+    downloader = FakeDownloader()
+    summary = Trolley(downloader=downloader).download(STUDY, tmp_path, progress=False)
+    assert downloader.requests == [StudyReference(STUDY)]
+    assert summary.expected is None
+    assert summary.written == 5
+
+
+def test_fetch_all_datasets_yields_every_instance() -> None:
+    datasets = list(Trolley(FakeSearcher(), FakeDownloader()).fetch_all_datasets(STUDY))
+    assert sorted(ds.SOPInstanceUID for ds in datasets) == sorted(i.instance_uid for i in all_instances())
+
+
+def test_search_without_searcher_says_so() -> None:
+    with pytest.raises(DICOMTrolleyError, match="no searcher"):
+        Trolley(downloader=FakeDownloader()).find_studies(Query())
+
+
+def test_found_studies_print_as_a_table() -> None:
+    table = Trolley(FakeSearcher()).find_studies(Query(StudyInstanceUID=STUDY)).to_table()
+    assert table.splitlines()[0].split()[:2] == ["StudyInstanceUID", "PatientID"]
+    assert STUDY in table.splitlines()[1]
+
+
+def test_one_instance_downloads_that_instance_only(tmp_path: Path) -> None:
+    downloader = FakeDownloader()
+    one = InstanceReference(STUDY, "1.1.1", "1.1.1.2")
+    summary = Trolley(FakeSearcher(), downloader).download(one, tmp_path, progress=False)
+    assert downloader.requests == [one]
+    assert summary.written == 1
+
+
+def test_requests_for_uses_series_only_where_the_whole_series_is_missing() -> None:
+    expected = set(all_instances())
+    missing = expected - {InstanceReference(STUDY, "1.1.1", "1.1.1.1")}
+    whole = {SeriesReference(STUDY, s) for s in SERIES}
+    assert requests_for(missing, expected, whole) == [
+        InstanceReference(STUDY, "1.1.1", "1.1.1.2"),
+        InstanceReference(STUDY, "1.1.1", "1.1.1.3"),
+        SeriesReference(STUDY, "1.1.2"),
+    ]
