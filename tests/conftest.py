@@ -7,16 +7,17 @@ its own with ``orthanc_factory`` (small sample data only, stopped after the test
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.orthanc import OrthancServer, ensure_installed, running_orthanc
+from tests.support.orthanc import OrthancFactory, OrthancServer, running_orthanc
 from tests.support.sample_data import SampleData, generate_sample_data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ SAMPLE_DATA_DIR = Path(os.environ.get("DICOMTROLLEY_TEST_DATA", REPO_ROOT / ".da
 FIXTURE_STOP_TIMEOUT = 0.3
 """Fixture servers' storage is thrown away, so they need not take 3.5 s to stop cleanly."""
 
-OrthancFactory = Callable[..., OrthancServer]
+logger = logging.getLogger("tests.harness")
 
 
 @pytest.fixture(scope="session")
@@ -37,20 +38,26 @@ def sample_data() -> SampleData:
 
 @pytest.fixture(scope="session")
 def orthanc(sample_data: SampleData, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    """One Orthanc for the session, holding all of ``sample_data`` (``orthanc.sample``)."""
-    ensure_installed()
+    """One Orthanc for the session, holding all of ``sample_data`` (``orthanc.sample``).
+
+    Installs Orthanc with apt first if it is missing.
+    """
+    started = time.perf_counter()
     with running_orthanc(tmp_path_factory.mktemp("orthanc"), stop_timeout=FIXTURE_STOP_TIMEOUT) as server:
-        started = time.perf_counter()
+        ready = time.perf_counter()
         server.upload(sample_data.paths())
         server.sample = sample_data
-        print(f"\nOrthanc {server.base_url}: uploaded sample data in {time.perf_counter() - started:.1f} s")
+        logger.info(
+            "Orthanc %s started in %.2f s, sample data uploaded in %.2f s",
+            server.base_url,
+            ready - started,
+            time.perf_counter() - ready,
+        )
         yield server
 
 
 @pytest.fixture
-def orthanc_factory(
-    sample_data: SampleData, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OrthancFactory]:
+def orthanc_factory(sample_data: SampleData, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancFactory]:
     """Start extra Orthancs with config overrides, loaded with the small sample; stopped after the test.
 
     ``orthanc_factory(LimitFindResults=2)`` returns a running :class:`OrthancServer`
@@ -61,9 +68,7 @@ def orthanc_factory(
 
         def start(*, load: bool = True, **overrides: Any) -> OrthancServer:
             workdir = tmp_path_factory.mktemp("orthanc-extra")
-            server = stack.enter_context(
-                running_orthanc(workdir, stop_timeout=FIXTURE_STOP_TIMEOUT, **overrides)
-            )
+            server = stack.enter_context(running_orthanc(workdir, stop_timeout=FIXTURE_STOP_TIMEOUT, **overrides))
             if load:
                 server.upload(small.paths())
                 server.sample = small

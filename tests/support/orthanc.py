@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -52,11 +52,19 @@ MOVE_DESTINATION_NAME = "dicomtrolley"
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+START_ATTEMPTS = 3
+LOG_NAME = "orthanc.log"
+_PORT_IN_USE = "already in use"
+"""What Orthanc 1.10 logs when its HTTP or DICOM port is taken."""
 UPLOAD_THREADS = 4
 
 
 class OrthancHarnessError(RuntimeError):
     """Orthanc could not be installed, started or loaded with data."""
+
+
+class OrthancExitedError(OrthancHarnessError):
+    """Orthanc exited before it answered, e.g. because a port was taken or the config is wrong."""
 
 
 # --- installation ------------------------------------------------------------------------
@@ -118,9 +126,7 @@ def ensure_installed() -> Path:
                 )
     plugin = find_dicomweb_plugin()
     if plugin is None or not ORTHANC_BINARY.is_file():
-        raise OrthancHarnessError(
-            f"apt reported success but Orthanc or its DICOMweb plugin is missing ({plugin})"
-        )
+        raise OrthancHarnessError(f"apt reported success but Orthanc or its DICOMweb plugin is missing ({plugin})")
     return plugin
 
 
@@ -147,7 +153,8 @@ class OrthancServer:
     auth
         ``(user, password)`` when the server was started with authentication.
     sample
-        Manifest of the sample data uploaded by the fixture that made the server, if any.
+        Manifest of the sample data the fixture that made the server uploaded
+        (empty if it uploaded none).
     """
 
     base_url: str
@@ -159,7 +166,7 @@ class OrthancServer:
     log_path: Path
     config: dict[str, Any]
     auth: tuple[str, str] | None = None
-    sample: SampleData | None = None
+    sample: SampleData = field(default_factory=SampleData)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -235,6 +242,14 @@ class OrthancServer:
             return "(no log)"
 
 
+class OrthancFactory(Protocol):
+    """Type of the ``orthanc_factory`` fixture: starts an extra server for one test."""
+
+    def __call__(self, *, load: bool = True, **config_overrides: Any) -> OrthancServer:
+        """Start an Orthanc with these config overrides, loaded with the small sample unless ``load=False``."""
+        ...
+
+
 def free_ports(count: int) -> list[int]:
     """Return ``count`` distinct TCP ports that are free on the loopback interface right now."""
     sockets = []
@@ -263,9 +278,7 @@ def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[
     return merged
 
 
-def orthanc_config(
-    workdir: Path, plugin: Path, http_port: int, dicom_port: int, move_port: int
-) -> dict[str, Any]:
+def orthanc_config(workdir: Path, plugin: Path, http_port: int, dicom_port: int, move_port: int) -> dict[str, Any]:
     """The configuration the harness gives every Orthanc before overrides.
 
     Loopback only, no authentication, DIMSE open to every AE, DICOMweb and
@@ -273,7 +286,7 @@ def orthanc_config(
     RetrieveURLs without the port).
     """
     return {
-        "Name": "dicomtrolley-tests",
+        "Name": f"dicomtrolley-tests-{os.getpid()}-{http_port}",
         "HttpPort": http_port,
         "DicomPort": dicom_port,
         "DicomAet": ORTHANC_AET,
@@ -294,10 +307,14 @@ def orthanc_config(
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM Orthanc if the test process dies abruptly."""
+    """In the child before exec: have Linux kill Orthanc if the process that started it dies.
+
+    Without this, a test run killed with SIGKILL (or a crashed demo) leaves an
+    Orthanc holding its ports. Nobody is left to wait for a clean stop, so SIGKILL.
+    """
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 @contextmanager
@@ -328,11 +345,36 @@ def running_orthanc(
     Raises
     ------
     OrthancHarnessError
-        If Orthanc does not answer within 30 s; the message has its log tail.
+        If Orthanc does not answer within 30 s, or exits while starting (three
+        times, when the harness chose the ports); the message has its log tail.
     """
     plugin = ensure_installed()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    # Another suite on this machine may take a port between free_ports() and Orthanc's bind.
+    own_ports = not {"HttpPort", "DicomPort"} & config_overrides.keys()
+    attempts = START_ATTEMPTS if own_ports else 1
+    log_path = workdir / LOG_NAME
+    for attempt in range(1, attempts + 1):
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
+        server = _launch(workdir, plugin, config_overrides)
+        try:
+            _wait_until_ready(server, log_offset)
+            break
+        except OrthancExitedError:
+            if attempt == attempts:
+                raise
+            logger.warning("Orthanc exited while starting (port taken?); retrying with other ports")
+    assert server.process is not None
+    logger.info("Orthanc pid %s ready at %s", server.process.pid, server.base_url)
+    try:
+        yield server
+    finally:
+        _stop(server.process, stop_timeout)
+
+
+def _launch(workdir: Path, plugin: Path, config_overrides: Mapping[str, Any]) -> OrthancServer:
+    """Write the config for free ports and start the Orthanc process, without waiting for it."""
     http_port, dicom_port, move_port = free_ports(3)
     config = merge_config(orthanc_config(workdir, plugin, http_port, dicom_port, move_port), config_overrides)
     config_path = workdir / "orthanc.json"
@@ -344,7 +386,7 @@ def running_orthanc(
         aet=str(config["DicomAet"]),
         move_destination=_move_destination(config),
         workdir=workdir,
-        log_path=workdir / "orthanc.log",
+        log_path=workdir / LOG_NAME,
         config=config,
         auth=_first_user(config),
     )
@@ -358,12 +400,7 @@ def running_orthanc(
             env={**os.environ, "TCP_NODELAY": "1"},
             preexec_fn=_die_with_parent,  # only calls prctl: safe after fork
         )
-    try:
-        _wait_until_ready(server)
-        logger.info("Orthanc pid %s ready at %s", server.process.pid, server.base_url)
-        yield server
-    finally:
-        _stop(server.process, stop_timeout)
+    return server
 
 
 def _move_destination(config: Mapping[str, Any]) -> tuple[str, int]:
@@ -379,22 +416,29 @@ def _first_user(config: Mapping[str, Any]) -> tuple[str, str] | None:
     return str(user), str(password)
 
 
-def _wait_until_ready(server: OrthancServer) -> None:
-    """Poll ``GET /system`` until 200 and the DICOM port accepts connections."""
+def _wait_until_ready(server: OrthancServer, log_offset: int) -> None:
+    """Poll ``GET /system`` until it names this server and the DICOM port accepts connections.
+
+    Checking the Name matters when another suite's Orthanc holds the port we
+    chose. A port already in use makes Orthanc 1.10 log it at once but take
+    1.5 s to exit; the log (from ``log_offset``, where this attempt began) is
+    watched so that such a start is abandoned right away.
+    """
     assert server.process is not None
     deadline = time.monotonic() + START_TIMEOUT
     with server.session() as session:
         while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                raise OrthancHarnessError(
+            port_taken = _PORT_IN_USE in _read_from(server.log_path, log_offset)
+            if port_taken or server.process.poll() is not None:
+                _stop(server.process, 0)
+                raise OrthancExitedError(
                     f"Orthanc exited with {server.process.returncode} while starting; "
                     f"log {server.log_path}:\n{server.log_tail()}"
                 )
             try:
-                if session.get(f"{server.base_url}/system", timeout=2).status_code == 200:
-                    with socket.create_connection(("127.0.0.1", server.dicom_port), timeout=2):
-                        return
-            except (requests.ConnectionError, requests.Timeout, OSError):
+                if _answers_as(session, server) and _accepts_connections(server.dicom_port):
+                    return
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.05)
     _stop(server.process, STOP_TIMEOUT)
@@ -402,6 +446,26 @@ def _wait_until_ready(server: OrthancServer) -> None:
         f"Orthanc did not answer on {server.base_url}/system within {START_TIMEOUT:.0f} s; "
         f"log {server.log_path}:\n{server.log_tail()}"
     )
+
+
+def _answers_as(session: requests.Session, server: OrthancServer) -> bool:
+    """True if the HTTP port answers ``/system`` with this server's Name, not some other server's."""
+    response = session.get(f"{server.base_url}/system", timeout=(0.5, 1.0))
+    return response.status_code == 200 and response.json().get("Name") == server.config["Name"]
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -421,6 +485,8 @@ def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # SIGTERM unwinds like Ctrl-C, so Orthanc is stopped and ready.json removed.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     timings: dict[str, float] = {}
     started = time.perf_counter()
     sample = generate_sample_data(Path(args.data), large=args.large)
@@ -433,9 +499,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["DicomPort"] = args.dicom_port
 
     with ExitStack() as stack:
-        workdir = (
-            Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dicomtrolley-orthanc-"))
-        )
+        workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dicomtrolley-orthanc-"))
         if not args.workdir:
             stack.callback(shutil.rmtree, workdir, True)
         ready_path = workdir / "ready.json"
@@ -443,6 +507,8 @@ def _serve(args: argparse.Namespace) -> int:
 
         started = time.perf_counter()
         server = stack.enter_context(running_orthanc(workdir, **overrides))
+        process = server.process
+        assert process is not None
         timings["start"] = time.perf_counter() - started
         started = time.perf_counter()
         server.upload(sample.paths())
@@ -456,7 +522,7 @@ def _serve(args: argparse.Namespace) -> int:
             "dicom_port": server.dicom_port,
             "aet": server.aet,
             "move_destination": list(server.move_destination),
-            "pid": server.process.pid if server.process else None,
+            "pid": process.pid,
             "log": str(server.log_path),
             "studies": [
                 {
@@ -478,34 +544,22 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"WADO-URI: {server.wado_url}", flush=True)
         for study in sample.studies:
             print(
-                f"  study {study.uid}  {study.patient_id}  {study.description}  "
-                f"({len(study.instances)} instances)",
+                f"  study {study.uid}  {study.patient_id}  {study.description}  ({len(study.instances)} instances)",
                 flush=True,
             )
         print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()), flush=True)
         print(f"ready file: {ready_path}; Ctrl-C or SIGTERM to stop", flush=True)
-        signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
-        try:
-            while server.process is not None and server.process.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        else:
-            if server.process is not None and server.process.returncode not in (None, 0):
-                print(f"Orthanc exited unexpectedly; log tail:\n{server.log_tail()}", file=sys.stderr)
-                return 1
-    return 0
+        while process.poll() is None:
+            time.sleep(0.5)
+        print(f"Orthanc exited on its own ({process.returncode}); log tail:\n{server.log_tail()}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tests.support.orthanc``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.support.orthanc", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m tests.support.orthanc", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve", help="start Orthanc loaded with the sample data until Ctrl-C/SIGTERM"
-    )
+    serve = commands.add_parser("serve", help="start Orthanc loaded with the sample data until Ctrl-C/SIGTERM")
     serve.add_argument("--data", required=True, help="sample data directory (generated if incomplete)")
     serve.add_argument("--large", action="store_true", help="also generate and upload the 300-instance study")
     serve.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
@@ -513,7 +567,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workdir", help="Orthanc storage, log and ready.json (default: a temp dir, removed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return _serve(args)
+    try:
+        return _serve(args)
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 MANIFEST_NAME = "manifest.json"
+_STAGING_MARK = ".tmp-"
 MANIFEST_VERSION = 1
 """Bump when the generated content changes, so stale caches are regenerated."""
 
@@ -285,6 +286,8 @@ def generate_sample_data(directory: Path, *, large: bool = True) -> SampleData:
         parts.append(("large", _LARGE_STUDIES))
     studies: list[SampleStudy] = []
     with _locked(directory / ".lock"):
+        for leftover in directory.glob(f"*{_STAGING_MARK}*"):
+            shutil.rmtree(leftover)  # from a run killed while generating
         for name, specs in parts:
             studies.extend(_ensure_part(directory / name, specs))
     return SampleData(studies=studies)
@@ -305,7 +308,7 @@ def _ensure_part(part_dir: Path, specs: tuple[_StudySpec, ...]) -> list[SampleSt
     cached = load_manifest(part_dir)
     if cached is not None:
         return cached.studies
-    staging = part_dir.with_name(f"{part_dir.name}.tmp-{time.monotonic_ns()}")
+    staging = part_dir.with_name(f"{part_dir.name}{_STAGING_MARK}{time.monotonic_ns()}")
     staging.mkdir()
     try:
         studies = [_write_study(spec, staging, part_dir) for spec in specs]
@@ -396,9 +399,7 @@ def _write_study(spec: _StudySpec, staging: Path, final_dir: Path) -> SampleStud
         instances = []
         for number in range(1, series_spec.instances + 1):
             instance_uid = str(sample_uid("instance", spec.key, series_number, number))
-            ds = _image_dataset(
-                study_ds, series_spec, series_uid, series_number, frame_uid, instance_uid, number
-            )
+            ds = _image_dataset(study_ds, series_spec, series_uid, series_number, frame_uid, instance_uid, number)
             relative_path = relative_dir / f"IM{number:04d}.dcm"
             ds.save_as(staging / relative_path, enforce_file_format=True)
             instances.append(
