@@ -76,6 +76,21 @@ def test_sample_data_covers_what_searches_need(sample_data: SampleData) -> None:
     assert [len(series.instances) for series in large.series] == [300]
 
 
+def test_ensure_installed_reports_apt_output_when_installation_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_apt = tmp_path / "apt-get"
+    fake_apt.write_text("#!/bin/sh\necho 'E: Could not open lock file' >&2\nexit 100\n")
+    fake_apt.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(orthanc_module, "ORTHANC_BINARY", tmp_path / "no-Orthanc")
+
+    with pytest.raises(orthanc_module.OrthancHarnessError, match="apt-get update") as raised:
+        orthanc_module.ensure_installed()
+
+    assert "E: Could not open lock file" in str(raised.value)
+
+
 # --- the running server --------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""Helpers the test suite and the demo share: synthetic DICOM data and a real Orthanc."""
