@@ -32,10 +32,13 @@ from dicomtrolley.http import (
     iter_body,
     spool,
 )
-from dicomtrolley.multipart import boundary_of, iter_parts, parse_content_type
-from dicomtrolley.workers import run_targets
+from dicomtrolley.multipart import Part, boundary_of, iter_parts, parse_content_type
+from dicomtrolley.workers import prefetch, run_targets
 
 logger = logging.getLogger(__name__)
+
+PREFETCH_DEPTH = 4
+"""Instances read ahead of the one being written: network and disk overlap, memory stays bounded."""
 
 AS_STORED = "*"
 """Ask for each instance in the transfer syntax it is stored in: no transcoding, byte-exact."""
@@ -123,9 +126,8 @@ class WadoRS(Downloader):
             self._deliver(InstancePart(body, size, content_type, target, known), sink, url)
             count = 1
         elif media_type == "multipart/related":
-            for part in iter_parts(
-                iter_body(response), boundary_of(content_type), spill_threshold=self.spill_threshold
-            ):
+            parts = iter_parts(iter_body(response), boundary_of(content_type), spill_threshold=self.spill_threshold)
+            for part in prefetch(parts, depth=PREFETCH_DEPTH, discard=Part.close):
                 instance = InstancePart(
                     part.body, part.size, part.content_type or "application/dicom", target, known,
                     headers=part.headers,

@@ -1,4 +1,4 @@
-"""A bounded pool of workers for downloads.
+"""Bounded concurrency for downloads: a worker pool, and read-ahead of a stream.
 
 Downloaders hand their targets (series, instances) to :func:`run_targets`,
 which runs them on a fixed number of threads and keeps only a few more
@@ -9,7 +9,9 @@ becomes 10,000 pending futures.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
@@ -19,6 +21,7 @@ from dicomtrolley.exceptions import DICOMTrolleyError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=Reference)
+U = TypeVar("U")
 
 
 def run_targets(
@@ -85,3 +88,64 @@ def run_targets(
             done, _ = wait(pending)
             collect(future for future in done if not future.cancelled())
     return failures
+
+
+class _End:
+    """Marks the end of a prefetched iterator, or carries the error that ended it."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def prefetch(items: Iterator[U], *, depth: int, discard: Callable[[U], None]) -> Iterator[U]:
+    """Iterate ``items`` on a background thread, at most ``depth`` items ahead.
+
+    A download's stream is read and split into instances on one thread while
+    the consumer writes the previous instances to disk on another, so network
+    and disk work overlap. When the consumer stops early, items read ahead are
+    passed to ``discard`` (to free them) and the source iterator is closed.
+    """
+    ready: queue.Queue[U | _End] = queue.Queue(maxsize=depth)
+    stopped = threading.Event()
+
+    def offer(item: U | _End) -> bool:
+        while not stopped.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    discard(item)
+                    break
+            else:
+                offer(_End())
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
+            offer(_End(error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    producer = threading.Thread(target=produce, name="dicomtrolley-prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = ready.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+    finally:
+        stopped.set()
+        producer.join()
+        while not ready.empty():
+            leftover = ready.get_nowait()
+            if not isinstance(leftover, _End):
+                discard(leftover)
