@@ -1,0 +1,124 @@
+"""The bounded worker pool and the read-ahead of streams."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from dicomtrolley.core import StudyReference
+from dicomtrolley.exceptions import ConnectionFailedError
+from dicomtrolley.workers import prefetch, run_targets
+
+
+def studies(count: int) -> list[StudyReference]:
+    return [StudyReference(f"1.{n}") for n in range(count)]
+
+
+def test_every_target_runs_once() -> None:
+    seen: list[StudyReference] = []
+    lock = threading.Lock()
+
+    def work(target: StudyReference) -> None:
+        with lock:
+            seen.append(target)
+
+    assert run_targets(studies(50), work, workers=4, stop_on_failure=True) == []
+    assert sorted(seen, key=str) == sorted(studies(50), key=str)
+
+
+def test_no_more_than_twice_the_workers_are_pending_at_once() -> None:
+    pulled = 0
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def source() -> Iterator[StudyReference]:
+        nonlocal pulled
+        for target in studies(40):
+            pulled += 1
+            with lock:
+                assert pulled - done <= 2 * 3 + 1
+            yield target
+
+    done = 0
+
+    def work(target: StudyReference) -> None:
+        nonlocal running, most, done
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.002)
+        with lock:
+            running -= 1
+            done += 1
+
+    run_targets(source(), work, workers=3, stop_on_failure=False)
+    assert most <= 3
+    assert done == 40
+
+
+def test_failures_are_collected_with_their_target() -> None:
+    def work(target: StudyReference) -> None:
+        if target.study_uid.endswith("3"):
+            raise ConnectionFailedError(f"broke on {target.study_uid}")
+
+    failures = run_targets(studies(10), work, workers=2, stop_on_failure=False)
+    assert [f.target for f in failures] == [StudyReference("1.3")]
+    assert "broke on 1.3" in str(failures[0])
+
+
+def test_stop_on_failure_starts_nothing_new() -> None:
+    started: list[str] = []
+
+    def work(target: StudyReference) -> None:
+        started.append(target.study_uid)
+        raise ConnectionFailedError("down")
+
+    failures = run_targets(studies(100), work, workers=1, stop_on_failure=True)
+    assert len(started) <= 2
+    assert len(failures) == len(started)
+
+
+def test_a_bug_in_the_work_is_not_swallowed() -> None:
+    def work(target: StudyReference) -> None:
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        run_targets(studies(3), work, workers=2, stop_on_failure=False)
+
+
+def test_prefetch_yields_everything_in_order() -> None:
+    assert list(prefetch(iter(range(100)), depth=3, discard=lambda _: None)) == list(range(100))
+
+
+def test_prefetch_reraises_the_sources_error_after_the_items_before_it() -> None:
+    def source() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ConnectionFailedError("reset")
+
+    got: list[int] = []
+    with pytest.raises(ConnectionFailedError, match="reset"):
+        got.extend(prefetch(source(), depth=2, discard=lambda _: None))
+    assert got == [1, 2]
+
+
+def test_prefetch_discards_what_was_read_ahead_when_the_consumer_stops() -> None:
+    closed = threading.Event()
+    discarded: list[int] = []
+
+    def source() -> Iterator[int]:
+        try:
+            yield from range(1000)
+        finally:
+            closed.set()
+
+    items = prefetch(source(), depth=4, discard=discarded.append)
+    assert next(items) == 0
+    items.close()
+    assert closed.is_set()
+    assert 0 < len(discarded) <= 5
+    assert 0 not in discarded
