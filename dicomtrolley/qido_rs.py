@@ -89,6 +89,8 @@ DEFAULT_INCLUDE_FIELDS: dict[QueryLevels, tuple[str, ...]] = {
         "NumberOfSeriesRelatedInstances",
         "PatientID",
         "StudyDate",
+        "StudyDescription",
+        "AccessionNumber",
     ),
     QueryLevels.INSTANCE: (
         "StudyInstanceUID",

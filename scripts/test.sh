@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 echo "== ruff";  ruff check .
 echo "== mypy";  mypy
-echo "== docs";  mkdocs build --strict --quiet --site-dir .data/site
+echo "== docs";  NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir .data/site
 echo "== pytest"
 mkdir -p .data
 pytest --junitxml=.data/junit.xml "$@"
