@@ -34,11 +34,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _count(reported: Any, found: int) -> int:
+    """What the server says the study holds, or else what the search returned below it."""
+    return int(reported) if reported not in (None, "") else found
+
+
 class StudyList(list[Study]):
     """A list of studies that shows itself as a table.
 
     Each row is a study: the attributes in :data:`COLUMNS`, then how many
-    series and instances the search returned below it.
+    series and instances it holds (as the server reports them, or else as
+    many as the search returned below it).
     """
 
     def rows(self) -> list[dict[str, Any]]:
@@ -48,8 +54,8 @@ class StudyList(list[Study]):
             row: dict[str, Any] = {"StudyInstanceUID": study.uid}
             for name in COLUMNS[1:]:
                 row[name] = _text(study.data.get(name))
-            row["series"] = len(study.series)
-            row["instances"] = len(study.all_instances())
+            row["series"] = _count(study.data.get("NumberOfStudyRelatedSeries"), len(study.series))
+            row["instances"] = _count(study.data.get("NumberOfStudyRelatedInstances"), len(study.all_instances()))
             out.append(row)
         return out
 
