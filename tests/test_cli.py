@@ -1,0 +1,75 @@
+"""The dicomtrolley command, against the real Orthanc."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dicomtrolley.cli import main
+from tests.support.orthanc import OrthancServer
+
+pytestmark = pytest.mark.integration
+
+
+def test_search_prints_one_row_per_matching_study(orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", orthanc.dicomweb_url, "--PatientID", "PAT002"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = {s.uid for s in orthanc.sample.studies if s.patient_id == "PAT002"}
+    assert lines[0].startswith("StudyInstanceUID")
+    assert {line.split()[0] for line in lines[1:]} == expected
+
+
+def test_search_json_lists_the_studies_with_their_attributes(
+    orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["search", orthanc.dicomweb_url, "--PatientID", "PAT003", "--json"]) == 0
+    studies = json.loads(capsys.readouterr().out)
+    assert [s["uid"] for s in studies] == [s.uid for s in orthanc.sample.studies if s.patient_id == "PAT003"]
+    assert studies[0]["data"]["00100020"]["Value"] == ["PAT003"]
+
+
+def test_download_writes_the_study_and_exits_zero(orthanc: OrthancServer, tmp_path: Path) -> None:
+    study = next(s for s in orthanc.sample.small_studies if s.patient_id == "PAT001")
+    status = main(["download", orthanc.dicomweb_url, study.uid, "-o", str(tmp_path), "--no-progress",
+                   "--template", "{SOPInstanceUID}.dcm"])
+    assert status == 0
+    assert {p.name for p in tmp_path.iterdir()} == {f"{i.uid}.dcm" for i in study.instances}
+
+
+def test_download_over_wado_uri(orthanc: OrthancServer, tmp_path: Path) -> None:
+    study = next(s for s in orthanc.sample.small_studies if s.patient_id == "PAT002")
+    status = main(["download", orthanc.dicomweb_url, study.uid, "-o", str(tmp_path), "--no-progress",
+                   "--downloader", "wado-uri", "--workers", "3"])
+    assert status == 0
+    assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == len(study.instances)
+
+
+def test_download_exits_non_zero_and_names_what_failed(
+    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = orthanc.sample.small_studies[0]
+    status = main(["download", orthanc.dicomweb_url, "1.2.3.999", study.uid, "-o", str(tmp_path), "--no-progress"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "failed: StudyReference(study_uid='1.2.3.999')" in err
+    assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == len(study.instances)
+
+
+def test_unreachable_server_exits_three_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "http://127.0.0.1:9/dicom-web"]) == 3
+    assert "127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_password_comes_from_the_environment_not_the_command_line(
+    orthanc_factory: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert callable(orthanc_factory)
+    server = orthanc_factory(AuthenticationEnabled=True, RegisteredUsers={"alice": "s3cret"})
+    monkeypatch.setenv("DICOMTROLLEY_PASSWORD", "s3cret")
+    assert main(["search", server.dicomweb_url, "--user", "alice"]) == 0
+    assert "StudyInstanceUID" in capsys.readouterr().out
+    monkeypatch.setenv("DICOMTROLLEY_PASSWORD", "wrong")
+    assert main(["search", server.dicomweb_url, "--user", "alice"]) == 3
+    assert "401" in capsys.readouterr().err
