@@ -1,0 +1,54 @@
+"""Search results as tables: text, HTML for notebooks, pandas."""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+
+from dicomtrolley.core import Series, Study
+from dicomtrolley.results import COLUMNS, StudyList
+
+
+def study(uid: str, patient: str, **extra: object) -> Study:
+    ds = Dataset()
+    ds.PatientID = patient
+    ds.PatientName = "Müller^Jürgen"
+    ds.StudyDate = "20230817"
+    ds.ModalitiesInStudy = ["CT", "PT"]
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    return Study(uid, ds)
+
+
+def test_text_table_has_a_header_and_a_row_per_study() -> None:
+    lines = StudyList([study("1.1", "P1"), study("1.2", "P2")]).to_table().splitlines()
+    assert lines[0].split() == [*COLUMNS, "series", "instances"]
+    assert lines[1].split()[:2] == ["1.1", "P1"]
+    assert "CT\\PT" in lines[1]
+
+
+def test_counts_come_from_the_server_when_it_reports_them() -> None:
+    rows = StudyList([study("1.1", "P1", NumberOfStudyRelatedSeries=3, NumberOfStudyRelatedInstances=40)]).rows()
+    assert (rows[0]["series"], rows[0]["instances"]) == (3, 40)
+
+
+def test_counts_fall_back_to_what_the_search_returned() -> None:
+    found = study("1.1", "P1")
+    found.add(Series("1.1.1"))
+    assert StudyList([found]).rows()[0]["series"] == 1
+
+
+def test_html_table_escapes_values_for_notebooks() -> None:
+    html = StudyList([study("1.1", "<script>")])._repr_html_()
+    assert html.startswith("<table>")
+    assert "&lt;script&gt;" in html
+    assert "<script>" not in html
+
+
+def test_empty_result_says_so() -> None:
+    assert StudyList().to_table() == "(no studies)"
+
+
+def test_dataframe_has_a_row_per_study() -> None:
+    frame = StudyList([study("1.1", "P1"), study("1.2", "P2")]).to_dataframe()
+    assert list(frame["StudyInstanceUID"]) == ["1.1", "1.2"]
+    assert list(frame["PatientName"]) == ["Müller^Jürgen"] * 2
