@@ -1,0 +1,160 @@
+"""The core model: references, the study tree, the query."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from datetime import date, datetime
+
+import pytest
+from pydantic import ValidationError
+from pydicom.dataset import Dataset
+
+from dicomtrolley.core import (
+    Instance,
+    InstanceReference,
+    Query,
+    QueryLevels,
+    Series,
+    SeriesReference,
+    Study,
+    StudyReference,
+    to_reference,
+)
+from dicomtrolley.exceptions import DICOMTrolleyError
+
+
+def tree() -> Study:
+    study = Study("1", json_data={"00100020": {"vr": "LO", "Value": ["P1"]}})
+    for s in range(3):
+        series = study.add(Series(f"1.{s}"))
+        for i in range(100):
+            series.add(Instance(f"1.{s}.{i}"))
+    return study
+
+
+def test_references_are_frozen_hashable_and_compare_by_value() -> None:
+    assert {InstanceReference("1", "2", "3"), InstanceReference("1", "2", "3")} == {InstanceReference("1", "2", "3")}
+    with pytest.raises(AttributeError):
+        StudyReference("1").study_uid = "2"  # type: ignore[misc]
+
+
+def test_tree_objects_give_their_reference() -> None:
+    study = tree()
+    instance = study.series[1].instances[5]
+    assert instance.reference() == InstanceReference("1", "1.1", "1.1.5")
+    assert study.series[2].reference() == SeriesReference("1", "1.2")
+    assert study.reference() == StudyReference("1")
+
+
+def test_equal_trees_are_equal_without_recursion_through_parents() -> None:
+    assert tree() == tree()
+    assert tree().series[0].instances[0] == tree().series[0].instances[0]
+    other = tree()
+    other.series[2].add(Instance("extra"))
+    assert tree() != other
+
+
+def test_repr_of_any_object_is_one_short_line() -> None:
+    study = tree()
+    for obj in (study, study.series[0], study.series[0].instances[0]):
+        assert "\n" not in repr(obj)
+        assert len(repr(obj)) < 100
+    assert repr(study) == "Study('1', series=3)"
+
+
+def test_to_dict_serialises_the_tree_to_json() -> None:
+    data = json.loads(json.dumps(tree().to_dict()))
+    assert data["uid"] == "1"
+    assert data["data"]["00100020"]["Value"] == ["P1"]
+    assert len(data["children"]) == 3
+    assert len(data["children"][0]["children"]) == 100
+
+
+def test_trees_pickle_and_come_back_equal() -> None:
+    assert pickle.loads(pickle.dumps(tree())) == tree()  # noqa: S301 - our own data
+
+
+def test_data_is_built_from_json_when_first_read() -> None:
+    study = tree()
+    assert isinstance(study.data, Dataset)
+    assert study.data.PatientID == "P1"
+
+
+def test_all_series_and_all_instances_walk_down() -> None:
+    study = tree()
+    assert len(study.all_series()) == 3
+    assert len(study.all_instances()) == 300
+    assert study.series[0].all_instances()[0].uid == "1.0.0"
+
+
+def test_get_finds_children_by_uid() -> None:
+    study = tree()
+    assert study["1.2"].get("1.2.7").uid == "1.2.7"
+    with pytest.raises(KeyError):
+        study.get("nope")
+
+
+def test_a_tree_object_needs_a_uid() -> None:
+    with pytest.raises(DICOMTrolleyError, match="needs a uid"):
+        Study("")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("1.2.3", StudyReference("1.2.3")),
+        (" 1.2.3 ", StudyReference("1.2.3")),
+        (SeriesReference("1", "2"), SeriesReference("1", "2")),
+    ],
+)
+def test_to_reference_accepts_uid_strings_and_references(given: object, expected: object) -> None:
+    assert to_reference(given) == expected  # type: ignore[arg-type]
+
+
+def test_to_reference_refuses_what_it_cannot_download() -> None:
+    with pytest.raises(DICOMTrolleyError, match="Cannot download"):
+        to_reference(42)  # type: ignore[arg-type]
+
+
+def test_query_refuses_an_unknown_include_field_naming_it() -> None:
+    with pytest.raises(ValidationError, match="NotAKeyword"):
+        Query(include_fields=["PatientID", "NotAKeyword"])
+
+
+def test_query_accepts_keywords_hex_tags_and_all() -> None:
+    assert Query(include_fields=["PatientID", "0020000D", "all"]).include_fields == ["PatientID", "0020000D", "all"]
+
+
+def test_query_refuses_unknown_parameters() -> None:
+    with pytest.raises(ValidationError):
+        Query(PatientNmae="DOE")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (date(2020, 1, 1), date(2020, 12, 31), "20200101-20201231"),
+        (date(2020, 1, 1), None, "20200101-"),
+        (None, date(2020, 12, 31), "-20201231"),
+        (date(2020, 5, 5), date(2020, 5, 5), "20200505"),
+        (None, None, ""),
+    ],
+)
+def test_study_date_range_may_be_open_at_either_end(low: date | None, high: date | None, expected: str) -> None:
+    assert Query(min_study_date=low, max_study_date=high).study_date_range() == expected
+
+
+def test_datetimes_are_taken_as_their_date() -> None:
+    assert Query(min_study_date=datetime(2020, 1, 1, 12, 30)).min_study_date == date(2020, 1, 1)
+
+
+def test_reversed_date_range_is_refused() -> None:
+    with pytest.raises(ValidationError, match="after"):
+        Query(min_study_date=date(2021, 1, 1), max_study_date=date(2020, 1, 1))
+
+
+def test_attributes_lists_only_the_set_dicom_fields() -> None:
+    query = Query(PatientID="P1", Modality="CT", query_level=QueryLevels.SERIES, limit=5)
+    assert query.attributes() == {"PatientID": "P1", "Modality": "CT"}
+    assert "limit=5" in query.to_short_string()
