@@ -8,16 +8,12 @@ Which resource a query goes to
 PS3.18 lets each resource match on attributes of certain levels only (patient
 attributes count as study attributes):
 
-=======================================  =============================
-resource                                 may match on
-=======================================  =============================
-``/studies``                             study
-``/studies/{study}/series``              series
-``/series``                              study, series
-``/studies/{study}/series/{series}/instances``  instance
-``/studies/{study}/instances``           series, instance
-``/instances``                           study, series, instance
-=======================================  =============================
+- ``/studies``: study attributes;
+- ``/studies/{study}/series``: series attributes;
+- ``/series``: study and series attributes;
+- ``/studies/{study}/series/{series}/instances``: instance attributes;
+- ``/studies/{study}/instances``: series and instance attributes;
+- ``/instances``: study, series and instance attributes.
 
 A plain :class:`~dicomtrolley.core.Query` goes to the narrowest resource
 that can honour every attribute it sets: a series search with one
@@ -29,6 +25,13 @@ a study search) cannot be matched by any resource and raises
 :class:`~dicomtrolley.exceptions.UnSupportedParameterError`, as does
 ModalitiesInStudy below study level (Orthanc then matches nothing; use
 Modality). Nothing is dropped silently.
+
+Matching values go out through :func:`~dicomtrolley.http.encode_query`:
+wildcards (``*``, ``?``) and comma-separated UID lists as written; spaces,
+reserved characters and non-ASCII percent-encoded, and ``^`` too (requests and
+urllib3 escape it, as RFC 3986 requires). Orthanc 1.10 does not decode
+percent-escapes, so there a value with a space, a ``^`` or a non-ASCII letter
+only matches through wildcards (``DOE*``, ``M*LLER*``).
 
 Paging
 ------
@@ -222,7 +225,11 @@ class QidoRS(Searcher):
             if not page:
                 break
             if first_row is not None and page[0] == first_row:
-                logger.warning("%s ignores offset (page at %d repeats the first); stopping", url, offset)
+                logger.warning(
+                    "QIDO-RS %s ignores offset (the page at %d repeats the first); stopping",
+                    redact_url(url),
+                    offset,
+                )
                 break
             if first_row is None:
                 first_row = page[0]

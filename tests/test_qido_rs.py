@@ -6,6 +6,7 @@ cover what Orthanc will not do (send a Warning header, 204, broken JSON, errors)
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -650,3 +651,13 @@ def test_a_trailing_slash_on_the_root_is_ignored() -> None:
     QidoRS(requests.Session(), ROOT + "/").find_studies(Query())
 
     assert sent_url().startswith(f"{ROOT}/studies?")
+
+
+@responses.activate
+def test_the_garbage_collector_is_back_on_after_a_failed_parse() -> None:
+    responses.add(responses.GET, ANY_URL, body=b"[{", content_type="application/dicom+json")
+
+    with pytest.raises(MalformedResponseError):
+        searcher().find_studies(Query())
+
+    assert gc.isenabled()

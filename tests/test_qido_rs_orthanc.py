@@ -171,6 +171,14 @@ def test_a_study_level_search_returns_studies_without_series(qido: QidoRS, sampl
     assert all(study.data.NumberOfStudyRelatedInstances == len(sample.study(study.uid).instances) for study in found)
 
 
+def test_include_fields_come_back_even_beside_all(qido: QidoRS, sample: SampleData) -> None:
+    found = qido.find_studies(Query(PatientID="PAT002", include_fields=["all", "InstitutionName"]))
+
+    assert {study.uid: study.data.InstitutionName for study in found} == {
+        study.uid: study.institution for study in sample.studies_of_patient("PAT002")
+    }
+
+
 def test_a_query_that_matches_nothing_finds_nothing(qido: QidoRS) -> None:
     assert qido.find_studies(Query(PatientID="NOBODY")) == []
 
