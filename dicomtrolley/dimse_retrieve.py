@@ -1,0 +1,546 @@
+"""Download over DIMSE: C-GET and C-MOVE (PS3.4 Annex C), with pynetdicom.
+
+Both ask a server to send instances as C-STORE sub-operations. C-GET sends
+them back on the same association, so the client must propose every storage
+SOP class it wants, in the SCP role, within the 128 presentation contexts an
+association allows. C-MOVE sends them over a new association to a
+destination the server already knows, so the client runs a Storage SCP for
+the duration of the download.
+
+Each instance reaches the sink as it was sent: the file meta information
+pynetdicom builds for it followed by the dataset bytes, never decoded and
+re-encoded. Targets are fetched one after the other on one association;
+the counts of completed, failed and warning sub-operations of the last
+:meth:`~dicomtrolley.core.Downloader.fetch` are kept in ``last_suboperations``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from io import BytesIO
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+
+from dicomtrolley.core import (
+    DICOMObjectLevels,
+    Downloader,
+    FetchFailure,
+    InstancePart,
+    InstanceReference,
+    PartSink,
+    Reference,
+    SeriesReference,
+)
+from dicomtrolley.dicom_qr import (
+    DEFAULT_ACSE_TIMEOUT,
+    DEFAULT_AEC,
+    DEFAULT_AET,
+    DEFAULT_DIMSE_TIMEOUT,
+    DEFAULT_NETWORK_TIMEOUT,
+    RETRIEVE_LEVELS,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+    DIMSEPeer,
+    check_ae_title,
+    status_category,
+    status_text,
+)
+from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.events import Event
+    from pynetdicom.presentation import PresentationContext
+
+logger = logging.getLogger(__name__)
+
+STORE_FAILED = 0x0110
+"""The C-STORE status we answer when the sink could not take an instance (Processing Failure)."""
+
+MAX_PRESENTATION_CONTEXTS = 128
+"""An association carries at most 128 presentation contexts (PS3.8 9.3.2.2: odd IDs 1-255)."""
+
+_UNCOMPRESSED = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+)
+_COMPRESSED = (
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction: the usual lossless archive format
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.5",  # RLE lossless
+)
+
+IMAGE_STORAGE = (
+    "1.2.840.10008.5.1.4.1.1.2",  # CT
+    "1.2.840.10008.5.1.4.1.1.4",  # MR
+    "1.2.840.10008.5.1.4.1.1.1",  # CR
+    "1.2.840.10008.5.1.4.1.1.1.1",  # DX for presentation
+    "1.2.840.10008.5.1.4.1.1.1.2",  # MG for presentation
+    "1.2.840.10008.5.1.4.1.1.6.1",  # US
+    "1.2.840.10008.5.1.4.1.1.3.1",  # US multi-frame
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.12.1",  # XA
+    "1.2.840.10008.5.1.4.1.1.20",  # NM
+    "1.2.840.10008.5.1.4.1.1.128",  # PET
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
+)
+"""Storage SOP classes proposed with every transfer syntax, one context each, so the
+server can send each object as stored: compressed objects stay compressed and byte-exact."""
+
+OTHER_STORAGE = (
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
+    "1.2.840.10008.5.1.4.1.1.481.8",  # RT Ion Plan
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  # DX for processing
+    "1.2.840.10008.5.1.4.1.1.1.2.1",  # MG for processing
+    "1.2.840.10008.5.1.4.1.1.12.2",  # XRF
+    "1.2.840.10008.5.1.4.1.1.13.1.3",  # Breast Tomosynthesis
+    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
+    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame grayscale byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame grayscale word SC
+    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame true color SC
+    "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL Photographic
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection
+    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.66",  # Raw Data
+)
+"""Storage SOP classes proposed in one context with the uncompressed transfer syntaxes
+(the server transcodes a compressed object of these classes, or fails it)."""
+
+
+def get_storage_contexts() -> list[PresentationContext]:
+    """The storage presentation contexts a C-GET proposes: 13 x 8 + 22 = 126 of them.
+
+    With the C-GET context that makes 127 of the 128 an association allows.
+    """
+    from pynetdicom import build_context
+
+    contexts = [
+        build_context(sop_class, syntax)
+        for sop_class in IMAGE_STORAGE
+        for syntax in (*_UNCOMPRESSED, *_COMPRESSED)
+    ]
+    contexts += [build_context(sop_class, list(_UNCOMPRESSED)) for sop_class in OTHER_STORAGE]
+    return contexts
+
+
+@dataclass(frozen=True)
+class SubOperations:
+    """How a C-GET or C-MOVE went, in the server's words: the final response's counts."""
+
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+
+    def __add__(self, other: SubOperations) -> SubOperations:
+        return SubOperations(
+            self.completed + other.completed, self.failed + other.failed, self.warning + other.warning
+        )
+
+    def __str__(self) -> str:
+        return f"{self.completed} completed, {self.failed} failed, {self.warning} warning"
+
+
+def retrieve_identifier(target: Reference) -> Dataset:
+    """The C-GET/C-MOVE identifier of a study, series or instance: its level and UIDs."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = RETRIEVE_LEVELS[target.level]
+    identifier.StudyInstanceUID = target.study_uid
+    if isinstance(target, (SeriesReference, InstanceReference)):
+        identifier.SeriesInstanceUID = target.series_uid
+    if isinstance(target, InstanceReference):
+        identifier.SOPInstanceUID = target.instance_uid
+    return identifier
+
+
+def describe(target: Reference) -> str:
+    """``study 1.2.3``, ``series 1.2.4`` or ``instance 1.2.5``, for messages."""
+    if isinstance(target, InstanceReference):
+        return f"instance {target.instance_uid}"
+    if isinstance(target, SeriesReference):
+        return f"series {target.series_uid}"
+    return f"study {target.study_uid}"
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """What the receiver saw of one target: instances the sink took, its errors, connections to us."""
+
+    received: int
+    errors: list[Exception]
+    connections: int
+
+
+class _Receiver:
+    """Takes the C-STORE sub-operations of a retrieve and hands each instance to the sink.
+
+    For C-GET it runs in the thread that called ``fetch`` (pynetdicom serves
+    the C-STOREs while it waits for C-GET responses); for C-MOVE in one
+    pynetdicom thread per association the server opens to us. Its state
+    therefore sits behind a lock.
+    """
+
+    def __init__(self, sink: PartSink, stop_on_failure: bool) -> None:
+        self.sink = sink
+        self.stop_on_failure = stop_on_failure
+        self.lock = threading.Lock()
+        self.target: Reference | None = None
+        self.received = 0
+        self.errors: list[Exception] = []
+        self.connections = 0
+        self.closed = False
+
+    def start(self, target: Reference) -> None:
+        """Begin a new target: count and record errors afresh."""
+        with self.lock:
+            self.target = target
+            self.received = 0
+            self.errors = []
+            self.connections = 0
+
+    def taken(self) -> _Taken:
+        """A snapshot of what arrived for the current target."""
+        with self.lock:
+            return _Taken(self.received, list(self.errors), self.connections)
+
+    def close(self) -> None:
+        """Take no more instances: whatever arrives after the fetch is refused."""
+        with self.lock:
+            self.closed = True
+
+    def on_connection(self, _event: Event) -> None:
+        """Count the associations the server opens to us (C-MOVE)."""
+        with self.lock:
+            self.connections += 1
+
+    def on_store(self, event: Event) -> int:
+        """Hand one instance to the sink; answer 0x0000, or a failure if the sink raised."""
+        with self.lock:
+            target = self.target
+            bug = any(not isinstance(error, DICOMTrolleyError) for error in self.errors)
+            refuse = self.closed or bug or (self.stop_on_failure and bool(self.errors))
+        if refuse:
+            return STORE_FAILED
+        stream = event.encoded_dataset()
+        instance_uid = str(event.request.AffectedSOPInstanceUID)  # type: ignore[union-attr]
+        part = InstancePart(
+            BytesIO(stream),
+            len(stream),
+            f"application/dicom; transfer-syntax={event.context.transfer_syntax}",
+            source=target,
+            reference=_known_reference(target, instance_uid),
+        )
+        try:
+            self.sink(part)
+        except Exception as error:  # noqa: BLE001 - recorded, answered with a failure, raised to the caller
+            logger.warning("Could not take instance %s: %s", instance_uid, error)
+            with self.lock:
+                self.errors.append(error)
+            return STORE_FAILED
+        finally:
+            part.close()
+        with self.lock:
+            self.received += 1
+        return 0x0000
+
+
+def _known_reference(target: Reference | None, instance_uid: str) -> InstanceReference | None:
+    """The instance's reference when the target names its series; a study target would need the dataset."""
+    if isinstance(target, InstanceReference):
+        return target
+    if isinstance(target, SeriesReference):
+        return InstanceReference(target.study_uid, target.series_uid, instance_uid)
+    return None
+
+
+class _Retriever(DIMSEPeer, Downloader):
+    """What C-GET and C-MOVE share: one association for all targets, one outcome rule."""
+
+    operation = ""
+    service = ""
+    finest_level_needed = DICOMObjectLevels.STUDY
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        aet: str = DEFAULT_AET,
+        aec: str = DEFAULT_AEC,
+        *,
+        acse_timeout: float = DEFAULT_ACSE_TIMEOUT,
+        dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT,
+        network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            host, port, aet, aec,
+            acse_timeout=acse_timeout, dimse_timeout=dimse_timeout, network_timeout=network_timeout,
+        )
+        self.last_suboperations = SubOperations()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.host!r}, {self.port}, aet={self.aet!r}, aec={self.aec!r})"
+
+    def fetch(
+        self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
+    ) -> list[FetchFailure]:
+        """Retrieve each target in turn on one association; see :meth:`Downloader.fetch`.
+
+        A target fails when the server's final status is not Success, when any
+        sub-operation failed (the sink's error is the cause), or when it matched
+        nothing. If the association cannot be opened, every target left fails
+        with that error. An error in the sink that is not a DICOMTrolleyError is
+        a bug: the association is aborted and the error raised.
+        """
+        receiver = _Receiver(sink, stop_on_failure)
+        failures: list[FetchFailure] = []
+        self.last_suboperations = SubOperations()
+        with self._session(receiver) as connect:
+            assoc: Association | None = None
+            clean = False
+            try:
+                for index, target in enumerate(targets):
+                    if stop_on_failure and failures:
+                        break
+                    if assoc is None or not assoc.is_established:
+                        try:
+                            assoc = connect()
+                        except DIMSEError as refused:
+                            failures.extend(FetchFailure(left, refused) for left in targets[index:])
+                            break
+                    receiver.start(target)
+                    counts, error = self._retrieve(assoc, target, receiver)
+                    self.last_suboperations += counts
+                    if error is not None:
+                        logger.warning("%s", error)
+                        failures.append(FetchFailure(target, error))
+                clean = True
+            finally:
+                if assoc is not None:
+                    self.close_association(assoc, clean=clean)
+        logger.info("%s on %s: %s sub-operations", self.operation, self.address, self.last_suboperations)
+        return failures
+
+    @abstractmethod
+    def _session(self, receiver: _Receiver) -> AbstractContextManager[Callable[[], Association]]:
+        """Provide a function that opens an association for ``receiver``, with what it needs meanwhile."""
+
+    @abstractmethod
+    def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
+        """Send the C-GET or C-MOVE request; yield its (status, identifier) responses."""
+
+    def _retrieve(
+        self, assoc: Association, target: Reference, receiver: _Receiver
+    ) -> tuple[SubOperations, DIMSEError | None]:
+        """Run one C-GET/C-MOVE; return its counts and, if it failed, why."""
+        what = f"{self.operation} of {describe(target)} from {self.address}"
+        final: Dataset | None = None
+        last = Dataset()
+        for status_ds, _identifier in self._send(assoc, retrieve_identifier(target)):
+            if "Status" not in status_ds:
+                break  # pynetdicom's sign of a DIMSE timeout or an aborted association
+            last = status_ds
+            if status_category(status_ds.Status) != "Pending":
+                final = status_ds
+                break
+        taken = receiver.taken()
+        bug = next((e for e in taken.errors if not isinstance(e, DICOMTrolleyError)), None)
+        if bug is not None:
+            raise bug
+        counts = SubOperations(
+            int(last.get("NumberOfCompletedSuboperations", taken.received) or 0),
+            int(last.get("NumberOfFailedSuboperations", 0) or 0),
+            int(last.get("NumberOfWarningSuboperations", 0) or 0),
+        )
+        logger.debug("%s: final status %s, %s sub-operations", what, final.Status if final else None, counts)
+        error = self._judge(what, final, counts, taken)
+        if error is not None and taken.errors:
+            error.__cause__ = taken.errors[0]
+        return counts, error
+
+    def _judge(
+        self, what: str, final: Dataset | None, counts: SubOperations, taken: _Taken
+    ) -> DIMSEError | None:
+        """The error of a retrieve, or None if everything it matched arrived."""
+        if final is None:
+            return DIMSEError(
+                f"{what}: no answer within {self.dimse_timeout} s, or the association was aborted "
+                f"({taken.received} instance(s) received)"
+            )
+        status = int(final.Status)
+        if status_category(status) == "Success" and not counts.failed and not taken.errors:
+            if counts.completed + counts.warning or taken.received:
+                return None
+            return DIMSEError(f"{what}: the server found nothing to send", status=status)
+        text = f"{what} failed with status {status_text(final, self.service)} ({counts} sub-operations)"
+        if taken.errors:
+            text += f"; {len(taken.errors)} instance(s) not taken: {taken.errors[0]}"
+        return DIMSEError(text + self._hint(status, counts, taken), status=status)
+
+    def _hint(self, status: int, counts: SubOperations, taken: _Taken) -> str:
+        """What the user should check after a failure status; nothing by default."""
+        return ""
+
+
+class DICOMCGet(_Retriever):
+    """Downloads studies, series and instances with C-GET.
+
+    The server sends the instances back on the same association: nothing has
+    to be configured on the server beyond allowing us to C-GET. The common
+    storage SOP classes are proposed with compressed transfer syntaxes as
+    well as uncompressed ones (see :data:`IMAGE_STORAGE`, :data:`OTHER_STORAGE`),
+    so compressed objects arrive as stored.
+
+    Parameters are those of :class:`~dicomtrolley.dicom_qr.DIMSEPeer`.
+
+    Attributes
+    ----------
+    last_suboperations : SubOperations
+        Completed, failed and warning sub-operations of the last ``fetch``, summed over its targets.
+
+    Examples
+    --------
+    >>> downloader = DICOMCGet("pacs.example", 104, aet="MYSCU", aec="PACS")  # doctest: +SKIP
+    >>> for ds in downloader.datasets(["1.2.840.113619.2.1.1"]):  # doctest: +SKIP
+    ...     print(ds.SOPInstanceUID)
+    """
+
+    operation = "C-GET"
+    service = "get"
+
+    @contextmanager
+    def _session(self, receiver: _Receiver) -> Iterator[Callable[[], Association]]:
+        from pynetdicom import build_context, build_role, evt
+
+        storage = get_storage_contexts()
+        contexts = [build_context(STUDY_ROOT_GET), *storage]
+        sop_classes = dict.fromkeys(str(context.abstract_syntax) for context in storage)
+        roles = [build_role(sop_class, scp_role=True) for sop_class in sop_classes]
+        ae = self.application_entity()
+        yield lambda: self.open_association(
+            ae, contexts, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, receiver.on_store)]
+        )
+
+    def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
+        return assoc.send_c_get(identifier, STUDY_ROOT_GET)
+
+
+class DICOMCMove(_Retriever):
+    """Downloads studies, series and instances with C-MOVE to a Storage SCP of our own.
+
+    While :meth:`fetch` runs, a Storage SCP listens on ``destination_port``
+    with the AE title ``destination_aet``, and every target is moved there.
+    The server must already know that AE title with this machine's address
+    and that port (in Orthanc: ``DicomModalities``); otherwise the move fails
+    with 0xA801 (Orthanc: 0xC000) and the error says so.
+
+    Parameters
+    ----------
+    host, port, aet, aec, acse_timeout, dimse_timeout, network_timeout
+        As for :class:`~dicomtrolley.dicom_qr.DIMSEPeer`.
+    destination_port
+        The port our Storage SCP listens on.
+    destination_aet
+        The move destination's AE title; defaults to ``aet``.
+    listen_address
+        The local address to listen on; ``""`` (default) means every interface,
+        which a server on another machine needs.
+
+    Attributes
+    ----------
+    last_suboperations : SubOperations
+        Completed, failed and warning sub-operations of the last ``fetch``, summed over its targets.
+    """
+
+    operation = "C-MOVE"
+    service = "move"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        aet: str = DEFAULT_AET,
+        aec: str = DEFAULT_AEC,
+        *,
+        destination_port: int,
+        destination_aet: str | None = None,
+        listen_address: str = "",
+        acse_timeout: float = DEFAULT_ACSE_TIMEOUT,
+        dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT,
+        network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            host, port, aet, aec,
+            acse_timeout=acse_timeout, dimse_timeout=dimse_timeout, network_timeout=network_timeout,
+        )
+        self.destination_port = int(destination_port)
+        self.destination_aet = check_ae_title(destination_aet or self.aet, "destination_aet")
+        self.listen_address = listen_address
+
+    def __repr__(self) -> str:
+        return (
+            f"DICOMCMove({self.host!r}, {self.port}, aet={self.aet!r}, aec={self.aec!r}, "
+            f"destination_aet={self.destination_aet!r}, destination_port={self.destination_port})"
+        )
+
+    @contextmanager
+    def _session(self, receiver: _Receiver) -> Iterator[Callable[[], Association]]:
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, build_context, evt
+        from pynetdicom.presentation import AllStoragePresentationContexts
+
+        ae = self.application_entity()
+        ae.supported_contexts = [
+            build_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+            for context in AllStoragePresentationContexts
+        ]
+        try:
+            server = ae.start_server(
+                (self.listen_address, self.destination_port),
+                block=False,
+                ae_title=self.destination_aet,
+                evt_handlers=[(evt.EVT_C_STORE, receiver.on_store), (evt.EVT_CONN_OPEN, receiver.on_connection)],
+            )
+        except OSError as error:
+            raise DIMSEError(
+                f"Cannot listen for C-MOVE on {self.listen_address or '*'}:{self.destination_port}: {error}"
+            ) from error
+        assert server is not None  # start_server(block=False) returns the running server
+        try:
+            yield lambda: self.open_association(ae, [build_context(STUDY_ROOT_MOVE)])
+        finally:
+            receiver.close()
+            for incoming in server.active_associations:
+                if incoming.is_established:
+                    logger.debug("Aborting the association %s still had open to us", incoming.requestor.ae_title)
+                    incoming.abort()
+            server.shutdown()
+
+    def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
+        return assoc.send_c_move(identifier, self.destination_aet, STUDY_ROOT_MOVE)
+
+    def _hint(self, status: int, counts: SubOperations, taken: _Taken) -> str:
+        nobody_came = taken.connections == 0
+        if status == 0xA801 or (status_category(status) == "Failure" and nobody_came and not counts.completed):
+            return (
+                f". The server sent nothing to {self.destination_aet!r} on port {self.destination_port}: "
+                f"it must list the move destination AE title {self.destination_aet!r} with this "
+                f"machine's host/IP and port {self.destination_port} in its configuration "
+                "(Orthanc: DicomModalities)"
+            )
+        return ""
