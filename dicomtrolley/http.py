@@ -20,6 +20,7 @@ from typing import IO
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from dicomtrolley import __version__
@@ -74,14 +75,16 @@ def redact_url(url: str) -> str:
 def raise_for_status(response: requests.Response) -> None:
     """Raise :class:`ServerError` for a 4xx or 5xx response, quoting the server's message.
 
-    The body is read only for error responses, and only its first kilobyte.
+    The body is read only for error responses, and only its first kilobyte:
+    from the connection when the response is streamed, from memory when
+    requests has read it already (then the connection holds nothing more).
     """
     if response.status_code < 400:
         return
     message = ""
     try:
-        raw = response.raw.read(1024, decode_content=True) if response.raw else b""
-        message = raw.decode("utf-8", "replace").strip()
+        start = next(response.iter_content(1024), b"")
+        message = start.decode("utf-8", "replace").strip()
     except (OSError, ValueError, requests.RequestException):
         message = "(the error body could not be read)"
     finally:
@@ -189,8 +192,11 @@ class HTTPClient:
         while True:
             attempt += 1
             try:
+                # verify is passed on explicitly: requests lets REQUESTS_CA_BUNDLE and
+                # CURL_CA_BUNDLE override a session's own CA file (or its verify=False).
                 response = self.session.get(
-                    full_url, headers=all_headers, stream=stream, timeout=self.timeout
+                    full_url, headers=all_headers, stream=stream, timeout=self.timeout,
+                    verify=self.session.verify,
                 )
             except requests.RequestException as error:
                 if attempt >= self.retry.attempts or not _is_retryable_error(error):
@@ -256,16 +262,25 @@ SPILL_THRESHOLD = 16 << 20
 
 
 def iter_body(response: requests.Response, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    """The body of a streamed response in chunks; a broken connection raises our error.
+    """The body of a streamed response in chunks, each handed on as soon as it arrives.
+
+    A chunk is whatever the connection has ready, up to ``chunk_size`` bytes:
+    waiting for a full ``chunk_size`` would hold back instances that arrived
+    whole, and lose them if the connection then broke.
 
     Raises
     ------
     ConnectionFailedError
         The connection broke, was reset, or stalled past the read timeout mid-body.
     """
+    read1 = getattr(response.raw, "read1", None)  # urllib3 2.2 and later
     try:
-        yield from response.iter_content(chunk_size)
-    except requests.RequestException as error:
+        if read1 is None:
+            yield from response.iter_content(chunk_size)
+            return
+        while chunk := read1(chunk_size, decode_content=True):
+            yield chunk
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
         raise ConnectionFailedError(
             f"Reading the body of {redact_url(response.url)} failed: {error}"
         ) from error

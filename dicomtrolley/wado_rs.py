@@ -116,16 +116,28 @@ class WadoRS(Downloader):
         response = self.http.get(
             url, headers={"Accept": self.accept, "Accept-Encoding": "identity"}, stream=True
         )
+        # Closed however the body ends, also when its Content-Type is unusable
+        # and the body is never read: a streamed response holds its connection.
+        with response:
+            count = self._receive(response, target, sink, url)
+        if response.status_code == 206:
+            # The server says it sent only some of what was asked for; the
+            # trolley lists what is missing, but without a searcher only this says so.
+            logger.warning("%s answered 206 Partial Content: %d instance(s) received, others missing", url, count)
+        logger.debug("Received %d instance(s) from %s", count, url)
+
+    def _receive(self, response: requests.Response, target: Reference, sink: PartSink, url: str) -> int:
+        """Hand every instance of the body to ``sink``; return how many there were."""
         content_type = response.headers.get("Content-Type", "")
         media_type, _ = parse_content_type(content_type)
         known = target if isinstance(target, InstanceReference) else None
-        count = 0
         if media_type == "application/dicom":
             # A single instance without multipart framing (allowed by CP 2040, sent by Google).
             body, size = spool(iter_body(response), self.spill_threshold)
             self._deliver(InstancePart(body, size, content_type, target, known), sink, url)
-            count = 1
-        elif media_type == "multipart/related":
+            return 1
+        if media_type == "multipart/related":
+            count = 0
             parts = iter_parts(iter_body(response), boundary_of(content_type), spill_threshold=self.spill_threshold)
             for part in prefetch(parts, depth=PREFETCH_DEPTH, discard=Part.close):
                 instance = InstancePart(
@@ -134,13 +146,11 @@ class WadoRS(Downloader):
                 )
                 self._deliver(instance, sink, url)
                 count += 1
-        else:
-            response.close()
-            raise MalformedResponseError(
-                f"{url} answered with Content-Type {content_type!r}, "
-                "expected multipart/related or application/dicom"
-            )
-        logger.debug("Received %d instance(s) from %s", count, url)
+            return count
+        raise MalformedResponseError(
+            f"{url} answered with Content-Type {content_type!r}, "
+            "expected multipart/related or application/dicom"
+        )
 
     def _deliver(self, part: InstancePart, sink: PartSink, url: str) -> None:
         try:
