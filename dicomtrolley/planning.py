@@ -26,7 +26,7 @@ from dicomtrolley.core import (
     SeriesReference,
     StudyReference,
 )
-from dicomtrolley.exceptions import NoQueryResultsError
+from dicomtrolley.exceptions import DICOMTrolleyError, NoQueryResultsError
 from dicomtrolley.storage import StorageDir
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class Plan:
     complete
         Instances already complete on disk, which are not fetched again.
     not_found
-        Targets the search found nothing for.
+        Targets the search found nothing for, or whose search failed.
     """
 
     fetch: list[Reference]
@@ -69,12 +69,18 @@ def covers(target: Reference, instance: InstanceReference) -> bool:
 
 
 def find_instances(
-    searcher: Searcher, targets: Sequence[Reference], include_fields: Iterable[str]
+    searcher: Searcher,
+    targets: Sequence[Reference],
+    include_fields: Iterable[str],
+    failures: list[FetchFailure] | None = None,
 ) -> list[Instance]:
     """Every instance under ``targets``, with one search per study.
 
     A study asked for whole is searched whole; a study of which only some
     series (or instances) are wanted is searched for those series only.
+    With ``failures`` given, a study whose search fails is listed there (each
+    of its targets, with the error) and the other studies are still searched;
+    without it, the error is raised.
     """
     by_study: dict[str, list[Reference]] = defaultdict(list)
     for target in targets:
@@ -86,7 +92,15 @@ def find_instances(
         if not any(isinstance(t, StudyReference) for t in wanted):
             series = {t.series_uid for t in wanted if isinstance(t, (SeriesReference, InstanceReference))}
             query.SeriesInstanceUID = ",".join(sorted(series))
-        for study in searcher.find_studies(query):
+        try:
+            studies = searcher.find_studies(query)
+        except DICOMTrolleyError as error:
+            if failures is None:
+                raise
+            logger.warning("Searching study %s failed: %s", study_uid, error)
+            failures.extend(FetchFailure(target, error) for target in wanted)
+            continue
+        for study in studies:
             found.extend(
                 instance for instance in study.all_instances()
                 if any(covers(t, instance.reference()) for t in wanted)
@@ -103,10 +117,11 @@ def plan_download(
     """Decide which requests fetch ``targets`` into ``storage``, skipping what is on disk."""
     if searcher is None:
         return Plan(fetch=list(targets))
-    instances = find_instances(searcher, targets, storage.template.fields)
     plan = Plan(fetch=[])
+    instances = find_instances(searcher, targets, storage.template.fields, plan.not_found)
+    unsearched = {failure.target for failure in plan.not_found}
     for target in targets:
-        if not any(covers(target, i.reference()) for i in instances):
+        if target not in unsearched and not any(covers(target, i.reference()) for i in instances):
             plan.not_found.append(
                 FetchFailure(target, NoQueryResultsError(f"The searcher found no instances for {target}"))
             )

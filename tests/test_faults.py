@@ -626,11 +626,6 @@ def test_download_whose_search_answer_is_not_dicom_json_fetches_and_writes_nothi
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planning.find_instances lets one study's search error end the whole download, even with "
-    "on_error='collect' (change proposed in the issue 5 report)",
-)
 def test_collect_goes_on_with_the_other_studies_when_one_studys_search_fails(
     instances: list[ServedInstance], session: requests.Session, tmp_path: Path
 ) -> None:
