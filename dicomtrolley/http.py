@@ -38,7 +38,9 @@ QueryValue = str | int | Sequence[str]
 
 # Characters a query value may keep as they are. RFC 3986 allows more than
 # Python's urlencode keeps, and some servers (Orthanc 1.10) never decode
-# %2A, %5E or %2F, so wildcards and slashes must go out as written.
+# %2A or %2F, so wildcards and slashes must go out as written. ("^" is not
+# allowed bare in a query; urllib3 escapes it to %5E whatever we do, so on
+# such servers a person name matches only through wildcards: "DOE*JOHN".)
 _SAFE_IN_VALUE = "*?^/,:;@!$'()~.-_"
 
 
