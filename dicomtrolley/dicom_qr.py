@@ -455,7 +455,8 @@ def find_identifier(query: Query) -> Dataset:
     for name in [*return_keys, *query.include_fields]:
         _add_empty(identifier, name)
     for keyword, value in matching.items():
-        setattr(identifier, keyword, value)
+        # A Query lists UIDs with commas, as QIDO-RS does; C-FIND lists values with backslashes.
+        setattr(identifier, keyword, value.split(",") if keyword.endswith("UID") and "," in value else value)
     date_range = query.study_date_range()
     if date_range:
         identifier.StudyDate = date_range

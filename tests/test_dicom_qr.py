@@ -44,6 +44,7 @@ from dicomtrolley.dimse_retrieve import (
     get_storage_contexts,
 )
 from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError, StorageError, UnSupportedParameterError
+from dicomtrolley.trolley import Trolley
 from tests.support.orthanc import OrthancFactory, OrthancServer
 from tests.support.sample_data import SampleData, SampleSeries, SampleStudy
 
@@ -574,3 +575,16 @@ def test_cget_proposes_compressed_syntaxes_within_one_association() -> None:
     ct = [c.transfer_syntax for c in contexts if c.abstract_syntax == "1.2.840.10008.5.1.4.1.1.2"]
     syntaxes = {syntax for listed in ct for syntax in listed}
     assert {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90"} <= syntaxes
+
+
+def test_trolley_with_cfind_and_cget_downloads_two_series_with_one_search(
+    searcher: DICOMQR, cget: DICOMCGet, doe_ct: SampleStudy, tmp_path: Path
+) -> None:
+    wanted = doe_ct.series[:2]
+    trolley = Trolley(searcher, cget)
+    summary = trolley.download([SeriesReference(doe_ct.uid, s.uid) for s in wanted], tmp_path, progress=False)
+    assert summary.ok
+    assert summary.expected == summary.written == sum(len(s.instances) for s in wanted)
+    again = trolley.download([SeriesReference(doe_ct.uid, s.uid) for s in wanted], tmp_path, progress=False)
+    assert again.written == 0
+    assert again.skipped == summary.written
