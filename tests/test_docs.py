@@ -1,7 +1,8 @@
 """Every Python example in the README and the docs runs, against the test suite's Orthanc.
 
-The examples address ``http://localhost:8042``, where ``scripts/demo.sh`` puts
-its server; here that address is swapped for the test server's. The blocks
+The examples address Orthanc as ``http://localhost:8042`` (HTTP) and
+``"localhost", 4242`` (DICOM), its default ports; here those are swapped for
+the test server's. The blocks
 of one page run in order in one namespace, as a reader would run them.
 """
 
@@ -36,4 +37,5 @@ def test_examples_on_page_run(
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for number, block in enumerate(python_blocks(page), start=1):
         code = block.replace("http://localhost:8042", orthanc.base_url)
+        code = code.replace('"localhost", 4242', f'"127.0.0.1", {orthanc.dicom_port}')
         exec(compile(code, f"{page.name} example {number}", "exec"), namespace)  # noqa: S102 - our own docs
