@@ -24,7 +24,6 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import io
 import json
@@ -37,7 +36,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -45,6 +44,8 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from tests.support.http_server import TrackingHTTPServer
 
 BOUNDARY = "fault-server-7d1f0c6a9b2e4d58a3c1e6f0b9d2a4c7"
 """The multipart boundary of normal answers (unquoted, like Orthanc's)."""
@@ -471,35 +472,12 @@ class FaultServer:
             return morsel is not None and morsel.value in self._sessions
 
 
-class _Server(ThreadingHTTPServer):
-    """The HTTP server: daemon handler threads, and a list of open connections to close on stop."""
-
-    daemon_threads = True
-    request_queue_size = 64
+class _Server(TrackingHTTPServer):
+    """The fault server's HTTP server, knowing its owner; quiet about clients that hang up."""
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], owner: FaultServer) -> None:
         super().__init__(address, handler)
         self.owner = owner
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Wake handler threads that wait on open connections."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up mid-answer is what these tests are about: no traceback."""

@@ -26,15 +26,16 @@ import contextlib
 import http.client
 import json
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.support.http_server import TrackingHTTPServer
 
 SESSION_COOKIE = "VITREA_SESSION"
 LOGIN_PATH = "/login"
@@ -269,35 +270,12 @@ class VitreaGateway:
             self._seen.append(request)
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(TrackingHTTPServer):
     """The HTTP server, knowing its gateway and its open connections."""
-
-    daemon_threads = True
-    request_queue_size = 64  # the default 5 drops concurrent connects, which then wait 1 s for a SYN retry
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], gateway: VitreaGateway) -> None:
         super().__init__(address, handler)
         self.gateway = gateway
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Wake the handler threads that wait on idle keep-alive connections."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):  # already closed by the client
-                connection.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
