@@ -1,0 +1,293 @@
+"""What is measured: every client on every task, with the command that runs it and the check of its output.
+
+Each :class:`Case` is one row of the table. Its command runs in a fresh
+process per run (see :mod:`benchmarks.measure`); its check runs after every
+run, so a fast client that skipped work cannot win.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import verify
+from benchmarks.clientlib import file_chunks
+from benchmarks.data import QIDO_PATIENT_ID, Body, Collection
+from benchmarks.measure import Sample
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CLIENT_CURRENT = HERE / "client_current.py"
+CLIENT_REFERENCE = HERE / "client_reference.py"
+WADO_RS_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+WADO_RS = "WADO-RS study to disk"
+WADO_URI = "WADO-URI study to disk, 8 connections"
+BIG = "One large instance over WADO-RS"
+TREE = "QIDO-RS answer into the study tree"
+MULTIPART = "Multipart parser alone"
+
+
+@dataclass
+class Context:
+    """Where the server answers, what it holds, and which programs to run."""
+
+    work: Path
+    dicomweb_url: str
+    wado_url: str
+    ct: Collection
+    big: Collection
+    tree: Collection
+    qido_answer: Path
+    """The saved instance-level QIDO-RS answer for the search tree's patient."""
+    bodies: Sequence[Body]
+    python: str
+    """The interpreter for this package's client."""
+    reference_python: str | None
+    """The interpreter of the reference environment; None skips those clients."""
+
+
+Verifier = Callable[[Path, Sample], str]
+
+
+@dataclass
+class Case:
+    """One client doing one task: a row of the table."""
+
+    group: str
+    client: str
+    role: str
+    """``current``, ``reference`` (dicomtrolley 4.1.0), ``curl`` or ``other``."""
+    argv: list[str]
+    payload_bytes: int
+    verify: Verifier
+    env: dict[str, str] = field(default_factory=dict)
+    reports_json: bool = True
+    headline: bool = False
+    out: Path = Path()
+    """Where the client writes; emptied before every run."""
+    kind: str = ""
+    """Rows of one group with the same kind are compared with each other (ratios)."""
+    max_runs: int | None = None
+    """Fewer runs for a row that takes many seconds each and is not what a target is judged on."""
+    reads: Path | None = None
+    """A file the client reads; read once before each run so that it comes from memory, not disk."""
+
+    def prepare(self) -> None:
+        """Start a run with an empty output folder (and the file it reads in the page cache)."""
+        shutil.rmtree(self.out, ignore_errors=True)
+        self.out.mkdir(parents=True)
+        if self.reads is not None:
+            for _ in file_chunks(self.reads):
+                pass
+
+    def clean(self) -> None:
+        """Free the disk after a run."""
+        shutil.rmtree(self.out, ignore_errors=True)
+
+
+def _env(*, current: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    if current:
+        env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def _curl_uri_config(ctx: Context, out: Path) -> Path:
+    """A curl config file: one WADO-URI url and output per instance."""
+    lines = []
+    for item in ctx.ct.items:
+        url = (
+            f"{ctx.wado_url}?requestType=WADO&studyUID={item.study_uid}&seriesUID={item.series_uid}"
+            f"&objectUID={item.sop_uid}&contentType=application/dicom"
+        )
+        lines.append(f'url = "{url}"\noutput = "{out / (item.sop_uid + ".dcm")}"\n')
+    path = ctx.work / "curl-wado-uri.config"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def _instance_list(ctx: Context) -> Path:
+    path = ctx.work / "ct-instances.json"
+    path.write_text(json.dumps([[i.study_uid, i.series_uid, i.sop_uid] for i in ctx.ct.items]), encoding="utf-8")
+    return path
+
+
+def _connections(sample: Sample) -> int:
+    """New connections curl opened, from its ``%{num_connects}`` write-out lines."""
+    return sum(int(line) for line in sample.stdout.split() if line.isdigit())
+
+
+def all_cases(ctx: Context) -> list[Case]:
+    """Every row of the benchmark, in table order."""
+    cases: list[Case] = []
+    with_ref = ctx.reference_python is not None
+
+    def add(
+        group: str, client: str, role: str, argv: Callable[[Path], list[str]], size: int, check: Verifier,
+        *, headline: bool = False, reports_json: bool = True, kind: str = "", max_runs: int | None = None,
+        reads: Path | None = None,
+    ) -> None:
+        out = ctx.work / "out" / _slug(f"{group}-{client}")
+        command = argv(out)
+        env = _env(current=command[0] == ctx.python)
+        cases.append(
+            Case(group, client, role, command, size, check, env, reports_json, headline, out, kind, max_runs, reads)
+        )
+
+    def ours(*args: str) -> list[str]:
+        return [ctx.python, str(CLIENT_CURRENT), *args]
+
+    def theirs(*args: str) -> list[str]:
+        assert ctx.reference_python is not None
+        return [ctx.reference_python, str(CLIENT_REFERENCE), *args]
+
+    study, big = ctx.ct.study_uids[0], ctx.big.study_uids[0]
+    web = ("--dicomweb", ctx.dicomweb_url)
+    uri = (*web, "--wado", ctx.wado_url)
+
+    def curl_rs(group: str, uid: str, expected: Collection) -> None:
+        add(group, "curl, one WADO-RS request, raw body to disk", "curl", lambda out: [
+            "curl", "--silent", "--show-error", "--fail", "--header", f"Accept: {WADO_RS_ACCEPT}",
+            "--header", "Accept-Encoding: identity", "--dump-header", str(out / "headers.txt"),
+            "--output", str(out / "body.multipart"), f"{ctx.dicomweb_url}/studies/{uid}",
+        ], expected.total_bytes, _curl_body(expected), reports_json=False)
+
+    # -- WADO-RS: the CT study
+    group, size = WADO_RS, ctx.ct.total_bytes
+    add(group, "this package: Trolley(QidoRS, WadoRS).download", "current",
+        lambda out: ours("wado-rs", *web, "--study", study, "--out", str(out)),
+        size, _downloaded(ctx.ct, exact=True), headline=True)
+    add(group, "this package: Trolley(downloader=WadoRS), no search", "current",
+        lambda out: ours("wado-rs", *web, "--study", study, "--no-search", "--out", str(out)),
+        size, _downloaded(ctx.ct, exact=True))
+    if with_ref:
+        add(group, "dicomtrolley 4.1.0: Trolley(WadoRS, QidoRS).download", "reference",
+            lambda out: theirs("wado-rs", *web, "--study", study, "--out", str(out)),
+            size, _downloaded(ctx.ct, exact=False))
+        add(group, "dicomweb-client: iter_study + save_as", "other",
+            lambda out: theirs("dicomweb-client", *web, "--study", study, "--out", str(out)),
+            size, _downloaded(ctx.ct, exact=False))
+    curl_rs(group, study, ctx.ct)
+
+    # -- WADO-URI: the same study, one request per instance, 8 at a time
+    group = WADO_URI
+    add(group, "this package: Trolley(QidoRS, WadoURI(workers=8)).download", "current",
+        lambda out: ours("wado-uri", *uri, "--study", study, "--out", str(out)),
+        size, _downloaded(ctx.ct, exact=True), headline=True)
+    instances = str(_instance_list(ctx))
+    add(group, "this package: WadoURI(workers=8), instance list given", "current",
+        lambda out: ours("wado-uri", *uri, "--study", study, "--instances", instances, "--out", str(out)),
+        size, _downloaded(ctx.ct, exact=True))
+    if with_ref:
+        add(group, "dicomtrolley 4.1.0: Trolley(WadoURI, QidoRS).download (sequential, `/` shim)", "reference",
+            lambda out: theirs("wado-uri", *uri, "--study", study, "--out", str(out)),
+            size, _downloaded(ctx.ct, exact=False))
+        add(group, "dicomtrolley 4.1.0: WadoURI(use_async=True, max_workers=8, `/` shim)", "reference",
+            lambda out: theirs("wado-uri", *uri, "--study", study, "--workers", "8", "--out", str(out)),
+            size, _downloaded(ctx.ct, exact=False))
+    add(group, "curl --parallel --parallel-max 8 (keep-alive)", "curl", lambda out: [
+        "curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-max", "8",
+        "--header", "Accept-Encoding: identity", "--write-out", "%{num_connects}\\n",
+        "--config", str(_curl_uri_config(ctx, out)),
+    ], size, _curl_uri_check(ctx.ct), reports_json=False)
+
+    # -- one large instance
+    group, size = BIG, ctx.big.total_bytes
+    add(group, "this package: Trolley(QidoRS, WadoRS).download", "current",
+        lambda out: ours("wado-rs", *web, "--study", big, "--out", str(out)),
+        size, _downloaded(ctx.big, exact=True), headline=True)
+    if with_ref:
+        add(group, "dicomtrolley 4.1.0: Trolley(WadoRS, QidoRS).download", "reference",
+            lambda out: theirs("wado-rs", *web, "--study", big, "--out", str(out)),
+            size, _downloaded(ctx.big, exact=False))
+    curl_rs(group, big, ctx.big)
+
+    # -- the search tree
+    group, size = TREE, ctx.qido_answer.stat().st_size
+    counted = _counted(len(ctx.tree.items))
+    saved = ("--json", str(ctx.qido_answer))
+    search = (*web, "--patient", QIDO_PATIENT_ID)
+    canned = (*search, "--canned", str(ctx.qido_answer))
+    add(group, "this package: tree_from_json (decoded JSON in)", "current",
+        lambda _: ours("tree", *saved), size, counted, headline=True, kind="parse")
+    if with_ref:
+        add(group, "dicomtrolley 4.1.0: QidoRS.parse_qido_response (decoded JSON in)", "reference",
+            lambda _: theirs("tree", *saved), size, counted, kind="parse")
+    add(group, "this package: QidoRS.find_studies on the saved answer", "current",
+        lambda _: ours("qido", *canned), size, counted, kind="saved")
+    add(group, "this package: same, and every instance's .data built", "current",
+        lambda _: ours("qido", *canned, "--materialize"), size, counted, kind="saved", max_runs=1)
+    if with_ref:
+        add(group, "dicomtrolley 4.1.0: QidoRS.find_studies on the saved answer", "reference",
+            lambda _: theirs("qido", *canned), size, counted, kind="saved", max_runs=1)
+    add(group, "this package: QidoRS.find_studies, live from Orthanc", "current",
+        lambda _: ours("qido", *search), size, counted, kind="live", max_runs=1)
+    if with_ref:
+        add(group, "dicomtrolley 4.1.0: QidoRS.find_studies, live from Orthanc", "reference",
+            lambda _: theirs("qido", *search), size, counted, kind="live", max_runs=1)
+
+    # -- the multipart parser alone
+    group = MULTIPART
+    largest = _largest(ctx.bodies)
+    for body in ctx.bodies:
+        framing = "Content-Length per part" if body.sized else "no Content-Length (scanned)"
+        add(group, f"this package: iter_parts, {body.size / 2**20:.0f} MiB, {framing}", "current",
+            lambda _, body=body: ours("multipart", "--body", str(body.path), "--boundary", body.boundary),
+            body.size, _parsed(body), headline=body is largest, reads=body.path)
+    smallest = min((b for b in ctx.bodies if b.sized), key=lambda b: b.size)
+    add(group, f"requests-toolbelt MultipartDecoder, {smallest.size / 2**20:.0f} MiB, body in memory", "other",
+        lambda _: ours("toolbelt", "--body", str(smallest.path), "--content-type", smallest.content_type),
+        smallest.size, _parsed(smallest), reads=smallest.path)
+    return cases
+
+
+def _downloaded(expected: Collection, *, exact: bool) -> Verifier:
+    def check(out: Path, sample: Sample) -> str:
+        if "ok" in sample.output:  # this package's summary
+            verify.reported(sample.output, count=len(expected.items), size=expected.total_bytes)
+        return (verify.files_byte_equal if exact else verify.files_same_instances)(out, expected)
+
+    return check
+
+
+def _curl_body(expected: Collection) -> Verifier:
+    def check(out: Path, _sample: Sample) -> str:
+        boundary = verify.boundary_from_headers(out / "headers.txt")
+        return verify.multipart_body_byte_equal(out / "body.multipart", boundary, expected)
+
+    return check
+
+
+def _counted(count: int) -> Verifier:
+    def check(_out: Path, sample: Sample) -> str:
+        return verify.reported(sample.output, count=count)
+
+    return check
+
+
+def _largest(bodies: Sequence[Body]) -> Body:
+    return max((b for b in bodies if b.sized), key=lambda b: b.size)
+
+
+def _parsed(body: Body) -> Verifier:
+    def check(_out: Path, sample: Sample) -> str:
+        return verify.reported(sample.output, count=body.parts, size=body.part_bytes)
+
+    return check
+
+
+def _curl_uri_check(expected: Collection) -> Verifier:
+    def check(out: Path, sample: Sample) -> str:
+        text = verify.files_byte_equal(out, expected)
+        return f"{text}; {_connections(sample)} connections"
+
+    return check

@@ -1,0 +1,167 @@
+"""This package's side of the benchmark: one task per run, timed, reported as JSON.
+
+Run by :mod:`benchmarks.run` in a fresh process per run::
+
+    python benchmarks/client_current.py wado-rs --dicomweb URL --study UID --out DIR [--no-search]
+
+Each subcommand does what a user of the package would write, and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import requests
+from clientlib import CannedAnswer, file_chunks, load_json, report
+
+from dicomtrolley.core import InstanceReference, Query, QueryLevels, Study
+from dicomtrolley.multipart import iter_parts
+from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.tree import tree_from_json
+from dicomtrolley.trolley import DownloadSummary, Trolley
+from dicomtrolley.wado_rs import WadoRS
+from dicomtrolley.wado_uri import WadoURI
+
+
+def _written(summary: DownloadSummary) -> dict[str, Any]:
+    return {"count": summary.written, "bytes": summary.bytes_written, "ok": summary.ok}
+
+
+def _instances(studies: list[Study]) -> dict[str, Any]:
+    return {"count": sum(len(study.all_instances()) for study in studies), "studies": len(studies)}
+
+
+def wado_rs(args: argparse.Namespace) -> None:
+    """A study to disk over WADO-RS: ``Trolley(QidoRS, WadoRS).download(uid, dir)``."""
+    session = requests.Session()
+    searcher = QidoRS(session, args.dicomweb) if args.search else None
+    trolley = Trolley(searcher, WadoRS(session, args.dicomweb))
+    report(lambda: trolley.download(args.study, args.out, progress=False), _written)
+
+
+def wado_uri(args: argparse.Namespace) -> None:
+    """A study to disk over WADO-URI with ``--workers`` requests in flight.
+
+    With a searcher (the user path) the trolley first asks QIDO-RS which
+    instances the study holds; with ``--instances FILE`` the references are
+    given, as curl is given its URL list.
+    """
+    session = requests.Session()
+    downloader = WadoURI(session, args.wado, workers=args.workers)
+    if args.instances:
+        targets: Any = [InstanceReference(*row) for row in load_json(args.instances)]
+        trolley = Trolley(downloader=downloader)
+    else:
+        targets = args.study
+        trolley = Trolley(QidoRS(session, args.dicomweb), downloader)
+    report(lambda: trolley.download(targets, args.out, progress=False), _written)
+
+
+def tree(args: argparse.Namespace) -> None:
+    """``tree_from_json`` on the decoded answer: the parse step alone, as QidoRS calls it."""
+    rows = load_json(args.json)
+    report(lambda: tree_from_json(rows, QueryLevels.INSTANCE, source=args.json), _instances)
+
+
+def qido(args: argparse.Namespace) -> None:
+    """An instance-level ``find_studies`` for one patient, live or on the saved answer.
+
+    With ``--materialize`` every instance's ``data`` (a pydicom Dataset, built
+    lazily by this package) is built too, inside the timing.
+    """
+    session = requests.Session()
+    if args.canned:
+        session.mount(args.dicomweb, CannedAnswer(Path(args.canned).read_bytes()))
+    searcher = QidoRS(session, args.dicomweb)
+    query = Query(PatientID=args.patient, query_level=QueryLevels.INSTANCE)
+
+    def work() -> list[Study]:
+        studies = searcher.find_studies(query)
+        if args.materialize:
+            for study in studies:
+                for instance in study.all_instances():
+                    _ = instance.data
+        return studies
+
+    report(work, _instances)
+
+
+def multipart(args: argparse.Namespace) -> None:
+    """The streaming multipart parser alone, fed 1 MB chunks of a body on disk."""
+
+    def work() -> tuple[int, int]:
+        count = size = 0
+        for part in iter_parts(file_chunks(args.body), args.boundary):
+            count += 1
+            size += part.size
+            part.close()
+        return count, size
+
+    report(work, lambda result: {"count": result[0], "bytes": result[1]})
+
+
+def toolbelt(args: argparse.Namespace) -> None:
+    """requests-toolbelt's MultipartDecoder on the same body, held in memory as it requires."""
+    from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+    body = Path(args.body).read_bytes()
+
+    def work() -> tuple[int, int]:
+        parts = MultipartDecoder(body, args.content_type).parts
+        return len(parts), sum(len(part.content) for part in parts)
+
+    report(work, lambda result: {"count": result[0], "bytes": result[1]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one task."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    command = commands.add_parser("wado-rs")
+    command.add_argument("--dicomweb", required=True)
+    command.add_argument("--study", required=True)
+    command.add_argument("--out", required=True)
+    command.add_argument("--no-search", dest="search", action="store_false")
+    command.set_defaults(run=wado_rs)
+
+    command = commands.add_parser("wado-uri")
+    command.add_argument("--dicomweb", required=True)
+    command.add_argument("--wado", required=True)
+    command.add_argument("--study", required=True)
+    command.add_argument("--out", required=True)
+    command.add_argument("--workers", type=int, default=8)
+    command.add_argument("--instances", help="JSON list of [study, series, instance] UIDs: skip the search")
+    command.set_defaults(run=wado_uri)
+
+    command = commands.add_parser("tree")
+    command.add_argument("--json", required=True)
+    command.set_defaults(run=tree)
+
+    command = commands.add_parser("qido")
+    command.add_argument("--dicomweb", required=True)
+    command.add_argument("--patient", required=True)
+    command.add_argument("--canned", help="answer every request with this saved body instead of the server's")
+    command.add_argument("--materialize", action="store_true", help="also build every instance's Dataset")
+    command.set_defaults(run=qido)
+
+    command = commands.add_parser("multipart")
+    command.add_argument("--body", required=True)
+    command.add_argument("--boundary", required=True)
+    command.set_defaults(run=multipart)
+
+    command = commands.add_parser("toolbelt")
+    command.add_argument("--body", required=True)
+    command.add_argument("--content-type", required=True)
+    command.set_defaults(run=toolbelt)
+
+    args = parser.parse_args(argv)
+    args.run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

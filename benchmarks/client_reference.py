@@ -1,0 +1,172 @@
+"""The other Python clients' side of the benchmark: dicomtrolley 4.1.0 and dicomweb-client.
+
+Run by :mod:`benchmarks.run` with the interpreter of ``benchmarks/.venv-reference``,
+where ``dicomtrolley`` is version 4.1.0 from PyPI; it imports nothing from this
+repository except ``clientlib.py`` beside it. Each subcommand does what that
+package's documentation tells a user to write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import requests
+from clientlib import CannedAnswer, load_json, report
+
+
+def _files(out: str) -> dict[str, Any]:
+    files = [p for p in Path(out).rglob("*") if p.is_file()]
+    return {"count": len(files), "bytes": sum(p.stat().st_size for p in files)}
+
+
+def _instances(studies: Any) -> dict[str, Any]:
+    studies = list(studies)
+    return {"count": sum(len(study.all_instances()) for study in studies), "studies": len(studies)}
+
+
+def _trolley(session: requests.Session, args: argparse.Namespace, downloader: Any) -> Any:
+    from dicomtrolley.qido_rs import QidoRS
+    from dicomtrolley.storage import StorageDir
+    from dicomtrolley.trolley import Trolley
+
+    return Trolley(downloader=downloader, searcher=QidoRS(session, args.dicomweb), storage=StorageDir(args.out))
+
+
+def wado_rs(args: argparse.Namespace) -> None:
+    """4.1.0: ``Trolley(WadoRS, QidoRS, StorageDir).download([StudyReference], dir)``."""
+    from dicomtrolley.core import StudyReference
+    from dicomtrolley.wado_rs import WadoRS
+
+    session = requests.Session()
+    trolley = _trolley(session, args, WadoRS(session, args.dicomweb))
+    report(lambda: trolley.download([StudyReference(study_uid=args.study)], args.out), lambda _: _files(args.out))
+
+
+class SlashKeepingSession(requests.Session):
+    """A session that writes ``/`` in query strings as ``/``, not ``%2F``.
+
+    4.1.0's WadoURI passes ``contentType=application/dicom`` as a requests
+    parameter, which requests escapes to ``application%2Fdicom``; Orthanc 1.10
+    does not decode it and answers 400. Without this shim 4.1.0's WadoURI
+    cannot download from Orthanc at all.
+    """
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        """Prepare as usual, then undo the escaping of ``/``."""
+        prepared = super().prepare_request(request)
+        prepared.url = (prepared.url or "").replace("%2F", "/")
+        return prepared
+
+
+def wado_uri(args: argparse.Namespace) -> None:
+    """4.1.0 WadoURI: sequential through the Trolley, or its threaded mode on instance references.
+
+    The threaded mode (``use_async=True``) fails on a study reference, so it is
+    given the instance references that the trolley's searcher finds; that
+    search is timed too. Both send through :class:`SlashKeepingSession`.
+    """
+    from dicomtrolley.core import DICOMObjectLevels, StudyReference
+    from dicomtrolley.wado_uri import WadoURI
+
+    session = SlashKeepingSession()
+    study = StudyReference(study_uid=args.study)
+    if not args.workers:
+        trolley = _trolley(session, args, WadoURI(session, args.wado))
+        report(lambda: trolley.download([study], args.out), lambda _: _files(args.out))
+        return
+    downloader = WadoURI(session, args.wado, use_async=True, max_workers=args.workers)
+    trolley = _trolley(session, args, downloader)
+
+    def work() -> None:
+        references = trolley.obtain_references([study], max_level=DICOMObjectLevels.INSTANCE)
+        for dataset in downloader.datasets(references):
+            trolley.storage.save(dataset, args.out)
+
+    report(work, lambda _: _files(args.out))
+
+
+def dicomweb_client(args: argparse.Namespace) -> None:
+    """dicomweb-client: ``iter_study`` and ``save_as`` for each dataset."""
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(args.dicomweb)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def work() -> None:
+        for dataset in client.iter_study(args.study):
+            dataset.save_as(out / f"{dataset.SOPInstanceUID}.dcm")
+
+    report(work, lambda _: _files(args.out))
+
+
+def tree(args: argparse.Namespace) -> None:
+    """4.1.0: ``QidoRS.parse_qido_response`` on the decoded answer (the parse step alone)."""
+    from dicomtrolley.qido_rs import QidoRS
+
+    rows = load_json(args.json)
+    report(lambda: QidoRS.parse_qido_response(rows), _instances)
+
+
+def qido(args: argparse.Namespace) -> None:
+    """4.1.0: an instance-level ``find_studies`` for one patient, live or on the saved answer."""
+    from dicomtrolley.core import Query, QueryLevels
+    from dicomtrolley.qido_rs import QidoRS
+
+    session = requests.Session()
+    if args.canned:
+        session.mount(args.dicomweb, CannedAnswer(Path(args.canned).read_bytes()))
+    searcher = QidoRS(session, args.dicomweb)
+    query = Query(PatientID=args.patient, query_level=QueryLevels.INSTANCE)
+    report(lambda: searcher.find_studies(query), _instances)
+
+
+def versions(_: argparse.Namespace) -> None:
+    """The versions of the packages in this environment, as JSON."""
+    names = ("dicomtrolley", "dicomweb-client", "pydicom", "requests")
+    report(lambda: None, lambda _: {name: version(name) for name in names} | {"python": sys.version.split()[0]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one task."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    for name, run in (("wado-rs", wado_rs), ("dicomweb-client", dicomweb_client)):
+        command = commands.add_parser(name)
+        command.add_argument("--dicomweb", required=True)
+        command.add_argument("--study", required=True)
+        command.add_argument("--out", required=True)
+        command.set_defaults(run=run)
+
+    command = commands.add_parser("wado-uri")
+    command.add_argument("--dicomweb", required=True)
+    command.add_argument("--wado", required=True)
+    command.add_argument("--study", required=True)
+    command.add_argument("--out", required=True)
+    command.add_argument("--workers", type=int, default=0, help="use_async=True with this many workers")
+    command.set_defaults(run=wado_uri)
+
+    command = commands.add_parser("tree")
+    command.add_argument("--json", required=True)
+    command.set_defaults(run=tree)
+
+    command = commands.add_parser("qido")
+    command.add_argument("--dicomweb", required=True)
+    command.add_argument("--patient", required=True)
+    command.add_argument("--canned", help="answer every request with this saved body instead of the server's")
+    command.set_defaults(run=qido)
+
+    commands.add_parser("versions").set_defaults(run=versions)
+
+    args = parser.parse_args(argv)
+    args.run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

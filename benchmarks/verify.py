@@ -1,0 +1,109 @@
+"""Checks that a client really did the work it was timed for.
+
+A download counts only if every instance arrived: the number of files, and
+either their bytes (clients that write what the server sent, such as this
+package and curl) or their SOPInstanceUIDs (clients that parse and re-encode
+each instance, such as dicomtrolley 4.1.0 and dicomweb-client, whose files
+differ from the originals in their encoding, not in their content).
+"""
+
+from __future__ import annotations
+
+import filecmp
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from benchmarks.clientlib import file_chunks
+from benchmarks.data import Collection
+from dicomtrolley.multipart import boundary_of, iter_parts
+from dicomtrolley.storage import read_header
+
+
+class VerificationError(AssertionError):
+    """A client's output is not what it should be."""
+
+
+def _sop_of(path: Path) -> str:
+    """The SOPInstanceUID a file is named after: ``1_2_3`` (StorageDir) or ``1.2.3.dcm``."""
+    return path.name.removesuffix(".dcm").replace("_", ".")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _files(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("*") if p.is_file())
+
+
+def files_byte_equal(out: Path, expected: Collection) -> str:
+    """Every instance of ``expected`` is under ``out``, byte for byte, and nothing else is."""
+    files = _files(out)
+    originals = expected.by_sop()
+    if len(files) != len(originals):
+        raise VerificationError(f"{len(files)} files in {out}, expected {len(originals)}")
+    for path in files:
+        item = originals.get(_sop_of(path))
+        if item is None:
+            raise VerificationError(f"{path} is not named after an uploaded instance")
+        if not filecmp.cmp(path, item.path, shallow=False):
+            raise VerificationError(f"{path} differs from the uploaded {item.path}")
+    return f"{_count(len(files), 'file')}, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB, byte-equal"
+
+
+def files_same_instances(out: Path, expected: Collection) -> str:
+    """Every instance of ``expected`` is under ``out`` (by SOPInstanceUID), re-encoded or not."""
+    files = _files(out)
+    found = {_sop_of(path) for path in files}
+    wanted = set(expected.by_sop())
+    if len(files) != len(wanted) or found != wanted:
+        raise VerificationError(
+            f"{len(files)} files in {out}; {len(wanted - found)} instance(s) missing, {len(found - wanted)} unexpected"
+        )
+    sample = pydicom.dcmread(files[0], stop_before_pixels=True)
+    if _sop_of(files[0]) != sample.SOPInstanceUID:
+        raise VerificationError(f"{files[0]} holds {sample.SOPInstanceUID}, not the instance it is named after")
+    return f"{_count(len(files), 'file')}, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB, same SOPInstanceUIDs"
+
+
+def multipart_body_byte_equal(body: Path, content_type_boundary: str, expected: Collection) -> str:
+    """A raw WADO-RS body (as curl saved it) holds every instance of ``expected``, byte for byte."""
+    originals = expected.by_sop()
+    seen: set[str] = set()
+
+    for part in iter_parts(file_chunks(body), content_type_boundary):
+        with part.body:
+            sop = str(read_header(part.body).SOPInstanceUID)
+            item = originals.get(sop)
+            if item is None or part.size != item.size:
+                raise VerificationError(f"part {len(seen) + 1} of {body} ({sop}) is not an uploaded instance")
+            with item.path.open("rb") as original:
+                if part.body.read() != original.read():
+                    raise VerificationError(f"part {len(seen) + 1} of {body} differs from {item.path}")
+            seen.add(sop)
+    if seen != set(originals):
+        raise VerificationError(f"{body} holds {len(seen)} of the {len(originals)} instances")
+    return f"{_count(len(seen), 'part')}, byte-equal"
+
+
+def boundary_from_headers(headers: Path) -> str:
+    """The multipart boundary from a header dump (``curl --dump-header``)."""
+    for line in headers.read_text(encoding="latin-1").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-type":
+            return boundary_of(value.strip())
+    raise VerificationError(f"no Content-Type in {headers}")
+
+
+def reported(output: Mapping[str, Any], *, count: int, size: int | None = None) -> str:
+    """The client's own report names ``count`` objects (and ``size`` bytes when given)."""
+    if output.get("count") != count:
+        raise VerificationError(f"the client reported {output.get('count')} objects, expected {count}")
+    if size is not None and output.get("bytes") != size:
+        raise VerificationError(f"the client reported {output.get('bytes')} bytes, expected {size}")
+    if output.get("ok") is False:
+        raise VerificationError("the client reported failures")
+    return _count(count, "object") + (f", {size / 1e6:.1f} MB" if size is not None else "")

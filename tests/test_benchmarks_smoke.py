@@ -1,0 +1,58 @@
+"""The benchmark command keeps working: every case runs once, on tiny data, against a real Orthanc.
+
+The full benchmark (``bash benchmarks/run.sh``) takes minutes and is not part
+of the test command; this runs the same code with :meth:`Sizes.quick` data and
+without the reference environment, so a change that breaks a client, a check
+or the report shows up here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import data, report
+from benchmarks.cases import BIG, MULTIPART, TREE, WADO_RS, WADO_URI
+from benchmarks.run import SERVER_CONFIG, benchmark
+from tests.support.orthanc import OrthancFactory
+
+INTRO = "# Performance\n\nHand-written introduction that the benchmark keeps.\n"
+
+
+@pytest.mark.integration
+def test_every_benchmark_case_runs_checks_its_output_and_fills_the_table(
+    orthanc_factory: OrthancFactory, tmp_path: Path
+) -> None:
+    server = orthanc_factory(load=False, **SERVER_CONFIG)
+    page = tmp_path / "performance.md"
+    page.write_text(INTRO, encoding="utf-8")
+
+    results = benchmark(
+        server, work=tmp_path / "work", sizes=data.Sizes.quick(), runs=1, reference=False, output=page
+    )
+
+    assert [(r.client, r.error) for r in results if r.error] == []
+    assert {r.group for r in results} == {WADO_RS, WADO_URI, BIG, TREE, MULTIPART}
+    assert {r.role for r in results} == {"current", "curl", "other"}
+    for result in results:
+        assert len(result.samples) == 1, result.client
+        assert result.verified, result.client
+        sample = result.samples[0]
+        assert sample.wall > 0, result.client
+        assert 1e6 < sample.peak_rss < 1e9, result.client  # a real process's own peak, in bytes
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith(INTRO)
+    assert text.count(report.BEGIN) == 1
+    assert text.count(report.END) == 1
+    assert "curl, one WADO-RS request, raw body to disk" in text
+    assert "byte-equal" in text
+
+
+def test_regenerating_the_table_replaces_only_the_generated_section(tmp_path: Path) -> None:
+    page = tmp_path / "performance.md"
+    page.write_text(INTRO + "\n" + report.BEGIN + "\nold table\n" + report.END + "\n\nClosing words.\n")
+
+    report.write_section(page, f"{report.BEGIN}\nnew table\n{report.END}\n")
+
+    assert page.read_text() == INTRO + "\n" + report.BEGIN + "\nnew table\n" + report.END + "\n\nClosing words.\n"
