@@ -125,10 +125,19 @@ def plan_download(
             plan.not_found.append(
                 FetchFailure(target, NoQueryResultsError(f"The searcher found no instances for {target}"))
             )
+    # Nothing can be complete in an output folder that is missing or empty: skip the
+    # per-instance checks (and the Dataset each would build from the search's JSON).
+    anything_on_disk = storage.is_occupied()
+    uids_suffice = set(storage.template.fields) <= set(_TREE_FIELDS)
     for instance in instances:
         reference = instance.reference()
         plan.expected.add(reference)
-        if storage.has(instance.data):
+        if not anything_on_disk:
+            continue
+        # The default layouts name files by UIDs alone, which the reference holds:
+        # no need to build the instance's pydicom Dataset (0.75 ms each) to find its path.
+        attributes = _uid_attributes(reference) if uids_suffice else instance.data
+        if storage.has(attributes):
             plan.complete.add(reference)
     whole = {
         i.series_reference for i in plan.expected
@@ -139,6 +148,14 @@ def plan_download(
         logger.info("%d of %d instances are already on disk; skipping them",
                     len(plan.complete), len(plan.expected))
     return plan
+
+
+def _uid_attributes(reference: InstanceReference) -> dict[str, str]:
+    return {
+        "StudyInstanceUID": reference.study_uid,
+        "SeriesInstanceUID": reference.series_uid,
+        "SOPInstanceUID": reference.instance_uid,
+    }
 
 
 def requests_for(

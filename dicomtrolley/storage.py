@@ -172,6 +172,7 @@ class StorageDir:
         self.path = Path(path)
         self.template = PathTemplate(template or self.default_template, uid_underscores=template is None)
         self._claimed: dict[Path, str] = {}
+        self._folders: set[Path] = set()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -182,22 +183,30 @@ class StorageDir:
         clone = copy.copy(self)
         clone.path = Path(path)
         clone._claimed = {}
+        clone._folders = set()
         clone._lock = threading.Lock()
         return clone
 
     def path_for(self, attributes: Mapping[str, Any] | Dataset) -> Path:
-        """The absolute path an instance with these attributes is written to.
+        """The path below the output folder that an instance with these attributes is written to.
 
         Raises
         ------
         StorageError
-            The path would fall outside the output folder.
+            The template gives an unsafe path.
         """
-        relative = self.template.render(attributes)
-        full = self.path / relative
-        if not full.resolve().is_relative_to(self.path.resolve()):
-            raise StorageError(f"Refusing to write outside {self.path}: {relative}")
-        return full
+        # render() makes every value a single safe segment and refuses empty,
+        # "." and ".." segments, so the path stays below self.path without
+        # asking the file system (resolve() costs a dozen lstat calls a file).
+        return self.path / self.template.render(attributes)
+
+    def is_occupied(self) -> bool:
+        """True when the output folder exists and holds anything."""
+        try:
+            with os.scandir(self.path) as entries:
+                return next(entries, None) is not None
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def has(self, attributes: Mapping[str, Any] | Dataset) -> bool:
         """True when this instance is already complete on disk.
@@ -227,7 +236,8 @@ class StorageDir:
             )
         target = self.path_for(header)
         self._claim(target, sop_uid)
-        _write_atomically(part.body, target)
+        _write_atomically(part.body, target, make_folder=target.parent not in self._folders)
+        self._folders.add(target.parent)
         reference = InstanceReference(
             str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", "")), sop_uid
         )
@@ -284,11 +294,12 @@ def read_header_of_file(path: Path) -> Dataset:
         return read_header(file)
 
 
-def _write_atomically(body: IO[bytes], target: Path) -> None:
+def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> None:
     """Copy ``body`` to a temporary file beside ``target``, then rename it into place."""
     temporary: str | None = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if make_folder:
+            target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX, dir=target.parent
         )

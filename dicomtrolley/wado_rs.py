@@ -37,7 +37,7 @@ from dicomtrolley.workers import prefetch, run_targets
 
 logger = logging.getLogger(__name__)
 
-PREFETCH_DEPTH = 4
+PREFETCH_DEPTH = 2
 """Instances read ahead of the one being written: network and disk overlap, memory stays bounded."""
 
 AS_STORED = "*"

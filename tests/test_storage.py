@@ -158,3 +158,12 @@ def test_non_ascii_values_are_kept(tmp_path: Path) -> None:
     saved = storage.save(part(dicom_bytes(PatientName="Müller^Jürgen", SpecificCharacterSet="ISO_IR 192")))
     assert saved.path.parent.name == "Müller^Jürgen"
     assert os.path.isfile(saved.path)
+
+
+def test_is_occupied_only_when_the_output_folder_holds_something(tmp_path: Path) -> None:
+    storage = StorageDir(tmp_path / "out")
+    assert not storage.is_occupied()
+    (tmp_path / "out").mkdir()
+    assert not storage.is_occupied()
+    storage.save(part(dicom_bytes()))
+    assert storage.is_occupied()
