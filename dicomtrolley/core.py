@@ -10,6 +10,7 @@ the server sent them, which storage writes to disk unchanged and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import re
@@ -29,6 +30,7 @@ from pydicom.dataset import Dataset
 from dicomtrolley.exceptions import (
     AmbiguousQueryError,
     DICOMTrolleyError,
+    DownloadCancelledError,
     NoQueryResultsError,
 )
 
@@ -590,31 +592,49 @@ class Downloader(ABC):
         """
         targets = [to_reference(o) for o in objects]
         parsed: queue.Queue[Dataset | _Done] = queue.Queue(maxsize=4)
+        stopped = threading.Event()
+
+        def offer(item: Dataset | _Done) -> None:
+            while not stopped.is_set():
+                try:
+                    parsed.put(item, timeout=0.05)
+                    return
+                except queue.Full:
+                    continue
+            raise DownloadCancelledError("The reader of datasets() stopped before the download ended")
 
         def sink(part: InstancePart) -> None:
             try:
-                parsed.put(part.dataset())
+                offer(part.dataset())
             finally:
                 part.close()
 
         def run() -> None:
             try:
-                parsed.put(_Done(self.fetch(targets, sink, stop_on_failure=True), None))
+                offer(_Done(self.fetch(targets, sink, stop_on_failure=True), None))
+            except DownloadCancelledError:
+                return
             except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
-                parsed.put(_Done([], error))
+                with contextlib.suppress(DownloadCancelledError):
+                    offer(_Done([], error))
 
         worker = threading.Thread(target=run, name="dicomtrolley-datasets", daemon=True)
         worker.start()
-        while True:
-            item = parsed.get()
-            if isinstance(item, _Done):
-                worker.join()
-                if item.error is not None:
-                    raise item.error
-                if item.failures:
-                    raise item.failures[0].error
-                return
-            yield item
+        try:
+            while True:
+                item = parsed.get()
+                if isinstance(item, _Done):
+                    if item.error is not None:
+                        raise item.error
+                    if item.failures:
+                        raise item.failures[0].error
+                    return
+                yield item
+        finally:
+            # Also when the reader stops early: the workers see it at their next
+            # instance, stop starting new targets, and the thread ends.
+            stopped.set()
+            worker.join()
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,10 @@ class DownloadError(DICOMTrolleyError):
         self.summary = summary
 
 
+class DownloadCancelledError(DICOMTrolleyError):
+    """A download stopped because its consumer stopped reading (an abandoned ``datasets()`` loop)."""
+
+
 class DIMSEError(DICOMTrolleyError):
     """A DIMSE operation (C-FIND, C-GET, C-MOVE) failed or the association broke.
 

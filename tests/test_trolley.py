@@ -8,6 +8,7 @@ behaviours run against the real server in test_download_orthanc.py.
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -238,3 +239,10 @@ def test_requests_for_uses_series_only_where_the_whole_series_is_missing() -> No
         InstanceReference(STUDY, "1.1.1", "1.1.1.3"),
         SeriesReference(STUDY, "1.1.2"),
     ]
+
+
+def test_abandoning_fetch_all_datasets_stops_the_download() -> None:
+    datasets = Trolley(FakeSearcher(), FakeDownloader()).fetch_all_datasets(STUDY)
+    next(datasets)
+    datasets.close()
+    assert not any(t.name == "dicomtrolley-datasets" for t in threading.enumerate())
