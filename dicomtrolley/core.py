@@ -585,6 +585,11 @@ class Downloader(ABC):
         no new target is started after the first failure.
         """
 
+    def report(self) -> dict[str, int]:
+        """Counts the protocol itself keeps about the last :meth:`fetch` (C-GET's
+        sub-operations, say), for the download summary; none by default."""
+        return {}
+
     def datasets(self, objects: Iterable[Downloadable]) -> Iterator[Dataset]:
         """Yield a pydicom Dataset for every instance in ``objects``.
 

@@ -297,6 +297,11 @@ class _Retriever(DIMSEPeer, Downloader):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.host!r}, {self.port}, aet={self.aet!r}, aec={self.aec!r})"
 
+    def report(self) -> dict[str, int]:
+        """The sub-operation counts of the last fetch, as the server reported them."""
+        counts = self.last_suboperations
+        return {"completed": counts.completed, "failed": counts.failed, "warning": counts.warning}
+
     def fetch(
         self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
     ) -> list[FetchFailure]:

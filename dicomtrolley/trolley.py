@@ -72,6 +72,9 @@ class DownloadSummary:
         Instances the search listed that did not arrive.
     transfer_syntaxes
         How many instances arrived in each transfer syntax.
+    downloader_report
+        What the protocol counted itself (C-GET/C-MOVE: completed, failed and
+        warning sub-operations of the last request); empty for HTTP.
     """
 
     written: int = 0
@@ -82,6 +85,7 @@ class DownloadSummary:
     failures: list[FetchFailure] = field(default_factory=list)
     missing: list[InstanceReference] = field(default_factory=list)
     transfer_syntaxes: Counter[str] = field(default_factory=Counter)
+    downloader_report: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -234,6 +238,7 @@ class Trolley:
             if plan.expected and any(isinstance(f.error, _RECOVERABLE) for f in failures):
                 failures = self._recover(downloader, plan.expected - plan.complete - received, failures, sink)
             summary.failures.extend(failures)
+            summary.downloader_report = downloader.report()
 
         if plan.expected:
             summary.missing = sorted(

@@ -585,6 +585,7 @@ def test_trolley_with_cfind_and_cget_downloads_two_series_with_one_search(
     summary = trolley.download([SeriesReference(doe_ct.uid, s.uid) for s in wanted], tmp_path, progress=False)
     assert summary.ok
     assert summary.expected == summary.written == sum(len(s.instances) for s in wanted)
+    assert summary.downloader_report == {"completed": summary.written, "failed": 0, "warning": 0}
     again = trolley.download([SeriesReference(doe_ct.uid, s.uid) for s in wanted], tmp_path, progress=False)
     assert again.written == 0
     assert again.skipped == summary.written
