@@ -10,7 +10,6 @@ the server sent them, which storage writes to disk unchanged and
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import re
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum, IntEnum
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Generic, TypeVar
 
 import pydicom
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -35,6 +34,8 @@ from dicomtrolley.exceptions import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class DICOMObjectLevels(IntEnum):
@@ -560,6 +561,44 @@ class FetchFailure:
         return f"{self.target}: {type(self.error).__name__}: {self.error}"
 
 
+class Handoff(Generic[T]):
+    """A bounded hand-over of items from a worker thread to a reader that may stop early.
+
+    :meth:`offer` waits while the reader is behind, so memory stays bounded;
+    once the reader calls :meth:`stop`, waiting offers give up (return False)
+    instead of blocking the worker forever.
+    """
+
+    def __init__(self, depth: int) -> None:
+        self._items: queue.Queue[T] = queue.Queue(maxsize=depth)
+        self._stopped = threading.Event()
+
+    def offer(self, item: T) -> bool:
+        """Hand ``item`` over; False if the reader stopped first."""
+        while not self._stopped.is_set():
+            try:
+                self._items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def take(self) -> T:
+        """The next item, waiting for it."""
+        return self._items.get()
+
+    def stop(self) -> None:
+        """The reader will take no more."""
+        self._stopped.set()
+
+    def leftovers(self) -> list[T]:
+        """Items offered but never taken (call after the worker ended)."""
+        items = []
+        while not self._items.empty():
+            items.append(self._items.get_nowait())
+        return items
+
+
 PartSink = Callable[[InstancePart], None]
 """Receives each part as it completes; called from worker threads, so it must be thread-safe."""
 
@@ -596,38 +635,26 @@ class Downloader(ABC):
         Raises the first failure once the parts fetched before it were yielded.
         """
         targets = [to_reference(o) for o in objects]
-        parsed: queue.Queue[Dataset | _Done] = queue.Queue(maxsize=4)
-        stopped = threading.Event()
-
-        def offer(item: Dataset | _Done) -> None:
-            while not stopped.is_set():
-                try:
-                    parsed.put(item, timeout=0.05)
-                    return
-                except queue.Full:
-                    continue
-            raise DownloadCancelledError("The reader of datasets() stopped before the download ended")
+        parsed: Handoff[Dataset | _Done] = Handoff(depth=4)
 
         def sink(part: InstancePart) -> None:
             try:
-                offer(part.dataset())
+                if not parsed.offer(part.dataset()):
+                    raise DownloadCancelledError("The reader of datasets() stopped before the download ended")
             finally:
                 part.close()
 
         def run() -> None:
             try:
-                offer(_Done(self.fetch(targets, sink, stop_on_failure=True), None))
-            except DownloadCancelledError:
-                return
+                parsed.offer(_Done(self.fetch(targets, sink, stop_on_failure=True), None))
             except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
-                with contextlib.suppress(DownloadCancelledError):
-                    offer(_Done([], error))
+                parsed.offer(_Done([], error))
 
         worker = threading.Thread(target=run, name="dicomtrolley-datasets", daemon=True)
         worker.start()
         try:
             while True:
-                item = parsed.get()
+                item = parsed.take()
                 if isinstance(item, _Done):
                     if item.error is not None:
                         raise item.error
@@ -638,7 +665,7 @@ class Downloader(ABC):
         finally:
             # Also when the reader stops early: the workers see it at their next
             # instance, stop starting new targets, and the thread ends.
-            stopped.set()
+            parsed.stop()
             worker.join()
 
 

@@ -9,13 +9,12 @@ becomes 10,000 pending futures.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
-from dicomtrolley.core import FetchFailure, Reference
+from dicomtrolley.core import FetchFailure, Handoff, Reference
 from dicomtrolley.exceptions import DICOMTrolleyError
 
 logger = logging.getLogger(__name__)
@@ -105,28 +104,18 @@ def prefetch(items: Iterator[U], *, depth: int, discard: Callable[[U], None]) ->
     and disk work overlap. When the consumer stops early, items read ahead are
     passed to ``discard`` (to free them) and the source iterator is closed.
     """
-    ready: queue.Queue[U | _End] = queue.Queue(maxsize=depth)
-    stopped = threading.Event()
-
-    def offer(item: U | _End) -> bool:
-        while not stopped.is_set():
-            try:
-                ready.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+    ready: Handoff[U | _End] = Handoff(depth)
 
     def produce() -> None:
         try:
             for item in items:
-                if not offer(item):
+                if not ready.offer(item):
                     discard(item)
                     break
             else:
-                offer(_End())
+                ready.offer(_End())
         except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
-            offer(_End(error))
+            ready.offer(_End(error))
         finally:
             close = getattr(items, "close", None)
             if close is not None:
@@ -136,16 +125,15 @@ def prefetch(items: Iterator[U], *, depth: int, discard: Callable[[U], None]) ->
     producer.start()
     try:
         while True:
-            item = ready.get()
+            item = ready.take()
             if isinstance(item, _End):
                 if item.error is not None:
                     raise item.error
                 return
             yield item
     finally:
-        stopped.set()
+        ready.stop()
         producer.join()
-        while not ready.empty():
-            leftover = ready.get_nowait()
+        for leftover in ready.leftovers():
             if not isinstance(leftover, _End):
                 discard(leftover)
