@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CLIENT_CURRENT = HERE / "client_current.py"
 CLIENT_REFERENCE = HERE / "client_reference.py"
+CLIENT_PYNETDICOM = HERE / "client_pynetdicom.py"
 WADO_RS_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 WADO_RS = "WADO-RS study to disk"
@@ -30,6 +31,7 @@ WADO_URI = "WADO-URI study to disk, 8 connections"
 BIG = "One large instance over WADO-RS"
 TREE = "QIDO-RS answer into the study tree"
 MULTIPART = "Multipart parser alone"
+CGET = "C-GET study to disk"
 
 
 @dataclass
@@ -49,6 +51,10 @@ class Context:
     """The interpreter for this package's client."""
     reference_python: str | None
     """The interpreter of the reference environment; None skips those clients."""
+    dicom_host: str
+    dicom_port: int
+    dicom_aet: str
+    """Where the server's DIMSE service listens, and its AE title."""
 
 
 Verifier = Callable[[Path, Sample], str]
@@ -61,7 +67,7 @@ class Case:
     group: str
     client: str
     role: str
-    """``current``, ``reference`` (dicomtrolley 4.1.0), ``curl`` or ``other``."""
+    """``current``, ``reference`` (dicomtrolley 4.1.0), ``curl``, ``pynetdicom``, ``getscu`` or ``other``."""
     argv: list[str]
     payload_bytes: int
     verify: Verifier
@@ -134,11 +140,11 @@ def all_cases(ctx: Context) -> list[Case]:
     def add(
         group: str, client: str, role: str, argv: Callable[[Path], list[str]], size: int, check: Verifier,
         *, headline: bool = False, reports_json: bool = True, kind: str = "", max_runs: int | None = None,
-        reads: Path | None = None,
+        reads: Path | None = None, extra_env: dict[str, str] | None = None,
     ) -> None:
         out = ctx.work / "out" / _slug(f"{group}-{client}")
         command = argv(out)
-        env = _env(current=command[0] == ctx.python)
+        env = {**_env(current=command[0] == ctx.python), **(extra_env or {})}
         cases.append(
             Case(group, client, role, command, size, check, env, reports_json, headline, out, kind, max_runs, reads)
         )
@@ -200,6 +206,23 @@ def all_cases(ctx: Context) -> list[Case]:
         "--config", str(_curl_uri_config(ctx, out)),
     ], size, _curl_uri_check(ctx.ct), reports_json=False)
 
+    # -- C-GET: the same study over DIMSE
+    group = CGET
+    dimse = ("--host", ctx.dicom_host, "--port", str(ctx.dicom_port), "--aec", ctx.dicom_aet)
+    add(group, "this package: Trolley(QidoRS, DICOMCGet).download", "current",
+        lambda out: ours("c-get", *web, *dimse, "--study", study, "--out", str(out)),
+        size, _received(ctx.ct), headline=True)
+    add(group, "this package: Trolley(downloader=DICOMCGet), no search", "current",
+        lambda out: ours("c-get", *dimse, "--study", study, "--out", str(out)),
+        size, _received(ctx.ct))
+    add(group, "pynetdicom: send_c_get, encoded_dataset() to a file", "pynetdicom",
+        lambda out: [ctx.python, str(CLIENT_PYNETDICOM), *dimse, "--study", study, "--out", str(out)],
+        size, _received(ctx.ct))
+    add(group, "dcmtk getscu", "getscu", lambda out: [
+        "getscu", "-aet", "GETSCU", "-aec", ctx.dicom_aet, "-S", "-k", "QueryRetrieveLevel=STUDY",
+        "-k", f"StudyInstanceUID={study}", "--output-directory", str(out), ctx.dicom_host, str(ctx.dicom_port),
+    ], size, _received(ctx.ct), reports_json=False, extra_env={"TCP_NODELAY": "1"})
+
     # -- one large instance
     group, size = BIG, ctx.big.total_bytes
     add(group, "this package: Trolley(QidoRS, WadoRS).download", "current",
@@ -255,6 +278,17 @@ def _downloaded(expected: Collection, *, exact: bool) -> Verifier:
         if "ok" in sample.output:  # this package's summary
             verify.reported(sample.output, count=len(expected.items), size=expected.total_bytes)
         return (verify.files_byte_equal if exact else verify.files_same_instances)(out, expected)
+
+    return check
+
+
+def _received(expected: Collection) -> Verifier:
+    """A DIMSE client's check: its own count (when it reports one) and every dataset, byte for byte."""
+
+    def check(out: Path, sample: Sample) -> str:
+        if "count" in sample.output:
+            verify.reported(sample.output, count=len(expected.items))
+        return verify.files_dataset_byte_equal(out, expected)
 
     return check
 

@@ -3,6 +3,7 @@
 Run by :mod:`benchmarks.run` in a fresh process per run::
 
     python benchmarks/client_current.py wado-rs --dicomweb URL --study UID --out DIR [--no-search]
+    python benchmarks/client_current.py c-get --host H --port P --aec AE --study UID --out DIR [--dicomweb URL]
 
 Each subcommand does what a user of the package would write, and nothing else.
 """
@@ -18,6 +19,7 @@ import requests
 from clientlib import CannedAnswer, file_chunks, load_json, report
 
 from dicomtrolley.core import InstanceReference, Query, QueryLevels, Study
+from dicomtrolley.dimse_retrieve import DICOMCGet
 from dicomtrolley.multipart import iter_parts
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.tree import tree_from_json
@@ -58,6 +60,17 @@ def wado_uri(args: argparse.Namespace) -> None:
         targets = args.study
         trolley = Trolley(QidoRS(session, args.dicomweb), downloader)
     report(lambda: trolley.download(targets, args.out, progress=False), _written)
+
+
+def c_get(args: argparse.Namespace) -> None:
+    """A study to disk over C-GET: ``Trolley(QidoRS, DICOMCGet).download(uid, dir)``.
+
+    Without ``--dicomweb`` there is no searcher: ``Trolley(downloader=DICOMCGet(...))``
+    retrieves the study by its UID alone.
+    """
+    searcher = QidoRS(requests.Session(), args.dicomweb) if args.dicomweb else None
+    trolley = Trolley(searcher, DICOMCGet(args.host, args.port, args.aet, args.aec))
+    report(lambda: trolley.download(args.study, args.out, progress=False), _written)
 
 
 def tree(args: argparse.Namespace) -> None:
@@ -136,6 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--workers", type=int, default=8)
     command.add_argument("--instances", help="JSON list of [study, series, instance] UIDs: skip the search")
     command.set_defaults(run=wado_uri)
+
+    command = commands.add_parser("c-get")
+    command.add_argument("--dicomweb", help="search with QIDO-RS here first (default: no searcher)")
+    command.add_argument("--host", required=True)
+    command.add_argument("--port", type=int, required=True)
+    command.add_argument("--aet", default="DICOMTROLLEY")
+    command.add_argument("--aec", required=True)
+    command.add_argument("--study", required=True)
+    command.add_argument("--out", required=True)
+    command.set_defaults(run=c_get)
 
     command = commands.add_parser("tree")
     command.add_argument("--json", required=True)

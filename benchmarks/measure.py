@@ -134,7 +134,8 @@ class Result:
     verified: str = ""
     """How the output was checked, e.g. "500 files, byte-equal"."""
     role: str = "current"
-    """``current`` (this package), ``reference`` (dicomtrolley 4.1.0), ``curl`` or ``other``."""
+    """``current`` (this package), ``reference`` (dicomtrolley 4.1.0), ``curl``, ``pynetdicom``, ``getscu`` or
+    ``other``."""
     headline: bool = False
     """The row the group's targets are judged on."""
     kind: str = ""

@@ -31,7 +31,19 @@ import requests
 
 import dicomtrolley
 from benchmarks import data, report
-from benchmarks.cases import BIG, CLIENT_REFERENCE, MULTIPART, REPO, TREE, WADO_RS, WADO_URI, Case, Context, all_cases
+from benchmarks.cases import (
+    BIG,
+    CGET,
+    CLIENT_REFERENCE,
+    MULTIPART,
+    REPO,
+    TREE,
+    WADO_RS,
+    WADO_URI,
+    Case,
+    Context,
+    all_cases,
+)
 from benchmarks.measure import ClientFailedError, Result, run_process
 from benchmarks.reference_env import ensure_reference_env
 from benchmarks.verify import VerificationError
@@ -117,7 +129,7 @@ def warm_up(server: OrthancServer, collections: Sequence[data.Collection]) -> No
 
 
 def versions(server: OrthancServer, reference_python: Path | None) -> dict[str, str]:
-    """What ran: Python, Orthanc and its plugin, this package, the reference packages, curl."""
+    """What ran: Python, Orthanc and its plugin, this package, the reference packages, pynetdicom, dcmtk, curl."""
     found = {"Python": platform.python_version()}
     with server.session() as session:
         found["Orthanc"] = session.get(f"{server.base_url}/system", timeout=10).json().get("Version", "?")
@@ -129,6 +141,7 @@ def versions(server: OrthancServer, reference_python: Path | None) -> dict[str, 
     found["this package"] = f"{dicomtrolley.__version__} (commit {commit or '?'})"
     found["pydicom"] = version("pydicom")
     found["requests"] = version("requests")
+    found["pynetdicom"] = version("pynetdicom")
     if reference_python is not None:
         sample = run_process([str(reference_python), str(CLIENT_REFERENCE), "versions"], cwd=WORK)
         out = sample.output
@@ -137,6 +150,8 @@ def versions(server: OrthancServer, reference_python: Path | None) -> dict[str, 
         found["reference environment"] = f"Python {out['python']}, pydicom {out['pydicom']}, requests {out['requests']}"
     curl = subprocess.run(["curl", "--version"], capture_output=True, text=True, check=False).stdout.split()
     found["curl"] = curl[1] if len(curl) > 1 else "?"
+    getscu = subprocess.run(["getscu", "--version"], capture_output=True, text=True, check=False).stdout.split()
+    found["dcmtk getscu"] = getscu[2] if len(getscu) > 2 else "?"
     return found
 
 
@@ -157,6 +172,15 @@ def descriptions(ctx: Context, sizes: data.Sizes) -> dict[str, str]:
             "search is timed with it. 4.1.0 sends `contentType=application%2Fdicom`, which Orthanc 1.10 answers "
             "with 400; its rows run with a session that writes the `/` unescaped (the `/` shim), else it could "
             "not download at all."
+        ),
+        CGET: (
+            f"The same {len(ct.items)} instances over DIMSE: one C-GET of the study (Study Root, STUDY level) "
+            "from Orthanc's DICOM port, every instance written to a file as it arrives. The first row searches "
+            "with QIDO-RS first, as a Trolley with a searcher does. pynetdicom is its documented recipe (CT "
+            "Image Storage in the SCP role, `event.encoded_dataset()` written to a file, its defaults "
+            "otherwise); getscu is dcmtk's, run with `TCP_NODELAY=1` as Orthanc is. Each file's dataset after "
+            "the file meta is compared byte for byte with the uploaded one (each client writes file meta of "
+            "its own). MB/s = uploaded instance bytes / wall time."
         ),
         BIG: (
             f"One instance of {sizes.big_rows}x{sizes.big_columns} 16-bit pixels "
@@ -254,7 +278,7 @@ def benchmark(
     _say(f"server loaded and warm, {time.perf_counter() - started:.1f} s since start")
 
     ctx = Context(work, server.dicomweb_url, server.wado_url, ct, big, tree, answer, bodies, sys.executable,
-                  str(reference_python) if reference_python else None)
+                  str(reference_python) if reference_python else None, "127.0.0.1", server.dicom_port, server.aet)
     cases = [c for c in all_cases(ctx) if not only or any(w.lower() in c.group.lower() for w in only)]
     load_before = os.getloadavg()[0]
     results = []
@@ -269,9 +293,9 @@ def benchmark(
         "for clients that accept gzip, which requests-based clients do unless told otherwise (this package "
         "asks for `identity`); that would slow dicomtrolley 4.1.0 several times over.",
         "Wall and CPU times of Python clients are their own timing of the task (interpreter start and imports "
-        "excluded); curl's are those of its whole process. Peak RSS is the whole process's, as GNU time reports "
-        "it. Each cell: median (min-max); ratios compare medians, against the fastest 4.1.0 or curl row "
-        "of the same kind in the table.",
+        "excluded); curl's and getscu's are those of their whole process. Peak RSS is the whole process's, as "
+        "GNU time reports it. Each cell: median (min-max); ratios compare medians, against the fastest row of "
+        "that client (4.1.0, curl, pynetdicom, getscu) and of the same kind in the table.",
     ]
     all_versions = versions(server, reference_python)
     section = report.render(results, runs=runs, descriptions={

@@ -4,7 +4,9 @@ A download counts only if every instance arrived: the number of files, and
 either their bytes (clients that write what the server sent, such as this
 package and curl) or their SOPInstanceUIDs (clients that parse and re-encode
 each instance, such as dicomtrolley 4.1.0 and dicomweb-client, whose files
-differ from the originals in their encoding, not in their content).
+differ from the originals in their encoding, not in their content). A
+client that receives instances over DIMSE writes file meta information of its
+own making, so there the dataset after the file meta is compared.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.filereader import read_file_meta_info
 
 from benchmarks.clientlib import file_chunks
 from benchmarks.data import Collection
@@ -52,6 +55,45 @@ def files_byte_equal(out: Path, expected: Collection) -> str:
         if not filecmp.cmp(path, item.path, shallow=False):
             raise VerificationError(f"{path} differs from the uploaded {item.path}")
     return f"{_count(len(files), 'file')}, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB, byte-equal"
+
+
+def _dataset_offset(head: bytes, path: Path) -> int:
+    """Where the dataset starts in a Part 10 file: after the preamble, ``DICM`` and the file meta group.
+
+    The file meta group is found by its group length element (0002,0000),
+    which every writer measured here puts first.
+    """
+    if head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        raise VerificationError(f"{path} is not a DICOM file that starts with a file meta group length")
+    return 144 + int.from_bytes(head[140:144], "little")
+
+
+def _dataset_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[_dataset_offset(data[:144], path):]
+
+
+def files_dataset_byte_equal(out: Path, expected: Collection) -> str:
+    """Every instance of ``expected`` is under ``out`` once, its dataset byte for byte, whatever the file meta.
+
+    Files are matched to the originals by the SOPInstanceUID of their file
+    meta, so any file naming (``getscu``'s ``CT.<uid>`` too) will do.
+    """
+    files = _files(out)
+    originals = expected.by_sop()
+    if len(files) != len(originals):
+        raise VerificationError(f"{len(files)} files in {out}, expected {len(originals)}")
+    seen: set[str] = set()
+    for path in files:
+        sop = str(read_file_meta_info(path).get("MediaStorageSOPInstanceUID", ""))
+        item = originals.get(sop)
+        if item is None or sop in seen:
+            raise VerificationError(f"{path} holds {sop or 'no SOPInstanceUID'}: not an uploaded instance, or twice")
+        seen.add(sop)
+        if _dataset_bytes(path) != _dataset_bytes(item.path):
+            raise VerificationError(f"the dataset in {path} differs from that in the uploaded {item.path}")
+    return (f"{_count(len(files), 'file')}, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB, "
+            "dataset byte-equal")
 
 
 def files_same_instances(out: Path, expected: Collection) -> str:

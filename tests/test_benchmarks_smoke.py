@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import data, report
-from benchmarks.cases import BIG, MULTIPART, TREE, WADO_RS, WADO_URI
+from benchmarks.cases import BIG, CGET, MULTIPART, TREE, WADO_RS, WADO_URI
 from benchmarks.run import SERVER_CONFIG, benchmark
 from tests.support.orthanc import OrthancFactory
 
@@ -33,8 +33,8 @@ def test_every_benchmark_case_runs_checks_its_output_and_fills_the_table(
     )
 
     assert [(r.client, r.error) for r in results if r.error] == []
-    assert {r.group for r in results} == {WADO_RS, WADO_URI, BIG, TREE, MULTIPART}
-    assert {r.role for r in results} == {"current", "curl", "other"}
+    assert {r.group for r in results} == {WADO_RS, WADO_URI, CGET, BIG, TREE, MULTIPART}
+    assert {r.role for r in results} == {"current", "curl", "pynetdicom", "getscu", "other"}
     for result in results:
         assert len(result.samples) == 1, result.client
         assert result.verified, result.client

@@ -349,7 +349,7 @@ def running_orthanc(
         times, when the harness chose the ports); the message has its log tail.
     """
     plugin = ensure_installed()
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     # Another suite on this machine may take a port between free_ports() and Orthanc's bind.
     own_ports = not {"HttpPort", "DicomPort"} & config_overrides.keys()
