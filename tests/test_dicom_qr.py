@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _thread
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -551,6 +552,10 @@ def test_ctrl_c_during_a_retrieve_aborts_the_association(
 ) -> None:
     downloader: DICOMCGet | DICOMCMove = request.getfixturevalue(make)
     threads_before = set(threading.enumerate())
+    # A process started in the background by a non-interactive shell (as CI may be)
+    # ignores SIGINT, and then interrupt_main() does nothing: handle it as Python does.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
 
     def sink(part: InstancePart) -> None:
         _thread.interrupt_main()  # what Ctrl-C does: KeyboardInterrupt in the main thread
