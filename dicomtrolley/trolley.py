@@ -281,12 +281,14 @@ class Trolley:
             yield from downloader.datasets(targets)
 
     def _storage_for(self, output_dir: str | os.PathLike[str] | None, template: str | None) -> StorageDir:
+        """A storage for one download: its record of paths written ends with the download,
+        so a batch of thousands of studies does not grow it without bound."""
         if output_dir is None:
             if self.storage is None:
                 raise DICOMTrolleyError("No output folder: pass output_dir, or Trolley(storage=...)")
             if template is not None:
                 raise DICOMTrolleyError("template applies to output_dir; set it on the storage instead")
-            return self.storage
+            return self.storage.at(self.storage.path)
         if self.storage is not None and template is None:
             return self.storage.at(output_dir)
         return StorageDir(output_dir, template=template)
