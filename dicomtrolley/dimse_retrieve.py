@@ -276,23 +276,7 @@ class _Retriever(DIMSEPeer, Downloader):
     operation = ""
     service = ""
     finest_level_needed = DICOMObjectLevels.STUDY
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        aet: str = DEFAULT_AET,
-        aec: str = DEFAULT_AEC,
-        *,
-        acse_timeout: float = DEFAULT_ACSE_TIMEOUT,
-        dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT,
-        network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT,
-    ) -> None:
-        super().__init__(
-            host, port, aet, aec,
-            acse_timeout=acse_timeout, dimse_timeout=dimse_timeout, network_timeout=network_timeout,
-        )
-        self.last_suboperations = SubOperations()
+    last_suboperations = SubOperations()  # immutable; each fetch rebinds it on the instance
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.host!r}, {self.port}, aet={self.aet!r}, aec={self.aec!r})"
