@@ -14,6 +14,7 @@ import random
 import tempfile
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -24,7 +25,9 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from dicomtrolley import __version__
+from dicomtrolley.core import Downloader, FetchFailure, PartSink, Reference
 from dicomtrolley.exceptions import ConnectionFailedError, ServerError
+from dicomtrolley.workers import run_targets
 
 logger = logging.getLogger(__name__)
 
@@ -306,3 +309,55 @@ def spool(chunks: Iterable[bytes], threshold: int = SPILL_THRESHOLD) -> tuple[IO
         raise
     body.seek(0)
     return body, size
+
+
+class HTTPDownloader(Downloader):
+    """What downloaders over HTTP share: a client for the session, and one request per target on a pool.
+
+    Subclasses say how one target is fetched (:meth:`_fetch_one`).
+
+    Parameters
+    ----------
+    session
+        The session to send on (auth, certificates and cookies included).
+    url
+        The endpoint the subclass builds its requests on.
+    workers
+        Requests in flight at once; the connection pool is sized to match.
+    timeout
+        Seconds to connect and to wait for data.
+    retry
+        When a failed request is tried again.
+    spill_threshold
+        Instances larger than this many bytes are held in a temporary file, not memory.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        *,
+        workers: int,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        spill_threshold: int = SPILL_THRESHOLD,
+    ) -> None:
+        self.url = url
+        self.workers = workers
+        self.spill_threshold = spill_threshold
+        self.http = HTTPClient(session, timeout=timeout, retry=retry, pool_size=workers)
+
+    def fetch(
+        self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
+    ) -> list[FetchFailure]:
+        """Fetch each target with its own request, ``workers`` at a time; see :meth:`Downloader.fetch`."""
+        return run_targets(
+            targets,
+            lambda target: self._fetch_one(target, sink),
+            workers=self.workers,
+            stop_on_failure=stop_on_failure,
+        )
+
+    @abstractmethod
+    def _fetch_one(self, target: Reference, sink: PartSink) -> None:
+        """Fetch one target and hand its instances to ``sink``."""

@@ -9,13 +9,10 @@ fetched in parallel on a bounded pool.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import requests
 
 from dicomtrolley.core import (
-    Downloader,
-    FetchFailure,
     InstancePart,
     InstanceReference,
     PartSink,
@@ -26,14 +23,14 @@ from dicomtrolley.exceptions import MalformedResponseError
 from dicomtrolley.http import (
     DEFAULT_TIMEOUT,
     SPILL_THRESHOLD,
-    HTTPClient,
+    HTTPDownloader,
     RetryPolicy,
     Timeout,
     iter_body,
     spool,
 )
 from dicomtrolley.multipart import Part, boundary_of, iter_parts, parse_content_type
-from dicomtrolley.workers import prefetch, run_targets
+from dicomtrolley.workers import prefetch
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +41,7 @@ AS_STORED = "*"
 """Ask for each instance in the transfer syntax it is stored in: no transcoding, byte-exact."""
 
 
-class WadoRS(Downloader):
+class WadoRS(HTTPDownloader):
     """Fetches studies, series and instances over WADO-RS.
 
     Parameters
@@ -77,11 +74,10 @@ class WadoRS(Downloader):
         retry: RetryPolicy | None = None,
         spill_threshold: int = SPILL_THRESHOLD,
     ) -> None:
-        self.url = url.rstrip("/")
+        super().__init__(
+            session, url.rstrip("/"), workers=workers, timeout=timeout, retry=retry, spill_threshold=spill_threshold
+        )
         self.transfer_syntax = transfer_syntax
-        self.workers = workers
-        self.spill_threshold = spill_threshold
-        self.http = HTTPClient(session, timeout=timeout, retry=retry, pool_size=workers)
 
     def __repr__(self) -> str:
         return f"WadoRS({self.url!r}, transfer_syntax={self.transfer_syntax!r})"
@@ -99,17 +95,6 @@ class WadoRS(Downloader):
         if isinstance(target, InstanceReference):
             url += f"/instances/{target.instance_uid}"
         return url
-
-    def fetch(
-        self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
-    ) -> list[FetchFailure]:
-        """Fetch each target with one request, ``workers`` at a time; see :meth:`Downloader.fetch`."""
-        return run_targets(
-            targets,
-            lambda target: self._fetch_one(target, sink),
-            workers=self.workers,
-            stop_on_failure=stop_on_failure,
-        )
 
     def _fetch_one(self, target: Reference, sink: PartSink) -> None:
         url = self.url_for(target)

@@ -15,7 +15,6 @@ import requests
 
 from dicomtrolley.core import (
     DICOMObjectLevels,
-    Downloader,
     FetchFailure,
     InstancePart,
     InstanceReference,
@@ -26,18 +25,17 @@ from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.http import (
     DEFAULT_TIMEOUT,
     SPILL_THRESHOLD,
-    HTTPClient,
+    HTTPDownloader,
     RetryPolicy,
     Timeout,
     iter_body,
     spool,
 )
-from dicomtrolley.workers import run_targets
 
 logger = logging.getLogger(__name__)
 
 
-class WadoURI(Downloader):
+class WadoURI(HTTPDownloader):
     """Fetches instances over WADO-URI, several at a time.
 
     Parameters
@@ -72,11 +70,10 @@ class WadoURI(Downloader):
         retry: RetryPolicy | None = None,
         spill_threshold: int = SPILL_THRESHOLD,
     ) -> None:
-        self.url = url
+        super().__init__(
+            session, url, workers=workers, timeout=timeout, retry=retry, spill_threshold=spill_threshold
+        )
         self.transfer_syntax = transfer_syntax
-        self.workers = workers
-        self.spill_threshold = spill_threshold
-        self.http = HTTPClient(session, timeout=timeout, retry=retry, pool_size=workers)
 
     def __repr__(self) -> str:
         return f"WadoURI({self.url!r})"
@@ -111,15 +108,10 @@ class WadoURI(Downloader):
                 f"WADO-URI fetches single instances; {coarse[0]} must first be resolved to its "
                 "instances (give the Trolley a searcher)"
             )
-        instances = [t for t in targets if isinstance(t, InstanceReference)]
-        return run_targets(
-            instances,
-            lambda instance: self._fetch_one(instance, sink),
-            workers=self.workers,
-            stop_on_failure=stop_on_failure,
-        )
+        return super().fetch(targets, sink, stop_on_failure=stop_on_failure)
 
-    def _fetch_one(self, instance: InstanceReference, sink: PartSink) -> None:
+    def _fetch_one(self, instance: Reference, sink: PartSink) -> None:
+        assert isinstance(instance, InstanceReference)  # fetch() let only instances through
         response = self.http.get(
             self.url,
             params=self.params_for(instance),
