@@ -29,18 +29,17 @@ import shutil
 import string
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from dicomtrolley.core import InstancePart, InstanceReference
 from dicomtrolley.exceptions import StorageCollisionError, StorageError
+from dicomtrolley.header import read_header
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +174,11 @@ class StorageDir:
         self._folders: set[Path] = set()
         self._lock = threading.Lock()
 
+    @property
+    def _header_keywords(self) -> tuple[str, ...]:
+        """What :meth:`save` reads of each instance: its UIDs and the template's fields."""
+        return ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", *self.template.fields)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, template={self.template.template!r})"
 
@@ -228,7 +232,7 @@ class StorageDir:
         StorageCollisionError
             Another instance already maps to the same path.
         """
-        header = read_header(part.body)
+        header = read_header(part.body, self._header_keywords)
         sop_uid = str(header.get("SOPInstanceUID", "")) or _meta(header, "MediaStorageSOPInstanceUID")
         if not sop_uid:
             raise StorageError(
@@ -248,7 +252,7 @@ class StorageDir:
         with self._lock:
             owner = self._claimed.get(target)
             if owner is None and target.is_file():
-                owner = str(read_header_of_file(target).get("SOPInstanceUID", ""))
+                owner = str(read_header_of_file(target, ["SOPInstanceUID"]).get("SOPInstanceUID", ""))
             if owner and owner != sop_uid:
                 raise StorageCollisionError(
                     f"Instances {owner} and {sop_uid} both map to {target}; "
@@ -268,30 +272,10 @@ def _meta(header: Dataset, keyword: str) -> str:
     return str(meta.get(keyword, "")) if meta is not None else ""
 
 
-def read_header(body: IO[bytes]) -> Dataset:
-    """Read the attributes before the pixel data, leaving ``body`` at position 0.
-
-    Large values are not loaded, so this costs the same for a 256 MB instance
-    as for a small one.
-
-    Raises
-    ------
-    StorageError
-        The bytes are not a DICOM instance.
-    """
-    body.seek(0)
-    try:
-        return pydicom.dcmread(body, stop_before_pixels=True, defer_size="64 KB", force=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as error:
-        raise StorageError(f"Downloaded bytes are not a readable DICOM instance: {error}") from error
-    finally:
-        body.seek(0)
-
-
-def read_header_of_file(path: Path) -> Dataset:
-    """:func:`read_header` for a file on disk."""
+def read_header_of_file(path: Path, keywords: Collection[str] = ()) -> Dataset:
+    """:func:`~dicomtrolley.header.read_header` for a file on disk."""
     with path.open("rb") as file:
-        return read_header(file)
+        return read_header(file, keywords)
 
 
 def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> None:

@@ -211,7 +211,7 @@ class Trolley:
         plan = plan_download(targets, self.searcher, storage, downloader.finest_level_needed)
         summary = DownloadSummary(
             skipped=len(plan.complete),
-            expected=len(plan.expected) if self.searcher is not None else None,
+            expected=plan.expected_count if self.searcher is not None else None,
             failures=list(plan.not_found),
         )
         received: set[InstanceReference] = set()
@@ -235,7 +235,9 @@ class Trolley:
             if on_error == "raise" and plan.not_found:
                 raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
             failures = downloader.fetch(plan.fetch, sink, stop_on_failure=on_error == "raise")
-            if plan.expected and any(isinstance(f.error, _RECOVERABLE) for f in failures):
+            if self.searcher is not None and plan.counts:
+                plan.list_short_series(self.searcher, received)
+            if self.searcher is not None and any(isinstance(f.error, _RECOVERABLE) for f in failures):
                 failures = self._recover(downloader, plan.expected - plan.complete - received, failures, sink)
             summary.failures.extend(failures)
             summary.downloader_report = downloader.report()

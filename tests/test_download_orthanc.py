@@ -112,6 +112,20 @@ def test_large_study_streams_to_disk_byte_for_byte(orthanc: OrthancServer, tmp_p
         assert expected_file(tmp_path, study, series.uid, instance).read_bytes() == instance.path.read_bytes()
 
 
+def test_study_into_an_empty_folder_is_searched_at_series_level_only(orthanc: OrthancServer, tmp_path: Path) -> None:
+    study = small_study(orthanc)
+    session = requests.Session()
+    searches: list[str] = []
+    session.hooks["response"].append(
+        lambda r, *a, **k: searches.append(r.url) if "dicom+json" in r.headers.get("Content-Type", "") else None
+    )
+    summary = make_trolley(orthanc, "wado-rs", session).download(study.uid, tmp_path, progress=False)
+    assert summary.ok
+    assert summary.expected == summary.written == len(study.instances)
+    # One series-level search (paged: QidoRS asks once more past a possibly capped page), no instance search.
+    assert {url.split("?")[0] for url in searches} == {f"{orthanc.dicomweb_url}/studies/{study.uid}/series"}
+
+
 def test_second_run_makes_no_payload_request(orthanc: OrthancServer, tmp_path: Path) -> None:
     study = small_study(orthanc)
     make_trolley(orthanc, "wado-rs").download(study.uid, tmp_path, progress=False)

@@ -632,7 +632,7 @@ def test_collect_goes_on_with_the_other_studies_when_one_studys_search_fails(
     second = make_instances(name="second study")
     with FaultServer(instances + second) as server:
         broken_study = second[0].study_uid
-        server.add_fault(Fault.BODY, path=f"/dicom-web/studies/{broken_study}/instances", payload=b"[1, 2]")
+        server.add_fault(Fault.BODY, path=f"/dicom-web/studies/{broken_study}/series", payload=b"[1, 2]")
 
         summary = make_trolley(server, session).download(
             [server.study_uid(), broken_study], tmp_path, on_error="collect", progress=False

@@ -24,6 +24,7 @@ from dicomtrolley.core import (
     InstanceReference,
     PartSink,
     Query,
+    QueryLevels,
     Reference,
     Searcher,
     Series,
@@ -58,8 +59,11 @@ def all_instances() -> list[InstanceReference]:
 
 
 class FakeSearcher(Searcher):
-    def __init__(self) -> None:
+    """Answers like a server: series with their instance counts at series level, instances at instance level."""
+
+    def __init__(self, *, series_counts: bool = True) -> None:
         self.queries: list[Query] = []
+        self.series_counts = series_counts
 
     def find_studies(self, query: Query) -> list[Study]:
         self.queries.append(query)
@@ -69,19 +73,30 @@ class FakeSearcher(Searcher):
             if wanted and series_uid not in wanted:
                 continue
             series = study.add(Series(series_uid))
+            if query.query_level == QueryLevels.SERIES:
+                if self.series_counts:
+                    series.data.NumberOfSeriesRelatedInstances = len(sops)
+                continue
             for sop in sops:
                 ds = Dataset()
                 ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = STUDY, series_uid, sop
                 series.add(Instance(sop, ds))
         return [study] if query.StudyInstanceUID == STUDY else []
 
+    @property
+    def levels(self) -> list[QueryLevels]:
+        return [query.query_level for query in self.queries]
+
 
 class FakeDownloader(Downloader):
     """Serves SERIES; can break a series stream after some parts, like a dropped connection."""
 
-    def __init__(self, break_series_after: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, break_series_after: dict[str, int] | None = None, leave_out: frozenset[str] = frozenset()
+    ) -> None:
         self.requests: list[Reference] = []
         self.break_series_after = break_series_after or {}
+        self.leave_out = leave_out  # instances a series answer silently lacks
 
     def fetch(
         self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
@@ -90,7 +105,10 @@ class FakeDownloader(Downloader):
 
     def _one(self, target: Reference, sink: PartSink) -> None:
         self.requests.append(target)
-        members = [i for i in all_instances() if _covers(target, i)]
+        members = [
+            i for i in all_instances()
+            if _covers(target, i) and (i.instance_uid not in self.leave_out or isinstance(target, InstanceReference))
+        ]
         for count, instance in enumerate(members):
             if isinstance(target, SeriesReference) and self.break_series_after.get(target.series_uid) == count:
                 raise ConnectionFailedError(f"connection reset while reading {target}")
@@ -113,7 +131,7 @@ def files_in(folder: Path) -> set[str]:
 def test_study_uid_string_is_downloaded_with_one_query_and_one_request_per_series(tmp_path: Path) -> None:
     searcher, downloader = FakeSearcher(), FakeDownloader()
     summary = Trolley(searcher, downloader).download(STUDY, tmp_path, progress=False)
-    assert len(searcher.queries) == 1
+    assert searcher.levels == [QueryLevels.SERIES]
     assert sorted(downloader.requests, key=str) == [SeriesReference(STUDY, s) for s in SERIES]
     assert summary.written == 5
     assert summary.ok
@@ -135,6 +153,32 @@ def test_several_series_of_one_study_cost_one_query(tmp_path: Path) -> None:
     )
     assert len(searcher.queries) == 1
     assert searcher.queries[0].SeriesInstanceUID == "1.1.1,1.1.2"
+
+
+def test_series_without_instance_counts_are_searched_instance_by_instance(tmp_path: Path) -> None:
+    searcher, downloader = FakeSearcher(series_counts=False), FakeDownloader()
+    summary = Trolley(searcher, downloader).download(STUDY, tmp_path, progress=False)
+    assert searcher.levels == [QueryLevels.SERIES, QueryLevels.INSTANCE]
+    assert sorted(downloader.requests, key=str) == [SeriesReference(STUDY, s) for s in SERIES]
+    assert summary.expected == 5
+    assert summary.ok
+
+
+def test_series_short_of_its_count_is_searched_to_name_the_missing_instance(tmp_path: Path) -> None:
+    searcher = FakeSearcher()
+    downloader = FakeDownloader(leave_out=frozenset({"1.1.2.2"}))
+    summary = Trolley(searcher, downloader).download(STUDY, tmp_path, on_error="collect", progress=False)
+    assert searcher.levels == [QueryLevels.SERIES, QueryLevels.INSTANCE]
+    assert searcher.queries[1].SeriesInstanceUID == "1.1.2"
+    assert summary.missing == [InstanceReference(STUDY, "1.1.2", "1.1.2.2")]
+    assert (summary.expected, summary.written) == (5, 4)
+
+
+def test_series_short_of_its_count_raises_naming_how_many_are_missing(tmp_path: Path) -> None:
+    downloader = FakeDownloader(leave_out=frozenset({"1.1.1.3"}))
+    with pytest.raises(DownloadError, match="1 instances missing") as raised:
+        Trolley(FakeSearcher(), downloader).download(STUDY, tmp_path, progress=False)
+    assert raised.value.summary.missing == [InstanceReference(STUDY, "1.1.1", "1.1.1.3")]
 
 
 def test_reference_argument_order_downloader_then_searcher_is_accepted() -> None:

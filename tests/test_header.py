@@ -1,0 +1,152 @@
+"""Reading an instance's naming attributes: the fast walk must agree with pydicom on every input."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+)
+
+from dicomtrolley import header
+from dicomtrolley.header import PREFIX_BYTES, read_header
+
+DCMREAD = pydicom.dcmread  # kept: the no_pydicom_reader fixture replaces pydicom.dcmread
+
+KEYWORDS = [
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientName", "PatientID",
+    "StudyDate", "SeriesNumber", "InstanceNumber", "Modality", "SliceThickness",
+]
+
+
+def instance(syntax: str = ExplicitVRLittleEndian, **extra: Any) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6"
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = "1.2.3.4.5.6"
+    ds.StudyDate = "20240102"
+    ds.Modality = "CT"
+    ds.ReferencedImageSequence = Sequence([Dataset(), Dataset()])
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "9.9.9"
+    ds.ReferencedImageSequence[1].ReferencedSOPInstanceUID = "9.9.8"
+    ds.PatientName = "Müller^Jörg"
+    ds.PatientID = "PAT-1"
+    ds.SliceThickness = "1.25"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = "1.2.3.4"
+    ds.SeriesNumber = 7
+    ds.InstanceNumber = "12"
+    for keyword, value in extra.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xd9"]) if syntax == JPEGBaseline8Bit else b"\0" * 64
+    ds.Rows, ds.Columns, ds.BitsAllocated = 4, 8, 16
+    return ds
+
+
+def encode(ds: Dataset, *, undefined_lengths: bool = False) -> io.BytesIO:
+    out = io.BytesIO()
+    if undefined_lengths:
+        for item in ds.ReferencedImageSequence:
+            item.is_undefined_length_sequence_item = True
+        ds["ReferencedImageSequence"].is_undefined_length = True
+    ds.save_as(out, enforce_file_format=True)
+    out.seek(0)
+    return out
+
+
+def values(dataset: Dataset) -> dict[str, Any]:
+    return {keyword: dataset.get(keyword) for keyword in KEYWORDS}
+
+
+def by_pydicom(body: io.BytesIO) -> dict[str, Any]:
+    dataset = DCMREAD(io.BytesIO(body.getvalue()), stop_before_pixels=True, force=True)
+    return values(dataset)
+
+
+@pytest.fixture
+def no_pydicom_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails the test if the fast walk hands the instance to pydicom's reader."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("read_header fell back to pydicom.dcmread")
+
+    monkeypatch.setattr(header.pydicom, "dcmread", refuse)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit])
+@pytest.mark.parametrize("undefined_lengths", [False, True], ids=["defined-lengths", "undefined-lengths"])
+def test_fast_walk_reads_what_pydicom_reads(syntax: str, undefined_lengths: bool, no_pydicom_reader: None) -> None:
+    body = encode(instance(syntax), undefined_lengths=undefined_lengths)
+    expected = by_pydicom(body)
+    found = read_header(body, KEYWORDS)
+    assert values(found) == expected
+    assert expected["PatientName"] == "Müller^Jörg"
+    assert found.file_meta.TransferSyntaxUID == syntax
+    assert found.file_meta.MediaStorageSOPInstanceUID == "1.2.3.4.5.6"
+    assert body.tell() == 0
+
+
+def test_numbers_keep_their_types_for_format_specs(no_pydicom_reader: None) -> None:
+    found = read_header(encode(instance()), ["SeriesNumber", "InstanceNumber", "SliceThickness"])
+    assert f"{found.SeriesNumber:03d}_{found.InstanceNumber:05d}" == "007_00012"
+    assert float(found.SliceThickness) == 1.25
+
+
+def test_missing_attribute_is_absent(no_pydicom_reader: None) -> None:
+    found = read_header(encode(instance()), ["AccessionNumber", "SOPInstanceUID"])
+    assert found.get("AccessionNumber") is None
+    assert found.SOPInstanceUID == "1.2.3.4.5.6"
+
+
+def test_multi_valued_text_is_a_multi_value(no_pydicom_reader: None) -> None:
+    body = encode(instance(ImageType=["ORIGINAL", "PRIMARY", "AXIAL"]))
+    assert list(read_header(body, ["ImageType"]).ImageType) == ["ORIGINAL", "PRIMARY", "AXIAL"]
+
+
+def test_header_longer_than_the_prefix_is_read_by_pydicom() -> None:
+    big = instance()
+    block = big.private_block(0x0009, "DICOMTROLLEY TEST", create=True)  # group 0009: before the series number
+    block.add_new(0x10, "OB", b"\0" * (PREFIX_BYTES + 10))
+    assert read_header(encode(big), ["SeriesNumber"]).SeriesNumber == 7
+
+
+def test_deflated_instance_is_read_by_pydicom() -> None:
+    body = encode(instance(DeflatedExplicitVRLittleEndian))
+    assert values(read_header(body, KEYWORDS)) == by_pydicom(body)
+
+
+def test_dataset_without_preamble_is_read_by_pydicom() -> None:
+    ds = instance(ImplicitVRLittleEndian)
+    raw = io.BytesIO()
+    ds.save_as(raw, implicit_vr=True, little_endian=True)  # no preamble, no file meta
+    raw.seek(0)
+    assert read_header(raw, ["SOPInstanceUID"]).SOPInstanceUID == "1.2.3.4.5.6"
+
+
+def test_wanted_sequence_is_read_by_pydicom() -> None:
+    found = read_header(encode(instance()), ["ReferencedImageSequence"])
+    assert [item.ReferencedSOPInstanceUID for item in found.ReferencedImageSequence] == ["9.9.9", "9.9.8"]
+
+
+def test_bytes_that_are_not_dicom_give_no_attributes() -> None:
+    assert read_header(io.BytesIO(b"<html>502 Bad Gateway</html>"), ["SOPInstanceUID"]).get("SOPInstanceUID") is None
+
+
+def test_truncated_instance_is_read_as_far_as_it_goes() -> None:
+    whole = encode(instance()).getvalue()
+    cut = io.BytesIO(whole[: whole.index(b"PAT-1")])
+    found = read_header(cut, ["StudyDate", "PatientID"])
+    assert found.StudyDate == "20240102"
