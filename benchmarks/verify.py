@@ -118,7 +118,7 @@ def multipart_body_byte_equal(body: Path, content_type_boundary: str, expected: 
 
     for part in iter_parts(file_chunks(body), content_type_boundary):
         with part.body:
-            sop = str(read_header(part.body).SOPInstanceUID)
+            sop = str(read_header(part.body, ["SOPInstanceUID"]).get("SOPInstanceUID"))
             item = originals.get(sop)
             if item is None or part.size != item.size:
                 raise VerificationError(f"part {len(seen) + 1} of {body} ({sop}) is not an uploaded instance")

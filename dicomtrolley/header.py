@@ -6,10 +6,9 @@ UIDs, or the fields of a path template), and its transfer syntax is reported.
 data into a Dataset: about a millisecond an instance, which on two cores slows
 the server that feeds the download as much as the client.
 
-:func:`read_header` walks the encoded elements itself and keeps only those
-asked for, as raw elements in a :class:`~pydicom.dataset.Dataset`; pydicom
-decodes their values when they are read (character sets included), so a value
-is exactly what ``dcmread`` would give. Whatever the walk does not handle (no
+:func:`read_header` walks the encoded elements itself, keeps only those
+asked for, and decodes their values with pydicom's own converters (character
+sets included), so a value is exactly what ``dcmread`` would give. Whatever the walk does not handle (no
 Part 10 preamble, a deflated or big-endian dataset, a header longer than
 :data:`PREFIX_BYTES`) is read by ``dcmread``, so the fast path never changes
 an answer, only its cost.
@@ -20,16 +19,19 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Collection
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import IO
+from typing import IO, Any
 
 import pydicom
-from pydicom.datadict import tag_for_keyword
+from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.valuerep import VR
+from pydicom.values import convert_value
 
 from dicomtrolley.exceptions import StorageError
 
@@ -57,56 +59,85 @@ class _UnhandledError(Exception):
     """The walk met something it leaves to pydicom."""
 
 
-def read_header(body: IO[bytes], keywords: Collection[str] = ()) -> Dataset:
-    """The named attributes of an instance, and its file meta, leaving ``body`` at position 0.
+@dataclass(frozen=True)
+class Header:
+    """What :func:`read_header` found in an instance.
+
+    Parameters
+    ----------
+    attributes
+        The wanted attributes the instance has, by keyword, decoded as pydicom
+        decodes them (``IS`` values are ints, multi-valued ones ``MultiValue``).
+    transfer_syntax
+        TransferSyntaxUID of the file meta; ``""`` without file meta.
+    media_sop_instance_uid
+        MediaStorageSOPInstanceUID of the file meta; ``""`` without file meta.
+    """
+
+    attributes: dict[str, Any]
+    transfer_syntax: str = ""
+    media_sop_instance_uid: str = ""
+
+    def get(self, keyword: str) -> Any:
+        """The value of ``keyword``, ``None`` when the instance lacks it."""
+        return self.attributes.get(keyword)
+
+
+def read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
+    """The named attributes of an instance and its transfer syntax, leaving ``body`` at position 0.
 
     Parameters
     ----------
     body
         The instance's bytes, a DICOM Part 10 file as a server sends it.
     keywords
-        The attributes wanted, as DICOM keywords. With none, every attribute
-        before the pixel data is read (by pydicom).
+        The attributes wanted, as DICOM keywords.
 
     Returns
     -------
-    Dataset
-        Holds at least the wanted attributes the instance has (and its
-        SpecificCharacterSet, which decodes them), with ``file_meta`` when
-        the instance has one. Large values are not loaded, so a 256 MB
-        instance costs the same as a small one.
+    Header
+        Large values are not loaded, so a 256 MB instance costs the same as a small one.
 
     Raises
     ------
     StorageError
         The bytes are not a DICOM instance.
     """
-    tags = _tags_for(frozenset(keywords))
+    keywords = frozenset(keywords)
     try:
-        if tags:
-            body.seek(0)
-            try:
-                return _walk(body.read(PREFIX_BYTES), tags)
-            except (_UnhandledError, struct.error) as reason:
-                logger.debug("Reading the header with pydicom: %s", reason or "the header runs past the prefix")
         body.seek(0)
         try:
-            return pydicom.dcmread(body, stop_before_pixels=True, defer_size="64 KB", force=True)
+            return _walk(body.read(PREFIX_BYTES), keywords)
+        except (_UnhandledError, struct.error) as reason:
+            logger.debug("Reading the header with pydicom: %s", reason or "the header runs past the prefix")
+        body.seek(0)
+        try:
+            dataset = pydicom.dcmread(body, stop_before_pixels=True, defer_size="64 KB", force=True)
         except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as error:
             raise StorageError(f"Downloaded bytes are not a readable DICOM instance: {error}") from error
+        meta = getattr(dataset, "file_meta", None) or Dataset()
+        return Header(
+            {keyword: dataset[keyword].value for keyword in keywords if keyword in dataset},
+            str(meta.get("TransferSyntaxUID", "")),
+            str(meta.get("MediaStorageSOPInstanceUID", "")),
+        )
     finally:
         body.seek(0)
 
 
 @lru_cache(maxsize=64)
 def _tags_for(keywords: frozenset[str]) -> frozenset[int]:
-    """The tags of ``keywords`` (a name that is no keyword is absent from every instance)."""
+    """The tags of ``keywords`` and of SpecificCharacterSet, which decodes them.
+
+    A name that is no keyword is absent from every instance.
+    """
     tags = {int(tag) for tag in map(tag_for_keyword, keywords) if tag is not None}
-    return frozenset(tags | {_SPECIFIC_CHARACTER_SET}) if tags else frozenset()
+    return frozenset(tags | {_SPECIFIC_CHARACTER_SET})
 
 
-def _walk(data: bytes, wanted: frozenset[int]) -> Dataset:
-    """Collect the ``wanted`` top-level elements of a Part 10 file as raw elements."""
+def _walk(data: bytes, keywords: frozenset[str]) -> Header:
+    """Find the wanted top-level elements of a Part 10 file and decode them."""
+    wanted = _tags_for(keywords)
     if data[_PREAMBLE:_PREAMBLE + 4] != _MAGIC:
         raise _UnhandledError("no Part 10 preamble")
     position = _PREAMBLE + 4
@@ -114,10 +145,9 @@ def _walk(data: bytes, wanted: frozenset[int]) -> Dataset:
     while position + 8 <= len(data) and _U16.unpack_from(data, position)[0] == 0x0002:
         element, position = _element(data, position, implicit=False)
         meta[element.tag] = element
-    syntax_element = meta.get(0x00020010)
-    if syntax_element is None or syntax_element.value is None:
+    syntax = _meta_text(meta, 0x00020010)
+    if not syntax:
         raise _UnhandledError("no TransferSyntaxUID in the file meta")
-    syntax = syntax_element.value.rstrip(b"\0 ").decode("ascii", "replace")
     if syntax in _NOT_EXPLICIT_LE:
         raise _UnhandledError(f"transfer syntax {syntax}")
     implicit = syntax == _IMPLICIT_LE
@@ -136,9 +166,25 @@ def _walk(data: bytes, wanted: frozenset[int]) -> Dataset:
             if element.value is None:
                 raise _UnhandledError(f"wanted element {tag:08X} is a sequence")
             found[tag] = element
-    dataset = Dataset({Tag(tag): element for tag, element in found.items()})
-    dataset.file_meta = FileMetaDataset({Tag(tag): element for tag, element in meta.items()})
-    return dataset
+    charset = found.pop(_SPECIFIC_CHARACTER_SET, None)
+    encodings = convert_encodings(_decode(charset)) if charset is not None else None
+    return Header(
+        {keyword_for_tag(tag): _decode(element, encodings) for tag, element in found.items()},
+        syntax,
+        _meta_text(meta, 0x00020003),
+    )
+
+
+def _decode(element: RawDataElement, encodings: list[str] | None = None) -> Any:
+    vr = element.VR or dictionary_VR(element.tag)
+    return convert_value(vr, element, encodings)
+
+
+def _meta_text(meta: dict[int, RawDataElement], tag: int) -> str:
+    element = meta.get(tag)
+    if element is None or element.value is None:
+        return ""
+    return element.value.rstrip(b"\0 ").decode("ascii", "replace")
 
 
 def _element(data: bytes, position: int, *, implicit: bool) -> tuple[RawDataElement, int]:

@@ -39,7 +39,7 @@ from pydicom.multival import MultiValue
 
 from dicomtrolley.core import InstancePart, InstanceReference
 from dicomtrolley.exceptions import StorageCollisionError, StorageError
-from dicomtrolley.header import read_header
+from dicomtrolley.header import Header, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -233,26 +233,24 @@ class StorageDir:
             Another instance already maps to the same path.
         """
         header = read_header(part.body, self._header_keywords)
-        sop_uid = str(header.get("SOPInstanceUID", "")) or _meta(header, "MediaStorageSOPInstanceUID")
+        sop_uid = _text(header, "SOPInstanceUID") or header.media_sop_instance_uid
         if not sop_uid:
             raise StorageError(
                 f"Downloaded bytes are not a readable DICOM instance: no SOPInstanceUID ({part.size} bytes)"
             )
-        target = self.path_for(header)
+        target = self.path_for(header.attributes)
         self._claim(target, sop_uid)
         _write_atomically(part.body, target, make_folder=target.parent not in self._folders)
         self._folders.add(target.parent)
-        reference = InstanceReference(
-            str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", "")), sop_uid
-        )
+        reference = InstanceReference(_text(header, "StudyInstanceUID"), _text(header, "SeriesInstanceUID"), sop_uid)
         logger.debug("Wrote %s (%d bytes)", target, part.size)
-        return SavedInstance(reference, target, part.size, _meta(header, "TransferSyntaxUID"))
+        return SavedInstance(reference, target, part.size, header.transfer_syntax)
 
     def _claim(self, target: Path, sop_uid: str) -> None:
         with self._lock:
             owner = self._claimed.get(target)
             if owner is None and target.is_file():
-                owner = str(read_header_of_file(target, ["SOPInstanceUID"]).get("SOPInstanceUID", ""))
+                owner = _text(read_header_of_file(target, ["SOPInstanceUID"]), "SOPInstanceUID")
             if owner and owner != sop_uid:
                 raise StorageCollisionError(
                     f"Instances {owner} and {sop_uid} both map to {target}; "
@@ -267,12 +265,12 @@ class FlatStorageDir(StorageDir):
     default_template = "{SOPInstanceUID}"
 
 
-def _meta(header: Dataset, keyword: str) -> str:
-    meta = getattr(header, "file_meta", None)
-    return str(meta.get(keyword, "")) if meta is not None else ""
+def _text(header: Header, keyword: str) -> str:
+    value = header.get(keyword)
+    return "" if value is None else str(value)
 
 
-def read_header_of_file(path: Path, keywords: Collection[str] = ()) -> Dataset:
+def read_header_of_file(path: Path, keywords: Collection[str]) -> Header:
     """:func:`~dicomtrolley.header.read_header` for a file on disk."""
     with path.open("rb") as file:
         return read_header(file, keywords)
