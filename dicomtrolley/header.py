@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 from typing import IO, Any
 
 import pydicom
 from pydicom.charset import convert_encodings
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag
 from pydicom.valuerep import VR
 from pydicom.values import convert_value
 
@@ -126,13 +127,13 @@ def read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
 
 
 @lru_cache(maxsize=64)
-def _tags_for(keywords: frozenset[str]) -> frozenset[int]:
-    """The tags of ``keywords`` and of SpecificCharacterSet, which decodes them.
+def _tags_for(keywords: frozenset[str]) -> Mapping[int, str]:
+    """The tags of ``keywords``, and of SpecificCharacterSet, which decodes them; each with its keyword.
 
     A name that is no keyword is absent from every instance.
     """
-    tags = {int(tag) for tag in map(tag_for_keyword, keywords) if tag is not None}
-    return frozenset(tags | {_SPECIFIC_CHARACTER_SET})
+    tags = {int(tag): keyword for keyword in keywords if (tag := tag_for_keyword(keyword)) is not None}
+    return MappingProxyType({**tags, _SPECIFIC_CHARACTER_SET: "SpecificCharacterSet"})
 
 
 def _walk(data: bytes, keywords: frozenset[str]) -> Header:
@@ -141,10 +142,10 @@ def _walk(data: bytes, keywords: frozenset[str]) -> Header:
     if data[_PREAMBLE:_PREAMBLE + 4] != _MAGIC:
         raise _UnhandledError("no Part 10 preamble")
     position = _PREAMBLE + 4
-    meta: dict[int, RawDataElement] = {}
+    meta: dict[int, bytes] = {}
     while position + 8 <= len(data) and _U16.unpack_from(data, position)[0] == 0x0002:
-        element, position = _element(data, position, implicit=False)
-        meta[element.tag] = element
+        tag, _, start, length, position = _element(data, position, implicit=False)
+        meta[tag] = data[start:start + length] if length != _UNDEFINED else b""
     syntax = _meta_text(meta, 0x00020010)
     if not syntax:
         raise _UnhandledError("no TransferSyntaxUID in the file meta")
@@ -161,15 +162,16 @@ def _walk(data: bytes, keywords: frozenset[str]) -> Header:
         tag = group << 16 | number
         if tag > last or tag == _PIXEL_DATA:
             break
-        element, position = _element(data, position, implicit=implicit)
+        tag, vr, start, length, position = _element(data, position, implicit=implicit)
         if tag in wanted:
-            if element.value is None:
+            if length == _UNDEFINED:
                 raise _UnhandledError(f"wanted element {tag:08X} is a sequence")
-            found[tag] = element
+            value = data[start:start + length]
+            found[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
     charset = found.pop(_SPECIFIC_CHARACTER_SET, None)
     encodings = convert_encodings(_decode(charset)) if charset is not None else None
     return Header(
-        {keyword_for_tag(tag): _decode(element, encodings) for tag, element in found.items()},
+        {wanted[tag]: _decode(element, encodings) for tag, element in found.items()},
         syntax,
         _meta_text(meta, 0x00020003),
     )
@@ -180,15 +182,16 @@ def _decode(element: RawDataElement, encodings: list[str] | None = None) -> Any:
     return convert_value(vr, element, encodings)
 
 
-def _meta_text(meta: dict[int, RawDataElement], tag: int) -> str:
-    element = meta.get(tag)
-    if element is None or element.value is None:
-        return ""
-    return element.value.rstrip(b"\0 ").decode("ascii", "replace")
+def _meta_text(meta: dict[int, bytes], tag: int) -> str:
+    return meta.get(tag, b"").rstrip(b"\0 ").decode("ascii", "replace")
 
 
-def _element(data: bytes, position: int, *, implicit: bool) -> tuple[RawDataElement, int]:
-    """The element at ``position`` (its value unread for an undefined length), and where the next begins."""
+def _element(data: bytes, position: int, *, implicit: bool) -> tuple[int, str | None, int, int, int]:
+    """The element at ``position``: tag, VR (``None`` when implicit), value start and length, next position.
+
+    An undefined length (a sequence of items) is returned as such; the next
+    position is then after the sequence's delimiter.
+    """
     group, number = _TAG.unpack_from(data, position)
     tag = group << 16 | number
     vr: str | None
@@ -205,12 +208,11 @@ def _element(data: bytes, position: int, *, implicit: bool) -> tuple[RawDataElem
             (length,), start = _U16.unpack_from(data, position + 6), position + 8
     if length == _UNDEFINED:
         # A sequence (or UN data, which is encoded as implicit VR) of items.
-        end = _skip_items(data, start, implicit=implicit or vr == "UN")
-        return RawDataElement(Tag(tag), vr, length, None, start, implicit, True), end
+        return tag, vr, start, length, _skip_items(data, start, implicit=implicit or vr == "UN")
     end = start + length
     if end > len(data):
         raise _UnhandledError("the header runs past the prefix")
-    return RawDataElement(Tag(tag), vr, length, data[start:end], start, implicit, True), end
+    return tag, vr, start, length, end
 
 
 def _skip_items(data: bytes, position: int, *, implicit: bool) -> int:
@@ -232,4 +234,4 @@ def _skip_items(data: bytes, position: int, *, implicit: bool) -> int:
             if group << 16 | number == _ITEM_END:
                 position += 8
                 break
-            _, position = _element(data, position, implicit=implicit)
+            *_, position = _element(data, position, implicit=implicit)
