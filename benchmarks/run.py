@@ -164,8 +164,9 @@ def descriptions(ctx: Context, sizes: data.Sizes) -> dict[str, str]:
         WADO_RS: (
             f"A CT study of {len(ct.items)} instances ({sizes.ct_pixels}x{sizes.ct_pixels}, 16-bit) in "
             f"{sizes.ct_series} series, {ct.total_bytes / 1e6:.1f} MB, downloaded to disk. "
-            "MB/s = instance bytes / wall time. The Trolley rows include the QIDO-RS search that lists the "
-            "instances (4.1.0's too); dicomweb-client and curl are given the study UID only."
+            "MB/s = instance bytes / wall time. The Trolley rows include the QIDO-RS search that tells the "
+            "trolley what to expect (ours: the series and their instance counts; 4.1.0's: every instance); "
+            "dicomweb-client and curl are given the study UID only."
         ),
         WADO_URI: (
             f"The same {len(ct.items)} instances, one WADO-URI request each. curl gets the URL list; the "
