@@ -87,8 +87,14 @@ class Case:
     """A file the client reads; read once before each run so that it comes from memory, not disk."""
 
     def prepare(self) -> None:
-        """Start a run with an empty output folder (and the file it reads in the page cache)."""
+        """Start a run with an empty output folder, nothing left to write back, and its input in the page cache.
+
+        Without the ``sync``, the gigabytes that earlier runs wrote would still
+        be going to disk while this run writes, and the kernel would throttle
+        this run for them.
+        """
         self.clean()
+        os.sync()
         self.out.mkdir(parents=True)
         if self.reads is not None:
             for _ in file_chunks(self.reads):
