@@ -7,13 +7,13 @@ on disk is fetched with one request, a half-done series instance by
 instance), and completeness (what arrived is compared with what exists).
 
 When nothing is on disk yet and whole studies or series are wanted, resume
-has nothing to skip and every series is fetched whole, so a series-level
-search suffices: it lists the series and how many instances each holds
-(NumberOfSeriesRelatedInstances). Completeness is then checked by count, and
-only a series that comes up short is searched instance by instance, to name
-what is missing. An instance-level search costs the server far more (Orthanc
-reads every instance's file to answer it: a third of a second for 500
-instances, longer than fetching them).
+has nothing to skip and each target is fetched as asked (a study with one
+request), so a series-level search suffices: it lists the series and how
+many instances each holds (NumberOfSeriesRelatedInstances). Completeness is
+then checked by count, and only a series that comes up short is searched
+instance by instance, to name what is missing. An instance-level search
+costs the server far more (Orthanc reads every instance's file to answer it:
+a third of a second for 500 instances, longer than fetching them).
 """
 
 from __future__ import annotations
@@ -228,17 +228,26 @@ def plan_download(
 
 
 def _plan_by_counts(targets: Sequence[Reference], searcher: Searcher) -> Plan | None:
-    """Every series of ``targets`` whole, checked by count; ``None`` when the search gives no counts."""
+    """Each target with one request, as asked, checked by count; ``None`` when the search gives no counts.
+
+    Nothing is on disk, so nothing needs to be left out: a study is fetched
+    with one request for the whole study. One stream per study is also the
+    fastest shape where the client's disk is the bottleneck; several studies
+    still download in parallel.
+    """
     plan = Plan(fetch=[])
     counts = count_series(searcher, targets, plan.not_found)
     if counts is None:
         logger.debug("The series-level search gave no instance counts; searching instance by instance")
         return None
     plan.counts = {series: count for series, count in counts.items() if count > 0}
-    plan.fetch = sorted(plan.counts, key=_order)
     unsearched = {failure.target for failure in plan.not_found}
-    for target in targets:
-        if target not in unsearched and not any(covers(target, s) for s in plan.counts):
+    for target in dict.fromkeys(targets):
+        if target in unsearched:
+            continue
+        if any(covers(target, series) for series in plan.counts):
+            plan.fetch.append(target)
+        else:
             plan.not_found.append(
                 FetchFailure(target, NoQueryResultsError(f"The searcher found no instances for {target}"))
             )

@@ -2,7 +2,7 @@
 
 The server answers with a multipart/related stream of instances, which is
 parsed as it arrives and handed on part by part, so memory stays bounded
-whatever the size of the study. Several targets (series, usually) are
+whatever the size of the study. Several targets (studies or series) are
 fetched in parallel on a bounded pool.
 """
 
@@ -54,7 +54,7 @@ class WadoRS(HTTPDownloader):
         ``"*"`` (default) for the bytes as stored, or a transfer syntax UID to
         ask the server to transcode; what arrives is checked against it.
     workers
-        How many targets (series, typically) are fetched at once.
+        How many targets (studies or series) are fetched at once.
     timeout
         Seconds to connect and to wait for data.
     retry

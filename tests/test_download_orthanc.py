@@ -150,7 +150,7 @@ def test_payload_requests_ask_for_identity_encoding_and_get_it(orthanc_factory: 
     session.hooks["response"].append(
         lambda r, *a, **k: encodings.append((r.request.headers.get("Accept-Encoding", ""),
                                              r.headers.get("Content-Encoding", "")))
-        if "/series/" in r.url else None
+        if "multipart/related" in r.headers.get("Content-Type", "") else None
     )
     summary = make_trolley(server, "wado-rs", session).download(study.uid, tmp_path, progress=False)
     assert summary.ok

@@ -132,6 +132,14 @@ def series_ref(server: FaultServer, number: int) -> SeriesReference:
     return SeriesReference(server.study_uid(), server.series_uids()[number - 1])
 
 
+def each_series(server: FaultServer) -> list[SeriesReference]:
+    """Both series as download targets: one request each, so a fault can hit one series and not the other.
+
+    (A study UID into an empty folder is fetched with one request for the whole study.)
+    """
+    return [series_ref(server, 1), series_ref(server, 2)]
+
+
 def ref(instance: ServedInstance) -> InstanceReference:
     return InstanceReference(instance.study_uid, instance.series_uid, instance.sop_uid)
 
@@ -207,7 +215,7 @@ def test_broken_stream_keeps_the_whole_parts_and_fetches_only_the_missing_ones_o
     broken = series(server, 1)
     server.add_fault(fault, path=server.series_path(broken[0].series_uid), after_parts=1)
 
-    summary = make_trolley(server, session, timeout=SHORT_READ).download(server.study_uid(), tmp_path, progress=False)
+    summary = make_trolley(server, session, timeout=SHORT_READ).download(each_series(server), tmp_path, progress=False)
 
     assert summary.ok, summary.failures
     assert summary.written == 5
@@ -224,12 +232,52 @@ def test_legal_multipart_variants_download_completely_with_one_request_per_serie
 ) -> None:
     server.add_fault(fault, route=Route.WADO_RS_SERIES)
 
-    summary = make_trolley(server, session).download(server.study_uid(), tmp_path, progress=False)
+    summary = make_trolley(server, session).download(each_series(server), tmp_path, progress=False)
 
     assert summary.ok
     assert server.count(Route.WADO_RS_SERIES) == 2
     assert server.count(Route.WADO_RS_INSTANCE) == 0
     assert check_folder(tmp_path, server) == uids(server.instances)
+
+
+def test_study_into_an_empty_folder_is_one_request_checked_by_the_series_counts(
+    server: FaultServer, session: requests.Session, tmp_path: Path
+) -> None:
+    summary = make_trolley(server, session).download(server.study_uid(), tmp_path, progress=False)
+
+    assert summary.ok
+    assert (summary.expected, summary.written) == (5, 5)
+    assert server.paths(Route.WADO_RS_STUDY) == [server.study_path()]
+    assert server.count(Route.WADO_RS_SERIES) + server.count(Route.WADO_RS_INSTANCE) == 0
+    assert [r.path for r in server.seen if r.route is Route.QIDO and "/instances" in r.path] == []
+
+
+def test_broken_study_stream_fetches_only_the_missing_instances_one_by_one(
+    server: FaultServer, session: requests.Session, tmp_path: Path
+) -> None:
+    server.add_fault(Fault.RESET, path=server.study_path(), after_parts=2)
+
+    summary = make_trolley(server, session).download(server.study_uid(), tmp_path, progress=False)
+
+    assert summary.ok, summary.failures
+    assert sorted(server.paths(Route.WADO_RS_INSTANCE)) == sorted(
+        server.instance_path(i) for i in server.instances[2:]
+    )
+    assert check_folder(tmp_path, server) == uids(server.instances)
+
+
+def test_study_answer_short_of_the_series_counts_names_the_missing_instance(
+    server: FaultServer, session: requests.Session, tmp_path: Path
+) -> None:
+    server.add_fault(Fault.SHORTFALL, path=server.study_path(), after_parts=4)
+
+    with pytest.raises(DownloadError, match="1 instances missing") as raised:
+        make_trolley(server, session).download(server.study_uid(), tmp_path, progress=False)
+
+    summary = raised.value.summary
+    assert isinstance(summary, DownloadSummary)
+    assert summary.missing == [ref(server.instances[4])]
+    assert check_folder(tmp_path, server) == uids(server.instances[:4])
 
 
 def test_part_that_is_not_dicom_fails_its_series_with_storage_error_and_keeps_the_rest(
@@ -239,7 +287,7 @@ def test_part_that_is_not_dicom_fails_its_series_with_storage_error_and_keeps_th
     server.add_fault(Fault.NOT_DICOM_PART, path=server.series_path(broken[0].series_uid), after_parts=1)
 
     summary = make_trolley(server, session).download(
-        server.study_uid(), tmp_path, on_error="collect", progress=False
+        each_series(server), tmp_path, on_error="collect", progress=False
     )
 
     assert [(f.target, type(f.error)) for f in summary.failures] == [(series_ref(server, 1), StorageError)]
@@ -307,7 +355,7 @@ def test_fewer_instances_than_the_search_listed_are_reported_missing(
     server.add_fault(fault, path=server.series_path(broken[0].series_uid), after_parts=1)
 
     with pytest.raises(DownloadError) as raised:
-        make_trolley(server, session).download(server.study_uid(), tmp_path, progress=False)
+        make_trolley(server, session).download(each_series(server), tmp_path, progress=False)
 
     summary = raised.value.summary
     assert isinstance(summary, DownloadSummary)
@@ -468,7 +516,7 @@ def test_redirect_to_another_host_does_not_forward_basic_auth_credentials(
     assert summary.ok
     assert all("authorization" in r.headers for r in server.seen)
     assert other_host.count(Route.QIDO) > 0
-    assert other_host.count(Route.WADO_RS_SERIES) == 2
+    assert other_host.count(Route.WADO_RS_STUDY) == 1
     assert [r.headers["authorization"] for r in other_host.seen if "authorization" in r.headers] == []
     assert check_folder(tmp_path, server) == uids(server.instances)
 
@@ -477,14 +525,14 @@ def test_redirect_to_another_host_forwards_neither_the_vitrea_session_nor_the_pa
     instances: list[ServedInstance], other_host: FaultServer, tmp_path: Path
 ) -> None:
     with FaultServer(instances, require_login=True) as server:
-        server.add_fault(Fault.REDIRECT, route=Route.WADO_RS_SERIES, location=other_host.url)
+        server.add_fault(Fault.REDIRECT, route=Route.WADO_RS_STUDY, location=other_host.url)
         session = create_session(server.login_url, server.user, server.password)
 
         summary = make_trolley(server, session).download(server.study_uid(), tmp_path, progress=False)
 
         assert summary.ok
         assert server.count(Route.LOGIN) == 1
-        assert other_host.count(Route.WADO_RS_SERIES) == 2
+        assert other_host.count(Route.WADO_RS_STUDY) == 1
         for seen in other_host.seen:
             assert SESSION_COOKIE not in seen.headers.get("cookie", "")
             assert "x-password" not in seen.headers
@@ -656,7 +704,7 @@ def test_collect_lists_every_failed_item_with_its_reason(
     server.add_fault(Fault.STATUS, path=server.series_path(two[0].series_uid), status=503, retry_after="0")
 
     summary = make_trolley(server, session).download(
-        server.study_uid(), tmp_path, on_error="collect", progress=False
+        each_series(server), tmp_path, on_error="collect", progress=False
     )
 
     reasons = {f.target: f.error for f in summary.failures}
@@ -676,7 +724,7 @@ def test_raise_stops_with_download_error_and_keeps_what_was_written(
     server.add_fault(Fault.STATUS, path=server.series_path(two[0].series_uid), status=500)
 
     with pytest.raises(DownloadError) as raised:
-        make_trolley(server, session, workers=1).download(server.study_uid(), tmp_path, progress=False)
+        make_trolley(server, session, workers=1).download(each_series(server), tmp_path, progress=False)
 
     summary = raised.value.summary
     assert isinstance(summary, DownloadSummary)
@@ -691,7 +739,7 @@ def test_run_after_a_failed_run_fetches_only_what_is_missing(
     one = series(server, 1)
     server.add_fault(Fault.TRUNCATE, path=server.series_path(one[0].series_uid), after_parts=1)
     server.add_fault(Fault.STATUS, route=Route.WADO_RS_INSTANCE, status=500)
-    first = make_trolley(server, session).download(server.study_uid(), tmp_path, on_error="collect", progress=False)
+    first = make_trolley(server, session).download(each_series(server), tmp_path, on_error="collect", progress=False)
     assert set(first.missing) == set(map(ref, one[1:]))
     server.clear_faults()
     server.reset_log()
@@ -720,8 +768,7 @@ def test_second_run_of_a_finished_download_makes_no_payload_request(
 def test_command_line_exits_non_zero_and_names_each_failure(
     server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    two = series(server, 2)
-    server.add_fault(Fault.STATUS, path=server.series_path(two[0].series_uid), status=500)
+    server.add_fault(Fault.STATUS, path=server.study_path(), status=500)
 
     status = main(["download", server.dicomweb_url, server.study_uid(), "-o", str(tmp_path), "--no-progress"])
 
@@ -729,8 +776,8 @@ def test_command_line_exits_non_zero_and_names_each_failure(
     err = capsys.readouterr().err
     assert "failed:" in err
     assert "500" in err
-    assert err.count("missing:") == len(two)
-    assert check_folder(tmp_path, server) == uids(series(server, 1))
+    assert err.count("missing:") == len(server.instances)
+    assert check_folder(tmp_path, server) == set()
 
 
 def test_command_line_exits_zero_when_everything_arrived(

@@ -89,13 +89,13 @@ class FakeSearcher(Searcher):
 
 
 class FakeDownloader(Downloader):
-    """Serves SERIES; can break a series stream after some parts, like a dropped connection."""
+    """Serves SERIES; can break a study or series stream after some parts, like a dropped connection."""
 
     def __init__(
-        self, break_series_after: dict[str, int] | None = None, leave_out: frozenset[str] = frozenset()
+        self, break_after: dict[str, int] | None = None, leave_out: frozenset[str] = frozenset()
     ) -> None:
         self.requests: list[Reference] = []
-        self.break_series_after = break_series_after or {}
+        self.break_after = break_after or {}  # by the study or series UID of a request
         self.leave_out = leave_out  # instances a series answer silently lacks
 
     def fetch(
@@ -110,7 +110,8 @@ class FakeDownloader(Downloader):
             if _covers(target, i) and (i.instance_uid not in self.leave_out or isinstance(target, InstanceReference))
         ]
         for count, instance in enumerate(members):
-            if isinstance(target, SeriesReference) and self.break_series_after.get(target.series_uid) == count:
+            uid = target.series_uid if isinstance(target, SeriesReference) else target.study_uid
+            if not isinstance(target, InstanceReference) and self.break_after.get(uid) == count:
                 raise ConnectionFailedError(f"connection reset while reading {target}")
             data = instance_bytes(instance.series_uid, instance.instance_uid)
             sink(InstancePart(io.BytesIO(data), len(data), source=target))
@@ -128,11 +129,11 @@ def files_in(folder: Path) -> set[str]:
     return {p.name for p in folder.rglob("*") if p.is_file()}
 
 
-def test_study_uid_string_is_downloaded_with_one_query_and_one_request_per_series(tmp_path: Path) -> None:
+def test_study_uid_string_into_an_empty_folder_is_one_series_query_and_one_request(tmp_path: Path) -> None:
     searcher, downloader = FakeSearcher(), FakeDownloader()
     summary = Trolley(searcher, downloader).download(STUDY, tmp_path, progress=False)
     assert searcher.levels == [QueryLevels.SERIES]
-    assert sorted(downloader.requests, key=str) == [SeriesReference(STUDY, s) for s in SERIES]
+    assert downloader.requests == [StudyReference(STUDY)]
     assert summary.written == 5
     assert summary.ok
     assert len(files_in(tmp_path)) == 5
@@ -212,13 +213,24 @@ def test_half_done_series_is_completed_instance_by_instance(tmp_path: Path) -> N
 
 
 def test_stream_broken_after_k_parts_keeps_them_and_fetches_only_the_rest(tmp_path: Path) -> None:
-    downloader = FakeDownloader(break_series_after={"1.1.1": 2})
-    summary = Trolley(FakeSearcher(), downloader).download(STUDY, tmp_path, progress=False)
+    downloader = FakeDownloader(break_after={"1.1.1": 2})
+    summary = Trolley(FakeSearcher(), downloader).download(
+        [SeriesReference(STUDY, s) for s in SERIES], tmp_path, progress=False
+    )
     assert summary.ok
     assert summary.written == 5
     assert InstanceReference(STUDY, "1.1.1", "1.1.1.3") in downloader.requests
     assert InstanceReference(STUDY, "1.1.1", "1.1.1.1") not in downloader.requests
     assert len(files_in(tmp_path)) == 5
+
+
+def test_study_stream_broken_after_k_parts_lists_the_short_series_and_fetches_the_rest(tmp_path: Path) -> None:
+    searcher, downloader = FakeSearcher(), FakeDownloader(break_after={STUDY: 4})
+    summary = Trolley(searcher, downloader).download(STUDY, tmp_path, progress=False)
+    assert summary.ok
+    assert searcher.levels == [QueryLevels.SERIES, QueryLevels.INSTANCE]
+    assert searcher.queries[1].SeriesInstanceUID == "1.1.2"
+    assert downloader.requests == [StudyReference(STUDY), InstanceReference(STUDY, "1.1.2", "1.1.2.2")]
 
 
 def test_unknown_study_raises_download_error_naming_it(tmp_path: Path) -> None:

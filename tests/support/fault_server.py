@@ -389,6 +389,10 @@ class FaultServer:
         """Every SeriesInstanceUID, in order."""
         return list(dict.fromkeys(i.series_uid for i in self.instances))
 
+    def study_path(self) -> str:
+        """The WADO-RS path of the study (of the first instance)."""
+        return f"{DICOMWEB_ROOT}/studies/{self.study_uid()}"
+
     def series_path(self, series_uid: str) -> str:
         """The WADO-RS path of one series."""
         study = next(i.study_uid for i in self.instances if i.series_uid == series_uid)
