@@ -87,32 +87,37 @@ class Case:
     """A file the client reads; read once before each run so that it comes from memory, not disk."""
 
     def prepare(self) -> None:
-        """Start a run with an empty output folder, nothing left to write back, and its input in the page cache.
-
-        Without the ``sync``, the gigabytes that earlier runs wrote would still
-        be going to disk while this run writes, and the kernel would throttle
-        this run for them.
-        """
+        """Start a run with an empty output folder and its input in the page cache."""
         self.clean()
-        os.sync()
         self.out.mkdir(parents=True)
         if self.reads is not None:
             for _ in file_chunks(self.reads):
                 pass
 
     def clean(self) -> None:
-        """Move a run's output aside, into ``.trash`` beside it; :func:`empty_trash` deletes it at the end.
+        """Move a run's output aside, written to disk and out of memory; :func:`empty_trash` deletes it at the end.
 
-        Deleting is deferred because ext4 without a journal (as on the machines
-        this runs on) skips inodes freed in the last minutes when it creates
-        files: right after 500 deletions, creating 500 files costs several times
-        the CPU. Deleting between runs would charge that to whichever client
-        writes many files next, and not to curl, which writes one.
+        Each run should find the machine as the first run did. Deleting the
+        output would not do: the disk here is ext4 without a journal, which
+        skips inodes freed in the last minutes when it creates files, so right
+        after 500 deletions, creating 500 files costs several times the CPU
+        (curl, which writes one file, would not notice). Keeping the output
+        as it is would not do either: its pages would wait to be written back
+        while the next run writes, and then fill the memory, so that later runs
+        pay for reclaiming them. So the output is written back (``sync``) and
+        its pages dropped from the page cache.
         """
-        if self.out.exists():
-            trash = self.out.parent / TRASH
-            trash.mkdir(exist_ok=True)
-            self.out.rename(trash / f"{self.out.name}-{time.time_ns()}")
+        if not self.out.exists():
+            return
+        trash = self.out.parent / TRASH
+        trash.mkdir(exist_ok=True)
+        kept = trash / f"{self.out.name}-{time.time_ns()}"
+        self.out.rename(kept)
+        os.sync()
+        for path in kept.rglob("*"):
+            if path.is_file():
+                with path.open("rb") as file:
+                    os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def empty_trash(work: Path) -> None:

@@ -298,10 +298,10 @@ def benchmark(
         "excluded); curl's and getscu's are those of their whole process. Peak RSS is the whole process's, as "
         "GNU time reports it. Each cell: median (min-max); ratios compare medians, against the fastest row of "
         "that client (4.1.0, curl, pynetdicom, getscu) and of the same kind in the table.",
-        "Each run starts after `sync`, so that no run is throttled for what earlier runs left to write back. "
-        "Outputs are kept until the benchmark ends, then deleted: the disk here is ext4 without a journal, "
-        "which skips inodes freed in the last minutes when it creates files, so deleting 500 files before a run "
-        "would make that run's 500 file creations cost several times the CPU (curl writes one file).",
+        "Between runs each output is written back (`sync`) and dropped from the page cache, and kept on disk "
+        "until the benchmark ends: the disk here is ext4 without a journal, which skips inodes freed in the "
+        "last minutes when it creates files, so deleting 500 files before a run would make that run's 500 "
+        "file creations cost several times the CPU (curl writes one file).",
     ]
     all_versions = versions(server, reference_python)
     section = report.render(results, runs=runs, descriptions={
