@@ -51,7 +51,7 @@ class Plan:
     Parameters
     ----------
     fetch
-        The requests to send, coarsest first (series where possible).
+        The requests to send: a whole study or series with one request where nothing of it is on disk.
     expected
         Every instance the search said exists under the targets; empty when
         there was no searcher to ask.
@@ -81,12 +81,18 @@ class Plan:
         arrived: Counter[SeriesReference] = Counter(r.series_reference for r in set(received))
         return [series for series, count in self.counts.items() if arrived[series] < count]
 
-    def list_short_series(self, searcher: Searcher, received: Iterable[InstanceReference]) -> None:
-        """Search the short series instance by instance, so ``expected`` names what they hold."""
+    def list_short_series(self, searcher: Searcher, received: Iterable[InstanceReference]) -> list[FetchFailure]:
+        """Search the short series instance by instance, so ``expected`` names what they hold.
+
+        Returns the series whose search failed, with the error: what they miss cannot be named.
+        """
         short = self.short_series(received)
+        failures: list[FetchFailure] = []
         if short:
             logger.info("%d series came up short of their instance count; listing their instances", len(short))
-            self.expected = {i.reference() for i in find_instances(searcher, short, include_fields=())}
+            found = find_instances(searcher, short, include_fields=(), failures=failures)
+            self.expected = {instance.reference() for instance in found}
+        return failures
 
 
 def covers(target: Reference, reference: InstanceReference | SeriesReference) -> bool:

@@ -236,7 +236,7 @@ class Trolley:
                 raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
             failures = downloader.fetch(plan.fetch, sink, stop_on_failure=on_error == "raise")
             if self.searcher is not None and plan.counts:
-                plan.list_short_series(self.searcher, received)
+                failures += plan.list_short_series(self.searcher, received)
             if self.searcher is not None and any(isinstance(f.error, _RECOVERABLE) for f in failures):
                 failures = self._recover(downloader, plan.expected - plan.complete - received, failures, sink)
             summary.failures.extend(failures)

@@ -61,12 +61,15 @@ def all_instances() -> list[InstanceReference]:
 class FakeSearcher(Searcher):
     """Answers like a server: series with their instance counts at series level, instances at instance level."""
 
-    def __init__(self, *, series_counts: bool = True) -> None:
+    def __init__(self, *, series_counts: bool = True, fail_at: QueryLevels | None = None) -> None:
         self.queries: list[Query] = []
         self.series_counts = series_counts
+        self.fail_at = fail_at
 
     def find_studies(self, query: Query) -> list[Study]:
         self.queries.append(query)
+        if query.query_level == self.fail_at:
+            raise DICOMTrolleyError(f"search at {query.query_level.value} level failed")
         wanted = set(filter(None, query.SeriesInstanceUID.split(",")))
         study = Study(STUDY)
         for series_uid, sops in SERIES.items():
@@ -173,6 +176,17 @@ def test_series_short_of_its_count_is_searched_to_name_the_missing_instance(tmp_
     assert searcher.queries[1].SeriesInstanceUID == "1.1.2"
     assert summary.missing == [InstanceReference(STUDY, "1.1.2", "1.1.2.2")]
     assert (summary.expected, summary.written) == (5, 4)
+
+
+def test_short_series_whose_listing_fails_is_reported_as_a_failure(tmp_path: Path) -> None:
+    searcher = FakeSearcher(fail_at=QueryLevels.INSTANCE)
+    downloader = FakeDownloader(leave_out=frozenset({"1.1.2.2"}))
+    summary = Trolley(searcher, downloader).download(STUDY, tmp_path, on_error="collect", progress=False)
+    assert [(f.target, str(f.error)) for f in summary.failures] == [
+        (SeriesReference(STUDY, "1.1.2"), "search at INSTANCE level failed")
+    ]
+    assert summary.written == 4
+    assert not summary.ok
 
 
 def test_series_short_of_its_count_raises_naming_how_many_are_missing(tmp_path: Path) -> None:
