@@ -39,3 +39,9 @@ def test_examples_on_page_run(
         code = block.replace("http://localhost:8042", orthanc.base_url)
         code = code.replace('"localhost", 4242', f'"127.0.0.1", {orthanc.dicom_port}')
         exec(compile(code, f"{page.name} example {number}", "exec"), namespace)  # noqa: S102 - our own docs
+
+
+def test_the_api_reference_covers_every_module() -> None:
+    modules = {p.stem for p in (REPO / "dicomtrolley").glob("*.py") if p.stem != "__init__"}
+    documented = set(re.findall(r"^::: dicomtrolley\.(\w+)$", (REPO / "docs" / "api.md").read_text(), re.M))
+    assert documented == modules
