@@ -8,10 +8,10 @@ the server that feeds the download as much as the client.
 
 :func:`read_header` walks the encoded elements itself, keeps only those
 asked for, and decodes their values with pydicom's own converters (character
-sets included), so a value is exactly what ``dcmread`` would give. Whatever the walk does not handle (no
-Part 10 preamble, a deflated or big-endian dataset, a header longer than
-:data:`PREFIX_BYTES`) is read by ``dcmread``, so the fast path never changes
-an answer, only its cost.
+sets included), so a value is exactly what ``dcmread`` would give. Whatever
+the walk does not handle (no Part 10 preamble, a deflated or big-endian
+dataset, a header longer than :data:`PREFIX_BYTES`) is read by ``dcmread``,
+so the fast path never changes an answer, only its cost.
 """
 
 from __future__ import annotations
