@@ -83,6 +83,11 @@ class Header:
         """The value of ``keyword``, ``None`` when the instance lacks it."""
         return self.attributes.get(keyword)
 
+    def text(self, keyword: str) -> str:
+        """The value of ``keyword`` as text, ``""`` when the instance lacks it."""
+        value = self.attributes.get(keyword)
+        return "" if value is None else str(value)
+
 
 def read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
     """The named attributes of an instance and its transfer syntax, leaving ``body`` at position 0.

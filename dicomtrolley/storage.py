@@ -233,7 +233,7 @@ class StorageDir:
             Another instance already maps to the same path.
         """
         header = read_header(part.body, self._header_keywords)
-        sop_uid = _text(header, "SOPInstanceUID") or header.media_sop_instance_uid
+        sop_uid = header.text("SOPInstanceUID") or header.media_sop_instance_uid
         if not sop_uid:
             raise StorageError(
                 f"Downloaded bytes are not a readable DICOM instance: no SOPInstanceUID ({part.size} bytes)"
@@ -242,7 +242,7 @@ class StorageDir:
         self._claim(target, sop_uid)
         _write_atomically(part.body, target, make_folder=target.parent not in self._folders)
         self._folders.add(target.parent)
-        reference = InstanceReference(_text(header, "StudyInstanceUID"), _text(header, "SeriesInstanceUID"), sop_uid)
+        reference = InstanceReference(header.text("StudyInstanceUID"), header.text("SeriesInstanceUID"), sop_uid)
         logger.debug("Wrote %s (%d bytes)", target, part.size)
         return SavedInstance(reference, target, part.size, header.transfer_syntax)
 
@@ -250,7 +250,7 @@ class StorageDir:
         with self._lock:
             owner = self._claimed.get(target)
             if owner is None and target.is_file():
-                owner = _text(read_header_of_file(target, ["SOPInstanceUID"]), "SOPInstanceUID")
+                owner = read_header_of_file(target, ["SOPInstanceUID"]).text("SOPInstanceUID")
             if owner and owner != sop_uid:
                 raise StorageCollisionError(
                     f"Instances {owner} and {sop_uid} both map to {target}; "
@@ -263,11 +263,6 @@ class FlatStorageDir(StorageDir):
     """Writes every instance into one folder, named by its SOPInstanceUID (dots as underscores)."""
 
     default_template = "{SOPInstanceUID}"
-
-
-def _text(header: Header, keyword: str) -> str:
-    value = header.get(keyword)
-    return "" if value is None else str(value)
 
 
 def read_header_of_file(path: Path, keywords: Collection[str]) -> Header:

@@ -151,3 +151,8 @@ def test_truncated_instance_is_read_as_far_as_it_goes() -> None:
     whole = encode(instance()).getvalue()
     cut = io.BytesIO(whole[: whole.index(b"PAT-1")])
     assert read_header(cut, ["StudyDate", "PatientID"]).get("StudyDate") == "20240102"
+
+
+def test_text_of_a_value_and_of_an_absent_attribute(no_pydicom_reader: None) -> None:
+    found = read_header(encode(instance()), ["SeriesNumber", "AccessionNumber"])
+    assert (found.text("SeriesNumber"), found.text("AccessionNumber")) == ("7", "")
