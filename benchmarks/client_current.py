@@ -18,11 +18,11 @@ from typing import Any
 import requests
 from clientlib import CannedAnswer, file_chunks, load_json, report
 
+from dicomtrolley._multipart import iter_parts
+from dicomtrolley._tree import tree_from_json
 from dicomtrolley.core import InstanceReference, Query, QueryLevels, Study
 from dicomtrolley.dimse_retrieve import DICOMCGet
-from dicomtrolley.multipart import iter_parts
 from dicomtrolley.qido_rs import QidoRS
-from dicomtrolley.tree import tree_from_json
 from dicomtrolley.trolley import DownloadSummary, Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI

@@ -21,8 +21,8 @@ from pydicom.filereader import read_file_meta_info
 
 from benchmarks.clientlib import file_chunks
 from benchmarks.data import Collection
-from dicomtrolley.header import read_header
-from dicomtrolley.multipart import boundary_of, iter_parts
+from dicomtrolley._header import read_header
+from dicomtrolley._multipart import boundary_of, iter_parts
 
 
 class VerificationError(AssertionError):

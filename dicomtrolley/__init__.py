@@ -11,14 +11,9 @@ package never configures logging itself.
 
 import logging
 
-__version__ = "5.0.0.dev0"
-
-logging.getLogger(__name__).addHandler(logging.NullHandler())
-
-# The public names, importable from the package itself (after __version__,
-# which dicomtrolley.http reads while these imports run).
-from dicomtrolley.auth import VitreaAuth, create_session  # noqa: E402
-from dicomtrolley.core import (  # noqa: E402
+from dicomtrolley._version import __version__
+from dicomtrolley.auth import VitreaAuth, create_session
+from dicomtrolley.core import (
     Instance,
     InstanceReference,
     Query,
@@ -28,14 +23,16 @@ from dicomtrolley.core import (  # noqa: E402
     Study,
     StudyReference,
 )
-from dicomtrolley.dicom_qr import DICOMQR  # noqa: E402
-from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove  # noqa: E402
-from dicomtrolley.exceptions import DICOMTrolleyError  # noqa: E402
-from dicomtrolley.qido_rs import QidoRS  # noqa: E402
-from dicomtrolley.storage import FlatStorageDir, StorageDir  # noqa: E402
-from dicomtrolley.trolley import DownloadSummary, Trolley  # noqa: E402
-from dicomtrolley.wado_rs import WadoRS  # noqa: E402
-from dicomtrolley.wado_uri import WadoURI  # noqa: E402
+from dicomtrolley.dicom_qr import DICOMQR
+from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
+from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.storage import FlatStorageDir, StorageDir
+from dicomtrolley.trolley import DownloadSummary, Trolley
+from dicomtrolley.wado_rs import WadoRS
+from dicomtrolley.wado_uri import WadoURI
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "DICOMQR",

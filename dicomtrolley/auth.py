@@ -26,8 +26,8 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from requests.cookies import RequestsCookieJar, get_cookie_header
 
+from dicomtrolley._http import DEFAULT_TIMEOUT, redact_url
 from dicomtrolley.exceptions import DICOMTrolleyAuthError
-from dicomtrolley.http import DEFAULT_TIMEOUT, redact_url
 
 __all__ = ["DICOMTrolleyAuthError", "VitreaAuth", "create_session"]
 

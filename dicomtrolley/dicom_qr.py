@@ -29,9 +29,9 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from dicomtrolley._tree import attribute_level, tree_from_datasets
 from dicomtrolley.core import DICOMObjectLevels, Query, Searcher, Study
 from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError, UnSupportedParameterError
-from dicomtrolley.tree import attribute_level, tree_from_datasets
 
 if TYPE_CHECKING:
     from pynetdicom import AE

@@ -26,7 +26,7 @@ a study search) cannot be matched by any resource and raises
 ModalitiesInStudy below study level (Orthanc then matches nothing; use
 Modality). Nothing is dropped silently.
 
-Matching values go out through :func:`~dicomtrolley.http.encode_query`:
+Matching values go out through :func:`~dicomtrolley._http.encode_query`:
 wildcards (``*``, ``?``) and comma-separated UID lists as written; spaces,
 reserved characters and non-ASCII percent-encoded, and ``^`` too (requests and
 urllib3 escape it, as RFC 3986 requires). Orthanc 1.10 does not decode
@@ -67,10 +67,10 @@ from urllib.parse import quote
 
 import requests
 
+from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, redact_url
+from dicomtrolley._tree import attribute_level, tree_from_json
 from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Searcher, Study
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
-from dicomtrolley.http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, redact_url
-from dicomtrolley.tree import attribute_level, tree_from_json
 
 logger = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from typing import IO, Any
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from dicomtrolley._header import Header, read_header
 from dicomtrolley.core import InstancePart, InstanceReference
 from dicomtrolley.exceptions import StorageCollisionError, StorageError
-from dicomtrolley.header import Header, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class FlatStorageDir(StorageDir):
 
 
 def read_header_of_file(path: Path, keywords: Collection[str]) -> Header:
-    """:func:`~dicomtrolley.header.read_header` for a file on disk."""
+    """:func:`~dicomtrolley._header.read_header` for a file on disk."""
     with path.open("rb") as file:
         return read_header(file, keywords)
 

@@ -2,7 +2,7 @@
 
 A :class:`Trolley` finds studies with its searcher and moves them to disk with
 its downloader. It knows no protocol: what to fetch is decided in
-:mod:`dicomtrolley.planning`, how bytes land on disk in
+:mod:`dicomtrolley._planning`, how bytes land on disk in
 :mod:`dicomtrolley.storage`.
 """
 
@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydicom.dataset import Dataset
 
+from dicomtrolley._planning import covers, find_instances, plan_download
 from dicomtrolley.core import (
     Downloadable,
     Downloader,
@@ -38,7 +39,6 @@ from dicomtrolley.exceptions import (
     DownloadError,
     MultipartError,
 )
-from dicomtrolley.planning import covers, find_instances, plan_download
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import StudyList
 from dicomtrolley.storage import StorageDir

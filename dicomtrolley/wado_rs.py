@@ -12,15 +12,8 @@ import logging
 
 import requests
 
-from dicomtrolley.core import (
-    InstancePart,
-    InstanceReference,
-    PartSink,
-    Reference,
-    SeriesReference,
-)
-from dicomtrolley.exceptions import MalformedResponseError
-from dicomtrolley.http import (
+from dicomtrolley._concurrency import prefetch
+from dicomtrolley._http import (
     DEFAULT_TIMEOUT,
     SPILL_THRESHOLD,
     HTTPDownloader,
@@ -29,8 +22,15 @@ from dicomtrolley.http import (
     iter_body,
     spool,
 )
-from dicomtrolley.multipart import Part, boundary_of, iter_parts, parse_content_type
-from dicomtrolley.workers import prefetch
+from dicomtrolley._multipart import Part, boundary_of, iter_parts, parse_content_type
+from dicomtrolley.core import (
+    InstancePart,
+    InstanceReference,
+    PartSink,
+    Reference,
+    SeriesReference,
+)
+from dicomtrolley.exceptions import MalformedResponseError
 
 logger = logging.getLogger(__name__)
 

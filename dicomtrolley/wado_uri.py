@@ -13,6 +13,15 @@ from collections.abc import Sequence
 
 import requests
 
+from dicomtrolley._http import (
+    DEFAULT_TIMEOUT,
+    SPILL_THRESHOLD,
+    HTTPDownloader,
+    RetryPolicy,
+    Timeout,
+    iter_body,
+    spool,
+)
 from dicomtrolley.core import (
     DICOMObjectLevels,
     FetchFailure,
@@ -22,15 +31,6 @@ from dicomtrolley.core import (
     Reference,
 )
 from dicomtrolley.exceptions import DICOMTrolleyError
-from dicomtrolley.http import (
-    DEFAULT_TIMEOUT,
-    SPILL_THRESHOLD,
-    HTTPDownloader,
-    RetryPolicy,
-    Timeout,
-    iter_body,
-    spool,
-)
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import pytest
 import requests
 import responses
 
+from dicomtrolley._http import HTTPClient
 from dicomtrolley.auth import DICOMTrolleyAuthError, VitreaAuth, create_session
 from dicomtrolley.exceptions import ServerError
-from dicomtrolley.http import HTTPClient
 from tests.support.orthanc import OrthancServer
 from tests.support.vitrea_gateway import LOGIN_PATH, SESSION_COOKIE, VitreaGateway
 

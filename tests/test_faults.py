@@ -25,6 +25,7 @@ import pydicom
 import pytest
 import requests
 
+from dicomtrolley._http import RetryPolicy, Timeout
 from dicomtrolley.auth import create_session
 from dicomtrolley.cli import EXIT_ERROR, EXIT_FAILURES, main
 from dicomtrolley.core import (
@@ -46,7 +47,6 @@ from dicomtrolley.exceptions import (
     ServerError,
     StorageError,
 )
-from dicomtrolley.http import RetryPolicy, Timeout
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.storage import TEMPORARY_SUFFIX
 from dicomtrolley.trolley import DownloadSummary, Trolley
@@ -388,7 +388,7 @@ def test_503_with_retry_after_is_retried_until_the_server_recovers_and_each_retr
     server: FaultServer, session: requests.Session, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.add_fault(Fault.STATUS, route=Route.WADO_RS_SERIES, status=503, retry_after="0", times=2)
-    caplog.set_level(logging.WARNING, logger="dicomtrolley.http")
+    caplog.set_level(logging.WARNING, logger="dicomtrolley._http")
     slow_backoff = RetryPolicy(attempts=3, backoff=10.0)  # Retry-After: 0 must win over it
     trolley = Trolley(
         QidoRS(session, server.dicomweb_url, timeout=TIMEOUT),
@@ -442,7 +442,7 @@ def test_connection_failures_are_retried_a_bounded_number_of_times_each_logged(
     fault: Fault, server: FaultServer, session: requests.Session, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.add_fault(fault, route=Route.WADO_RS_SERIES, duration=1.0)
-    caplog.set_level(logging.WARNING, logger="dicomtrolley.http")
+    caplog.set_level(logging.WARNING, logger="dicomtrolley._http")
 
     failures = WadoRS(session, server.dicomweb_url, timeout=SHORT_READ, retry=FAST_RETRY).fetch(
         [series_ref(server, 1)], InstancePart.close
@@ -450,7 +450,7 @@ def test_connection_failures_are_retried_a_bounded_number_of_times_each_logged(
 
     assert [type(f.error) for f in failures] == [ConnectionFailedError]
     assert server.count(Route.WADO_RS_SERIES) == FAST_RETRY.attempts
-    logged = [r.getMessage() for r in caplog.records if r.name == "dicomtrolley.http"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "dicomtrolley._http"]
     assert len(logged) == FAST_RETRY.attempts - 1
     assert all("failed" in message for message in logged)
 
@@ -610,7 +610,7 @@ def tls_server(instances: list[ServedInstance], self_signed: tuple[Path, Path]) 
 def test_tls_certificates_are_verified_by_default_and_a_failure_is_not_retried(
     tls_server: FaultServer, session: requests.Session, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="dicomtrolley.http")
+    caplog.set_level(logging.WARNING, logger="dicomtrolley._http")
     wado = WadoRS(session, tls_server.dicomweb_url, timeout=TIMEOUT, retry=FAST_RETRY)
 
     failures = wado.fetch([series_ref(tls_server, 1)], InstancePart.close)
@@ -618,7 +618,7 @@ def test_tls_certificates_are_verified_by_default_and_a_failure_is_not_retried(
     assert session.verify is True
     assert [type(f.error) for f in failures] == [ConnectionFailedError]
     assert "CERTIFICATE_VERIFY_FAILED" in str(failures[0].error)
-    assert [r for r in caplog.records if r.name == "dicomtrolley.http"] == []  # no retry
+    assert [r for r in caplog.records if r.name == "dicomtrolley._http"] == []  # no retry
     assert tls_server.seen == []
 
 

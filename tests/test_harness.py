@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from dicomtrolley.http import encode_query
+from dicomtrolley._http import encode_query
 from tests.support import orthanc as orthanc_module
 from tests.support.orthanc import OrthancFactory, OrthancServer, running_orthanc
 from tests.support.sample_data import SampleData, generate_sample_data

@@ -17,8 +17,8 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from dicomtrolley import header
-from dicomtrolley.header import PREFIX_BYTES, Header, read_header
+from dicomtrolley import _header as header
+from dicomtrolley._header import PREFIX_BYTES, Header, read_header
 
 DCMREAD = pydicom.dcmread  # kept: the no_pydicom_reader fixture replaces pydicom.dcmread
 

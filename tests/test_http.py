@@ -1,4 +1,4 @@
-"""dicomtrolley.http: query encoding, redaction, retries with backoff and Retry-After, bodies.
+"""dicomtrolley._http: query encoding, redaction, retries with backoff and Retry-After, bodies.
 
 Unit tests with ``responses`` mocks (no server): they pin down how one request
 goes out and what happens when it fails. The same behaviours against a real
@@ -20,8 +20,7 @@ import responses
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from dicomtrolley.exceptions import ConnectionFailedError, ServerError
-from dicomtrolley.http import (
+from dicomtrolley._http import (
     USER_AGENT,
     HTTPClient,
     RetryPolicy,
@@ -32,6 +31,7 @@ from dicomtrolley.http import (
     redact_url,
     spool,
 )
+from dicomtrolley.exceptions import ConnectionFailedError, ServerError
 
 URL = "http://pacs.example/dicom-web/studies"
 SECRET_URL = "http://alice:s3cret-pw@pacs.example/dicom-web/studies"
@@ -286,7 +286,7 @@ def test_every_retry_is_logged_with_its_reason_and_count(
     mocked.get(URL, body=requests.ConnectionError("reset"))
     mocked.get(URL, status=503)
     mocked.get(URL, body="ok")
-    caplog.set_level(logging.WARNING, logger="dicomtrolley.http")
+    caplog.set_level(logging.WARNING, logger="dicomtrolley._http")
 
     client(attempts=3).get(URL)
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from requests_toolbelt import MultipartEncoder
 
-from dicomtrolley.exceptions import MultipartError
-from dicomtrolley.multipart import (
+from dicomtrolley._multipart import (
     DEFAULT_SPILL_THRESHOLD,
     MAX_HEADER_SIZE,
     Part,
@@ -19,6 +18,7 @@ from dicomtrolley.multipart import (
     iter_parts,
     parse_content_type,
 )
+from dicomtrolley.exceptions import MultipartError
 
 BOUNDARY = "8f1c2a9e-boundary-0123456789abcdef"
 DICOM = "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"

@@ -18,9 +18,9 @@ import pytest
 import requests
 import responses
 
+from dicomtrolley._http import RetryPolicy
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.exceptions import MalformedResponseError, ServerError, UnSupportedParameterError
-from dicomtrolley.http import RetryPolicy
 from dicomtrolley.qido_rs import DEFAULT_INCLUDE_FIELDS, HierarchicalQuery, QidoRS, RelationalQuery
 
 ROOT = "http://pacs.test/dicom-web"

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from pydicom.dataset import Dataset
 
+from dicomtrolley._tree import attribute_level, tree_from_datasets, tree_from_json
 from dicomtrolley.core import DICOMObjectLevels, QueryLevels
 from dicomtrolley.exceptions import MalformedResponseError
-from dicomtrolley.tree import attribute_level, tree_from_datasets, tree_from_json
 
 SOURCE = "http://server/dicom-web/instances"
 

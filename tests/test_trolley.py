@@ -16,6 +16,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicomtrolley._concurrency import run_targets
+from dicomtrolley._planning import requests_for
 from dicomtrolley.core import (
     Downloader,
     FetchFailure,
@@ -33,9 +35,7 @@ from dicomtrolley.core import (
     StudyReference,
 )
 from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError, DownloadError
-from dicomtrolley.planning import requests_for
 from dicomtrolley.trolley import Trolley
-from dicomtrolley.workers import run_targets
 
 STUDY = "1.1"
 SERIES = {"1.1.1": ["1.1.1.1", "1.1.1.2", "1.1.1.3"], "1.1.2": ["1.1.2.1", "1.1.2.2"]}

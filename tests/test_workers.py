@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from dicomtrolley._concurrency import prefetch, run_targets
 from dicomtrolley.core import StudyReference
 from dicomtrolley.exceptions import ConnectionFailedError
-from dicomtrolley.workers import prefetch, run_targets
 
 
 def studies(count: int) -> list[StudyReference]:

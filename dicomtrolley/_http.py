@@ -24,10 +24,10 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from dicomtrolley import __version__
+from dicomtrolley._concurrency import run_targets
+from dicomtrolley._version import __version__
 from dicomtrolley.core import Downloader, FetchFailure, PartSink, Reference
 from dicomtrolley.exceptions import ConnectionFailedError, ServerError
-from dicomtrolley.workers import run_targets
 
 logger = logging.getLogger(__name__)
 
