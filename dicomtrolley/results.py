@@ -1,15 +1,20 @@
 """Search results as a table: for terminals, notebooks and pandas.
 
 :class:`StudyList` is a plain ``list`` of studies that also prints as a table,
-renders as an HTML table in Jupyter, and turns into a pandas DataFrame.
+renders as an HTML table in Jupyter, and turns into a pandas DataFrame;
+:meth:`StudyList.series` gives a :class:`SeriesList` of their series that does
+the same. Lists made by a trolley also show previews of what they hold
+(:meth:`StudyList.show_previews`).
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from dicomtrolley.core import Study
+from dicomtrolley.core import Series, Study
+from dicomtrolley.preview import DEFAULT_SIZE, Previewer, PreviewGallery, gallery
 
 if TYPE_CHECKING:
     import pandas
@@ -39,13 +44,89 @@ def _count(reported: Any, found: int) -> int:
     return int(reported) if reported not in (None, "") else found
 
 
-class StudyList(list[Study]):
+class _ResultList:
+    """Table output shared by study and series lists: text, Jupyter HTML, pandas, previews."""
+
+    _previewer: Previewer | None
+    noun = "objects"
+
+    def rows(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _summary(self) -> str:
+        raise NotImplementedError
+
+    def _captioned(self) -> list[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def to_table(self) -> str:
+        """The rows as a fixed-width text table."""
+        rows = self.rows()
+        if not rows:
+            return f"(no {self.noun})"
+        headers = list(rows[0])
+        cells = [[_text(row[h]) for h in headers] for row in rows]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = self.rows()
+        if not rows:
+            return f"<p>(no {self.noun})</p>"
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in rows[0])
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row.values()) + "</tr>"
+            for row in rows
+        )
+        caption = f"<caption>{html.escape(self._summary())}</caption>"
+        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """The table as a pandas DataFrame (``pip install dicomtrolley[pandas]``)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas: pip install dicomtrolley[pandas]") from None
+        return pandas.DataFrame(self.rows())
+
+    def show_previews(self, size: int = DEFAULT_SIZE) -> PreviewGallery:
+        """A row of previews, one per entry, rendered by the server; shows itself in Jupyter.
+
+        Needs a list made by a :class:`~dicomtrolley.trolley.Trolley` with a WADO-RS downloader.
+        """
+        if self._previewer is None:
+            raise TypeError(f"This {type(self).__name__} was not made by a Trolley, so it cannot render previews")
+        return gallery(self._captioned(), self._previewer, size)
+
+
+def _modalities(values: Iterable[str]) -> str:
+    found = sorted({m for value in values for m in value.split("\\") if m})
+    return ", ".join(found) or "none"
+
+
+class StudyList(_ResultList, list[Study]):
     """A list of studies that shows itself as a table.
 
     Each row is a study: the attributes in :data:`COLUMNS`, then how many
     series and instances it holds (as the server reports them, or else as
-    many as the search returned below it).
+    many as the search returned below it). In Jupyter the table's caption sums
+    them up: studies, series, instances and modalities.
+
+    Parameters
+    ----------
+    studies
+        The studies.
+    previewer
+        Renders previews for :meth:`show_previews`; a trolley passes its own.
     """
+
+    noun = "studies"
+
+    def __init__(self, studies: Iterable[Study] = (), *, previewer: Previewer | None = None) -> None:
+        super().__init__(studies)
+        self._previewer = previewer
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per study: the table's columns, plus ``series`` and ``instances`` counts."""
@@ -59,33 +140,76 @@ class StudyList(list[Study]):
             out.append(row)
         return out
 
-    def to_table(self) -> str:
-        """The studies as a fixed-width text table."""
+    def _summary(self) -> str:
         rows = self.rows()
-        if not rows:
-            return "(no studies)"
-        headers = list(rows[0])
-        cells = [[_text(row[h]) for h in headers] for row in rows]
-        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        rows = self.rows()
-        if not rows:
-            return "<p>(no studies)</p>"
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in rows[0])
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row.values()) + "</tr>"
-            for row in rows
+        return (
+            f"{len(rows)} studies, {sum(r['series'] for r in rows)} series, "
+            f"{sum(r['instances'] for r in rows)} instances; modalities: "
+            f"{_modalities(r['ModalitiesInStudy'] for r in rows)}"
         )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-    def to_dataframe(self) -> pandas.DataFrame:
-        """The table as a pandas DataFrame (``pip install dicomtrolley[pandas]``)."""
-        try:
-            import pandas
-        except ImportError:
-            raise ImportError("to_dataframe needs pandas: pip install dicomtrolley[pandas]") from None
-        return pandas.DataFrame(self.rows())
+    def _captioned(self) -> list[tuple[str, Any]]:
+        return [(f"{_text(s.first_value('PatientID'))} {_text(s.first_value('StudyDescription'))}", s) for s in self]
+
+    def series(self) -> SeriesList:
+        """Every series the search returned under these studies, as a table of its own."""
+        return SeriesList((one for study in self for one in study.series), previewer=self._previewer)
+
+
+SERIES_COLUMNS: tuple[str, ...] = (
+    "PatientID",
+    "StudyDate",
+    "StudyDescription",
+    "SeriesNumber",
+    "Modality",
+    "SeriesDescription",
+)
+"""The series attributes a series table shows after the two UIDs, in order."""
+
+
+class SeriesList(_ResultList, list[Series]):
+    """A list of series that shows itself as a table: one row per series, with its study's attributes.
+
+    Parameters
+    ----------
+    series
+        The series.
+    previewer
+        Renders previews for :meth:`show_previews`; a trolley passes its own.
+    """
+
+    noun = "series"
+
+    def __init__(self, series: Iterable[Series] = (), *, previewer: Previewer | None = None) -> None:
+        super().__init__(series)
+        self._previewer = previewer
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per series: UIDs, :data:`SERIES_COLUMNS`, and an ``instances`` count."""
+        out = []
+        for series in self:
+            study = series.parent
+            row: dict[str, Any] = {
+                "StudyInstanceUID": study.uid if study is not None else "",
+                "SeriesInstanceUID": series.uid,
+            }
+            for name in SERIES_COLUMNS:
+                value = series.first_value(name)
+                if value is None and study is not None:
+                    value = study.first_value(name)
+                row[name] = value if name == "SeriesNumber" and isinstance(value, int) else _text(value)
+            row["instances"] = _count(series.first_value("NumberOfSeriesRelatedInstances"), len(series.instances))
+            out.append(row)
+        return out
+
+    def _summary(self) -> str:
+        rows = self.rows()
+        return (
+            f"{len(rows)} series, {sum(r['instances'] for r in rows)} instances; "
+            f"modalities: {_modalities(r['Modality'] for r in rows)}"
+        )
+
+    def _captioned(self) -> list[tuple[str, Any]]:
+        return [
+            (f"{_text(s.first_value('SeriesNumber'))} {_text(s.first_value('SeriesDescription'))}", s) for s in self
+        ]

@@ -13,14 +13,15 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 
 from dicomtrolley._planning import covers, find_instances, plan_download
 from dicomtrolley.core import (
+    DICOMObject,
     Downloadable,
     Downloader,
     FetchFailure,
@@ -39,6 +40,8 @@ from dicomtrolley.exceptions import (
     DownloadError,
     MultipartError,
 )
+from dicomtrolley.metadata import Metadata, MetadataSource
+from dicomtrolley.preview import DEFAULT_SIZE, PreviewSource, RenderedImage, as_image, representative_instance
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import StudyList
 from dicomtrolley.storage import StorageDir
@@ -151,7 +154,7 @@ class Trolley:
 
     def find_studies(self, query: Query) -> StudyList:
         """Every study matching ``query``, down to its query level; prints as a table."""
-        return StudyList(self._require_searcher().find_studies(query))
+        return StudyList(self._require_searcher().find_studies(query), previewer=self.rendered)
 
     def find_study(self, query: Query) -> Study:
         """The one study matching ``query``; an error if none or several match."""
@@ -281,6 +284,48 @@ class Trolley:
             yield from downloader.datasets(i.reference() for i in found)
         else:
             yield from downloader.datasets(targets)
+
+    # ------------------------------------------------------------ look before downloading
+
+    def metadata(self, objects: Downloadable | Iterable[Downloadable], *, keywords: Sequence[str] = ()) -> Metadata:
+        """The attributes of every instance in ``objects``, without pixel data; read lazily and streamed.
+
+        From the downloader's ``/metadata`` (WADO-RS). A downloader without it
+        (WADO-URI, DIMSE) makes this an instance-level search for ``keywords``
+        instead, which is logged as a warning and shows in ``Metadata.origin``.
+        """
+        targets = [to_reference(o) for o in _as_list(objects)]
+        downloader = self.downloader
+        if isinstance(downloader, MetadataSource):
+            return Metadata(lambda: downloader.metadata_json(targets), origin="WADO-RS /metadata")
+        searcher = self._require_searcher()
+        logger.warning("%r cannot fetch metadata; searching at instance level instead", downloader)
+        fields = list(keywords)
+        return Metadata(
+            lambda: (i.to_dict()["data"] for i in find_instances(searcher, targets, fields)),
+            origin="instance-level search",
+        )
+
+    def preview(self, obj: Downloadable, size: int = DEFAULT_SIZE) -> Any:
+        """A small image of a study, series or instance, as a PIL Image (bytes without Pillow).
+
+        The server renders it (WADO-RS ``/rendered`` or ``/thumbnail``); of a
+        series it shows the middle instance, of a study its first series.
+        """
+        return as_image(self.rendered(obj, size), size)
+
+    def rendered(self, obj: Downloadable, size: int = DEFAULT_SIZE) -> RenderedImage:
+        """The server's rendering behind :meth:`preview`, as bytes and media type."""
+        downloader = self.downloader
+        if not isinstance(downloader, PreviewSource):
+            raise DICOMTrolleyError(f"{downloader!r} cannot render previews; use a WADO-RS downloader")
+        reference = to_reference(obj)
+        if not isinstance(reference, InstanceReference):
+            found = obj.all_instances() if isinstance(obj, DICOMObject) else []
+            if not found:
+                found = find_instances(self._require_searcher(), [reference], ["InstanceNumber", "SeriesNumber"])
+            reference = representative_instance(found).reference()
+        return downloader.rendered(reference, size)
 
     def _storage_for(self, output_dir: str | os.PathLike[str] | None, template: str | None) -> StorageDir:
         """A storage for one download: its record of paths written ends with the download,

@@ -9,8 +9,10 @@ fetched in parallel on a bounded pool.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 
 import requests
+from pydicom.dataset import Dataset
 
 from dicomtrolley._concurrency import prefetch
 from dicomtrolley._http import (
@@ -24,13 +26,17 @@ from dicomtrolley._http import (
 )
 from dicomtrolley._multipart import Part, boundary_of, iter_parts, parse_content_type
 from dicomtrolley.core import (
+    Downloadable,
     InstancePart,
     InstanceReference,
     PartSink,
     Reference,
     SeriesReference,
+    to_reference,
 )
 from dicomtrolley.exceptions import MalformedResponseError
+from dicomtrolley.metadata import JSONObject, dataset_from_json, stream_metadata
+from dicomtrolley.preview import RenderedImage, fetch_rendered
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +102,15 @@ class WadoRS(HTTPDownloader):
             url += f"/instances/{target.instance_uid}"
         return url
 
+    def metadata_json(self, targets: Sequence[Reference]) -> Iterator[JSONObject]:
+        """The DICOM JSON of every instance under ``targets`` from ``/metadata``, streamed; no pixel data."""
+        for target in targets:
+            yield from stream_metadata(self.http, f"{self.url_for(target)}/metadata")
+
+    def rendered(self, instance: InstanceReference, size: int) -> RenderedImage:
+        """The server's rendering of one instance, fitted to ``size`` x ``size`` pixels."""
+        return fetch_rendered(self.http, self.url_for(instance), size)
+
     def _fetch_one(self, target: Reference, sink: PartSink) -> None:
         url = self.url_for(target)
         response = self.http.get(
@@ -147,3 +162,16 @@ class WadoRS(HTTPDownloader):
             sink(part)
         finally:
             part.close()
+
+
+class WadoRSMetaData(WadoRS):
+    """WADO-RS for metadata only (dicomtrolley 4.x's class): ``datasets()`` yields headers without pixel data.
+
+    Prefer :meth:`~dicomtrolley.trolley.Trolley.metadata`, which also gives
+    typed rows and DataFrames. As a trolley's downloader this class still
+    downloads whole instances; only :meth:`datasets` is metadata.
+    """
+
+    def datasets(self, objects: Iterable[Downloadable]) -> Iterator[Dataset]:
+        """A pydicom Dataset per instance from ``/metadata``; bulk data URIs in ``dataset.bulk_data_uris``."""
+        return (dataset_from_json(obj) for obj in self.metadata_json([to_reference(o) for o in objects]))
