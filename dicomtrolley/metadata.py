@@ -262,15 +262,23 @@ class Metadata:
             import pandas
         except ImportError:
             raise ImportError("to_dataframe needs pandas: pip install dicomtrolley[pandas]") from None
-        frame = pandas.DataFrame.from_records(list(self.rows(keywords)), columns=keywords)
-        for column in frame.columns:
-            vr = _vr_of(str(column))
-            series = frame[column]
-            if vr in _DATE_VRS:
-                frame[column] = pandas.to_datetime(series, errors="coerce")
-            elif vr == "IS" and series.map(lambda v: v is None or isinstance(v, int)).all():
-                frame[column] = series.astype("Int64")
-        return frame
+        rows = list(self.rows(keywords))
+        names = list(keywords) if keywords is not None else list(dict.fromkeys(k for row in rows for k in row))
+        return pandas.DataFrame({name: _column(pandas, name, [row.get(name) for row in rows]) for name in names})
+
+
+def _column(pandas: Any, name: str, values: list[Any]) -> Any:
+    """One DataFrame column, typed by the attribute's VR where its values allow."""
+    vr = _vr_of(name)
+    if vr in _DATE_VRS:
+        return pandas.to_datetime(pandas.Series(values, dtype=object), errors="coerce")
+    if vr == "IS" and all(v is None or type(v) is int for v in values):
+        return pandas.array(values, dtype="Int64")
+    if vr == "DS" and all(v is None or type(v) is float for v in values):
+        return pandas.array([float("nan") if v is None else v for v in values], dtype="float64")
+    if any(isinstance(v, tuple) for v in values):
+        return pandas.Series(values, dtype=object)  # pandas would try to unpack the tuples
+    return pandas.Series(values)
 
 
 def _vr_of(keyword: str) -> str:
