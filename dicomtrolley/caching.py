@@ -78,6 +78,11 @@ _UID_CRITERIA = {
     "SeriesInstanceUID": DICOMObjectLevels.SERIES,
     "SOPInstanceUID": DICOMObjectLevels.INSTANCE,
 }
+_STUDY_LEVEL = frozenset(
+    {"PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyDescription",
+     "ModalitiesInStudy"}
+)
+"""Criteria that select whole studies: a study an answer holds, it holds with everything below it."""
 _EXACT_CRITERIA = {
     "PatientID": DICOMObjectLevels.STUDY,
     "AccessionNumber": DICOMObjectLevels.STUDY,
@@ -166,10 +171,10 @@ class DICOMObjectCache:
             candidates = [e for e in reversed(self._entries.values()) if e.query is not None and self._fresh(e, now)]
         for candidate in candidates:
             assert candidate.query is not None
-            filters = narrowing(candidate.query, query)
-            if filters is None:
+            how = narrowing(candidate.query, query)
+            if how is None or not how.whole_studies <= {study.uid for study in candidate.studies}:
                 continue
-            narrowed = _narrow(candidate.studies, filters, query.query_level.object_level)
+            narrowed = _narrow(candidate.studies, how.filters, query.query_level.object_level)
             if narrowed is not None:
                 return narrowed
         return None
@@ -267,12 +272,31 @@ def _key(query: Query) -> object:
     return type(query), query.model_dump_json()
 
 
-def narrowing(wide: Query, narrow: Query) -> list[_Filter] | None:
-    """The checks that turn the answer to ``wide`` into the answer to ``narrow``; ``None`` if none can.
+@dataclass(frozen=True)
+class Narrowing:
+    """How an earlier answer becomes the answer to a narrower query.
+
+    Parameters
+    ----------
+    filters
+        Checks each object of the earlier answer must pass, by the level they apply to.
+    whole_studies
+        Studies the earlier answer must hold: the narrower query names them by
+        UID and drops a study-level criterion of the earlier one (PatientID,
+        say), so only a study the earlier answer holds is known in full.
+    """
+
+    filters: list[_Filter]
+    whole_studies: frozenset[str] = frozenset()
+
+
+def narrowing(wide: Query, narrow: Query) -> Narrowing | None:
+    """How the answer to ``wide`` becomes the answer to ``narrow``; ``None`` if it cannot.
 
     ``narrow`` must be of the same class and level, ask for no include field
     ``wide`` did not, and add to ``wide``'s criteria only ones that can be
-    checked exactly on what ``wide`` returned.
+    checked exactly on what ``wide`` returned. It may drop study-level
+    criteria of ``wide`` when it names its studies by UID (see :class:`Narrowing`).
     """
     if type(wide) is not type(narrow) or wide.query_level != narrow.query_level:
         return None
@@ -280,11 +304,16 @@ def narrowing(wide: Query, narrow: Query) -> list[_Filter] | None:
         return None
     if "all" not in wide.include_fields and not set(narrow.include_fields) <= set(wide.include_fields):
         return None
+    named = _uid_set(narrow.StudyInstanceUID)
     depth = narrow.query_level.object_level
     filters: list[_Filter] = []
+    dropped = False
     for name in DICOM_QUERY_KEYWORDS:
         wide_value, narrow_value = getattr(wide, name), getattr(narrow, name)
         if wide_value == narrow_value:
+            continue
+        if not narrow_value and name in _STUDY_LEVEL and named:
+            dropped = True
             continue
         check = _criterion(name, wide_value, narrow_value)
         level = _UID_CRITERIA.get(name, _EXACT_CRITERIA.get(name))
@@ -293,21 +322,28 @@ def narrowing(wide: Query, narrow: Query) -> list[_Filter] | None:
         filters.append((level, check))
     dates = _date_filter(wide, narrow)
     if dates is False:
-        return None
-    if dates is not None:  # a check
+        if not (named and narrow.min_study_date is None and narrow.max_study_date is None):
+            return None
+        dropped = True
+    elif dates is not None:  # a check
         filters.append((DICOMObjectLevels.STUDY, dates))
-    return filters
+    return Narrowing(filters, frozenset(named) if dropped else frozenset())
+
+
+def _uid_set(value: str) -> set[str]:
+    """The UIDs of a UID criterion; empty for none or a wildcard."""
+    if not value or any(c in value for c in "*?"):
+        return set()
+    return {uid.strip() for uid in value.replace("\\", ",").split(",") if uid.strip()}
 
 
 def _criterion(name: str, wide_value: str, narrow_value: str) -> Callable[[DICOMObject], bool] | None:
     if not narrow_value or any(c in narrow_value for c in "*?"):
         return None
     if name in _UID_CRITERIA:
-        wanted = {uid.strip() for uid in narrow_value.replace("\\", ",").split(",")}
-        if wide_value:
-            allowed = {uid.strip() for uid in wide_value.replace("\\", ",").split(",")}
-            if any(c in wide_value for c in "*?") or not wanted <= allowed:
-                return None
+        wanted = _uid_set(narrow_value)
+        if wide_value and not wanted <= _uid_set(wide_value):
+            return None
         return lambda obj: obj.uid in wanted
     if wide_value or name not in _EXACT_CRITERIA:
         return None
