@@ -44,6 +44,14 @@ def _count(reported: Any, found: int) -> int:
     return int(reported) if reported not in (None, "") else found
 
 
+def _instances_below(study: Study) -> int:
+    """What a series-level search says the study's series hold, or else the instances found below it."""
+    counts = [series.first_value("NumberOfSeriesRelatedInstances") for series in study.series]
+    if counts and all(isinstance(count, int) for count in counts):
+        return sum(counts)
+    return len(study.all_instances())
+
+
 class _ResultList:
     """Table output shared by study and series lists: text, Jupyter HTML, pandas, previews."""
 
@@ -136,7 +144,7 @@ class StudyList(_ResultList, list[Study]):
             for name in COLUMNS[1:]:
                 row[name] = _text(study.data.get(name))
             row["series"] = _count(study.data.get("NumberOfStudyRelatedSeries"), len(study.series))
-            row["instances"] = _count(study.data.get("NumberOfStudyRelatedInstances"), len(study.all_instances()))
+            row["instances"] = _count(study.data.get("NumberOfStudyRelatedInstances"), _instances_below(study))
             out.append(row)
         return out
 
