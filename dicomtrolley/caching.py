@@ -8,7 +8,10 @@ answered by the first. :class:`CachedSearcher` wraps any searcher and answers
 - a *narrower* query: the same kind and level, with the criteria of an earlier
   query plus some that can be checked on its answer exactly (UIDs,
   PatientID, AccessionNumber, Modality, ModalitiesInStudy, a narrower date
-  range), no more include fields, and no ``limit``/``offset`` on either,
+  range), include fields that the earlier answer holds, and no
+  ``limit``/``offset`` on either. A query naming its studies by UID may drop
+  the earlier query's patient and study criteria when the earlier answer
+  holds those studies,
 
 from an answer of at most ``expiry`` seconds ago. Anything else goes to the
 server, and its answer is cached. Answers are kept least recently used first
@@ -294,15 +297,16 @@ def narrowing(wide: Query, narrow: Query) -> Narrowing | None:
     """How the answer to ``wide`` becomes the answer to ``narrow``; ``None`` if it cannot.
 
     ``narrow`` must be of the same class and level, ask for no include field
-    ``wide`` did not, and add to ``wide``'s criteria only ones that can be
-    checked exactly on what ``wide`` returned. It may drop study-level
+    that ``wide``'s objects lack, and add to ``wide``'s criteria only ones that
+    can be checked exactly on what ``wide`` returned. It may drop study-level
     criteria of ``wide`` when it names its studies by UID (see :class:`Narrowing`).
     """
     if type(wide) is not type(narrow) or wide.query_level != narrow.query_level:
         return None
     if wide.limit is not None or narrow.limit is not None or wide.offset or narrow.offset:
         return None
-    if "all" not in wide.include_fields and not set(narrow.include_fields) <= set(wide.include_fields):
+    missing_fields = set() if "all" in wide.include_fields else set(narrow.include_fields) - set(wide.include_fields)
+    if "all" in missing_fields:
         return None
     named = _uid_set(narrow.StudyInstanceUID)
     depth = narrow.query_level.object_level
@@ -327,6 +331,9 @@ def narrowing(wide: Query, narrow: Query) -> Narrowing | None:
         dropped = True
     elif dates is not None:  # a check
         filters.append((DICOMObjectLevels.STUDY, dates))
+    for name in sorted(missing_fields):
+        # The server may have sent it anyway (its defaults); an object without it makes this a miss.
+        filters.append((depth, _holds(name)))
     return Narrowing(filters, frozenset(named) if dropped else frozenset())
 
 
@@ -363,6 +370,10 @@ def _date_filter(wide: Query, narrow: Query) -> Callable[[DICOMObject], bool] | 
     low = narrow.min_study_date.strftime("%Y%m%d") if narrow.min_study_date else ""
     high = narrow.max_study_date.strftime("%Y%m%d") if narrow.max_study_date else "99999999"
     return lambda study: low <= str(_known(study, "StudyDate")) <= high
+
+
+def _holds(name: str) -> Callable[[DICOMObject], bool]:
+    return lambda obj: _known(obj, name) is not None
 
 
 class _UnknownError(Exception):

@@ -154,3 +154,17 @@ def test_the_4x_cache_object_works_as_before(orthanc: OrthancServer, session: Co
     assert cache.retrieve(SeriesReference(study.uid, series.uid)) is series
     with pytest.raises(NodeNotFound):
         cache.retrieve(StudyReference("1.2.3"))
+
+
+def test_a_download_after_a_search_plans_from_the_cache(
+    orthanc: OrthancServer, session: CountingSession, tmp_path: Any
+) -> None:
+    from dicomtrolley.trolley import Trolley
+    from dicomtrolley.wado_rs import WadoRS
+
+    trolley = Trolley(cached(orthanc, session), WadoRS(requests.Session(), orthanc.dicomweb_url))
+    found = trolley.find_studies(Query(PatientID="PAT001", query_level=QueryLevels.SERIES))
+    sent = len(session.sent)
+    summary = trolley.download(found.series()[:2], tmp_path, progress=False)
+    assert summary.ok
+    assert len(session.sent) == sent
