@@ -7,6 +7,7 @@ a virtual environment that has dicomtrolley 4.1.0 and nothing of this repository
 from __future__ import annotations
 
 import gc
+import io
 import json
 import resource
 import time
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
@@ -73,9 +75,11 @@ class CannedAnswer(BaseAdapter):
     the whole result.
     """
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, *, streamed: bool = False) -> None:
         super().__init__()
         self.body = body
+        self.streamed = streamed
+        """Serve the body as a stream to read (``stream=True`` requests read and close it), not as content."""
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Answer ``request`` with the saved body (or an empty page)."""
@@ -87,7 +91,10 @@ class CannedAnswer(BaseAdapter):
         response.headers = CaseInsensitiveDict(
             {"Content-Type": "application/dicom+json", "Content-Length": str(len(body))}
         )
-        response._content = body
+        if self.streamed:
+            response.raw = urllib3.HTTPResponse(body=io.BytesIO(body), preload_content=False)
+        else:
+            response._content = body
         response.url = request.url or ""
         response.request = request
         return response

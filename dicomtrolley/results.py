@@ -55,8 +55,11 @@ def _instances_below(study: Study) -> int:
 class _ResultList:
     """Table output shared by study and series lists: text, Jupyter HTML, pandas, previews."""
 
-    _previewer: Previewer | None
     noun = "objects"
+
+    def __init__(self, items: Iterable[Any] = (), *, previewer: Previewer | None = None) -> None:
+        super().__init__(items)  # type: ignore[call-arg]  # list's, next in the method order
+        self._previewer = previewer
 
     def rows(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -132,10 +135,6 @@ class StudyList(_ResultList, list[Study]):
 
     noun = "studies"
 
-    def __init__(self, studies: Iterable[Study] = (), *, previewer: Previewer | None = None) -> None:
-        super().__init__(studies)
-        self._previewer = previewer
-
     def rows(self) -> list[dict[str, Any]]:
         """One dict per study: the table's columns, plus ``series`` and ``instances`` counts."""
         out = []
@@ -187,10 +186,6 @@ class SeriesList(_ResultList, list[Series]):
     """
 
     noun = "series"
-
-    def __init__(self, series: Iterable[Series] = (), *, previewer: Previewer | None = None) -> None:
-        super().__init__(series)
-        self._previewer = previewer
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per series: UIDs, :data:`SERIES_COLUMNS`, and an ``instances`` count."""

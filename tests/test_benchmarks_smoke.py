@@ -56,3 +56,16 @@ def test_regenerating_the_table_replaces_only_the_generated_section(tmp_path: Pa
     report.write_section(page, f"{report.BEGIN}\nnew table\n{report.END}\n")
 
     assert page.read_text() == INTRO + "\n" + report.BEGIN + "\nnew table\n" + report.END + "\n\nClosing words.\n"
+
+
+@pytest.mark.integration
+def test_the_research_benchmark_runs_every_row_of_this_package(
+    orthanc_factory: OrthancFactory, tmp_path: Path
+) -> None:
+    from benchmarks.research import benchmark as research_benchmark
+
+    server = orthanc_factory(load=False, **SERVER_CONFIG)
+    table = research_benchmark(server, work=tmp_path / "work", sizes=data.Sizes.quick(), runs=1, reference=None)
+    assert "| live: this package, typed DataFrame |" in table
+    assert "| 200 instances streamed: this package, rows |" in table
+    assert "| repeated search, from the cache |" in table
