@@ -65,16 +65,22 @@ def stream_metadata(http: HTTPClient, url: str) -> Iterator[JSONObject]:
 # ---------------------------------------------------------------- typed values
 
 
+@lru_cache(maxsize=4096)
 def _parse_date(text: str) -> date | str:
-    try:
-        return datetime.strptime(text.strip(), "%Y%m%d").date()
-    except ValueError:
-        return text  # a range, or a malformed value: left as the server sent it
+    # Cached: the instances of a study mostly share their dates, and strptime costs far more than a lookup.
+    digits = text.strip()
+    if len(digits) == 8 and digits.isdigit():
+        try:
+            return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+        except ValueError:
+            pass
+    return text  # a range, or a malformed value: left as the server sent it
 
 
 _TIME_FORMATS = {2: "%H", 4: "%H%M", 6: "%H%M%S"}
 
 
+@lru_cache(maxsize=4096)
 def _parse_time(text: str) -> time | str:
     text = text.strip().replace(":", "")
     whole, _, fraction = text.partition(".")
@@ -90,6 +96,7 @@ def _parse_time(text: str) -> time | str:
     return parsed
 
 
+@lru_cache(maxsize=4096)
 def _parse_datetime(text: str) -> datetime | str:
     text = text.strip()
     for fmt in ("%Y%m%d%H%M%S.%f%z", "%Y%m%d%H%M%S.%f", "%Y%m%d%H%M%S%z", "%Y%m%d%H%M%S", "%Y%m%d%H%M", "%Y%m%d"):
