@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
@@ -137,3 +137,50 @@ def prefetch(items: Iterator[U], *, depth: int, discard: Callable[[U], None]) ->
         for leftover in ready.leftovers():
             if not isinstance(leftover, _End):
                 discard(leftover)
+
+
+def interleave(sources: Sequence[Callable[[], Iterator[U]]], *, workers: int, depth: int) -> Iterator[U]:
+    """The items of several iterators, each run on a pool thread, in the order they arrive.
+
+    At most ``workers`` sources run at once and at most ``depth`` items wait
+    for the consumer, so memory stays bounded. The first error of any source
+    is raised to the consumer once the items before it were taken; when the
+    consumer stops early, the running sources stop at their next item.
+    """
+    if len(sources) <= 1 or workers <= 1:
+        for source in sources:
+            yield from source()
+        return
+    ready: Handoff[U | _End] = Handoff(depth)
+
+    def drain(source: Callable[[], Iterator[U]]) -> None:
+        items: Iterator[U] | None = None
+        try:
+            items = source()
+            for item in items:
+                if not ready.offer(item):
+                    return
+            ready.offer(_End())
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
+            ready.offer(_End(error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(sources)), thread_name_prefix="dicomtrolley-merge")
+    for source in sources:
+        pool.submit(drain, source)
+    finished = 0
+    try:
+        while finished < len(sources):
+            item = ready.take()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                finished += 1
+                continue
+            yield item
+    finally:
+        ready.stop()
+        pool.shutdown(wait=True, cancel_futures=True)

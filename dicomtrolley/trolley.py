@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 
-from dicomtrolley._planning import covers, find_instances, plan_download
+from dicomtrolley._planning import count_series, covers, find_instances, plan_download
 from dicomtrolley.core import (
     DICOMObject,
     Downloadable,
@@ -30,8 +30,10 @@ from dicomtrolley.core import (
     PartSink,
     Query,
     QueryLevels,
+    Reference,
     Searcher,
     Study,
+    StudyReference,
     to_reference,
 )
 from dicomtrolley.exceptions import (
@@ -290,14 +292,16 @@ class Trolley:
     def metadata(self, objects: Downloadable | Iterable[Downloadable], *, keywords: Sequence[str] = ()) -> Metadata:
         """The attributes of every instance in ``objects``, without pixel data; read lazily and streamed.
 
-        From the downloader's ``/metadata`` (WADO-RS). A downloader without it
-        (WADO-URI, DIMSE) makes this an instance-level search for ``keywords``
-        instead, which is logged as a warning and shows in ``Metadata.origin``.
+        From the downloader's ``/metadata`` (WADO-RS); a study's series are
+        requested side by side when the searcher can list them. A downloader
+        without it (WADO-URI, DIMSE) makes this an instance-level search for
+        ``keywords`` instead, which is logged as a warning and shows in
+        ``Metadata.origin``.
         """
         targets = [to_reference(o) for o in _as_list(objects)]
         downloader = self.downloader
         if isinstance(downloader, MetadataSource):
-            return Metadata(lambda: downloader.metadata_json(targets), origin="WADO-RS /metadata")
+            return Metadata(lambda: downloader.metadata_json(self._by_series(targets)), origin="WADO-RS /metadata")
         searcher = self._require_searcher()
         logger.warning("%r cannot fetch metadata; searching at instance level instead", downloader)
         fields = list(keywords)
@@ -305,6 +309,18 @@ class Trolley:
             lambda: (i.to_dict()["data"] for i in find_instances(searcher, targets, fields)),
             origin="instance-level search",
         )
+
+    def _by_series(self, targets: list[Reference]) -> list[Reference]:
+        """Studies split into their series (when a series search can list them), to be fetched side by side."""
+        studies = [t for t in targets if isinstance(t, StudyReference)]
+        if self.searcher is None or not studies:
+            return targets
+        failures: list[FetchFailure] = []
+        counts = count_series(self.searcher, studies, failures)
+        if counts is None or failures:
+            return targets
+        kept: list[Reference] = [t for t in targets if not isinstance(t, StudyReference)]
+        return kept + list(counts)
 
     def preview(self, obj: Downloadable, size: int = DEFAULT_SIZE) -> Any:
         """A small image of a study, series or instance, as a PIL Image (bytes without Pillow).

@@ -169,3 +169,37 @@ def test_metadata_of_found_series_needs_no_uids_typed_by_hand(orthanc: OrthancSe
     found = trolley.find_studies(Query(StudyInstanceUID=study.uid, query_level=QueryLevels.SERIES))
     rows = list(trolley.metadata(found.series()).rows(["SeriesInstanceUID"]))
     assert len(rows) == len(study.instances)
+
+
+class MetadataCountingSession(requests.Session):
+    """A session that records the /metadata URLs it requests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metadata_urls: list[str] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:  # type: ignore[override]
+        if str(request.url).endswith("/metadata"):
+            self.metadata_urls.append(str(request.url))
+        return super().send(request, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+def test_a_studys_series_are_requested_side_by_side(orthanc: OrthancServer) -> None:
+    study = next(s for s in orthanc.sample.studies if len(s.series) > 1)
+    session = MetadataCountingSession()
+    trolley = Trolley(QidoRS(session, orthanc.dicomweb_url), WadoRS(session, orthanc.dicomweb_url))
+    uids = [row["SOPInstanceUID"] for row in trolley.metadata(study.uid).rows(["SOPInstanceUID"])]
+    assert sorted(uids) == sorted(i.uid for i in study.instances)
+    assert sorted(session.metadata_urls) == sorted(
+        f"{orthanc.dicomweb_url}/studies/{study.uid}/series/{series.uid}/metadata" for series in study.series
+    )
+
+
+@pytest.mark.integration
+def test_without_a_searcher_a_study_is_one_request(orthanc: OrthancServer) -> None:
+    study = orthanc.sample.studies[0]
+    session = MetadataCountingSession()
+    trolley = Trolley(downloader=WadoRS(session, orthanc.dicomweb_url))
+    assert len(list(trolley.metadata(study.uid).rows(["SOPInstanceUID"]))) == len(study.instances)
+    assert session.metadata_urls == [f"{orthanc.dicomweb_url}/studies/{study.uid}/metadata"]

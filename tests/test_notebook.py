@@ -29,7 +29,9 @@ def test_the_research_notebook_runs_without_error(
     monkeypatch.setenv("DICOMTROLLEY_URL", orthanc.base_url)
     monkeypatch.setenv("DICOMTROLLEY_OUTPUT", str(tmp_path / "pull"))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    resources = {"metadata": {"path": str(tmp_path)}}
+    client = NotebookClient(notebook, timeout=180, kernel_name="python3", resources=resources)
+    client.execute()
     errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors == []
     assert {"text/html", "image/png"} <= output_types(notebook)
