@@ -23,14 +23,17 @@ KEYWORDS = (
 """The columns both clients build, one row per instance."""
 
 
-def _trolley(args: argparse.Namespace) -> Any:
+def _trolley(args: argparse.Namespace, *, search: bool = True) -> Any:
+    """A trolley as a notebook has one: QIDO-RS and WADO-RS; WADO-RS alone where no server can be searched."""
+    from dicomtrolley.qido_rs import QidoRS
     from dicomtrolley.trolley import Trolley
     from dicomtrolley.wado_rs import WadoRS
 
     session = requests.Session()
-    if getattr(args, "canned", None):
+    if args.canned:
         session.mount(args.dicomweb, CannedAnswer(Path(args.canned).read_bytes(), streamed=True))
-    return Trolley(downloader=WadoRS(session, args.dicomweb))
+        search = False
+    return Trolley(QidoRS(session, args.dicomweb) if search else None, WadoRS(session, args.dicomweb))
 
 
 def metadata_df(args: argparse.Namespace) -> None:
@@ -45,8 +48,11 @@ def metadata_df(args: argparse.Namespace) -> None:
 
 
 def metadata_stream(args: argparse.Namespace) -> None:
-    """``trolley.metadata(study).rows(KEYWORDS)`` consumed one by one, pandas never imported."""
-    trolley = _trolley(args)
+    """``trolley.metadata(study).rows(KEYWORDS)`` consumed one by one, pandas never imported.
+
+    The server here serves one ``/metadata`` answer and nothing else, so the trolley has no searcher.
+    """
+    trolley = _trolley(args, search=False)
 
     def work() -> int:
         return sum(1 for _ in trolley.metadata(args.study).rows(list(KEYWORDS)))

@@ -126,10 +126,11 @@ def benchmark(server: OrthancServer, *, work: Path, sizes: data.Sizes, runs: int
             (f"{stream_count} instances: 4.1.0 WadoRSMetaData, dicts", lambda: theirs("metadata-rows", *streamed)),
         ]
         rows: dict[str, list[Sample]] = {name: [] for name, _ in cases}
-        for _ in range(runs):
+        for round_number in range(runs):
             for number, (name, run) in enumerate(cases):
-                if number % 2 == 0 or reference is not None:
-                    rows[name].append(run())
+                if number % 2 == 1 and (reference is None or (number == 5 and round_number > 0)):
+                    continue  # 4.1.0 on 20,000 instances takes minutes: its memory is what the row shows, once
+                rows[name].append(run())
         cache = ours("cache", "--dicomweb", server.dicomweb_url, "--patient", "BENCH-CT",
                      "--repeat", str(max(3, 2 * runs + 1)))
     finally:
@@ -142,7 +143,7 @@ def benchmark(server: OrthancServer, *, work: Path, sizes: data.Sizes, runs: int
 def _table(rows: dict[str, list[Sample]], cache: Sample, runs: int, instances: int, stream_count: int) -> str:
     lines = [
         f"Metadata of the CT study ({instances} instances) and of a {stream_count}-instance answer; "
-        f"median of {runs} runs, each a fresh process, clients alternating.",
+        f"median of {runs} runs (4.1.0 on the large answer: one), each a fresh process, clients alternating.",
         "",
         "| task | seconds | CPU s | peak RSS MB | instances | vs 4.1.0 |",
         "|---|---|---|---|---|---|",
