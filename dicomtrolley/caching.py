@@ -36,6 +36,7 @@ still works, and :meth:`DICOMObjectCache.add` / :meth:`DICOMObjectCache.retrieve
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import threading
 import time
@@ -130,6 +131,7 @@ class DICOMObjectCache:
         self.max_objects = max_objects
         self._entries: OrderedDict[object, _Entry] = OrderedDict()
         self._size = 0
+        self._numbers = itertools.count()
         self._lock = threading.Lock()
         self.add_all(initial_objects or [])
 
@@ -151,12 +153,12 @@ class DICOMObjectCache:
         if size > self.max_objects:
             logger.debug("Not caching an answer of %d objects (max_objects=%d)", size, self.max_objects)
             return
-        key = _key(query) if query is not None else ("objects", id(studies))
+        now = time.monotonic()
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._size -= old.size
-            self._entries[key] = _Entry(query, list(studies), time.monotonic(), size)
+            key = _key(query) if query is not None else ("objects", next(self._numbers))
+            for old_key in [k for k, e in self._entries.items() if k == key or not self._fresh(e, now)]:
+                self._size -= self._entries.pop(old_key).size
+            self._entries[key] = _Entry(query, list(studies), now, size)
             self._size += size
             while self._size > self.max_objects:
                 _, evicted = self._entries.popitem(last=False)
