@@ -34,7 +34,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import VR
 from pydicom.values import convert_value
 
-from dicomtrolley.exceptions import StorageError
+from dicomtrolley.exceptions import HeaderError
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
 
     Raises
     ------
-    StorageError
+    HeaderError
         The bytes are not a DICOM instance.
     """
     keywords = frozenset(keywords)
@@ -120,7 +120,7 @@ def read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
         try:
             dataset = pydicom.dcmread(body, stop_before_pixels=True, defer_size="64 KB", force=True)
         except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as error:
-            raise StorageError(f"Downloaded bytes are not a readable DICOM instance: {error}") from error
+            raise HeaderError(f"Downloaded bytes are not a readable DICOM instance: {error}") from error
         meta = getattr(dataset, "file_meta", None) or Dataset()
         return Header(
             {keyword: dataset[keyword].value for keyword in keywords if keyword in dataset},

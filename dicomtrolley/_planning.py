@@ -31,12 +31,12 @@ from dicomtrolley.core import (
     Query,
     QueryLevels,
     Reference,
-    Searcher,
     SeriesReference,
     Study,
     StudyReference,
 )
 from dicomtrolley.exceptions import DICOMTrolleyError, NoQueryResultsError
+from dicomtrolley.roles import Searcher
 from dicomtrolley.storage import StorageDir
 
 logger = logging.getLogger(__name__)

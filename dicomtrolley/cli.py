@@ -19,12 +19,13 @@ from datetime import date
 
 import requests
 
-from dicomtrolley import __version__
+from dicomtrolley._version import __version__
 from dicomtrolley.auth import create_session
-from dicomtrolley.core import Downloader, Query, QueryLevels
+from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.results import StudyList
+from dicomtrolley.roles import Downloader
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _session(args: argparse.Namespace) -> requests.Session:
+def _authenticated_session(args: argparse.Namespace) -> requests.Session:
     if args.login_url:
         if not args.user:
             raise DICOMTrolleyError("--login-url needs --user")
@@ -112,7 +113,7 @@ def _search(args: argparse.Namespace) -> int:
         query_level=QueryLevels(args.level.upper()),
         limit=args.limit,
     )
-    studies = Trolley(searcher=QidoRS(_session(args), args.url)).find_studies(query)
+    studies = Trolley(searcher=QidoRS(_authenticated_session(args), args.url)).find_studies(query)
     if args.json:
         print(json.dumps([s.to_dict() for s in studies], indent=1))
     else:
@@ -121,7 +122,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    session = _session(args)
+    session = _authenticated_session(args)
     trolley = Trolley(searcher=QidoRS(session, args.url), downloader=_downloader(args, session))
     try:
         summary = trolley.download(

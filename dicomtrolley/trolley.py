@@ -22,14 +22,12 @@ from pydicom.dataset import Dataset
 from dicomtrolley._planning import covers, find_instances, plan_download
 from dicomtrolley.core import (
     Downloadable,
-    Downloader,
     FetchFailure,
     InstancePart,
     InstanceReference,
     PartSink,
     Query,
     QueryLevels,
-    Searcher,
     Study,
     to_reference,
 )
@@ -41,6 +39,7 @@ from dicomtrolley.exceptions import (
 )
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import StudyList
+from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.storage import StorageDir
 
 logger = logging.getLogger(__name__)
