@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     # For the annotation only: the summary is made by the download, far above this module.
-    from dicomtrolley.trolley import DownloadSummary
+    from dicomtrolley.results import DownloadSummary
 
 
 class DICOMTrolleyError(Exception):
@@ -97,7 +97,7 @@ class DownloadError(DICOMTrolleyError):
     message
         What went wrong, in one line.
     summary
-        The :class:`~dicomtrolley.trolley.DownloadSummary` of the run, when there is one.
+        The :class:`~dicomtrolley.results.DownloadSummary` of the run, when there is one.
     """
 
     def __init__(self, message: str, summary: DownloadSummary | None = None) -> None:
