@@ -18,23 +18,14 @@ from pydicom.dataset import Dataset
 
 from dicomtrolley._download import DownloadJob, download
 from dicomtrolley._planning import find_instances
-from dicomtrolley.core import (
-    Downloadable,
-    Query,
-    QueryLevels,
-    Study,
-    to_reference,
-)
-from dicomtrolley.exceptions import (
-    DICOMTrolleyError,
-)
+from dicomtrolley.core import Downloadable, Query, QueryLevels, Study, to_reference
+from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.progress import ProgressCallback
 from dicomtrolley.results import DownloadSummary, StudyList
 from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.storage import StorageDir
 
 __all__ = ["DownloadSummary", "Trolley"]
-
 
 
 class Trolley:
