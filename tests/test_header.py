@@ -7,7 +7,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -19,6 +19,7 @@ from pydicom.uid import (
 
 from dicomtrolley import _header as header
 from dicomtrolley._header import PREFIX_BYTES, Header, read_header
+from tests.support.dicom_files import CT_IMAGE_STORAGE, part10_dataset
 
 DCMREAD = pydicom.dcmread  # kept: the no_pydicom_reader fixture replaces pydicom.dcmread
 
@@ -29,14 +30,10 @@ KEYWORDS = [
 
 
 def instance(syntax: str = ExplicitVRLittleEndian, **extra: Any) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6"
+    ds = part10_dataset(
+        "1.2.3.4.5.6", study_uid="1.2.3", series_uid="1.2.3.4", sop_class=CT_IMAGE_STORAGE, syntax=syntax
+    )
     ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.SOPInstanceUID = "1.2.3.4.5.6"
     ds.StudyDate = "20240102"
     ds.Modality = "CT"
     ds.ReferencedImageSequence = Sequence([Dataset(), Dataset()])
@@ -45,8 +42,6 @@ def instance(syntax: str = ExplicitVRLittleEndian, **extra: Any) -> Dataset:
     ds.PatientName = "Müller^Jörg"
     ds.PatientID = "PAT-1"
     ds.SliceThickness = "1.25"
-    ds.StudyInstanceUID = "1.2.3"
-    ds.SeriesInstanceUID = "1.2.3.4"
     ds.SeriesNumber = 7
     ds.InstanceNumber = "12"
     for keyword, value in extra.items():

@@ -11,8 +11,8 @@ import pytest
 from requests_toolbelt import MultipartEncoder
 
 from dicomtrolley._multipart import (
-    SPILL_THRESHOLD,
     MAX_HEADER_SIZE,
+    SPILL_THRESHOLD,
     Part,
     boundary_of,
     iter_parts,
