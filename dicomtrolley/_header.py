@@ -3,8 +3,8 @@
 Every instance written to disk is named by some of its own attributes (its
 UIDs, or the fields of a path template), and its transfer syntax is reported.
 ``pydicom.dcmread`` finds them, but it builds every element before the pixel
-data into a Dataset: about a millisecond an instance, which on two cores slows
-the server that feeds the download as much as the client.
+data into a Dataset, which on a small machine slows the server that feeds the
+download as much as the client (figures in docs/performance.md).
 
 :func:`read_header` walks the encoded elements itself, keeps only those
 asked for, and decodes their values with pydicom's own converters (character

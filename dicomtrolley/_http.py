@@ -221,13 +221,12 @@ class HTTPClient:
             raise_for_status(response)
             return response
 
-
     def _send(self, url: str, headers: dict[str, str], stream: bool) -> requests.Response:
         """What ``session.get`` does, with the proxy settings of the environment looked up once per host.
 
         ``Session.request`` reads every environment variable twice per
-        request to find proxy settings: the largest single item in a profile
-        of the client fetching 500 instances over WADO-URI.
+        request to find proxy settings, a cost that adds up over many small
+        requests (see docs/performance.md).
         """
         prepared = self.session.prepare_request(requests.Request("GET", url, headers=headers))
         # verify is passed on explicitly: requests lets REQUESTS_CA_BUNDLE and

@@ -35,6 +35,11 @@ PASSWORD_VARIABLE = "DICOMTROLLEY_PASSWORD"  # noqa: S105 - the name of a variab
 EXIT_FAILURES = 1
 EXIT_ERROR = 3
 
+SEARCH_KEYWORDS = (
+    "PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription",
+)
+"""The query attributes ``dicomtrolley search`` takes as options (``--PatientID VALUE``)."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -53,8 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="find studies and print them as a table")
     server_options(search)
-    for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy",
-                    "StudyDescription"):
+    for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
     search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
@@ -104,8 +108,7 @@ def _downloader(args: argparse.Namespace, session: requests.Session) -> Download
 
 
 def _search(args: argparse.Namespace) -> int:
-    fields = {k: getattr(args, k) for k in ("PatientID", "PatientName", "AccessionNumber",
-                                           "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription")}
+    fields = {keyword: getattr(args, keyword) for keyword in SEARCH_KEYWORDS}
     query = Query(
         **fields,
         min_study_date=args.min_study_date,

@@ -295,8 +295,8 @@ def _gc_paused() -> Iterator[None]:
     """Hold off the cyclic garbage collector while a large answer becomes objects.
 
     Building a million small dicts triggers many collections that find
-    nothing to free; pausing them makes parsing a 20,000-instance answer about
-    three times faster.
+    nothing to free; pausing them makes parsing a large answer several times
+    faster (see docs/performance.md).
     """
     was_enabled = gc.isenabled()
     gc.disable()

@@ -201,7 +201,7 @@ class StorageDir:
         """
         # render() makes every value a single safe segment and refuses empty,
         # "." and ".." segments, so the path stays below self.path without
-        # asking the file system (resolve() costs a dozen lstat calls a file).
+        # asking the file system (resolve() costs several lstat calls a file).
         return self.path / self.template.render(attributes)
 
     def is_occupied(self) -> bool:
