@@ -63,58 +63,49 @@ class QueryLevels(str, Enum):
 # ---------------------------------------------------------------- references
 
 
+R = TypeVar("R", bound="_Referencing")
+
+
+class _Referencing:
+    """What every reference offers, so references and tree objects can be used alike."""
+
+    study_uid: str
+
+    def reference(self: R) -> R:
+        """Return self: a reference is its own reference."""
+        return self
+
+    @property
+    def study_reference(self) -> StudyReference:
+        """The study this reference belongs to."""
+        return StudyReference(self.study_uid)
+
+
 @dataclass(frozen=True)
-class StudyReference:
+class StudyReference(_Referencing):
     """Everything needed to fetch one study: its StudyInstanceUID."""
 
     study_uid: str
     level: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.STUDY
 
-    def reference(self) -> StudyReference:
-        """Return self, so references and tree objects can be used alike."""
-        return self
-
-    @property
-    def study_reference(self) -> StudyReference:
-        """The study this reference belongs to (itself)."""
-        return self
-
 
 @dataclass(frozen=True)
-class SeriesReference:
+class SeriesReference(_Referencing):
     """Everything needed to fetch one series."""
 
     study_uid: str
     series_uid: str
     level: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.SERIES
 
-    def reference(self) -> SeriesReference:
-        """Return self, so references and tree objects can be used alike."""
-        return self
-
-    @property
-    def study_reference(self) -> StudyReference:
-        """The study this series belongs to."""
-        return StudyReference(self.study_uid)
-
 
 @dataclass(frozen=True)
-class InstanceReference:
+class InstanceReference(_Referencing):
     """Everything needed to fetch one instance (one SOP instance, usually one image)."""
 
     study_uid: str
     series_uid: str
     instance_uid: str
     level: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.INSTANCE
-
-    def reference(self) -> InstanceReference:
-        """Return self, so references and tree objects can be used alike."""
-        return self
-
-    @property
-    def study_reference(self) -> StudyReference:
-        """The study this instance belongs to."""
-        return StudyReference(self.study_uid)
 
     @property
     def series_reference(self) -> SeriesReference:
