@@ -9,6 +9,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
+from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -19,6 +20,7 @@ from pydicom.uid import (
 
 from dicomtrolley import _header as header
 from dicomtrolley._header import PREFIX_BYTES, Header, read_header
+from dicomtrolley.exceptions import HeaderError
 from tests.support.dicom_files import CT_IMAGE_STORAGE, part10_dataset
 
 DCMREAD = pydicom.dcmread  # kept: the no_pydicom_reader fixture replaces pydicom.dcmread
@@ -151,3 +153,12 @@ def test_truncated_instance_is_read_as_far_as_it_goes() -> None:
 def test_text_of_a_value_and_of_an_absent_attribute(no_pydicom_reader: None) -> None:
     found = read_header(encode(instance()), ["SeriesNumber", "AccessionNumber"])
     assert (found.text("SeriesNumber"), found.text("AccessionNumber")) == ("7", "")
+
+
+def test_bytes_pydicom_cannot_read_raise_a_header_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(*args: Any, **kwargs: Any) -> None:
+        raise InvalidDicomError("not DICOM")
+
+    monkeypatch.setattr(header.pydicom, "dcmread", unreadable)
+    with pytest.raises(HeaderError, match="not a readable DICOM instance"):
+        read_header(io.BytesIO(b"no preamble here"), ["SOPInstanceUID"])
