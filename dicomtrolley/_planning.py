@@ -25,6 +25,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -78,6 +79,9 @@ class Plan:
     listed: frozenset[InstanceReference] = frozenset()
     complete: frozenset[InstanceReference] = frozenset()
     not_found: tuple[FetchFailure, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counts", MappingProxyType(dict(self.counts)))
 
     @property
     def expected_count(self) -> int:

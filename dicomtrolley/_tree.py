@@ -107,9 +107,8 @@ _SERIES_TAGS = _tags(SERIES_LEVEL_KEYWORDS)
 _STUDY_JSON_KEYS = frozenset(f"{tag:08X}" for tag in _STUDY_TAGS)
 _SERIES_JSON_KEYS = _STUDY_JSON_KEYS | frozenset(f"{tag:08X}" for tag in _SERIES_TAGS)
 
-_STUDY_UID = "0020000D"
-_SERIES_UID = "0020000E"
-_INSTANCE_UID = "00080018"
+# The three UIDs as DICOM JSON names them: 8 hex digits of the tag.
+_STUDY_UID, _SERIES_UID, _INSTANCE_UID = (f"{tag_for_keyword(keyword):08X}" for keyword in UID_KEYWORDS)
 
 
 def attribute_level(keyword: str) -> DICOMObjectLevels:
