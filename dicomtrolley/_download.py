@@ -105,10 +105,10 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
         receiver = Receiver(job.storage, summary, reporter, started)
         failures = job.downloader.fetch(plan.fetch, receiver, stop_on_failure=job.stop_on_failure)
         expected, unlisted = verify_counts(plan, job.searcher, receiver.received)
-        failures = recover(job, failures + unlisted, expected - plan.complete - receiver.received, receiver)
+        failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
         summary.failures.extend(failures)
         summary.downloader_report = job.downloader.report()
-    summary.missing = sorted(expected - plan.complete - receiver.received, key=reference_key)
+    summary.missing = sorted(still_missing(expected, plan, receiver), key=reference_key)
     summary.elapsed = time.perf_counter() - started
     return summarise(job, summary)
 
@@ -138,10 +138,18 @@ def verify_counts(
     return plan.named_expected(searcher, received)
 
 
+def still_missing(expected: set[InstanceReference], plan: Plan, receiver: Receiver) -> set[InstanceReference]:
+    """The instances expected by name that were neither on disk before nor received since."""
+    return expected - plan.complete - receiver.received
+
+
 def recover(
-    job: DownloadJob, failures: list[FetchFailure], missing: set[InstanceReference], receiver: Receiver
+    job: DownloadJob,
+    failures: list[FetchFailure],
+    missing: set[InstanceReference],
+    receiver: Receiver,
 ) -> list[FetchFailure]:
-    """After broken streams, fetch what is still missing instance by instance; return the failures left."""
+    """After broken streams, fetch what is still ``missing`` instance by instance; return the failures left."""
     if job.searcher is None or not any(isinstance(f.error, _RECOVERABLE) for f in failures):
         return failures
     kept = [f for f in failures if not isinstance(f.error, _RECOVERABLE)]
