@@ -63,7 +63,7 @@ class QueryLevels(str, Enum):
 # ---------------------------------------------------------------- references
 
 
-R = TypeVar("R", bound="_Referencing")
+_R = TypeVar("_R", bound="_Referencing")
 
 
 class _Referencing:
@@ -71,7 +71,7 @@ class _Referencing:
 
     study_uid: str
 
-    def reference(self: R) -> R:
+    def reference(self: _R) -> _R:
         """Return self: a reference is its own reference."""
         return self
 
@@ -251,10 +251,10 @@ class Instance(DICOMObject):
         return f"Instance({self.uid!r})"
 
 
-C = TypeVar("C", bound=DICOMObject)
+_C = TypeVar("_C", bound=DICOMObject)
 
 
-class _Branch(DICOMObject, Generic[C]):
+class _Branch(DICOMObject, Generic[_C]):
     """What a study and a series share: the objects one level down, in the order found."""
 
     _child_name: ClassVar[str]
@@ -263,27 +263,27 @@ class _Branch(DICOMObject, Generic[C]):
         self,
         uid: str,
         data: Dataset | None,
-        children: Iterable[C],
+        children: Iterable[_C],
         *,
         json_data: Mapping[str, Any] | None,
     ) -> None:
         super().__init__(uid, data, json_data=json_data)
-        self._children: list[C] = []
+        self._children: list[_C] = []
         for child in children:
             self.add(child)
 
-    def add(self, child: C) -> C:
+    def add(self, child: _C) -> _C:
         """Attach ``child`` one level below this object and return it."""
         self._adopt(child)
         self._children.append(child)
         return child
 
     @property
-    def children(self) -> Sequence[C]:
+    def children(self) -> Sequence[_C]:
         """The objects one level down."""
         return self._children
 
-    def get(self, uid: str) -> C:
+    def get(self, uid: str) -> _C:
         """The child with this uid; ``KeyError`` if the search did not return it."""
         for child in self._children:
             if child.uid == uid:
@@ -292,7 +292,7 @@ class _Branch(DICOMObject, Generic[C]):
 
     __getitem__ = get
 
-    def _adopt(self, child: C) -> None:
+    def _adopt(self, child: _C) -> None:
         """Make this object ``child``'s parent."""
         raise NotImplementedError
 
