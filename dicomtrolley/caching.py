@@ -413,8 +413,7 @@ def _narrow(studies: list[Study], filters: list[_Filter], depth: DICOMObjectLeve
             if depth == DICOMObjectLevels.STUDY:
                 out.append(study)
                 continue
-            kept = copy.copy(study)
-            kept.series = []
+            kept = study.without_children()
             for series in study.series:
                 if passes(series):
                     copied = _copy_series(series, passes, depth)
@@ -429,8 +428,7 @@ def _narrow(studies: list[Study], filters: list[_Filter], depth: DICOMObjectLeve
 
 
 def _copy_series(series: Series, passes: Callable[[DICOMObject], bool], depth: DICOMObjectLevels) -> Series:
-    copied = copy.copy(series)
-    copied.instances = []
+    copied = series.without_children()
     if depth == DICOMObjectLevels.INSTANCE:
         for instance in series.instances:
             if passes(instance):
