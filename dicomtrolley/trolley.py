@@ -8,6 +8,7 @@ its downloader. It knows no protocol: what to fetch is decided in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -27,16 +28,19 @@ from dicomtrolley.core import (
     InstancePart,
     InstanceReference,
     PartSink,
+    Quarantined,
     Query,
     QueryLevels,
     Searcher,
     Study,
     to_reference,
 )
+from dicomtrolley.deidentify import Deidentifier, DeidentifyingStorage
 from dicomtrolley.exceptions import (
     ConnectionFailedError,
     DICOMTrolleyError,
     DownloadError,
+    InstanceQuarantinedError,
     MultipartError,
 )
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
@@ -75,6 +79,9 @@ class DownloadSummary:
     downloader_report
         What the protocol counted itself (C-GET/C-MOVE: completed, failed and
         warning sub-operations of the last request); empty for HTTP.
+    quarantined
+        Instances a pseudonymised download held back (burned-in annotations),
+        with the reason; not failures, so they leave :attr:`ok` true.
     """
 
     written: int = 0
@@ -86,6 +93,7 @@ class DownloadSummary:
     missing: list[InstanceReference] = field(default_factory=list)
     transfer_syntaxes: Counter[str] = field(default_factory=Counter)
     downloader_report: dict[str, int] = field(default_factory=dict)
+    quarantined: list[Quarantined] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +108,8 @@ class DownloadSummary:
         )
         if self.failures or self.missing:
             text += f"; {len(self.failures)} failed, {len(self.missing)} missing"
+        if self.quarantined:
+            text += f"; {len(self.quarantined)} quarantined"
         return text
 
 
@@ -176,6 +186,7 @@ class Trolley:
         template: str | None = None,
         on_error: Literal["raise", "collect"] = "raise",
         progress: bool | ProgressCallback | None = None,
+        deidentify: Deidentifier | None = None,
     ) -> DownloadSummary:
         """Download studies, series or instances to disk; return what happened.
 
@@ -196,6 +207,9 @@ class Trolley:
             list every failure in the returned summary.
         progress
             ``None`` shows a bar when somebody watches; ``False`` none; a callable gets updates.
+        deidentify
+            Pseudonymise every instance before it is written (see :mod:`dicomtrolley.deidentify`);
+            paths and template then see pseudonymised values.
 
         Raises
         ------
@@ -206,6 +220,8 @@ class Trolley:
             raise ValueError(f"on_error must be 'raise' or 'collect', not {on_error!r}")
         downloader = self._require_downloader()
         storage = self._storage_for(output_dir, template)
+        if deidentify is not None:
+            storage = deidentify.storage(storage)
         targets = [to_reference(o) for o in _as_list(objects)]
         started = time.perf_counter()
         plan = plan_download(targets, self.searcher, storage, downloader.finest_level_needed)
@@ -220,7 +236,13 @@ class Trolley:
         with ProgressReporter(progress, summary.expected) as reporter:
 
             def sink(part: InstancePart) -> None:
-                saved = storage.save(part)
+                try:
+                    saved = storage.save(part)
+                except InstanceQuarantinedError as held:
+                    with lock:
+                        received.add(held.quarantined.reference)
+                        summary.quarantined.append(held.quarantined)
+                    return
                 with lock:
                     received.add(saved.reference)
                     summary.written += 1
@@ -234,7 +256,11 @@ class Trolley:
 
             if on_error == "raise" and plan.not_found:
                 raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
-            failures = downloader.fetch(plan.fetch, sink, stop_on_failure=on_error == "raise")
+            late: list[FetchFailure] = []  # parts whose pseudonymisation, run in the background, failed
+            parallel = storage.parallel(sink, late) if isinstance(storage, DeidentifyingStorage) else None
+            with parallel or contextlib.nullcontext(sink) as fetch_sink:
+                failures = downloader.fetch(plan.fetch, fetch_sink, stop_on_failure=on_error == "raise")
+            failures += late
             if self.searcher is not None and plan.counts:
                 failures += plan.list_short_series(self.searcher, received)
             if self.searcher is not None and any(isinstance(f.error, _RECOVERABLE) for f in failures):

@@ -1,0 +1,859 @@
+"""Pseudonymisation on the way to disk: research exports that never hold identifying data.
+
+A :class:`Deidentifier` passed to :meth:`Trolley.download(..., deidentify=...)
+<dicomtrolley.trolley.Trolley.download>` decodes each downloaded instance,
+applies DICOM PS3.15 Annex E, the Basic Application Level Confidentiality
+Profile with the options a research protocol picks, re-encodes it, and only
+then hands it to storage. Identifiable bytes never reach the output folder,
+not even as a temporary file there; the paths, the template and anything
+storage writes see pseudonymised values only.
+
+The options applied:
+
+- **UIDs replaced** (retain UIDs off); class and transfer-syntax UIDs stay.
+- **Retain longitudinal temporal information, modified dates**: every date of
+  a patient moves back by the same number of days, so intervals survive.
+- **Retain patient characteristics** (sex, age, size, weight) and **retain
+  device identity** (station name, serial numbers).
+- **Clean descriptors**: free text that holds a value the profile replaced
+  (a name, an ID, a date) has that value cut out.
+- Private attributes removed, except those listed in ``keep_private_tags``.
+
+The rules are dicognito's (a maintained, typed, pure-pydicom library);
+this module adds the Annex E options dicognito does not have (per-patient date
+shift, private attributes, descriptor cleaning, the profile's codes) and
+makes every pseudonym a keyed function of the original: HMAC-SHA256 under a
+secret key, so two runs, two machines and two batches give the same
+PatientID, UIDs and date shift for the same input, and nobody without the key
+can reverse or link them.
+
+The key comes from ``$DICOMTROLLEY_DEID_KEY``, a key file or the system
+keyring (service ``dicomtrolley``, user ``deidentify``); it is never written
+to outputs or logs. Needs ``pip install dicomtrolley[deidentify]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import logging
+import multiprocessing
+import os
+import re
+import struct
+import sys
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pydicom
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.uid import UID
+
+from dicomtrolley.core import (
+    FetchFailure,
+    InstancePart,
+    InstanceReference,
+    PartSink,
+    Quarantined,
+    Reference,
+    StudyReference,
+)
+from dicomtrolley.exceptions import (
+    DeidentificationError,
+    DeidentificationKeyError,
+    InstanceQuarantinedError,
+    StorageError,
+)
+from dicomtrolley.storage import SavedInstance, StorageDir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from dicognito.anonymizer import Anonymizer
+    from dicognito.datetimeanonymizer import DateTimeAnonymizer
+
+logger = logging.getLogger(__name__)
+
+KEY_VARIABLE = "DICOMTROLLEY_DEID_KEY"
+"""The environment variable that holds the pseudonymisation key."""
+
+KEYRING_SERVICE = "dicomtrolley"
+KEYRING_USER = "deidentify"
+"""Where the key is looked up in the system keyring: ``keyring set dicomtrolley deidentify``."""
+
+MIN_KEY_BYTES = 16
+"""A shorter key (under 128 bits) is refused: it could be guessed, and with it every pseudonym reversed."""
+
+_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+_STRING_VRS = _TEXT_VRS | {"PN", "DA", "DT", "TM", "UI", "CS", "AE", "AS", "IS", "DS", "UR"}
+_CLEANED = "***"
+_UNDEFINED = 0xFFFFFFFF
+_PRIVATE_TAG = re.compile(r"^\s*([0-9A-Fa-f]{4})\s*,\s*(.+?)\s*,\s*([0-9A-Fa-f]{2})\s*$")
+
+# PS3.16 CID 7050, De-identification Method: what was applied, for the file's readers.
+_PROFILE_CODES = (
+    ("113100", "Basic Application Confidentiality Profile"),
+    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    ("113108", "Retain Patient Characteristics Option"),
+    ("113109", "Retain Device Identity Option"),
+    ("113105", "Clean Descriptors Option"),
+)
+
+
+# ---------------------------------------------------------------- the key
+
+
+def load_key(key_file: str | os.PathLike[str] | None = None) -> bytes:
+    """The pseudonymisation key: from ``key_file``, else ``$DICOMTROLLEY_DEID_KEY``, else the keyring.
+
+    A key file holds the key as text (surrounding whitespace is ignored);
+    ``python -c "import secrets; print(secrets.token_hex(32))"`` makes a good one.
+
+    Raises
+    ------
+    DeidentificationKeyError
+        No key in any of those places, an unreadable key file, or a key
+        shorter than :data:`MIN_KEY_BYTES`. The message never holds the key.
+    """
+    if key_file is not None:
+        try:
+            key = Path(key_file).read_bytes().strip()
+        except OSError as error:
+            raise DeidentificationKeyError(f"Cannot read the key file {key_file}: {error.strerror}") from None
+        return _checked(key, f"the key file {key_file}")
+    from_environment = os.environ.get(KEY_VARIABLE, "").strip()
+    if from_environment:
+        return _checked(from_environment.encode("utf-8"), f"${KEY_VARIABLE}")
+    from_keyring = _keyring_key()
+    if from_keyring:
+        return _checked(from_keyring.strip().encode("utf-8"), "the keyring")
+    raise DeidentificationKeyError(
+        f"No pseudonymisation key: set ${KEY_VARIABLE}, name a key_file in the configuration, "
+        f"or store one with `keyring set {KEYRING_SERVICE} {KEYRING_USER}`"
+    )
+
+
+def _checked(key: bytes, source: str) -> bytes:
+    if len(key) < MIN_KEY_BYTES:
+        raise DeidentificationKeyError(
+            f"The pseudonymisation key from {source} is {len(key)} bytes; at least {MIN_KEY_BYTES} are needed"
+        )
+    return key
+
+
+def _keyring_key() -> str | None:
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+    except ImportError:
+        return None
+    try:
+        return keyring.get_password(KEYRING_SERVICE, KEYRING_USER)
+    except (KeyringError, RuntimeError) as error:  # no usable backend on a headless machine
+        logger.debug("No key from the keyring: %s", error)
+        return None
+
+
+# ---------------------------------------------------------------- options
+
+
+class DeidentifyOptions(BaseModel):
+    """What a :class:`Deidentifier` does; every field is a key of the ``--deidentify`` TOML file.
+
+    An empty file means these defaults. Unknown keys are an error, so a typo
+    cannot silently fall back to a default.
+
+    Parameters
+    ----------
+    key_file
+        Read the key from this file instead of ``$DICOMTROLLEY_DEID_KEY`` or the keyring.
+    max_date_shift_days
+        Each patient's dates move back by 1 to this many days (a keyed function of the PatientID).
+    keep_private_tags
+        Private attributes to keep, as ``"gggg,PRIVATE CREATOR,ee"`` (group, creator, element
+        within the creator's block), e.g. ``"0019,SIEMENS MR HEADER,0C"``. Kept as they are.
+    allow_burned_in
+        Write instances whose BurnedInAnnotation is YES instead of quarantining them.
+    quarantine_sop_classes
+        SOP classes held back because their pixels often carry burned-in text: a UID, or words of
+        the SOP class's name (``"Ultrasound"``). Empty: quarantine none by class.
+    mapping
+        Write the table of original and pseudonymous PatientID, StudyInstanceUID, AccessionNumber
+        and date shift (CSV) here; none when unset. It re-identifies: keep it where only those
+        allowed to re-identify can read it.
+    mapping_in_output
+        Allow ``mapping`` inside the output folder (refused by default: the output folder is meant
+        to hold only pseudonymised data).
+    processes
+        Worker processes that decode and re-encode instances (one core each); 0 or 1 works in the
+        downloading thread. Defaults to the number of cores, at most 4.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_file: Path | None = None
+    max_date_shift_days: int = Field(default=3650, ge=1, le=36500)
+    keep_private_tags: tuple[str, ...] = ()
+    allow_burned_in: bool = False
+    quarantine_sop_classes: tuple[str, ...] = ("Secondary Capture", "Ultrasound", "US Volume")
+    mapping: Path | None = None
+    mapping_in_output: bool = False
+    processes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=0, le=64)
+
+    @field_validator("keep_private_tags")
+    @classmethod
+    def _private_tag_form(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in tags:
+            match = _PRIVATE_TAG.match(tag)
+            if not match or int(match.group(1), 16) % 2 == 0:
+                raise ValueError(f"{tag!r} is not 'gggg,PRIVATE CREATOR,ee' with an odd group")
+        return tags
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> DeidentifyOptions:
+        """Read options from a TOML file; relative paths in it are relative to the file.
+
+        Raises
+        ------
+        DeidentificationError
+            The file cannot be read or parsed, or a key is unknown or has a wrong value
+            (the message names the key).
+        """
+        source = Path(path)
+        try:
+            raw = tomllib.loads(source.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise DeidentificationError(f"Cannot read {source}: {error.strerror}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise DeidentificationError(f"{source} is not valid TOML: {error}") from None
+        try:
+            options = cls.model_validate(raw)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: "
+                + ("unknown option" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in error.errors()
+            )
+            raise DeidentificationError(f"{source}: {problems}") from None
+        relative = {
+            name: source.parent / value
+            for name in ("key_file", "mapping")
+            if (value := getattr(options, name)) is not None and not value.is_absolute()
+        }
+        return options.model_copy(update=relative)
+
+
+# ---------------------------------------------------------------- pseudonymisation
+
+
+@dataclass(frozen=True)
+class Pseudonyms:
+    """What one instance's identifiers became: a row of the mapping table."""
+
+    patient_id: str
+    pseudonymous_patient_id: str
+    study_uid: str
+    pseudonymous_study_uid: str
+    accession_number: str
+    pseudonymous_accession_number: str
+    date_shift_days: int
+
+
+class Deidentifier:
+    """Pseudonymises datasets under a secret key; pass it to ``Trolley.download(..., deidentify=...)``.
+
+    A plain object (options and key), so it pickles: a batch export can hand it
+    to worker processes. Its ``repr`` never shows the key.
+
+    Parameters
+    ----------
+    options
+        What to do; the defaults when omitted.
+    key
+        The secret key; by default :func:`load_key` finds it (``options.key_file``,
+        ``$DICOMTROLLEY_DEID_KEY``, the keyring).
+
+    Raises
+    ------
+    DeidentificationKeyError
+        No key, or one too short; raised here, before anything is downloaded.
+    ImportError
+        dicognito is not installed (``pip install dicomtrolley[deidentify]``).
+
+    Examples
+    --------
+    >>> deidentifier = Deidentifier(key="a secret of at least sixteen bytes")
+    >>> deidentifier.date_shift_days("PAT001") == deidentifier.date_shift_days("PAT001")
+    True
+    """
+
+    def __init__(self, options: DeidentifyOptions | None = None, *, key: bytes | str | None = None) -> None:
+        self.options = options or DeidentifyOptions()
+        if key is None:
+            self._key = load_key(self.options.key_file)
+        else:
+            self._key = _checked(key.encode("utf-8") if isinstance(key, str) else bytes(key), "the key argument")
+        _require_dicognito()
+        self._keep = {_parse_private_tag(tag) for tag in self.options.keep_private_tags}
+        self._local = threading.local()
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str], **updates: Any) -> Deidentifier:
+        """A deidentifier with the options of a TOML file, ``updates`` applied on top (e.g. ``mapping``)."""
+        return cls(DeidentifyOptions.from_toml(path).model_copy(update=updates))
+
+    def __repr__(self) -> str:
+        return f"Deidentifier({self.options!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"options": self.options, "_key": self._key}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["options"], key=state["_key"])  # type: ignore[misc]
+
+    # ------------------------------------------------------------ keyed values
+
+    def _digest(self, purpose: str, value: str) -> bytes:
+        return hmac.new(self._key, f"{purpose}\0{value}".encode(), hashlib.sha256).digest()
+
+    def date_shift_days(self, patient_id: str) -> int:
+        """How many days this patient's dates move back: 1 to ``max_date_shift_days``, the same on every run."""
+        number = int.from_bytes(self._digest("date-shift", patient_id)[:8], "big")
+        return 1 + number % self.options.max_date_shift_days
+
+    # ------------------------------------------------------------ datasets
+
+    def quarantine_reason(self, dataset: Dataset) -> str | None:
+        """Why this instance must not be written (its pixels may show identities), or ``None``."""
+        if not self.options.allow_burned_in and str(dataset.get("BurnedInAnnotation", "")).upper() == "YES":
+            return "BurnedInAnnotation is YES"
+        sop_class = str(dataset.get("SOPClassUID", ""))
+        name = UID(sop_class).name if sop_class else ""
+        for entry in self.options.quarantine_sop_classes:
+            if entry == sop_class or (name and entry.lower() in name.lower()):
+                return f"{name or sop_class} is quarantined: its pixels often carry burned-in text"
+        return None
+
+    def deidentify(self, dataset: Dataset) -> Pseudonyms:
+        """Pseudonymise ``dataset`` in place (its file meta too); return what its identifiers became.
+
+        Pixel data is left as it is: burned-in text is what :meth:`quarantine_reason` is for.
+        """
+        patient_id = str(dataset.get("PatientID", ""))
+        study_uid = str(dataset.get("StudyInstanceUID", ""))
+        accession = str(dataset.get("AccessionNumber", ""))
+        shift = self.date_shift_days(patient_id)
+        self._remove_what_dicognito_leaves(dataset)
+        before = [(element, element.value) for element in _string_elements(dataset)]
+        anonymizer, dates = self._anonymizer()
+        dates.offset = timedelta(days=-shift)
+        anonymizer.anonymize(dataset)
+        _clean_descriptors(before)
+        _declare_profile(dataset)
+        return Pseudonyms(
+            patient_id, str(dataset.get("PatientID", "")),
+            study_uid, str(dataset.get("StudyInstanceUID", "")),
+            accession, str(dataset.get("AccessionNumber", "")),
+            shift,
+        )
+
+    def _anonymizer(self) -> tuple[Anonymizer, DateTimeAnonymizer]:
+        """This thread's dicognito anonymizer (its date handler is set per patient, so threads don't share it)."""
+        made: tuple[Anonymizer, DateTimeAnonymizer] | None = getattr(self._local, "anonymizer", None)
+        if made is None:
+            made = _keyed_anonymizer(self._key)
+            self._local.anonymizer = made
+        return made
+
+    def _remove_what_dicognito_leaves(self, dataset: Dataset) -> None:
+        """Remove, at every depth, what Annex E removes and dicognito leaves.
+
+        Private attributes (except the kept ones and their creators); overlays
+        (groups 6000-601E), which can hold burned-in text; and the sequences of
+        people's identification codes (keywords ending in ``IdentificationSequence``,
+        e.g. ReferringPhysicianIdentificationSequence).
+        """
+
+        def visit(ds: Dataset, element: DataElement) -> None:
+            tag = element.tag
+            if tag.is_private:
+                if tag.is_private_creator:
+                    block = tag.element
+                    if any(_kept(ds, tag.group, (block << 8) | offset, self._keep) for offset in range(256)):
+                        return
+                elif _kept(ds, tag.group, tag.element, self._keep):
+                    return
+                del ds[tag]
+            elif (0x6000 <= tag.group <= 0x601E and tag.group % 2 == 0) or (
+                element.VR == "SQ" and element.keyword.endswith("IdentificationSequence")
+            ):
+                del ds[tag]
+
+        dataset.walk(visit)
+
+    # ------------------------------------------------------------ storage
+
+    def storage(self, storage: StorageDir) -> DeidentifyingStorage:
+        """``storage``, pseudonymising each instance before it is written.
+
+        Raises
+        ------
+        DeidentificationError
+            The mapping table would be written inside the output folder, and
+            ``mapping_in_output`` does not allow it.
+        """
+        return DeidentifyingStorage(storage, self)
+
+
+def _require_dicognito() -> None:
+    try:
+        import dicognito  # noqa: F401
+    except ImportError:
+        raise ImportError("Pseudonymisation needs dicognito: pip install dicomtrolley[deidentify]") from None
+
+
+def _keyed_anonymizer(key: bytes) -> tuple[Anonymizer, DateTimeAnonymizer]:
+    """dicognito's anonymizer, with every pseudonym an HMAC of the original and a settable date shift.
+
+    dicognito derives its values from MD5 of a seed and the original; its
+    handlers are rebound to a randomizer that uses HMAC-SHA256 under the key.
+    The device-identity option keeps StationName, which dicognito replaces.
+    """
+    from dicognito.anonymizer import Anonymizer
+    from dicognito.datetimeanonymizer import DateTimeAnonymizer
+    from dicognito.randomizer import Randomizer
+    from dicognito.value_keeper import ValueKeeper
+
+    class KeyedRandomizer(Randomizer):
+        def __init__(self) -> None:
+            super().__init__(seed="")
+
+        def to_int(self, original_value: str) -> int:
+            digest = hmac.new(key, f"dicognito\0{original_value}".encode(), hashlib.sha256).digest()
+            return int.from_bytes(digest[:16], "big")  # 128 bits, as dicognito's MD5 gave
+
+    anonymizer = Anonymizer()
+    keyed = KeyedRandomizer()
+    dates = DateTimeAnonymizer(0)
+    handlers = anonymizer._element_handlers  # dicognito has no public way to swap them
+    for index, handler in enumerate(handlers):
+        if isinstance(handler, DateTimeAnonymizer):
+            handlers[index] = dates
+        for name, value in vars(handler).items():
+            if isinstance(value, Randomizer):
+                setattr(handler, name, keyed)
+    unkeyed = [h for h in handlers for v in vars(h).values() if isinstance(v, Randomizer) and v is not keyed]
+    if unkeyed or dates not in handlers:
+        raise DeidentificationError(
+            f"This dicognito version's handlers could not all be keyed ({unkeyed or 'no date handler'}); "
+            "install the version dicomtrolley[deidentify] names"
+        )
+    anonymizer.add_element_handler(ValueKeeper("StationName"))
+    return anonymizer, dates
+
+
+def _parse_private_tag(tag: str) -> tuple[int, str, int]:
+    match = _PRIVATE_TAG.match(tag)
+    assert match is not None  # checked by DeidentifyOptions
+    return int(match.group(1), 16), match.group(2), int(match.group(3), 16)
+
+
+def _kept(dataset: Dataset, group: int, element: int, keep: set[tuple[int, str, int]]) -> bool:
+    if not keep or element < 0x1000:
+        return False
+    creator = dataset.get((group, element >> 8))
+    return creator is not None and (group, str(creator.value), element & 0xFF) in keep
+
+
+def _string_elements(dataset: Dataset) -> list[DataElement]:
+    """Every string-valued element at every depth, file meta included."""
+    found: list[DataElement] = []
+
+    def visit(_: Dataset, element: DataElement) -> None:
+        if element.VR in _STRING_VRS and element.value not in (None, ""):
+            found.append(element)
+
+    dataset.walk(visit)
+    if getattr(dataset, "file_meta", None) is not None:
+        dataset.file_meta.walk(visit)
+    return found
+
+
+def _clean_descriptors(before: list[tuple[DataElement, Any]]) -> None:
+    """Cut every value the profile replaced out of the free text it left (the Clean Descriptors option)."""
+    tokens = _identifier_tokens([(element.VR, old) for element, old in before if element.value != old])
+    left = [(element, old) for element, old in before if element.VR in _TEXT_VRS and element.value == old]
+    suspects = [element for element, old in left if any(t in str(old).lower() for t in tokens)]
+    if not suspects:
+        return
+    alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
+    pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    for element in suspects:
+        if isinstance(element.value, (list, MultiValue)):
+            element.value = [pattern.sub(_CLEANED, str(v)) for v in element.value]
+        else:
+            element.value = pattern.sub(_CLEANED, str(element.value))
+
+
+def _identifier_tokens(values: list[tuple[str, Any]]) -> set[str]:
+    """Each replaced value, the parts of each name, and each date as people write it; lower case."""
+    tokens: set[str] = set()
+    for vr, value in values:
+        for item in value if isinstance(value, (list, MultiValue)) else [value]:
+            text = str(item).strip().lower()
+            tokens.add(text)
+            if vr == "PN":
+                tokens.update(re.split(r"[\^=\s,]+", text))
+            tokens.update(_date_spellings(text))
+    return {t for t in tokens if len(t) >= 2}
+
+
+def _date_spellings(text: str) -> list[str]:
+    if not re.fullmatch(r"\d{8}", text):
+        return []
+    try:
+        day = datetime.strptime(text, "%Y%m%d")  # a calendar date, no zone
+    except ValueError:
+        return []
+    return [day.strftime(f) for f in ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d")]
+
+
+def _declare_profile(dataset: Dataset) -> None:
+    """Say in the file what was done (PS3.15 E.1.1): identity removed, dates modified, which options."""
+    if str(dataset.get("BurnedInAnnotation", "")).upper() != "YES":
+        dataset.PatientIdentityRemoved = "YES"
+    dataset.LongitudinalTemporalInformationModified = "MODIFIED"
+    codes = []
+    for value, meaning in _PROFILE_CODES:
+        code = Dataset()
+        code.add_new(0x00080100, "SH", value)  # CodeValue
+        code.add_new(0x00080102, "SH", "DCM")  # CodingSchemeDesignator
+        code.add_new(0x00080104, "LO", meaning)  # CodeMeaning
+        codes.append(code)
+    dataset.DeidentificationMethodCodeSequence = codes
+
+
+# ---------------------------------------------------------------- one instance, bytes to bytes
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What pseudonymising one instance's bytes gave (small, so it crosses a process boundary cheaply)."""
+
+    original: InstanceReference
+    quarantine: str | None = None
+    header: bytes = b""
+    """The pseudonymised encoding up to the pixel data, or of the whole instance when ``tail`` is None."""
+    tail: tuple[int, int] | None = None
+    """The span of the original bytes that follows ``header`` unchanged: the pixel data."""
+    pseudonyms: Pseudonyms | None = None
+
+
+def _pseudonymise(deidentifier: Deidentifier, data: bytes) -> _Outcome:
+    """Decode, check, pseudonymise and re-encode one instance.
+
+    Only the attributes before the pixel data are decoded and encoded again;
+    the pixel data is copied as it came, byte for byte, unless something
+    follows it (then the whole instance goes through pydicom).
+    """
+    stream = io.BytesIO(data)
+    dataset = pydicom.dcmread(stream, force=True, stop_before_pixels=True)
+    tail = _pixel_span(data, stream.tell(), dataset)
+    if tail is None:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+    original = InstanceReference(
+        str(dataset.get("StudyInstanceUID", "")), str(dataset.get("SeriesInstanceUID", "")),
+        str(dataset.get("SOPInstanceUID", "")),
+    )
+    reason = deidentifier.quarantine_reason(dataset)
+    if reason is not None:
+        return _Outcome(original, quarantine=reason)
+    pseudonyms = deidentifier.deidentify(dataset)
+    encoded = io.BytesIO()
+    pydicom.dcmwrite(encoded, dataset, enforce_file_format=True)
+    return _Outcome(original, header=encoded.getvalue(), tail=tail, pseudonyms=pseudonyms)
+
+
+def _pixel_span(data: bytes, start: int, dataset: Dataset) -> tuple[int, int] | None:
+    """Where the pixel data element that starts at ``start`` ends, if it is the last thing in ``data``.
+
+    None when its bytes cannot simply be copied: a deflated or big-endian
+    dataset, no file meta, or attributes after the pixel data.
+    """
+    meta = getattr(dataset, "file_meta", None)
+    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
+    if not syntax or syntax.is_deflated or not syntax.is_little_endian:
+        return None
+    if start >= len(data):
+        return (len(data), len(data))
+    if syntax.is_implicit_VR:
+        length, position = struct.unpack_from("<I", data, start + 4)[0], start + 8
+    elif data[start + 4:start + 6] in (b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN"):
+        length, position = struct.unpack_from("<I", data, start + 8)[0], start + 12
+    else:
+        length, position = struct.unpack_from("<H", data, start + 6)[0], start + 8
+    if length == _UNDEFINED:
+        while position + 8 <= len(data):
+            group, element, length = struct.unpack_from("<HHI", data, position)
+            position += 8
+            if (group, element) == (0xFFFE, 0xE0DD):
+                break
+            position += length
+    else:
+        position += length
+    return (start, position) if position == len(data) else None
+
+
+_WORKER: Deidentifier | None = None
+
+
+def _start_worker(deidentifier: Deidentifier) -> None:
+    global _WORKER  # one per worker process, set at its start
+    _WORKER = deidentifier
+
+
+def _pseudonymise_in_worker(data: bytes) -> _Outcome:
+    assert _WORKER is not None, "worker process started without its deidentifier"
+    return _pseudonymise(_WORKER, data)
+
+
+# ---------------------------------------------------------------- on the way to disk
+
+
+class DeidentifyingStorage(StorageDir):
+    """A storage that pseudonymises each instance, then lets the storage it wraps write it.
+
+    :meth:`save` returns the instance's *original* reference (what the
+    download asked for and checks arrival against) with the pseudonymised
+    path. An instance to quarantine raises :class:`InstanceQuarantinedError`
+    and is not written. The decoding and encoding run in a bounded pool of
+    worker processes (``processes``), so several cores share them.
+
+    Parameters
+    ----------
+    storage
+        Where the pseudonymised files go; its template sees pseudonymised values.
+    deidentifier
+        What pseudonymises them.
+    """
+
+    def __init__(self, storage: StorageDir, deidentifier: Deidentifier) -> None:
+        # Not StorageDir.__init__: everything on disk is the wrapped storage's.
+        self.storage = storage
+        self.deidentifier = deidentifier
+        self.path = storage.path
+        self.template = storage.template
+        mapping = deidentifier.options.mapping
+        if mapping is not None and not deidentifier.options.mapping_in_output and _inside(mapping, storage.path):
+            raise DeidentificationError(
+                f"The mapping table {mapping} re-identifies, but lies inside the output folder {storage.path}; "
+                "write it elsewhere, or allow it with mapping_in_output"
+            )
+        self.mapping = MappingTable(mapping) if mapping is not None else None
+        self.processes = deidentifier.options.processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"DeidentifyingStorage({self.storage!r})"
+
+    def at(self, path: str | os.PathLike[str]) -> DeidentifyingStorage:
+        """The same pseudonymisation, writing under another folder."""
+        return DeidentifyingStorage(self.storage.at(path), self.deidentifier)
+
+    def is_occupied(self) -> bool:
+        """True when the output folder exists and holds anything."""
+        return self.storage.is_occupied()
+
+    def has(self, attributes: Mapping[str, Any] | Dataset) -> bool:
+        """True when the instance with these *original* attributes is complete on disk, pseudonymised.
+
+        Pseudonyms are keyed functions of the originals, so the path can be
+        computed without the file; a template of dates also needs the PatientID
+        (for the date shift), and without it the instance is fetched again.
+        """
+        fields = set(self.template.fields)
+        if any(attributes.get(name) in (None, "") for name in fields):
+            return False
+        dataset = Dataset()
+        dataset.file_meta = FileMetaDataset()
+        for name in fields | {"PatientID", "PatientSex"}:
+            value = attributes.get(name)
+            if value not in (None, ""):
+                setattr(dataset, name, value.value if isinstance(value, DataElement) else value)
+        if "PatientID" not in dataset and any(dataset[name].VR in ("DA", "DT", "TM") for name in fields):
+            return False
+        self.deidentifier.deidentify(dataset)
+        return self.storage.has(dataset)
+
+    def save(self, part: InstancePart) -> SavedInstance:
+        """Pseudonymise one instance and write it through the wrapped storage.
+
+        Raises
+        ------
+        InstanceQuarantinedError
+            The instance is held back (see :meth:`Deidentifier.quarantine_reason`); nothing is written.
+        StorageError
+            The bytes are not DICOM, or the wrapped storage could not write them.
+        """
+        part.body.seek(0)
+        data = part.body.read()
+        try:
+            pool = self._worker_pool()
+            outcome = (
+                pool.submit(_pseudonymise_in_worker, data).result() if pool else _pseudonymise(self.deidentifier, data)
+            )
+        except (InvalidDicomError, ValueError, KeyError, struct.error) as error:
+            raise StorageError(f"Cannot pseudonymise the downloaded bytes ({part.size} bytes): {error}") from error
+        if outcome.quarantine is not None:
+            logger.info("Quarantined %s: %s", outcome.original.instance_uid, outcome.quarantine)
+            raise InstanceQuarantinedError(Quarantined(outcome.original, outcome.quarantine))
+        if self.mapping is not None and outcome.pseudonyms is not None:
+            self.mapping.add(outcome.pseudonyms)  # before the file, so every file written can be re-identified
+        body = io.BytesIO(outcome.header + (data[slice(*outcome.tail)] if outcome.tail else b""))
+        del data
+        try:
+            saved = self.storage.save(
+                InstancePart(body, len(body.getbuffer()), part.content_type, part.source, None, part.headers)
+            )
+        finally:
+            body.close()
+        return replace(saved, reference=outcome.original)
+
+    def _worker_pool(self) -> ProcessPoolExecutor | None:
+        """The worker processes, started at first use; None to work in the calling thread."""
+        if self.processes < 2:
+            return None
+        with self._pool_lock:
+            if self._pool is None and not self._closed:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload([__name__])
+                self._pool = ProcessPoolExecutor(
+                    self.processes, mp_context=context, initializer=_start_worker, initargs=(self.deidentifier,)
+                )
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes; a later :meth:`save` works in the calling thread."""
+        with self._pool_lock:
+            pool, self._pool, self._closed = self._pool, None, True
+        if pool is not None:
+            pool.shutdown()
+
+    def parallel(self, sink: PartSink, failures: list[FetchFailure]) -> _ParallelSink:
+        """``sink`` run on background threads, so one stream keeps every worker process busy.
+
+        Use it as a context manager around a fetch: on exit it waits for every
+        part, stops the worker processes, and appends the parts whose ``sink``
+        raised to ``failures``.
+        """
+        return _ParallelSink(self, sink, failures)
+
+
+class _ParallelSink:
+    """A part sink that hands each part to a background thread and returns; bounded in flight."""
+
+    def __init__(self, storage: DeidentifyingStorage, sink: PartSink, failures: list[FetchFailure]) -> None:
+        self._storage = storage
+        self._sink = sink
+        self._failures = failures
+        depth = max(1, 2 * storage.processes)
+        self._threads = ThreadPoolExecutor(depth, thread_name_prefix="dicomtrolley-deidentify")
+        self._slots = threading.BoundedSemaphore(depth)
+        self._errors: list[tuple[InstancePart, Exception]] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> PartSink:
+        if self._storage.processes < 2:
+            return self._sink
+        self._storage._worker_pool()  # start the workers now, while the search runs
+        return self
+
+    def __call__(self, part: InstancePart) -> None:
+        with self._lock:
+            if self._errors:
+                _, error = self._errors.pop(0)
+                raise error  # an earlier part of this stream failed: the downloader records it
+        part.body.seek(0)
+        copy = InstancePart(
+            io.BytesIO(part.body.read()), part.size, part.content_type, part.source, part.reference, part.headers
+        )
+        self._slots.acquire()
+        self._threads.submit(self._run, copy)
+
+    def _run(self, part: InstancePart) -> None:
+        try:
+            self._sink(part)
+        except Exception as error:  # noqa: BLE001 - handed back to the downloader, or listed as a failure
+            with self._lock:
+                self._errors.append((part, error))
+        finally:
+            part.close()
+            self._slots.release()
+
+    def __exit__(self, *exc: object) -> None:
+        self._threads.shutdown(wait=True)
+        self._storage.close()
+        for part, error in self._errors:
+            target: Reference = part.reference or part.source or StudyReference("unknown")
+            self._failures.append(FetchFailure(target, error))
+        self._errors.clear()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+class MappingTable:
+    """The CSV table from original to pseudonymous identifiers, one row per study, appended as studies arrive.
+
+    Rows already in the file are not written again, so one table can collect
+    many runs and batches.
+    """
+
+    COLUMNS = (
+        "PatientID", "PseudonymousPatientID", "StudyInstanceUID", "PseudonymousStudyInstanceUID",
+        "AccessionNumber", "PseudonymousAccessionNumber", "DateShiftDays",
+    )
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._studies: set[str] = set()
+        if self.path.is_file():
+            with self.path.open(newline="", encoding="utf-8") as file:
+                self._studies = {row["StudyInstanceUID"] for row in csv.DictReader(file) if row.get("StudyInstanceUID")}
+
+    def add(self, pseudonyms: Pseudonyms) -> None:
+        """Append the row of this instance's study, unless the table has it."""
+        with self._lock:
+            if pseudonyms.study_uid in self._studies:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.is_file() or self.path.stat().st_size == 0
+            with self.path.open("a", newline="", encoding="utf-8") as file:
+                writer = csv.writer(file)
+                if new:
+                    writer.writerow(self.COLUMNS)
+                writer.writerow([
+                    pseudonyms.patient_id, pseudonyms.pseudonymous_patient_id,
+                    pseudonyms.study_uid, pseudonyms.pseudonymous_study_uid,
+                    pseudonyms.accession_number, pseudonyms.pseudonymous_accession_number,
+                    pseudonyms.date_shift_days,
+                ])
+            self._studies.add(pseudonyms.study_uid)
