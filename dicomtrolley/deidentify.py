@@ -579,6 +579,8 @@ def _pseudonymise(deidentifier: Deidentifier, data: bytes) -> _Outcome:
         str(dataset.get("StudyInstanceUID", "")), str(dataset.get("SeriesInstanceUID", "")),
         str(dataset.get("SOPInstanceUID", "")),
     )
+    if not original.instance_uid or "TransferSyntaxUID" not in getattr(dataset, "file_meta", ()):
+        raise InvalidDicomError("not a DICOM Part 10 instance: no SOPInstanceUID or no file meta information")
     reason = deidentifier.quarantine_reason(dataset)
     if reason is not None:
         return _Outcome(original, quarantine=reason)
