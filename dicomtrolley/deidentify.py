@@ -42,7 +42,6 @@ import logging
 import multiprocessing
 import os
 import re
-import struct
 import sys
 import threading
 from collections.abc import Mapping
@@ -60,6 +59,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
+from dicomtrolley._header import pixel_data_span
 from dicomtrolley.core import (
     FetchFailure,
     InstancePart,
@@ -101,7 +101,6 @@ MIN_KEY_BYTES = 16
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 _STRING_VRS = _TEXT_VRS | {"PN", "DA", "DT", "TM", "UI", "CS", "AE", "AS", "IS", "DS", "UR"}
 _CLEANED = "***"
-_UNDEFINED = 0xFFFFFFFF
 _PRIVATE_TAG = re.compile(r"^\s*([0-9A-Fa-f]{4})\s*,\s*(.+?)\s*,\s*([0-9A-Fa-f]{2})\s*$")
 
 # PS3.16 CID 7050, De-identification Method: what was applied, for the file's readers.
@@ -552,29 +551,17 @@ def _declare_profile(dataset: Dataset) -> None:
 
 @dataclass(frozen=True)
 class _Outcome:
-    """What pseudonymising one instance's bytes gave (small, so it crosses a process boundary cheaply)."""
+    """What pseudonymising one instance gave (small, so it crosses a process boundary cheaply)."""
 
     original: InstanceReference
     quarantine: str | None = None
-    header: bytes = b""
-    """The pseudonymised encoding up to the pixel data, or of the whole instance when ``tail`` is None."""
-    tail: tuple[int, int] | None = None
-    """The span of the original bytes that follows ``header`` unchanged: the pixel data."""
+    encoded: bytes = b""
     pseudonyms: Pseudonyms | None = None
 
 
 def _pseudonymise(deidentifier: Deidentifier, data: bytes) -> _Outcome:
-    """Decode, check, pseudonymise and re-encode one instance.
-
-    Only the attributes before the pixel data are decoded and encoded again;
-    the pixel data is copied as it came, byte for byte, unless something
-    follows it (then the whole instance goes through pydicom).
-    """
-    stream = io.BytesIO(data)
-    dataset = pydicom.dcmread(stream, force=True, stop_before_pixels=True)
-    tail = _pixel_span(data, stream.tell(), dataset)
-    if tail is None:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+    """Decode, check, pseudonymise and re-encode an instance, or the part of it before its pixel data."""
+    dataset = pydicom.dcmread(io.BytesIO(data), force=True)
     original = InstanceReference(
         str(dataset.get("StudyInstanceUID", "")), str(dataset.get("SeriesInstanceUID", "")),
         str(dataset.get("SOPInstanceUID", "")),
@@ -587,37 +574,7 @@ def _pseudonymise(deidentifier: Deidentifier, data: bytes) -> _Outcome:
     pseudonyms = deidentifier.deidentify(dataset)
     encoded = io.BytesIO()
     pydicom.dcmwrite(encoded, dataset, enforce_file_format=True)
-    return _Outcome(original, header=encoded.getvalue(), tail=tail, pseudonyms=pseudonyms)
-
-
-def _pixel_span(data: bytes, start: int, dataset: Dataset) -> tuple[int, int] | None:
-    """Where the pixel data element that starts at ``start`` ends, if it is the last thing in ``data``.
-
-    None when its bytes cannot simply be copied: a deflated or big-endian
-    dataset, no file meta, or attributes after the pixel data.
-    """
-    meta = getattr(dataset, "file_meta", None)
-    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
-    if not syntax or syntax.is_deflated or not syntax.is_little_endian:
-        return None
-    if start >= len(data):
-        return (len(data), len(data))
-    if syntax.is_implicit_VR:
-        length, position = struct.unpack_from("<I", data, start + 4)[0], start + 8
-    elif data[start + 4:start + 6] in (b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN"):
-        length, position = struct.unpack_from("<I", data, start + 8)[0], start + 12
-    else:
-        length, position = struct.unpack_from("<H", data, start + 6)[0], start + 8
-    if length == _UNDEFINED:
-        while position + 8 <= len(data):
-            group, element, length = struct.unpack_from("<HHI", data, position)
-            position += 8
-            if (group, element) == (0xFFFE, 0xE0DD):
-                break
-            position += length
-    else:
-        position += length
-    return (start, position) if position == len(data) else None
+    return _Outcome(original, encoded=encoded.getvalue(), pseudonyms=pseudonyms)
 
 
 _WORKER: Deidentifier | None = None
@@ -715,20 +672,28 @@ class DeidentifyingStorage(StorageDir):
         """
         part.body.seek(0)
         data = part.body.read()
+        # Only the attributes before the pixel data are decoded and re-encoded (and sent to
+        # a worker); the pixel data is copied as it came, unless something follows it.
+        span = pixel_data_span(data)
+        if span is None or span[1] != len(data):
+            span = (len(data), len(data))
+        head = data[:span[0]]
         try:
             pool = self._worker_pool()
             outcome = (
-                pool.submit(_pseudonymise_in_worker, data).result() if pool else _pseudonymise(self.deidentifier, data)
+                pool.submit(_pseudonymise_in_worker, head).result() if pool else _pseudonymise(self.deidentifier, head)
             )
-        except (InvalidDicomError, ValueError, KeyError, struct.error) as error:
+        except (InvalidDicomError, ValueError, KeyError) as error:
             raise StorageError(f"Cannot pseudonymise the downloaded bytes ({part.size} bytes): {error}") from error
         if outcome.quarantine is not None:
             logger.info("Quarantined %s: %s", outcome.original.instance_uid, outcome.quarantine)
             raise InstanceQuarantinedError(Quarantined(outcome.original, outcome.quarantine))
         if self.mapping is not None and outcome.pseudonyms is not None:
             self.mapping.add(outcome.pseudonyms)  # before the file, so every file written can be re-identified
-        body = io.BytesIO(outcome.header + (data[slice(*outcome.tail)] if outcome.tail else b""))
-        del data
+        body = io.BytesIO(outcome.encoded)
+        body.seek(0, io.SEEK_END)
+        body.write(memoryview(data)[span[0]:])
+        del data, head
         try:
             saved = self.storage.save(
                 InstancePart(body, len(body.getbuffer()), part.content_type, part.source, None, part.headers)
@@ -743,8 +708,12 @@ class DeidentifyingStorage(StorageDir):
             return None
         with self._pool_lock:
             if self._pool is None and not self._closed:
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload([__name__])
+                # Forking a process that runs a single thread is safe (no lock can be held
+                # by another thread) and starts workers at once; otherwise a fork server.
+                single = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+                context = multiprocessing.get_context("fork" if single else "forkserver")
+                if not single:
+                    multiprocessing.set_forkserver_preload([__name__])
                 self._pool = ProcessPoolExecutor(
                     self.processes, mp_context=context, initializer=_start_worker, initargs=(self.deidentifier,)
                 )
@@ -783,14 +752,12 @@ class _ParallelSink:
     def __enter__(self) -> PartSink:
         if self._storage.processes < 2:
             return self._sink
-        self._storage._worker_pool()  # start the workers now, while the search runs
+        pool = self._storage._worker_pool()
+        if pool is not None:
+            pool.submit(os.getpid)  # start the workers before the first part arrives
         return self
 
     def __call__(self, part: InstancePart) -> None:
-        with self._lock:
-            if self._errors:
-                _, error = self._errors.pop(0)
-                raise error  # an earlier part of this stream failed: the downloader records it
         part.body.seek(0)
         copy = InstancePart(
             io.BytesIO(part.body.read()), part.size, part.content_type, part.source, part.reference, part.headers
@@ -801,7 +768,7 @@ class _ParallelSink:
     def _run(self, part: InstancePart) -> None:
         try:
             self._sink(part)
-        except Exception as error:  # noqa: BLE001 - handed back to the downloader, or listed as a failure
+        except Exception as error:  # noqa: BLE001 - listed as a failure of its target when the fetch ends
             with self._lock:
                 self._errors.append((part, error))
         finally:

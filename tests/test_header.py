@@ -156,3 +156,33 @@ def test_truncated_instance_is_read_as_far_as_it_goes() -> None:
 def test_text_of_a_value_and_of_an_absent_attribute(no_pydicom_reader: None) -> None:
     found = read_header(encode(instance()), ["SeriesNumber", "AccessionNumber"])
     assert (found.text("SeriesNumber"), found.text("AccessionNumber")) == ("7", "")
+
+
+# ---------------------------------------------------------------- where the pixel data lies
+
+
+def _bytes(dataset: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit])
+def test_pixel_data_span_finds_the_pixel_data_element_as_pydicom_does(syntax: str) -> None:
+    ds = instance(syntax, Rows=2, Columns=2, BitsAllocated=16)
+    ds.PixelData = encapsulate([b"frame one", b"frame 2!"]) if syntax == JPEGBaseline8Bit else b"\x01\x02" * 4
+    data = _bytes(ds)
+    stream = io.BytesIO(data)
+    DCMREAD(stream, stop_before_pixels=True)
+    assert header.pixel_data_span(data) == (stream.tell(), len(data))
+
+
+def test_pixel_data_span_without_pixel_data_is_the_end() -> None:
+    ds = instance()
+    del ds.PixelData
+    data = _bytes(ds)
+    assert header.pixel_data_span(data) == (len(data), len(data))
+
+
+def test_pixel_data_span_leaves_a_deflated_dataset_to_pydicom() -> None:
+    assert header.pixel_data_span(_bytes(instance(DeflatedExplicitVRLittleEndian))) is None
