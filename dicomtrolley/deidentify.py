@@ -356,8 +356,7 @@ class Deidentifier:
         study_uid = str(dataset.get("StudyInstanceUID", ""))
         accession = str(dataset.get("AccessionNumber", ""))
         shift = self.date_shift_days(patient_id)
-        self._remove_what_dicognito_leaves(dataset)
-        before = [(element, element.value) for element in _string_elements(dataset)]
+        before = self._remove_what_dicognito_leaves(dataset)
         anonymizer, dates = self._anonymizer()
         dates.offset = timedelta(days=-shift)
         anonymizer.anonymize(dataset)
@@ -378,14 +377,17 @@ class Deidentifier:
             self._local.anonymizer = made
         return made
 
-    def _remove_what_dicognito_leaves(self, dataset: Dataset) -> None:
-        """Remove, at every depth, what Annex E removes and dicognito leaves.
+    def _remove_what_dicognito_leaves(self, dataset: Dataset) -> list[tuple[DataElement, Any]]:
+        """Remove, at every depth, what Annex E removes and dicognito leaves; return the text left.
 
-        Private attributes (except the kept ones and their creators); overlays
-        (groups 6000-601E), which can hold burned-in text; and the sequences of
-        people's identification codes (keywords ending in ``IdentificationSequence``,
-        e.g. ReferringPhysicianIdentificationSequence).
+        Removed: private attributes (except the kept ones and their creators);
+        overlays (groups 6000-601E), which can hold burned-in text; and the
+        sequences of people's identification codes (keywords ending in
+        ``IdentificationSequence``, e.g. ReferringPhysicianIdentificationSequence).
+        Returned: every string-valued element left (file meta included), with
+        its value, so that what dicognito then replaces can be told apart.
         """
+        left: list[tuple[DataElement, Any]] = []
 
         def visit(ds: Dataset, element: DataElement) -> None:
             tag = element.tag
@@ -401,8 +403,13 @@ class Deidentifier:
                 element.VR == "SQ" and element.keyword.endswith("IdentificationSequence")
             ):
                 del ds[tag]
+            elif element.VR in _STRING_VRS and element.value not in (None, ""):
+                left.append((element, element.value))
 
         dataset.walk(visit)
+        if getattr(dataset, "file_meta", None) is not None:
+            dataset.file_meta.walk(visit)
+        return left
 
     # ------------------------------------------------------------ storage
 
@@ -476,20 +483,6 @@ def _kept(dataset: Dataset, group: int, element: int, keep: set[tuple[int, str, 
         return False
     creator = dataset.get((group, element >> 8))
     return creator is not None and (group, str(creator.value), element & 0xFF) in keep
-
-
-def _string_elements(dataset: Dataset) -> list[DataElement]:
-    """Every string-valued element at every depth, file meta included."""
-    found: list[DataElement] = []
-
-    def visit(_: Dataset, element: DataElement) -> None:
-        if element.VR in _STRING_VRS and element.value not in (None, ""):
-            found.append(element)
-
-    dataset.walk(visit)
-    if getattr(dataset, "file_meta", None) is not None:
-        dataset.file_meta.walk(visit)
-    return found
 
 
 def _clean_descriptors(before: list[tuple[DataElement, Any]]) -> None:
