@@ -242,17 +242,21 @@ def test_a_second_run_finds_the_pseudonymised_files_and_fetches_nothing(
     assert again.ok
 
 
+def run_command_line(server: OrthancServer, tmp_path: Path, config: str, *options: str) -> int:
+    """``dicomtrolley download`` of every identifying study into ``tmp_path/out``, with this config file."""
+    (tmp_path / "deid.toml").write_text(config, encoding="utf-8")
+    return main(["download", server.dicomweb_url, *STUDY_UIDS, "-o", str(tmp_path / "out"), "--no-progress",
+                 "--deidentify", str(tmp_path / "deid.toml"), *options])
+
+
 def test_command_line_pseudonymises_writes_the_mapping_and_counts_the_quarantined(
     server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "deid.toml"
-    config.write_text("max_date_shift_days = 30\n", encoding="utf-8")
     monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)
-    status = main(["download", server.dicomweb_url, *STUDY_UIDS, "-o", str(tmp_path / "out"), "--no-progress",
-                   "--deidentify", str(config), "--mapping", str(tmp_path / "mapping.csv")])
+    status = run_command_line(server, tmp_path, "max_date_shift_days = 30\n", "--mapping", str(tmp_path / "map.csv"))
     assert status == 0
     assert "3 instances quarantined" in capsys.readouterr().err
-    assert len((tmp_path / "mapping.csv").read_text(encoding="utf-8").splitlines()) == 1 + len(STUDIES)
+    assert len((tmp_path / "map.csv").read_text(encoding="utf-8").splitlines()) == 1 + len(STUDIES)
     for ds in datasets(tmp_path / "out"):
         assert ds.PatientID not in (HILDEGUND.patient_id, KENJIRO.patient_id)
 
@@ -260,13 +264,9 @@ def test_command_line_pseudonymises_writes_the_mapping_and_counts_the_quarantine
 def test_command_line_without_a_key_stops_before_downloading(
     server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "deid.toml"
-    config.write_text("", encoding="utf-8")
     monkeypatch.delenv("DICOMTROLLEY_DEID_KEY", raising=False)
     monkeypatch.setattr("dicomtrolley.deidentify._keyring_key", lambda: None)
-    status = main(["download", server.dicomweb_url, *STUDY_UIDS, "-o", str(tmp_path / "out"), "--no-progress",
-                   "--deidentify", str(config)])
-    assert status == 3
+    assert run_command_line(server, tmp_path, "") == 3
     assert "No pseudonymisation key" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -274,13 +274,17 @@ def test_command_line_without_a_key_stops_before_downloading(
 def test_command_line_names_a_wrong_option(
     server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "deid.toml"
-    config.write_text("max_date_shift = 30\n", encoding="utf-8")
     monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)
-    status = main(["download", server.dicomweb_url, *STUDY_UIDS, "-o", str(tmp_path / "out"),
-                   "--deidentify", str(config)])
-    assert status == 3
+    assert run_command_line(server, tmp_path, "max_date_shift = 30\n") == 3
     assert "max_date_shift: unknown option" in capsys.readouterr().err
+
+
+def test_command_line_refuses_a_mapping_without_deidentify(
+    server: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["download", server.dicomweb_url, STUDY_UIDS[0], "-o", str(tmp_path), "--mapping", "map.csv"])
+    assert status == 3
+    assert "--mapping needs --deidentify" in capsys.readouterr().err
 
 
 def _day(text: str) -> date:
