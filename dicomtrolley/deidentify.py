@@ -77,11 +77,6 @@ from dicomtrolley.exceptions import (
 )
 from dicomtrolley.storage import SavedInstance, StorageDir
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 if TYPE_CHECKING:
     from dicognito.anonymizer import Anonymizer
     from dicognito.datetimeanonymizer import DateTimeAnonymizer
@@ -232,6 +227,11 @@ class DeidentifyOptions(BaseModel):
             The file cannot be read or parsed, or a key is unknown or has a wrong value
             (the message names the key).
         """
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # Python 3.10: the deidentify extra installs tomli
+            import tomli as tomllib
+
         source = Path(path)
         try:
             raw = tomllib.loads(source.read_text(encoding="utf-8"))

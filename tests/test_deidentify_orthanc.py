@@ -13,6 +13,7 @@ import requests
 
 from dicomtrolley.cli import main
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
+from dicomtrolley.dimse_retrieve import DICOMCGet
 from dicomtrolley.exceptions import DeidentificationError
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.trolley import DownloadSummary, Trolley
@@ -140,6 +141,20 @@ def test_worker_processes_and_the_downloading_thread_write_the_same_bytes(
     download(server, tmp_path / "processes", processes=2)
     download(server, tmp_path / "thread", processes=0)
     assert files(tmp_path / "processes") == files(tmp_path / "thread")
+
+
+def test_a_c_get_download_is_pseudonymised_the_same_way(server: OrthancServer, tmp_path: Path) -> None:
+    download(server, tmp_path / "wado-rs")
+    cget = DICOMCGet("127.0.0.1", server.dicom_port, aec=server.aet)
+    trolley = Trolley(QidoRS(requests.Session(), server.dicomweb_url), cget)
+    summary = trolley.download(STUDY_UIDS, tmp_path / "c-get", progress=False, deidentify=Deidentifier(key=KEY))
+    assert summary.ok
+    assert len(summary.quarantined) == 3
+    assert files(tmp_path / "c-get").keys() == files(tmp_path / "wado-rs").keys()
+    for path in files(tmp_path / "c-get"):
+        by_cget, by_wado = (pydicom.dcmread(tmp_path / kind / path) for kind in ("c-get", "wado-rs"))
+        assert by_cget.PatientID == by_wado.PatientID
+        assert by_cget.PixelData == by_wado.PixelData
 
 
 def test_each_patients_dates_move_back_by_one_number_of_days(server: OrthancServer, tmp_path: Path) -> None:
