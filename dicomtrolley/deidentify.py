@@ -35,34 +35,36 @@ to outputs or logs. Needs ``pip install dicomtrolley[deidentify]``.
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import hmac
 import io
 import logging
 import multiprocessing
 import os
-import re
 import sys
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pydicom
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
+from dicomtrolley._annex_e import (
+    PRIVATE_TAG,
+    clean_descriptors,
+    declare_profile,
+    keyed_anonymizer,
+    parse_private_tag,
+    remove_what_dicognito_leaves,
+)
 from dicomtrolley._header import pixel_data_span
 from dicomtrolley.core import (
     FetchFailure,
@@ -96,22 +98,6 @@ KEYRING_USER = "deidentify"
 
 MIN_KEY_BYTES = 16
 """A shorter key (under 128 bits) is refused: it could be guessed, and with it every pseudonym reversed."""
-
-_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
-_STRING_VRS = _TEXT_VRS | {"PN", "DA", "DT", "TM", "UI", "CS", "AE", "AS", "IS", "DS", "UR"}
-_CLEANED = "***"
-_METHOD_CODES = 0x00120064  # DeidentificationMethodCodeSequence
-_PRIVATE_TAG = re.compile(r"^\s*([0-9A-Fa-f]{4})\s*,\s*(.+?)\s*,\s*([0-9A-Fa-f]{2})\s*$")
-
-# PS3.16 CID 7050, De-identification Method: what was applied, for the file's readers.
-_PROFILE_CODES = (
-    ("113100", "Basic Application Confidentiality Profile"),
-    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-    ("113108", "Retain Patient Characteristics Option"),
-    ("113109", "Retain Device Identity Option"),
-    ("113105", "Clean Descriptors Option"),
-)
-
 
 # ---------------------------------------------------------------- the key
 
@@ -217,7 +203,7 @@ class DeidentifyOptions(BaseModel):
     @classmethod
     def _private_tag_form(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
         for tag in tags:
-            match = _PRIVATE_TAG.match(tag)
+            match = PRIVATE_TAG.match(tag)
             if not match or int(match.group(1), 16) % 2 == 0:
                 raise ValueError(f"{tag!r} is not 'gggg,PRIVATE CREATOR,ee' with an odd group")
         return tags
@@ -312,7 +298,7 @@ class Deidentifier:
         else:
             self._key = _checked(key.encode("utf-8") if isinstance(key, str) else bytes(key), "the key argument")
         _require_dicognito()
-        self._keep = {_parse_private_tag(tag) for tag in self.options.keep_private_tags}
+        self._keep = {parse_private_tag(tag) for tag in self.options.keep_private_tags}
         self._local = threading.local()
 
     @classmethod
@@ -361,12 +347,12 @@ class Deidentifier:
         study_uid = str(dataset.get("StudyInstanceUID", ""))
         accession = str(dataset.get("AccessionNumber", ""))
         shift = self.date_shift_days(patient_id)
-        before = self._remove_what_dicognito_leaves(dataset)
+        before = remove_what_dicognito_leaves(dataset, self._keep)
         anonymizer, dates = self._anonymizer()
         dates.offset = timedelta(days=-shift)
         anonymizer.anonymize(dataset)
-        _clean_descriptors(before)
-        _declare_profile(dataset)
+        clean_descriptors(before)
+        declare_profile(dataset)
         return Pseudonyms(
             patient_id, str(dataset.get("PatientID", "")),
             study_uid, str(dataset.get("StudyInstanceUID", "")),
@@ -378,43 +364,9 @@ class Deidentifier:
         """This thread's dicognito anonymizer (its date handler is set per patient, so threads don't share it)."""
         made: tuple[Anonymizer, DateTimeAnonymizer] | None = getattr(self._local, "anonymizer", None)
         if made is None:
-            made = _keyed_anonymizer(self._key)
+            made = keyed_anonymizer(self._key)
             self._local.anonymizer = made
         return made
-
-    def _remove_what_dicognito_leaves(self, dataset: Dataset) -> list[tuple[DataElement, Any]]:
-        """Remove, at every depth, what Annex E removes and dicognito leaves; return the text left.
-
-        Removed: private attributes (except the kept ones and their creators);
-        overlays (groups 6000-601E), which can hold burned-in text; and the
-        sequences of people's identification codes (keywords ending in
-        ``IdentificationSequence``, e.g. ReferringPhysicianIdentificationSequence).
-        Returned: every string-valued element left (file meta included), with
-        its value, so that what dicognito then replaces can be told apart.
-        """
-        left: list[tuple[DataElement, Any]] = []
-
-        def visit(ds: Dataset, element: DataElement) -> None:
-            tag = element.tag
-            if tag.is_private:
-                if tag.is_private_creator:
-                    block = tag.element
-                    if any(_kept(ds, tag.group, (block << 8) | offset, self._keep) for offset in range(256)):
-                        return
-                elif _kept(ds, tag.group, tag.element, self._keep):
-                    return
-                del ds[tag]
-            elif (0x6000 <= tag.group <= 0x601E and tag.group % 2 == 0) or (
-                element.VR == "SQ" and element.keyword.endswith("IdentificationSequence")
-            ):
-                del ds[tag]
-            elif element.VR in _STRING_VRS and element.value not in (None, ""):
-                left.append((element, element.value))
-
-        dataset.walk(visit)
-        if getattr(dataset, "file_meta", None) is not None:
-            dataset.file_meta.walk(visit)
-        return left
 
     # ------------------------------------------------------------ storage
 
@@ -432,147 +384,9 @@ class Deidentifier:
 
 def _require_dicognito() -> None:
     try:
-        import dicognito  # noqa: F401
+        import dicognito.anonymizer  # noqa: F401 - loaded before worker processes fork
     except ImportError:
         raise ImportError("Pseudonymisation needs dicognito: pip install dicomtrolley[deidentify]") from None
-
-
-def _keyed_anonymizer(key: bytes) -> tuple[Anonymizer, DateTimeAnonymizer]:
-    """dicognito's anonymizer, with every pseudonym an HMAC of the original and a settable date shift.
-
-    dicognito derives its values from MD5 of a seed and the original; its
-    handlers are rebound to a randomizer that uses HMAC-SHA256 under the key.
-    The device-identity option keeps StationName, which dicognito replaces.
-    """
-    from dicognito.anonymizer import Anonymizer
-    from dicognito.datetimeanonymizer import DateTimeAnonymizer
-    from dicognito.randomizer import Randomizer
-    from dicognito.value_keeper import ValueKeeper
-
-    class KeyedRandomizer(Randomizer):
-        def __init__(self) -> None:
-            super().__init__(seed="")
-
-        def to_int(self, original_value: str) -> int:
-            digest = hmac.new(key, f"dicognito\0{original_value}".encode(), hashlib.sha256).digest()
-            return int.from_bytes(digest[:16], "big")  # 128 bits, as dicognito's MD5 gave
-
-    anonymizer = Anonymizer()
-    keyed = KeyedRandomizer()
-    dates = DateTimeAnonymizer(0)
-    handlers = anonymizer._element_handlers  # dicognito has no public way to swap them
-    for index, handler in enumerate(handlers):
-        if isinstance(handler, DateTimeAnonymizer):
-            handlers[index] = dates
-        for name, value in vars(handler).items():
-            if isinstance(value, Randomizer):
-                setattr(handler, name, keyed)
-    unkeyed = [h for h in handlers for v in vars(h).values() if isinstance(v, Randomizer) and v is not keyed]
-    if unkeyed or dates not in handlers:
-        raise DeidentificationError(
-            f"This dicognito version's handlers could not all be keyed ({unkeyed or 'no date handler'}); "
-            "install the version dicomtrolley[deidentify] names"
-        )
-    anonymizer.add_element_handler(ValueKeeper("StationName"))
-    for handler in handlers:
-        for name in ("tags", "id_tags"):  # looked up with `in` for every element: a set is faster than a list
-            if isinstance(getattr(handler, name, None), list):
-                setattr(handler, name, frozenset(getattr(handler, name)))
-    return anonymizer, dates
-
-
-def _parse_private_tag(tag: str) -> tuple[int, str, int]:
-    match = _PRIVATE_TAG.match(tag)
-    assert match is not None  # checked by DeidentifyOptions
-    return int(match.group(1), 16), match.group(2), int(match.group(3), 16)
-
-
-def _kept(dataset: Dataset, group: int, element: int, keep: set[tuple[int, str, int]]) -> bool:
-    if not keep or element < 0x1000:
-        return False
-    creator = dataset.get((group, element >> 8))
-    return creator is not None and (group, str(creator.value), element & 0xFF) in keep
-
-
-def _clean_descriptors(before: list[tuple[DataElement, Any]]) -> None:
-    """Cut every value the profile replaced out of the free text it left (the Clean Descriptors option)."""
-    tokens = _identifier_tokens([(element.VR, old) for element, old in before if element.value != old])
-    left = [(element, old) for element, old in before if element.VR in _TEXT_VRS and element.value == old]
-    suspects = [element for element, old in left if any(t in str(old).lower() for t in tokens)]
-    if not suspects:
-        return
-    alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
-    pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
-    for element in suspects:
-        if isinstance(element.value, (list, MultiValue)):
-            element.value = [pattern.sub(_CLEANED, str(v)) for v in element.value]
-        else:
-            element.value = pattern.sub(_CLEANED, str(element.value))
-
-
-def _identifier_tokens(values: list[tuple[str, Any]]) -> set[str]:
-    """Each replaced value, the parts of each name, and each date as people write it; lower case."""
-    tokens: set[str] = set()
-    for vr, value in values:
-        for item in value if isinstance(value, (list, MultiValue)) else [value]:
-            text = str(item).strip().lower()
-            tokens.add(text)
-            if vr == "PN":
-                tokens.update(re.split(r"[\^=\s,]+", text))
-            tokens.update(_date_spellings(text))
-    return {t for t in tokens if len(t) >= 2}
-
-
-def _date_spellings(text: str) -> list[str]:
-    if not re.fullmatch(r"\d{8}", text):
-        return []
-    try:
-        day = datetime.strptime(text, "%Y%m%d")  # a calendar date, no zone
-    except ValueError:
-        return []
-    return [day.strftime(f) for f in ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d")]
-
-
-def _declare_profile(dataset: Dataset) -> None:
-    """Say in the file what was done (PS3.15 E.1.1): identity removed, dates modified, which options."""
-    if str(dataset.get("BurnedInAnnotation", "")).upper() != "YES":
-        dataset.PatientIdentityRemoved = "YES"
-    dataset.LongitudinalTemporalInformationModified = "MODIFIED"
-    meta = getattr(dataset, "file_meta", None)
-    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
-    if syntax and syntax.is_little_endian and not syntax.is_deflated:
-        # The same five items in every file: encoded once, not built and written each time
-        # (a fifth of the work of pseudonymising a CT header otherwise).
-        value = _encoded_profile_codes(syntax.is_implicit_VR)
-        dataset[_METHOD_CODES] = RawDataElement(
-            BaseTag(_METHOD_CODES), None if syntax.is_implicit_VR else "SQ", len(value), value, 0,
-            syntax.is_implicit_VR, True,
-        )
-    else:
-        dataset.DeidentificationMethodCodeSequence = _profile_codes()
-
-
-def _profile_codes() -> list[Dataset]:
-    codes = []
-    for value, meaning in _PROFILE_CODES:
-        code = Dataset()
-        code.CodeValue = value
-        code.CodingSchemeDesignator = "DCM"
-        code.CodeMeaning = meaning
-        codes.append(code)
-    return codes
-
-
-@functools.lru_cache(maxsize=2)
-def _encoded_profile_codes(implicit: bool) -> bytes:
-    """DeidentificationMethodCodeSequence's value, encoded little endian with explicit or implicit VRs."""
-    holder = Dataset()
-    holder.DeidentificationMethodCodeSequence = _profile_codes()
-    encoded = DicomBytesIO()
-    encoded.is_little_endian, encoded.is_implicit_VR = True, implicit
-    write_dataset(encoded, holder)
-    header = 8 if implicit else 12  # tag, (VR, reserved,) length
-    return bytes(encoded.getvalue()[header:])
 
 
 # ---------------------------------------------------------------- one instance, bytes to bytes
