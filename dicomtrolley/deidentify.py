@@ -267,7 +267,8 @@ class Deidentifier:
     """Pseudonymises datasets under a secret key; pass it to ``Trolley.download(..., deidentify=...)``.
 
     A plain object (options and key), so it pickles: a batch export can hand it
-    to worker processes. Its ``repr`` never shows the key.
+    to worker processes. Its pickle holds the key, so it is for handing over,
+    never for writing to disk; its ``repr`` never shows the key.
 
     Parameters
     ----------
