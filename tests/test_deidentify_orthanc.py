@@ -6,11 +6,13 @@ import csv
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import IO
 
 import pydicom
 import pytest
 import requests
 
+from dicomtrolley import storage
 from dicomtrolley.cli import main
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
 from dicomtrolley.dimse_retrieve import DICOMCGet
@@ -91,6 +93,25 @@ def test_no_original_identifying_value_is_anywhere_in_the_output(
         for value in (*IDENTIFYING_VALUES, *identifying.all_uids):
             for spelling in spellings(value):
                 assert spelling not in searchable, f"{value!r} found in {path}"
+
+
+def test_nothing_identifying_is_written_even_to_temporary_files(
+    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[bytes] = []
+    original = storage._write_atomically
+
+    def spy(body: IO[bytes], target: Path, *, make_folder: bool) -> None:
+        body.seek(0)
+        written.append(body.read())  # what the temporary file beside target receives
+        original(body, target, make_folder=make_folder)
+
+    monkeypatch.setattr(storage, "_write_atomically", spy)
+    download(server, tmp_path / "out")  # files are written here; worker processes only pseudonymise
+    assert len(written) == sum(len(uids) for uids in identifying.image_uids.values())
+    for data in written:
+        for value in (*IDENTIFYING_VALUES, *identifying.all_uids):
+            assert not any(spelling in data.lower() for spelling in spellings(value)), value
 
 
 def test_the_search_for_identifying_values_finds_them_in_a_plain_download(
