@@ -16,7 +16,7 @@ from dicomtrolley import storage
 from dicomtrolley.cli import main
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
 from dicomtrolley.dimse_retrieve import DICOMCGet
-from dicomtrolley.exceptions import DeidentificationError
+from dicomtrolley.exceptions import DeidentificationError, DownloadError, StorageCollisionError
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.trolley import DownloadSummary, Trolley
 from dicomtrolley.wado_rs import WadoRS
@@ -264,6 +264,22 @@ def test_the_path_template_sees_pseudonymised_values(server: OrthancServer, tmp_
     assert summary.ok
     for ds in datasets(tmp_path):
         assert (tmp_path / ds.PatientID / f"{ds.StudyDate}_{ds.AccessionNumber}" / f"{ds.SOPInstanceUID}.dcm").is_file()
+
+
+def test_an_instance_that_cannot_be_written_is_a_failure_of_its_target(server: OrthancServer, tmp_path: Path) -> None:
+    summary = trolley(server).download(
+        STUDY_UIDS, tmp_path, template="{PatientID}.dcm", on_error="collect", progress=False,
+        deidentify=Deidentifier(key=KEY),
+    )
+    assert not summary.ok
+    assert summary.written == 2  # one file per patient; the others collide with it
+    assert summary.failures
+    assert all(isinstance(f.error, StorageCollisionError) for f in summary.failures)
+    with pytest.raises(DownloadError):
+        trolley(server).download(
+            STUDY_UIDS, tmp_path / "raise", template="{PatientID}.dcm", progress=False,
+            deidentify=Deidentifier(key=KEY),
+        )
 
 
 def test_a_second_run_finds_the_pseudonymised_files_and_fetches_nothing(
