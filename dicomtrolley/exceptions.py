@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    # For the annotations only: both are made far above this module.
     from dicomtrolley.core import Quarantined
+    from dicomtrolley.results import DownloadSummary
 
 
 class DICOMTrolleyError(Exception):
@@ -76,6 +78,10 @@ class MultipartError(MalformedResponseError):
     """A multipart/related body is malformed: no boundary, truncated, unterminated."""
 
 
+class HeaderError(MalformedResponseError):
+    """The bytes of an instance are not a readable DICOM file: its header cannot be read."""
+
+
 class StorageError(DICOMTrolleyError):
     """A file could not be written, or its path would be unsafe."""
 
@@ -92,10 +98,10 @@ class DownloadError(DICOMTrolleyError):
     message
         What went wrong, in one line.
     summary
-        The :class:`~dicomtrolley.core.DownloadSummary` of the run, when there is one.
+        The :class:`~dicomtrolley.results.DownloadSummary` of the run, when there is one.
     """
 
-    def __init__(self, message: str, summary: object | None = None) -> None:
+    def __init__(self, message: str, summary: DownloadSummary | None = None) -> None:
         super().__init__(message)
         self.summary = summary
 
@@ -136,7 +142,7 @@ class InstanceQuarantinedError(DeidentificationError):
     """An instance was held back from the output folder (burned-in annotation, a quarantined SOP class).
 
     Not a failure of the download: the trolley lists ``quarantined`` in
-    :attr:`~dicomtrolley.trolley.DownloadSummary.quarantined` and goes on.
+    :attr:`~dicomtrolley.results.DownloadSummary.quarantined` and goes on.
 
     Parameters
     ----------
