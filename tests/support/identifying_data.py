@@ -17,17 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import (
-    UID,
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    SecondaryCaptureImageStorage,
-    UltrasoundImageStorage,
-    generate_uid,
-)
+from pydicom.uid import CTImageStorage, SecondaryCaptureImageStorage, UltrasoundImageStorage, generate_uid
 
+from tests.support.dicom_files import part10_dataset
 from tests.support.sample_data import UID_PREFIX
 
 
@@ -162,18 +156,8 @@ def _instance(study: StudySpec, kind: str, series_uid: str, instance_uid: str, n
     sop_class = {"secondary-capture": SecondaryCaptureImageStorage, "ultrasound": UltrasoundImageStorage}.get(
         kind, CTImageStorage
     )
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = UID(instance_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-
-    ds = Dataset()
-    ds.file_meta = meta
+    ds = part10_dataset(instance_uid, study_uid=study.uid, series_uid=series_uid, sop_class=sop_class)
     ds.SpecificCharacterSet = patient.charset
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = instance_uid
-    ds.StudyInstanceUID = study.uid
-    ds.SeriesInstanceUID = series_uid
     ds.FrameOfReferenceUID = identifying_uid("frame", study.key)
     ds.Modality = {"secondary-capture": "OT", "ultrasound": "US"}.get(kind, "CT")
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = study.date
