@@ -31,6 +31,7 @@ from dicomtrolley.core import (
     StudyReference,
     to_reference,
 )
+from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.metadata import Metadata, MetadataSource
 from dicomtrolley.preview import DEFAULT_SIZE, PreviewSource, RenderedImage, as_image, representative_instance
@@ -117,6 +118,7 @@ class Trolley:
         template: str | None = None,
         on_error: Literal["raise", "collect"] = "raise",
         progress: bool | ProgressCallback | None = None,
+        deidentify: Deidentifier | None = None,
     ) -> DownloadSummary:
         """Download studies, series or instances to disk; return what happened.
 
@@ -137,6 +139,9 @@ class Trolley:
             list every failure in the returned summary.
         progress
             ``None`` shows a bar when somebody watches; ``False`` none; a callable gets updates.
+        deidentify
+            Pseudonymise every instance before it is written (see :mod:`dicomtrolley.deidentify`);
+            paths and template then see pseudonymised values.
 
         Raises
         ------
@@ -145,11 +150,12 @@ class Trolley:
         """
         if on_error not in ("raise", "collect"):
             raise ValueError(f"on_error must be 'raise' or 'collect', not {on_error!r}")
+        storage = self._storage_for(output_dir, template)
         job = DownloadJob(
             targets=[to_reference(o) for o in _as_list(objects)],
             searcher=self.searcher,
             downloader=self._require_downloader(),
-            storage=self._storage_for(output_dir, template),
+            storage=deidentify.storage(storage) if deidentify is not None else storage,
             stop_on_failure=on_error == "raise",
         )
         return download(job, progress)
