@@ -232,7 +232,7 @@ class StorageDir:
         StorageCollisionError
             Another instance already maps to the same path.
         """
-        header = read_header(part.body, self._header_keywords)
+        header = read_header(part.body, self._header_keywords, name=_name(part))
         sop_uid = header.text("SOPInstanceUID") or header.media_sop_instance_uid
         if not sop_uid:
             raise StorageError(
@@ -265,10 +265,17 @@ class FlatStorageDir(StorageDir):
     default_template = "{SOPInstanceUID}"
 
 
+def _name(part: InstancePart) -> str:
+    """The instance a part holds, as well as it is known before its header is read."""
+    if part.reference is not None:
+        return f"instance {part.reference.instance_uid}"
+    return f"an instance of {part.source}" if part.source is not None else "an instance"
+
+
 def read_header_of_file(path: Path, keywords: Collection[str]) -> Header:
     """:func:`~dicomtrolley._header.read_header` for a file on disk."""
     with path.open("rb") as file:
-        return read_header(file, keywords)
+        return read_header(file, keywords, name=str(path))
 
 
 def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> None:

@@ -19,6 +19,7 @@ from pydicom.uid import (
 
 from dicomtrolley import _header as header
 from dicomtrolley._header import PREFIX_BYTES, Header, read_header
+from dicomtrolley.exceptions import StorageError
 
 DCMREAD = pydicom.dcmread  # kept: the no_pydicom_reader fixture replaces pydicom.dcmread
 
@@ -156,3 +157,41 @@ def test_truncated_instance_is_read_as_far_as_it_goes() -> None:
 def test_text_of_a_value_and_of_an_absent_attribute(no_pydicom_reader: None) -> None:
     found = read_header(encode(instance()), ["SeriesNumber", "AccessionNumber"])
     assert (found.text("SeriesNumber"), found.text("AccessionNumber")) == ("7", "")
+
+
+def as_un(ds: Dataset, *keywords: str) -> Dataset:
+    """The dataset with these elements encoded with VR UN, as some archives send them."""
+    for keyword in keywords:
+        element = ds[keyword]
+        raw = element.value.encode("utf-8") if isinstance(element.value, str) else bytes(element.value)
+        ds[keyword] = pydicom.DataElement(element.tag, "UN", raw + b"\0" * (len(raw) % 2))
+    return ds
+
+
+def test_uids_encoded_as_un_read_as_pydicom_reads_them(no_pydicom_reader: None) -> None:
+    body = encode(as_un(instance(), "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "StudyDate"))
+    found = read_header(body, KEYWORDS)
+    assert values(found) == by_pydicom(body)
+    assert found.get("SOPInstanceUID") == "1.2.3.4.5.6"
+
+
+def test_character_set_encoded_as_un_decodes_the_names(no_pydicom_reader: None) -> None:
+    body = encode(as_un(instance(), "SpecificCharacterSet"))
+    assert read_header(body, ["PatientName"]).get("PatientName") == "Müller^Jörg"
+
+
+def test_elements_out_of_order_are_read_as_pydicom_reads_them() -> None:
+    whole = encode(instance()).getvalue()
+    patient_id = whole.index(b"\x10\x00\x20\x00LO")
+    element = whole[patient_id:patient_id + 8 + 6]  # (0010,0020) LO "PAT-1 "
+    pixel_data = b"\xe0\x7f\x10\x00"
+    rest = whole[patient_id + len(element):].replace(pixel_data, element + pixel_data, 1)
+    body = io.BytesIO(whole[:patient_id] + rest)
+    assert read_header(body, ["PatientID", "StudyDate"]).get("PatientID") == by_pydicom(body)["PatientID"] == "PAT-1"
+
+
+def test_unreadable_bytes_raise_a_storage_error_naming_the_instance() -> None:
+    whole = encode(instance(DeflatedExplicitVRLittleEndian)).getvalue()
+    cut = io.BytesIO(whole[: len(whole) - 40])  # the deflated stream ends early: zlib.error in pydicom
+    with pytest.raises(StorageError, match=r"^instance 1\.2\.3: "):
+        read_header(cut, ["SOPInstanceUID"], name="instance 1.2.3")
