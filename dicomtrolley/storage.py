@@ -249,8 +249,11 @@ class StorageDir:
     def _claim(self, target: Path, sop_uid: str) -> None:
         with self._lock:
             owner = self._claimed.get(target)
-            if owner is None and target.is_file():
-                owner = read_header_of_file(target, ["SOPInstanceUID"]).text("SOPInstanceUID")
+            try:
+                if owner is None and target.is_file():
+                    owner = read_header_of_file(target, ["SOPInstanceUID"]).text("SOPInstanceUID")
+            except OSError as error:
+                raise StorageError(f"Could not read {target}: {error}") from error
             if owner and owner != sop_uid:
                 raise StorageCollisionError(
                     f"Instances {owner} and {sop_uid} both map to {target}; "

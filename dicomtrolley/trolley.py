@@ -38,6 +38,7 @@ from dicomtrolley.exceptions import (
     DICOMTrolleyError,
     DownloadError,
     MultipartError,
+    StorageError,
 )
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import StudyList
@@ -215,12 +216,23 @@ class Trolley:
             failures=list(plan.not_found),
         )
         received: set[InstanceReference] = set()
+        instance_failures: list[FetchFailure] = []
         lock = threading.Lock()
 
         with ProgressReporter(progress, summary.expected) as reporter:
 
             def sink(part: InstancePart) -> None:
-                saved = storage.save(part)
+                try:
+                    saved = storage.save(part)
+                except StorageError as error:
+                    target = part.reference or part.source
+                    if on_error == "raise" or target is None:
+                        raise
+                    # One instance that cannot be read or written fails alone; its stream goes on.
+                    logger.warning("Could not save an instance of %s: %s", target, error)
+                    with lock:
+                        instance_failures.append(FetchFailure(target, error))
+                    return
                 with lock:
                     received.add(saved.reference)
                     summary.written += 1
@@ -239,7 +251,7 @@ class Trolley:
                 failures += plan.list_short_series(self.searcher, received)
             if self.searcher is not None and any(isinstance(f.error, _RECOVERABLE) for f in failures):
                 failures = self._recover(downloader, plan.expected - plan.complete - received, failures, sink)
-            summary.failures.extend(failures)
+            summary.failures.extend(instance_failures + failures)
             summary.downloader_report = downloader.report()
 
         if plan.expected:

@@ -95,9 +95,13 @@ class FakeDownloader(Downloader):
     """Serves SERIES; can break a study or series stream after some parts, like a dropped connection."""
 
     def __init__(
-        self, break_after: dict[str, int] | None = None, leave_out: frozenset[str] = frozenset()
+        self,
+        break_after: dict[str, int] | None = None,
+        leave_out: frozenset[str] = frozenset(),
+        corrupt: frozenset[str] = frozenset(),
     ) -> None:
         self.requests: list[Reference] = []
+        self.corrupt = corrupt  # instances sent as bytes that are no DICOM
         self.break_after = break_after or {}  # by the study or series UID of a request
         self.leave_out = leave_out  # instances a series answer silently lacks
 
@@ -117,7 +121,10 @@ class FakeDownloader(Downloader):
             if not isinstance(target, InstanceReference) and self.break_after.get(uid) == count:
                 raise ConnectionFailedError(f"connection reset while reading {target}")
             data = instance_bytes(instance.series_uid, instance.instance_uid)
-            sink(InstancePart(io.BytesIO(data), len(data), source=target))
+            if instance.instance_uid in self.corrupt:
+                data = data[:132] + b"\x02\x00\x10\x00UI\x16\x001.2.840.10008.1.2.1.99" + b"\x78\x9c\xff" * 9
+            known = instance if isinstance(target, InstanceReference) else None
+            sink(InstancePart(io.BytesIO(data), len(data), source=target, reference=known))
 
 
 def _covers(target: Reference, instance: InstanceReference) -> bool:
@@ -259,6 +266,22 @@ def test_collect_mode_lists_the_unknown_study_and_downloads_the_rest(tmp_path: P
     assert [f.target for f in summary.failures] == [StudyReference("9.9.9")]
     assert summary.written == 5
     assert not summary.ok
+
+
+def test_collect_mode_reports_an_unreadable_instance_and_writes_the_rest_of_its_stream(tmp_path: Path) -> None:
+    summary = Trolley(FakeSearcher(), FakeDownloader(corrupt=frozenset({"1.1.1.2"}))).download(
+        STUDY, tmp_path, on_error="collect", progress=False
+    )
+    assert summary.written == 4
+    assert [type(f.error).__name__ for f in summary.failures] == ["StorageError"]
+    assert summary.missing == [InstanceReference(STUDY, "1.1.1", "1.1.1.2")]
+
+
+def test_raise_mode_stops_at_an_unreadable_instance(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="not a readable DICOM instance"):
+        Trolley(FakeSearcher(), FakeDownloader(corrupt=frozenset({"1.1.1.2"}))).download(
+            STUDY, tmp_path, progress=False
+        )
 
 
 def test_progress_callback_sees_every_instance(tmp_path: Path) -> None:
