@@ -113,7 +113,10 @@ class PathTemplate:
     def __init__(self, template: str, *, uid_underscores: bool = False) -> None:
         self.template = template
         self.uid_underscores = uid_underscores
-        self._pieces = list(string.Formatter().parse(template))
+        try:
+            self._pieces = list(string.Formatter().parse(template))
+        except ValueError as error:  # an unbalanced brace
+            raise StorageError(f"Template {template!r}: {error}") from error
         self.fields = tuple(name for _, name, _, _ in self._pieces if name)
         if not self.fields:
             raise StorageError(f"Template {template!r} names no attribute, so every file would collide")

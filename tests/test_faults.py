@@ -638,6 +638,37 @@ def test_tls_download_works_with_the_ca_file_the_session_names_even_if_the_envir
     assert check_folder(tmp_path, tls_server) == uids(tls_server.instances)
 
 
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])
+def test_tls_download_trusts_the_ca_file_the_environment_names(
+    variable: str,
+    tls_server: FaultServer,
+    self_signed: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(self_signed[0]))
+
+    summary = make_trolley(tls_server, requests.Session()).download(
+        tls_server.study_uid(), tmp_path, progress=False
+    )
+
+    assert summary.ok
+    assert check_folder(tmp_path, tls_server) == uids(tls_server.instances)
+
+
+def test_command_line_ca_file_verifies_a_private_certificate_authority(
+    tls_server: FaultServer, self_signed: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    status = main(["download", tls_server.dicomweb_url, tls_server.study_uid(), "-o", str(tmp_path),
+                   "--no-progress", "--ca-file", str(self_signed[0])])
+    assert status == 0
+    assert check_folder(tmp_path, tls_server) == uids(tls_server.instances)
+
+
 # --- search answers that are not DICOM JSON ------------------------------------------------
 
 NOT_DICOM_JSON = [
