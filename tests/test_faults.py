@@ -13,11 +13,13 @@ response is closed.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import shutil
 import ssl
 import subprocess
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from dicomtrolley.exceptions import (
     DownloadError,
     MalformedResponseError,
     MultipartError,
+    ResponseTooLargeError,
     ServerError,
     StorageError,
 )
@@ -691,6 +694,73 @@ def test_search_answer_that_is_not_dicom_json_is_a_malformed_response(
 
     with pytest.raises(MalformedResponseError):
         searcher.find_studies(Query(StudyInstanceUID=server.study_uid(), query_level=QueryLevels.INSTANCE))
+
+
+def test_deeply_nested_search_answer_is_a_malformed_response_naming_the_url(
+    server: FaultServer, session: requests.Session
+) -> None:
+    server.add_fault(Fault.BODY, route=Route.QIDO, payload=b"[" * 100_000 + b"]" * 100_000)
+    searcher = QidoRS(session, server.dicomweb_url, timeout=TIMEOUT, retry=FAST_RETRY)
+
+    with pytest.raises(MalformedResponseError, match=r"nested too deep") as raised:
+        searcher.find_studies(Query(PatientID="PAT*"))
+    assert server.dicomweb_url in str(raised.value)
+
+
+INVALID_DICOM_JSON = [
+    pytest.param({"00081115": {"vr": "SQ", "Value": ["a", "b"]}}, id="sequence-of-strings"),
+    pytest.param({"00100010": {"vr": "PN", "Value": [5]}}, id="person-name-number"),
+    pytest.param({"00100010": {"vr": "PN", "Value": [{"Alphabetic": 5}]}}, id="person-name-object-of-number"),
+    pytest.param({"00280010": {"vr": "US", "Value": ["abc"]}}, id="number-that-is-text"),
+    pytest.param({"00100020": {"vr": "LO", "Value": "PAT"}}, id="value-not-a-list"),
+    pytest.param({"7FE00010": {"vr": "OB", "InlineBinary": 5}}, id="inline-binary-number"),
+    pytest.param({"ZZZZ": {"vr": "LO", "Value": ["a"]}}, id="tag-not-hex"),
+]
+
+
+@pytest.mark.parametrize("attribute", INVALID_DICOM_JSON)
+def test_invalid_dicom_json_in_a_result_is_a_malformed_response_naming_url_and_result(
+    attribute: dict[str, object], server: FaultServer, session: requests.Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    row = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}, **attribute}
+    server.add_fault(Fault.BODY, route=Route.QIDO, payload=json.dumps([row]).encode())
+    searcher = QidoRS(session, server.dicomweb_url, timeout=TIMEOUT, retry=FAST_RETRY)
+
+    (study,) = searcher.find_studies(Query(PatientID="PAT*"))
+    with pytest.raises(MalformedResponseError, match=r"Study 1\.2\.3 from http://") as raised:
+        _ = study.data
+    assert server.dicomweb_url in str(raised.value)
+
+    assert main(["search", server.dicomweb_url, "--PatientID", "PAT*"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "is not valid DICOM JSON" in err
+
+
+@pytest.mark.parametrize(
+    "fault", [pytest.param(Fault.HUGE_BODY, id="300-MB-answer"), pytest.param(Fault.GZIP_BOMB, id="gzip-bomb")]
+)
+def test_an_oversized_search_answer_is_refused_within_bounded_memory(
+    fault: Fault, server: FaultServer, session: requests.Session
+) -> None:
+    server.add_fault(fault, route=Route.QIDO, size=300 * 1024 * 1024)
+    searcher = QidoRS(session, server.dicomweb_url, timeout=(2.0, 30.0), retry=FAST_RETRY)
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseTooLargeError, match="max_answer_bytes"):
+            searcher.find_studies(Query(PatientID="PAT*"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 150 * 1024 * 1024
+
+
+def test_the_answer_cap_is_configurable(server: FaultServer, session: requests.Session) -> None:
+    server.add_fault(Fault.HUGE_BODY, route=Route.QIDO, size=3 * 1024 * 1024)
+    small = QidoRS(session, server.dicomweb_url, timeout=TIMEOUT, retry=FAST_RETRY, max_answer_bytes=1024 * 1024)
+    with pytest.raises(ResponseTooLargeError):
+        small.find_studies(Query(PatientID="PAT*"))
 
 
 def test_download_whose_search_answer_is_not_dicom_json_fetches_and_writes_nothing(
