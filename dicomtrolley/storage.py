@@ -15,6 +15,14 @@ Each file is first written under a temporary name in its target folder and
 renamed when complete, so a file under its final name is always whole. Values
 are made safe for a path: they cannot add folders, climb out of the output
 folder, or carry control characters.
+
+Symbolic links: the output folder itself may be one. A link below it that
+leads outside it (a study folder linked elsewhere) is refused with a
+:class:`~dicomtrolley.exceptions.StorageError` before anything is written
+through it, unless ``allow_links_outside=True``. A link at a file's final name
+counts as "already on disk" only when it leads to a regular file inside the
+output folder that is a readable DICOM instance with the same SOPInstanceUID;
+otherwise the download replaces the link (never what it points to).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import string
 import tempfile
 import threading
@@ -166,12 +175,18 @@ class StorageDir:
     template
         A :class:`PathTemplate` pattern. Without one, the reference's layout
         ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>`` (dots as underscores).
+    allow_links_outside
+        Write through symbolic links below the output folder that lead outside it
+        (refused by default, so a planted link cannot redirect a download).
     """
 
     default_template = "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}"
 
-    def __init__(self, path: str | os.PathLike[str], template: str | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], template: str | None = None, *, allow_links_outside: bool = False
+    ) -> None:
         self.path = Path(path)
+        self.allow_links_outside = allow_links_outside
         self.template = PathTemplate(template or self.default_template, uid_underscores=template is None)
         self._claimed: dict[Path, str] = {}
         self._folders: set[Path] = set()
@@ -223,7 +238,43 @@ class StorageDir:
         """
         if any(attributes.get(name) in (None, "") for name in self.template.fields):
             return False
-        return self.path_for(attributes).is_file()
+        path = self.path_for(attributes)
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if stat.S_ISLNK(mode):
+            return self._link_holds(path, str(attributes.get("SOPInstanceUID") or ""))
+        return stat.S_ISREG(mode)
+
+    def _link_holds(self, link: Path, sop_uid: str) -> bool:
+        """A link at a final name counts when it leads to this instance, complete, inside the output folder."""
+        try:
+            target = link.resolve(strict=True)
+            if not target.is_relative_to(self.path.resolve()) or not target.is_file():
+                return False
+            found = read_header_of_file(target, ["SOPInstanceUID"])
+        except (OSError, RuntimeError, StorageError):  # RuntimeError: a link loop
+            return False
+        uid = found.text("SOPInstanceUID") or found.media_sop_instance_uid
+        return bool(uid) and (not sop_uid or uid == sop_uid)
+
+    def _check_inside(self, folder: Path) -> None:
+        """Refuse a folder that an existing link below the output folder leads outside it."""
+        if self.allow_links_outside:
+            return
+        existing = folder
+        while existing != self.path and not os.path.lexists(existing):
+            existing = existing.parent
+        try:
+            inside = existing.resolve().is_relative_to(self.path.resolve())
+        except (OSError, RuntimeError) as error:
+            raise StorageError(f"Could not check {existing}: {error}") from error
+        if not inside:
+            raise StorageError(
+                f"{existing} is a link that leads outside the output folder {self.path}; "
+                "remove it, or pass allow_links_outside=True"
+            )
 
     def save(self, part: InstancePart) -> SavedInstance:
         """Write one instance's bytes, as they are, to its path; atomically.
@@ -242,6 +293,8 @@ class StorageDir:
                 f"Downloaded bytes are not a readable DICOM instance: no SOPInstanceUID ({part.size} bytes)"
             )
         target = self.path_for(header.attributes)
+        if target.parent not in self._folders:
+            self._check_inside(target.parent)
         self._claim(target, sop_uid)
         _write_atomically(part.body, target, make_folder=target.parent not in self._folders)
         self._folders.add(target.parent)
@@ -253,7 +306,8 @@ class StorageDir:
         with self._lock:
             owner = self._claimed.get(target)
             try:
-                if owner is None and target.is_file():
+                # Only a regular file has an owner: a link there is replaced, never followed.
+                if owner is None and target.is_file() and not target.is_symlink():
                     owner = read_header_of_file(target, ["SOPInstanceUID"]).text("SOPInstanceUID")
             except OSError as error:
                 raise StorageError(f"Could not read {target}: {error}") from error
