@@ -430,6 +430,29 @@ class DICOMCGet(_Retriever):
         return assoc.send_c_get(identifier, STUDY_ROOT_GET)
 
 
+def accept_senders_syntax(event: Event) -> None:
+    """Make a Storage SCP accept, per SOP class, the first transfer syntax the sender offers that it supports.
+
+    pynetdicom accepts the first syntax of the acceptor's own list that the
+    requestor offers, so a sender offering [explicit LE, explicit BE, implicit LE]
+    would be made to transcode to implicit LE. Handled on ``EVT_REQUESTED``,
+    before negotiation: the supported contexts are rewritten in the sender's order.
+    """
+    from pynetdicom import build_context
+
+    acceptor = event.assoc.acceptor
+    ours = {str(context.abstract_syntax): set(context.transfer_syntax) for context in acceptor.supported_contexts}
+    order: dict[str, list[str]] = {}
+    for context in event.assoc.requestor.primitive.presentation_context_definition_list:  # type: ignore[union-attr]
+        sop_class = str(context.abstract_syntax)
+        if sop_class not in ours:
+            continue
+        listed = order.setdefault(sop_class, [])
+        listed += [s for s in map(str, context.transfer_syntax) if s in ours[sop_class] and s not in listed]
+    if any(order.values()):
+        acceptor.supported_contexts = [build_context(sop, syntaxes) for sop, syntaxes in order.items() if syntaxes]
+
+
 class DICOMCMove(_Retriever):
     """Downloads studies, series and instances with C-MOVE to a Storage SCP of our own.
 
@@ -503,7 +526,11 @@ class DICOMCMove(_Retriever):
                 (self.listen_address, self.destination_port),
                 block=False,
                 ae_title=self.destination_aet,
-                evt_handlers=[(evt.EVT_C_STORE, receiver.on_store), (evt.EVT_CONN_OPEN, receiver.on_connection)],
+                evt_handlers=[
+                    (evt.EVT_C_STORE, receiver.on_store),
+                    (evt.EVT_CONN_OPEN, receiver.on_connection),
+                    (evt.EVT_REQUESTED, accept_senders_syntax),
+                ],
             )
         except OSError as error:
             raise DIMSEError(
