@@ -583,6 +583,33 @@ def test_cget_proposes_compressed_syntaxes_within_one_association() -> None:
     assert {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90"} <= syntaxes
 
 
+def test_default_proposal_covers_waveforms_retired_classes_and_every_syntax_within_the_limit() -> None:
+    contexts = get_storage_contexts()
+    classes = {str(c.abstract_syntax) for c in contexts}
+    assert {
+        "1.2.840.10008.5.1.4.1.1.9.1.1",  # 12-lead ECG
+        "1.2.840.10008.5.1.4.1.1.6",  # US (retired)
+        "1.2.840.10008.5.1.4.1.1.3",  # US multi-frame (retired)
+    } <= classes
+    us = {s for c in contexts if c.abstract_syntax == "1.2.840.10008.5.1.4.1.1.6" for s in c.transfer_syntax}
+    assert {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.51"} <= us
+    assert len(contexts) <= MAX_PRESENTATION_CONTEXTS - 1
+
+
+def test_each_syntax_of_a_known_class_gets_a_context_of_its_own() -> None:
+    contexts = get_storage_contexts(["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.88.33"])
+    assert all(len(c.transfer_syntax) == 1 for c in contexts)
+    sr = [c.transfer_syntax[0] for c in contexts if c.abstract_syntax == "1.2.840.10008.5.1.4.1.1.88.33"]
+    assert sr[:2] == ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]  # an implicit-VR SR arrives implicit
+
+
+def test_many_classes_share_the_budget_and_none_is_left_out() -> None:
+    classes = [f"1.2.3.{n}" for n in range(60)]
+    contexts = get_storage_contexts(classes)
+    assert len(contexts) == MAX_PRESENTATION_CONTEXTS - 1
+    assert {str(c.abstract_syntax) for c in contexts} == set(classes)
+
+
 @pytest.mark.parametrize("handler", [True, False], ids=["with-handler", "pynetdicom-default"])
 def test_move_destination_accepts_the_senders_first_supported_syntax(handler: bool) -> None:
     from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_context, evt
