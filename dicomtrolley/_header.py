@@ -184,9 +184,17 @@ def _read_by_pydicom(body: IO[bytes], keywords: frozenset[str]) -> Header:
     meta = getattr(dataset, "file_meta", None) or Dataset()
     return Header(
         {keyword: dataset[keyword].value for keyword in keywords if keyword in dataset},
-        str(meta.get("TransferSyntaxUID", "")),
-        str(meta.get("MediaStorageSOPInstanceUID", "")),
+        _meta_value(meta, "TransferSyntaxUID"),
+        _meta_value(meta, "MediaStorageSOPInstanceUID"),
     )
+
+
+def _meta_value(meta: Dataset, keyword: str) -> str:
+    """A file meta value as text; ``""`` when it is absent or unreadable (the dataset still may be read)."""
+    try:
+        return str(meta.get(keyword, ""))
+    except _UNREADABLE:
+        return ""
 
 
 def _size(body: IO[bytes]) -> int:

@@ -107,3 +107,18 @@ def test_download_from_an_unreachable_server_exits_three_as_documented(
 ) -> None:
     assert main(["download", "http://127.0.0.1:9/dicom-web", "1.2.3", "-o", str(tmp_path), "--no-progress"]) == 3
     assert "127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_series_level_search_table_counts_instances_and_shows_what_it_lacks_as_unknown(
+    orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["search", orthanc.dicomweb_url, "--PatientID", "PAT002", "--level", "series"]) == 0
+    out = capsys.readouterr().out
+    _, *rows = [line.split("  ") for line in out.splitlines()]
+    studies = {s.uid: s for s in orthanc.sample.studies if s.patient_id == "PAT002"}
+    assert len(rows) == len(studies)
+    for row in rows:
+        cells = [cell.strip() for cell in row if cell.strip()]
+        assert cells[0] in studies
+        assert int(cells[-1]) == len(studies[cells[0]].instances)  # summed over the series, not 0
+        assert "?" in cells  # ModalitiesInStudy: not returned by a series-level search, so unknown
