@@ -8,6 +8,7 @@ Hypothesis runs derandomized, so CI sees the same cases every run.
 from __future__ import annotations
 
 import io
+import tracemalloc
 import warnings
 import zlib
 from pathlib import Path
@@ -176,3 +177,23 @@ def test_saving_mutated_bytes_writes_them_or_raises_a_storage_error(
             return
     assert saved.path.read_bytes() == body
     assert saved.path.is_relative_to(tmp_path)
+
+
+def test_a_length_field_claiming_gigabytes_allocates_nothing_of_the_kind(tmp_path: Path) -> None:
+    whole = SEEDS["explicit"]
+    at = whole.index(b"\x10\x00\x20\x00LO")  # PatientID, rewritten as UN with a 32-bit length
+    body = whole[:at] + b"\x10\x00\x20\x00UN\x00\x00" + (0xFFFFFFF0).to_bytes(4, "little") + whole[at + 8:]
+    path = tmp_path / "instance"
+    path.write_bytes(body)
+    tracemalloc.start()
+    try:
+        with path.open("rb") as file, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                read_header(file, KEYWORDS)
+            except StorageError as error:
+                assert "past the end" in str(error)  # noqa: PT017 - either outcome is allowed; the memory is the point
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
