@@ -6,6 +6,7 @@ import io
 import os
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -225,3 +226,15 @@ def test_a_link_at_a_final_name_to_a_dicom_file_outside_the_folder_is_not_on_dis
     (tmp_path / "outside.dcm").write_bytes(dicom_bytes("1.2.3.4"))
     (tmp_path / "out" / "1_2_3_4").symlink_to(tmp_path / "outside.dcm")
     assert not FlatStorageDir(tmp_path / "out").has({"SOPInstanceUID": "1.2.3.4"})
+
+
+def test_uids_encoded_as_un_name_the_folders_as_their_values(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes("1.2.3.4")))
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        raw = ds[keyword].value.encode("ascii")
+        ds[keyword] = pydicom.DataElement(ds[keyword].tag, "UN", raw + b"\0" * (len(raw) % 2))
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    saved = StorageDir(tmp_path).save(part(out.getvalue()))
+    assert saved.path == tmp_path / "1_2_1" / "1_2_1_1" / "1_2_3_4"
+    assert (saved.reference.study_uid, saved.reference.instance_uid) == ("1.2.1", "1.2.3.4")
