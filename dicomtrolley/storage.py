@@ -190,6 +190,7 @@ class StorageDir:
         self.template = PathTemplate(template or self.default_template, uid_underscores=template is None)
         self._claimed: dict[Path, str] = {}
         self._folders: set[Path] = set()
+        self._inside: set[Path] = set()  # folders checked to lead nowhere outside
         self._lock = threading.Lock()
 
     @property
@@ -206,6 +207,7 @@ class StorageDir:
         clone.path = Path(path)
         clone._claimed = {}
         clone._folders = set()
+        clone._inside = set()
         clone._lock = threading.Lock()
         return clone
 
@@ -245,7 +247,13 @@ class StorageDir:
             return False
         if stat.S_ISLNK(mode):
             return self._link_holds(path, str(attributes.get("SOPInstanceUID") or ""))
-        return stat.S_ISREG(mode)
+        if not stat.S_ISREG(mode):
+            return False
+        try:
+            self._check_inside(path.parent)  # a file reached through a link outside is not ours
+        except StorageError:
+            return False
+        return True
 
     def _link_holds(self, link: Path, sop_uid: str) -> bool:
         """A link at a final name counts when it leads to this instance, complete, inside the output folder."""
@@ -261,7 +269,7 @@ class StorageDir:
 
     def _check_inside(self, folder: Path) -> None:
         """Refuse a folder that an existing link below the output folder leads outside it."""
-        if self.allow_links_outside:
+        if self.allow_links_outside or folder in self._inside:
             return
         existing = folder
         while existing != self.path and not os.path.lexists(existing):
@@ -275,6 +283,8 @@ class StorageDir:
                 f"{existing} is a link that leads outside the output folder {self.path}; "
                 "remove it, or pass allow_links_outside=True"
             )
+        if existing == folder:
+            self._inside.add(folder)  # a folder still to be made is checked again once it exists
 
     def save(self, part: InstancePart) -> SavedInstance:
         """Write one instance's bytes, as they are, to its path; atomically.

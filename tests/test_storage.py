@@ -183,6 +183,17 @@ def test_a_link_below_the_output_folder_that_leads_outside_is_refused(tmp_path: 
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_file_reached_through_a_link_leading_outside_is_not_on_disk(tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    (elsewhere / "1_2_1_1").mkdir(parents=True)
+    (elsewhere / "1_2_1_1" / "1_2_3_4").write_bytes(dicom_bytes("1.2.3.4"))
+    (out / "1_2_1").symlink_to(elsewhere, target_is_directory=True)
+    uids = {"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.1", "SOPInstanceUID": "1.2.3.4"}
+    assert not StorageDir(out).has(uids)
+    assert StorageDir(out, allow_links_outside=True).has(uids)
+
+
 def test_a_link_leading_outside_is_written_through_when_allowed(tmp_path: Path) -> None:
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
