@@ -274,22 +274,41 @@ def _walk(
     _check_explicit(data, position, implicit=implicit)
     found: dict[int, RawDataElement] = {}
     previous = -1
+    size = len(data)
+    unpack_tag, unpack_u16, unpack_u32 = _TAG.unpack_from, _U16.unpack_from, _U32.unpack_from
+    # _element inlined: every element up to the pixel data is stepped over, so this loop is the cost.
     while True:
-        if position == len(data) and complete:
+        if position == size and complete:
             break  # the instance ends before any pixel data
-        group, number = _TAG.unpack_from(data, position)
+        group, number = unpack_tag(data, position)
         tag = group << 16 | number
         if tag in _PIXEL_TAGS:
             break
         if tag <= previous:
             raise _UnhandledError(f"element {tag:08X} out of order")
         previous = tag
-        tag, vr, start, length, position = _element(data, position, implicit=implicit)
-        if tag in wanted:
-            if length == _UNDEFINED:
+        code: bytes | None = None
+        if implicit:
+            (length,), start = unpack_u32(data, position + 4), position + 8
+        else:
+            code = data[position + 4:position + 6]
+            if code in _LONG_VRS:
+                (length,), start = unpack_u32(data, position + 8), position + 12
+            elif code in _KNOWN_VRS:
+                (length,), start = unpack_u16(data, position + 6), position + 8
+            else:
+                raise _UnhandledError(f"unknown VR {code!r} at {tag:08X}")
+        if length == _UNDEFINED:
+            if tag in wanted:
                 raise _UnhandledError(f"wanted element {tag:08X} is a sequence")
-            value = data[start:start + length]
-            found[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
+            position = _skip_items(data, start, implicit=implicit or code == b"UN", depth=1)
+            continue
+        position = start + length
+        if position > size:
+            raise _UnhandledError("the header runs past the prefix")
+        if tag in wanted:
+            vr = None if code is None else code.decode("ascii")
+            found[tag] = RawDataElement(BaseTag(tag), vr, length, data[start:position], start, implicit, True)
     return found
 
 
