@@ -184,6 +184,8 @@ class QidoRS(Searcher):
     ) -> None:
         if page_size is not None and page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
+        if max_answer_bytes < 1:
+            raise ValueError(f"max_answer_bytes must be at least 1, got {max_answer_bytes}")
         self.url = url.rstrip("/")
         self.page_size = page_size
         self.max_answer_bytes = max_answer_bytes
