@@ -401,26 +401,42 @@ class DICOMCGet(_Retriever):
 
 
 def accept_senders_syntax(event: Event) -> None:
-    """Make a Storage SCP accept, per SOP class, the first transfer syntax the sender offers that it supports.
+    """Make a Storage SCP take every SOP class offered, each in the first transfer syntax offered that it reads.
 
     pynetdicom accepts the first syntax of the acceptor's own list that the
     requestor offers, so a sender offering [explicit LE, explicit BE, implicit LE]
-    would be made to transcode to implicit LE. Handled on ``EVT_REQUESTED``,
-    before negotiation: the supported contexts are rewritten in the sender's order.
+    would be made to transcode to implicit LE; and it refuses a SOP class the
+    acceptor does not list (a retired or private one), so the instance would be
+    lost. A move destination asked for these instances: handled on
+    ``EVT_REQUESTED``, before negotiation, the supported contexts become what
+    the sender offers, in its order, within the transfer syntaxes supported.
     """
     from pynetdicom import build_context
 
     acceptor = event.assoc.acceptor
-    ours = {str(context.abstract_syntax): set(context.transfer_syntax) for context in acceptor.supported_contexts}
+    readable = {str(syntax) for context in acceptor.supported_contexts for syntax in context.transfer_syntax}
     order: dict[str, list[str]] = {}
     for context in event.assoc.requestor.primitive.presentation_context_definition_list:  # type: ignore[union-attr]
-        sop_class = str(context.abstract_syntax)
-        if sop_class not in ours:
+        if not _served_as_storage(str(context.abstract_syntax)):
             continue
-        listed = order.setdefault(sop_class, [])
-        listed += [s for s in map(str, context.transfer_syntax) if s in ours[sop_class] and s not in listed]
+        listed = order.setdefault(str(context.abstract_syntax), [])
+        listed += [s for s in map(str, context.transfer_syntax) if s in readable and s not in listed]
     if any(order.values()):
         acceptor.supported_contexts = [build_context(sop, syntaxes) for sop, syntaxes in order.items() if syntaxes]
+
+
+def _served_as_storage(sop_class: str) -> bool:
+    """True when pynetdicom takes C-STOREs of ``sop_class``; a class it does not know
+    (retired, private) is registered as a storage class first, as its docs advise,
+    since it would otherwise abort the association at the first such instance."""
+    from pynetdicom.service_class import ServiceClass, StorageServiceClass
+    from pynetdicom.sop_class import register_uid, uid_to_service_class
+
+    service = uid_to_service_class(sop_class)
+    if service is ServiceClass:
+        register_uid(sop_class, "DicomtrolleyStorage" + sop_class.replace(".", "_"), StorageServiceClass)
+        return True
+    return service is StorageServiceClass
 
 
 class DICOMCMove(_Retriever):

@@ -9,7 +9,7 @@ carrying a retired ultrasound SOP class.
 
 Each file is uploaded to an empty Orthanc; every one Orthanc stores comes back
 through WADO-RS and WADO-URI byte for byte as Orthanc stored it, and through
-C-GET in its stored transfer syntax with the same dataset (Orthanc's DICOM
+C-GET and C-MOVE in its stored transfer syntax with the same dataset (Orthanc's DICOM
 toolkit re-encodes what it sends over DIMSE, so there the bytes may differ).
 """
 
@@ -31,7 +31,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from dicomtrolley.core import InstancePart, StudyReference
-from dicomtrolley.dimse_retrieve import DICOMCGet
+from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
@@ -213,8 +213,9 @@ def plain(ds: Dataset) -> dict[int, Any]:
     return out
 
 
-def test_every_stored_file_comes_back_in_its_stored_syntax_over_c_get(
-    loaded: tuple[OrthancServer, list[Stored]],
+@pytest.mark.parametrize("operation", ["C-GET", "C-MOVE"])
+def test_every_stored_file_comes_back_in_its_stored_syntax_over_dimse(
+    operation: str, loaded: tuple[OrthancServer, list[Stored]]
 ) -> None:
     server, stored = loaded
     received: dict[str, tuple[str, Any]] = {}
@@ -223,8 +224,16 @@ def test_every_stored_file_comes_back_in_its_stored_syntax_over_c_get(
         syntax, dataset = syntax_and_dataset(part.body.read())
         received[str(pydicom.dcmread(io.BytesIO(part.body.getvalue())).SOPInstanceUID)] = syntax, dataset
 
-    cget = DICOMCGet("127.0.0.1", server.dicom_port, aec=server.aet)
-    failures = cget.fetch([StudyReference(uid) for uid in sorted({s.study_uid for s in stored})], sink)
+    destination_aet, destination_port = server.move_destination
+    downloader = (
+        DICOMCGet("127.0.0.1", server.dicom_port, aec=server.aet)
+        if operation == "C-GET"
+        else DICOMCMove(
+            "127.0.0.1", server.dicom_port, aec=server.aet, destination_aet=destination_aet,
+            destination_port=destination_port, listen_address="127.0.0.1",
+        )
+    )
+    failures = downloader.fetch([StudyReference(uid) for uid in sorted({s.study_uid for s in stored})], sink)
 
     assert failures == []
     assert {uid: syntax for uid, (syntax, _) in received.items()} == {s.instance_uid: s.transfer_syntax for s in stored}
