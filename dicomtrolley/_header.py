@@ -3,8 +3,8 @@
 Every instance written to disk is named by some of its own attributes (its
 UIDs, or the fields of a path template), and its transfer syntax is reported.
 ``pydicom.dcmread`` finds them, but it builds every element before the pixel
-data into a Dataset: about a millisecond an instance, which on two cores slows
-the server that feeds the download as much as the client.
+data into a Dataset, which on a small machine slows the server that feeds the
+download as much as the client (figures in docs/performance.md).
 
 :func:`read_header` walks the encoded elements itself, keeps only those
 asked for, and converts them with pydicom's own element conversion (VR lookup
@@ -17,7 +17,7 @@ read by pydicom, so the fast path never changes an answer, only its cost.
 Bytes from a server are not trusted: a deflated dataset is inflated only up to
 :data:`INFLATED_HEADER_LIMIT`, no length field makes anything allocate more than
 the instance holds, and whatever pydicom cannot read becomes a
-:class:`~dicomtrolley.exceptions.StorageError` naming the instance.
+:class:`~dicomtrolley.exceptions.HeaderError` naming the instance.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import PrivateTransferSyntaxes
 from pydicom.valuerep import VR
 
-from dicomtrolley.exceptions import StorageError
+from dicomtrolley.exceptions import HeaderError
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ _TAG = struct.Struct("<HH")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
-# What pydicom raises on bytes it cannot read; each becomes a StorageError.
+# What pydicom raises on bytes it cannot read; each becomes a HeaderError.
 _UNREADABLE = (
     InvalidDicomError, BytesLengthException, EOFError, ValueError, KeyError, TypeError, IndexError,
     AttributeError, NotImplementedError, OverflowError, RecursionError, OSError, struct.error, zlib.error,
@@ -127,7 +127,7 @@ def read_header(body: IO[bytes], keywords: Collection[str], *, name: str = "inst
 
     Raises
     ------
-    StorageError
+    HeaderError
         The bytes are not a DICOM instance pydicom can read; the message starts with ``name``.
     """
     keywords = frozenset(keywords)
@@ -141,7 +141,7 @@ def read_header(body: IO[bytes], keywords: Collection[str], *, name: str = "inst
         body.seek(0)
         return _read_by_pydicom(body, keywords)
     except (*_UNREADABLE, _UnhandledError) as error:
-        raise StorageError(f"{name}: downloaded bytes are not a readable DICOM instance: {error!r}") from error
+        raise HeaderError(f"{name}: downloaded bytes are not a readable DICOM instance: {error!r}") from error
     finally:
         body.seek(0)
 

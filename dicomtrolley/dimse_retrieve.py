@@ -28,30 +28,12 @@ from typing import TYPE_CHECKING
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from dicomtrolley._get_contexts import (
-    DEFAULT_STORAGE_CLASSES,
-    storage_contexts,
-)
-from dicomtrolley._get_contexts import IMAGE_STORAGE as IMAGE_STORAGE
-from dicomtrolley._get_contexts import MAX_PRESENTATION_CONTEXTS as MAX_PRESENTATION_CONTEXTS
-from dicomtrolley._get_contexts import OTHER_STORAGE as OTHER_STORAGE
-from dicomtrolley.core import (
-    DICOMObjectLevels,
-    Downloader,
-    FetchFailure,
-    InstancePart,
-    InstanceReference,
-    PartSink,
-    Reference,
-    SeriesReference,
-)
-from dicomtrolley.dicom_qr import (
+from dicomtrolley._dimse import (
     DEFAULT_ACSE_TIMEOUT,
     DEFAULT_AEC,
     DEFAULT_AET,
     DEFAULT_DIMSE_TIMEOUT,
     DEFAULT_NETWORK_TIMEOUT,
-    DICOMQR,
     RETRIEVE_LEVELS,
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
@@ -60,7 +42,22 @@ from dicomtrolley.dicom_qr import (
     status_category,
     status_text,
 )
+from dicomtrolley._get_contexts import DEFAULT_STORAGE_CLASSES, storage_contexts
+from dicomtrolley._get_contexts import IMAGE_STORAGE as IMAGE_STORAGE
+from dicomtrolley._get_contexts import MAX_PRESENTATION_CONTEXTS as MAX_PRESENTATION_CONTEXTS
+from dicomtrolley._get_contexts import OTHER_STORAGE as OTHER_STORAGE
+from dicomtrolley.core import (
+    DICOMObjectLevels,
+    FetchFailure,
+    InstancePart,
+    InstanceReference,
+    PartSink,
+    Reference,
+    SeriesReference,
+)
+from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError
+from dicomtrolley.roles import Downloader
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -73,6 +70,7 @@ _STUDIES_PER_FIND = 64  # UIDs in one C-FIND's list matching
 
 STORE_FAILED = 0x0110
 """The C-STORE status we answer when the sink could not take an instance (Processing Failure)."""
+
 
 def get_storage_contexts(sop_classes: Sequence[str] = DEFAULT_STORAGE_CLASSES) -> list[PresentationContext]:
     """The storage presentation contexts a C-GET proposes for ``sop_classes`` (127 at most).
@@ -242,7 +240,7 @@ class _Retriever(DIMSEPeer, Downloader):
         receiver = _Receiver(sink, stop_on_failure)
         failures: list[FetchFailure] = []
         self.last_suboperations = SubOperations()
-        with self._session(receiver, targets) as connect:
+        with self._association_opener(receiver, targets) as connect:
             assoc: Association | None = None
             clean = False
             try:
@@ -269,7 +267,7 @@ class _Retriever(DIMSEPeer, Downloader):
         return failures
 
     @abstractmethod
-    def _session(
+    def _association_opener(
         self, receiver: _Receiver, targets: Sequence[Reference]
     ) -> AbstractContextManager[Callable[[], Association]]:
         """Provide a function that opens an association for ``receiver`` to fetch ``targets``."""
@@ -342,7 +340,7 @@ class DICOMCGet(_Retriever):
     arrive in its stored transfer syntax (:mod:`dicomtrolley._get_contexts`;
     :data:`IMAGE_STORAGE` and :data:`OTHER_STORAGE` when the server does not say).
 
-    Parameters are those of :class:`~dicomtrolley.dicom_qr.DIMSEPeer`.
+    Parameters are those of :class:`~dicomtrolley._dimse.DIMSEPeer`.
 
     Attributes
     ----------
@@ -360,7 +358,9 @@ class DICOMCGet(_Retriever):
     service = "get"
 
     @contextmanager
-    def _session(self, receiver: _Receiver, targets: Sequence[Reference]) -> Iterator[Callable[[], Association]]:
+    def _association_opener(
+        self, receiver: _Receiver, targets: Sequence[Reference]
+    ) -> Iterator[Callable[[], Association]]:
         from pynetdicom import build_context, build_role, evt
 
         storage = get_storage_contexts(self._sop_classes_of(targets) or DEFAULT_STORAGE_CLASSES)
@@ -451,7 +451,7 @@ class DICOMCMove(_Retriever):
     Parameters
     ----------
     host, port, aet, aec, acse_timeout, dimse_timeout, network_timeout
-        As for :class:`~dicomtrolley.dicom_qr.DIMSEPeer`.
+        As for :class:`~dicomtrolley._dimse.DIMSEPeer`.
     destination_port
         The port our Storage SCP listens on.
     destination_aet
@@ -498,7 +498,9 @@ class DICOMCMove(_Retriever):
         )
 
     @contextmanager
-    def _session(self, receiver: _Receiver, targets: Sequence[Reference]) -> Iterator[Callable[[], Association]]:
+    def _association_opener(
+        self, receiver: _Receiver, targets: Sequence[Reference]
+    ) -> Iterator[Callable[[], Association]]:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, build_context, evt
         from pynetdicom.presentation import AllStoragePresentationContexts
 

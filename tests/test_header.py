@@ -7,8 +7,9 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
+from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -19,7 +20,8 @@ from pydicom.uid import (
 
 from dicomtrolley import _header as header
 from dicomtrolley._header import PREFIX_BYTES, Header, read_header
-from dicomtrolley.exceptions import StorageError
+from dicomtrolley.exceptions import HeaderError
+from tests.support.dicom_files import CT_IMAGE_STORAGE, part10_dataset
 
 DCMREAD = pydicom.dcmread  # kept: the no_pydicom_reader fixture replaces pydicom.dcmread
 
@@ -30,14 +32,10 @@ KEYWORDS = [
 
 
 def instance(syntax: str = ExplicitVRLittleEndian, **extra: Any) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6"
+    ds = part10_dataset(
+        "1.2.3.4.5.6", study_uid="1.2.3", series_uid="1.2.3.4", sop_class=CT_IMAGE_STORAGE, syntax=syntax
+    )
     ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.SOPInstanceUID = "1.2.3.4.5.6"
     ds.StudyDate = "20240102"
     ds.Modality = "CT"
     ds.ReferencedImageSequence = Sequence([Dataset(), Dataset()])
@@ -46,8 +44,6 @@ def instance(syntax: str = ExplicitVRLittleEndian, **extra: Any) -> Dataset:
     ds.PatientName = "Müller^Jörg"
     ds.PatientID = "PAT-1"
     ds.SliceThickness = "1.25"
-    ds.StudyInstanceUID = "1.2.3"
-    ds.SeriesInstanceUID = "1.2.3.4"
     ds.SeriesNumber = 7
     ds.InstanceNumber = "12"
     for keyword, value in extra.items():
@@ -190,8 +186,17 @@ def test_elements_out_of_order_are_read_as_pydicom_reads_them() -> None:
     assert read_header(body, ["PatientID", "StudyDate"]).get("PatientID") == by_pydicom(body)["PatientID"] == "PAT-1"
 
 
-def test_unreadable_bytes_raise_a_storage_error_naming_the_instance() -> None:
+def test_unreadable_bytes_raise_a_header_error_naming_the_instance() -> None:
     whole = encode(instance(DeflatedExplicitVRLittleEndian)).getvalue()
     cut = io.BytesIO(whole[: len(whole) - 40])  # the deflated stream ends early: zlib.error in pydicom
-    with pytest.raises(StorageError, match=r"^instance 1\.2\.3: "):
+    with pytest.raises(HeaderError, match=r"^instance 1\.2\.3: "):
         read_header(cut, ["SOPInstanceUID"], name="instance 1.2.3")
+
+
+def test_bytes_pydicom_cannot_read_raise_a_header_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(*args: Any, **kwargs: Any) -> None:
+        raise InvalidDicomError("not DICOM")
+
+    monkeypatch.setattr(header.pydicom, "dcmread", unreadable)
+    with pytest.raises(HeaderError, match="not a readable DICOM instance"):
+        read_header(io.BytesIO(b"no preamble here"), ["SOPInstanceUID"])
