@@ -55,6 +55,7 @@ INFLATED_HEADER_LIMIT = 16 * 1024 * 1024
 _PREAMBLE = 128
 _MAGIC = b"DICM"
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # where dcmread(stop_before_pixels) stops
+_FLOAT_PIXEL_DATA = min(_PIXEL_TAGS)  # the first of the three pixel data elements
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
@@ -222,6 +223,31 @@ def _tags_for(keywords: frozenset[str]) -> Mapping[int, str]:
     """
     tags = {int(tag): keyword for keyword in keywords if (tag := tag_for_keyword(keyword)) is not None}
     return MappingProxyType({**tags, _SPECIFIC_CHARACTER_SET: "SpecificCharacterSet"})
+
+
+def pixel_data_span(data: bytes) -> tuple[int, int] | None:
+    """Where the top-level pixel data element of a Part 10 instance starts and ends in ``data``.
+
+    Lets pseudonymisation decode and re-encode only the attributes before the
+    pixel data, and copy the pixel data as it came. ``(len(data), len(data))``
+    when there is none; ``None`` when the walk leaves the instance to pydicom
+    (no preamble, a deflated or big-endian dataset, a malformed element).
+    """
+    try:
+        meta, position = _file_meta(data)
+        syntax = _meta_text(meta, 0x00020010)
+        if not syntax or syntax in (_BIG_ENDIAN, _DEFLATED) or syntax in PrivateTransferSyntaxes:
+            return None
+        implicit = syntax == _IMPLICIT_LE
+        while position < len(data):
+            group, number = _TAG.unpack_from(data, position)
+            start = position
+            *_, position = _element(data, position, implicit=implicit)
+            if group << 16 | number >= _FLOAT_PIXEL_DATA:
+                return start, position
+        return len(data), len(data)
+    except (_UnhandledError, struct.error):
+        return None
 
 
 def _file_meta(data: bytes) -> tuple[dict[int, bytes], int]:
