@@ -98,10 +98,10 @@ class CannedAnswer(BaseAdapter):
         response.headers = CaseInsensitiveDict(
             {"Content-Type": "application/dicom+json", "Content-Length": str(len(body))}
         )
-        if self.streamed:
+        if self.streamed:  # through urllib3, as a real connection's body: read1 and decode_content work
             response.raw = urllib3.HTTPResponse(body=io.BytesIO(body), preload_content=False)
         else:
-            response._content = body
+            response.raw = io.BytesIO(body)  # read as a server's body is: streamed, or whole via .content
         response.url = request.url or ""
         response.request = request
         return response

@@ -34,25 +34,44 @@ COLUMNS: tuple[str, ...] = (
 """The study attributes a table shows, in order."""
 
 
+UNKNOWN = "?"
+"""What the table shows for a value the search did not bring back (``None`` in :meth:`StudyList.rows`)."""
+
+
 def _text(value: Any) -> str:
     if value is None:
-        return ""
+        return UNKNOWN
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         return "\\".join(str(v) for v in value)
     return str(value)
 
 
-def _count(reported: Any, found: int) -> int:
-    """What the server says the study holds, or else what the search returned below it."""
-    return int(reported) if reported not in (None, "") else found
+def _attribute(study: Study, name: str) -> str | None:
+    """The study attribute as text; ``None`` when the search did not return it (a series-level row lacks it)."""
+    return _text(study.data.get(name)) if name in study.data else None
 
 
-def _instances_below(study: Study) -> int:
-    """What a series-level search says the study's series hold, or else the instances found below it."""
-    counts = [series.first_value("NumberOfSeriesRelatedInstances") for series in study.series]
-    if counts and all(isinstance(count, int) for count in counts):
-        return sum(counts)
-    return len(study.all_instances())
+def _series_count(study: Study) -> int | None:
+    """What the server says the study holds, or else how many series the search found; ``None``: unknown."""
+    reported = study.data.get("NumberOfStudyRelatedSeries")
+    if reported not in (None, ""):
+        return int(reported)
+    return len(study.series) or None  # a study search lists no series; a study has at least one
+
+
+def _instance_count(study: Study) -> int | None:
+    """What the server says, or the sum over the series (their counts, or the instances found); else ``None``."""
+    reported = study.data.get("NumberOfStudyRelatedInstances")
+    if reported not in (None, ""):
+        return int(reported)
+    counts: list[int] = []
+    for series in study.series:
+        number = series.data.get("NumberOfSeriesRelatedInstances")
+        count = int(number) if number not in (None, "") else len(series.instances)
+        if not count:
+            return None  # neither reported nor searched: a series has at least one instance
+        counts.append(count)
+    return sum(counts) or None
 
 
 class _ResultList:
@@ -115,9 +134,15 @@ class _ResultList:
         return gallery(self._captioned(), self._previewer, size)
 
 
-def _modalities(values: Iterable[str]) -> str:
-    found = sorted({m for value in values for m in value.split("\\") if m})
-    return ", ".join(found) or "none"
+def _total(counts: Iterable[int | None]) -> str:
+    """A sum for a caption; unknown when any part is."""
+    values = list(counts)
+    return UNKNOWN if any(v is None for v in values) else str(sum(v for v in values if v is not None))
+
+
+def _modalities(values: Iterable[str | None]) -> str:
+    found = sorted({m for value in values if value for m in value.split("\\") if m and m != UNKNOWN})
+    return ", ".join(found) or UNKNOWN
 
 
 class StudyList(_ResultList, list[Study]):
@@ -125,7 +150,9 @@ class StudyList(_ResultList, list[Study]):
 
     Each row is a study: the attributes in :data:`COLUMNS`, then how many
     series and instances it holds (as the server reports them, or else as
-    many as the search returned below it). In Jupyter the table's caption sums
+    many as the search found below it). What the search did not bring back,
+    such as the study's description in a series-level search, is shown as
+    :data:`UNKNOWN`, never as blank or 0. In Jupyter the table's caption sums
     them up: studies, series, instances and modalities.
 
     Parameters
@@ -139,23 +166,25 @@ class StudyList(_ResultList, list[Study]):
     noun = "studies"
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per study: the table's columns, plus ``series`` and ``instances`` counts."""
+        """One dict per study: the table's columns, plus ``series`` and ``instances`` counts; ``None``: unknown."""
         out = []
         for study in self:
             row: dict[str, Any] = {"StudyInstanceUID": study.uid}
             for name in COLUMNS[1:]:
-                row[name] = _text(study.data.get(name))
-            row["series"] = _count(study.data.get("NumberOfStudyRelatedSeries"), len(study.series))
-            row["instances"] = _count(study.data.get("NumberOfStudyRelatedInstances"), _instances_below(study))
+                row[name] = _attribute(study, name)
+            row["series"] = _series_count(study)
+            row["instances"] = _instance_count(study)
             out.append(row)
         return out
 
     def _summary(self) -> str:
         rows = self.rows()
+        modalities = [r["ModalitiesInStudy"] for r in rows]
+        if all(m is None for m in modalities):  # a series-level search: the series say which
+            modalities = [_text(s.first_value("Modality")) for study in self for s in study.series]
         return (
-            f"{len(rows)} studies, {sum(r['series'] for r in rows)} series, "
-            f"{sum(r['instances'] for r in rows)} instances; modalities: "
-            f"{_modalities(r['ModalitiesInStudy'] for r in rows)}"
+            f"{len(rows)} studies, {_total(r['series'] for r in rows)} series, "
+            f"{_total(r['instances'] for r in rows)} instances; modalities: {_modalities(modalities)}"
         )
 
     def _captioned(self) -> list[tuple[str, Any]]:
@@ -191,27 +220,28 @@ class SeriesList(_ResultList, list[Series]):
     noun = "series"
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per series: UIDs, :data:`SERIES_COLUMNS`, and an ``instances`` count."""
+        """One dict per series: UIDs, :data:`SERIES_COLUMNS`, and an ``instances`` count; ``None``: unknown."""
         out = []
         for series in self:
             study = series.parent
             row: dict[str, Any] = {
-                "StudyInstanceUID": study.uid if study is not None else "",
+                "StudyInstanceUID": study.uid if study is not None else None,
                 "SeriesInstanceUID": series.uid,
             }
             for name in SERIES_COLUMNS:
                 value = series.first_value(name)
                 if value is None and study is not None:
                     value = study.first_value(name)
-                row[name] = value if name == "SeriesNumber" and isinstance(value, int) else _text(value)
-            row["instances"] = _count(series.first_value("NumberOfSeriesRelatedInstances"), len(series.instances))
+                row[name] = value if value is None or isinstance(value, int) else _text(value)
+            reported = series.first_value("NumberOfSeriesRelatedInstances")
+            row["instances"] = int(reported) if reported not in (None, "") else len(series.instances) or None
             out.append(row)
         return out
 
     def _summary(self) -> str:
         rows = self.rows()
         return (
-            f"{len(rows)} series, {sum(r['instances'] for r in rows)} instances; "
+            f"{len(rows)} series, {_total(r['instances'] for r in rows)} instances; "
             f"modalities: {_modalities(r['Modality'] for r in rows)}"
         )
 

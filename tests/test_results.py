@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from dicomtrolley.core import Series, Study
-from dicomtrolley.results import COLUMNS, StudyList
+from dicomtrolley.results import COLUMNS, UNKNOWN, StudyList
 
 
 def study(uid: str, patient: str, **extra: object) -> Study:
@@ -54,6 +54,30 @@ def test_dataframe_has_a_row_per_study() -> None:
     assert list(frame["PatientName"]) == ["Müller^Jürgen"] * 2
 
 
+def test_values_a_series_level_search_did_not_return_are_unknown_not_blank_or_zero() -> None:
+    found = study("1.1", "P1")
+    del found.data.ModalitiesInStudy
+    found.add(Series("1.1.1"))
+    found.add(Series("1.1.2"))
+    row = StudyList([found]).rows()[0]
+    assert (row["series"], row["instances"], row["ModalitiesInStudy"], row["StudyDescription"]) == (2, None, None, None)
+    line = StudyList([found]).to_table().splitlines()[1].split()
+    assert line[-2:] == ["2", UNKNOWN]
+
+
+def test_instances_are_summed_from_series_counts() -> None:
+    found = study("1.1", "P1")
+    for uid, count in (("1.1.1", 3), ("1.1.2", 4)):
+        series = found.add(Series(uid))
+        series.data.NumberOfSeriesRelatedInstances = count
+    assert StudyList([found]).rows()[0]["instances"] == 7
+
+
+def test_a_study_level_search_without_counts_shows_them_as_unknown() -> None:
+    row = StudyList([study("1.1", "P1", StudyDescription="")]).rows()[0]
+    assert (row["series"], row["instances"], row["StudyDescription"]) == (None, None, "")
+
+
 def series(uid: str, number: int, modality: str, count: int | None = None) -> Series:
     ds = Dataset()
     ds.SeriesNumber = number
@@ -85,10 +109,6 @@ def test_series_dataframe_can_be_filtered_with_pandas() -> None:
     frame = two_studies().series().to_dataframe()
     assert list(frame[frame["Modality"] == "CT"]["SeriesInstanceUID"]) == ["1.1.1"]
     assert frame["SeriesNumber"].dtype == "int64"
-
-
-def test_study_instance_counts_add_up_the_series_counts() -> None:
-    assert [r["instances"] for r in two_studies().rows()] == [15, 7]
 
 
 def test_html_caption_sums_up_studies_series_instances_and_modalities() -> None:
