@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas
@@ -116,7 +115,8 @@ def test_a_study_that_fails_on_the_server_does_not_stop_the_others(tmp_path: Pat
         study_path = f"/dicom-web/studies/{bad[0].study_uid}"
         server.add_fault(Fault.STATUS, status=500, route=Route.WADO_RS_STUDY, path=study_path)
         for series_uid in {i.series_uid for i in bad}:
-            server.add_fault(Fault.STATUS, status=500, route=Route.WADO_RS_SERIES, path=f"{study_path}/series/{series_uid}")
+            series_path = f"{study_path}/series/{series_uid}"
+            server.add_fault(Fault.STATUS, status=500, route=Route.WADO_RS_SERIES, path=series_path)
         trolley = ServerProfile(url=server.dicomweb_url).trolley()
         report = export(trolley, [bad[0].study_uid, good[0].study_uid], tmp_path, progress=False, max_attempts=2)
         frame = report.to_dataframe().set_index("study_uid")
@@ -134,10 +134,9 @@ def test_a_study_that_fails_on_the_server_does_not_stop_the_others(tmp_path: Pat
 
 
 def test_a_folder_in_use_is_refused_naming_the_other_process(orthanc: OrthancServer, tmp_path: Path) -> None:
-    with FolderLock(tmp_path):
-        # flock locks are per open file: a second open in this process is refused like another process.
-        with pytest.raises(ExportLockedError, match=f"pid {os.getpid()}"):
-            export(trolley_for(orthanc), [orthanc.sample.small_studies[0].uid], tmp_path, progress=False)
+    # flock locks are per open file: a second open in this process is refused like another process.
+    with FolderLock(tmp_path), pytest.raises(ExportLockedError, match=f"pid {os.getpid()}"):
+        export(trolley_for(orthanc), [orthanc.sample.small_studies[0].uid], tmp_path, progress=False)
 
 
 def test_a_bad_worklist_stops_before_any_download(orthanc: OrthancServer, tmp_path: Path) -> None:
@@ -195,8 +194,9 @@ def test_c_get_exports_too(orthanc: OrthancServer, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def hundred_studies(orthanc_factory: OrthancFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-        tuple[OrthancServer, dict[str, bytes], Path]]:
+def hundred_studies(
+    orthanc_factory: OrthancFactory, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[OrthancServer, dict[str, bytes], Path]:
     """An Orthanc holding 100 small studies, their files by SOPInstanceUID, and a worklist of them."""
     server = orthanc_factory(load=False)
     folder = tmp_path_factory.mktemp("hundred")
@@ -214,7 +214,7 @@ def hundred_studies(orthanc_factory: OrthancFactory, tmp_path_factory: pytest.Te
     server.upload(paths)
     worklist = folder / "worklist.csv"
     worklist.write_text("StudyInstanceUID\n" + "".join(f"{uid}\n" for uid in uids))
-    yield server, originals, worklist
+    return server, originals, worklist
 
 
 def start_cli_export(server: OrthancServer, worklist: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
