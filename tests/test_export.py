@@ -22,6 +22,7 @@ from dicomtrolley.export.state import DATABASE_NAME, FolderLock
 from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.trolley import Trolley
 from tests.support.fault_server import Fault, FaultServer, Route, make_instances
+from tests.support.http_server import TrackingHTTPServer
 from tests.support.orthanc import OrthancFactory, OrthancServer
 
 pytestmark = pytest.mark.integration
@@ -188,6 +189,59 @@ def test_c_get_exports_too(orthanc: OrthancServer, tmp_path: Path) -> None:
     report = export(profile.trolley(), [Query(AccessionNumber=s.accession) for s in studies], tmp_path,
                     progress=False)
     assert report.studies_done == 2
+
+
+def test_c_move_exports_one_study_at_a_time(orthanc: OrthancServer, tmp_path: Path) -> None:
+    aet, port = orthanc.move_destination
+    profile = ServerProfile(searcher="qido-rs", downloader="c-move", url=orthanc.dicomweb_url, host="127.0.0.1",
+                            port=orthanc.dicom_port, aec=orthanc.aet, aet=aet, move_port=port)
+    studies = orthanc.sample.small_studies[:2]
+    report = export(profile.trolley(), [s.uid for s in studies], tmp_path, studies=1, progress=False)
+    assert report.studies_done == 2
+
+
+def test_a_dataframe_is_a_worklist(orthanc: OrthancServer, tmp_path: Path) -> None:
+    studies = orthanc.sample.small_studies[:2]
+    frame = pandas.DataFrame({"AccessionNumber": [s.accession for s in studies]})
+    assert export(trolley_for(orthanc), frame, tmp_path, progress=False).studies_done == 2
+
+
+def test_the_progress_bar_counts_studies(
+    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export(trolley_for(orthanc), [orthanc.sample.small_studies[0].uid], tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "1/1" in err
+    assert "instances" in err
+
+
+def test_max_rate_paces_the_whole_export(orthanc: OrthancServer, tmp_path: Path) -> None:
+    studies = orthanc.sample.small_studies[:3]
+    size = sum(i.size for s in studies for i in s.instances)
+    started = time.monotonic()
+    export(trolley_for(orthanc), [s.uid for s in studies], tmp_path, progress=False, max_rate=size / 2)
+    assert time.monotonic() - started > 1.0  # two seconds' worth, less the one-second burst
+
+
+def test_max_connections_caps_the_connections_of_all_studies(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    peak = [0]
+    original = TrackingHTTPServer.process_request
+
+    def counting(self: TrackingHTTPServer, request: object, client_address: object) -> None:
+        original(self, request, client_address)
+        with self._connections_lock:
+            peak[0] = max(peak[0], len(self._connections))
+
+    monkeypatch.setattr(TrackingHTTPServer, "process_request", counting)
+    instances = [i for n in range(6) for i in make_instances(series_sizes=(4,), name=f"cap-{n}")]
+    with FaultServer(instances) as server:
+        profile = ServerProfile(url=server.dicomweb_url, downloader="wado-uri", workers=8, max_connections=2)
+        uids = list(dict.fromkeys(i.study_uid for i in instances))
+        report = export(profile.trolley(), uids, tmp_path, studies=4, progress=False)
+    assert report.studies_done == 6
+    assert peak[0] <= 2
 
 
 # ------------------------------------------------------------ crash safety and Ctrl-C (100 studies, a subprocess)

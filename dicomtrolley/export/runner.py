@@ -38,7 +38,7 @@ from dicomtrolley.export.tasks import (
     export_study,
     find_row_studies,
 )
-from dicomtrolley.export.worklist import WorklistSource, read_worklist
+from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
 from dicomtrolley.progress import is_watched
 from dicomtrolley.storage import SavedInstance
 
@@ -122,12 +122,14 @@ def run_export(
     with FolderLock(folder):
         state = StateDatabase(folder)
         try:
-            state.add_rows(((r.key, r.line, r.describe()) for r in rows.rows), refresh=options.refresh)
+            queries: dict[str, WorklistRow] = {}
+            for row in rows.rows:
+                queries.setdefault(row.key, row)  # a repeated row is the row where it first stands
+            state.add_rows(((r.key, r.line, r.describe()) for r in queries.values()), refresh=options.refresh)
             for bad in rows.bad:
                 logger.warning("Worklist line %d skipped: %s", bad.line, bad.error)
                 state.add_bad_row(bad.line, bad.error)
             state.unresolve_failed_rows()
-            queries = {r.key: r for r in rows.rows}
             driver = _Driver(source, state, str(folder), options, queries)
             interrupted = driver.run()
         finally:
@@ -153,6 +155,10 @@ class _Driver:
         self.totals = _Totals()
         limiter = RateLimiter(options.max_rate) if options.max_rate else None
         self.controls = Controls(limiter=limiter, on_saved=self.totals.saved)
+        # Tasks on this process's threads share the controls (stop, pace, count per instance);
+        # an executor that ships tasks elsewhere gets none: Ctrl-C and the window then act
+        # between studies, and the counts arrive with each outcome.
+        self.in_process = options.executor is None or isinstance(options.executor, ThreadPoolExecutor)
         self.in_flight: dict[Future[Any], tuple[str, str]] = {}
         self.queued: set[str] = set()
 
@@ -161,7 +167,7 @@ class _Driver:
         to_resolve = deque(self.state.unresolved_rows())
         studies = deque(self.state.studies_to_run(self.options.max_attempts))
         self.queued.update(studies)
-        total = len(studies) + len(to_resolve)
+        total = len(studies)  # grows as rows are resolved into studies
         owned = self.options.executor is None
         executor = self.options.executor or ThreadPoolExecutor(self.options.studies, "dicomtrolley-export")
         with _sigint_sets(self.controls.stop), _Bar(self.options.progress, total) as bar:
@@ -204,7 +210,8 @@ class _Driver:
     def _start_study(self, executor: Executor, uid: str) -> None:
         self.state.start_study(uid)
         task = StudyTask(uid, self.folder, self.options.template)
-        self.in_flight[executor.submit(export_study, self.source, task, self.controls)] = ("study", uid)
+        controls = self.controls if self.in_process else None
+        self.in_flight[executor.submit(export_study, self.source, task, controls)] = ("study", uid)
 
     def _start_search(self, executor: Executor, row: Any) -> None:
         worklist_row = self.rows[row.key]
@@ -240,6 +247,9 @@ class _Driver:
             self.state.interrupt_study(key)
             return []
         self.state.finish_study(outcome, outcome.instances)
+        if not self.in_process:
+            self.totals.instances += outcome.written
+            self.totals.bytes += outcome.bytes_written
         if outcome.status == "done":
             self.totals.done += 1
         else:
