@@ -318,6 +318,8 @@ def test_kill_9_mid_export_then_the_same_command_completes_it(
     assert sum(1 for a in attempts.values() if a > 1) <= 2  # only those in flight at the kill ran twice
     assert files_under(out) == originals  # every file whole, none half-written under its final name
     assert not list(out.rglob("*.dicomtrolley-partial"))
+    index = pandas.read_parquet(out / "instances.parquet")
+    assert sorted(Path(p).name for p in index["path"]) == sorted(originals)  # the killed attempts' files too
 
 
 def test_ctrl_c_saves_the_state_and_exits_130_then_the_export_resumes(

@@ -29,7 +29,7 @@ from typing import Any
 from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.export.politeness import RateLimiter, TimeWindow
 from dicomtrolley.export.report import ExportReport, IndexFormat, write_outputs
-from dicomtrolley.export.state import FolderLock, StateDatabase
+from dicomtrolley.export.state import RUNNING, FolderLock, StateDatabase
 from dicomtrolley.export.tasks import (
     Controls,
     StudyOutcome,
@@ -208,8 +208,8 @@ class _Driver:
         bar.note("")
 
     def _start_study(self, executor: Executor, uid: str) -> None:
-        self.state.start_study(uid)
-        task = StudyTask(uid, self.folder, self.options.template)
+        previous = self.state.start_study(uid)
+        task = StudyTask(uid, self.folder, self.options.template, after_crash=previous == RUNNING)
         controls = self.controls if self.in_process else None
         self.in_flight[executor.submit(export_study, self.source, task, controls)] = ("study", uid)
 
