@@ -298,13 +298,19 @@ def wait_until_done(out: Path, count: int, process: subprocess.Popen[bytes]) -> 
         time.sleep(0.05)
 
 
+def export_until(server: OrthancServer, worklist: Path, out: Path, done: int) -> subprocess.Popen[bytes]:
+    """Start a paced export in a process; return it once ``done`` studies are recorded as done."""
+    process = start_cli_export(server, worklist, out, "--max-rate", "500KB/s")
+    wait_until_done(out, done, process)
+    return process
+
+
 def test_kill_9_mid_export_then_the_same_command_completes_it(
     hundred_studies: tuple[OrthancServer, dict[str, bytes], Path], tmp_path: Path
 ) -> None:
     server, originals, worklist = hundred_studies
     out = tmp_path / "out"
-    process = start_cli_export(server, worklist, out, "--max-rate", "500KB/s")
-    wait_until_done(out, 20, process)
+    process = export_until(server, worklist, out, done=20)
     process.kill()
     process.wait()
     assert 20 <= studies_done(out) < 100
@@ -327,8 +333,7 @@ def test_ctrl_c_saves_the_state_and_exits_130_then_the_export_resumes(
 ) -> None:
     server, originals, worklist = hundred_studies
     out = tmp_path / "out"
-    process = start_cli_export(server, worklist, out, "--max-rate", "500KB/s")
-    wait_until_done(out, 10, process)
+    process = export_until(server, worklist, out, done=10)
     process.send_signal(signal.SIGINT)
     sent = time.monotonic()
     assert process.wait(timeout=10) == 130
