@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -242,6 +243,23 @@ def test_max_connections_caps_the_connections_of_all_studies(
         report = export(profile.trolley(), uids, tmp_path, studies=4, progress=False)
     assert report.studies_done == 6
     assert peak[0] <= 2
+
+
+def test_ctrl_c_in_python_saves_the_state_then_raises_keyboard_interrupt(
+    orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    studies = orthanc.sample.small_studies
+    size = sum(i.size for s in studies for i in s.instances)
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):  # after about 1.5 s of a 4 s export
+        export(trolley_for(orthanc), [s.uid for s in studies], tmp_path, progress=False, studies=1,
+               max_rate=size / 4)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        statuses = [status for (status,) in db.execute("SELECT status FROM studies")]
+    assert "running" not in statuses
+    assert "pending" in statuses
+    assert (tmp_path / "report.csv").exists()
+    assert export(trolley_for(orthanc), [s.uid for s in studies], tmp_path, progress=False).ok
 
 
 # ------------------------------------------------------------ crash safety and Ctrl-C (100 studies, a subprocess)
