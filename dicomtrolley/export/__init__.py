@@ -98,7 +98,7 @@ def export(
     KeyboardInterrupt
         After Ctrl-C, once the state and the report are saved.
     """
-    source: TrolleySource = trolley if _is_source(trolley) else SharedTrolley(trolley)  # type: ignore[assignment,arg-type]
+    source = _source(trolley)
     options = ExportOptions(
         studies=studies, executor=executor, template=template, max_attempts=max_attempts, refresh=refresh,
         skip_bad_rows=skip_bad_rows, max_rate=parse_rate(max_rate) if isinstance(max_rate, str) else max_rate,
@@ -108,6 +108,8 @@ def export(
     return run_export(source, worklist, output_dir, options)
 
 
-def _is_source(trolley: object) -> bool:
-    """A trolley source is a callable without a ``download`` of its own."""
-    return callable(trolley) and not hasattr(trolley, "download")
+def _source(trolley: Exporter | TrolleySource) -> TrolleySource:
+    """A trolley is shared by every thread; a trolley source (a callable without a ``download``) is used as it is."""
+    if isinstance(trolley, Exporter):
+        return SharedTrolley(trolley)
+    return trolley
