@@ -262,6 +262,35 @@ def test_ctrl_c_in_python_saves_the_state_then_raises_keyboard_interrupt(
     assert export(trolley_for(orthanc), [s.uid for s in studies], tmp_path, progress=False).ok
 
 
+def test_ctrl_c_ends_the_command_while_a_request_waits_on_a_silent_server(tmp_path: Path) -> None:
+    instances = make_instances(name="stalled")
+    with FaultServer(instances) as server:
+        for route in (Route.WADO_RS_STUDY, Route.WADO_RS_SERIES, Route.WADO_RS_INSTANCE):
+            server.add_fault(Fault.STALL, route=route, duration=30)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dicomtrolley.cli", "export", server.dicomweb_url,
+             str(write_worklist(tmp_path, [instances[0].study_uid])), "-o", str(tmp_path / "out"), "--no-progress"],
+            cwd=REPO, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while server.count(Route.QIDO) == 0 or server.count() == server.count(Route.QIDO):
+            assert time.monotonic() < deadline
+            assert process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        assert process.wait(timeout=15) == 130
+        assert time.monotonic() - sent < 6  # the grace of 2 s, the report, the exit; not the 30 s stall
+    with sqlite3.connect(tmp_path / "out" / DATABASE_NAME) as db:
+        assert db.execute("SELECT status, attempts FROM studies").fetchall() == [("pending", 0)]
+
+
+def write_worklist(folder: Path, uids: list[str]) -> Path:
+    path = folder / "worklist.csv"
+    path.write_text("StudyInstanceUID\n" + "".join(f"{uid}\n" for uid in uids))
+    return path
+
+
 # ------------------------------------------------------------ crash safety and Ctrl-C (100 studies, a subprocess)
 
 
