@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas
@@ -109,6 +110,27 @@ def test_a_second_run_costs_no_request_and_new_rows_are_exported(tmp_path: Path)
         wado = [r.path for r in server.seen if r.route is not Route.QIDO]
         assert wado
         assert all(second[0].study_uid in path for path in wado)  # only the new study
+
+
+def test_refresh_searches_query_rows_again(tmp_path: Path) -> None:
+    instances = make_instances(name="refresh")
+    with FaultServer(instances) as server:
+        trolley = ServerProfile(url=server.dicomweb_url).trolley()
+        export(trolley, [Query(PatientID="FAULT-001")], tmp_path, progress=False)
+        server.reset_log()
+        assert export(trolley, [Query(PatientID="FAULT-001")], tmp_path, progress=False, refresh=True).ok
+        assert server.count(Route.QIDO) >= 1
+        assert server.count() == server.count(Route.QIDO)  # searched again; the done study is not fetched
+
+
+def test_outside_the_window_no_study_starts(orthanc: OrthancServer, tmp_path: Path) -> None:
+    later = datetime.now() + timedelta(hours=2)
+    window = f"{later:%H}:00-{(later + timedelta(hours=1)):%H}:00"
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        export(trolley_for(orthanc), [orthanc.sample.small_studies[0].uid], tmp_path, progress=False, window=window)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        assert db.execute("SELECT status, attempts FROM studies").fetchall() == [("pending", 0)]
 
 
 def test_a_study_that_fails_on_the_server_does_not_stop_the_others(tmp_path: Path) -> None:
