@@ -112,6 +112,16 @@ def test_a_second_run_costs_no_request_and_new_rows_are_exported(tmp_path: Path)
         assert all(second[0].study_uid in path for path in wado)  # only the new study
 
 
+def test_each_new_study_is_one_request_in_a_folder_holding_others(tmp_path: Path) -> None:
+    first, second = make_instances(name="one-a"), make_instances(name="one-b")
+    with FaultServer(first + second) as server:
+        trolley = ServerProfile(url=server.dicomweb_url).trolley()
+        report = export(trolley, [first[0].study_uid, second[0].study_uid], tmp_path, studies=1, progress=False)
+        assert report.studies_done == 2
+        assert server.count(Route.WADO_RS_STUDY) == 2
+        assert server.count(Route.WADO_RS_SERIES) == server.count(Route.WADO_RS_INSTANCE) == 0
+
+
 def test_refresh_searches_query_rows_again(tmp_path: Path) -> None:
     instances = make_instances(name="refresh")
     with FaultServer(instances) as server:
