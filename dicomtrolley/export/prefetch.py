@@ -16,8 +16,9 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from dicomtrolley.core import Query, QueryLevels, Searcher, Study
+from dicomtrolley.core import Query, QueryLevels, Study
 from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.roles import Searcher
 
 logger = logging.getLogger(__name__)
 
