@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from dicomtrolley._planning import Plan, covers, plan_download
 from dicomtrolley.core import FetchFailure, InstancePart, InstanceReference, Reference, reference_key
-from dicomtrolley.exceptions import ConnectionFailedError, DownloadError, MultipartError
+from dicomtrolley.deidentify import DeidentifyingStorage
+from dicomtrolley.exceptions import (
+    ConnectionFailedError,
+    DownloadError,
+    InstanceQuarantinedError,
+    MultipartError,
+    StorageError,
+)
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import DownloadSummary
 from dicomtrolley.roles import Downloader, Searcher
@@ -60,6 +67,9 @@ class Receiver:
     """The sink of a download: writes each part, counts it, reports progress.
 
     Downloaders call it from their worker threads, so its counts sit behind a lock.
+    Unless the download stops on failure, an instance that cannot be read or
+    written is a failure of that instance alone (in ``failures``), and the
+    stream it came in goes on.
     """
 
     def __init__(
@@ -69,18 +79,36 @@ class Receiver:
         reporter: ProgressReporter,
         started: float,
         on_saved: Callable[[SavedInstance], None] | None = None,
+        *,
+        stop_on_failure: bool,
     ) -> None:
         self.storage = storage
         self.on_saved = on_saved
         self.summary = summary
         self.reporter = reporter
         self.started = started
+        self.stop_on_failure = stop_on_failure
         self.received: set[InstanceReference] = set()
+        self.failures: list[FetchFailure] = []
         self._lock = threading.Lock()
 
     def __call__(self, part: InstancePart) -> None:
-        saved = self.storage.save(part)
         summary = self.summary
+        try:
+            saved = self.storage.save(part)
+        except InstanceQuarantinedError as held:  # pseudonymisation held it back: listed, not a failure
+            with self._lock:
+                self.received.add(held.quarantined.reference)
+                summary.quarantined.append(held.quarantined)
+            return
+        except StorageError as error:
+            target = part.reference or part.source
+            if self.stop_on_failure or target is None:
+                raise
+            logger.warning("Could not save an instance of %s: %s", target, error)
+            with self._lock:
+                self.failures.append(FetchFailure(target, error))
+            return
         with self._lock:
             self.received.add(saved.reference)
             summary.written += 1
@@ -113,11 +141,13 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
     with ProgressReporter(progress, summary.expected) as reporter:
         if job.stop_on_failure and plan.not_found:
             raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
-        receiver = Receiver(job.storage, summary, reporter, started, job.on_saved)
-        failures = job.downloader.fetch(plan.fetch, receiver, stop_on_failure=job.stop_on_failure)
+        receiver = Receiver(
+            job.storage, summary, reporter, started, job.on_saved, stop_on_failure=job.stop_on_failure
+        )
+        failures = fetch(job, plan, receiver)
         expected, unlisted = verify_counts(plan, job.searcher, receiver.received)
         failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
-        summary.failures.extend(failures)
+        summary.failures.extend(receiver.failures + failures)
         summary.downloader_report = job.downloader.report()
     summary.missing = sorted(still_missing(expected, plan, receiver), key=reference_key)
     summary.elapsed = time.perf_counter() - started
@@ -134,6 +164,20 @@ def make_plan(job: DownloadJob) -> Plan:
         on_disk=storage.has if storage.may_hold({t.study_uid for t in job.targets}) else None,
         fields=storage.template.fields,
     )
+
+
+def fetch(job: DownloadJob, plan: Plan, receiver: Receiver) -> list[FetchFailure]:
+    """Fetch what the plan says into the receiver; return the targets that failed.
+
+    A pseudonymising storage works on several instances at once (in worker
+    processes), so its parts are handed over without waiting for each to be written.
+    """
+    if not isinstance(job.storage, DeidentifyingStorage):
+        return job.downloader.fetch(plan.fetch, receiver, stop_on_failure=job.stop_on_failure)
+    late: list[FetchFailure] = []
+    with job.storage.parallel(receiver, late) as sink:
+        failures = job.downloader.fetch(plan.fetch, sink, stop_on_failure=job.stop_on_failure)
+    return failures + late
 
 
 def verify_counts(
