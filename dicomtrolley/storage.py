@@ -246,9 +246,11 @@ class StorageDir:
         A layout whose first folder is the StudyInstanceUID (the default one)
         looks for those folders: in a batch export into one folder, a study not
         yet begun is then fetched as fast as into an empty folder. Other
-        layouts ask whether the output folder holds anything at all.
+        layouts, and storages that decide for themselves what is on disk
+        (pseudonymising ones), ask whether the output folder holds anything at all.
         """
-        if not self.template.template.startswith("{StudyInstanceUID}/"):
+        overridden = type(self).has is not StorageDir.has  # e.g. pseudonymised paths: the subclass knows
+        if overridden or not self.template.template.startswith("{StudyInstanceUID}/"):
             return self.is_occupied()
         underscores = self.template.uid_underscores
         return any(
