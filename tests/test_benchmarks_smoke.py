@@ -58,6 +58,15 @@ def test_regenerating_the_table_replaces_only_the_generated_section(tmp_path: Pa
     assert page.read_text() == INTRO + "\n" + report.BEGIN + "\nnew table\n" + report.END + "\n\nClosing words.\n"
 
 
+def test_the_export_bookkeeping_probe_runs_and_times_each_study(tmp_path: Path) -> None:
+    from benchmarks.export_bench import bookkeeping_probe
+
+    result = bookkeeping_probe(20, tmp_path)
+    assert result["rows"] == 20
+    assert result["ms_per_study"] > 0
+    assert (tmp_path / "report.csv").read_text().count("\n") == 21
+
+
 @pytest.mark.integration
 def test_the_research_benchmark_runs_every_row_of_this_package(
     orthanc_factory: OrthancFactory, tmp_path: Path
