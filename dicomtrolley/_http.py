@@ -172,7 +172,9 @@ class HTTPClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._proxies: dict[tuple[object, ...], dict[str, str]] = {}
-        ensure_pool_size(session, pool_size)
+        # Sized at the first request, not here: building a searcher or
+        # downloader never touches the session (4.x scripts build them early).
+        self._pool_size: int | None = pool_size
 
     def get(
         self,
@@ -231,6 +233,9 @@ class HTTPClient:
         request to find proxy settings: the largest single item in a profile
         of the client fetching 500 instances over WADO-URI.
         """
+        if self._pool_size is not None:
+            ensure_pool_size(self.session, self._pool_size)
+            self._pool_size = None
         prepared = self.session.prepare_request(requests.Request("GET", url, headers=headers))
         # verify is passed on explicitly: requests lets REQUESTS_CA_BUNDLE and
         # CURL_CA_BUNDLE override a session's own CA file (or its verify=False).

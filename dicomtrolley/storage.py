@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import io
 import logging
 import os
 import re
@@ -29,13 +30,15 @@ import shutil
 import string
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomtrolley._header import Header, read_header
 from dicomtrolley.core import InstancePart, InstanceReference
@@ -153,7 +156,23 @@ class PathTemplate:
                 return str(value)
 
 
-class StorageDir:
+class DICOMDiskStorage(ABC):
+    """Something that writes parsed pydicom Datasets to disk: 4.x's extension point for storage.
+
+    Subclass it and implement :meth:`save` to choose paths or formats of your
+    own; pass an instance as ``Trolley(storage=...)``. The trolley then parses
+    every instance into a Dataset and calls ``save(dataset, output_dir)``,
+    which is slower than :class:`StorageDir` (it writes the bytes as they
+    arrive, without parsing them) and gives up resume and the byte-exact copy.
+    For another layout, a :class:`StorageDir` template is usually enough.
+    """
+
+    @abstractmethod
+    def save(self, dataset: Dataset, path: str | os.PathLike[str] | None = None) -> object:
+        """Write one dataset, under ``path`` (the download's output folder) when given."""
+
+
+class StorageDir(DICOMDiskStorage):
     """Writes instances under a folder, in a layout chosen by a template.
 
     Parameters
@@ -222,16 +241,35 @@ class StorageDir:
             return False
         return self.path_for(attributes).is_file()
 
-    def save(self, part: InstancePart) -> SavedInstance:
-        """Write one instance's bytes, as they are, to its path; atomically.
+    def generate_path(self, dataset: Dataset | Mapping[str, Any]) -> Path:
+        """The path, relative to the output folder, of an instance with these attributes (4.x name)."""
+        return self.template.render(dataset)
+
+    def save(
+        self, part: InstancePart | Dataset, path: str | os.PathLike[str] | None = None
+    ) -> SavedInstance:
+        """Write one instance to its path, atomically.
+
+        Parameters
+        ----------
+        part
+            The bytes of an instance, written exactly as they are; or a pydicom
+            Dataset (as 4.x took), encoded as it is and written the same way.
+        path
+            Another output folder for this one write (4.x's argument); this storage's folder if None.
 
         Raises
         ------
         StorageError
-            The bytes are not DICOM, the disk is full, or the folder is not writable.
+            The bytes are not DICOM, the dataset cannot be encoded, the disk is
+            full, or the folder is not writable.
         StorageCollisionError
             Another instance already maps to the same path.
         """
+        if isinstance(part, Dataset):
+            return self._save_dataset(part, Path(path) if path is not None else self.path)
+        if path is not None:
+            return self.at(path).save(part)
         header = read_header(part.body, self._header_keywords)
         sop_uid = header.text("SOPInstanceUID") or header.media_sop_instance_uid
         if not sop_uid:
@@ -246,6 +284,23 @@ class StorageDir:
         logger.debug("Wrote %s (%d bytes)", target, part.size)
         return SavedInstance(reference, target, part.size, header.transfer_syntax)
 
+    def _save_dataset(self, dataset: Dataset, folder: Path) -> SavedInstance:
+        """Encode a Dataset as it is and write it under ``folder`` at :meth:`generate_path`."""
+        body = io.BytesIO()
+        try:
+            dataset.save_as(body)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise StorageError(f"Could not encode {dataset.get('SOPInstanceUID', 'a dataset')}: {error}") from error
+        target = folder / self.generate_path(dataset)
+        sop_uid = str(dataset.get("SOPInstanceUID", ""))
+        self._claim(target, sop_uid)
+        _write_atomically(body, target, make_folder=True)
+        reference = InstanceReference(
+            str(dataset.get("StudyInstanceUID", "")), str(dataset.get("SeriesInstanceUID", "")), sop_uid
+        )
+        transfer_syntax = dataset.file_meta.get("TransferSyntaxUID", "") if hasattr(dataset, "file_meta") else ""
+        return SavedInstance(reference, target, body.getbuffer().nbytes, str(transfer_syntax))
+
     def _claim(self, target: Path, sop_uid: str) -> None:
         with self._lock:
             owner = self._claimed.get(target)
@@ -257,6 +312,37 @@ class StorageDir:
                     "add an attribute such as {SOPInstanceUID} to the template"
                 )
             self._claimed[target] = sop_uid
+
+
+def make_writable(dataset: Dataset) -> Dataset:
+    """Make a Dataset built from DICOM JSON (WADO-RS metadata, a search result) savable with ``save_as``.
+
+    Gives it file meta information (Explicit VR Little Endian) and drops the
+    elements pydicom cannot encode: UN elements whose value was decoded into
+    something other than bytes, which some servers' metadata contains.
+    Changes ``dataset`` in place and returns it (4.x's function).
+    """
+    file_meta = FileMetaDataset()
+    if "SOPClassUID" in dataset:
+        file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    if "SOPInstanceUID" in dataset:
+        file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta = file_meta
+    for element in list(dataset):
+        if element.VR == "UN" and not isinstance(element.value, (bytes, str, type(None))):
+            logger.debug("Dropping %s: VR UN with a decoded value cannot be written", element.tag)
+            del dataset[element.tag]
+    return dataset
+
+
+def saves_datasets(storage: DICOMDiskStorage) -> bool:
+    """True for a storage that must be fed parsed Datasets: a 4.x-style :class:`DICOMDiskStorage`,
+    or a :class:`StorageDir` subclass that overrides ``save`` or ``generate_path``."""
+    if not isinstance(storage, StorageDir):
+        return True
+    kind = type(storage)
+    return kind.save is not StorageDir.save or kind.generate_path is not StorageDir.generate_path
 
 
 class FlatStorageDir(StorageDir):

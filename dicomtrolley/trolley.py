@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydicom.dataset import Dataset
 
+from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._planning import covers, find_instances, plan_download
 from dicomtrolley.core import (
     Downloadable,
@@ -31,6 +32,7 @@ from dicomtrolley.core import (
     QueryLevels,
     Searcher,
     Study,
+    as_list,
     to_reference,
 )
 from dicomtrolley.exceptions import (
@@ -38,10 +40,11 @@ from dicomtrolley.exceptions import (
     DICOMTrolleyError,
     DownloadError,
     MultipartError,
+    StorageError,
 )
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import StudyList
-from dicomtrolley.storage import StorageDir
+from dicomtrolley.storage import DICOMDiskStorage, StorageDir, saves_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +117,9 @@ class Trolley:
     downloader
         Fetches instances. Optional when the trolley only searches.
     storage
-        The default storage for :meth:`download` (a :class:`StorageDir`).
+        The default storage for :meth:`download`: a :class:`StorageDir`, or a
+        4.x-style :class:`~dicomtrolley.storage.DICOMDiskStorage` that saves
+        parsed Datasets (slower; see there).
 
     Examples
     --------
@@ -130,7 +135,7 @@ class Trolley:
         self,
         searcher: Searcher | None = None,
         downloader: Downloader | None = None,
-        storage: StorageDir | None = None,
+        storage: DICOMDiskStorage | None = None,
     ) -> None:
         if isinstance(searcher, Downloader) and (downloader is None or isinstance(downloader, Searcher)):
             # The public reference took (downloader, searcher); accept that order too.
@@ -176,6 +181,8 @@ class Trolley:
         template: str | None = None,
         on_error: Literal["raise", "collect"] = "raise",
         progress: bool | ProgressCallback | None = None,
+        use_async: bool | None = None,
+        max_workers: int | None = None,
     ) -> DownloadSummary:
         """Download studies, series or instances to disk; return what happened.
 
@@ -196,6 +203,9 @@ class Trolley:
             list every failure in the returned summary.
         progress
             ``None`` shows a bar when somebody watches; ``False`` none; a callable gets updates.
+        use_async, max_workers
+            Accepted from 4.x scripts with a DeprecationWarning, and not used:
+            parallelism is set on the downloader (``WadoURI(session, url, workers=8)``).
 
         Raises
         ------
@@ -204,9 +214,13 @@ class Trolley:
         """
         if on_error not in ("raise", "collect"):
             raise ValueError(f"on_error must be 'raise' or 'collect', not {on_error!r}")
+        if use_async is not None or max_workers is not None:
+            warn_parallelism_moved("Trolley.download")
         downloader = self._require_downloader()
         storage = self._storage_for(output_dir, template)
-        targets = [to_reference(o) for o in _as_list(objects)]
+        if not isinstance(storage, StorageDir) or saves_datasets(storage):
+            return self._download_datasets(storage, objects, output_dir, on_error)
+        targets = [to_reference(o) for o in as_list(objects)]
         started = time.perf_counter()
         plan = plan_download(targets, self.searcher, storage, downloader.finest_level_needed)
         summary = DownloadSummary(
@@ -272,19 +286,51 @@ class Trolley:
         )
         return kept + downloader.fetch(retry, sink, stop_on_failure=False)
 
+    def _download_datasets(
+        self,
+        storage: DICOMDiskStorage,
+        objects: Downloadable | Iterable[Downloadable],
+        output_dir: str | os.PathLike[str] | None,
+        on_error: str,
+    ) -> DownloadSummary:
+        """Feed a storage that saves parsed Datasets (4.x's extension point), one by one.
+
+        Every instance is parsed before it is written, which is slower than
+        writing the bytes as they arrive; the first failure stops the download.
+        """
+        if on_error != "raise":
+            raise DICOMTrolleyError(f"on_error={on_error!r} needs a StorageDir; {storage!r} saves datasets")
+        started = time.perf_counter()
+        summary = DownloadSummary()
+        for dataset in self.fetch_all_datasets(objects):
+            try:
+                storage.save(dataset, output_dir)
+            except (OSError, ValueError) as error:
+                raise StorageError(f"{storage!r} could not save {dataset.get('SOPInstanceUID')}: {error}") from error
+            summary.written += 1
+        summary.elapsed = time.perf_counter() - started
+        logger.info("Download through %r: %s", storage, summary)
+        return summary
+
     def fetch_all_datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
         """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk."""
         downloader = self._require_downloader()
-        targets = [to_reference(o) for o in _as_list(objects)]
+        targets = [to_reference(o) for o in as_list(objects)]
         if self.searcher is not None and any(t.level > downloader.finest_level_needed for t in targets):
             found = find_instances(self.searcher, targets, include_fields=())
             yield from downloader.datasets(i.reference() for i in found)
         else:
             yield from downloader.datasets(targets)
 
-    def _storage_for(self, output_dir: str | os.PathLike[str] | None, template: str | None) -> StorageDir:
+    def _storage_for(
+        self, output_dir: str | os.PathLike[str] | None, template: str | None
+    ) -> StorageDir | DICOMDiskStorage:
         """A storage for one download: its record of paths written ends with the download,
         so a batch of thousands of studies does not grow it without bound."""
+        if self.storage is not None and not isinstance(self.storage, StorageDir):
+            if template is not None:
+                raise DICOMTrolleyError("template applies to a StorageDir; this storage chooses its own paths")
+            return self.storage
         if output_dir is None:
             if self.storage is None:
                 raise DICOMTrolleyError("No output folder: pass output_dir, or Trolley(storage=...)")
@@ -294,9 +340,3 @@ class Trolley:
         if self.storage is not None and template is None:
             return self.storage.at(output_dir)
         return StorageDir(output_dir, template=template)
-
-
-def _as_list(objects: Downloadable | Iterable[Downloadable]) -> list[Downloadable]:
-    if isinstance(objects, (str, bytes)) or not isinstance(objects, Iterable):
-        return [objects]
-    return list(objects)

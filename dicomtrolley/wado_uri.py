@@ -9,10 +9,12 @@ only while small.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import requests
+from pydicom.dataset import Dataset
 
+from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._http import (
     DEFAULT_TIMEOUT,
     SPILL_THRESHOLD,
@@ -24,13 +26,14 @@ from dicomtrolley._http import (
 )
 from dicomtrolley.core import (
     DICOMObjectLevels,
+    Downloadable,
     FetchFailure,
     InstancePart,
     InstanceReference,
     PartSink,
     Reference,
 )
-from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.exceptions import NonInstanceParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,9 @@ class WadoURI(HTTPDownloader):
         When a failed request is tried again.
     spill_threshold
         Instances larger than this many bytes are held in a temporary file, not memory.
+    use_async, max_workers
+        4.x's switches, accepted with a DeprecationWarning: requests always run
+        in parallel; ``max_workers``, when given, sets ``workers``.
     """
 
     finest_level_needed = DICOMObjectLevels.INSTANCE
@@ -69,7 +75,12 @@ class WadoURI(HTTPDownloader):
         timeout: Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         spill_threshold: int = SPILL_THRESHOLD,
+        use_async: bool | None = None,
+        max_workers: int | None = None,
     ) -> None:
+        if use_async is not None or max_workers is not None:
+            warn_parallelism_moved("WadoURI()")
+            workers = max_workers or workers
         super().__init__(
             session, url, workers=workers, timeout=timeout, retry=retry, spill_threshold=spill_threshold
         )
@@ -91,6 +102,11 @@ class WadoURI(HTTPDownloader):
             params["transferSyntax"] = self.transfer_syntax
         return params
 
+    def datasets_async(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
+        """4.x's parallel :meth:`datasets`, kept with a DeprecationWarning: :meth:`datasets` is parallel."""
+        warn_parallelism_moved("WadoURI.datasets_async")
+        return self.datasets(objects)
+
     def fetch(
         self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
     ) -> list[FetchFailure]:
@@ -98,13 +114,13 @@ class WadoURI(HTTPDownloader):
 
         Raises
         ------
-        DICOMTrolleyError
+        NonInstanceParameterError
             A target is a study or series: WADO-URI cannot list what they hold,
             so resolve them to instances first (a Trolley with a searcher does).
         """
         coarse = [t for t in targets if not isinstance(t, InstanceReference)]
         if coarse:
-            raise DICOMTrolleyError(
+            raise NonInstanceParameterError(
                 f"WADO-URI fetches single instances; {coarse[0]} must first be resolved to its "
                 "instances (give the Trolley a searcher)"
             )
