@@ -287,8 +287,11 @@ class StorageDir(DICOMDiskStorage):
     def _save_dataset(self, dataset: Dataset, folder: Path) -> SavedInstance:
         """Encode a Dataset as it is and write it under ``folder`` at :meth:`generate_path`."""
         body = io.BytesIO()
+        # A dataset with a transfer syntax becomes a proper Part-10 file;
+        # one without is written as it is, as 4.x did.
+        part10 = "TransferSyntaxUID" in getattr(dataset, "file_meta", {})
         try:
-            dataset.save_as(body)
+            dataset.save_as(body, enforce_file_format=part10)
         except (ValueError, TypeError, AttributeError) as error:
             raise StorageError(f"Could not encode {dataset.get('SOPInstanceUID', 'a dataset')}: {error}") from error
         target = folder / self.generate_path(dataset)

@@ -22,6 +22,8 @@ from pydicom.dataset import Dataset
 from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._planning import covers, find_instances, plan_download
 from dicomtrolley.core import (
+    DICOMObject,
+    DICOMObjectLevels,
     Downloadable,
     Downloader,
     FetchFailure,
@@ -30,6 +32,7 @@ from dicomtrolley.core import (
     PartSink,
     Query,
     QueryLevels,
+    Reference,
     Searcher,
     Study,
     as_list,
@@ -40,6 +43,7 @@ from dicomtrolley.exceptions import (
     DICOMTrolleyError,
     DownloadError,
     MultipartError,
+    NoReferencesFoundError,
     StorageError,
 )
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
@@ -321,6 +325,37 @@ class Trolley:
             yield from downloader.datasets(i.reference() for i in found)
         else:
             yield from downloader.datasets(targets)
+
+    def obtain_references(
+        self, objects: Downloadable | Iterable[Downloadable], max_level: DICOMObjectLevels
+    ) -> list[Reference]:
+        """References at ``max_level`` or finer covering ``objects``, searching only where they lack them.
+
+        A study found with its series splits into them without a search; a
+        study reference needs one search, and a series is split into its own
+        instances, not those of its whole study. (4.x's method.)
+
+        Raises
+        ------
+        DICOMTrolleyError
+            A search was needed and this trolley has no searcher, or it failed.
+        """
+        found: list[Reference] = []
+        unsplit: list[Reference] = []
+        for obj in as_list(objects):
+            item = obj if isinstance(obj, DICOMObject) else to_reference(obj)
+            try:
+                found.extend(item.contained_references(max_level))
+            except NoReferencesFoundError:
+                unsplit.append(item.reference())
+        if not unsplit:
+            return found
+        searcher = self._require_searcher()
+        if max_level is DICOMObjectLevels.INSTANCE:
+            return found + [i.reference() for i in find_instances(searcher, unsplit, include_fields=())]
+        for study in unsplit:  # only a study lacks series references
+            found.extend(searcher.find_study_by_id(study.study_uid, QueryLevels.SERIES).contained_references(max_level))
+        return found
 
     def _storage_for(
         self, output_dir: str | os.PathLike[str] | None, template: str | None
