@@ -317,14 +317,14 @@ class Trolley:
         return summary
 
     def fetch_all_datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
-        """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk."""
+        """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk.
+
+        Objects are split as finely as the downloader needs (WADO-URI:
+        instances) by :meth:`obtain_references`: searching only for what a
+        found study or series does not already list.
+        """
         downloader = self._require_downloader()
-        targets = [to_reference(o) for o in as_list(objects)]
-        if self.searcher is not None and any(t.level > downloader.finest_level_needed for t in targets):
-            found = find_instances(self.searcher, targets, include_fields=())
-            yield from downloader.datasets(i.reference() for i in found)
-        else:
-            yield from downloader.datasets(targets)
+        yield from downloader.datasets(self.obtain_references(objects, downloader.finest_level_needed))
 
     def obtain_references(
         self, objects: Downloadable | Iterable[Downloadable], max_level: DICOMObjectLevels
