@@ -171,6 +171,20 @@ Reference = StudyReference | SeriesReference | InstanceReference
 # ---------------------------------------------------------------- the tree
 
 
+_Child = TypeVar("_Child", bound="DICOMObject", covariant=True)
+
+
+class Children(tuple[_Child, ...]):
+    """The objects one level down in the tree: a tuple that can also be called.
+
+    4.x had ``children()`` as a method; here it is a property. Calling the
+    tuple returns it, so both spellings work.
+    """
+
+    def __call__(self) -> Children[_Child]:
+        return self
+
+
 class DICOMObject:
     """A study, series or instance found by a search; base of the tree classes.
 
@@ -212,9 +226,9 @@ class DICOMObject:
         self._json = None
 
     @property
-    def children(self) -> Sequence[DICOMObject]:
-        """The objects one level down (empty for an instance)."""
-        return ()
+    def children(self) -> Children[DICOMObject]:
+        """The objects one level down (empty for an instance); ``children()`` works too, as in 4.x."""
+        return Children()
 
     def reference(self) -> Reference:
         """A small, hashable reference that a downloader can fetch."""
@@ -353,9 +367,9 @@ class Series(DICOMObject):
         return instance
 
     @property
-    def children(self) -> Sequence[Instance]:
+    def children(self) -> Children[Instance]:
         """The instances of this series."""
-        return self.instances
+        return Children(self.instances)
 
     def get(self, instance_uid: str) -> Instance:
         """The instance with this uid; ``KeyError`` if the search did not return it."""
@@ -405,9 +419,9 @@ class Study(DICOMObject):
         return series
 
     @property
-    def children(self) -> Sequence[Series]:
+    def children(self) -> Children[Series]:
         """The series of this study."""
-        return self.series
+        return Children(self.series)
 
     def get(self, series_uid: str) -> Series:
         """The series with this uid; ``KeyError`` if the search did not return it."""

@@ -221,6 +221,8 @@ def test_tree_objects_know_their_root_their_instances_and_series_and_look_up_chi
     assert study.get("1.1.1") is series
     assert series.get("1.1.1.1").uid == "1.1.1.1"
     assert study.max_object_depth() is DICOMObjectLevels.INSTANCE
+    assert study.children() == (series,)
+    assert study.children == (series,)
     with pytest.raises(KeyError):
         study["unknown"]
 
