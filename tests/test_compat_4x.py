@@ -16,8 +16,8 @@ import pytest
 import requests
 import responses
 from pydantic import ValidationError
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom import examples
+from pydicom.dataset import Dataset
 
 from dicomtrolley.auth import VitreaAuth
 from dicomtrolley.core import (
@@ -78,14 +78,10 @@ def tree() -> Study:
 
 
 def instance_dataset(study: str = "1.1", series: str = "1.1.1", sop: str = "1.1.1.1") -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    """pydicom's example CT with our UIDs: a complete instance, file meta included."""
+    ds = examples.ct
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, sop
-    ds.PatientName = "DOE^JANE"
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
     return ds
 
 
@@ -433,7 +429,7 @@ def test_storage_dir_saves_a_pydicom_dataset_in_the_4x_layout(tmp_path: Path) ->
     StorageDir(tmp_path).save(instance_dataset("1.2", "1.2.3", "1.2.3.4"))
 
     written = tmp_path / "1_2" / "1_2_3" / "1_2_3_4"
-    assert pydicom.dcmread(written).PatientName == "DOE^JANE"
+    assert pydicom.dcmread(written).PatientName == "CompressedSamples^CT1"
 
 
 def test_storage_dir_save_takes_4x_output_folder_argument(tmp_path: Path) -> None:
