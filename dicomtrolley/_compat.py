@@ -8,9 +8,9 @@ from __future__ import annotations
 import warnings
 
 PARALLELISM_MOVED = (
-    "{where}: use_async and max_workers are no longer used here; downloads always run in "
-    "parallel, and how many requests run at once is set on the downloader, e.g. "
-    "WadoURI(session, url, workers=8) or WadoRS(session, url, workers=4)"
+    "{where}: use_async and max_workers are deprecated; downloads always run in parallel, and "
+    "parallelism is set on the downloader, e.g. WadoURI(session, url, workers=8) or "
+    "WadoRS(session, url, workers=4)"
 )
 
 
