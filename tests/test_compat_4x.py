@@ -109,7 +109,8 @@ def test_download_takes_use_async_and_max_workers_with_a_warning_that_parallelis
 ) -> None:
     study = small_study(orthanc)
 
-    with pytest.warns(DeprecationWarning, match=r"parallelism is set on the downloader, e\.g\. WadoURI\(session, url, workers=8\)"):
+    moved = r"parallelism is set on the downloader, e\.g\. WadoURI\(session, url, workers=8\)"
+    with pytest.warns(DeprecationWarning, match=moved):
         summary = wado_uri_trolley(orthanc).download(study.uid, tmp_path, use_async=True, max_workers=4)
 
     assert summary.written == len(study.instances)
