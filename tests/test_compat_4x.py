@@ -426,6 +426,21 @@ def test_a_storage_dir_subclass_overriding_save_gets_datasets_as_in_4x(orthanc: 
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.integration
+def test_a_storage_dir_subclass_overriding_generate_path_chooses_the_paths_as_in_4x(
+    orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    study = small_study(orthanc)
+
+    class ByPatient(StorageDir):
+        def generate_path(self, dataset: Any) -> Path:
+            return Path(dataset.PatientID) / f"{dataset.SOPInstanceUID}.dcm"
+
+    wado_uri_trolley(orthanc, storage=ByPatient(tmp_path)).download(study.uid, tmp_path)
+
+    assert sorted(p.name for p in (tmp_path / "PAT002").iterdir()) == sorted(f"{i.uid}.dcm" for i in study.instances)
+
+
 def test_storage_dir_saves_a_pydicom_dataset_in_the_4x_layout(tmp_path: Path) -> None:
     StorageDir(tmp_path).save(instance_dataset("1.2", "1.2.3", "1.2.3.4"))
 
