@@ -224,6 +224,16 @@ def test_tree_objects_know_their_root_their_instances_and_series_and_look_up_chi
         study["unknown"]
 
 
+def test_series_and_instances_can_be_assigned_as_4x_scripts_do() -> None:
+    study = Study("1.1")
+    series = Series("1.1.1", parent=study)
+    series.instances = (Instance("1.1.1.1", parent=series),)
+    study.series = (series,)
+
+    assert [i.uid for i in study.all_instances()] == ["1.1.1.1"]
+    assert study["1.1.1"]["1.1.1.1"].reference() == InstanceReference("1.1", "1.1.1", "1.1.1.1")
+
+
 def test_a_reference_holds_itself_and_nothing_finer() -> None:
     series = SeriesReference("1.1", "1.1.1")
 
