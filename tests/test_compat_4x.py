@@ -391,6 +391,12 @@ def test_datasets_takes_a_single_object_as_well_as_a_list(orthanc: OrthancServer
     assert sorted(ds.SOPInstanceUID for ds in datasets) == sorted(i.uid for i in series.instances)
 
 
+def test_wado_rs_builds_the_4x_urls_under_its_old_method_name() -> None:
+    wado = WadoRS(requests.Session(), "http://pacs.test/dicom-web/")
+
+    assert wado.wado_rs_instance_uri(SeriesReference("1", "2")) == "http://pacs.test/dicom-web/studies/1/series/2"
+
+
 def test_downloaders_can_be_built_without_touching_the_session() -> None:
     WadoRS(session=None, url="prot://test/")  # type: ignore[arg-type]  # 4.x tests build them so
     WadoURI(session=None, url="prot://test/")  # type: ignore[arg-type]
