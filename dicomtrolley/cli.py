@@ -19,12 +19,13 @@ from datetime import date
 
 import requests
 
-from dicomtrolley import __version__
+from dicomtrolley._version import __version__
 from dicomtrolley.auth import create_session
-from dicomtrolley.core import Downloader, Query, QueryLevels
+from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.results import StudyList
+from dicomtrolley.roles import Downloader
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
@@ -33,6 +34,11 @@ PASSWORD_VARIABLE = "DICOMTROLLEY_PASSWORD"  # noqa: S105 - the name of a variab
 
 EXIT_FAILURES = 1
 EXIT_ERROR = 3
+
+SEARCH_KEYWORDS = (
+    "PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription",
+)
+"""The query attributes ``dicomtrolley search`` takes as options (``--PatientID VALUE``)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,8 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="find studies and print them as a table")
     server_options(search)
-    for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy",
-                    "StudyDescription"):
+    for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
     search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
@@ -77,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _session(args: argparse.Namespace) -> requests.Session:
+def _authenticated_session(args: argparse.Namespace) -> requests.Session:
     if args.login_url:
         if not args.user:
             raise DICOMTrolleyError("--login-url needs --user")
@@ -103,8 +108,7 @@ def _downloader(args: argparse.Namespace, session: requests.Session) -> Download
 
 
 def _search(args: argparse.Namespace) -> int:
-    fields = {k: getattr(args, k) for k in ("PatientID", "PatientName", "AccessionNumber",
-                                           "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription")}
+    fields = {keyword: getattr(args, keyword) for keyword in SEARCH_KEYWORDS}
     query = Query(
         **fields,
         min_study_date=args.min_study_date,
@@ -112,7 +116,7 @@ def _search(args: argparse.Namespace) -> int:
         query_level=QueryLevels(args.level.upper()),
         limit=args.limit,
     )
-    studies = Trolley(searcher=QidoRS(_session(args), args.url)).find_studies(query)
+    studies = Trolley(searcher=QidoRS(_authenticated_session(args), args.url)).find_studies(query)
     if args.json:
         print(json.dumps([s.to_dict() for s in studies], indent=1))
     else:
@@ -121,7 +125,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    session = _session(args)
+    session = _authenticated_session(args)
     trolley = Trolley(searcher=QidoRS(session, args.url), downloader=_downloader(args, session))
     try:
         summary = trolley.download(
