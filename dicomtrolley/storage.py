@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import inspect
 import io
 import logging
 import os
@@ -172,7 +173,7 @@ class DICOMDiskStorage(ABC):
         """Write one dataset, under ``path`` (the download's output folder) when given."""
 
 
-class StorageDir(DICOMDiskStorage):
+class StorageDir:
     """Writes instances under a folder, in a layout chosen by a template.
 
     Parameters
@@ -245,31 +246,20 @@ class StorageDir(DICOMDiskStorage):
         """The path, relative to the output folder, of an instance with these attributes (4.x name)."""
         return self.template.render(dataset)
 
-    def save(
-        self, part: InstancePart | Dataset, path: str | os.PathLike[str] | None = None
-    ) -> SavedInstance:
-        """Write one instance to its path, atomically.
+    def save(self, part: InstancePart) -> SavedInstance:
+        """Write one instance's bytes, as they are, to its path; atomically.
 
-        Parameters
-        ----------
-        part
-            The bytes of an instance, written exactly as they are; or a pydicom
-            Dataset (as 4.x took), encoded as it is and written the same way.
-        path
-            Another output folder for this one write (4.x's argument); this storage's folder if None.
+        A pydicom Dataset given here, as 4.x scripts do, goes to :meth:`save_dataset`.
 
         Raises
         ------
         StorageError
-            The bytes are not DICOM, the dataset cannot be encoded, the disk is
-            full, or the folder is not writable.
+            The bytes are not DICOM, the disk is full, or the folder is not writable.
         StorageCollisionError
             Another instance already maps to the same path.
         """
         if isinstance(part, Dataset):
-            return self._save_dataset(part, Path(path) if path is not None else self.path)
-        if path is not None:
-            return self.at(path).save(part)
+            return self.save_dataset(part)
         header = _read_header(part.body, self._header_keywords)
         sop_uid = header.text("SOPInstanceUID") or header.media_sop_instance_uid
         if not sop_uid:
@@ -284,11 +274,29 @@ class StorageDir(DICOMDiskStorage):
         logger.debug("Wrote %s (%d bytes)", target, part.size)
         return SavedInstance(reference, target, part.size, header.transfer_syntax)
 
-    def _save_dataset(self, dataset: Dataset, folder: Path) -> SavedInstance:
-        """Encode a Dataset as it is and write it under ``folder`` at :meth:`generate_path`."""
+    def save_dataset(self, dataset: Dataset, path: str | os.PathLike[str] | None = None) -> SavedInstance:
+        """Encode a pydicom Dataset and write it at :meth:`generate_path`, atomically (4.x's ``save``).
+
+        Slower than :meth:`save`, and not the server's bytes: a Dataset with a
+        transfer syntax in its file meta becomes a Part-10 file, one without
+        is written as it is, as 4.x did.
+
+        Parameters
+        ----------
+        dataset
+            What to write.
+        path
+            Another output folder for this one write (4.x's argument); this storage's folder if None.
+
+        Raises
+        ------
+        StorageError
+            The dataset cannot be encoded, or the file not written.
+        StorageCollisionError
+            Another instance already maps to the same path.
+        """
+        folder = Path(path) if path is not None else self.path
         body = io.BytesIO()
-        # A dataset with a transfer syntax becomes a proper Part-10 file;
-        # one without is written as it is, as 4.x did.
         part10 = "TransferSyntaxUID" in getattr(dataset, "file_meta", {})
         try:
             dataset.save_as(body, enforce_file_format=part10)
@@ -339,13 +347,26 @@ def make_writable(dataset: Dataset) -> Dataset:
     return dataset
 
 
-def saves_datasets(storage: DICOMDiskStorage) -> bool:
-    """True for a storage that must be fed parsed Datasets: a 4.x-style :class:`DICOMDiskStorage`,
-    or a :class:`StorageDir` subclass that overrides ``save`` or ``generate_path``."""
+DICOMDiskStorage.register(StorageDir)  # a StorageDir is a DICOMDiskStorage, as in 4.x
+
+
+def saves_datasets(storage: StorageDir | DICOMDiskStorage) -> bool:
+    """True for a storage that must be fed parsed Datasets.
+
+    That is a 4.x :class:`DICOMDiskStorage` that is no :class:`StorageDir`, and
+    a :class:`StorageDir` subclass written for 4.x: one that chooses paths with
+    ``generate_path``, or whose ``save`` takes 4.x's ``(dataset, path)``.
+    A subclass whose ``save`` takes the bytes of an instance is fed bytes.
+    """
     if not isinstance(storage, StorageDir):
         return True
     kind = type(storage)
-    return kind.save is not StorageDir.save or kind.generate_path is not StorageDir.generate_path
+    if kind.generate_path is not StorageDir.generate_path:
+        return True
+    if kind.save is StorageDir.save:
+        return False
+    parameters = list(inspect.signature(kind.save).parameters)[1:]
+    return parameters[:1] == ["dataset"] or "path" in parameters
 
 
 class FlatStorageDir(StorageDir):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, cast
 
 from pydicom.dataset import Dataset
 
@@ -32,6 +32,7 @@ from dicomtrolley.core import (
     as_list,
     to_reference,
 )
+from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DICOMTrolleyError, NoReferencesFoundError, StorageError
 from dicomtrolley.progress import ProgressCallback
 from dicomtrolley.results import DownloadSummary, StudyList
@@ -72,7 +73,7 @@ class Trolley:
         self,
         searcher: Searcher | None = None,
         downloader: Downloader | None = None,
-        storage: DICOMDiskStorage | None = None,
+        storage: StorageDir | DICOMDiskStorage | None = None,
     ) -> None:
         if isinstance(searcher, Downloader) and (downloader is None or isinstance(downloader, Searcher)):
             # The public reference took (downloader, searcher); accept that order too.
@@ -118,6 +119,7 @@ class Trolley:
         template: str | None = None,
         on_error: Literal["raise", "collect"] = "raise",
         progress: bool | ProgressCallback | None = None,
+        deidentify: Deidentifier | None = None,
         use_async: bool | None = None,
         max_workers: int | None = None,
     ) -> DownloadSummary:
@@ -140,6 +142,9 @@ class Trolley:
             list every failure in the returned summary.
         progress
             ``None`` shows a bar when somebody watches; ``False`` none; a callable gets updates.
+        deidentify
+            Pseudonymise every instance before it is written (see :mod:`dicomtrolley.deidentify`);
+            paths and template then see pseudonymised values.
         use_async, max_workers
             Accepted from 4.x scripts with a DeprecationWarning, and not used:
             parallelism is set on the downloader (``WadoURI(session, url, workers=8)``).
@@ -155,19 +160,21 @@ class Trolley:
             warn_parallelism_moved("Trolley.download")
         storage = self._storage_for(output_dir, template)
         if not isinstance(storage, StorageDir) or saves_datasets(storage):
+            if deidentify is not None:
+                raise DICOMTrolleyError(f"deidentify writes through a StorageDir; {storage!r} saves datasets itself")
             return self._download_datasets(storage, objects, output_dir, on_error)
         job = DownloadJob(
             targets=[to_reference(o) for o in as_list(objects)],
             searcher=self.searcher,
             downloader=self._require_downloader(),
-            storage=storage,
+            storage=deidentify.storage(storage) if deidentify is not None else storage,
             stop_on_failure=on_error == "raise",
         )
         return download(job, progress)
 
     def _download_datasets(
         self,
-        storage: DICOMDiskStorage,
+        storage: StorageDir | DICOMDiskStorage,
         objects: Downloadable | Iterable[Downloadable],
         output_dir: str | os.PathLike[str] | None,
         on_error: str,
@@ -179,11 +186,16 @@ class Trolley:
         """
         if on_error != "raise":
             raise DICOMTrolleyError(f"on_error={on_error!r} needs a StorageDir; {storage!r} saves datasets")
+        save: Callable[..., object]
+        if isinstance(storage, StorageDir) and type(storage).save is StorageDir.save:
+            save = storage.save_dataset  # a subclass that only chooses paths (generate_path)
+        else:
+            save = cast(DICOMDiskStorage, storage).save
         started = time.perf_counter()
         summary = DownloadSummary()
         for dataset in self.fetch_all_datasets(objects):
             try:
-                storage.save(dataset, output_dir)
+                save(dataset=dataset, path=output_dir)  # keywords, as 4.x called it
             except (OSError, ValueError) as error:
                 raise StorageError(f"{storage!r} could not save {dataset.get('SOPInstanceUID')}: {error}") from error
             summary.written += 1

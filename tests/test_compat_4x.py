@@ -24,6 +24,7 @@ from dicomtrolley.core import (
     DICOMObjectLevels,
     ExtendedQuery,
     Instance,
+    InstancePart,
     InstanceReference,
     NonInstanceParameterError,
     NonSeriesParameterError,
@@ -47,7 +48,7 @@ from dicomtrolley.exceptions import (
 )
 from dicomtrolley.qido_rs import HierarchicalQuery, QidoRS, RelationalQuery
 from dicomtrolley.servers import VitreaConnection
-from dicomtrolley.storage import DICOMDiskStorage, FlatStorageDir, StorageDir, make_writable
+from dicomtrolley.storage import DICOMDiskStorage, FlatStorageDir, SavedInstance, StorageDir, make_writable
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
@@ -457,6 +458,24 @@ def test_a_storage_dir_subclass_overriding_generate_path_chooses_the_paths_as_in
     assert sorted(p.name for p in (tmp_path / "PAT002").iterdir()) == sorted(f"{i.uid}.dcm" for i in study.instances)
 
 
+@pytest.mark.integration
+def test_a_storage_dir_subclass_whose_save_takes_instance_bytes_is_fed_the_bytes(
+    orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    study = small_study(orthanc)
+    seen: list[InstancePart] = []
+
+    class Counting(StorageDir):
+        def save(self, part: InstancePart) -> SavedInstance:
+            seen.append(part)
+            return super().save(part)
+
+    wado_uri_trolley(orthanc, storage=Counting(tmp_path)).download(study.uid, tmp_path)
+
+    assert len(seen) == len(study.instances)
+    assert all(isinstance(part, InstancePart) for part in seen)
+
+
 def test_storage_dir_saves_a_pydicom_dataset_in_the_4x_layout(tmp_path: Path) -> None:
     StorageDir(tmp_path).save(instance_dataset("1.2", "1.2.3", "1.2.3.4"))
 
@@ -464,8 +483,8 @@ def test_storage_dir_saves_a_pydicom_dataset_in_the_4x_layout(tmp_path: Path) ->
     assert pydicom.dcmread(written).PatientName == "CompressedSamples^CT1"
 
 
-def test_storage_dir_save_takes_4x_output_folder_argument(tmp_path: Path) -> None:
-    FlatStorageDir(tmp_path / "default").save(instance_dataset(sop="9.9"), tmp_path / "elsewhere")
+def test_storage_dir_save_dataset_takes_4x_output_folder_argument(tmp_path: Path) -> None:
+    FlatStorageDir(tmp_path / "default").save_dataset(instance_dataset(sop="9.9"), tmp_path / "elsewhere")
 
     assert (tmp_path / "elsewhere" / "9_9").is_file()
     assert not (tmp_path / "default").exists()
