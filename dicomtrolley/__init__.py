@@ -27,6 +27,8 @@ from dicomtrolley.core import (
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
+from dicomtrolley.export import ExportReport
+from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.results import DownloadSummary
 from dicomtrolley.roles import Downloader, Searcher
@@ -45,6 +47,7 @@ __all__ = [
     "DownloadError",
     "DownloadSummary",
     "Downloader",
+    "ExportReport",
     "FlatStorageDir",
     "Instance",
     "InstanceReference",
@@ -55,6 +58,7 @@ __all__ = [
     "Searcher",
     "Series",
     "SeriesReference",
+    "ServerProfile",
     "StorageDir",
     "Study",
     "StudyReference",

@@ -10,17 +10,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dicomtrolley._planning import Plan, covers, plan_download
 from dicomtrolley.core import FetchFailure, InstancePart, InstanceReference, Reference, reference_key
 from dicomtrolley.deidentify import DeidentifyingStorage
-from dicomtrolley.exceptions import ConnectionFailedError, DownloadError, InstanceQuarantinedError, MultipartError
+from dicomtrolley.exceptions import (
+    ConnectionFailedError,
+    DownloadError,
+    InstanceQuarantinedError,
+    MultipartError,
+    StorageError,
+)
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import DownloadSummary
 from dicomtrolley.roles import Downloader, Searcher
-from dicomtrolley.storage import StorageDir
+from dicomtrolley.storage import SavedInstance, StorageDir
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ class DownloadJob:
         Writes them to disk.
     stop_on_failure
         Stop at the first failure and raise :class:`~dicomtrolley.exceptions.DownloadError`.
+    on_saved
+        Called with each instance written, from the thread that wrote it.
     """
 
     targets: Sequence[Reference]
@@ -52,22 +60,36 @@ class DownloadJob:
     downloader: Downloader
     storage: StorageDir
     stop_on_failure: bool
+    on_saved: Callable[[SavedInstance], None] | None = None
 
 
 class Receiver:
     """The sink of a download: writes each part, counts it, reports progress.
 
     Downloaders call it from their worker threads, so its counts sit behind a lock.
+    Unless the download stops on failure, an instance that cannot be read or
+    written is a failure of that instance alone (in ``failures``), and the
+    stream it came in goes on.
     """
 
     def __init__(
-        self, storage: StorageDir, summary: DownloadSummary, reporter: ProgressReporter, started: float
+        self,
+        storage: StorageDir,
+        summary: DownloadSummary,
+        reporter: ProgressReporter,
+        started: float,
+        on_saved: Callable[[SavedInstance], None] | None = None,
+        *,
+        stop_on_failure: bool,
     ) -> None:
         self.storage = storage
+        self.on_saved = on_saved
         self.summary = summary
         self.reporter = reporter
         self.started = started
+        self.stop_on_failure = stop_on_failure
         self.received: set[InstanceReference] = set()
+        self.failures: list[FetchFailure] = []
         self._lock = threading.Lock()
 
     def __call__(self, part: InstancePart) -> None:
@@ -79,6 +101,14 @@ class Receiver:
                 self.received.add(held.quarantined.reference)
                 summary.quarantined.append(held.quarantined)
             return
+        except StorageError as error:
+            target = part.reference or part.source
+            if self.stop_on_failure or target is None:
+                raise
+            logger.warning("Could not save an instance of %s: %s", target, error)
+            with self._lock:
+                self.failures.append(FetchFailure(target, error))
+            return
         with self._lock:
             self.received.add(saved.reference)
             summary.written += 1
@@ -89,6 +119,8 @@ class Receiver:
                 summary.bytes_written, time.perf_counter() - self.started,
             )
         self.reporter.update(update)
+        if self.on_saved is not None:
+            self.on_saved(saved)
 
 
 def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> DownloadSummary:
@@ -109,11 +141,13 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
     with ProgressReporter(progress, summary.expected) as reporter:
         if job.stop_on_failure and plan.not_found:
             raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
-        receiver = Receiver(job.storage, summary, reporter, started)
+        receiver = Receiver(
+            job.storage, summary, reporter, started, job.on_saved, stop_on_failure=job.stop_on_failure
+        )
         failures = fetch(job, plan, receiver)
         expected, unlisted = verify_counts(plan, job.searcher, receiver.received)
         failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
-        summary.failures.extend(failures)
+        summary.failures.extend(receiver.failures + failures)
         summary.downloader_report = job.downloader.report()
     summary.missing = sorted(still_missing(expected, plan, receiver), key=reference_key)
     summary.elapsed = time.perf_counter() - started
@@ -127,7 +161,7 @@ def make_plan(job: DownloadJob) -> Plan:
         job.targets,
         job.searcher,
         job.downloader.finest_level_needed,
-        on_disk=storage.has if storage.is_occupied() else None,
+        on_disk=storage.has if storage.may_hold({t.study_uid for t in job.targets}) else None,
         fields=storage.template.fields,
     )
 

@@ -1,4 +1,4 @@
-"""The ``dicomtrolley`` command: search a DICOMweb server and download from it.
+"""The ``dicomtrolley`` command: search a server, download from it, export a worklist.
 
 Everything here is a thin layer over the library; see ``dicomtrolley --help``.
 The password for a login is read from the environment variable
@@ -14,9 +14,11 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import Any, NoReturn
 
 import requests
 
@@ -24,18 +26,28 @@ from dicomtrolley._version import __version__
 from dicomtrolley.auth import create_session
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
-from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
+from dicomtrolley.exceptions import (
+    ConnectionFailedError,
+    DICOMTrolleyError,
+    DownloadError,
+    StorageError,
+    WorklistError,
+)
+from dicomtrolley.export import export
+from dicomtrolley.export.politeness import TimeWindow, parse_rate
+from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS, ServerProfile, load_profile
 from dicomtrolley.qido_rs import QidoRS
-from dicomtrolley.results import StudyList
+from dicomtrolley.results import DownloadSummary, StudyList
 from dicomtrolley.roles import Downloader
+from dicomtrolley.storage import PathTemplate
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
 
-PASSWORD_VARIABLE = "DICOMTROLLEY_PASSWORD"  # noqa: S105 - the name of a variable, not a password
-
 EXIT_FAILURES = 1
+EXIT_BAD_WORKLIST = 2
 EXIT_ERROR = 3
+EXIT_INTERRUPTED = 130
 
 SEARCH_KEYWORDS = (
     "PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription",
@@ -43,8 +55,33 @@ SEARCH_KEYWORDS = (
 """The query attributes ``dicomtrolley search`` takes as options (``--PatientID VALUE``)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a user's mistake in one line that names the option, and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _template(text: str) -> str:
+    try:
+        PathTemplate(text)
+    except StorageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dicomtrolley", description="Find DICOM studies on a DICOMweb server and download them."
     )
     parser.add_argument("--version", action="version", version=f"dicomtrolley {__version__}")
@@ -56,7 +93,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
         p.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
         p.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
-        p.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
+        tls = p.add_mutually_exclusive_group()
+        tls.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
+        tls.add_argument("--ca-file", help="verify TLS certificates with this CA file (default: $REQUESTS_CA_BUNDLE, "
+                                           "$SSL_CERT_FILE, or the system's)")
 
     search = sub.add_parser("search", help="find studies and print them as a table")
     server_options(search)
@@ -65,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
     search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
     search.add_argument("--level", choices=[lvl.value.lower() for lvl in QueryLevels], default="study")
-    search.add_argument("--limit", type=int, help="at most this many results")
+    search.add_argument("--limit", type=_positive_int, help="at most this many results")
     search.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
 
     download = sub.add_parser("download", help="download studies to a folder")
@@ -73,11 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
     download.add_argument("-o", "--output", required=True, help="output folder")
     download.add_argument(
-        "--template", help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'"
+        "--template", type=_template,
+        help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'",
     )
     download.add_argument("--downloader", choices=["wado-rs", "wado-uri"], default="wado-rs")
     download.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
-    download.add_argument("--workers", type=int, help="parallel requests")
+    download.add_argument("--workers", type=_positive_int, help="parallel requests")
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,6 +129,29 @@ def _parser() -> argparse.ArgumentParser:
                           help="with --deidentify: write the original -> pseudonym table (CSV) here")
     download.add_argument("--mapping-in-output", action="store_true",
                           help="allow --mapping inside the output folder")
+
+    job = sub.add_parser("export", help="export every study of a worklist; run again to continue",
+                         usage="dicomtrolley export (URL | --server NAME) WORKLIST -o DIR [options]")
+    server_options(job)
+    job.add_argument("worklist", nargs="?", help="CSV file: StudyInstanceUID, AccessionNumber, PatientID, ...")
+    job.add_argument("--server", help="a server named in the servers file instead of a URL")
+    job.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
+    job.add_argument("-o", "--output", required=True, help="output folder (state, report.csv, index)")
+    job.add_argument("--template", type=_template, help="path template, as for download")
+    job.add_argument("--searcher", choices=sorted(SEARCHERS), help="default: qido-rs, or the server's")
+    job.add_argument("--downloader", choices=sorted(DOWNLOADERS), help="default: wado-rs, or the server's")
+    job.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+    job.add_argument("--workers", type=_positive_int, help="parallel requests per study")
+    job.add_argument("--max-connections", type=_positive_int, help="at most this many HTTP connections at once")
+    job.add_argument("--studies", type=_positive_int, default=4, help="studies in flight (default: %(default)s)")
+    job.add_argument("--max-attempts", type=_positive_int, default=3, help="attempts per study, across runs")
+    job.add_argument("--refresh", action="store_true", help="search rows resolved by an earlier run again")
+    job.add_argument("--skip-bad-rows", action="store_true", help="report unreadable rows and go on")
+    job.add_argument("--max-rate", type=parse_rate, help="bytes per second for the whole job, e.g. 50MB/s")
+    job.add_argument("--window", type=TimeWindow.parse, help="start studies only in this window, e.g. 19:00-07:00")
+    job.add_argument("--index-format", choices=["auto", "csv", "parquet"], default="auto",
+                     help="instances.parquet (with pyarrow) or instances.csv (default: %(default)s)")
+    job.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -100,7 +164,11 @@ def _authenticated_session(args: argparse.Namespace) -> requests.Session:
         session = requests.Session()
         if args.user:
             session.auth = (args.user, _password())
-    session.verify = not args.no_verify
+    if args.no_verify:
+        session.verify = False
+    elif args.ca_file:
+        session.verify = args.ca_file
+    # Otherwise verify stays the default, so REQUESTS_CA_BUNDLE / SSL_CERT_FILE apply.
     return session
 
 
@@ -156,8 +224,9 @@ def _download(args: argparse.Namespace) -> int:
         )
     except DownloadError as error:
         print(f"dicomtrolley: {error}", file=sys.stderr)
-        if error.summary is not None:
+        if isinstance(error.summary, DownloadSummary):
             print(error.summary, file=sys.stderr)
+            return EXIT_ERROR if _unreachable(error.summary) else EXIT_FAILURES
         return EXIT_FAILURES
     print(summary)
     for failure in summary.failures:
@@ -167,16 +236,91 @@ def _download(args: argparse.Namespace) -> int:
     if summary.quarantined:
         print(f"{len(summary.quarantined)} instances quarantined (not written: their pixels may show identities)",
               file=sys.stderr)
+    if _unreachable(summary):
+        return EXIT_ERROR
     return 0 if summary.ok else EXIT_FAILURES
 
 
+def _profile(args: argparse.Namespace) -> ServerProfile:
+    """The server of an export: from the servers file with ``--server``, else from the URL and options."""
+    given: dict[str, Any] = {
+        "searcher": args.searcher, "downloader": args.downloader, "wado_uri_url": args.wado_uri_url,
+        "workers": args.workers, "max_connections": args.max_connections, "user": args.user,
+        "login_url": args.login_url, "ca_file": args.ca_file,
+    }
+    settings = {key: value for key, value in given.items() if value is not None}
+    if args.no_verify:
+        settings["verify"] = False
+    if args.login_url:
+        settings.update(auth="vitrea", realm=args.realm)
+        if not args.user:
+            raise DICOMTrolleyError("--login-url needs --user")
+    elif args.user:
+        settings["auth"] = "basic"
+    if args.server:
+        server = load_profile(args.server, args.config)
+        return ServerProfile(**{**server.model_dump(), **settings}) if settings else server
+    return ServerProfile(url=args.url, **settings)
+
+
+def _export(args: argparse.Namespace) -> int:
+    worklist = args.worklist
+    if args.server and not worklist:  # with --server, the one positional is the worklist
+        args.url, worklist = None, args.url
+    if not worklist:
+        raise WorklistError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
+    trolley = _profile(args).trolley()
+    try:
+        report = export(
+            trolley, worklist, args.output, studies=args.studies, template=args.template,
+            max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
+            max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
+            index_format=args.index_format,
+        )
+    except KeyboardInterrupt:
+        print(f"dicomtrolley: interrupted; state saved in {args.output}; run the same command to continue",
+              file=sys.stderr)
+        if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+            # A request still waits on a silent server; the state is saved and the folder
+            # unlocked, so end now rather than when its read timeout expires.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
+    print(report)
+    print(f"report: {report.report_path}\nindex: {report.index_path}")
+    return 0 if report.ok else EXIT_FAILURES
+
+
+def _unreachable(summary: DownloadSummary) -> bool:
+    """Nothing was written or found on disk, and every failure was a connection that could not be made."""
+    return (
+        not summary.written and not summary.skipped and bool(summary.failures)
+        and all(isinstance(f.error, ConnectionFailedError) for f in summary.failures)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 download failures, 3 other errors)."""
-    args = _parser().parse_args(argv)
+    """Run the command line; returns the exit status.
+
+    0 ok, 1 failures (a download, or an export row failed, not found or skipped),
+    2 usage or a bad worklist, 3 other errors, 130 an export interrupted by Ctrl-C.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "search" and args.min_study_date and args.max_study_date \
+            and args.min_study_date > args.max_study_date:
+        parser.error(f"argument --from: {args.min_study_date} is after --to {args.max_study_date}")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    commands = {"search": _search, "download": _download, "export": _export}
     try:
-        return _search(args) if args.command == "search" else _download(args)
+        return commands[args.command](args)
+    except WorklistError as error:
+        print(f"dicomtrolley: {error}", file=sys.stderr)
+        for line, problem in error.problems[1:]:
+            print(f"  line {line}: {problem}", file=sys.stderr)
+        return EXIT_BAD_WORKLIST
     except DICOMTrolleyError as error:
         print(f"dicomtrolley: {error}", file=sys.stderr)
         return EXIT_ERROR

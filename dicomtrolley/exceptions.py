@@ -95,6 +95,10 @@ class MalformedResponseError(DICOMTrolleyError):
     """A server's answer could not be understood (not DICOM JSON, missing UIDs, ...)."""
 
 
+class ResponseTooLargeError(MalformedResponseError):
+    """A server's answer is larger than the client accepts (a runaway search, or a decompression bomb)."""
+
+
 class MultipartError(MalformedResponseError):
     """A multipart/related body is malformed: no boundary, truncated, unterminated."""
 
@@ -145,6 +149,22 @@ class DIMSEError(DICOMTrolleyError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class WorklistError(DICOMTrolleyError):
+    """A worklist for an export has unknown columns or rows that cannot be read.
+
+    Raised before anything is downloaded. ``problems`` lists each bad line as
+    ``(line number, what is wrong)``.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[int, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class ExportLockedError(DICOMTrolleyError):
+    """Another export is running into the same output folder."""
 
 
 class DeidentificationError(DICOMTrolleyError):

@@ -14,7 +14,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydicom.dataset import Dataset
 
@@ -37,7 +38,11 @@ from dicomtrolley.exceptions import DICOMTrolleyError, NoReferencesFoundError, S
 from dicomtrolley.progress import ProgressCallback
 from dicomtrolley.results import DownloadSummary, StudyList
 from dicomtrolley.roles import Downloader, Searcher
-from dicomtrolley.storage import DICOMDiskStorage, StorageDir, saves_datasets
+from dicomtrolley.storage import DICOMDiskStorage, SavedInstance, StorageDir, saves_datasets
+
+if TYPE_CHECKING:
+    from dicomtrolley.export import ExportReport
+    from dicomtrolley.export.worklist import WorklistSource
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +125,7 @@ class Trolley:
         on_error: Literal["raise", "collect"] = "raise",
         progress: bool | ProgressCallback | None = None,
         deidentify: Deidentifier | None = None,
+        on_saved: Callable[[SavedInstance], None] | None = None,
         use_async: bool | None = None,
         max_workers: int | None = None,
     ) -> DownloadSummary:
@@ -145,6 +151,9 @@ class Trolley:
         deidentify
             Pseudonymise every instance before it is written (see :mod:`dicomtrolley.deidentify`);
             paths and template then see pseudonymised values.
+        on_saved
+            Called with each instance written, from the thread that wrote it
+            (a batch export indexes the files and paces the download with it).
         use_async, max_workers
             Accepted from 4.x scripts with a DeprecationWarning, and not used:
             parallelism is set on the downloader (``WadoURI(session, url, workers=8)``).
@@ -160,8 +169,10 @@ class Trolley:
             warn_parallelism_moved("Trolley.download")
         storage = self._storage_for(output_dir, template)
         if not isinstance(storage, StorageDir) or saves_datasets(storage):
-            if deidentify is not None:
-                raise DICOMTrolleyError(f"deidentify writes through a StorageDir; {storage!r} saves datasets itself")
+            if deidentify is not None or on_saved is not None:
+                raise DICOMTrolleyError(
+                    f"deidentify and on_saved need a StorageDir that writes bytes; {storage!r} saves datasets"
+                )
             return self._download_datasets(storage, objects, output_dir, on_error)
         job = DownloadJob(
             targets=[to_reference(o) for o in as_list(objects)],
@@ -169,8 +180,21 @@ class Trolley:
             downloader=self._require_downloader(),
             storage=deidentify.storage(storage) if deidentify is not None else storage,
             stop_on_failure=on_error == "raise",
+            on_saved=on_saved,
         )
         return download(job, progress)
+
+    def export(
+        self, worklist: WorklistSource, output_dir: str | os.PathLike[str], **options: Any
+    ) -> ExportReport:
+        """Export every study of a worklist into ``output_dir``, resumably; see :func:`dicomtrolley.export.export`.
+
+        Run it again to continue after a crash or Ctrl-C: finished studies cost
+        no request, and ``report.csv`` and the instance index are written to the folder.
+        """
+        from dicomtrolley.export import export
+
+        return export(self, worklist, Path(output_dir), **options)
 
     def _download_datasets(
         self,

@@ -14,18 +14,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dicomtrolley"
 LAYERS: list[set[str]] = [
     {"_version", "exceptions", "_compat"},
     {"core", "roles", "_concurrency"},
-    {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e"},
+    {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e", "_get_contexts"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
      "storage", "results", "progress", "caching", "deidentify", "servers"},
     {"_planning", "_download"},
     {"trolley"},
-    {"export"},
+    {"export", "profiles"},
     {"cli", "__init__"},
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""
 
-UPWARD_EXCEPTIONS = {("core", "roles")}
-"""core.__getattr__ lends Searcher and Downloader to 4.x imports, importing roles on first use."""
+UPWARD_EXCEPTIONS = {("core", "roles"), ("trolley", "export")}
+"""core.__getattr__ lends Searcher and Downloader to 4.x imports, importing roles on first use;
+Trolley.export hands over to the export subpackage, importing it on first use."""
 
 
 def layer_of(module: str) -> int:

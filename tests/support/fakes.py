@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
+from keyring.backend import KeyringBackend
 from pydicom.dataset import Dataset
 
 from dicomtrolley._concurrency import run_targets
@@ -80,9 +81,13 @@ class FakeDownloader(Downloader):
     """Serves SERIES; can break a study or series stream after some parts, like a dropped connection."""
 
     def __init__(
-        self, break_after: dict[str, int] | None = None, leave_out: frozenset[str] = frozenset()
+        self,
+        break_after: dict[str, int] | None = None,
+        leave_out: frozenset[str] = frozenset(),
+        corrupt: frozenset[str] = frozenset(),
     ) -> None:
         self.requests: list[Reference] = []
+        self.corrupt = corrupt  # instances sent as bytes that are no DICOM (a truncated deflated dataset)
         self.break_after = break_after or {}  # by the study or series UID of a request
         self.leave_out = leave_out  # instances a series answer silently lacks
 
@@ -102,4 +107,26 @@ class FakeDownloader(Downloader):
             if not isinstance(target, InstanceReference) and self.break_after.get(uid) == count:
                 raise ConnectionFailedError(f"connection reset while reading {target}")
             data = instance_bytes(instance.series_uid, instance.instance_uid)
-            sink(InstancePart(io.BytesIO(data), len(data), source=target))
+            if instance.instance_uid in self.corrupt:
+                data = data[:132] + b"\x02\x00\x10\x00UI\x16\x001.2.840.10008.1.2.1.99" + b"\x78\x9c\xff" * 9
+            known = instance if isinstance(target, InstanceReference) else None
+            sink(InstancePart(io.BytesIO(data), len(data), source=target, reference=known))
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring that keeps its passwords in a dict (install with ``keyring.set_keyring``)."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self, passwords: dict[tuple[str, str], str]) -> None:
+        super().__init__()
+        self.passwords = passwords
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.passwords.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.passwords[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.passwords.pop((service, username), None)
