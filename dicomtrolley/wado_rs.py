@@ -26,6 +26,7 @@ from dicomtrolley.core import (
     PartSink,
     Reference,
     SeriesReference,
+    as_list,
     to_reference,
 )
 from dicomtrolley.exceptions import MalformedResponseError
@@ -69,6 +70,10 @@ class WadoRS(HTTPDownloader):
     def accept(self) -> str:
         """The Accept header: ``type`` quoted, ``transfer-syntax`` outside the quotes."""
         return f'multipart/related; type="application/dicom"; transfer-syntax={self.transfer_syntax}'
+
+    def wado_rs_instance_uri(self, target: Reference) -> str:
+        """4.x's name for :meth:`url_for`."""
+        return self.url_for(target)
 
     def url_for(self, target: Reference) -> str:
         """The WADO-RS URL of a study, series or instance."""
@@ -156,6 +161,6 @@ class WadoRSMetaData(WadoRS):
     downloads whole instances; only :meth:`datasets` is metadata.
     """
 
-    def datasets(self, objects: Iterable[Downloadable]) -> Iterator[Dataset]:
+    def datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
         """A pydicom Dataset per instance from ``/metadata``; bulk data URIs in ``dataset.bulk_data_uris``."""
-        return (dataset_from_json(obj) for obj in self.metadata_json([to_reference(o) for o in objects]))
+        return (dataset_from_json(obj) for obj in self.metadata_json([to_reference(o) for o in as_list(objects)]))
