@@ -113,3 +113,12 @@ class DIMSEError(DICOMTrolleyError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SharedFolderError(DICOMTrolleyError):
+    """An export's output folder is not the same folder for every worker of a cluster.
+
+    Raised before anything is downloaded: the workers write the studies and
+    the process that started the export keeps the state and the report, so all
+    of them must see the same files.
+    """
