@@ -115,6 +115,22 @@ class DIMSEError(DICOMTrolleyError):
         self.status = status
 
 
+class WorklistError(DICOMTrolleyError):
+    """A worklist for an export has unknown columns or rows that cannot be read.
+
+    Raised before anything is downloaded. ``problems`` lists each bad line as
+    ``(line number, what is wrong)``.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[int, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class ExportLockedError(DICOMTrolleyError):
+    """Another export is running into the same output folder."""
+
+
 class SharedFolderError(DICOMTrolleyError):
     """An export's output folder is not the same folder for every worker of a cluster.
 

@@ -30,7 +30,7 @@ import string
 import tempfile
 import threading
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,6 +49,13 @@ PLACEHOLDER = "unknown"
 TEMPORARY_SUFFIX = ".dicomtrolley-partial"
 """Files being written carry this suffix (and a leading dot) until they are complete."""
 
+INDEX_KEYWORDS: tuple[str, ...] = (
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+    "PatientID", "StudyDate", "Modality", "SeriesNumber", "InstanceNumber",
+)
+"""The attributes every save reads and hands back in :attr:`SavedInstance.attributes`:
+the UIDs that name the instance, and what an index of written files lists."""
+
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _MAX_SEGMENT_BYTES = 200
 
@@ -61,6 +68,8 @@ class SavedInstance:
     path: Path
     size: int
     transfer_syntax: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    """The :data:`INDEX_KEYWORDS` and template fields the instance has, as read from its header."""
 
 
 def safe_segment(value: str) -> str:
@@ -176,8 +185,8 @@ class StorageDir:
 
     @property
     def _header_keywords(self) -> tuple[str, ...]:
-        """What :meth:`save` reads of each instance: its UIDs and the template's fields."""
-        return ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", *self.template.fields)
+        """What :meth:`save` reads of each instance: :data:`INDEX_KEYWORDS` and the template's fields."""
+        return (*INDEX_KEYWORDS, *self.template.fields)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, template={self.template.template!r})"
@@ -244,7 +253,7 @@ class StorageDir:
         self._folders.add(target.parent)
         reference = InstanceReference(header.text("StudyInstanceUID"), header.text("SeriesInstanceUID"), sop_uid)
         logger.debug("Wrote %s (%d bytes)", target, part.size)
-        return SavedInstance(reference, target, part.size, header.transfer_syntax)
+        return SavedInstance(reference, target, part.size, header.transfer_syntax, header.attributes)
 
     def _claim(self, target: Path, sop_uid: str) -> None:
         with self._lock:

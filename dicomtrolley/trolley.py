@@ -13,9 +13,10 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydicom.dataset import Dataset
 
@@ -41,7 +42,11 @@ from dicomtrolley.exceptions import (
 )
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import StudyList
-from dicomtrolley.storage import StorageDir
+from dicomtrolley.storage import SavedInstance, StorageDir
+
+if TYPE_CHECKING:
+    from dicomtrolley.export import ExportReport
+    from dicomtrolley.export.worklist import WorklistSource
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +181,7 @@ class Trolley:
         template: str | None = None,
         on_error: Literal["raise", "collect"] = "raise",
         progress: bool | ProgressCallback | None = None,
+        on_saved: Callable[[SavedInstance], None] | None = None,
     ) -> DownloadSummary:
         """Download studies, series or instances to disk; return what happened.
 
@@ -196,6 +202,9 @@ class Trolley:
             list every failure in the returned summary.
         progress
             ``None`` shows a bar when somebody watches; ``False`` none; a callable gets updates.
+        on_saved
+            Called with each instance written, from the thread that wrote it
+            (a batch export indexes the files and paces the download with it).
 
         Raises
         ------
@@ -231,6 +240,8 @@ class Trolley:
                         summary.bytes_written, time.perf_counter() - started,
                     )
                 reporter.update(update)
+                if on_saved is not None:
+                    on_saved(saved)
 
             if on_error == "raise" and plan.not_found:
                 raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
@@ -271,6 +282,18 @@ class Trolley:
             len(failures) - len(kept), len(retry),
         )
         return kept + downloader.fetch(retry, sink, stop_on_failure=False)
+
+    def export(
+        self, worklist: WorklistSource, output_dir: str | os.PathLike[str], **options: Any
+    ) -> ExportReport:
+        """Export every study of a worklist into ``output_dir``, resumably; see :func:`dicomtrolley.export.export`.
+
+        Run it again to continue after a crash or Ctrl-C: finished studies cost
+        no request, and ``report.csv`` and the instance index are written to the folder.
+        """
+        from dicomtrolley.export import export
+
+        return export(self, worklist, Path(output_dir), **options)
 
     def fetch_all_datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
         """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk."""
