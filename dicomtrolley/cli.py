@@ -1,4 +1,4 @@
-"""The ``dicomtrolley`` command: search a DICOMweb server and download from it.
+"""The ``dicomtrolley`` command: search a server, download from it, export a worklist.
 
 Everything here is a thin layer over the library; see ``dicomtrolley --help``.
 The password for a login is read from the environment variable
@@ -9,30 +9,25 @@ argument, so ``ps`` cannot show it.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from datetime import date
-
-import requests
+from typing import Any
 
 from dicomtrolley import __version__
-from dicomtrolley.auth import create_session
-from dicomtrolley.core import Downloader, Query, QueryLevels
-from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
-from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.core import Query, QueryLevels
+from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError, WorklistError
+from dicomtrolley.export import export
+from dicomtrolley.export.politeness import TimeWindow, parse_rate
+from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS, ServerProfile, load_profile
 from dicomtrolley.results import StudyList
-from dicomtrolley.trolley import Trolley
-from dicomtrolley.wado_rs import WadoRS
-from dicomtrolley.wado_uri import WadoURI
-
-PASSWORD_VARIABLE = "DICOMTROLLEY_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 
 EXIT_FAILURES = 1
+EXIT_BAD_WORKLIST = 2
 EXIT_ERROR = 3
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,15 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def server_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("url", help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web")
+    def server_options(p: argparse.ArgumentParser, url_optional: bool = False) -> None:
+        p.add_argument("url", nargs="?" if url_optional else None,
+                       help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web (or --server NAME)")
+        p.add_argument("--server", help="a server named in the servers file instead of a URL")
+        p.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
         p.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
         p.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
         p.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
         p.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
 
     search = sub.add_parser("search", help="find studies and print them as a table")
-    server_options(search)
+    server_options(search, url_optional=True)
     for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy",
                     "StudyDescription"):
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
@@ -68,38 +66,60 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument(
         "--template", help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'"
     )
-    download.add_argument("--downloader", choices=["wado-rs", "wado-uri"], default="wado-rs")
-    download.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
-    download.add_argument("--workers", type=int, help="parallel requests")
+    protocol_options(download)
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    job = sub.add_parser("export", help="export every study of a worklist; run again to continue",
+                         usage="dicomtrolley export (URL | --server NAME) WORKLIST -o DIR [options]")
+    server_options(job)
+    job.add_argument("worklist", nargs="?", help="CSV file: StudyInstanceUID, AccessionNumber, PatientID, ...")
+    job.add_argument("-o", "--output", required=True, help="output folder (state, report.csv, index)")
+    job.add_argument("--template", help="path template, as for download")
+    protocol_options(job)
+    job.add_argument("--studies", type=int, default=4, help="studies in flight (default: %(default)s)")
+    job.add_argument("--max-attempts", type=int, default=3, help="attempts per study, across runs (default: 3)")
+    job.add_argument("--refresh", action="store_true", help="search rows resolved by an earlier run again")
+    job.add_argument("--skip-bad-rows", action="store_true", help="report unreadable rows and go on")
+    job.add_argument("--max-rate", type=parse_rate, help="bytes per second for the whole job, e.g. 50MB/s")
+    job.add_argument("--window", type=TimeWindow.parse, help="start studies only in this window, e.g. 19:00-07:00")
+    job.add_argument("--index-format", choices=["auto", "csv", "parquet"], default="auto",
+                     help="instances.parquet (with pyarrow) or instances.csv (default: %(default)s)")
+    job.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
-def _session(args: argparse.Namespace) -> requests.Session:
+def protocol_options(p: argparse.ArgumentParser) -> None:
+    """Which searcher and downloader, and how many requests at once."""
+    p.add_argument("--searcher", choices=sorted(SEARCHERS), help="default: qido-rs, or the server's")
+    p.add_argument("--downloader", choices=sorted(DOWNLOADERS), help="default: wado-rs, or the server's")
+    p.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+    p.add_argument("--workers", type=int, help="parallel requests")
+
+
+def _profile(args: argparse.Namespace) -> ServerProfile:
+    """The server: from the servers file with ``--server``, else from the URL and options."""
+    given: dict[str, Any] = {
+        "searcher": getattr(args, "searcher", None), "downloader": getattr(args, "downloader", None),
+        "wado_uri_url": getattr(args, "wado_uri_url", None), "workers": getattr(args, "workers", None),
+        "user": args.user, "login_url": args.login_url,
+    }
+    settings = {key: value for key, value in given.items() if value is not None}
+    if args.no_verify:
+        settings["verify"] = False
     if args.login_url:
+        settings.update(auth="vitrea", realm=args.realm)
         if not args.user:
             raise DICOMTrolleyError("--login-url needs --user")
-        session = create_session(args.login_url, args.user, _password(), args.realm)
-    else:
-        session = requests.Session()
-        if args.user:
-            session.auth = (args.user, _password())
-    session.verify = not args.no_verify
-    return session
-
-
-def _password() -> str:
-    return os.environ.get(PASSWORD_VARIABLE) or getpass.getpass("Password: ")
-
-
-def _downloader(args: argparse.Namespace, session: requests.Session) -> Downloader:
-    workers = {"workers": args.workers} if args.workers else {}
-    if args.downloader == "wado-uri":
-        wado_url = args.wado_uri_url or args.url.rstrip("/").rsplit("/", 1)[0] + "/wado"
-        return WadoURI(session, wado_url, **workers)
-    return WadoRS(session, args.url, **workers)
+    elif args.user:
+        settings["auth"] = "basic"
+    if args.server:
+        server = load_profile(args.server, args.config)
+        return ServerProfile(**{**server.model_dump(), **settings}) if settings else server
+    if not args.url:
+        raise DICOMTrolleyError("give a DICOMweb URL or --server NAME")
+    return ServerProfile(url=args.url, **settings)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -112,7 +132,7 @@ def _search(args: argparse.Namespace) -> int:
         query_level=QueryLevels(args.level.upper()),
         limit=args.limit,
     )
-    studies = Trolley(searcher=QidoRS(_session(args), args.url)).find_studies(query)
+    studies = _profile(args).trolley().find_studies(query)
     if args.json:
         print(json.dumps([s.to_dict() for s in studies], indent=1))
     else:
@@ -121,8 +141,9 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    session = _session(args)
-    trolley = Trolley(searcher=QidoRS(session, args.url), downloader=_downloader(args, session))
+    if args.server and args.url:  # with --server, the first positional is a study
+        args.study_uids.insert(0, args.url)
+    trolley = _profile(args).trolley()
     try:
         summary = trolley.download(
             args.study_uids, args.output, template=args.template, on_error=args.on_error,
@@ -141,13 +162,46 @@ def _download(args: argparse.Namespace) -> int:
     return 0 if summary.ok else EXIT_FAILURES
 
 
+def _export(args: argparse.Namespace) -> int:
+    worklist = args.worklist
+    if args.server and args.url and not worklist:  # with --server, the one positional is the worklist
+        args.url, worklist = None, args.url
+    if not worklist:
+        raise WorklistError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
+    trolley = _profile(args).trolley()
+    try:
+        report = export(
+            trolley, worklist, args.output, studies=args.studies, template=args.template,
+            max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
+            max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
+            index_format=args.index_format,
+        )
+    except KeyboardInterrupt:
+        print(f"dicomtrolley: interrupted; state saved in {args.output}; run the same command to continue",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(report)
+    print(f"report: {report.report_path}\nindex: {report.index_path}")
+    return 0 if report.ok else EXIT_FAILURES
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 download failures, 3 other errors)."""
+    """Run the command line; returns the exit status.
+
+    0 ok, 1 failures (a download, or an export row failed, not found or skipped),
+    2 a bad worklist, 3 other errors, 130 an export interrupted by Ctrl-C.
+    """
     args = _parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    commands = {"search": _search, "download": _download, "export": _export}
     try:
-        return _search(args) if args.command == "search" else _download(args)
+        return commands[args.command](args)
+    except WorklistError as error:
+        print(f"dicomtrolley: {error}", file=sys.stderr)
+        for line, problem in error.problems[1:]:
+            print(f"  line {line}: {problem}", file=sys.stderr)
+        return EXIT_BAD_WORKLIST
     except DICOMTrolleyError as error:
         print(f"dicomtrolley: {error}", file=sys.stderr)
         return EXIT_ERROR
