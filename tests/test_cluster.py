@@ -1,19 +1,31 @@
-"""Running an export on a Dask cluster: the address given, the shared output folder checked.
+"""Running an export on a Dask cluster: the same result as on one machine, lost workers, passwords, the folder.
 
 The clusters here are real ``distributed`` clusters of worker processes on this
-machine, so every task and probe crosses a process boundary as on many machines.
+machine, so every task and probe crosses a process boundary, pickled, as it
+does between machines. The one cluster of this module holds the password of
+the password-protected Orthanc in its workers' environment, and only there.
 """
 
 from __future__ import annotations
 
+import base64
+import logging
 import os
-from collections.abc import Iterator
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from distributed import Client
+from distributed.protocol import pickle as dask_pickle
 
 from dicomtrolley.exceptions import DICOMTrolleyError, SharedFolderError
+from dicomtrolley.export import ExportReport, export
 from dicomtrolley.export.cluster import (
     PROBE_PREFIX,
     DaskSpec,
@@ -21,15 +33,47 @@ from dicomtrolley.export.cluster import (
     dashboard_link,
     dask_client,
 )
-from tests.support.dask_cluster import local_cluster, worker_without_folder
-from tests.support.orthanc import free_ports
+from dicomtrolley.profiles import PASSWORD_VARIABLE, ServerProfile
+from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.trolley import Trolley
+from dicomtrolley.wado_rs import WadoRS
+from tests.support.dask_cluster import local_cluster, worker_pids, worker_without_folder
+from tests.support.latency_proxy import LatencyProxy
+from tests.support.orthanc import OrthancFactory, OrthancServer, free_ports
+
+USER = "alice"
+PASSWORD = "w0rker-0nly-Pa55"
+_BASIC = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+SECRETS = (PASSWORD, _BASIC)
+"""The password, and the form it takes in a basic auth header: neither may travel or be logged."""
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Client]:
-    """Two worker processes, shared by the tests of this module that leave them as they found them."""
-    with local_cluster(2) as client:
+    """Two worker processes whose environment, unlike this process's, holds the password."""
+    with local_cluster(2, env={PASSWORD_VARIABLE: PASSWORD}) as client:
         yield client
+
+
+def dicom_files(folder: Path) -> dict[str, bytes]:
+    """Every instance file an export wrote, by path below the folder (not its state, report or index)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and len(p.relative_to(folder).parts) > 1 and not p.name.startswith(".")
+    }
+
+
+class RecordingExecutor(Executor):
+    """Passes every task on to another executor, keeping it as Dask pickles it to send it to a worker."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.pickled: list[bytes] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.pickled.append(dask_pickle.dumps((fn, args, kwargs)))
+        return self.inner.submit(fn, *args, **kwargs)
 
 
 # ------------------------------------------------------------ --dask
@@ -96,3 +140,159 @@ def test_a_folder_one_worker_does_not_see_is_refused_naming_that_worker(cluster:
     assert "does not see the probe file" in message
     assert message.count("\n  ") == 1  # the one isolated worker, not the two that share it
     assert not [p for p in out.iterdir() if p.name.startswith(PROBE_PREFIX)]
+
+
+# ------------------------------------------------------------ the export on a cluster
+
+
+def one_machine_export(orthanc: OrthancServer, uids: list[str], out: Path) -> ExportReport:
+    session = requests.Session()
+    trolley = Trolley(QidoRS(session, orthanc.dicomweb_url), WadoRS(session, orthanc.dicomweb_url))
+    return trolley.export(uids, out, progress=False)
+
+
+@pytest.mark.integration
+def test_an_export_on_a_cluster_equals_the_export_on_one_machine(
+    cluster: Client, orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    uids = [study.uid for study in orthanc.sample.small_studies]
+    expected = one_machine_export(orthanc, uids, tmp_path / "here")
+    session = requests.Session()
+    trolley = Trolley(QidoRS(session, orthanc.dicomweb_url), WadoRS(session, orthanc.dicomweb_url))
+
+    report = trolley.export(uids, tmp_path / "cluster", executor=cluster.get_executor(), studies=4, progress=False)
+
+    assert report.ok
+    assert (report.studies_done, report.instances_written) == (len(uids), expected.instances_written)
+    assert dicom_files(tmp_path / "cluster") == dicom_files(tmp_path / "here")
+    columns = ["study_uid", "status", "instances_expected", "instances_written", "bytes"]
+    assert report.to_dataframe()[columns].sort_values("study_uid").reset_index(drop=True).equals(
+        expected.to_dataframe()[columns].sort_values("study_uid").reset_index(drop=True)
+    )
+
+
+@pytest.mark.integration
+def test_a_worker_killed_mid_study_still_gives_a_complete_export(
+    cluster: Client, orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    study = orthanc.sample.large_study
+    # One request per instance, two at a time, each 20 ms late: the study takes seconds, time to kill its worker.
+    with LatencyProxy("127.0.0.1", orthanc.http_port, delay=0.02) as proxy:
+        profile = ServerProfile(url=f"{proxy.url}/dicom-web", downloader="wado-uri", workers=2)
+        out = tmp_path / "out"
+        outcome: dict[str, Any] = {}
+        driver = threading.Thread(
+            target=lambda: outcome.update(report=export(profile, [study.uid], out, executor=cluster.get_executor(),
+                                                        progress=False)),
+        )
+        driver.start()
+        killed = kill_the_busy_worker_once_files_exist(cluster, out, at_least=30)
+        driver.join(timeout=240)
+
+    assert not driver.is_alive()
+    report: ExportReport = outcome["report"]
+    line = report.to_dataframe().iloc[0]
+    assert report.ok, line["error"]
+    assert (line["status"], line["instances_expected"]) == ("done", len(study.instances))
+    assert line["instances_skipped"] >= killed  # the second attempt resumed at instance level
+    assert line["instances_written"] + line["instances_skipped"] == len(study.instances)
+    originals = {i.uid.replace(".", "_"): i.path.read_bytes() for i in study.instances}
+    written = {Path(path).name: data for path, data in dicom_files(out).items()}
+    assert written == originals
+    cluster.wait_for_workers(2, timeout=60)  # the nanny restarted the killed one
+
+
+def kill_the_busy_worker_once_files_exist(client: Client, folder: Path, at_least: int) -> int:
+    """SIGKILL the one worker busy with a task once ``at_least`` instance files exist; return how many did."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = dicom_files(folder) if folder.is_dir() else {}
+        if len(done) >= at_least:
+            busy = [worker for worker, keys in client.processing().items() if keys]
+            assert len(busy) == 1, busy
+            os.kill(worker_pids(client)[busy[0]], signal.SIGKILL)
+            return len(done)
+        time.sleep(0.02)
+    raise AssertionError(f"the study never reached {at_least} files in {folder}")
+
+
+# ------------------------------------------------------------ the password stays on the workers
+
+
+@pytest.fixture
+def protected_orthanc(orthanc_factory: OrthancFactory) -> OrthancServer:
+    return orthanc_factory(AuthenticationEnabled=True, RegisteredUsers={USER: PASSWORD})
+
+
+@pytest.fixture
+def worker_logs(cluster: Client, tmp_path: Path) -> Iterator[Path]:
+    """Everything the workers log at DEBUG, dicomtrolley's and every library's, into one file."""
+    path = tmp_path / "worker.log"
+    cluster.run(_log_everything_to, str(path))
+    yield path
+    cluster.run(_stop_logging_to, str(path))
+
+
+def _log_everything_to(path: str) -> None:
+    handler = logging.FileHandler(path)
+    handler.set_name(path)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+
+def _stop_logging_to(path: str) -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == path]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(logging.WARNING)
+
+
+def assert_secret_free(*texts: bytes | str) -> None:
+    for text in texts:
+        data = text.encode() if isinstance(text, str) else text
+        for secret in SECRETS:
+            assert secret.encode() not in data
+
+
+@pytest.mark.integration
+def test_a_password_only_the_workers_have_is_used_and_never_travels_or_is_logged(
+    cluster: Client, protected_orthanc: OrthancServer, tmp_path: Path, worker_logs: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv(PASSWORD_VARIABLE, raising=False)
+    monkeypatch.setattr("sys.stdin", None)  # no prompt here either
+    caplog.set_level(logging.DEBUG)
+    profile = ServerProfile(url=protected_orthanc.dicomweb_url, auth="basic", user=USER)
+    uids = [study.uid for study in protected_orthanc.sample.studies]
+    executor = RecordingExecutor(cluster.get_executor())
+
+    report = export(profile, uids, tmp_path / "out", executor=executor, progress=False)
+
+    assert report.ok
+    assert report.studies_done == len(uids)
+    assert len(executor.pickled) == len(uids)
+    assert_secret_free(*executor.pickled)
+    assert_secret_free(worker_logs.read_text(), caplog.text, *map(str, cluster.get_worker_logs().values()))
+    assert "urllib3.connectionpool DEBUG" in worker_logs.read_text()  # the workers did log their requests
+
+
+@pytest.mark.integration
+def test_a_hand_built_trolley_ships_as_its_profile_without_the_password(
+    cluster: Client, protected_orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    session = requests.Session()
+    session.auth = (USER, PASSWORD)
+    url = protected_orthanc.dicomweb_url
+    trolley = Trolley(QidoRS(session, url), WadoRS(session, url))
+    uids = [study.uid for study in protected_orthanc.sample.studies]
+    executor = RecordingExecutor(cluster.get_executor())
+
+    report = trolley.export(uids, tmp_path / "out", executor=executor, progress=False)
+
+    assert report.ok
+    assert_secret_free(*executor.pickled)
+    shipped = dask_pickle.loads(executor.pickled[0])[1][0].profile
+    assert (shipped.url, shipped.auth, shipped.user) == (url, "basic", USER)

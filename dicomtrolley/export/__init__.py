@@ -22,11 +22,13 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
+from dicomtrolley.export.remote import ProfileTrolley
 from dicomtrolley.export.report import REPORT_COLUMNS, ExportReport, IndexFormat
 from dicomtrolley.export.runner import ExportOptions, run_export
 from dicomtrolley.export.state import INDEX_COLUMNS
 from dicomtrolley.export.tasks import Exporter, SharedTrolley, TrolleySource
 from dicomtrolley.export.worklist import WorklistSource
+from dicomtrolley.profiles import ServerProfile
 
 __all__ = [
     "INDEX_COLUMNS",
@@ -34,6 +36,7 @@ __all__ = [
     "ExportOptions",
     "ExportReport",
     "Exporter",
+    "ProfileTrolley",
     "SharedTrolley",
     "TrolleySource",
     "export",
@@ -41,7 +44,7 @@ __all__ = [
 
 
 def export(
-    trolley: Exporter | TrolleySource,
+    trolley: Exporter | TrolleySource | ServerProfile,
     worklist: WorklistSource,
     output_dir: str | Path,
     *,
@@ -61,8 +64,11 @@ def export(
     Parameters
     ----------
     trolley
-        A :class:`~dicomtrolley.trolley.Trolley` (shared by all threads), or a
-        callable that returns one (for executors that run tasks elsewhere).
+        A :class:`~dicomtrolley.trolley.Trolley` (shared by all threads), a
+        :class:`~dicomtrolley.profiles.ServerProfile` (each process builds its
+        trolley from it when it first needs one, and logs in itself), or a
+        callable that returns a trolley. Tasks that an executor sends to other
+        processes carry the server's profile, never a trolley or a password.
     worklist
         A CSV file, a pandas DataFrame, or a list of StudyInstanceUIDs or Queries
         (see :mod:`dicomtrolley.export.worklist`).
@@ -98,7 +104,11 @@ def export(
     KeyboardInterrupt
         After Ctrl-C, once the state and the report are saved.
     """
-    source: TrolleySource = trolley if _is_source(trolley) else SharedTrolley(trolley)  # type: ignore[assignment,arg-type]
+    source: TrolleySource
+    if isinstance(trolley, ServerProfile):
+        source = ProfileTrolley(trolley)
+    else:
+        source = trolley if _is_source(trolley) else SharedTrolley(trolley)  # type: ignore[assignment,arg-type]
     options = ExportOptions(
         studies=studies, executor=executor, template=template, max_attempts=max_attempts, refresh=refresh,
         skip_bad_rows=skip_bad_rows, max_rate=parse_rate(max_rate) if isinstance(max_rate, str) else max_rate,

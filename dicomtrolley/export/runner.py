@@ -106,9 +106,12 @@ class _Totals:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def saved(self, instance: SavedInstance) -> None:
+        self.add(1, instance.size)
+
+    def add(self, instances: int, size: int) -> None:
         with self.lock:
-            self.instances += 1
-            self.bytes += instance.size
+            self.instances += instances
+            self.bytes += size
 
 
 def run_export(
@@ -128,7 +131,8 @@ def run_export(
                 state.add_bad_row(bad.line, bad.error)
             state.unresolve_failed_rows()
             queries = {r.key: r for r in rows.rows}
-            driver = _Driver(source, state, str(folder), options, queries)
+            # Absolute: a task may run in a process with another working folder.
+            driver = _Driver(source, state, str(folder.resolve()), options, queries)
             interrupted = driver.run()
         finally:
             report = write_outputs(state, folder, options.index_format)
@@ -240,6 +244,8 @@ class _Driver:
             self.state.interrupt_study(key)
             return []
         self.state.finish_study(outcome, outcome.instances)
+        if not outcome.live:
+            self.totals.add(outcome.written, outcome.bytes_written)
         if outcome.status == "done":
             self.totals.done += 1
         else:

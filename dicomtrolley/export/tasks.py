@@ -67,6 +67,12 @@ class SharedTrolley:
         """The trolley."""
         return self.trolley
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (for another process) as the trolley's profile: its session and password stay here."""
+        from dicomtrolley.export.remote import shipped_as_profile
+
+        return shipped_as_profile(self.trolley)
+
 
 @dataclass(frozen=True)
 class StudyTask:
@@ -84,6 +90,10 @@ class Controls:
     stop: threading.Event = field(default_factory=threading.Event)
     limiter: RateLimiter | None = None
     on_saved: Callable[[SavedInstance], None] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (for another process) as fresh controls: the driver's own stay with the driver."""
+        return (Controls, ())
 
 
 @dataclass
@@ -104,6 +114,8 @@ class StudyOutcome:
     elapsed: float = 0.0
     interrupted: bool = False
     instances: list[tuple[Any, ...]] = field(default_factory=list)
+    live: bool = False
+    """True when the driver counted the files as they were written (the task ran in its process)."""
 
 
 def find_row_studies(source: TrolleySource, query: Query) -> list[str]:
@@ -142,6 +154,7 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
         task.study_uid, DONE, expected=summary.expected, written=summary.written, skipped=summary.skipped,
         bytes_written=summary.bytes_written, transfer_syntaxes=dict(summary.transfer_syntaxes),
         elapsed=time.perf_counter() - started, instances=instances,
+        live=controls is not None and controls.on_saved is not None,
     )
     errors = [failure.error for failure in summary.failures]
     if any(isinstance(e, DownloadCancelledError) for e in errors):
