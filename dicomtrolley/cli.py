@@ -96,6 +96,7 @@ def protocol_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--downloader", choices=sorted(DOWNLOADERS), help="default: wado-rs, or the server's")
     p.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
     p.add_argument("--workers", type=int, help="parallel requests")
+    p.add_argument("--max-connections", type=int, help="at most this many HTTP connections to the server at once")
 
 
 def _profile(args: argparse.Namespace) -> ServerProfile:
@@ -103,6 +104,7 @@ def _profile(args: argparse.Namespace) -> ServerProfile:
     given: dict[str, Any] = {
         "searcher": getattr(args, "searcher", None), "downloader": getattr(args, "downloader", None),
         "wado_uri_url": getattr(args, "wado_uri_url", None), "workers": getattr(args, "workers", None),
+        "max_connections": getattr(args, "max_connections", None),
         "user": args.user, "login_url": args.login_url,
     }
     settings = {key: value for key, value in given.items() if value is not None}

@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from requests.adapters import HTTPAdapter
 
 from dicomtrolley.auth import create_session
 from dicomtrolley.core import Downloader, Searcher
@@ -106,6 +107,10 @@ class ServerProfile(BaseModel):
         Seconds to connect, and to wait for data (HTTP) or a message (DIMSE).
     workers
         Requests a downloader runs at once (the downloader's default when unset).
+    max_connections
+        A cap on the HTTP connections open to the server at once, across every
+        thread that shares the trolley (a batch export's studies included):
+        a request waits for a free connection rather than opening another.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -129,6 +134,7 @@ class ServerProfile(BaseModel):
     connect_timeout: float = Field(default=10.0, gt=0)
     read_timeout: float = Field(default=300.0, gt=0)
     workers: int | None = Field(default=None, ge=1)
+    max_connections: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _complete(self) -> ServerProfile:
@@ -232,6 +238,10 @@ class ServerProfile(BaseModel):
             elif self.auth == "bearer":
                 session.headers["Authorization"] = f"Bearer {secret or self.secret()}"
         session.verify = str(self.ca_file) if self.ca_file and self.verify else self.verify
+        if self.max_connections:
+            capped = _CappedAdapter(self.max_connections)
+            session.mount("http://", capped)
+            session.mount("https://", capped)
         return session
 
     def trolley(self, secret: str | None = None) -> Trolley:
@@ -246,6 +256,16 @@ class ServerProfile(BaseModel):
         http = {"qido-rs", "wado-rs", "wado-uri"} & {self.searcher, self.downloader}
         session = self.session(secret) if http else requests.Session()
         return Trolley(SEARCHERS[self.searcher](self, session), DOWNLOADERS[self.downloader](self, session))
+
+
+class _CappedAdapter(HTTPAdapter):
+    """At most ``size`` connections per host; a request waits for one to come free.
+
+    A subclass, so that the downloaders' pool sizing leaves it as it is.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__(pool_connections=size, pool_maxsize=size, pool_block=True)
 
 
 def _secret_file(variable: str) -> str | None:

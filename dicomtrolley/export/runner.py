@@ -29,7 +29,7 @@ from typing import Any
 from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.export.politeness import RateLimiter, TimeWindow
 from dicomtrolley.export.report import ExportReport, IndexFormat, write_outputs
-from dicomtrolley.export.state import FolderLock, StateDatabase
+from dicomtrolley.export.state import RUNNING, FolderLock, StateDatabase
 from dicomtrolley.export.tasks import (
     Controls,
     StudyOutcome,
@@ -38,7 +38,7 @@ from dicomtrolley.export.tasks import (
     export_study,
     find_row_studies,
 )
-from dicomtrolley.export.worklist import WorklistSource, read_worklist
+from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
 from dicomtrolley.progress import is_watched
 from dicomtrolley.storage import SavedInstance
 
@@ -106,12 +106,9 @@ class _Totals:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def saved(self, instance: SavedInstance) -> None:
-        self.add(1, instance.size)
-
-    def add(self, instances: int, size: int) -> None:
         with self.lock:
-            self.instances += instances
-            self.bytes += size
+            self.instances += 1
+            self.bytes += instance.size
 
 
 def run_export(
@@ -125,12 +122,14 @@ def run_export(
     with FolderLock(folder):
         state = StateDatabase(folder)
         try:
-            state.add_rows(((r.key, r.line, r.describe()) for r in rows.rows), refresh=options.refresh)
+            queries: dict[str, WorklistRow] = {}
+            for row in rows.rows:
+                queries.setdefault(row.key, row)  # a repeated row is the row where it first stands
+            state.add_rows(((r.key, r.line, r.describe()) for r in queries.values()), refresh=options.refresh)
             for bad in rows.bad:
                 logger.warning("Worklist line %d skipped: %s", bad.line, bad.error)
                 state.add_bad_row(bad.line, bad.error)
             state.unresolve_failed_rows()
-            queries = {r.key: r for r in rows.rows}
             # Absolute: a task may run in a process with another working folder.
             driver = _Driver(source, state, str(folder.resolve()), options, queries)
             interrupted = driver.run()
@@ -157,6 +156,10 @@ class _Driver:
         self.totals = _Totals()
         limiter = RateLimiter(options.max_rate) if options.max_rate else None
         self.controls = Controls(limiter=limiter, on_saved=self.totals.saved)
+        # Tasks on this process's threads share the controls (stop, pace, count per instance);
+        # an executor that ships tasks elsewhere gets none: Ctrl-C and the window then act
+        # between studies, and the counts arrive with each outcome.
+        self.in_process = options.executor is None or isinstance(options.executor, ThreadPoolExecutor)
         self.in_flight: dict[Future[Any], tuple[str, str]] = {}
         self.queued: set[str] = set()
 
@@ -165,7 +168,7 @@ class _Driver:
         to_resolve = deque(self.state.unresolved_rows())
         studies = deque(self.state.studies_to_run(self.options.max_attempts))
         self.queued.update(studies)
-        total = len(studies) + len(to_resolve)
+        total = len(studies)  # grows as rows are resolved into studies
         owned = self.options.executor is None
         executor = self.options.executor or ThreadPoolExecutor(self.options.studies, "dicomtrolley-export")
         with _sigint_sets(self.controls.stop), _Bar(self.options.progress, total) as bar:
@@ -206,9 +209,10 @@ class _Driver:
         bar.note("")
 
     def _start_study(self, executor: Executor, uid: str) -> None:
-        self.state.start_study(uid)
-        task = StudyTask(uid, self.folder, self.options.template)
-        self.in_flight[executor.submit(export_study, self.source, task, self.controls)] = ("study", uid)
+        previous = self.state.start_study(uid)
+        task = StudyTask(uid, self.folder, self.options.template, after_crash=previous == RUNNING)
+        controls = self.controls if self.in_process else None
+        self.in_flight[executor.submit(export_study, self.source, task, controls)] = ("study", uid)
 
     def _start_search(self, executor: Executor, row: Any) -> None:
         worklist_row = self.rows[row.key]
@@ -244,8 +248,9 @@ class _Driver:
             self.state.interrupt_study(key)
             return []
         self.state.finish_study(outcome, outcome.instances)
-        if not outcome.live:
-            self.totals.add(outcome.written, outcome.bytes_written)
+        if not self.in_process:
+            self.totals.instances += outcome.written
+            self.totals.bytes += outcome.bytes_written
         if outcome.status == "done":
             self.totals.done += 1
         else:

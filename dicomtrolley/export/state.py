@@ -245,13 +245,15 @@ class StateDatabase:
         )
         return [uid for (uid,) in cursor]
 
-    def start_study(self, uid: str) -> None:
-        """A study is starting: one more attempt, status running."""
+    def start_study(self, uid: str) -> str:
+        """A study is starting: one more attempt, status running; return the status it had."""
         with self._transaction() as db:
+            (previous,) = db.execute("SELECT status FROM studies WHERE uid = ?", (uid,)).fetchone()
             db.execute(
                 "UPDATE studies SET status = ?, attempts = attempts + 1, started = ?, finished = '' WHERE uid = ?",
                 (RUNNING, now(), uid),
             )
+        return str(previous)
 
     def interrupt_study(self, uid: str) -> None:
         """A study stopped by Ctrl-C: pending again, the attempt not counted."""

@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from dicomtrolley.core import Downloadable, Query
+from dicomtrolley.core import Downloadable, Query, QueryLevels
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError, NoQueryResultsError
 from dicomtrolley.export.politeness import RateLimiter
 from dicomtrolley.export.state import DONE, FAILED, NOT_FOUND
-from dicomtrolley.storage import SavedInstance
+from dicomtrolley.storage import INDEX_KEYWORDS, SavedInstance, StorageDir, read_header_of_file
 
 
 class Summary(Protocol):
@@ -76,11 +76,16 @@ class SharedTrolley:
 
 @dataclass(frozen=True)
 class StudyTask:
-    """One study to download, and where to."""
+    """One study to download, and where to.
+
+    ``after_crash`` says that an earlier attempt was cut off (the process died):
+    files it wrote are then found on disk and added to the index.
+    """
 
     study_uid: str
     output_dir: str
     template: str | None = None
+    after_crash: bool = False
 
 
 @dataclass
@@ -90,10 +95,6 @@ class Controls:
     stop: threading.Event = field(default_factory=threading.Event)
     limiter: RateLimiter | None = None
     on_saved: Callable[[SavedInstance], None] | None = None
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickled (for another process) as fresh controls: the driver's own stay with the driver."""
-        return (Controls, ())
 
 
 @dataclass
@@ -114,8 +115,6 @@ class StudyOutcome:
     elapsed: float = 0.0
     interrupted: bool = False
     instances: list[tuple[Any, ...]] = field(default_factory=list)
-    live: bool = False
-    """True when the driver counted the files as they were written (the task ran in its process)."""
 
 
 def find_row_studies(source: TrolleySource, query: Query) -> list[str]:
@@ -154,8 +153,10 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
         task.study_uid, DONE, expected=summary.expected, written=summary.written, skipped=summary.skipped,
         bytes_written=summary.bytes_written, transfer_syntaxes=dict(summary.transfer_syntaxes),
         elapsed=time.perf_counter() - started, instances=instances,
-        live=controls is not None and controls.on_saved is not None,
     )
+    if task.after_crash and summary.skipped:
+        written = {row[0] for row in instances}
+        instances.extend(row for row in _files_on_disk(source(), task) if row[0] not in written)
     errors = [failure.error for failure in summary.failures]
     if any(isinstance(e, DownloadCancelledError) for e in errors):
         outcome.status, outcome.interrupted, outcome.error = FAILED, True, "interrupted"
@@ -180,3 +181,26 @@ def index_row(instance: SavedInstance, output_dir: str) -> tuple[Any, ...]:
         instance.reference.instance_uid, text("PatientID"), text("StudyDate"), text("Modality"),
         text("SeriesNumber"), text("InstanceNumber"), instance.transfer_syntax, instance.size,
     )
+
+
+def _files_on_disk(exporter: Exporter, task: StudyTask) -> Iterator[tuple[Any, ...]]:
+    """Index rows for the study's files already on disk, found through an instance-level search."""
+    storage = StorageDir(task.output_dir, task.template)
+    query = Query(
+        StudyInstanceUID=task.study_uid, query_level=QueryLevels.INSTANCE, include_fields=list(storage.template.fields)
+    )
+    for study in exporter.find_studies(query):
+        for instance in study.all_instances():
+            reference = instance.reference()
+            attributes = {
+                **{k: instance.data.get(k) for k in storage.template.fields},
+                "StudyInstanceUID": reference.study_uid,
+                "SeriesInstanceUID": reference.series_uid,
+                "SOPInstanceUID": reference.instance_uid,
+            }
+            path = storage.path_for(attributes)
+            if not path.is_file():
+                continue
+            header = read_header_of_file(path, INDEX_KEYWORDS)
+            saved = SavedInstance(reference, path, path.stat().st_size, header.transfer_syntax, header.attributes)
+            yield index_row(saved, task.output_dir)
