@@ -24,12 +24,14 @@ import requests
 from distributed import Client
 from distributed.protocol import pickle as dask_pickle
 
-from dicomtrolley.exceptions import DICOMTrolleyError, SharedFolderError
+from dicomtrolley.cli import main
+from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError, SharedFolderError
 from dicomtrolley.export import ExportReport, export
 from dicomtrolley.export.cluster import (
     PROBE_PREFIX,
     DaskSpec,
     check_shared_folder,
+    check_worker_secrets,
     dashboard_link,
     dask_client,
 )
@@ -296,3 +298,64 @@ def test_a_hand_built_trolley_ships_as_its_profile_without_the_password(
     assert_secret_free(*executor.pickled)
     shipped = dask_pickle.loads(executor.pickled[0])[1][0].profile
     assert (shipped.url, shipped.auth, shipped.user) == (url, "basic", USER)
+
+
+def test_workers_without_the_password_are_named_before_anything_is_fetched(cluster: Client) -> None:
+    profile = ServerProfile(url="http://127.0.0.1:9/dicom-web", auth="bearer")  # the workers have no token
+
+    with pytest.raises(DICOMTrolleyAuthError, match="Dask workers cannot log in") as raised:
+        check_worker_secrets(cluster, profile)
+
+    assert str(raised.value).count("\n  tcp://") == 2  # one line per worker
+
+
+def test_workers_with_the_password_pass_the_check_without_sending_it(cluster: Client) -> None:
+    check_worker_secrets(cluster, ServerProfile(url="http://127.0.0.1:9/dicom-web", auth="basic", user=USER))
+
+
+# ------------------------------------------------------------ the command line
+
+
+def worklist_file(tmp_path: Path, uids: list[str]) -> Path:
+    path = tmp_path / "worklist.csv"
+    path.write_text("StudyInstanceUID\n" + "".join(f"{uid}\n" for uid in uids), encoding="utf-8")
+    return path
+
+
+@pytest.mark.integration
+def test_export_command_runs_on_a_scheduler_with_the_password_on_the_workers(
+    cluster: Client, protected_orthanc: OrthancServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv(PASSWORD_VARIABLE, raising=False)
+    monkeypatch.setattr("sys.stdin", None)
+    uids = [study.uid for study in protected_orthanc.sample.studies]
+    out = tmp_path / "out"
+
+    status = main([
+        "export", protected_orthanc.dicomweb_url, str(worklist_file(tmp_path, uids)), "-o", str(out),
+        "--user", USER, "--dask", cluster.scheduler.address, "--no-progress",
+    ])
+
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert f"dashboard: {dashboard_link(cluster)}" in captured.err
+    assert f"{len(uids)} studies done" in captured.out
+    assert len(dicom_files(out)) == sum(len(study.instances) for study in protected_orthanc.sample.studies)
+
+
+@pytest.mark.integration
+def test_export_command_starts_a_local_cluster_for_the_export(
+    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uids = [study.uid for study in orthanc.sample.small_studies[:2]]
+
+    status = main([
+        "export", orthanc.dicomweb_url, str(worklist_file(tmp_path, uids)), "-o", str(tmp_path / "out"),
+        "--dask", "local:1", "--no-progress",
+    ])
+
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "Dask: a local cluster of 1 worker processes, 1 worker threads; dashboard: http://" in captured.err
+    assert "2 studies done" in captured.out

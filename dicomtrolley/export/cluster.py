@@ -1,12 +1,15 @@
-"""Running an export on a Dask distributed cluster: connecting, and checking the shared folder.
+"""Running an export on a Dask distributed cluster: connecting, checking the workers, exporting.
 
 The export itself needs nothing from Dask: it ships one task per study to any
 :class:`concurrent.futures.Executor`, and ``Client.get_executor()`` is one.
 What a cluster adds is here: :func:`dask_client` connects to a running
 scheduler (``tcp://scheduler:8786``) or starts a local cluster of worker
-processes (``local:4``, or ``local`` for one per core), and
+processes (``local:4``, or ``local`` for one per core);
 :func:`check_shared_folder` makes sure every worker writes into the same
-output folder the driver reads, before a single study is fetched.
+output folder the driver reads, and :func:`check_worker_secrets` that every
+worker has the server's password, before a single study is fetched;
+:func:`export_on_dask` does all of it and runs the export
+(``dicomtrolley export ... --dask ADDRESS`` on the command line).
 
 Needs the ``cluster`` extra: ``pip install "dicomtrolley[cluster]"``.
 """
@@ -18,14 +21,19 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicomtrolley._version import __version__
-from dicomtrolley.exceptions import DICOMTrolleyError, SharedFolderError
+from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError, SharedFolderError
+from dicomtrolley.export import export
+from dicomtrolley.export.report import ExportReport
+from dicomtrolley.export.worklist import WorklistSource
+from dicomtrolley.profiles import PASSWORD_VARIABLE, TOKEN_VARIABLE, ServerProfile
+from dicomtrolley.trolley import Trolley
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -243,3 +251,96 @@ def _probe_on_worker(folder: str, token: str) -> dict[str, str]:
         return answer
     answer["written"] = name
     return answer
+
+
+def check_worker_secrets(client: Client, profile: ServerProfile) -> None:
+    """Make sure every worker finds the password (or token) ``profile`` logs in with, without asking for it.
+
+    Each worker looks it up as it would for a task (environment, secrets file,
+    keyring) and answers only whether it found one: the secret itself never
+    leaves the worker. A profile that needs no login passes at once.
+
+    Raises
+    ------
+    DICOMTrolleyAuthError
+        Workers without one; the message names them and says where to put it.
+    """
+    if profile.auth == "none":
+        return
+    answers = client.run(_secret_problem, profile, on_error="return")
+    failed = sorted(f"{worker}: {answer}" for worker, answer in answers.items() if answer)
+    if failed:
+        raise DICOMTrolleyAuthError(
+            "Dask workers cannot log in to the server:\n  " + "\n  ".join(failed)
+            + "\nEvery worker needs the password in its own environment: see 'Running on a cluster' in the docs."
+        )
+
+
+def _secret_problem(profile: ServerProfile) -> str:
+    """Run on each worker: why it has no secret for ``profile``, or an empty string."""
+    try:
+        profile.secret()
+    except DICOMTrolleyError as error:
+        return f"{socket.gethostname()}: {error}"
+    return ""
+
+
+def export_on_dask(
+    trolley: Trolley | ServerProfile,
+    worklist: WorklistSource,
+    output_dir: str | os.PathLike[str],
+    dask: DaskSpec | str,
+    *,
+    studies: int | None = None,
+    announce: Callable[[str], None] | None = None,
+    **options: Any,
+) -> ExportReport:
+    """Export a worklist on a Dask cluster: one task per study, run on the workers.
+
+    Connects to the scheduler (or starts a local cluster), checks that every
+    worker shares ``output_dir`` and has the password, then runs
+    :func:`~dicomtrolley.export.export` with the cluster's executor. Tasks
+    carry the server's profile, not ``trolley`` or its password; each worker
+    builds its own trolley and logs in itself. A local cluster's workers get
+    the password this process has (asked for at a prompt if need be) in their
+    environment when they start.
+
+    Parameters
+    ----------
+    trolley
+        The server: a Trolley (built by hand or from a profile) or a :class:`~dicomtrolley.profiles.ServerProfile`.
+    worklist, output_dir
+        As for :func:`~dicomtrolley.export.export`.
+    dask
+        ``tcp://scheduler:8786``, ``local:N`` or ``local`` (see :class:`DaskSpec`).
+    studies
+        Studies in flight; by default two per worker thread, so that no worker
+        waits for the driver between studies.
+    announce
+        Called with a line naming the cluster and its dashboard, once connected
+        (the command line prints it); the line is logged either way.
+    **options
+        The other options of :func:`~dicomtrolley.export.export`.
+
+    Raises
+    ------
+    SharedFolderError, DICOMTrolleyAuthError
+        The workers do not share ``output_dir``, or lack the password; nothing was downloaded.
+    """
+    spec = DaskSpec.parse(dask) if isinstance(dask, str) else dask
+    profile = trolley if isinstance(trolley, ServerProfile) else ServerProfile.from_trolley(trolley)
+    worker_env: dict[str, str] = {}
+    if spec.local_workers is not None and profile.auth != "none":
+        worker_env[TOKEN_VARIABLE if profile.auth == "bearer" else PASSWORD_VARIABLE] = profile.secret()
+    with dask_client(spec, worker_env=worker_env) as client:
+        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+        line = f"Dask: {spec}, {threads} worker threads; dashboard: {dashboard_link(client) or 'none'}"
+        logger.info(line)
+        if announce is not None:
+            announce(line)
+        check_shared_folder(client, output_dir)
+        check_worker_secrets(client, profile)
+        executor = client.get_executor(pure=False)  # type: ignore[no-untyped-call]
+        return export(
+            profile, worklist, Path(output_dir), executor=executor, studies=studies or max(2 * threads, 1), **options
+        )
