@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,19 @@ def kill_the_busy_worker_once_files_exist(client: Client, folder: Path, at_least
             return len(done)
         time.sleep(0.02)
     raise AssertionError(f"the study never reached {at_least} files in {folder}")
+
+
+@pytest.mark.integration
+def test_a_process_pool_runs_the_export_of_a_hand_built_trolley_too(orthanc: OrthancServer, tmp_path: Path) -> None:
+    uids = [study.uid for study in orthanc.sample.small_studies[:3]]
+    session = requests.Session()
+    trolley = Trolley(QidoRS(session, orthanc.dicomweb_url), WadoRS(session, orthanc.dicomweb_url))
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        report = trolley.export(uids, tmp_path / "out", executor=pool, progress=False)
+
+    assert report.ok
+    assert report.studies_done == len(uids)
 
 
 # ------------------------------------------------------------ the password stays on the workers
