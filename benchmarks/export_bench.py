@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def curl_argv(out: Path) -> list[str]:
             out.mkdir(parents=True, exist_ok=True)
-            curl_config.write_text("".join(
-                f'url = "{url}/studies/{uid}"\noutput = "{out}/{uid}"\nheader = "Accept: {ACCEPT_IN_CURL_CONFIG}"\n'
-                for uid in uids
+            # One header line for all: a header option in a curl config adds to every request after it.
+            curl_config.write_text(f'header = "Accept: {ACCEPT_IN_CURL_CONFIG}"\n' + "".join(
+                f'url = "{url}/studies/{uid}"\noutput = "{out}/{uid}"\n' for uid in uids
             ))
             return ["curl", "-sS", "--fail", "--parallel", "--parallel-max", "4", "--config", str(curl_config)]
 

@@ -26,6 +26,8 @@ from dicomtrolley.core import (
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
 from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.export import ExportReport
+from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.storage import FlatStorageDir, StorageDir
 from dicomtrolley.trolley import DownloadSummary, Trolley
@@ -40,6 +42,7 @@ __all__ = [
     "DICOMCMove",
     "DICOMTrolleyError",
     "DownloadSummary",
+    "ExportReport",
     "FlatStorageDir",
     "Instance",
     "InstanceReference",
@@ -48,6 +51,7 @@ __all__ = [
     "QueryLevels",
     "Series",
     "SeriesReference",
+    "ServerProfile",
     "StorageDir",
     "Study",
     "StudyReference",

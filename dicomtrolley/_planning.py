@@ -195,7 +195,7 @@ def plan_download(
     if (
         finest_level_needed > DICOMObjectLevels.INSTANCE
         and all(isinstance(t, (StudyReference, SeriesReference)) for t in targets)
-        and not storage.is_occupied()
+        and not storage.may_hold({t.study_uid for t in targets})
     ):
         plan = _plan_by_counts(targets, searcher)
         if plan is not None:
@@ -208,9 +208,9 @@ def plan_download(
             plan.not_found.append(
                 FetchFailure(target, NoQueryResultsError(f"The searcher found no instances for {target}"))
             )
-    # Nothing can be complete in an output folder that is missing or empty: skip the
+    # Nothing can be complete where none of the targets' studies is on disk yet: skip the
     # per-instance checks (and the Dataset each would build from the search's JSON).
-    anything_on_disk = storage.is_occupied()
+    anything_on_disk = storage.may_hold({t.study_uid for t in targets})
     uids_suffice = set(storage.template.fields) <= set(_TREE_FIELDS)
     for instance in instances:
         reference = instance.reference()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -191,6 +193,12 @@ def _export(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"dicomtrolley: interrupted; state saved in {args.output}; run the same command to continue",
               file=sys.stderr)
+        if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+            # A request still waits on a silent server; the state is saved and the folder
+            # unlocked, so end now rather than when its read timeout expires.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     print(report)
     print(f"report: {report.report_path}\nindex: {report.index_path}")

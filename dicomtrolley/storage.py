@@ -221,6 +221,21 @@ class StorageDir:
         except (FileNotFoundError, NotADirectoryError):
             return False
 
+    def may_hold(self, study_uids: Collection[str]) -> bool:
+        """False when nothing of these studies can be on disk yet, so no file needs checking.
+
+        A layout whose first folder is the StudyInstanceUID (the default one)
+        looks for those folders: in a batch export into one folder, a study not
+        yet begun is then fetched as fast as into an empty folder. Other
+        layouts ask whether the output folder holds anything at all.
+        """
+        if not self.template.template.startswith("{StudyInstanceUID}/"):
+            return self.is_occupied()
+        underscores = self.template.uid_underscores
+        return any(
+            (self.path / safe_segment(uid.replace(".", "_") if underscores else uid)).exists() for uid in study_uids
+        )
+
     def has(self, attributes: Mapping[str, Any] | Dataset) -> bool:
         """True when this instance is already complete on disk.
 

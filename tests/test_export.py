@@ -8,7 +8,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas
@@ -108,6 +110,37 @@ def test_a_second_run_costs_no_request_and_new_rows_are_exported(tmp_path: Path)
         wado = [r.path for r in server.seen if r.route is not Route.QIDO]
         assert wado
         assert all(second[0].study_uid in path for path in wado)  # only the new study
+
+
+def test_each_new_study_is_one_request_in_a_folder_holding_others(tmp_path: Path) -> None:
+    first, second = make_instances(name="one-a"), make_instances(name="one-b")
+    with FaultServer(first + second) as server:
+        trolley = ServerProfile(url=server.dicomweb_url).trolley()
+        report = export(trolley, [first[0].study_uid, second[0].study_uid], tmp_path, studies=1, progress=False)
+        assert report.studies_done == 2
+        assert server.count(Route.WADO_RS_STUDY) == 2
+        assert server.count(Route.WADO_RS_SERIES) == server.count(Route.WADO_RS_INSTANCE) == 0
+
+
+def test_refresh_searches_query_rows_again(tmp_path: Path) -> None:
+    instances = make_instances(name="refresh")
+    with FaultServer(instances) as server:
+        trolley = ServerProfile(url=server.dicomweb_url).trolley()
+        export(trolley, [Query(PatientID="FAULT-001")], tmp_path, progress=False)
+        server.reset_log()
+        assert export(trolley, [Query(PatientID="FAULT-001")], tmp_path, progress=False, refresh=True).ok
+        assert server.count(Route.QIDO) >= 1
+        assert server.count() == server.count(Route.QIDO)  # searched again; the done study is not fetched
+
+
+def test_outside_the_window_no_study_starts(orthanc: OrthancServer, tmp_path: Path) -> None:
+    later = datetime.now() + timedelta(hours=2)
+    window = f"{later:%H}:00-{(later + timedelta(hours=1)):%H}:00"
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        export(trolley_for(orthanc), [orthanc.sample.small_studies[0].uid], tmp_path, progress=False, window=window)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        assert db.execute("SELECT status, attempts FROM studies").fetchall() == [("pending", 0)]
 
 
 def test_a_study_that_fails_on_the_server_does_not_stop_the_others(tmp_path: Path) -> None:
@@ -244,6 +277,52 @@ def test_max_connections_caps_the_connections_of_all_studies(
     assert peak[0] <= 2
 
 
+def test_ctrl_c_in_python_saves_the_state_then_raises_keyboard_interrupt(
+    orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    studies = orthanc.sample.small_studies
+    size = sum(i.size for s in studies for i in s.instances)
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):  # after about 1.5 s of a 4 s export
+        export(trolley_for(orthanc), [s.uid for s in studies], tmp_path, progress=False, studies=1,
+               max_rate=size / 4)
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        statuses = [status for (status,) in db.execute("SELECT status FROM studies")]
+    assert "running" not in statuses
+    assert "pending" in statuses
+    assert (tmp_path / "report.csv").exists()
+    assert export(trolley_for(orthanc), [s.uid for s in studies], tmp_path, progress=False).ok
+
+
+def test_ctrl_c_ends_the_command_while_a_request_waits_on_a_silent_server(tmp_path: Path) -> None:
+    instances = make_instances(name="stalled")
+    with FaultServer(instances) as server:
+        for route in (Route.WADO_RS_STUDY, Route.WADO_RS_SERIES, Route.WADO_RS_INSTANCE):
+            server.add_fault(Fault.STALL, route=route, duration=30)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dicomtrolley.cli", "export", server.dicomweb_url,
+             str(write_worklist(tmp_path, [instances[0].study_uid])), "-o", str(tmp_path / "out"), "--no-progress"],
+            cwd=REPO, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while server.count(Route.QIDO) == 0 or server.count() == server.count(Route.QIDO):
+            assert time.monotonic() < deadline
+            assert process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        assert process.wait(timeout=15) == 130
+        assert time.monotonic() - sent < 6  # the grace of 2 s, the report, the exit; not the 30 s stall
+    with sqlite3.connect(tmp_path / "out" / DATABASE_NAME) as db:
+        assert db.execute("SELECT status, attempts FROM studies").fetchall() == [("pending", 0)]
+
+
+def write_worklist(folder: Path, uids: list[str]) -> Path:
+    path = folder / "worklist.csv"
+    path.write_text("StudyInstanceUID\n" + "".join(f"{uid}\n" for uid in uids))
+    return path
+
+
 # ------------------------------------------------------------ crash safety and Ctrl-C (100 studies, a subprocess)
 
 
@@ -298,13 +377,19 @@ def wait_until_done(out: Path, count: int, process: subprocess.Popen[bytes]) -> 
         time.sleep(0.05)
 
 
+def export_until(server: OrthancServer, worklist: Path, out: Path, done: int) -> subprocess.Popen[bytes]:
+    """Start a paced export in a process; return it once ``done`` studies are recorded as done."""
+    process = start_cli_export(server, worklist, out, "--max-rate", "500KB/s")
+    wait_until_done(out, done, process)
+    return process
+
+
 def test_kill_9_mid_export_then_the_same_command_completes_it(
     hundred_studies: tuple[OrthancServer, dict[str, bytes], Path], tmp_path: Path
 ) -> None:
     server, originals, worklist = hundred_studies
     out = tmp_path / "out"
-    process = start_cli_export(server, worklist, out, "--max-rate", "500KB/s")
-    wait_until_done(out, 20, process)
+    process = export_until(server, worklist, out, done=20)
     process.kill()
     process.wait()
     assert 20 <= studies_done(out) < 100
@@ -327,8 +412,7 @@ def test_ctrl_c_saves_the_state_and_exits_130_then_the_export_resumes(
 ) -> None:
     server, originals, worklist = hundred_studies
     out = tmp_path / "out"
-    process = start_cli_export(server, worklist, out, "--max-rate", "500KB/s")
-    wait_until_done(out, 10, process)
+    process = export_until(server, worklist, out, done=10)
     process.send_signal(signal.SIGINT)
     sent = time.monotonic()
     assert process.wait(timeout=10) == 130

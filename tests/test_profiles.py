@@ -111,11 +111,12 @@ ca_file = "/etc/ssl/ca.pem"
 workers = 8
 
 [servers.archive]
-searcher = "c-find"
-downloader = "c-get"
 host = "archive.example"
 port = 104
 aec = "ARCHIVE"
+searcher = "c-find"
+downloader = "c-move"
+move_port = 11112
 """,
     )
     profiles = load_profiles(path)
@@ -123,6 +124,7 @@ aec = "ARCHIVE"
     assert profiles["pacs"].name == "pacs"
     assert profiles["pacs"].ca_file == Path("/etc/ssl/ca.pem")
     assert profiles["archive"].port == 104
+    assert profiles["archive"].move_port == 11112
     assert load_profile("archive", path).aec == "ARCHIVE"
 
 

@@ -104,11 +104,7 @@ def export(
     KeyboardInterrupt
         After Ctrl-C, once the state and the report are saved.
     """
-    source: TrolleySource
-    if isinstance(trolley, ServerProfile):
-        source = ProfileTrolley(trolley)
-    else:
-        source = trolley if _is_source(trolley) else SharedTrolley(trolley)  # type: ignore[assignment,arg-type]
+    source = _source(trolley)
     options = ExportOptions(
         studies=studies, executor=executor, template=template, max_attempts=max_attempts, refresh=refresh,
         skip_bad_rows=skip_bad_rows, max_rate=parse_rate(max_rate) if isinstance(max_rate, str) else max_rate,
@@ -118,6 +114,11 @@ def export(
     return run_export(source, worklist, output_dir, options)
 
 
-def _is_source(trolley: object) -> bool:
-    """A trolley source is a callable without a ``download`` of its own."""
-    return callable(trolley) and not hasattr(trolley, "download")
+def _source(trolley: Exporter | TrolleySource | ServerProfile) -> TrolleySource:
+    """A trolley is shared by every thread; a profile builds one per process; a trolley source
+    (a callable without a ``download``) is used as it is."""
+    if isinstance(trolley, ServerProfile):
+        return ProfileTrolley(trolley)
+    if isinstance(trolley, Exporter):
+        return SharedTrolley(trolley)
+    return trolley

@@ -8,6 +8,7 @@ and always describe every run so far.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -154,32 +155,38 @@ def write_outputs(state: StateDatabase, folder: Path, index_format: IndexFormat 
 
 
 def write_index(rows: Iterable[tuple[Any, ...]], folder: Path, index_format: IndexFormat = "auto") -> Path:
-    """``instances.parquet`` (when pyarrow is installed, or asked for) or ``instances.csv``."""
-    if index_format == "auto":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            index_format = "csv"
-        else:
-            index_format = "parquet"
-    if index_format == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    """``instances.parquet`` (when pyarrow is installed, or asked for) or ``instances.csv``.
 
-        path = folder / "instances.parquet"
-        columns = list(zip(*rows, strict=True)) or [() for _ in INDEX_COLUMNS]
-        table = pa.table({
-            name: pa.array(values, type=pa.int64() if name == "size" else pa.string())
-            for name, values in zip(INDEX_COLUMNS, columns, strict=True)
-        })
-        with _Atomic(path) as temporary:
-            pq.write_table(table, temporary)
-        return path
-    path = folder / "instances.csv"
-    with _Atomic(path) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
+    The parquet file is converted from the CSV by pyarrow's own reader, which
+    streams and needs no pandas (building arrays from Python lists would import it).
+    """
+    if index_format == "auto":
+        index_format = "parquet" if importlib.util.find_spec("pyarrow") is not None else "csv"
+    csv_path = folder / "instances.csv"
+    with _Atomic(csv_path) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(INDEX_COLUMNS)
         writer.writerows(rows)
+    if index_format == "csv":
+        return csv_path
+    from pyarrow import csv as arrow_csv
+    from pyarrow import int64, parquet, string, system_memory_pool
+
+    path = folder / "instances.parquet"
+    types = {name: int64() if name == "size" else string() for name in INDEX_COLUMNS}
+    # Batch by batch on one thread, with the system allocator (arrow's own keeps what it
+    # freed): memory stays flat however many files the export wrote.
+    pool = system_memory_pool()
+    reader = arrow_csv.open_csv(
+        csv_path,
+        read_options=arrow_csv.ReadOptions(use_threads=False, block_size=256 << 10),
+        convert_options=arrow_csv.ConvertOptions(column_types=types),
+        memory_pool=pool,
+    )
+    with _Atomic(path) as temporary, parquet.ParquetWriter(temporary, reader.schema, memory_pool=pool) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+    csv_path.unlink()
     return path
 
 

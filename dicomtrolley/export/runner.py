@@ -132,6 +132,7 @@ def run_export(
             state.unresolve_failed_rows()
             # Absolute: a task may run in a process with another working folder.
             driver = _Driver(source, state, str(folder.resolve()), options, queries)
+            del rows, queries  # the driver keeps the rows it still has to search, and no more
             interrupted = driver.run()
         finally:
             report = write_outputs(state, folder, options.index_format)
@@ -162,11 +163,20 @@ class _Driver:
         self.in_process = options.executor is None or isinstance(options.executor, ThreadPoolExecutor)
         self.in_flight: dict[Future[Any], tuple[str, str]] = {}
         self.queued: set[str] = set()
+        self.after_crash: set[str] = set()
 
     def run(self) -> bool:
         """Run until all is done or Ctrl-C; True when interrupted."""
-        to_resolve = deque(self.state.unresolved_rows())
-        studies = deque(self.state.studies_to_run(self.options.max_attempts))
+        unresolved = self.state.unresolved_rows()
+        # Rows of only a StudyInstanceUID need no search: resolved at once, in one transaction.
+        direct = [(row.key, [uid]) for row in unresolved if (uid := self.rows[row.key].study_uid) is not None]
+        self.state.resolve_rows(direct, self.options.max_attempts)
+        to_resolve = deque(row for row in unresolved if self.rows[row.key].study_uid is None)
+        self.rows = {row.key: self.rows[row.key] for row in to_resolve}
+        del unresolved, direct
+        runnable = self.state.studies_to_run(self.options.max_attempts)
+        self.after_crash = {uid for uid, status in runnable if status == RUNNING}
+        studies = deque(uid for uid, _ in runnable)
         self.queued.update(studies)
         total = len(studies)  # grows as rows are resolved into studies
         owned = self.options.executor is None
@@ -209,18 +219,13 @@ class _Driver:
         bar.note("")
 
     def _start_study(self, executor: Executor, uid: str) -> None:
-        previous = self.state.start_study(uid)
-        task = StudyTask(uid, self.folder, self.options.template, after_crash=previous == RUNNING)
+        self.state.start_study(uid)
+        task = StudyTask(uid, self.folder, self.options.template, after_crash=uid in self.after_crash)
         controls = self.controls if self.in_process else None
         self.in_flight[executor.submit(export_study, self.source, task, controls)] = ("study", uid)
 
     def _start_search(self, executor: Executor, row: Any) -> None:
-        worklist_row = self.rows[row.key]
-        if worklist_row.study_uid is not None:  # nothing to search
-            future: Future[Any] = Future()
-            future.set_result([worklist_row.study_uid])
-        else:
-            future = executor.submit(find_row_studies, self.source, worklist_row.query)
+        future = executor.submit(find_row_studies, self.source, self.rows[row.key].query)
         self.in_flight[future] = ("row", row.key)
 
     def _record(self, future: Future[Any]) -> list[str]:
@@ -232,15 +237,14 @@ class _Driver:
         if kind == "row":
             if error is not None:
                 logger.warning("Worklist row %s: search failed: %s", key, error)
-                self.state.resolve_row(key, [], error=str(error))
+                self.state.fail_row(key, str(error))
                 self.totals.failed += 1
                 return []
             uids: list[str] = future.result()
-            self.state.resolve_row(key, uids)
             if len(uids) > 1:
                 logger.info("Worklist row %s matched %d studies; exporting all", key, len(uids))
-            runnable = set(self.state.studies_to_run(self.options.max_attempts))
-            new = [u for u in uids if u in runnable and u not in self.queued]
+            runnable = self.state.resolve_rows([(key, uids)], self.options.max_attempts)
+            new = [u for u in runnable if u not in self.queued]
             self.queued.update(new)
             return new
         outcome: StudyOutcome = future.result() if error is None else StudyOutcome(key, "failed", error=str(error))

@@ -214,61 +214,74 @@ class StateDatabase:
         """This run's rows whose studies are not known yet."""
         return [self._row(r) for r in self._db.execute("SELECT * FROM rows WHERE seen = 1 AND resolved = 0")]
 
-    def resolve_row(self, key: str, study_uids: list[str], error: str = "") -> None:
-        """Record what a row matched: its studies (each to be exported once), or nothing."""
+    def resolve_rows(self, resolved: Iterable[tuple[str, list[str]]], max_attempts: int) -> list[str]:
+        """Record what rows matched, as ``(row key, StudyInstanceUIDs)``, in one transaction.
+
+        A row with no studies is not found. Returns the studies among them that
+        still have to run (not done, attempts left), each once.
+        """
+        runnable: list[str] = []
         with self._transaction() as db:
-            db.execute("DELETE FROM row_studies WHERE row_key = ?", (key,))
-            status = NOT_FOUND if not study_uids else PENDING
-            db.execute(
-                "UPDATE rows SET resolved = 1, status = ?, error = ? WHERE key = ?",
-                (status if not error else FAILED, error, key),
-            )
-            db.executemany("INSERT OR IGNORE INTO studies (uid) VALUES (?)", ((uid,) for uid in study_uids))
-            db.executemany(
-                "INSERT INTO row_studies (row_key, study_uid) VALUES (?, ?)", ((key, uid) for uid in study_uids)
-            )
+            for key, study_uids in resolved:
+                db.execute("DELETE FROM row_studies WHERE row_key = ?", (key,))
+                db.execute(
+                    "UPDATE rows SET resolved = 1, status = ?, error = '' WHERE key = ?",
+                    (PENDING if study_uids else NOT_FOUND, key),
+                )
+                db.executemany("INSERT OR IGNORE INTO studies (uid) VALUES (?)", ((uid,) for uid in study_uids))
+                db.executemany(
+                    "INSERT INTO row_studies (row_key, study_uid) VALUES (?, ?)", ((key, uid) for uid in study_uids)
+                )
+                runnable.extend(
+                    uid for uid in study_uids
+                    if db.execute(
+                        "SELECT 1 FROM studies WHERE uid = ? AND status IN (?, ?, ?) AND attempts < ?",
+                        (uid, PENDING, RUNNING, FAILED, max_attempts),
+                    ).fetchone()
+                )
+        return list(dict.fromkeys(runnable))
+
+    def fail_row(self, key: str, error: str) -> None:
+        """A row's search failed: it is searched again on the next run."""
+        self._db.execute("UPDATE rows SET resolved = 1, status = ?, error = ? WHERE key = ?", (FAILED, error, key))
 
     def unresolve_failed_rows(self) -> None:
         """Rows whose search failed in a run before are searched again."""
-        with self._transaction() as db:
-            db.execute("UPDATE rows SET resolved = 0 WHERE seen = 1 AND status = ?", (FAILED,))
+        self._db.execute("UPDATE rows SET resolved = 0 WHERE seen = 1 AND status = ?", (FAILED,))
 
     # ------------------------------------------------------------ studies
+    # A single statement is a transaction of its own (autocommit): no BEGIN/COMMIT needed.
 
-    def studies_to_run(self, max_attempts: int) -> list[str]:
-        """Studies of this run's rows that are not finished and may be tried again, in worklist order."""
+    def studies_to_run(self, max_attempts: int) -> list[tuple[str, str]]:
+        """``(uid, status)`` of this run's studies that are unfinished and have attempts left, in worklist order."""
         cursor = self._db.execute(
-            "SELECT s.uid FROM studies s JOIN row_studies rs ON rs.study_uid = s.uid "
+            "SELECT s.uid, s.status FROM studies s JOIN row_studies rs ON rs.study_uid = s.uid "
             "JOIN rows r ON r.key = rs.row_key WHERE r.seen = 1 AND s.status IN (?, ?, ?) AND s.attempts < ? "
             "GROUP BY s.uid ORDER BY MIN(r.line)",
             (PENDING, RUNNING, FAILED, max_attempts),
         )
-        return [uid for (uid,) in cursor]
+        return [(uid, status) for uid, status in cursor]
 
-    def start_study(self, uid: str) -> str:
-        """A study is starting: one more attempt, status running; return the status it had."""
-        with self._transaction() as db:
-            (previous,) = db.execute("SELECT status FROM studies WHERE uid = ?", (uid,)).fetchone()
-            db.execute(
-                "UPDATE studies SET status = ?, attempts = attempts + 1, started = ?, finished = '' WHERE uid = ?",
-                (RUNNING, now(), uid),
-            )
-        return str(previous)
+    def start_study(self, uid: str) -> None:
+        """A study is starting: one more attempt, status running."""
+        self._db.execute(
+            "UPDATE studies SET status = ?, attempts = attempts + 1, started = ?, finished = '' WHERE uid = ?",
+            (RUNNING, now(), uid),
+        )
 
     def interrupt_study(self, uid: str) -> None:
         """A study stopped by Ctrl-C: pending again, the attempt not counted."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE studies SET status = ?, attempts = MAX(attempts - 1, 0) WHERE uid = ?", (PENDING, uid)
-            )
+        self._db.execute(
+            "UPDATE studies SET status = ?, attempts = MAX(attempts - 1, 0) WHERE uid = ?", (PENDING, uid)
+        )
 
     def finish_study(self, outcome: Any, instances: Iterable[tuple[Any, ...]]) -> None:
         """Record how a study's attempt ended and the files it wrote, in one transaction.
 
-        Counts and bytes are the last attempt's: written by it, and found complete on disk.
-
-        ``outcome`` is a :class:`~dicomtrolley.export.runner.StudyOutcome`;
-        ``instances`` are rows of :data:`INDEX_COLUMNS`.
+        Counts, bytes and transfer syntaxes are the last attempt's: what it
+        wrote, and what it found complete on disk. ``outcome`` is a
+        :class:`~dicomtrolley.export.tasks.StudyOutcome`; ``instances`` are
+        rows of :data:`INDEX_COLUMNS`.
         """
         with self._transaction() as db:
             db.execute(
@@ -276,20 +289,12 @@ class StateDatabase:
                 "transfer_syntaxes = ?, error = ?, finished = ? WHERE uid = ?",
                 (
                     outcome.status, outcome.expected, outcome.written, outcome.skipped, outcome.bytes_written,
-                    json.dumps(self._merged_syntaxes(outcome.study_uid, outcome.transfer_syntaxes)),
-                    outcome.error, now(), outcome.study_uid,
+                    json.dumps(outcome.transfer_syntaxes), outcome.error, now(), outcome.study_uid,
                 ),
             )
             db.executemany(
                 f"INSERT OR REPLACE INTO instances VALUES ({', '.join('?' * len(INDEX_COLUMNS))})", instances
             )
-
-    def _merged_syntaxes(self, uid: str, new: dict[str, int]) -> dict[str, int]:
-        (text,) = self._db.execute("SELECT transfer_syntaxes FROM studies WHERE uid = ?", (uid,)).fetchone()
-        merged: dict[str, int] = json.loads(text)
-        for syntax, count in new.items():
-            merged[syntax] = merged.get(syntax, 0) + count
-        return merged
 
     # ------------------------------------------------------------ reading
 

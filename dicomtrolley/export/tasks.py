@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from dicomtrolley.core import Downloadable, Query, QueryLevels
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError, NoQueryResultsError
@@ -34,6 +34,7 @@ class Summary(Protocol):
     transfer_syntaxes: Any
 
 
+@runtime_checkable
 class Exporter(Protocol):
     """What an export needs of a trolley: a search for studies, and a download with a hook per file."""
 
