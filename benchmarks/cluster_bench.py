@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--delay", type=float, default=0.04, help="seconds the proxy adds to each request")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the proxy and Orthanc on the way out
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("distributed").setLevel(logging.WARNING)
     data, uids = generate(args.studies)
