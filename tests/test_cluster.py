@@ -12,7 +12,9 @@ import base64
 import logging
 import multiprocessing
 import os
+import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -109,6 +111,13 @@ def test_an_unreachable_scheduler_is_a_clear_error() -> None:
     (port,) = free_ports(1)
     with pytest.raises(DICOMTrolleyError, match=f"Cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"), \
             dask_client(f"tcp://127.0.0.1:{port}", timeout=1):
+        pass
+
+
+def test_without_dask_installed_the_error_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # what an import of a missing package finds
+    with pytest.raises(DICOMTrolleyError, match=re.escape('pip install "dicomtrolley[cluster]"')), \
+            dask_client("local:1"):
         pass
 
 

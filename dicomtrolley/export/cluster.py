@@ -128,9 +128,12 @@ def dask_client(
     Raises
     ------
     DICOMTrolleyError
-        The scheduler cannot be reached.
+        The scheduler cannot be reached, or Dask is not installed.
     """
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise DICOMTrolleyError('Running on a Dask cluster needs: pip install "dicomtrolley[cluster]"') from None
 
     if isinstance(spec, str):
         spec = DaskSpec.parse(spec)
