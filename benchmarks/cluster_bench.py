@@ -14,13 +14,16 @@ the same worklist of small studies (10 instances each) is exported:
 Each configuration runs ``--runs`` times, in turns, into a fresh folder; the
 time is the export's alone (a cluster is started, and its workers have
 imported the package, before the clock starts: that is a cost per job, not per
-study, and is shown apart). Every run's files are counted.
+study, and is shown apart). Every run's files are counted. CPU is what this
+process (the driver, and the thread pool's tasks) and the worker processes
+spent; the scheduler runs in this process too. Orthanc and the proxy are not counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import signal
 import statistics
@@ -47,15 +50,18 @@ def _count_files(out: Path) -> int:
                and not p.name.startswith("."))
 
 
-def _timed_export(run: Callable[[Path], object], out: Path, expected: int) -> float:
-    started = time.perf_counter()
+def _timed_export(
+    run: Callable[[Path], object], out: Path, expected: int, worker_cpu: Callable[[], float] = lambda: 0.0
+) -> tuple[float, float]:
+    """Wall seconds of one export, and the CPU seconds it took in this process and the workers."""
+    started, cpu = time.perf_counter(), time.process_time() + worker_cpu()
     run(out)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() + worker_cpu() - cpu
     files = _count_files(out)
     if files != expected:
         raise SystemExit(f"{out}: {files} files, expected {expected}")
     shutil.rmtree(out)
-    return elapsed
+    return elapsed, cpu
 
 
 def _start_proxy(target_port: int, delay: float) -> tuple[subprocess.Popen[str], str]:
@@ -86,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch.mkdir(parents=True)
     server_dir = WORK / f"orthanc-{args.studies}"
     server_dir.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, list[float]] = {}
+    seconds: dict[str, list[tuple[float, float]]] = {}
+    load = os.getloadavg()[0]
     startup: dict[int, list[float]] = {n: [] for n in WORKER_COUNTS}
     with running_orthanc(server_dir, HttpCompressionEnabled=False) as server:
         if _instances_stored(server.base_url) < expected:
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = scratch / f"threads-{run}"
                 seconds.setdefault(thread_pool, []).append(_timed_export(
                     lambda o: export(profile, uids, o, studies=THREAD_POOL_STUDIES, progress=False), out, expected))
-                logger.info("%s, run %d: %.1f s", thread_pool, run + 1, seconds[thread_pool][-1])
+                logger.info("%s, run %d: %.1f s", thread_pool, run + 1, seconds[thread_pool][-1][0])
                 for workers in WORKER_COUNTS:
                     name = f"Dask, {workers} worker process{'es' if workers > 1 else ''}, {2 * workers} in flight"
                     started = time.perf_counter()
@@ -113,26 +120,29 @@ def main(argv: list[str] | None = None) -> int:
                         seconds.setdefault(name, []).append(_timed_export(
                             lambda o, ex=executor, n=workers: export(profile, uids, o, executor=ex, studies=2 * n,
                                                                      progress=False),
-                            out, expected))
-                    logger.info("%s, run %d: %.1f s", name, run + 1, seconds[name][-1])
+                            out, expected, lambda c=client: sum(c.run(time.process_time).values())))
+                    logger.info("%s, run %d: %.1f s", name, run + 1, seconds[name][-1][0])
         finally:
             proxy.terminate()
             proxy.wait(timeout=10)
 
-    one = statistics.median(seconds[next(k for k in seconds if k.startswith("Dask, 1 "))])
+    one = statistics.median(w for w, _ in seconds[next(k for k in seconds if k.startswith("Dask, 1 "))])
     lines = [
         f"Worklist of {len(uids)} studies x {INSTANCES_PER_STUDY} instances through a proxy adding "
-        f"{args.delay * 1000:.0f} ms to every request ({args.runs} runs each, medians; the export's time, "
-        "cluster start apart):",
+        f"{args.delay * 1000:.0f} ms to every request ({args.runs} runs each, medians and range; the export's time, "
+        f"cluster start apart; load average {load:.1f} at the start on {os.cpu_count()} cores):",
         "",
-        "| executor | seconds | studies/s | vs. 1 Dask worker | cluster start (s) |",
-        "|---|---:|---:|---:|---:|",
+        "| executor | seconds (range) | studies/s | vs. 1 Dask worker | CPU ms per study | cluster start (s) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, values in seconds.items():
-        wall = statistics.median(values)
+        walls = [w for w, _ in values]
+        wall = statistics.median(walls)
+        cpu = statistics.median(c for _, c in values) / len(uids) * 1000
         workers = int(name.split(", ")[1].split()[0]) if name.startswith("Dask") else None
         start = f"{statistics.median(startup[workers]):.1f}" if workers else ""
-        lines.append(f"| {name} | {wall:.1f} | {len(uids) / wall:.1f} | {one / wall:.2f}x | {start} |")
+        lines.append(f"| {name} | {wall:.1f} ({min(walls):.1f}-{max(walls):.1f}) | {len(uids) / wall:.1f} | "
+                     f"{one / wall:.2f}x | {cpu:.0f} | {start} |")
     print("\n".join(lines))
     return 0
 
