@@ -11,6 +11,7 @@ package never configures logging itself.
 
 import logging
 
+from dicomtrolley._http import RetryPolicy, Timeout
 from dicomtrolley._version import __version__
 from dicomtrolley.auth import VitreaAuth, create_session
 from dicomtrolley.core import (
@@ -25,12 +26,14 @@ from dicomtrolley.core import (
 )
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
-from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
 from dicomtrolley.export import ExportReport
 from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.results import DownloadSummary
+from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.storage import FlatStorageDir, StorageDir
-from dicomtrolley.trolley import DownloadSummary, Trolley
+from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
 
@@ -41,7 +44,9 @@ __all__ = [
     "DICOMCGet",
     "DICOMCMove",
     "DICOMTrolleyError",
+    "DownloadError",
     "DownloadSummary",
+    "Downloader",
     "ExportReport",
     "FlatStorageDir",
     "Instance",
@@ -49,12 +54,15 @@ __all__ = [
     "QidoRS",
     "Query",
     "QueryLevels",
+    "RetryPolicy",
+    "Searcher",
     "Series",
     "SeriesReference",
     "ServerProfile",
     "StorageDir",
     "Study",
     "StudyReference",
+    "Timeout",
     "Trolley",
     "VitreaAuth",
     "WadoRS",

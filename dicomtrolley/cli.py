@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from dicomtrolley import __version__
+from dicomtrolley._version import __version__
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError, WorklistError
 from dicomtrolley.export import export
@@ -31,6 +31,11 @@ EXIT_FAILURES = 1
 EXIT_BAD_WORKLIST = 2
 EXIT_ERROR = 3
 EXIT_INTERRUPTED = 130
+
+SEARCH_KEYWORDS = (
+    "PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription",
+)
+"""The query attributes ``dicomtrolley search`` takes as options (``--PatientID VALUE``)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,8 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="find studies and print them as a table")
     server_options(search, url_optional=True)
-    for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy",
-                    "StudyDescription"):
+    for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
     search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
@@ -131,8 +135,7 @@ def _profile(args: argparse.Namespace) -> ServerProfile:
 
 
 def _search(args: argparse.Namespace) -> int:
-    fields = {k: getattr(args, k) for k in ("PatientID", "PatientName", "AccessionNumber",
-                                           "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription")}
+    fields = {keyword: getattr(args, keyword) for keyword in SEARCH_KEYWORDS}
     query = Query(
         **fields,
         min_study_date=args.min_study_date,

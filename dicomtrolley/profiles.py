@@ -47,8 +47,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from requests.adapters import HTTPAdapter
 
 from dicomtrolley.auth import create_session
-from dicomtrolley.core import Downloader, Searcher
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError
+from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.trolley import Trolley
 
 if sys.version_info >= (3, 11):

@@ -69,8 +69,9 @@ import requests
 
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, redact_url
 from dicomtrolley._tree import attribute_level, tree_from_json
-from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Searcher, Study
+from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Study
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
+from dicomtrolley.roles import Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -294,8 +295,8 @@ def _gc_paused() -> Iterator[None]:
     """Hold off the cyclic garbage collector while a large answer becomes objects.
 
     Building a million small dicts triggers many collections that find
-    nothing to free; pausing them makes parsing a 20,000-instance answer about
-    three times faster.
+    nothing to free; pausing them makes parsing a large answer several times
+    faster (see docs/performance.md).
     """
     was_enabled = gc.isenabled()
     gc.disable()

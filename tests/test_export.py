@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas
 import pytest
@@ -120,6 +121,28 @@ def test_each_new_study_is_one_request_in_a_folder_holding_others(tmp_path: Path
         assert report.studies_done == 2
         assert server.count(Route.WADO_RS_STUDY) == 2
         assert server.count(Route.WADO_RS_SERIES) == server.count(Route.WADO_RS_INSTANCE) == 0
+
+
+def test_the_series_of_many_studies_are_searched_with_one_request(
+    orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trolley = trolley_for(orthanc)
+    searcher = trolley.searcher
+    assert searcher is not None
+    searches: list[Query] = []
+    real = searcher.find_studies
+
+    def spy(query: Query) -> list[Any]:
+        searches.append(query)
+        return real(query)
+
+    monkeypatch.setattr(searcher, "find_studies", spy)
+    studies = orthanc.sample.small_studies[:4]
+    report = export(trolley, [s.uid for s in studies], tmp_path, studies=2, progress=False)
+    assert report.studies_done == 4
+    assert report.instances_written == sum(len(s.instances) for s in studies)
+    assert len(searches) == 1
+    assert searches[0].StudyInstanceUID == ",".join(s.uid for s in studies)
 
 
 def test_refresh_searches_query_rows_again(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ The subpackage, one job per module: :mod:`~dicomtrolley.export.worklist`
 (reading the worklist), :mod:`~dicomtrolley.export.state` (the database and
 the folder's lock), :mod:`~dicomtrolley.export.tasks` (the units of work an
 executor runs), :mod:`~dicomtrolley.export.politeness` (rate and time window),
+:mod:`~dicomtrolley.export.prefetch` (one search for the series counts of many studies),
 :mod:`~dicomtrolley.export.runner` (the driver) and
 :mod:`~dicomtrolley.export.report` (report, index, :class:`ExportReport`).
 It works on anything with a Trolley's ``find_studies`` and ``download``, and

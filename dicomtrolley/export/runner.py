@@ -14,6 +14,7 @@ the rest as pending, writes the report and raises ``KeyboardInterrupt``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import signal
 import threading
@@ -28,10 +29,12 @@ from typing import Any
 
 from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.export.politeness import RateLimiter, TimeWindow
+from dicomtrolley.export.prefetch import BATCH, SeriesPrefetcher
 from dicomtrolley.export.report import ExportReport, IndexFormat, write_outputs
 from dicomtrolley.export.state import RUNNING, FolderLock, StateDatabase
 from dicomtrolley.export.tasks import (
     Controls,
+    SharedTrolley,
     StudyOutcome,
     StudyTask,
     TrolleySource,
@@ -41,6 +44,7 @@ from dicomtrolley.export.tasks import (
 from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
 from dicomtrolley.progress import is_watched
 from dicomtrolley.storage import SavedInstance
+from dicomtrolley.trolley import Trolley
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +165,14 @@ class _Driver:
         # an executor that ships tasks elsewhere gets none: Ctrl-C and the window then act
         # between studies, and the counts arrive with each outcome.
         self.in_process = options.executor is None or isinstance(options.executor, ThreadPoolExecutor)
+        self.prefetcher: SeriesPrefetcher | None = None
+        self.prefetched: set[str] = set()
+        trolley = source() if self.in_process else None
+        if isinstance(trolley, Trolley) and trolley.searcher is not None:
+            # The studies' downloads share one trolley whose searcher answers their
+            # series-count searches from one search per batch of studies.
+            self.prefetcher = SeriesPrefetcher(trolley.searcher)
+            self.source = SharedTrolley(Trolley(self.prefetcher, trolley.downloader, trolley.storage))
         self.in_flight: dict[Future[Any], tuple[str, str]] = {}
         self.queued: set[str] = set()
         self.after_crash: set[str] = set()
@@ -189,6 +201,7 @@ class _Driver:
                         if self.controls.stop.is_set() or not self._window_open():
                             break
                         if studies:
+                            self._prefetch(studies)
                             self._start_study(executor, studies.popleft())
                         else:
                             self._start_search(executor, to_resolve.popleft())
@@ -217,6 +230,14 @@ class _Driver:
             if self.controls.stop.wait(min(wait_s, 60.0)):
                 return
         bar.note("")
+
+    def _prefetch(self, studies: deque[str]) -> None:
+        """Search the next batch of studies at once, if the next one was not searched yet."""
+        if self.prefetcher is None or studies[0] in self.prefetched:
+            return
+        batch = [uid for uid in itertools.islice(studies, BATCH) if uid not in self.prefetched]
+        self.prefetched.update(batch)
+        self.prefetcher.prefetch(batch)
 
     def _start_study(self, executor: Executor, uid: str) -> None:
         self.state.start_study(uid)
@@ -248,6 +269,8 @@ class _Driver:
             self.queued.update(new)
             return new
         outcome: StudyOutcome = future.result() if error is None else StudyOutcome(key, "failed", error=str(error))
+        if self.prefetcher is not None:
+            self.prefetcher.forget(key)
         if outcome.interrupted:
             self.state.interrupt_study(key)
             return []
