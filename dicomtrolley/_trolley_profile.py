@@ -22,22 +22,14 @@ from dicomtrolley._http import HTTPClient
 from dicomtrolley.auth import VitreaAuth
 from dicomtrolley.core import Downloader, Searcher
 from dicomtrolley.exceptions import DICOMTrolleyError
-from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import AS_STORED, WadoRS
 from dicomtrolley.wado_uri import WadoURI
 
 
-def profile_of(trolley: Trolley, name: str = "") -> ServerProfile:
-    """The secret-free profile that builds a trolley like ``trolley`` (same server, protocols and login).
-
-    Parameters
-    ----------
-    trolley
-        A Trolley with a searcher and a downloader of this package.
-    name
-        The profile's name (the keyring looks passwords up by name, or by URL without one).
+def profile_fields(trolley: Trolley) -> dict[str, Any]:
+    """The fields of the secret-free profile that builds a trolley like ``trolley`` (same server, protocols, login).
 
     Raises
     ------
@@ -46,12 +38,12 @@ def profile_of(trolley: Trolley, name: str = "") -> ServerProfile:
     """
     if trolley.searcher is None or trolley.downloader is None:
         raise DICOMTrolleyError("Only a Trolley with a searcher and a downloader can be described by a profile")
-    fields: dict[str, Any] = {"name": name}
+    fields: dict[str, Any] = {}
     clients = [_describe_searcher(trolley.searcher, fields), _describe_downloader(trolley.downloader, fields)]
     http = [c for c in clients if c is not None]
     if http:
         _describe_http(http, fields)
-    return ServerProfile(**fields)
+    return fields
 
 
 def _merge(fields: dict[str, Any], **values: Any) -> None:

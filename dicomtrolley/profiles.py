@@ -199,11 +199,26 @@ class ServerProfile(BaseModel):
     def from_trolley(cls, trolley: Trolley, name: str = "") -> ServerProfile:
         """The secret-free profile of a Trolley built by hand, so that other processes can build its like.
 
-        See :func:`dicomtrolley._trolley_profile.profile_of` for what it can describe.
-        """
-        from dicomtrolley._trolley_profile import profile_of
+        It describes QIDO-RS, WADO-RS, WADO-URI, C-FIND, C-GET and C-MOVE, and
+        sessions with no login, basic auth, a Vitrea login or a bearer token;
+        what a profile cannot say (another transfer syntax, another kind of
+        login, a searcher and downloader on different servers) is refused, not dropped.
 
-        return profile_of(trolley, name)
+        Parameters
+        ----------
+        trolley
+            A Trolley with a searcher and a downloader.
+        name
+            The profile's name (the keyring looks passwords up by name, or by URL without one).
+
+        Raises
+        ------
+        DICOMTrolleyError
+            The trolley has a part, or a setting, that a profile cannot describe.
+        """
+        from dicomtrolley._trolley_profile import profile_fields
+
+        return cls(name=name, **profile_fields(trolley))
 
     def _keyring_user(self) -> str:
         return f"{self.name or self.url}:{self.user or ''}"

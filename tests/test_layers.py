@@ -19,6 +19,7 @@ LAYERS: list[set[str]] = [
      "storage", "results", "progress", "caching", "deidentify"},
     {"_planning", "_download"},
     {"trolley"},
+    {"_trolley_profile"},
     {"export", "profiles"},
     {"cli", "__init__"},
 ]
