@@ -7,6 +7,7 @@ a virtual environment that has dicomtrolley 4.1.0 and nothing of this repository
 from __future__ import annotations
 
 import gc
+import io
 import json
 import resource
 import time
@@ -94,7 +95,7 @@ class CannedAnswer(BaseAdapter):
         response.headers = CaseInsensitiveDict(
             {"Content-Type": "application/dicom+json", "Content-Length": str(len(body))}
         )
-        response._content = body
+        response.raw = io.BytesIO(body)  # read as a server's body is: streamed, or whole via .content
         response.url = request.url or ""
         response.request = request
         return response

@@ -9,6 +9,7 @@ argument, so ``ps`` cannot show it.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -17,17 +18,32 @@ import threading
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import requests
 
 from dicomtrolley._version import __version__
+from dicomtrolley.auth import create_session
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
-from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError, WorklistError
+from dicomtrolley.exceptions import (
+    ConnectionFailedError,
+    DICOMTrolleyError,
+    DownloadError,
+    StorageError,
+    WorklistError,
+)
 from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
 from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS, ServerProfile, load_profile
-from dicomtrolley.results import StudyList
+from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.results import DownloadSummary, StudyList
+from dicomtrolley.roles import Downloader
+from dicomtrolley.storage import PathTemplate
+from dicomtrolley.trolley import Trolley
+from dicomtrolley.wado_rs import WadoRS
+from dicomtrolley.wado_uri import WadoURI
 
 EXIT_FAILURES = 1
 EXIT_BAD_WORKLIST = 2
@@ -40,32 +56,57 @@ SEARCH_KEYWORDS = (
 """The query attributes ``dicomtrolley search`` takes as options (``--PatientID VALUE``)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a user's mistake in one line that names the option, and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _template(text: str) -> str:
+    try:
+        PathTemplate(text)
+    except StorageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dicomtrolley", description="Find DICOM studies on a DICOMweb server and download them."
     )
     parser.add_argument("--version", action="version", version=f"dicomtrolley {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def server_options(p: argparse.ArgumentParser, url_optional: bool = False) -> None:
-        p.add_argument("url", nargs="?" if url_optional else None,
-                       help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web (or --server NAME)")
-        p.add_argument("--server", help="a server named in the servers file instead of a URL")
-        p.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
+    def server_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("url", help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web")
         p.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
         p.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
         p.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
-        p.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
+        tls = p.add_mutually_exclusive_group()
+        tls.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
+        tls.add_argument("--ca-file", help="verify TLS certificates with this CA file (default: $REQUESTS_CA_BUNDLE, "
+                                           "$SSL_CERT_FILE, or the system's)")
 
     search = sub.add_parser("search", help="find studies and print them as a table")
-    server_options(search, url_optional=True)
+    server_options(search)
     for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
     search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
     search.add_argument("--level", choices=[lvl.value.lower() for lvl in QueryLevels], default="study")
-    search.add_argument("--limit", type=int, help="at most this many results")
+    search.add_argument("--limit", type=_positive_int, help="at most this many results")
     search.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
 
     download = sub.add_parser("download", help="download studies to a folder")
@@ -73,9 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
     download.add_argument("-o", "--output", required=True, help="output folder")
     download.add_argument(
-        "--template", help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'"
+        "--template", type=_template,
+        help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'",
     )
-    protocol_options(download)
+    download.add_argument("--downloader", choices=["wado-rs", "wado-uri"], default="wado-rs")
+    download.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+    download.add_argument("--workers", type=_positive_int, help="parallel requests")
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -91,14 +135,21 @@ def _parser() -> argparse.ArgumentParser:
                          usage="dicomtrolley export (URL | --server NAME) WORKLIST -o DIR [options]")
     server_options(job)
     job.add_argument("worklist", nargs="?", help="CSV file: StudyInstanceUID, AccessionNumber, PatientID, ...")
+    job.add_argument("--server", help="a server named in the servers file instead of a URL")
+    job.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
     job.add_argument("-o", "--output", required=True, help="output folder (state, report.csv, index)")
-    job.add_argument("--template", help="path template, as for download")
-    protocol_options(job)
-    job.add_argument("--studies", type=int, help="studies in flight (default: 4; with --dask: two per worker thread)")
+    job.add_argument("--template", type=_template, help="path template, as for download")
+    job.add_argument("--searcher", choices=sorted(SEARCHERS), help="default: qido-rs, or the server's")
+    job.add_argument("--downloader", choices=sorted(DOWNLOADERS), help="default: wado-rs, or the server's")
+    job.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+    job.add_argument("--workers", type=_positive_int, help="parallel requests per study")
+    job.add_argument("--max-connections", type=_positive_int, help="at most this many HTTP connections at once")
+    job.add_argument("--studies", type=_positive_int,
+                     help="studies in flight (default: 4; with --dask: two per worker thread)")
     job.add_argument("--dask", metavar="ADDRESS",
                      help="run the studies on a Dask cluster: tcp://scheduler:8786, or local:N to start N worker "
                           "processes here (local: one per core); workers need the password in their environment")
-    job.add_argument("--max-attempts", type=int, default=3, help="attempts per study, across runs (default: 3)")
+    job.add_argument("--max-attempts", type=_positive_int, default=3, help="attempts per study, across runs")
     job.add_argument("--refresh", action="store_true", help="search rows resolved by an earlier run again")
     job.add_argument("--skip-bad-rows", action="store_true", help="report unreadable rows and go on")
     job.add_argument("--max-rate", type=parse_rate, help="bytes per second for the whole job, e.g. 50MB/s")
@@ -109,38 +160,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def protocol_options(p: argparse.ArgumentParser) -> None:
-    """Which searcher and downloader, and how many requests at once."""
-    p.add_argument("--searcher", choices=sorted(SEARCHERS), help="default: qido-rs, or the server's")
-    p.add_argument("--downloader", choices=sorted(DOWNLOADERS), help="default: wado-rs, or the server's")
-    p.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
-    p.add_argument("--workers", type=int, help="parallel requests")
-    p.add_argument("--max-connections", type=int, help="at most this many HTTP connections to the server at once")
-
-
-def _profile(args: argparse.Namespace) -> ServerProfile:
-    """The server: from the servers file with ``--server``, else from the URL and options."""
-    given: dict[str, Any] = {
-        "searcher": getattr(args, "searcher", None), "downloader": getattr(args, "downloader", None),
-        "wado_uri_url": getattr(args, "wado_uri_url", None), "workers": getattr(args, "workers", None),
-        "max_connections": getattr(args, "max_connections", None),
-        "user": args.user, "login_url": args.login_url,
-    }
-    settings = {key: value for key, value in given.items() if value is not None}
-    if args.no_verify:
-        settings["verify"] = False
+def _authenticated_session(args: argparse.Namespace) -> requests.Session:
     if args.login_url:
-        settings.update(auth="vitrea", realm=args.realm)
         if not args.user:
             raise DICOMTrolleyError("--login-url needs --user")
-    elif args.user:
-        settings["auth"] = "basic"
-    if args.server:
-        server = load_profile(args.server, args.config)
-        return ServerProfile(**{**server.model_dump(), **settings}) if settings else server
-    if not args.url:
-        raise DICOMTrolleyError("give a DICOMweb URL or --server NAME")
-    return ServerProfile(url=args.url, **settings)
+        session = create_session(args.login_url, args.user, _password(), args.realm)
+    else:
+        session = requests.Session()
+        if args.user:
+            session.auth = (args.user, _password())
+    if args.no_verify:
+        session.verify = False
+    elif args.ca_file:
+        session.verify = args.ca_file
+    # Otherwise verify stays the default, so REQUESTS_CA_BUNDLE / SSL_CERT_FILE apply.
+    return session
+
+
+def _password() -> str:
+    return os.environ.get(PASSWORD_VARIABLE) or getpass.getpass("Password: ")
+
+
+def _downloader(args: argparse.Namespace, session: requests.Session) -> Downloader:
+    workers = {"workers": args.workers} if args.workers else {}
+    if args.downloader == "wado-uri":
+        wado_url = args.wado_uri_url or args.url.rstrip("/").rsplit("/", 1)[0] + "/wado"
+        return WadoURI(session, wado_url, **workers)
+    return WadoRS(session, args.url, **workers)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -152,7 +198,7 @@ def _search(args: argparse.Namespace) -> int:
         query_level=QueryLevels(args.level.upper()),
         limit=args.limit,
     )
-    studies = _profile(args).trolley().find_studies(query)
+    studies = Trolley(searcher=QidoRS(_authenticated_session(args), args.url)).find_studies(query)
     if args.json:
         print(json.dumps([s.to_dict() for s in studies], indent=1))
     else:
@@ -174,9 +220,8 @@ def _deidentifier(args: argparse.Namespace) -> Deidentifier | None:
 
 def _download(args: argparse.Namespace) -> int:
     deidentifier = _deidentifier(args)
-    if args.server and args.url:  # with --server, the first positional is a study
-        args.study_uids.insert(0, args.url)
-    trolley = _profile(args).trolley()
+    session = _authenticated_session(args)
+    trolley = Trolley(searcher=QidoRS(session, args.url), downloader=_downloader(args, session))
     try:
         summary = trolley.download(
             args.study_uids, args.output, template=args.template, on_error=args.on_error,
@@ -184,8 +229,9 @@ def _download(args: argparse.Namespace) -> int:
         )
     except DownloadError as error:
         print(f"dicomtrolley: {error}", file=sys.stderr)
-        if error.summary is not None:
+        if isinstance(error.summary, DownloadSummary):
             print(error.summary, file=sys.stderr)
+            return EXIT_ERROR if _unreachable(error.summary) else EXIT_FAILURES
         return EXIT_FAILURES
     print(summary)
     for failure in summary.failures:
@@ -195,12 +241,36 @@ def _download(args: argparse.Namespace) -> int:
     if summary.quarantined:
         print(f"{len(summary.quarantined)} instances quarantined (not written: their pixels may show identities)",
               file=sys.stderr)
+    if _unreachable(summary):
+        return EXIT_ERROR
     return 0 if summary.ok else EXIT_FAILURES
+
+
+def _profile(args: argparse.Namespace) -> ServerProfile:
+    """The server of an export: from the servers file with ``--server``, else from the URL and options."""
+    given: dict[str, Any] = {
+        "searcher": args.searcher, "downloader": args.downloader, "wado_uri_url": args.wado_uri_url,
+        "workers": args.workers, "max_connections": args.max_connections, "user": args.user,
+        "login_url": args.login_url, "ca_file": args.ca_file,
+    }
+    settings = {key: value for key, value in given.items() if value is not None}
+    if args.no_verify:
+        settings["verify"] = False
+    if args.login_url:
+        settings.update(auth="vitrea", realm=args.realm)
+        if not args.user:
+            raise DICOMTrolleyError("--login-url needs --user")
+    elif args.user:
+        settings["auth"] = "basic"
+    if args.server:
+        server = load_profile(args.server, args.config)
+        return ServerProfile(**{**server.model_dump(), **settings}) if settings else server
+    return ServerProfile(url=args.url, **settings)
 
 
 def _export(args: argparse.Namespace) -> int:
     worklist = args.worklist
-    if args.server and args.url and not worklist:  # with --server, the one positional is the worklist
+    if args.server and not worklist:  # with --server, the one positional is the worklist
         args.url, worklist = None, args.url
     if not worklist:
         raise WorklistError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
@@ -233,13 +303,25 @@ def _export(args: argparse.Namespace) -> int:
     return 0 if report.ok else EXIT_FAILURES
 
 
+def _unreachable(summary: DownloadSummary) -> bool:
+    """Nothing was written or found on disk, and every failure was a connection that could not be made."""
+    return (
+        not summary.written and not summary.skipped and bool(summary.failures)
+        and all(isinstance(f.error, ConnectionFailedError) for f in summary.failures)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
     0 ok, 1 failures (a download, or an export row failed, not found or skipped),
-    2 a bad worklist, 3 other errors, 130 an export interrupted by Ctrl-C.
+    2 usage or a bad worklist, 3 other errors, 130 an export interrupted by Ctrl-C.
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "search" and args.min_study_date and args.max_study_date \
+            and args.min_study_date > args.max_study_date:
+        parser.error(f"argument --from: {args.min_study_date} is after --to {args.max_study_date}")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     commands = {"search": _search, "download": _download, "export": _export}

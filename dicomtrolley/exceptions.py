@@ -74,6 +74,10 @@ class MalformedResponseError(DICOMTrolleyError):
     """A server's answer could not be understood (not DICOM JSON, missing UIDs, ...)."""
 
 
+class ResponseTooLargeError(MalformedResponseError):
+    """A server's answer is larger than the client accepts (a runaway search, or a decompression bomb)."""
+
+
 class MultipartError(MalformedResponseError):
     """A multipart/related body is malformed: no boundary, truncated, unterminated."""
 
@@ -142,15 +146,6 @@ class ExportLockedError(DICOMTrolleyError):
     """Another export is running into the same output folder."""
 
 
-class SharedFolderError(DICOMTrolleyError):
-    """An export's output folder is not the same folder for every worker of a cluster.
-
-    Raised before anything is downloaded: the workers write the studies and
-    the process that started the export keeps the state and the report, so all
-    of them must see the same files.
-    """
-
-
 class DeidentificationError(DICOMTrolleyError):
     """Pseudonymisation cannot go ahead: a bad configuration, or a mapping table in the wrong place."""
 
@@ -178,3 +173,12 @@ class InstanceQuarantinedError(DeidentificationError):
     def __init__(self, quarantined: Quarantined) -> None:
         super().__init__(str(quarantined))
         self.quarantined = quarantined
+
+
+class SharedFolderError(DICOMTrolleyError):
+    """An export's output folder is not the same folder for every worker of a cluster.
+
+    Raised before anything is downloaded: the workers write the studies and
+    the process that started the export keeps the state and the report, so all
+    of them must see the same files.
+    """
