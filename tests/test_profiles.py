@@ -8,7 +8,6 @@ from typing import Any
 
 import keyring
 import pytest
-from keyring.backend import KeyringBackend
 
 from dicomtrolley.core import Query
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError
@@ -21,32 +20,14 @@ from dicomtrolley.profiles import (
     load_profile,
     load_profiles,
 )
+from tests.support.fakes import MemoryKeyring
 from tests.support.orthanc import OrthancFactory, OrthancServer
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring that keeps its passwords in a dict."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.passwords: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.passwords.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.passwords[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.passwords.pop((service, username), None)
 
 
 @pytest.fixture
 def memory_keyring() -> Any:
     previous = keyring.get_keyring()
-    backend = MemoryKeyring()
+    backend = MemoryKeyring({})
     keyring.set_keyring(backend)
     yield backend
     keyring.set_keyring(previous)
