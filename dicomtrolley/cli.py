@@ -34,6 +34,7 @@ from dicomtrolley.exceptions import (
     WorklistError,
 )
 from dicomtrolley.export import export
+from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
 from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS, ServerProfile, load_profile
 from dicomtrolley.qido_rs import QidoRS
@@ -143,7 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
     job.add_argument("--workers", type=_positive_int, help="parallel requests per study")
     job.add_argument("--max-connections", type=_positive_int, help="at most this many HTTP connections at once")
-    job.add_argument("--studies", type=_positive_int, default=4, help="studies in flight (default: %(default)s)")
+    job.add_argument("--studies", type=_positive_int,
+                     help="studies in flight (default: 4; with --dask: two per worker thread)")
+    job.add_argument("--dask", metavar="ADDRESS",
+                     help="run the studies on a Dask cluster: tcp://scheduler:8786, or local:N to start N worker "
+                          "processes here (local: one per core); workers need the password in their environment")
     job.add_argument("--max-attempts", type=_positive_int, default=3, help="attempts per study, across runs")
     job.add_argument("--refresh", action="store_true", help="search rows resolved by an earlier run again")
     job.add_argument("--skip-bad-rows", action="store_true", help="report unreadable rows and go on")
@@ -269,14 +274,20 @@ def _export(args: argparse.Namespace) -> int:
         args.url, worklist = None, args.url
     if not worklist:
         raise WorklistError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
-    trolley = _profile(args).trolley()
+    options: dict[str, Any] = dict(
+        template=args.template,
+        max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
+        max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
+        index_format=args.index_format,
+    )
     try:
-        report = export(
-            trolley, worklist, args.output, studies=args.studies, template=args.template,
-            max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
-            max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
-            index_format=args.index_format,
-        )
+        if args.dask:
+            report = export_on_dask(
+                _profile(args), worklist, args.output, args.dask, studies=args.studies,
+                announce=lambda line: print(line, file=sys.stderr), **options,
+            )
+        else:
+            report = export(_profile(args).trolley(), worklist, args.output, studies=args.studies or 4, **options)
     except KeyboardInterrupt:
         print(f"dicomtrolley: interrupted; state saved in {args.output}; run the same command to continue",
               file=sys.stderr)

@@ -194,3 +194,12 @@ class InstanceQuarantinedError(DeidentificationError):
     def __init__(self, quarantined: Quarantined) -> None:
         super().__init__(str(quarantined))
         self.quarantined = quarantined
+
+
+class SharedFolderError(DICOMTrolleyError):
+    """An export's output folder is not the same folder for every worker of a cluster.
+
+    Raised before anything is downloaded: the workers write the studies and
+    the process that started the export keeps the state and the report, so all
+    of them must see the same files.
+    """

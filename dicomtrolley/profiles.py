@@ -8,7 +8,8 @@ at once; :meth:`ServerProfile.trolley` builds the :class:`~dicomtrolley.trolley.
 Profiles hold no secrets, so they can be written to disk, logged, and pickled
 to other machines. The password (or bearer token) is looked up when a trolley
 is built: from ``$DICOMTROLLEY_PASSWORD`` (``$DICOMTROLLEY_TOKEN`` for a bearer
-token), from the system keyring when ``keyring`` is installed, or at a prompt.
+token), from a file named by ``$DICOMTROLLEY_PASSWORD_FILE`` (``$DICOMTROLLEY_TOKEN_FILE``),
+from the system keyring when ``keyring`` is installed, or at a prompt.
 
 A file of named servers (``servers.toml`` in the user's config folder, see
 :func:`default_config_path`)::
@@ -172,7 +173,7 @@ class ServerProfile(BaseModel):
         return self.url.rstrip("/").rsplit("/", 1)[0] + "/wado"
 
     def secret(self) -> str:
-        """The password (or bearer token): environment, keyring, or a prompt.
+        """The password (or bearer token): environment, a secrets file, keyring, or a prompt.
 
         Raises
         ------
@@ -180,7 +181,7 @@ class ServerProfile(BaseModel):
             None of the three has one (no terminal to prompt on).
         """
         variable = TOKEN_VARIABLE if self.auth == "bearer" else PASSWORD_VARIABLE
-        value = os.environ.get(variable)
+        value = os.environ.get(variable) or _secret_file(f"{variable}_FILE")
         if value:
             return value
         value = self._keyring_secret()
@@ -190,9 +191,34 @@ class ServerProfile(BaseModel):
             what = "Token" if self.auth == "bearer" else f"Password for {self.user}"
             return getpass.getpass(f"{what} ({self.name or self.url}): ")
         raise DICOMTrolleyAuthError(
-            f"{self}: no {'token' if self.auth == 'bearer' else 'password'}: set ${variable}, "
+            f"{self}: no {'token' if self.auth == 'bearer' else 'password'}: set ${variable} (or ${variable}_FILE), "
             f"store one with `keyring set {KEYRING_SERVICE} {self._keyring_user()}`, or run in a terminal"
         )
+
+    @classmethod
+    def from_trolley(cls, trolley: Trolley, name: str = "") -> ServerProfile:
+        """The secret-free profile of a Trolley built by hand, so that other processes can build its like.
+
+        It describes QIDO-RS, WADO-RS, WADO-URI, C-FIND, C-GET and C-MOVE, and
+        sessions with no login, basic auth, a Vitrea login or a bearer token;
+        what a profile cannot say (another transfer syntax, another kind of
+        login, a searcher and downloader on different servers) is refused, not dropped.
+
+        Parameters
+        ----------
+        trolley
+            A Trolley with a searcher and a downloader.
+        name
+            The profile's name (the keyring looks passwords up by name, or by URL without one).
+
+        Raises
+        ------
+        DICOMTrolleyError
+            The trolley has a part, or a setting, that a profile cannot describe.
+        """
+        from dicomtrolley._trolley_profile import profile_fields
+
+        return cls(name=name, **profile_fields(trolley))
 
     def _keyring_user(self) -> str:
         return f"{self.name or self.url}:{self.user or ''}"
@@ -255,6 +281,17 @@ class _CappedAdapter(HTTPAdapter):
 
     def __init__(self, size: int) -> None:
         super().__init__(pool_connections=size, pool_maxsize=size, pool_block=True)
+
+
+def _secret_file(variable: str) -> str | None:
+    """The secret in the file ``$variable`` names (as container platforms mount secrets), without its line end."""
+    path = os.environ.get(variable)
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n") or None
+    except OSError as error:
+        raise DICOMTrolleyAuthError(f"${variable} names {path}, which cannot be read: {error.strerror}") from None
 
 
 # ------------------------------------------------------------ the protocols a profile can name

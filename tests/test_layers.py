@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
      "storage", "results", "progress", "caching", "deidentify", "servers", "metadata", "preview"},
     {"_planning", "_download"},
     {"trolley"},
+    {"_trolley_profile"},
     {"export", "profiles"},
     {"cli", "__init__"},
 ]

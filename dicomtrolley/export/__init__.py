@@ -23,11 +23,13 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
+from dicomtrolley.export.remote import ProfileTrolley
 from dicomtrolley.export.report import REPORT_COLUMNS, ExportReport, IndexFormat
 from dicomtrolley.export.runner import ExportOptions, run_export
 from dicomtrolley.export.state import INDEX_COLUMNS
 from dicomtrolley.export.tasks import Exporter, SharedTrolley, TrolleySource
 from dicomtrolley.export.worklist import WorklistSource
+from dicomtrolley.profiles import ServerProfile
 
 __all__ = [
     "INDEX_COLUMNS",
@@ -35,6 +37,7 @@ __all__ = [
     "ExportOptions",
     "ExportReport",
     "Exporter",
+    "ProfileTrolley",
     "SharedTrolley",
     "TrolleySource",
     "export",
@@ -42,7 +45,7 @@ __all__ = [
 
 
 def export(
-    trolley: Exporter | TrolleySource,
+    trolley: Exporter | TrolleySource | ServerProfile,
     worklist: WorklistSource,
     output_dir: str | Path,
     *,
@@ -62,8 +65,11 @@ def export(
     Parameters
     ----------
     trolley
-        A :class:`~dicomtrolley.trolley.Trolley` (shared by all threads), or a
-        callable that returns one (for executors that run tasks elsewhere).
+        A :class:`~dicomtrolley.trolley.Trolley` (shared by all threads), a
+        :class:`~dicomtrolley.profiles.ServerProfile` (each process builds its
+        trolley from it when it first needs one, and logs in itself), or a
+        callable that returns a trolley. Tasks that an executor sends to other
+        processes carry the server's profile, never a trolley or a password.
     worklist
         A CSV file, a pandas DataFrame, or a list of StudyInstanceUIDs or Queries
         (see :mod:`dicomtrolley.export.worklist`).
@@ -109,8 +115,11 @@ def export(
     return run_export(source, worklist, output_dir, options)
 
 
-def _source(trolley: Exporter | TrolleySource) -> TrolleySource:
-    """A trolley is shared by every thread; a trolley source (a callable without a ``download``) is used as it is."""
+def _source(trolley: Exporter | TrolleySource | ServerProfile) -> TrolleySource:
+    """A trolley is shared by every thread; a profile builds one per process; a trolley source
+    (a callable without a ``download``) is used as it is."""
+    if isinstance(trolley, ServerProfile):
+        return ProfileTrolley(trolley)
     if isinstance(trolley, Exporter):
         return SharedTrolley(trolley)
     return trolley

@@ -134,7 +134,8 @@ def run_export(
                 logger.warning("Worklist line %d skipped: %s", bad.line, bad.error)
                 state.add_bad_row(bad.line, bad.error)
             state.unresolve_failed_rows()
-            driver = _Driver(source, state, str(folder), options, queries)
+            # Absolute: a task may run in a process with another working folder.
+            driver = _Driver(source, state, str(folder.resolve()), options, queries)
             del rows, queries  # the driver keeps the rows it still has to search, and no more
             interrupted = driver.run()
         finally:

@@ -68,6 +68,12 @@ class SharedTrolley:
         """The trolley."""
         return self.trolley
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (for another process) as the trolley's profile: its session and password stay here."""
+        from dicomtrolley.export.remote import shipped_as_profile
+
+        return shipped_as_profile(self.trolley)
+
 
 @dataclass(frozen=True)
 class StudyTask:

@@ -1,0 +1,139 @@
+"""The server profile of a hand-built Trolley: what another process needs to build the same one.
+
+A batch export on a cluster ships a :class:`~dicomtrolley.profiles.ServerProfile`
+to each worker, never a Trolley: a Trolley holds a session, its connections
+and its password. :func:`profile_of` reads a Trolley built by hand (``QidoRS``
+and ``WadoRS`` on a ``create_session`` session, ...) back into the profile
+that builds its like, without the password: a worker looks that up itself.
+
+What a profile cannot say is refused, not dropped: a transfer syntax other
+than "as stored", a session whose auth is neither basic, Vitrea nor a bearer
+token, a searcher and a downloader on different servers or with different logins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from requests.auth import HTTPBasicAuth
+
+from dicomtrolley._http import HTTPClient
+from dicomtrolley.auth import VitreaAuth
+from dicomtrolley.core import Downloader, Searcher
+from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.trolley import Trolley
+from dicomtrolley.wado_rs import AS_STORED, WadoRS
+from dicomtrolley.wado_uri import WadoURI
+
+
+def profile_fields(trolley: Trolley) -> dict[str, Any]:
+    """The fields of the secret-free profile that builds a trolley like ``trolley`` (same server, protocols, login).
+
+    Raises
+    ------
+    DICOMTrolleyError
+        The trolley has a part, or a setting, that a profile cannot describe.
+    """
+    if trolley.searcher is None or trolley.downloader is None:
+        raise DICOMTrolleyError("Only a Trolley with a searcher and a downloader can be described by a profile")
+    fields: dict[str, Any] = {}
+    clients = [_describe_searcher(trolley.searcher, fields), _describe_downloader(trolley.downloader, fields)]
+    http = [c for c in clients if c is not None]
+    if http:
+        _describe_http(http, fields)
+    return fields
+
+
+def _merge(fields: dict[str, Any], **values: Any) -> None:
+    """Add ``values`` to ``fields``; a value the other half of the trolley set differently is an error."""
+    for key, value in values.items():
+        if key in fields and fields[key] != value:
+            raise DICOMTrolleyError(
+                f"The searcher and the downloader differ in {key} ({fields[key]!r}, {value!r}); "
+                "a profile describes one server"
+            )
+        fields[key] = value
+
+
+def _describe_searcher(searcher: Searcher, fields: dict[str, Any]) -> HTTPClient | None:
+    if isinstance(searcher, QidoRS):
+        _merge(fields, searcher="qido-rs", url=searcher.url)
+        return searcher.http
+    from_dimse = _dimse_fields(searcher, "DICOMQR")
+    if from_dimse is not None:
+        _merge(fields, searcher="c-find", **from_dimse)
+        return None
+    raise DICOMTrolleyError(f"A profile cannot describe the searcher {searcher!r}")
+
+
+def _describe_downloader(downloader: Downloader, fields: dict[str, Any]) -> HTTPClient | None:
+    if isinstance(downloader, (WadoRS, WadoURI)):
+        if downloader.transfer_syntax not in (AS_STORED, None):
+            raise DICOMTrolleyError(
+                f"A profile cannot describe {downloader!r}: it asks for transfer syntax "
+                f"{downloader.transfer_syntax}, a profile downloads as stored"
+            )
+        if isinstance(downloader, WadoRS):
+            _merge(fields, downloader="wado-rs", url=downloader.url.rstrip("/"))
+        else:
+            _merge(fields, downloader="wado-uri", wado_uri_url=downloader.url)
+        _merge(fields, workers=downloader.workers)
+        return downloader.http
+    from_dimse = _dimse_fields(downloader, "DICOMCGet", "DICOMCMove")
+    if from_dimse is None:
+        raise DICOMTrolleyError(f"A profile cannot describe the downloader {downloader!r}")
+    if type(downloader).__name__ == "DICOMCGet":
+        _merge(fields, downloader="c-get", **from_dimse)
+        return None
+    if downloader.destination_aet != downloader.aet or downloader.listen_address:  # type: ignore[attr-defined]
+        raise DICOMTrolleyError(
+            f"A profile cannot describe {downloader!r}: its move destination is named or bound apart from its AE title"
+        )
+    _merge(fields, downloader="c-move", move_port=downloader.destination_port, **from_dimse)  # type: ignore[attr-defined]
+    return None
+
+
+def _dimse_fields(peer: object, *class_names: str) -> dict[str, Any] | None:
+    """Address, titles and timeouts of a DIMSE searcher or downloader of these classes, else None.
+
+    Matched by class name so that describing an HTTP trolley needs no pynetdicom.
+    """
+    if type(peer).__name__ not in class_names or type(peer).__module__ not in (
+        "dicomtrolley.dicom_qr", "dicomtrolley.dimse_retrieve",
+    ):
+        return None
+    attrs = vars(peer)
+    if attrs["dimse_timeout"] != attrs["network_timeout"]:
+        raise DICOMTrolleyError(f"A profile cannot describe {peer!r}: its DIMSE and network timeouts differ")
+    return {
+        "host": attrs["host"], "port": attrs["port"], "aet": attrs["aet"], "aec": attrs["aec"],
+        "connect_timeout": attrs["acse_timeout"], "read_timeout": attrs["dimse_timeout"],
+    }
+
+
+def _describe_http(clients: list[HTTPClient], fields: dict[str, Any]) -> None:
+    """Login, TLS and timeouts of the HTTP sessions of a trolley's searcher and downloader."""
+    for client in clients:
+        connect, read = client.timeout if isinstance(client.timeout, tuple) else (client.timeout,) * 2
+        _merge(fields, connect_timeout=connect, read_timeout=read)
+        _merge(fields, **_login(client.session))
+        verify = client.session.verify
+        _merge(fields, verify=verify is not False, ca_file=verify if isinstance(verify, str) else None)
+
+
+def _login(session: requests.Session) -> dict[str, Any]:
+    auth = session.auth
+    bearer = str(session.headers.get("Authorization", ""))
+    if isinstance(auth, VitreaAuth):
+        return {"auth": "vitrea", "user": auth.user, "login_url": auth.login_url, "realm": auth.realm}
+    if isinstance(auth, HTTPBasicAuth):
+        return {"auth": "basic", "user": auth.username}
+    if isinstance(auth, tuple) and len(auth) == 2:
+        return {"auth": "basic", "user": auth[0]}
+    if auth is None and bearer.lower().startswith("bearer "):
+        return {"auth": "bearer"}
+    if auth is None and not bearer:
+        return {"auth": "none"}
+    raise DICOMTrolleyError(f"A profile cannot describe the session's login ({type(auth).__name__})")
