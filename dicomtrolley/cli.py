@@ -21,9 +21,11 @@ import requests
 
 from dicomtrolley import __version__
 from dicomtrolley.auth import create_session
-from dicomtrolley.core import Downloader, Query, QueryLevels
+from dicomtrolley.core import Downloader, Query, QueryLevels, Searcher
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
+from dicomtrolley.mint import Mint
 from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.rad69 import Rad69
 from dicomtrolley.results import StudyList
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
@@ -49,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
         p.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
         p.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
+        p.add_argument("--searcher", choices=["qido-rs", "mint"], default="qido-rs", help="search protocol")
+        p.add_argument("--mint-url", help="MINT root, e.g. https://vitrea/MINTApi (with --searcher mint)")
 
     search = sub.add_parser("search", help="find studies and print them as a table")
     server_options(search)
@@ -68,8 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument(
         "--template", help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'"
     )
-    download.add_argument("--downloader", choices=["wado-rs", "wado-uri"], default="wado-rs")
+    download.add_argument("--downloader", choices=["wado-rs", "wado-uri", "rad69"], default="wado-rs")
     download.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+    download.add_argument("--rad69-url", help="IHE RAD-69 endpoint, e.g. https://vitrea/rids (with --downloader rad69)")
     download.add_argument("--workers", type=int, help="parallel requests")
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
@@ -96,10 +101,22 @@ def _password() -> str:
 
 def _downloader(args: argparse.Namespace, session: requests.Session) -> Downloader:
     workers = {"workers": args.workers} if args.workers else {}
+    if args.downloader == "rad69":
+        if not args.rad69_url:
+            raise DICOMTrolleyError("--downloader rad69 needs --rad69-url")
+        return Rad69(session, args.rad69_url, **workers)
     if args.downloader == "wado-uri":
         wado_url = args.wado_uri_url or args.url.rstrip("/").rsplit("/", 1)[0] + "/wado"
         return WadoURI(session, wado_url, **workers)
     return WadoRS(session, args.url, **workers)
+
+
+def _searcher(args: argparse.Namespace, session: requests.Session) -> Searcher:
+    if args.searcher == "mint":
+        if not args.mint_url:
+            raise DICOMTrolleyError("--searcher mint needs --mint-url")
+        return Mint(session, args.mint_url)
+    return QidoRS(session, args.url)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -112,7 +129,7 @@ def _search(args: argparse.Namespace) -> int:
         query_level=QueryLevels(args.level.upper()),
         limit=args.limit,
     )
-    studies = Trolley(searcher=QidoRS(_session(args), args.url)).find_studies(query)
+    studies = Trolley(searcher=_searcher(args, _session(args))).find_studies(query)
     if args.json:
         print(json.dumps([s.to_dict() for s in studies], indent=1))
     else:
@@ -122,7 +139,7 @@ def _search(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     session = _session(args)
-    trolley = Trolley(searcher=QidoRS(session, args.url), downloader=_downloader(args, session))
+    trolley = Trolley(searcher=_searcher(args, session), downloader=_downloader(args, session))
     try:
         summary = trolley.download(
             args.study_uids, args.output, template=args.template, on_error=args.on_error,

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from dicomtrolley.auth import create_session
+from dicomtrolley.cli import PASSWORD_VARIABLE, main
 from dicomtrolley.core import InstanceReference, SeriesReference, StudyReference
 from dicomtrolley.exceptions import (
     DICOMTrolleyError,
@@ -336,3 +337,22 @@ def test_default_transfer_syntaxes_are_lossless_uncompressed_first() -> None:
 def test_an_envelope_with_a_dtd_is_refused() -> None:
     with pytest.raises(MalformedResponseError, match="DTD"):
         read_envelope(b'<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>', "http://vitrea/rids", 200)
+
+
+# --- the command line ----------------------------------------------------------------------------------
+
+
+def test_command_line_searches_with_mint_and_downloads_with_rad69(
+    orthanc: OrthancServer, server: VitreaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    study = study_of(orthanc, "PAT003")
+    monkeypatch.setenv(PASSWORD_VARIABLE, server.password)
+    login = ["--login-url", server.login_url, "--user", server.user,
+             "--searcher", "mint", "--mint-url", server.mint_url]
+    assert main(["search", server.url, *login, "--PatientID", "PAT003"]) == 0
+    assert study.uid in capsys.readouterr().out
+    status = main(["download", server.url, study.uid, "-o", str(tmp_path), "--no-progress", *login,
+                   "--downloader", "rad69", "--rad69-url", server.rad69_url])
+    assert status == 0
+    assert_written_as_stored(orthanc, tmp_path, study)
