@@ -26,7 +26,9 @@ from dicomtrolley.core import (
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
 from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.mint import Mint
 from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.rad69 import Rad69
 from dicomtrolley.storage import FlatStorageDir, StorageDir
 from dicomtrolley.trolley import DownloadSummary, Trolley
 from dicomtrolley.wado_rs import WadoRS
@@ -43,9 +45,11 @@ __all__ = [
     "FlatStorageDir",
     "Instance",
     "InstanceReference",
+    "Mint",
     "QidoRS",
     "Query",
     "QueryLevels",
+    "Rad69",
     "Series",
     "SeriesReference",
     "StorageDir",

@@ -9,15 +9,20 @@ of one page run in order in one namespace, as a reader would run them.
 from __future__ import annotations
 
 import re
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tests.support.orthanc import OrthancServer
+from tests.support.vitrea_server import VitreaServer
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+VITREA = "https://vitrea.example"
+"""Where the Vitrea examples address Vitrea Connection: swapped for a Vitrea-like server over the Orthanc."""
+VITREA_PASSWORD = "VITREA_PASSWORD"
 
 
 def python_blocks(page: Path) -> list[str]:
@@ -35,10 +40,17 @@ def test_examples_on_page_run(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
-    for number, block in enumerate(python_blocks(page), start=1):
-        code = block.replace("http://localhost:8042", orthanc.base_url)
-        code = code.replace('"localhost", 4242', f'"127.0.0.1", {orthanc.dicom_port}')
-        exec(compile(code, f"{page.name} example {number}", "exec"), namespace)  # noqa: S102 - our own docs
+    blocks = python_blocks(page)
+    with ExitStack() as stack:
+        vitrea_url = VITREA
+        if any(VITREA in block for block in blocks):
+            vitrea = stack.enter_context(VitreaServer(orthanc.base_url))
+            monkeypatch.setenv(VITREA_PASSWORD, vitrea.password)
+            vitrea_url = vitrea.url
+        for number, block in enumerate(blocks, start=1):
+            code = block.replace("http://localhost:8042", orthanc.base_url).replace(VITREA, vitrea_url)
+            code = code.replace('"localhost", 4242', f'"127.0.0.1", {orthanc.dicom_port}')
+            exec(compile(code, f"{page.name} example {number}", "exec"), namespace)  # noqa: S102 - our own docs
 
 
 def test_the_api_reference_covers_every_public_module() -> None:
