@@ -55,6 +55,7 @@ from pydantic import field_validator
 from pydicom.datadict import dictionary_VR
 
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, iter_body, redact_url
+from dicomtrolley._tree import gc_paused
 from dicomtrolley.core import Instance, Query, Searcher, Series, Study
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
 
@@ -204,9 +205,10 @@ class Mint(Searcher):
         response = self.http.get(url, params=params, headers={"Accept": "application/xml"}, stream=True)
         with response:
             reader = MintReader(redact_url(response.url or url), response.status_code)
-            for chunk in iter_body(response):
-                reader.feed(chunk)
-            studies = reader.close()
+            with gc_paused():
+                for chunk in iter_body(response):
+                    reader.feed(chunk)
+                studies = reader.close()
         logger.debug("MINT %s: %d stud(ies)", redact_url(url), len(studies))
         return studies
 
@@ -279,8 +281,22 @@ class MintReader:
         self._fail("it declares entities")
 
     def _start_element(self, name: str, attributes: dict[str, str]) -> None:
-        if name == _ATTR:
-            self._attribute(attributes)
+        if name == _ATTR:  # the hot path: a 20,000-instance answer has hundreds of thousands
+            given_tag = attributes.get("tag", "")
+            known = _attribute_kind(given_tag, attributes.get("vr", ""))
+            if known is None:
+                self._fail(f"an attr has the tag {given_tag!r}, not 8 hex digits")
+            tag, vr, values_of = known
+            text = attributes.get("val")
+            if not text or values_of is _no_values:
+                self._current[tag] = {"vr": vr}
+            elif values_of is None:
+                self._current[tag] = {"vr": vr, "Value": text.split("\\")}
+            else:
+                try:
+                    self._current[tag] = {"vr": vr, "Value": values_of(text)}
+                except ValueError:
+                    self._fail(f"attr {tag} ({vr}) has the value {text!r}, which is not a number")
             return
         if not self._stack:
             if name != _ROOT:
@@ -309,31 +325,6 @@ class MintReader:
             self._current = self._study
         elif name == _STUDY:
             self._node_study()
-
-    def _attribute(self, attributes: dict[str, str]) -> None:
-        given_tag = attributes.get("tag", "")
-        key = _tag_and_vr(given_tag, attributes.get("vr", ""))
-        if key is None:
-            self._fail(f"an attr has the tag {given_tag!r}, not 8 hex digits")
-        tag, vr = key
-        self._current[tag] = self._element(tag, vr, attributes.get("val"))
-
-    def _element(self, tag: str, vr: str, text: str | None) -> dict[str, Any]:
-        """The DICOM JSON form of one attribute (the tree's nodes build Datasets from it when read)."""
-        if not text or vr in _NO_TEXT_VRS:
-            return {"vr": vr}
-        values = text.split("\\")
-        if vr == "PN":
-            return {"vr": vr, "Value": [_person_name(value) for value in values]}
-        convert: Callable[[str], Any] | None = (
-            int if vr in _INTEGER_VRS else float if vr in _DECIMAL_VRS else None
-        )
-        if convert is None:
-            return {"vr": vr, "Value": values}
-        try:
-            return {"vr": vr, "Value": [convert(value) if value.strip() else None for value in values]}
-        except ValueError:
-            self._fail(f"attr {tag} ({vr}) has the value {text!r}, which is not a number")
 
     # ------------------------------------------------------------ the tree
 
@@ -368,27 +359,57 @@ class MintReader:
             series.add(Instance(uid, json_data=self._instance))
 
 
-@functools.lru_cache(maxsize=4096)
-def _tag_and_vr(tag: str, given: str) -> tuple[str, str] | None:
-    """The tag as DICOM JSON spells it, and its VR; None for a tag that is not 8 hex digits.
+ValuesOf = Callable[[str], list[Any]]
 
-    The VR is the dictionary's, or the server's where the dictionary allows
-    several (``US or SS``) or does not know the tag (private tags).
+
+@functools.lru_cache(maxsize=4096)
+def _attribute_kind(tag: str, given_vr: str) -> tuple[str, str, ValuesOf | None] | None:
+    """The tag as DICOM JSON spells it, its VR, and how its text becomes DICOM JSON values.
+
+    None for a tag that is not 8 hex digits. The VR is the dictionary's, or
+    the server's where the dictionary allows several (``US or SS``) or does
+    not know the tag (private tags). The converter is None for text that is
+    only split at backslashes.
     """
     if not _HEX_TAG.fullmatch(tag):
         return None
     try:
         known: str = dictionary_VR(int(tag, 16))
     except KeyError:
-        return tag.upper(), given or "UN"
-    choices = known.split(" or ")
-    return tag.upper(), given if given in choices else choices[0]
+        vr = given_vr or "UN"
+    else:
+        choices = known.split(" or ")
+        vr = given_vr if given_vr in choices else choices[0]
+    converter: ValuesOf | None = None
+    if vr in _NO_TEXT_VRS:
+        converter = _no_values
+    elif vr == "PN":
+        converter = _person_names
+    elif vr in _INTEGER_VRS:
+        converter = _integers
+    elif vr in _DECIMAL_VRS:
+        converter = _decimals
+    return tag.upper(), vr, converter
 
 
-def _person_name(value: str) -> dict[str, str]:
-    groups = value.split("=")
-    names = dict(zip(("Alphabetic", "Ideographic", "Phonetic"), groups, strict=False))
-    return {key: name for key, name in names.items() if name}
+def _no_values(text: str) -> list[Any]:
+    return []
+
+
+def _person_names(text: str) -> list[Any]:
+    names = []
+    for value in text.split("\\"):
+        groups = zip(("Alphabetic", "Ideographic", "Phonetic"), value.split("="), strict=False)
+        names.append({key: name for key, name in groups if name})
+    return names
+
+
+def _integers(text: str) -> list[Any]:
+    return [int(value) if value.strip() else None for value in text.split("\\")]
+
+
+def _decimals(text: str) -> list[Any]:
+    return [float(value) if value.strip() else None for value in text.split("\\")]
 
 
 def _uid(element: dict[str, Any] | None) -> str:
