@@ -426,7 +426,7 @@ class _Answer:
             for part in parts:
                 content_id = _content_id(part.headers.get("content-id", ""))
                 if envelope is None and (content_id == start or not start):
-                    envelope = self._check(read_envelope(_read_part(part), self.source, self.http_status))
+                    envelope = self._check(read_envelope(_read_part(part, self.source), self.source, self.http_status))
                     for early in list(waiting):
                         yield from self._instance(waiting.pop(early), early, envelope, delivered)
                 elif envelope is None:
@@ -469,6 +469,11 @@ class _Answer:
         for error in envelope.errors:
             kind = XDSMissingDocumentError if error.code == MISSING_DOCUMENT else Rad69ServerError
             self._missing(error.location, kind(self.source, self.http_status, (error.code,), error.context))
+        accounted = {*envelope.documents.values(), *envelope.inline, *(e.location for e in envelope.errors)}
+        for uid in self.wanted.keys() - accounted:
+            self._missing(uid, MalformedResponseError(
+                f"{self.source} answered {envelope.status} but neither sent document {uid} nor reported it missing"
+            ))
         return envelope
 
     def _missing(self, uid: str, error: DICOMTrolleyError) -> None:
@@ -497,8 +502,12 @@ class _Answer:
         return False
 
 
-def _read_part(part: Part) -> bytes:
+def _read_part(part: Part, source: str) -> bytes:
     try:
-        return part.body.read(MAX_ENVELOPE_BYTES + 1)
+        if part.size > MAX_ENVELOPE_BYTES:
+            raise MalformedResponseError(
+                f"The SOAP envelope part from {source} is larger than {MAX_ENVELOPE_BYTES} bytes"
+            )
+        return part.body.read()
     finally:
         part.close()

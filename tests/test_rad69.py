@@ -243,6 +243,24 @@ def test_a_whole_series_missing_fails_that_series_and_the_others_arrive(
     assert_written_as_stored(orthanc, tmp_path, study, skip=frozenset(i.uid for i in lost.instances))
 
 
+def test_a_document_neither_sent_nor_reported_is_a_failure_of_its_own(
+    orthanc: OrthancServer, server: VitreaServer, session: requests.Session
+) -> None:
+    study = study_of(orthanc)
+    series = study.series[0]
+    references = [InstanceReference(study.uid, series.uid, i.uid) for i in series.instances]
+    server.switches.dropped_documents = {references[0].instance_uid}
+    arrived: list[str] = []
+    failures = Rad69(session, server.rad69_url).fetch(
+        references, lambda part: arrived.append(part.reference.instance_uid)  # type: ignore[union-attr]
+    )
+    [failure] = failures
+    assert failure.target == references[0]
+    assert isinstance(failure.error, MalformedResponseError)
+    assert "neither sent document" in str(failure.error)
+    assert sorted(arrived) == sorted(r.instance_uid for r in references[1:])
+
+
 # --- failures --------------------------------------------------------------------------------------
 
 

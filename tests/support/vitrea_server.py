@@ -100,6 +100,8 @@ class Switches:
         Break the connection after this many document parts...
     cuts
         ...in this many answers (then answer whole again).
+    dropped_documents
+        SOPInstanceUIDs left out of the answer without a word (status ``Success``).
     html_page
         Answer every MINT and RAD-69 request with an HTML page and status 200.
     mint_body
@@ -111,6 +113,7 @@ class Switches:
     parts_out_of_order: bool = False
     cut_after_parts: int | None = None
     cuts: int = 1
+    dropped_documents: set[str] = field(default_factory=set)
     html_page: bool = False
     mint_body: bytes | None = None
 
@@ -499,6 +502,8 @@ class _Handler(BaseHTTPRequestHandler):
         files: dict[str, bytes] = {}
         errors = []
         for uid in retrieve.documents:
+            if uid in switches.dropped_documents:
+                continue
             stored = None if uid in switches.missing_documents else vitrea.stored_file(uid)
             if stored is None:
                 errors.append((MISSING_DOCUMENT, "Unable to locate SOP from MINT.", uid))
