@@ -11,6 +11,7 @@ Each subcommand does what a user of the package would write, and nothing else.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from clientlib import CannedAnswer, file_chunks, load_json, report
 
 from dicomtrolley._multipart import iter_parts
 from dicomtrolley._tree import tree_from_json
+from dicomtrolley.auth import create_session
 from dicomtrolley.core import InstanceReference, Query, QueryLevels, Study
 from dicomtrolley.dimse_retrieve import DICOMCGet
+from dicomtrolley.mint import Mint
 from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.rad69 import Rad69
 from dicomtrolley.trolley import DownloadSummary, Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
@@ -102,6 +106,32 @@ def qido(args: argparse.Namespace) -> None:
     report(work, _instances)
 
 
+def rad69(args: argparse.Namespace) -> None:
+    """A study to disk over RAD-69 behind the Vitrea login: ``Trolley(Mint, Rad69).download(uid, dir)``.
+
+    With ``--instances FILE`` the references are given and no search is made,
+    as curl is given its SOAP requests. The password comes from ``$VITREA_PASSWORD``.
+    """
+    session = create_session(args.login, args.user, os.environ["VITREA_PASSWORD"])
+    downloader = Rad69(session, args.rad69, request_per_series=not args.per_study)
+    if args.instances:
+        targets: Any = [InstanceReference(*row) for row in load_json(args.instances)]
+        trolley = Trolley(downloader=downloader)
+    else:
+        targets = args.study
+        trolley = Trolley(Mint(session, args.mint), downloader)
+    report(lambda: trolley.download(targets, args.out, progress=False), _written)
+
+
+def mint(args: argparse.Namespace) -> None:
+    """An instance-level MINT ``find_studies`` for one patient on the saved answer (XML parsing included)."""
+    session = requests.Session()
+    session.mount(args.mint, CannedAnswer(Path(args.canned).read_bytes()))
+    searcher = Mint(session, args.mint)
+    query = Query(PatientID=args.patient, query_level=QueryLevels.INSTANCE)
+    report(lambda: searcher.find_studies(query), _instances)
+
+
 def multipart(args: argparse.Namespace) -> None:
     """The streaming multipart parser alone, fed 1 MB chunks of a body on disk."""
 
@@ -170,6 +200,23 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--canned", help="answer every request with this saved body instead of the server's")
     command.add_argument("--materialize", action="store_true", help="also build every instance's Dataset")
     command.set_defaults(run=qido)
+
+    command = commands.add_parser("rad69")
+    command.add_argument("--login", required=True)
+    command.add_argument("--user", required=True)
+    command.add_argument("--mint", required=True)
+    command.add_argument("--rad69", required=True)
+    command.add_argument("--study", required=True)
+    command.add_argument("--out", required=True)
+    command.add_argument("--per-study", action="store_true", help="one request per study, not per series")
+    command.add_argument("--instances", help="JSON list of [study, series, instance] UIDs: skip the search")
+    command.set_defaults(run=rad69)
+
+    command = commands.add_parser("mint")
+    command.add_argument("--mint", required=True)
+    command.add_argument("--patient", required=True)
+    command.add_argument("--canned", required=True, help="answer with this saved MINT body")
+    command.set_defaults(run=mint)
 
     command = commands.add_parser("multipart")
     command.add_argument("--body", required=True)

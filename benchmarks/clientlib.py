@@ -88,6 +88,7 @@ class CannedAnswer(BaseAdapter):
             {"Content-Type": "application/dicom+json", "Content-Length": str(len(body))}
         )
         response._content = body
+        response._content_consumed = True  # so a streaming reader (iter_content) gets the saved body too
         response.url = request.url or ""
         response.request = request
         return response
