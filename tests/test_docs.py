@@ -2,14 +2,15 @@
 
 The examples address Orthanc as ``http://localhost:8042`` (HTTP) and
 ``"localhost", 4242`` (DICOM), its default ports; here those are swapped for
-the test server's. The blocks
+the test server's. The Vitrea examples address ``https://vitrea.example`` and
+read the password from ``$VITREA_PASSWORD``: here the suite's Vitrea-like
+server over that Orthanc. The blocks
 of one page run in order in one namespace, as a reader would run them.
 """
 
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -36,21 +37,15 @@ def test_the_docs_have_examples() -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
 def test_examples_on_page_run(
-    page: Path, orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page: Path, orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(VITREA_PASSWORD, vitrea.password)
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
-    blocks = python_blocks(page)
-    with ExitStack() as stack:
-        vitrea_url = VITREA
-        if any(VITREA in block for block in blocks):
-            vitrea = stack.enter_context(VitreaServer(orthanc.base_url))
-            monkeypatch.setenv(VITREA_PASSWORD, vitrea.password)
-            vitrea_url = vitrea.url
-        for number, block in enumerate(blocks, start=1):
-            code = block.replace("http://localhost:8042", orthanc.base_url).replace(VITREA, vitrea_url)
-            code = code.replace('"localhost", 4242', f'"127.0.0.1", {orthanc.dicom_port}')
-            exec(compile(code, f"{page.name} example {number}", "exec"), namespace)  # noqa: S102 - our own docs
+    for number, block in enumerate(python_blocks(page), start=1):
+        code = block.replace("http://localhost:8042", orthanc.base_url).replace(VITREA, vitrea.url)
+        code = code.replace('"localhost", 4242', f'"127.0.0.1", {orthanc.dicom_port}')
+        exec(compile(code, f"{page.name} example {number}", "exec"), namespace)  # noqa: S102 - our own docs
 
 
 def test_the_api_reference_covers_every_public_module() -> None:

@@ -23,20 +23,13 @@ from dicomtrolley.mint import LATEST_DATE, Mint, MintQuery, MintReader, mint_par
 from dicomtrolley.qido_rs import QidoRS
 from tests.support.orthanc import OrthancServer
 from tests.support.sample_data import SampleData
-from tests.support.vitrea_server import Switches, VitreaServer
-
-
-@pytest.fixture(scope="module")
-def vitrea(orthanc: OrthancServer) -> Iterator[VitreaServer]:
-    with VitreaServer(orthanc.base_url) as server:
-        yield server
+from tests.support.vitrea_server import VitreaServer
 
 
 @pytest.fixture
-def server(vitrea: VitreaServer) -> Iterator[VitreaServer]:
-    """The module's server with every switch off again after the test."""
-    yield vitrea
-    vitrea.switches = Switches()
+def server(vitrea: VitreaServer) -> VitreaServer:
+    """The Vitrea-like server (the suite's, switches reset after each test)."""
+    return vitrea
 
 
 @pytest.fixture

@@ -34,22 +34,15 @@ from dicomtrolley.storage import TEMPORARY_SUFFIX
 from dicomtrolley.trolley import Trolley
 from tests.support.orthanc import OrthancServer
 from tests.support.sample_data import SampleStudy
-from tests.support.vitrea_server import Switches, VitreaServer
+from tests.support.vitrea_server import VitreaServer
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def vitrea(orthanc: OrthancServer) -> Iterator[VitreaServer]:
-    with VitreaServer(orthanc.base_url) as server:
-        yield server
-
-
 @pytest.fixture
-def server(vitrea: VitreaServer) -> Iterator[VitreaServer]:
-    """The module's server with every switch off again after the test."""
-    yield vitrea
-    vitrea.switches = Switches()
+def server(vitrea: VitreaServer) -> VitreaServer:
+    """The Vitrea-like server (the suite's, switches reset after each test)."""
+    return vitrea
 
 
 @pytest.fixture

@@ -194,10 +194,7 @@ class VitreaServer:
         if self._server is not None:
             raise RuntimeError("the Vitrea server is already running")
         self._server = _Server(("127.0.0.1", 0), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="vitrea-protocols", daemon=True
-        )
-        self._thread.start()
+        self._thread = self._server.serve_in_background("vitrea-protocols")
         self.gateway = VitreaGateway(f"http://127.0.0.1:{self._server.server_address[1]}", **self._gateway_options)
         self.gateway.start()
 
@@ -206,13 +203,10 @@ class VitreaServer:
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.close_connections()
-            self._server.server_close()
-            if self._thread is not None:
-                self._thread.join(timeout=10)
+        if self._server is not None and self._thread is not None:
+            self._server.stop_serving(self._thread)
             self._server = None
+            self._thread = None
 
     def __enter__(self) -> VitreaServer:
         self.start()
