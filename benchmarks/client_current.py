@@ -113,7 +113,7 @@ def rad69(args: argparse.Namespace) -> None:
     as curl is given its SOAP requests. The password comes from ``$VITREA_PASSWORD``.
     """
     session = create_session(args.login, args.user, os.environ["VITREA_PASSWORD"])
-    downloader = Rad69(session, args.rad69, request_per_series=not args.per_study)
+    downloader = Rad69(session, args.rad69, request_per_series=not args.per_study, workers=args.workers)
     if args.instances:
         targets: Any = [InstanceReference(*row) for row in load_json(args.instances)]
         trolley = Trolley(downloader=downloader)
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--study", required=True)
     command.add_argument("--out", required=True)
     command.add_argument("--per-study", action="store_true", help="one request per study, not per series")
+    command.add_argument("--workers", type=int, default=4, help="requests in flight at once")
     command.add_argument("--instances", help="JSON list of [study, series, instance] UIDs: skip the search")
     command.set_defaults(run=rad69)
 

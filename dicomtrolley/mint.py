@@ -230,9 +230,11 @@ class MintReader:
         self._start = b""
         self._studies: dict[str, Study] = {}
         self._series: dict[tuple[str, str], Series] = {}
-        self._seen_instances: set[tuple[str, str, str]] = set()
+        self._seen_instances: set[tuple[tuple[str, str], str]] = set()
         self._root_seen = False
-        self._stack: list[str] = []
+        self._depth = 0
+        self._series_node: Series | None = None  # the series being read, once it has a node
+        self._series_key = ("", "")
         # The attributes of the study, series and instance being read; each
         # starts as a copy of its parent's, so a node's data holds its parents' too.
         self._study: dict[str, Any] = {}
@@ -298,7 +300,7 @@ class MintReader:
                 except ValueError:
                     self._fail(f"attr {tag} ({vr}) has the value {text!r}, which is not a number")
             return
-        if not self._stack:
+        if not self._depth:
             if name != _ROOT:
                 self._fail(f"its root element is {_clark(name)}, not {{{MINT_NAMESPACE}}}studySearchResults")
             self._root_seen = True
@@ -307,21 +309,23 @@ class MintReader:
             self._current = self._study
         elif name == _SERIES:
             self._series_attrs = dict(self._study)
+            self._series_node = None
             self._current = self._series_attrs
         elif name == _INSTANCE:
             self._instance = dict(self._series_attrs)
             self._current = self._instance
-        self._stack.append(name)
+        self._depth += 1
 
     def _end_element(self, name: str) -> None:
         if name == _ATTR:
             return
-        self._stack.pop()
+        self._depth -= 1
         if name == _INSTANCE:
             self._add_instance()
             self._current = self._series_attrs
         elif name == _SERIES:
-            self._node_series()
+            if self._series_node is None:
+                self._series_node = self._node_series()
             self._current = self._study
         elif name == _STUDY:
             self._node_study()
@@ -342,18 +346,20 @@ class MintReader:
         uid = _uid(self._series_attrs.get(_SERIES_UID))
         if not uid:
             self._fail(f"a series of study {study.uid} has no SeriesInstanceUID, which the study tree needs")
-        key = (study.uid, uid)
+        key = self._series_key = (study.uid, uid)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = study.add(Series(uid, json_data=self._series_attrs))
         return series
 
     def _add_instance(self) -> None:
-        series = self._node_series()
+        series = self._series_node
+        if series is None:
+            series = self._series_node = self._node_series()
         uid = _uid(self._instance.get(_INSTANCE_UID))
         if not uid:
             self._fail(f"an instance of series {series.uid} has no SOPInstanceUID, which the study tree needs")
-        key = (series.parent.uid if series.parent else "", series.uid, uid)
+        key = (self._series_key, uid)
         if key not in self._seen_instances:
             self._seen_instances.add(key)
             series.add(Instance(uid, json_data=self._instance))

@@ -532,13 +532,14 @@ class _Handler(BaseHTTPRequestHandler):
         ordered = [*reversed(parts), root] if switches.parts_out_of_order else [root, *parts]
         cut = self.server.vitrea._take_cut()
         sent = 0
-        for content_id, content_type, data in ordered:
+        for number, (content_id, content_type, data) in enumerate(ordered):
             if cut is not None and sent >= cut and content_type == b"application/dicom":
                 self.close_connection = True
                 self.wfile.flush()
                 return  # no closing delimiter, no last chunk: the stream just stops
+            # The body starts with the first delimiter, no CRLF before it, as SOAP stacks write it.
             self._chunk(
-                b"\r\n--" + boundary.encode() + b"\r\nContent-Type: " + content_type
+                (b"\r\n" if number else b"") + b"--" + boundary.encode() + b"\r\nContent-Type: " + content_type
                 + b"\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <" + content_id.encode() + b">\r\n\r\n"
             )
             self._chunk(data)
