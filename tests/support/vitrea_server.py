@@ -272,6 +272,11 @@ class _Server(TrackingHTTPServer):
         super().__init__(address, handler)
         self.vitrea = vitrea
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client drops its connection (the gateway does, when its client goes away)."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 # --- MINT -----------------------------------------------------------------------------------
 
