@@ -157,6 +157,19 @@ def test_large_study_arrives_whole(orthanc: OrthancServer, server: VitreaServer,
         assert file_of(tmp_path, study.uid, series.uid, instance.uid).read_bytes() == stored_copy(orthanc, instance.uid)
 
 
+def test_a_busy_server_is_asked_again_with_the_same_request(
+    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+) -> None:
+    study = study_of(orthanc, "PAT003")
+    server.switches.unavailable = 2
+    before = len(server.retrieves)
+    summary = trolley(server, session, workers=1).download(study.uid, tmp_path, progress=False)
+    assert summary.ok
+    assert server.switches.unavailable == 0
+    assert len(server.retrieves[before:]) == len(study.series)  # the refused tries never reached the retrieve
+    assert_written_as_stored(orthanc, tmp_path, study)
+
+
 def test_parts_out_of_order_are_matched_by_content_id(
     orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:

@@ -104,6 +104,8 @@ class Switches:
         SOPInstanceUIDs left out of the answer without a word (status ``Success``).
     html_page
         Answer every MINT and RAD-69 request with an HTML page and status 200.
+    unavailable
+        Answer this many RAD-69 requests with 503 Service Unavailable (and ``Retry-After: 0``) first.
     mint_body
         Answer MINT searches with these bytes (status 200, ``text/xml``) instead of the real answer.
     """
@@ -115,6 +117,7 @@ class Switches:
     cuts: int = 1
     dropped_documents: set[str] = field(default_factory=set)
     html_page: bool = False
+    unavailable: int = 0
     mint_body: bytes | None = None
 
 
@@ -256,6 +259,14 @@ class VitreaServer:
     def _record_retrieve(self, documents: list[str]) -> None:
         with self._lock:
             self._retrieves.append(documents)
+
+    def _take_unavailable(self) -> bool:
+        """Whether to answer this RAD-69 request 503 (counting it off)."""
+        with self._lock:
+            if self.switches.unavailable <= 0:
+                return False
+            self.switches.unavailable -= 1
+            return True
 
     def _take_cut(self) -> int | None:
         """The number of parts after which to cut this answer, if it is to be cut."""
@@ -431,6 +442,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.server.vitrea.switches.html_page:
             self._send(200, "text/html; charset=utf-8", HTML_PAGE)
+        elif urlsplit(self.path).path == RAD69_PATH and self.server.vitrea._take_unavailable():
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif urlsplit(self.path).path == RAD69_PATH:
             self._rad69(body)
         else:
