@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from clientlib import CannedAnswer, file_chunks, load_json, report
+from clientlib import CannedAnswer, file_chunks, load_json, mint_arguments, rad69_arguments, report
 
 from dicomtrolley._multipart import iter_parts
 from dicomtrolley._tree import tree_from_json
@@ -202,21 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     command.set_defaults(run=qido)
 
     command = commands.add_parser("rad69")
-    command.add_argument("--login", required=True)
-    command.add_argument("--user", required=True)
-    command.add_argument("--mint", required=True)
-    command.add_argument("--rad69", required=True)
-    command.add_argument("--study", required=True)
-    command.add_argument("--out", required=True)
+    rad69_arguments(command)
     command.add_argument("--per-study", action="store_true", help="one request per study, not per series")
     command.add_argument("--workers", type=int, default=4, help="requests in flight at once")
-    command.add_argument("--instances", help="JSON list of [study, series, instance] UIDs: skip the search")
     command.set_defaults(run=rad69)
 
     command = commands.add_parser("mint")
-    command.add_argument("--mint", required=True)
-    command.add_argument("--patient", required=True)
-    command.add_argument("--canned", required=True, help="answer with this saved MINT body")
+    mint_arguments(command)
     command.set_defaults(run=mint)
 
     command = commands.add_parser("multipart")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from clientlib import CannedAnswer, load_json, report
+from clientlib import CannedAnswer, load_json, mint_arguments, rad69_arguments, report
 
 
 def _files(out: str) -> dict[str, Any]:
@@ -206,20 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     command.set_defaults(run=qido)
 
     command = commands.add_parser("rad69")
-    command.add_argument("--login", required=True)
-    command.add_argument("--user", required=True)
-    command.add_argument("--mint", required=True)
-    command.add_argument("--rad69", required=True)
-    command.add_argument("--study", required=True)
-    command.add_argument("--out", required=True)
+    rad69_arguments(command)
     command.add_argument("--workers", type=int, default=0, help="use_async=True with this many workers")
-    command.add_argument("--instances", help="JSON list of [study, series, instance] UIDs: skip the search")
     command.set_defaults(run=rad69)
 
     command = commands.add_parser("mint")
-    command.add_argument("--mint", required=True)
-    command.add_argument("--patient", required=True)
-    command.add_argument("--canned", required=True, help="answer with this saved MINT body")
+    mint_arguments(command)
     command.set_defaults(run=mint)
 
     commands.add_parser("versions").set_defaults(run=versions)
