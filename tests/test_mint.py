@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,6 +22,8 @@ from dicomtrolley.core import Query, QueryLevels, Study
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
 from dicomtrolley.mint import LATEST_DATE, Mint, MintQuery, MintReader, mint_parameters
 from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.trolley import Trolley
+from dicomtrolley.wado_rs import WadoRS
 from tests.support.orthanc import OrthancServer
 from tests.support.sample_data import SampleData
 from tests.support.vitrea_server import VitreaServer
@@ -250,3 +253,16 @@ def test_a_text_value_in_a_number_attribute_is_malformed() -> None:
     reader = MintReader("http://vitrea/MINTApi/studies", 200)
     with pytest.raises(MalformedResponseError, match="not a number"):
         reader.feed(f'<studySearchResults {MINT_NS}><study><attr tag="00201208" vr="IS" val="many"/>'.encode())
+
+
+@pytest.mark.integration
+def test_mint_plans_a_wado_rs_download_by_series_counts(mint: Mint, orthanc: OrthancServer, tmp_path: Path) -> None:
+    known = sample(orthanc).studies_of_patient("PAT002")[0]
+    urls: list[str] = []
+    mint.http.session.hooks["response"].append(lambda response, *args, **kwargs: urls.append(response.url))
+    trolley = Trolley(mint, WadoRS(requests.Session(), orthanc.dicomweb_url))
+    summary = trolley.download(known.uid, tmp_path, progress=False)
+    assert summary.ok
+    assert summary.expected == summary.written == len(known.instances)
+    levels = [parse_qs(urlsplit(url).query)["QueryLevel"] for url in urls]
+    assert levels == [["SERIES"]]  # the instance counts sufficed: no instance-level search
