@@ -268,7 +268,10 @@ class Rad69(HTTPDownloader):
         )
         with response:
             source = redact_url(response.url or self.url)
-            answer = _Answer(source, response.status_code, batch, {i.instance_uid: i for i in instances}, report)
+            answer = _Answer(
+                source, response.status_code, batch, {i.instance_uid: i for i in instances}, report,
+                self.spill_threshold,
+            )
             media_type, parameters = parse_content_type(response.headers.get("Content-Type") or "unknown/unknown")
             if media_type == "multipart/related":
                 raise_for_status(response)
@@ -415,11 +418,18 @@ class _Answer:
     batch: Reference
     wanted: dict[str, InstanceReference]
     report: Report
+    spill_threshold: int
+    """Bytes of parts held in memory while they wait for the envelope; later ones wait on disk."""
 
     def documents(self, parts: Iterator[Part], start: str) -> Iterator[InstancePart]:
-        """Each document of an MTOM body as soon as both it and the envelope naming it have arrived."""
+        """Each document of an MTOM body as soon as both it and the envelope naming it have arrived.
+
+        Parts that come before the envelope wait for it; past ``spill_threshold``
+        bytes they wait in temporary files, so an envelope sent last costs disk, not memory.
+        """
         start = _content_id(start)
         waiting: dict[str, Part] = {}
+        held = 0
         envelope: RetrieveAnswer | None = None
         delivered: set[str] = set()
         try:
@@ -431,6 +441,9 @@ class _Answer:
                         yield from self._instance(waiting.pop(early), early, envelope, delivered)
                 elif envelope is None:
                     waiting[content_id] = part
+                    held += part.size
+                    if held > self.spill_threshold:
+                        _to_disk(part)
                 else:
                     yield from self._instance(part, content_id, envelope, delivered)
         finally:
@@ -500,6 +513,13 @@ class _Answer:
             return True
         logger.warning("%s sent document %s, which was not asked for; ignored", self.source, uid)
         return False
+
+
+def _to_disk(part: Part) -> None:
+    """Move a part held in memory into its temporary file."""
+    rollover = getattr(part.body, "rollover", None)  # a SpooledTemporaryFile, as the parser makes them
+    if rollover is not None:
+        rollover()
 
 
 def _read_part(part: Part, source: str) -> bytes:

@@ -9,6 +9,7 @@ order, a cut stream, an HTML page).
 
 from __future__ import annotations
 
+import tracemalloc
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,6 +179,28 @@ def test_parts_out_of_order_are_matched_by_content_id(
     summary = trolley(server, session).download(study.uid, tmp_path, progress=False)
     assert summary.ok
     assert_written_as_stored(orthanc, tmp_path, study)
+
+
+def test_parts_waiting_for_a_late_envelope_wait_on_disk_not_in_memory(
+    orthanc: OrthancServer, server: VitreaServer, session: requests.Session
+) -> None:
+    assert orthanc.sample is not None
+    study = orthanc.sample.large_study
+    instances = study.instances[:100]  # 52 MB of one series, all of it sent before the envelope
+    references = [InstanceReference(study.uid, study.series[0].uid, i.uid) for i in instances]
+    for reference in references:
+        server.stored_file(reference.instance_uid)  # the server's own copies, read before measuring
+    server.switches.parts_out_of_order = True
+    sizes: list[int] = []
+    tracemalloc.start()
+    try:
+        failures = Rad69(session, server.rad69_url).fetch(references, lambda part: sizes.append(part.size))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert failures == []
+    assert sum(sizes) == sum(i.size for i in instances)
+    assert peak < 32e6  # the spill threshold (16 MB) and change; all of it held would be 52 MB and more
 
 
 def test_a_session_that_expires_mid_download_logs_in_once_and_goes_on(
