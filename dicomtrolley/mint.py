@@ -11,7 +11,7 @@ The answer
 ----------
 A ``studySearchResults`` document in the namespace ``http://medical.nema.org/mint``:
 ``study`` elements holding ``attr`` elements (``tag``, ``vr``, ``val``) and,
-below study level, ``series`` elements holding their own ``attr``\\ s and
+below study level, ``series`` elements holding ``attr`` elements of their own and
 ``instance`` elements. The XML is parsed as it arrives, straight into the
 tree: nothing but the tree is kept, so a 20,000-instance answer costs the
 memory of its tree. Each node's data holds its own attributes and those of
