@@ -1,4 +1,4 @@
-"""MINT: searches through the Vitrea-like server, answered from the real Orthanc's data.
+"""MINT: searches through the Vitrea-like vitrea, answered from the real Orthanc's data.
 
 Each integration test logs in through the Vitrea gateway and searches with
 :class:`~dicomtrolley.mint.Mint`; the server turns the MINT request into a
@@ -30,15 +30,9 @@ from tests.support.vitrea_server import VitreaServer
 
 
 @pytest.fixture
-def server(vitrea: VitreaServer) -> VitreaServer:
-    """The Vitrea-like server (the suite's, switches reset after each test)."""
-    return vitrea
-
-
-@pytest.fixture
-def mint(server: VitreaServer) -> Iterator[Mint]:
-    with create_session(server.login_url, server.user, server.password) as session:
-        yield Mint(session, server.mint_url)
+def mint(vitrea: VitreaServer) -> Iterator[Mint]:
+    with create_session(vitrea.login_url, vitrea.user, vitrea.password) as session:
+        yield Mint(session, vitrea.mint_url)
 
 
 def sample(orthanc: OrthancServer) -> SampleData:
@@ -168,12 +162,12 @@ def test_mint_query_of_4x_scripts_still_works() -> None:
 
 
 @pytest.mark.integration
-def test_search_logs_in_again_when_the_session_expired(mint: Mint, server: VitreaServer) -> None:
+def test_search_logs_in_again_when_the_session_expired(mint: Mint, vitrea: VitreaServer) -> None:
     mint.find_studies(Query(PatientID="PAT002"))
-    logins = server.gateway.login_count  # type: ignore[union-attr]
-    server.gateway.expire_sessions()  # type: ignore[union-attr]
+    logins = vitrea.gateway.login_count  # type: ignore[union-attr]
+    vitrea.gateway.expire_sessions()  # type: ignore[union-attr]
     assert len(mint.find_studies(Query(PatientID="PAT002"))) == 2
-    assert server.gateway.login_count == logins + 1  # type: ignore[union-attr]
+    assert vitrea.gateway.login_count == logins + 1  # type: ignore[union-attr]
 
 
 # --- answers that are not MINT -------------------------------------------------------------------
@@ -202,19 +196,19 @@ BAD_ANSWERS = {
 
 @pytest.mark.integration
 @pytest.mark.parametrize("body", BAD_ANSWERS.values(), ids=BAD_ANSWERS.keys())
-def test_an_answer_that_is_not_mint_names_url_status_and_body(mint: Mint, server: VitreaServer, body: bytes) -> None:
-    server.switches.mint_body = body
+def test_an_answer_that_is_not_mint_names_url_status_and_body(mint: Mint, vitrea: VitreaServer, body: bytes) -> None:
+    vitrea.switches.mint_body = body
     with pytest.raises(MalformedResponseError) as raised:
         mint.find_studies(Query(PatientID="PAT001"))
     message = str(raised.value)
-    assert f"{server.mint_url}/studies" in message
+    assert f"{vitrea.mint_url}/studies" in message
     assert "status 200" in message
     assert repr(body[:30])[2:-1] in message
 
 
 @pytest.mark.integration
-def test_an_html_page_with_status_200_is_an_error(mint: Mint, server: VitreaServer) -> None:
-    server.switches.html_page = True
+def test_an_html_page_with_status_200_is_an_error(mint: Mint, vitrea: VitreaServer) -> None:
+    vitrea.switches.html_page = True
     with pytest.raises(MalformedResponseError, match=r"status 200.*<!DOCTYPE html>"):
         mint.find_studies(Query(PatientID="PAT001"))
 

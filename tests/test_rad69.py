@@ -1,4 +1,4 @@
-"""RAD-69: downloads through the Vitrea-like server, from the real Orthanc's stored files.
+"""RAD-69: downloads through the Vitrea-like vitrea, from the real Orthanc's stored files.
 
 Each integration test logs in through the Vitrea gateway and downloads with
 ``Trolley(Mint(...), Rad69(...))``; every file written is compared byte for
@@ -40,20 +40,15 @@ from tests.support.vitrea_server import VitreaServer
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def server(vitrea: VitreaServer) -> VitreaServer:
-    """The Vitrea-like server (the suite's, switches reset after each test)."""
-    return vitrea
-
 
 @pytest.fixture
-def session(server: VitreaServer) -> Iterator[requests.Session]:
-    with create_session(server.login_url, server.user, server.password) as logged_in:
+def session(vitrea: VitreaServer) -> Iterator[requests.Session]:
+    with create_session(vitrea.login_url, vitrea.user, vitrea.password) as logged_in:
         yield logged_in
 
 
-def trolley(server: VitreaServer, session: requests.Session, **options: object) -> Trolley:
-    return Trolley(Mint(session, server.mint_url), Rad69(session, server.rad69_url, **options))  # type: ignore[arg-type]
+def trolley(vitrea: VitreaServer, session: requests.Session, **options: object) -> Trolley:
+    return Trolley(Mint(session, vitrea.mint_url), Rad69(session, vitrea.rad69_url, **options))  # type: ignore[arg-type] # test options
 
 
 def study_of(orthanc: OrthancServer, patient_id: str = "PAT002") -> SampleStudy:
@@ -89,35 +84,35 @@ def assert_written_as_stored(
 
 
 def test_study_downloads_byte_for_byte_with_one_request_per_series(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc)
-    before = len(server.retrieves)
-    summary = trolley(server, session).download(study.uid, tmp_path, progress=False)
+    before = len(vitrea.retrieves)
+    summary = trolley(vitrea, session).download(study.uid, tmp_path, progress=False)
     assert summary.ok
     assert summary.written == summary.expected == len(study.instances)
     assert_written_as_stored(orthanc, tmp_path, study)
-    requests_sent = server.retrieves[before:]
+    requests_sent = vitrea.retrieves[before:]
     assert sorted(map(sorted, requests_sent)) == sorted(sorted(i.uid for i in s.instances) for s in study.series)
 
 
 def test_one_request_per_study_when_asked(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc)
-    before = len(server.retrieves)
-    summary = trolley(server, session, request_per_series=False).download(study.uid, tmp_path, progress=False)
+    before = len(vitrea.retrieves)
+    summary = trolley(vitrea, session, request_per_series=False).download(study.uid, tmp_path, progress=False)
     assert summary.ok
-    assert len(server.retrieves[before:]) == 1
+    assert len(vitrea.retrieves[before:]) == 1
     assert_written_as_stored(orthanc, tmp_path, study)
 
 
 def test_series_download_fetches_that_series_only(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc)
     series = study.series[1]
-    summary = trolley(server, session).download(SeriesReference(study.uid, series.uid), tmp_path, progress=False)
+    summary = trolley(vitrea, session).download(SeriesReference(study.uid, series.uid), tmp_path, progress=False)
     assert summary.ok
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
         i.uid.replace(".", "_") for i in series.instances
@@ -125,32 +120,32 @@ def test_series_download_fetches_that_series_only(
 
 
 def test_second_run_sends_no_retrieve(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc)
-    trolley(server, session).download(study.uid, tmp_path, progress=False)
-    before = len(server.retrieves)
-    summary = trolley(server, session).download(study.uid, tmp_path, progress=False)
+    trolley(vitrea, session).download(study.uid, tmp_path, progress=False)
+    before = len(vitrea.retrieves)
+    summary = trolley(vitrea, session).download(study.uid, tmp_path, progress=False)
     assert summary.skipped == len(study.instances)
-    assert server.retrieves[before:] == []
+    assert vitrea.retrieves[before:] == []
 
 
 def test_datasets_equal_the_stored_files(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session
 ) -> None:
     study = study_of(orthanc, "PAT003")
-    received = list(trolley(server, session).fetch_all_datasets(study.uid))
+    received = list(trolley(vitrea, session).fetch_all_datasets(study.uid))
     assert sorted(ds.SOPInstanceUID for ds in received) == sorted(i.uid for i in study.instances)
     for dataset in received:
         original = next(i for i in study.instances if i.uid == dataset.SOPInstanceUID)
         assert dataset == pydicom.dcmread(original.path)
 
 
-def test_large_study_arrives_whole(orthanc: OrthancServer, server: VitreaServer, session: requests.Session,
+def test_large_study_arrives_whole(orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session,
                                    tmp_path: Path) -> None:
     assert orthanc.sample is not None
     study = orthanc.sample.large_study
-    summary = trolley(server, session).download(study.uid, tmp_path, progress=False)
+    summary = trolley(vitrea, session).download(study.uid, tmp_path, progress=False)
     assert summary.ok
     assert summary.bytes_written == study.size
     series = study.series[0]
@@ -159,42 +154,42 @@ def test_large_study_arrives_whole(orthanc: OrthancServer, server: VitreaServer,
 
 
 def test_a_busy_server_is_asked_again_with_the_same_request(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc, "PAT003")
-    server.switches.unavailable = 2
-    before = len(server.retrieves)
-    summary = trolley(server, session, workers=1).download(study.uid, tmp_path, progress=False)
+    vitrea.switches.unavailable = 2
+    before = len(vitrea.retrieves)
+    summary = trolley(vitrea, session, workers=1).download(study.uid, tmp_path, progress=False)
     assert summary.ok
-    assert server.switches.unavailable == 0
-    assert len(server.retrieves[before:]) == len(study.series)  # the refused tries never reached the retrieve
+    assert vitrea.switches.unavailable == 0
+    assert len(vitrea.retrieves[before:]) == len(study.series)  # the refused tries never reached the retrieve
     assert_written_as_stored(orthanc, tmp_path, study)
 
 
 def test_parts_out_of_order_are_matched_by_content_id(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
-    server.switches.parts_out_of_order = True
+    vitrea.switches.parts_out_of_order = True
     study = study_of(orthanc)
-    summary = trolley(server, session).download(study.uid, tmp_path, progress=False)
+    summary = trolley(vitrea, session).download(study.uid, tmp_path, progress=False)
     assert summary.ok
     assert_written_as_stored(orthanc, tmp_path, study)
 
 
 def test_parts_waiting_for_a_late_envelope_wait_on_disk_not_in_memory(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session
 ) -> None:
     assert orthanc.sample is not None
     study = orthanc.sample.large_study
     instances = study.instances[:100]  # 52 MB of one series, all of it sent before the envelope
     references = [InstanceReference(study.uid, study.series[0].uid, i.uid) for i in instances]
     for reference in references:
-        server.stored_file(reference.instance_uid)  # the server's own copies, read before measuring
-    server.switches.parts_out_of_order = True
+        vitrea.stored_file(reference.instance_uid)  # the server's own copies, read before measuring
+    vitrea.switches.parts_out_of_order = True
     sizes: list[int] = []
     tracemalloc.start()
     try:
-        failures = Rad69(session, server.rad69_url).fetch(references, lambda part: sizes.append(part.size))
+        failures = Rad69(session, vitrea.rad69_url).fetch(references, lambda part: sizes.append(part.size))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -204,11 +199,11 @@ def test_parts_waiting_for_a_late_envelope_wait_on_disk_not_in_memory(
 
 
 def test_a_session_that_expires_mid_download_logs_in_once_and_goes_on(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc, "PAT001")
-    assert server.gateway is not None
-    gateway = server.gateway
+    assert vitrea.gateway is not None
+    gateway = vitrea.gateway
     expired: list[int] = []
 
     def expire_once(update: Progress) -> None:
@@ -216,7 +211,7 @@ def test_a_session_that_expires_mid_download_logs_in_once_and_goes_on(
             expired.append(update.instances)
             gateway.expire_sessions()
 
-    downloads = trolley(server, session, workers=1)
+    downloads = trolley(vitrea, session, workers=1)
     downloads.find_study_by_id(study.uid)  # logged in before the download starts
     logins = gateway.login_count
     summary = downloads.download(study.uid, tmp_path, progress=expire_once)
@@ -232,12 +227,12 @@ def test_a_session_that_expires_mid_download_logs_in_once_and_goes_on(
 
 
 def test_partial_success_keeps_what_arrived_and_names_each_missing_document(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc)
     missing = {study.series[0].instances[0].uid, study.series[1].instances[1].uid}
-    server.switches.missing_documents = set(missing)
-    summary = trolley(server, session).download(study.uid, tmp_path, on_error="collect", progress=False)
+    vitrea.switches.missing_documents = set(missing)
+    summary = trolley(vitrea, session).download(study.uid, tmp_path, on_error="collect", progress=False)
     assert summary.written == len(study.instances) - 2
     failed = {f.target: f.error for f in summary.failures}
     assert {t.instance_uid for t in failed if isinstance(t, InstanceReference)} == missing
@@ -249,22 +244,22 @@ def test_partial_success_keeps_what_arrived_and_names_each_missing_document(
 
 
 def test_partial_success_raises_at_the_end_by_default(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc)
-    server.switches.missing_documents = {study.series[0].instances[0].uid}
+    vitrea.switches.missing_documents = {study.series[0].instances[0].uid}
     with pytest.raises(DownloadError, match="XDSMissingDocument") as raised:
-        trolley(server, session).download(study.uid, tmp_path, progress=False)
+        trolley(vitrea, session).download(study.uid, tmp_path, progress=False)
     assert raised.value.summary.written == len(study.instances) - 1  # type: ignore[attr-defined]
 
 
 def test_a_whole_series_missing_fails_that_series_and_the_others_arrive(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc)
     lost = study.series[0]
-    server.switches.missing_documents = {i.uid for i in lost.instances}
-    summary = trolley(server, session).download(study.uid, tmp_path, on_error="collect", progress=False)
+    vitrea.switches.missing_documents = {i.uid for i in lost.instances}
+    summary = trolley(vitrea, session).download(study.uid, tmp_path, on_error="collect", progress=False)
     [failure] = summary.failures
     assert failure.target == SeriesReference(study.uid, lost.uid)
     assert isinstance(failure.error, XDSMissingDocumentError)
@@ -273,14 +268,14 @@ def test_a_whole_series_missing_fails_that_series_and_the_others_arrive(
 
 
 def test_a_document_neither_sent_nor_reported_is_a_failure_of_its_own(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session
 ) -> None:
     study = study_of(orthanc)
     series = study.series[0]
     references = [InstanceReference(study.uid, series.uid, i.uid) for i in series.instances]
-    server.switches.dropped_documents = {references[0].instance_uid}
+    vitrea.switches.dropped_documents = {references[0].instance_uid}
     arrived: list[str] = []
-    failures = Rad69(session, server.rad69_url).fetch(
+    failures = Rad69(session, vitrea.rad69_url).fetch(
         references, lambda part: arrived.append(part.reference.instance_uid)  # type: ignore[union-attr]
     )
     [failure] = failures
@@ -297,56 +292,56 @@ def test_a_document_neither_sent_nor_reported_is_a_failure_of_its_own(
     ("failure", "status", "code"), [("plain", 200, "XDSRepositoryError"), ("fault", 500, "soap:Receiver")]
 )
 def test_failure_and_soap_fault_raise_naming_the_codes(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path,
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path,
     failure: str, status: int, code: str,
 ) -> None:
-    server.switches.failure = failure
+    vitrea.switches.failure = failure
     study = study_of(orthanc)
-    summary = trolley(server, session).download(study.uid, tmp_path, on_error="collect", progress=False)
+    summary = trolley(vitrea, session).download(study.uid, tmp_path, on_error="collect", progress=False)
     assert len(summary.failures) == len(study.series)
     for one in summary.failures:
         assert type(one.error) is Rad69ServerError
         assert one.error.codes == (code,)
         assert one.error.status == status
-        assert server.rad69_url in str(one.error)
+        assert vitrea.rad69_url in str(one.error)
         assert code in str(one.error)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
 def test_a_cut_stream_is_recovered_and_every_file_is_whole(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc)
-    server.switches.cut_after_parts = 2
-    server.switches.cuts = 1
-    before = len(server.retrieves)
-    summary = trolley(server, session, workers=1).download(study.uid, tmp_path, progress=False)
+    vitrea.switches.cut_after_parts = 2
+    vitrea.switches.cuts = 1
+    before = len(vitrea.retrieves)
+    summary = trolley(vitrea, session, workers=1).download(study.uid, tmp_path, progress=False)
     assert summary.ok
     assert summary.written == len(study.instances)
-    assert len(server.retrieves[before:]) == len(study.series) + 1  # the cut one, asked again for what it lacked
+    assert len(vitrea.retrieves[before:]) == len(study.series) + 1  # the cut one, asked again for what it lacked
     assert_written_as_stored(orthanc, tmp_path, study)
 
 
 def test_an_html_page_with_status_200_is_malformed_and_named(
-    orthanc: OrthancServer, server: VitreaServer, session: requests.Session, tmp_path: Path
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session, tmp_path: Path
 ) -> None:
     study = study_of(orthanc)
     references = [InstanceReference(study.uid, study.series[0].uid, i.uid) for i in study.series[0].instances]
-    server.switches.html_page = True
-    failures = Rad69(session, server.rad69_url).fetch(references, lambda part: None)
+    vitrea.switches.html_page = True
+    failures = Rad69(session, vitrea.rad69_url).fetch(references, lambda part: None)
     [failure] = failures
     assert isinstance(failure.error, MalformedResponseError)
     message = str(failure.error)
-    assert server.rad69_url in message
+    assert vitrea.rad69_url in message
     assert "status 200" in message
     assert "<!DOCTYPE html>" in message
 
 
 def test_studies_and_series_must_be_resolved_to_instances_first(
-    server: VitreaServer, session: requests.Session
+    vitrea: VitreaServer, session: requests.Session
 ) -> None:
     with pytest.raises(DICOMTrolleyError, match="resolved to its instances"):
-        Rad69(session, server.rad69_url).fetch([StudyReference("1.2.3")], lambda part: None)
+        Rad69(session, vitrea.rad69_url).fetch([StudyReference("1.2.3")], lambda part: None)
 
 
 # --- the request ---------------------------------------------------------------------------------------
@@ -390,16 +385,16 @@ def test_an_envelope_with_a_dtd_is_refused() -> None:
 
 
 def test_command_line_searches_with_mint_and_downloads_with_rad69(
-    orthanc: OrthancServer, server: VitreaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     study = study_of(orthanc, "PAT003")
-    monkeypatch.setenv(PASSWORD_VARIABLE, server.password)
-    login = ["--login-url", server.login_url, "--user", server.user,
-             "--searcher", "mint", "--mint-url", server.mint_url]
-    assert main(["search", server.url, *login, "--PatientID", "PAT003"]) == 0
+    monkeypatch.setenv(PASSWORD_VARIABLE, vitrea.password)
+    login = ["--login-url", vitrea.login_url, "--user", vitrea.user,
+             "--searcher", "mint", "--mint-url", vitrea.mint_url]
+    assert main(["search", vitrea.url, *login, "--PatientID", "PAT003"]) == 0
     assert study.uid in capsys.readouterr().out
-    status = main(["download", server.url, study.uid, "-o", str(tmp_path), "--no-progress", *login,
-                   "--downloader", "rad69", "--rad69-url", server.rad69_url])
+    status = main(["download", vitrea.url, study.uid, "-o", str(tmp_path), "--no-progress", *login,
+                   "--downloader", "rad69", "--rad69-url", vitrea.rad69_url])
     assert status == 0
     assert_written_as_stored(orthanc, tmp_path, study)
