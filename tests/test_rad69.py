@@ -47,8 +47,10 @@ def session(vitrea: VitreaServer) -> Iterator[requests.Session]:
         yield logged_in
 
 
-def trolley(vitrea: VitreaServer, session: requests.Session, **options: object) -> Trolley:
-    return Trolley(Mint(session, vitrea.mint_url), Rad69(session, vitrea.rad69_url, **options))  # type: ignore[arg-type] # test options
+def trolley(vitrea: VitreaServer, session: requests.Session, *, workers: int = 4,
+            request_per_series: bool = True) -> Trolley:
+    rad69 = Rad69(session, vitrea.rad69_url, workers=workers, request_per_series=request_per_series)
+    return Trolley(Mint(session, vitrea.mint_url), rad69)
 
 
 def study_of(orthanc: OrthancServer, patient_id: str = "PAT002") -> SampleStudy:
