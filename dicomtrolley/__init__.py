@@ -11,6 +11,7 @@ package never configures logging itself.
 
 import logging
 
+from dicomtrolley._http import RetryPolicy, Timeout
 from dicomtrolley._version import __version__
 from dicomtrolley.auth import VitreaAuth, create_session
 from dicomtrolley.core import (
@@ -25,12 +26,14 @@ from dicomtrolley.core import (
 )
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
-from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
 from dicomtrolley.mint import Mint
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.rad69 import Rad69
+from dicomtrolley.results import DownloadSummary
+from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.storage import FlatStorageDir, StorageDir
-from dicomtrolley.trolley import DownloadSummary, Trolley
+from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
 
@@ -41,7 +44,9 @@ __all__ = [
     "DICOMCGet",
     "DICOMCMove",
     "DICOMTrolleyError",
+    "DownloadError",
     "DownloadSummary",
+    "Downloader",
     "FlatStorageDir",
     "Instance",
     "InstanceReference",
@@ -50,11 +55,14 @@ __all__ = [
     "Query",
     "QueryLevels",
     "Rad69",
+    "RetryPolicy",
+    "Searcher",
     "Series",
     "SeriesReference",
     "StorageDir",
     "Study",
     "StudyReference",
+    "Timeout",
     "Trolley",
     "VitreaAuth",
     "WadoRS",

@@ -1,26 +1,73 @@
-"""Bounded concurrency for downloads: a worker pool, and read-ahead of a stream.
+"""Bounded concurrency for downloads: a worker pool, a bounded hand-over between threads, read-ahead.
 
 Downloaders hand their targets (series, instances) to :func:`run_targets`,
 which runs them on a fixed number of threads and keeps only a few more
 targets queued than there are workers, so a study of 10,000 instances never
-becomes 10,000 pending futures.
+becomes 10,000 pending futures. :func:`iterate_on_thread` runs a producer on
+a thread of its own behind a bounded :class:`Handoff`; :func:`prefetch` (read
+a stream ahead) and :func:`fetch_datasets` (parse a download into Datasets)
+are built on it.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TypeVar
+from typing import Generic, TypeVar
 
-from dicomtrolley.core import FetchFailure, Handoff, Reference
-from dicomtrolley.exceptions import DICOMTrolleyError
+from pydicom.dataset import Dataset
+
+from dicomtrolley.core import FetchFailure, InstancePart, PartSink, Reference
+from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=Reference)
 U = TypeVar("U")
+
+Offer = Callable[[U], bool]
+"""Hands one item to the reader; False once the reader stopped."""
+
+
+class Handoff(Generic[U]):
+    """A bounded hand-over of items from a worker thread to a reader that may stop early.
+
+    :meth:`offer` waits while the reader is behind, so memory stays bounded;
+    once the reader calls :meth:`stop`, waiting offers give up (return False)
+    instead of blocking the worker forever.
+    """
+
+    def __init__(self, depth: int) -> None:
+        self._items: queue.Queue[U] = queue.Queue(maxsize=depth)
+        self._stopped = threading.Event()
+
+    def offer(self, item: U) -> bool:
+        """Hand ``item`` over; False if the reader stopped first."""
+        while not self._stopped.is_set():
+            try:
+                self._items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def take(self) -> U:
+        """The next item, waiting for it."""
+        return self._items.get()
+
+    def stop(self) -> None:
+        """The reader will take no more."""
+        self._stopped.set()
+
+    def leftovers(self) -> list[U]:
+        """Items offered but never taken (call after the worker ended)."""
+        items = []
+        while not self._items.empty():
+            items.append(self._items.get_nowait())
+        return items
 
 
 def run_targets(
@@ -90,10 +137,52 @@ def run_targets(
 
 
 class _End:
-    """Marks the end of a prefetched iterator, or carries the error that ended it."""
+    """Marks the end of what a producer offered, or carries the error that ended it."""
 
     def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
+
+
+def iterate_on_thread(
+    produce: Callable[[Offer[U]], None],
+    *,
+    depth: int,
+    name: str,
+    discard: Callable[[U], None] | None = None,
+) -> Iterator[U]:
+    """Run ``produce(offer)`` on a thread of its own and yield what it offers, at most ``depth`` ahead.
+
+    An error ``produce`` raises is re-raised to the reader after the items
+    offered before it. When the reader stops early, pending offers return
+    False, the thread is joined, and items offered but not taken go to
+    ``discard`` (to free them).
+    """
+    handoff: Handoff[U | _End] = Handoff(depth)
+
+    def run() -> None:
+        try:
+            produce(handoff.offer)
+        except BaseException as error:  # noqa: BLE001 - handed to the reader, re-raised there
+            handoff.offer(_End(error))
+        else:
+            handoff.offer(_End())
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = handoff.take()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+    finally:
+        handoff.stop()
+        worker.join()
+        for leftover in handoff.leftovers():
+            if discard is not None and not isinstance(leftover, _End):
+                discard(leftover)
 
 
 def prefetch(items: Iterator[U], *, depth: int, discard: Callable[[U], None]) -> Iterator[U]:
@@ -104,36 +193,40 @@ def prefetch(items: Iterator[U], *, depth: int, discard: Callable[[U], None]) ->
     and disk work overlap. When the consumer stops early, items read ahead are
     passed to ``discard`` (to free them) and the source iterator is closed.
     """
-    ready: Handoff[U | _End] = Handoff(depth)
 
-    def produce() -> None:
+    def produce(offer: Offer[U]) -> None:
         try:
             for item in items:
-                if not ready.offer(item):
+                if not offer(item):
                     discard(item)
                     break
-            else:
-                ready.offer(_End())
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
-            ready.offer(_End(error))
         finally:
             close = getattr(items, "close", None)
             if close is not None:
                 close()
 
-    producer = threading.Thread(target=produce, name="dicomtrolley-prefetch", daemon=True)
-    producer.start()
-    try:
-        while True:
-            item = ready.take()
-            if isinstance(item, _End):
-                if item.error is not None:
-                    raise item.error
-                return
-            yield item
-    finally:
-        ready.stop()
-        producer.join()
-        for leftover in ready.leftovers():
-            if not isinstance(leftover, _End):
-                discard(leftover)
+    return iterate_on_thread(produce, depth=depth, name="dicomtrolley-prefetch", discard=discard)
+
+
+def fetch_datasets(fetch: Callable[[PartSink], list[FetchFailure]]) -> Iterator[Dataset]:
+    """Run ``fetch(sink)`` on a thread and yield each instance it delivers as a pydicom Dataset.
+
+    Raises the first failure once the parts fetched before it were yielded.
+    When the reader stops early, the fetch's workers see it at their next
+    instance (:class:`~dicomtrolley.exceptions.DownloadCancelledError`), stop
+    starting new targets, and the thread ends.
+    """
+
+    def produce(offer: Offer[Dataset]) -> None:
+        def sink(part: InstancePart) -> None:
+            try:
+                if not offer(part.dataset()):
+                    raise DownloadCancelledError("The reader of datasets() stopped before the download ended")
+            finally:
+                part.close()
+
+        failures = fetch(sink)
+        if failures:
+            raise failures[0].error
+
+    return iterate_on_thread(produce, depth=4, name="dicomtrolley-datasets")

@@ -3,8 +3,8 @@
 Every instance written to disk is named by some of its own attributes (its
 UIDs, or the fields of a path template), and its transfer syntax is reported.
 ``pydicom.dcmread`` finds them, but it builds every element before the pixel
-data into a Dataset: about a millisecond an instance, which on two cores slows
-the server that feeds the download as much as the client.
+data into a Dataset, which on a small machine slows the server that feeds the
+download as much as the client (figures in docs/performance.md).
 
 :func:`read_header` walks the encoded elements itself, keeps only those
 asked for, and decodes their values with pydicom's own converters (character
@@ -34,7 +34,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import VR
 from pydicom.values import convert_value
 
-from dicomtrolley.exceptions import StorageError
+from dicomtrolley.exceptions import HeaderError
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
 
     Raises
     ------
-    StorageError
+    HeaderError
         The bytes are not a DICOM instance.
     """
     keywords = frozenset(keywords)
@@ -120,7 +120,7 @@ def read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
         try:
             dataset = pydicom.dcmread(body, stop_before_pixels=True, defer_size="64 KB", force=True)
         except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as error:
-            raise StorageError(f"Downloaded bytes are not a readable DICOM instance: {error}") from error
+            raise HeaderError(f"Downloaded bytes are not a readable DICOM instance: {error}") from error
         meta = getattr(dataset, "file_meta", None) or Dataset()
         return Header(
             {keyword: dataset[keyword].value for keyword in keywords if keyword in dataset},

@@ -14,7 +14,6 @@ import random
 import tempfile
 import threading
 import time
-from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -24,9 +23,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from dicomtrolley._concurrency import run_targets
+from dicomtrolley._multipart import SPILL_THRESHOLD
 from dicomtrolley._version import __version__
-from dicomtrolley.core import Downloader, FetchFailure, PartSink, Reference
 from dicomtrolley.exceptions import ConnectionFailedError, ServerError
 
 logger = logging.getLogger(__name__)
@@ -252,8 +250,8 @@ class HTTPClient:
         """What ``session.request`` does, with the proxy settings of the environment looked up once per host.
 
         ``Session.request`` reads every environment variable twice per
-        request to find proxy settings: the largest single item in a profile
-        of the client fetching 500 instances over WADO-URI.
+        request to find proxy settings, a cost that adds up over many small
+        requests (see docs/performance.md).
         """
         prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, data=data))
         # verify is passed on explicitly: requests lets REQUESTS_CA_BUNDLE and
@@ -309,10 +307,6 @@ def ensure_pool_size(session: requests.Session, size: int) -> None:
 CHUNK_SIZE = 1 << 20
 """Bytes read from a response body at a time."""
 
-SPILL_THRESHOLD = 16 << 20
-"""An instance larger than this is held in a temporary file instead of memory."""
-
-
 def iter_body(response: requests.Response, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """The body of a streamed response in chunks, each handed on as soon as it arrives.
 
@@ -356,55 +350,3 @@ def spool(chunks: Iterable[bytes], threshold: int = SPILL_THRESHOLD) -> tuple[IO
         raise
     body.seek(0)
     return body, size
-
-
-class HTTPDownloader(Downloader):
-    """What downloaders over HTTP share: a client for the session, and one request per target on a pool.
-
-    Subclasses say how one target is fetched (:meth:`_fetch_one`).
-
-    Parameters
-    ----------
-    session
-        The session to send on (auth, certificates and cookies included).
-    url
-        The endpoint the subclass builds its requests on.
-    workers
-        Requests in flight at once; the connection pool is sized to match.
-    timeout
-        Seconds to connect and to wait for data.
-    retry
-        When a failed request is tried again.
-    spill_threshold
-        Instances larger than this many bytes are held in a temporary file, not memory.
-    """
-
-    def __init__(
-        self,
-        session: requests.Session,
-        url: str,
-        *,
-        workers: int,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        spill_threshold: int = SPILL_THRESHOLD,
-    ) -> None:
-        self.url = url
-        self.workers = workers
-        self.spill_threshold = spill_threshold
-        self.http = HTTPClient(session, timeout=timeout, retry=retry, pool_size=workers)
-
-    def fetch(
-        self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
-    ) -> list[FetchFailure]:
-        """Fetch each target with its own request, ``workers`` at a time; see :meth:`Downloader.fetch`."""
-        return run_targets(
-            targets,
-            lambda target: self._fetch_one(target, sink),
-            workers=self.workers,
-            stop_on_failure=stop_on_failure,
-        )
-
-    @abstractmethod
-    def _fetch_one(self, target: Reference, sink: PartSink) -> None:
-        """Fetch one target and hand its instances to ``sink``."""

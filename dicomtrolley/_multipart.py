@@ -26,7 +26,7 @@ from dicomtrolley.exceptions import MultipartError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SPILL_THRESHOLD = 16 * 1024 * 1024
+SPILL_THRESHOLD = 16 << 20
 """Bytes of one part kept in memory before it moves to a temporary file."""
 
 MAX_HEADER_SIZE = 64 * 1024
@@ -146,7 +146,7 @@ def iter_parts(
     chunks: Iterable[bytes],
     boundary: str,
     *,
-    spill_threshold: int = DEFAULT_SPILL_THRESHOLD,
+    spill_threshold: int = SPILL_THRESHOLD,
     spill_dir: str | None = None,
 ) -> Iterator[Part]:
     """Parse a multipart body chunk by chunk and yield each part as soon as it is complete.

@@ -12,18 +12,26 @@ request), so a series-level search suffices: it lists the series and how
 many instances each holds (NumberOfSeriesRelatedInstances). Completeness is
 then checked by count, and only a series that comes up short is searched
 instance by instance, to name what is missing. An instance-level search
-costs the server far more (Orthanc reads every instance's file to answer it:
-a third of a second for 500 instances, longer than fetching them).
+costs the server far more (see docs/performance.md).
+
+Planning does not touch the disk itself: it is told what is there by a
+callable (:data:`OnDisk`) and which attributes name a file (the template's
+fields), so it can be tested, and reused, without a storage.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from pydicom.dataset import Dataset
 
 from dicomtrolley.core import (
+    UID_KEYWORDS,
     DICOMObjectLevels,
     FetchFailure,
     Instance,
@@ -31,68 +39,72 @@ from dicomtrolley.core import (
     Query,
     QueryLevels,
     Reference,
-    Searcher,
     SeriesReference,
     Study,
     StudyReference,
+    reference_key,
+    uid_attributes,
 )
 from dicomtrolley.exceptions import DICOMTrolleyError, NoQueryResultsError
-from dicomtrolley.storage import StorageDir
+from dicomtrolley.roles import Searcher
 
 logger = logging.getLogger(__name__)
 
-_TREE_FIELDS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+OnDisk = Callable[[Mapping[str, Any] | Dataset], bool]
+"""True when the instance with these attributes is already complete on disk."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """What a download will fetch.
+    """What a download will fetch, and what it expects to receive.
 
     Parameters
     ----------
     fetch
         The requests to send: a whole study or series with one request where nothing of it is on disk.
-    expected
-        Every instance the search said exists under the targets; empty when
-        there was no searcher to ask.
+    counts
+        Instances per series, as the search said; empty without a searcher.
+    listed
+        The instances the search named. Empty when a series-level search
+        sufficed: then only a series that comes up short of its count is
+        listed, after the fetch (:meth:`named_expected`).
     complete
         Instances already complete on disk, which are not fetched again.
     not_found
         Targets the search found nothing for, or whose search failed.
-    counts
-        Instances per series, when the plan was made from a series-level
-        search: ``expected`` then stays empty until :meth:`list_short_series`
-        fills it in for the series that came up short.
     """
 
-    fetch: list[Reference]
-    expected: set[InstanceReference] = field(default_factory=set)
-    complete: set[InstanceReference] = field(default_factory=set)
-    not_found: list[FetchFailure] = field(default_factory=list)
-    counts: dict[SeriesReference, int] = field(default_factory=dict)
+    fetch: tuple[Reference, ...]
+    counts: Mapping[SeriesReference, int] = field(default_factory=dict)
+    listed: frozenset[InstanceReference] = frozenset()
+    complete: frozenset[InstanceReference] = frozenset()
+    not_found: tuple[FetchFailure, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counts", MappingProxyType(dict(self.counts)))
 
     @property
     def expected_count(self) -> int:
         """How many instances the search said exist under the targets."""
-        return sum(self.counts.values()) if self.counts else len(self.expected)
+        return sum(self.counts.values())
 
-    def short_series(self, received: Iterable[InstanceReference]) -> list[SeriesReference]:
-        """Series of a count-based plan of which fewer instances arrived than the search counted."""
-        arrived: Counter[SeriesReference] = Counter(r.series_reference for r in set(received))
-        return [series for series, count in self.counts.items() if arrived[series] < count]
+    def named_expected(
+        self, searcher: Searcher, received: Collection[InstanceReference]
+    ) -> tuple[set[InstanceReference], list[FetchFailure]]:
+        """Every instance expected by name: those listed, and those of unlisted series that came up short.
 
-    def list_short_series(self, searcher: Searcher, received: Iterable[InstanceReference]) -> list[FetchFailure]:
-        """Search the short series instance by instance, so ``expected`` names what they hold.
-
-        Returns the series whose search failed, with the error: what they miss cannot be named.
+        Searches the short series instance by instance. Returns the
+        instances, and the series whose search failed (what they miss cannot be named).
         """
-        short = self.short_series(received)
+        arrived: Counter[SeriesReference] = Counter(r.series_reference for r in set(received) | self.complete)
+        listed_series = {r.series_reference for r in self.listed}
+        short = [s for s, count in self.counts.items() if s not in listed_series and arrived[s] < count]
         failures: list[FetchFailure] = []
-        if short:
-            logger.info("%d series came up short of their instance count; listing their instances", len(short))
-            found = find_instances(searcher, short, include_fields=(), failures=failures)
-            self.expected = {instance.reference() for instance in found}
-        return failures
+        if not short:
+            return set(self.listed), failures
+        logger.info("%d series came up short of their instance count; listing their instances", len(short))
+        found = find_instances(searcher, short, include_fields=(), failures=failures)
+        return set(self.listed) | {instance.reference() for instance in found}, failures
 
 
 def covers(target: Reference, reference: InstanceReference | SeriesReference) -> bool:
@@ -147,7 +159,7 @@ def find_instances(
     failures: list[FetchFailure] | None = None,
 ) -> list[Instance]:
     """Every instance under ``targets``, with one search per study (see :func:`_search_each_study`)."""
-    fields = set(_TREE_FIELDS) | set(include_fields)
+    fields = set(UID_KEYWORDS) | set(include_fields)
     found: list[Instance] = []
     for wanted, studies in _search_each_study(searcher, targets, QueryLevels.INSTANCE, fields, failures):
         for study in studies:
@@ -186,51 +198,73 @@ def count_series(
 def plan_download(
     targets: Sequence[Reference],
     searcher: Searcher | None,
-    storage: StorageDir,
     finest_level_needed: DICOMObjectLevels,
+    *,
+    on_disk: OnDisk | None,
+    fields: Collection[str],
 ) -> Plan:
-    """Decide which requests fetch ``targets`` into ``storage``, skipping what is on disk."""
+    """Decide which requests fetch ``targets``, skipping what is on disk.
+
+    Parameters
+    ----------
+    on_disk
+        Tells whether an instance is complete on disk; ``None`` when the
+        output folder is missing or empty, so nothing can be.
+    fields
+        The attributes that name an instance's file (the storage template's fields).
+    """
     if searcher is None:
-        return Plan(fetch=list(targets))
-    if (
-        finest_level_needed > DICOMObjectLevels.INSTANCE
-        and all(isinstance(t, (StudyReference, SeriesReference)) for t in targets)
-        and not storage.is_occupied()
+        return Plan(fetch=tuple(targets))
+    if on_disk is None and finest_level_needed > DICOMObjectLevels.INSTANCE and all(
+        isinstance(t, (StudyReference, SeriesReference)) for t in targets
     ):
         plan = _plan_by_counts(targets, searcher)
         if plan is not None:
             return plan
-    plan = Plan(fetch=[])
-    instances = find_instances(searcher, targets, storage.template.fields, plan.not_found)
-    unsearched = {failure.target for failure in plan.not_found}
-    for target in targets:
-        if target not in unsearched and not any(covers(target, i.reference()) for i in instances):
-            plan.not_found.append(
-                FetchFailure(target, NoQueryResultsError(f"The searcher found no instances for {target}"))
-            )
-    # Nothing can be complete in an output folder that is missing or empty: skip the
-    # per-instance checks (and the Dataset each would build from the search's JSON).
-    anything_on_disk = storage.is_occupied()
-    uids_suffice = set(storage.template.fields) <= set(_TREE_FIELDS)
-    for instance in instances:
-        reference = instance.reference()
-        plan.expected.add(reference)
-        if not anything_on_disk:
-            continue
-        # The default layouts name files by UIDs alone, which the reference holds:
-        # no need to build the instance's pydicom Dataset (0.75 ms each) to find its path.
-        attributes = _uid_attributes(reference) if uids_suffice else instance.data
-        if storage.has(attributes):
-            plan.complete.add(reference)
+    return _plan_by_instances(targets, searcher, finest_level_needed, on_disk, fields)
+
+
+def _plan_by_instances(
+    targets: Sequence[Reference],
+    searcher: Searcher,
+    finest_level_needed: DICOMObjectLevels,
+    on_disk: OnDisk | None,
+    fields: Collection[str],
+) -> Plan:
+    """Name every instance under ``targets``; fetch those not on disk, whole series where nothing of one is."""
+    not_found: list[FetchFailure] = []
+    instances = find_instances(searcher, targets, fields, not_found)
+    not_found += _unfound(targets, not_found, lambda t: any(covers(t, i.reference()) for i in instances))
+    listed = frozenset(instance.reference() for instance in instances)
+    complete = frozenset(_complete(instances, on_disk, fields))
     whole = {
-        i.series_reference for i in plan.expected
+        i.series_reference for i in listed
         if any(isinstance(t, (StudyReference, SeriesReference)) and covers(t, i) for t in targets)
     }
-    plan.fetch = requests_for(plan.expected - plan.complete, plan.expected, whole, finest_level_needed)
-    if plan.complete:
-        logger.info("%d of %d instances are already on disk; skipping them",
-                    len(plan.complete), len(plan.expected))
-    return plan
+    if complete:
+        logger.info("%d of %d instances are already on disk; skipping them", len(complete), len(listed))
+    return Plan(
+        fetch=tuple(requests_for(listed - complete, listed, whole, finest_level_needed)),
+        counts=Counter(r.series_reference for r in listed),
+        listed=listed,
+        complete=complete,
+        not_found=tuple(not_found),
+    )
+
+
+def _complete(
+    instances: Iterable[Instance], on_disk: OnDisk | None, fields: Collection[str]
+) -> Iterator[InstanceReference]:
+    """The instances already complete on disk."""
+    if on_disk is None:
+        return
+    # The default layouts name files by UIDs alone, which the reference holds:
+    # no need to build the instance's pydicom Dataset from the search's JSON to find its path.
+    uids_suffice = set(fields) <= set(UID_KEYWORDS)
+    for instance in instances:
+        reference = instance.reference()
+        if on_disk(uid_attributes(reference) if uids_suffice else instance.data):
+            yield reference
 
 
 def _plan_by_counts(targets: Sequence[Reference], searcher: Searcher) -> Plan | None:
@@ -241,36 +275,34 @@ def _plan_by_counts(targets: Sequence[Reference], searcher: Searcher) -> Plan | 
     fastest shape where the client's disk is the bottleneck; several studies
     still download in parallel.
     """
-    plan = Plan(fetch=[])
-    counts = count_series(searcher, targets, plan.not_found)
-    if counts is None:
+    not_found: list[FetchFailure] = []
+    all_counts = count_series(searcher, targets, not_found)
+    if all_counts is None:
         logger.debug("The series-level search gave no instance counts; searching instance by instance")
         return None
-    plan.counts = {series: count for series, count in counts.items() if count > 0}
-    unsearched = {failure.target for failure in plan.not_found}
-    for target in dict.fromkeys(targets):
-        if target in unsearched:
-            continue
-        if any(covers(target, series) for series in plan.counts):
-            plan.fetch.append(target)
-        else:
-            plan.not_found.append(
-                FetchFailure(target, NoQueryResultsError(f"The searcher found no instances for {target}"))
-            )
-    return plan
+    counts = {series: count for series, count in all_counts.items() if count > 0}
+    unsearched = {failure.target for failure in not_found}
+    wanted = [t for t in dict.fromkeys(targets) if t not in unsearched]
+    not_found += _unfound(wanted, not_found, lambda t: any(covers(t, series) for series in counts))
+    unfound = {failure.target for failure in not_found}
+    return Plan(fetch=tuple(t for t in wanted if t not in unfound), counts=counts, not_found=tuple(not_found))
 
 
-def _uid_attributes(reference: InstanceReference) -> dict[str, str]:
-    return {
-        "StudyInstanceUID": reference.study_uid,
-        "SeriesInstanceUID": reference.series_uid,
-        "SOPInstanceUID": reference.instance_uid,
-    }
+def _unfound(
+    targets: Iterable[Reference], failed: list[FetchFailure], found: Callable[[Reference], bool]
+) -> list[FetchFailure]:
+    """A failure for each target whose search succeeded (it is not in ``failed``) but found nothing."""
+    unsearched = {failure.target for failure in failed}
+    return [
+        FetchFailure(target, NoQueryResultsError(f"The searcher found no instances for {target}"))
+        for target in targets
+        if target not in unsearched and not found(target)
+    ]
 
 
 def requests_for(
-    missing: set[InstanceReference],
-    expected: set[InstanceReference],
+    missing: set[InstanceReference] | frozenset[InstanceReference],
+    expected: set[InstanceReference] | frozenset[InstanceReference],
     whole_series: set[SeriesReference],
     finest_level_needed: DICOMObjectLevels = DICOMObjectLevels.STUDY,
 ) -> list[Reference]:
@@ -280,19 +312,15 @@ def requests_for(
     (``whole_series``) and none of it is on disk; otherwise instance by instance.
     """
     if finest_level_needed == DICOMObjectLevels.INSTANCE:
-        return sorted(missing, key=_order)
+        return sorted(missing, key=reference_key)
     per_series: dict[SeriesReference, set[InstanceReference]] = defaultdict(set)
     for instance in expected:
         per_series[instance.series_reference].add(instance)
     requests: list[Reference] = []
-    for series, members in sorted(per_series.items(), key=lambda item: _order(item[0])):
+    for series, members in sorted(per_series.items(), key=lambda item: reference_key(item[0])):
         todo = members & missing
         if todo == members and series in whole_series:
             requests.append(series)
         else:
-            requests.extend(sorted(todo, key=_order))
+            requests.extend(sorted(todo, key=reference_key))
     return requests
-
-
-def _order(reference: Reference) -> tuple[str, ...]:
-    return tuple(str(v) for v in vars(reference).values())

@@ -28,7 +28,6 @@ answer fast to group.
 from __future__ import annotations
 
 import gc
-import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -37,7 +36,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from dicomtrolley.core import DICOMObjectLevels, Instance, QueryLevels, Series, Study
+from dicomtrolley.core import UID_KEYWORDS, DICOMObjectLevels, Instance, QueryLevels, Series, Study, is_hex_tag
 from dicomtrolley.exceptions import MalformedResponseError
 
 Row = TypeVar("Row")
@@ -110,10 +109,8 @@ _SERIES_TAGS = _tags(SERIES_LEVEL_KEYWORDS)
 _STUDY_JSON_KEYS = frozenset(f"{tag:08X}" for tag in _STUDY_TAGS)
 _SERIES_JSON_KEYS = _STUDY_JSON_KEYS | frozenset(f"{tag:08X}" for tag in _SERIES_TAGS)
 
-_HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
-_STUDY_UID = "0020000D"
-_SERIES_UID = "0020000E"
-_INSTANCE_UID = "00080018"
+# The three UIDs as DICOM JSON names them: 8 hex digits of the tag.
+_STUDY_UID, _SERIES_UID, _INSTANCE_UID = (f"{tag_for_keyword(keyword):08X}" for keyword in UID_KEYWORDS)
 
 
 def attribute_level(keyword: str) -> DICOMObjectLevels:
@@ -131,7 +128,7 @@ def attribute_level(keyword: str) -> DICOMObjectLevels:
     """
     tag = tag_for_keyword(keyword)
     if tag is None:
-        if not _HEX_TAG.fullmatch(keyword):
+        if not is_hex_tag(keyword):
             raise ValueError(f"{keyword!r} is not a DICOM keyword or an 8-hex-digit tag")
         tag = int(keyword, 16)
     if tag >> 16 == _PATIENT_GROUP or tag in _STUDY_TAGS:
@@ -147,7 +144,7 @@ def gc_paused() -> Iterator[None]:
 
     Building a million small dicts triggers many collections that find
     nothing to free; pausing them makes parsing a 20,000-instance answer
-    (QIDO-RS JSON or MINT XML) about three times faster.
+    (QIDO-RS JSON or MINT XML) several times faster (see docs/performance.md).
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -319,9 +316,6 @@ def _dataset_uid(ds: Dataset, keyword: str) -> str:
 # ---------------------------------------------------------------- grouping
 
 
-_LEVEL_UID_NAMES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-
-
 def _group(
     keyed_rows: Iterable[tuple[int, str, str, str, Row]],
     depth: DICOMObjectLevels,
@@ -369,5 +363,5 @@ def _group(
 
 def _missing(source: str, index: int, which: int) -> None:
     raise MalformedResponseError(
-        f"Result {index} from {source} has no {_LEVEL_UID_NAMES[which]}, which the study tree needs"
+        f"Result {index} from {source} has no {UID_KEYWORDS[which]}, which the study tree needs"
     )

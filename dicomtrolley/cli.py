@@ -19,14 +19,15 @@ from datetime import date
 
 import requests
 
-from dicomtrolley import __version__
+from dicomtrolley._version import __version__
 from dicomtrolley.auth import create_session
-from dicomtrolley.core import Downloader, Query, QueryLevels, Searcher
+from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
 from dicomtrolley.mint import Mint
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.rad69 import Rad69
 from dicomtrolley.results import StudyList
+from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
@@ -35,6 +36,11 @@ PASSWORD_VARIABLE = "DICOMTROLLEY_PASSWORD"  # noqa: S105 - the name of a variab
 
 EXIT_FAILURES = 1
 EXIT_ERROR = 3
+
+SEARCH_KEYWORDS = (
+    "PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription",
+)
+"""The query attributes ``dicomtrolley search`` takes as options (``--PatientID VALUE``)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,8 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="find studies and print them as a table")
     server_options(search)
-    for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy",
-                    "StudyDescription"):
+    for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
     search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
@@ -82,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _session(args: argparse.Namespace) -> requests.Session:
+def _authenticated_session(args: argparse.Namespace) -> requests.Session:
     if args.login_url:
         if not args.user:
             raise DICOMTrolleyError("--login-url needs --user")
@@ -120,8 +125,7 @@ def _searcher(args: argparse.Namespace, session: requests.Session) -> Searcher:
 
 
 def _search(args: argparse.Namespace) -> int:
-    fields = {k: getattr(args, k) for k in ("PatientID", "PatientName", "AccessionNumber",
-                                           "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription")}
+    fields = {keyword: getattr(args, keyword) for keyword in SEARCH_KEYWORDS}
     query = Query(
         **fields,
         min_study_date=args.min_study_date,
@@ -129,7 +133,7 @@ def _search(args: argparse.Namespace) -> int:
         query_level=QueryLevels(args.level.upper()),
         limit=args.limit,
     )
-    studies = Trolley(searcher=_searcher(args, _session(args))).find_studies(query)
+    studies = Trolley(searcher=_searcher(args, _authenticated_session(args))).find_studies(query)
     if args.json:
         print(json.dumps([s.to_dict() for s in studies], indent=1))
     else:
@@ -138,7 +142,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    session = _session(args)
+    session = _authenticated_session(args)
     trolley = Trolley(searcher=_searcher(args, session), downloader=_downloader(args, session))
     try:
         summary = trolley.download(

@@ -1,41 +1,38 @@
-"""The core model: queries, the study tree, references, and the two roles.
+"""The core model: levels, references, the study tree, the query, and what a download moves.
 
 Everything else in the package depends on this module; it depends on no
-protocol. A *searcher* turns a :class:`Query` into a tree of :class:`Study`,
-:class:`Series` and :class:`Instance` objects. A *downloader* turns
-references into :class:`InstancePart` objects, the bytes of one instance as
-the server sent them, which storage writes to disk unchanged and
-:meth:`Downloader.datasets` parses for users who want pydicom objects.
+protocol and on no other module of the package but the exceptions. A
+searcher (:mod:`dicomtrolley.roles`) turns a :class:`Query` into a tree of
+:class:`Study`, :class:`Series` and :class:`Instance` objects; a downloader
+turns references into :class:`InstancePart` objects, the bytes of one
+instance as the server sent them.
+
+``Searcher`` and ``Downloader`` live in :mod:`dicomtrolley.roles`; importing
+them from here still works, for scripts written against 4.x.
 """
 
 from __future__ import annotations
 
-import logging
-import queue
 import re
-import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum, IntEnum
-from typing import IO, Any, ClassVar, Generic, TypeVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import pydicom
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
-from dicomtrolley.exceptions import (
-    AmbiguousQueryError,
-    DICOMTrolleyError,
-    DownloadCancelledError,
-    NoQueryResultsError,
-)
+from dicomtrolley.exceptions import DICOMTrolleyError
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:  # 4.x imported the roles from here; see __getattr__ at the end
+    from dicomtrolley.roles import Downloader as Downloader
+    from dicomtrolley.roles import Searcher as Searcher
 
-T = TypeVar("T")
+UID_KEYWORDS: tuple[str, str, str] = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+"""The keywords of the three UIDs that place an instance in the tree, study first."""
 
 
 class DICOMObjectLevels(IntEnum):
@@ -66,58 +63,49 @@ class QueryLevels(str, Enum):
 # ---------------------------------------------------------------- references
 
 
+_R = TypeVar("_R", bound="_Referencing")
+
+
+class _Referencing:
+    """What every reference offers, so references and tree objects can be used alike."""
+
+    study_uid: str
+
+    def reference(self: _R) -> _R:
+        """Return self: a reference is its own reference."""
+        return self
+
+    @property
+    def study_reference(self) -> StudyReference:
+        """The study this reference belongs to."""
+        return StudyReference(self.study_uid)
+
+
 @dataclass(frozen=True)
-class StudyReference:
+class StudyReference(_Referencing):
     """Everything needed to fetch one study: its StudyInstanceUID."""
 
     study_uid: str
     level: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.STUDY
 
-    def reference(self) -> StudyReference:
-        """Return self, so references and tree objects can be used alike."""
-        return self
-
-    @property
-    def study_reference(self) -> StudyReference:
-        """The study this reference belongs to (itself)."""
-        return self
-
 
 @dataclass(frozen=True)
-class SeriesReference:
+class SeriesReference(_Referencing):
     """Everything needed to fetch one series."""
 
     study_uid: str
     series_uid: str
     level: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.SERIES
 
-    def reference(self) -> SeriesReference:
-        """Return self, so references and tree objects can be used alike."""
-        return self
-
-    @property
-    def study_reference(self) -> StudyReference:
-        """The study this series belongs to."""
-        return StudyReference(self.study_uid)
-
 
 @dataclass(frozen=True)
-class InstanceReference:
+class InstanceReference(_Referencing):
     """Everything needed to fetch one instance (one SOP instance, usually one image)."""
 
     study_uid: str
     series_uid: str
     instance_uid: str
     level: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.INSTANCE
-
-    def reference(self) -> InstanceReference:
-        """Return self, so references and tree objects can be used alike."""
-        return self
-
-    @property
-    def study_reference(self) -> StudyReference:
-        """The study this instance belongs to."""
-        return StudyReference(self.study_uid)
 
     @property
     def series_reference(self) -> SeriesReference:
@@ -126,6 +114,16 @@ class InstanceReference:
 
 
 Reference = StudyReference | SeriesReference | InstanceReference
+
+
+def uid_attributes(reference: InstanceReference) -> dict[str, str]:
+    """The instance's three UIDs by keyword, as a template or a storage reads attributes."""
+    return dict(zip(UID_KEYWORDS, (reference.study_uid, reference.series_uid, reference.instance_uid), strict=True))
+
+
+def reference_key(reference: Reference) -> tuple[str, ...]:
+    """The UIDs of a reference, coarsest first: sorts references by study, then series, then instance."""
+    return tuple(vars(reference).values())
 
 
 # ---------------------------------------------------------------- the tree
@@ -253,10 +251,60 @@ class Instance(DICOMObject):
         return f"Instance({self.uid!r})"
 
 
-class Series(DICOMObject):
-    """One series found by a search, with the instances the search returned."""
+_C = TypeVar("_C", bound=DICOMObject)
+
+
+class _Branch(DICOMObject, Generic[_C]):
+    """What a study and a series share: the objects one level down, in the order found."""
+
+    _child_name: ClassVar[str]
+
+    def __init__(
+        self,
+        uid: str,
+        data: Dataset | None,
+        children: Iterable[_C],
+        *,
+        json_data: Mapping[str, Any] | None,
+    ) -> None:
+        super().__init__(uid, data, json_data=json_data)
+        self._children: list[_C] = []
+        for child in children:
+            self.add(child)
+
+    def add(self, child: _C) -> _C:
+        """Attach ``child`` one level below this object and return it."""
+        self._adopt(child)
+        self._children.append(child)
+        return child
+
+    @property
+    def children(self) -> Sequence[_C]:
+        """The objects one level down."""
+        return self._children
+
+    def get(self, uid: str) -> _C:
+        """The child with this uid; ``KeyError`` if the search did not return it."""
+        for child in self._children:
+            if child.uid == uid:
+                return child
+        raise KeyError(f"{self} has no {self._child_name} {uid}")
+
+    __getitem__ = get
+
+    def _adopt(self, child: _C) -> None:
+        """Make this object ``child``'s parent."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uid!r}, {self._child_name}={len(self._children)})"
+
+
+class Series(_Branch[Instance]):
+    """One series found by a search, with the instances the search returned (``instances``)."""
 
     level = DICOMObjectLevels.SERIES
+    _child_name = "instances"
 
     def __init__(
         self,
@@ -267,31 +315,16 @@ class Series(DICOMObject):
         *,
         json_data: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(uid, data, json_data=json_data)
         self.parent = parent
-        self.instances: list[Instance] = []
-        for instance in instances:
-            self.add(instance)
-
-    def add(self, instance: Instance) -> Instance:
-        """Attach an instance below this series and return it."""
-        instance.parent = self
-        self.instances.append(instance)
-        return instance
+        super().__init__(uid, data, instances, json_data=json_data)
 
     @property
-    def children(self) -> Sequence[Instance]:
+    def instances(self) -> list[Instance]:
         """The instances of this series."""
-        return self.instances
+        return self._children
 
-    def get(self, instance_uid: str) -> Instance:
-        """The instance with this uid; ``KeyError`` if the search did not return it."""
-        for instance in self.instances:
-            if instance.uid == instance_uid:
-                return instance
-        raise KeyError(f"{self} has no instance {instance_uid}")
-
-    __getitem__ = get
+    def _adopt(self, child: Instance) -> None:
+        child.parent = self
 
     def reference(self) -> SeriesReference:
         """The reference a downloader needs; requires a parent study."""
@@ -303,14 +336,12 @@ class Series(DICOMObject):
         """This series, in a list."""
         return [self]
 
-    def __repr__(self) -> str:
-        return f"Series({self.uid!r}, instances={len(self.instances)})"
 
-
-class Study(DICOMObject):
-    """One study found by a search, with the series the search returned."""
+class Study(_Branch[Series]):
+    """One study found by a search, with the series the search returned (``series``)."""
 
     level = DICOMObjectLevels.STUDY
+    _child_name = "series"
 
     def __init__(
         self,
@@ -320,37 +351,19 @@ class Study(DICOMObject):
         *,
         json_data: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(uid, data, json_data=json_data)
-        self.series: list[Series] = []
-        for one in series:
-            self.add(one)
-
-    def add(self, series: Series) -> Series:
-        """Attach a series below this study and return it."""
-        series.parent = self
-        self.series.append(series)
-        return series
+        super().__init__(uid, data, series, json_data=json_data)
 
     @property
-    def children(self) -> Sequence[Series]:
+    def series(self) -> list[Series]:
         """The series of this study."""
-        return self.series
+        return self._children
 
-    def get(self, series_uid: str) -> Series:
-        """The series with this uid; ``KeyError`` if the search did not return it."""
-        for one in self.series:
-            if one.uid == series_uid:
-                return one
-        raise KeyError(f"{self} has no series {series_uid}")
-
-    __getitem__ = get
+    def _adopt(self, child: Series) -> None:
+        child.parent = self
 
     def reference(self) -> StudyReference:
         """The reference a downloader needs."""
         return StudyReference(self.uid)
-
-    def __repr__(self) -> str:
-        return f"Study({self.uid!r}, series={len(self.series)})"
 
 
 Downloadable = str | Reference | DICOMObject
@@ -373,12 +386,17 @@ def to_reference(obj: Downloadable) -> Reference:
 # ---------------------------------------------------------------- the query
 
 
-_HEX_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+_HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+
+
+def is_hex_tag(name: str) -> bool:
+    """True for a tag written as 8 hex digits (``"00100020"``), as DICOM JSON and queries name them."""
+    return _HEX_TAG.fullmatch(name) is not None
 
 
 def is_known_attribute(name: str) -> bool:
     """True for a DICOM keyword in pydicom's dictionary or an 8-hex-digit tag."""
-    return bool(_HEX_TAG.match(name)) or tag_for_keyword(name) is not None
+    return is_hex_tag(name) or tag_for_keyword(name) is not None
 
 
 class Query(BaseModel):
@@ -469,42 +487,6 @@ DICOM_QUERY_KEYWORDS: tuple[str, ...] = tuple(
 )
 
 
-# ---------------------------------------------------------------- searching
-
-
-class Searcher(ABC):
-    """Something that finds studies: QIDO-RS, C-FIND, MINT."""
-
-    @abstractmethod
-    def find_studies(self, query: Query) -> list[Study]:
-        """Every study matching ``query``, with series and instances down to its query level."""
-
-    def find_study(self, query: Query) -> Study:
-        """The one study matching ``query``.
-
-        Raises
-        ------
-        NoQueryResultsError
-            Nothing matched.
-        AmbiguousQueryError
-            More than one study matched.
-        """
-        studies = self.find_studies(query)
-        if not studies:
-            raise NoQueryResultsError(f"No study matches {query.to_short_string()}")
-        if len(studies) > 1:
-            raise AmbiguousQueryError(
-                f"{len(studies)} studies match {query.to_short_string()}, expected exactly one"
-            )
-        return studies[0]
-
-    def find_study_by_id(
-        self, study_uid: str, query_level: QueryLevels = QueryLevels.STUDY
-    ) -> Study:
-        """The study with this StudyInstanceUID, searched down to ``query_level``."""
-        return self.find_study(Query(StudyInstanceUID=study_uid, query_level=query_level))
-
-
 # ---------------------------------------------------------------- downloading
 
 
@@ -561,115 +543,19 @@ class FetchFailure:
         return f"{self.target}: {type(self.error).__name__}: {self.error}"
 
 
-class Handoff(Generic[T]):
-    """A bounded hand-over of items from a worker thread to a reader that may stop early.
-
-    :meth:`offer` waits while the reader is behind, so memory stays bounded;
-    once the reader calls :meth:`stop`, waiting offers give up (return False)
-    instead of blocking the worker forever.
-    """
-
-    def __init__(self, depth: int) -> None:
-        self._items: queue.Queue[T] = queue.Queue(maxsize=depth)
-        self._stopped = threading.Event()
-
-    def offer(self, item: T) -> bool:
-        """Hand ``item`` over; False if the reader stopped first."""
-        while not self._stopped.is_set():
-            try:
-                self._items.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def take(self) -> T:
-        """The next item, waiting for it."""
-        return self._items.get()
-
-    def stop(self) -> None:
-        """The reader will take no more."""
-        self._stopped.set()
-
-    def leftovers(self) -> list[T]:
-        """Items offered but never taken (call after the worker ended)."""
-        items = []
-        while not self._items.empty():
-            items.append(self._items.get_nowait())
-        return items
-
-
 PartSink = Callable[[InstancePart], None]
 """Receives each part as it completes; called from worker threads, so it must be thread-safe."""
 
 
-class Downloader(ABC):
-    """Something that fetches instances: WADO-RS, WADO-URI, C-GET, C-MOVE.
+if not TYPE_CHECKING:  # type checkers read the imports at the top instead
 
-    Subclasses implement :meth:`fetch`; :meth:`datasets` is built on it.
-    """
+    def __getattr__(name: str) -> Any:
+        """``Searcher`` and ``Downloader`` for 4.x imports; they live in :mod:`dicomtrolley.roles`.
 
-    finest_level_needed: ClassVar[DICOMObjectLevels] = DICOMObjectLevels.STUDY
-    """The finest level the downloader needs references at (WADO-URI needs instances)."""
-
-    @abstractmethod
-    def fetch(
-        self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
-    ) -> list[FetchFailure]:
-        """Fetch ``targets`` and hand every instance to ``sink`` as it arrives.
-
-        Work runs on a bounded pool of workers; ``sink`` is called from them.
-        A target that fails is returned as a :class:`FetchFailure` (parts it
-        delivered before failing stay delivered). With ``stop_on_failure``
-        no new target is started after the first failure.
+        Imported on first use, because the roles build on this module.
         """
+        if name in ("Searcher", "Downloader"):
+            from dicomtrolley import roles
 
-    def report(self) -> dict[str, int]:
-        """Counts the protocol itself keeps about the last :meth:`fetch` (C-GET's
-        sub-operations, say), for the download summary; none by default."""
-        return {}
-
-    def datasets(self, objects: Iterable[Downloadable]) -> Iterator[Dataset]:
-        """Yield a pydicom Dataset for every instance in ``objects``.
-
-        Raises the first failure once the parts fetched before it were yielded.
-        """
-        targets = [to_reference(o) for o in objects]
-        parsed: Handoff[Dataset | _Done] = Handoff(depth=4)
-
-        def sink(part: InstancePart) -> None:
-            try:
-                if not parsed.offer(part.dataset()):
-                    raise DownloadCancelledError("The reader of datasets() stopped before the download ended")
-            finally:
-                part.close()
-
-        def run() -> None:
-            try:
-                parsed.offer(_Done(self.fetch(targets, sink, stop_on_failure=True), None))
-            except BaseException as error:  # noqa: BLE001 - handed to the consumer, re-raised there
-                parsed.offer(_Done([], error))
-
-        worker = threading.Thread(target=run, name="dicomtrolley-datasets", daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = parsed.take()
-                if isinstance(item, _Done):
-                    if item.error is not None:
-                        raise item.error
-                    if item.failures:
-                        raise item.failures[0].error
-                    return
-                yield item
-        finally:
-            # Also when the reader stops early: the workers see it at their next
-            # instance, stop starting new targets, and the thread ends.
-            parsed.stop()
-            worker.join()
-
-
-@dataclass(frozen=True)
-class _Done:
-    failures: list[FetchFailure]
-    error: BaseException | None
+            return getattr(roles, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

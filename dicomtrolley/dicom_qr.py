@@ -1,77 +1,33 @@
-"""DICOM query/retrieve over DIMSE (PS3.4 Annex C): the C-FIND searcher and what DIMSE needs everywhere.
+"""Searching over DIMSE (PS3.4 Annex C): the C-FIND searcher.
 
 :class:`DICOMQR` searches with C-FIND in the Study Root information model and
-returns the same study tree as the other searchers. The C-GET and C-MOVE
-downloaders live in :mod:`dicomtrolley.dimse_retrieve` and share this
-module's connection handling:
-
-- an association is released when its work is done and aborted on every
-  other path (an exception, a timeout, Ctrl-C), so no server is left holding
-  a half-used association;
-- a failure status, a refused association or a timeout raises
-  :class:`~dicomtrolley.exceptions.DIMSEError` naming the status in hex and
-  its meaning, never an empty result.
+returns the same study tree as the other searchers. Associations, statuses
+and AE titles are handled in :mod:`dicomtrolley._dimse`, which the C-GET and
+C-MOVE downloaders of :mod:`dicomtrolley.dimse_retrieve` share; a failure
+status, a refused association or a timeout raises
+:class:`~dicomtrolley.exceptions.DIMSEError`, never an empty result.
 
 pynetdicom is an optional dependency (``pip install dicomtrolley[dimse]``):
-this module imports without it and says what to install when a DIMSE object
-is created.
+this module imports without it and says what to install when a searcher is
+created.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from dicomtrolley._dimse import RETRIEVE_LEVELS, STUDY_ROOT_FIND, DIMSEPeer, status_category, status_text
 from dicomtrolley._tree import attribute_level, tree_from_datasets
-from dicomtrolley.core import DICOMObjectLevels, Query, Searcher, Study
-from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError, UnSupportedParameterError
-
-if TYPE_CHECKING:
-    from pynetdicom import AE
-    from pynetdicom.association import Association
-    from pynetdicom.presentation import PresentationContext
+from dicomtrolley.core import DICOMObjectLevels, Query, Study
+from dicomtrolley.exceptions import DIMSEError, UnSupportedParameterError
+from dicomtrolley.roles import Searcher
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_AET = "DICOMTROLLEY"
-"""The calling AE title (ours) unless one is given."""
-
-DEFAULT_AEC = "ANY-SCP"
-"""The called AE title (the server's) unless one is given."""
-
-DEFAULT_ACSE_TIMEOUT = 30.0
-"""Seconds to open the TCP connection and to wait for the association to be accepted."""
-
-DEFAULT_DIMSE_TIMEOUT = 300.0
-"""Seconds to wait for each DIMSE message. pynetdicom's 30 s is too short for a
-C-FIND over a big archive or a server that prepares a large study before its
-first C-STORE."""
-
-DEFAULT_NETWORK_TIMEOUT = 300.0
-"""Seconds an association may stay silent before it is given up."""
-
-MAX_PDU_SIZE = 1024 * 1024
-"""The largest PDU we accept. Every PDU is a trip through pynetdicom's state
-machine: with a server that sends 128 KB PDUs, a C-GET of 512 KB images ran
-25% faster than with pynetdicom's 16 KB default."""
-
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-
-RETRIEVE_LEVELS: Mapping[DICOMObjectLevels, str] = {
-    DICOMObjectLevels.STUDY: "STUDY",
-    DICOMObjectLevels.SERIES: "SERIES",
-    DICOMObjectLevels.INSTANCE: "IMAGE",
-}
-"""The QueryRetrieveLevel of each object level (DICOM calls instances IMAGE)."""
 
 _LEVEL_ORDER = (DICOMObjectLevels.STUDY, DICOMObjectLevels.SERIES, DICOMObjectLevels.INSTANCE)
 
@@ -94,232 +50,6 @@ for the keys of that level and of every level above it.
 """
 
 
-# ---------------------------------------------------------------- pynetdicom, optional
-
-
-def require_pynetdicom() -> None:
-    """Fail with a clear message when the optional DIMSE dependency is missing.
-
-    Raises
-    ------
-    DICOMTrolleyError
-        pynetdicom cannot be imported.
-    """
-    try:
-        import pynetdicom  # noqa: F401 - optional dependency, checked when first needed
-    except ImportError as error:
-        raise DICOMTrolleyError(
-            "DIMSE (C-FIND, C-GET, C-MOVE) needs pynetdicom: pip install 'dicomtrolley[dimse]'"
-        ) from error
-
-
-# ---------------------------------------------------------------- statuses
-
-
-def status_meaning(status: int, service: str) -> str:
-    """What a DIMSE status code means for a service ("find", "get" or "move").
-
-    Parameters
-    ----------
-    status
-        The (0000,0900) Status value.
-    service
-        Which table of PS3.4 to read it in: codes such as 0xA801 only exist for some services.
-    """
-    from pynetdicom import status as statuses
-
-    table: Mapping[int, tuple[str, str]] = {
-        "find": statuses.QR_FIND_SERVICE_CLASS_STATUS,
-        "get": statuses.QR_GET_SERVICE_CLASS_STATUS,
-        "move": statuses.QR_MOVE_SERVICE_CLASS_STATUS,
-    }[service]
-    category, meaning = table.get(status, (statuses.code_to_category(status), ""))
-    return meaning or category
-
-
-def status_category(status: int) -> str:
-    """``"Success"``, ``"Pending"``, ``"Warning"``, ``"Failure"``, ``"Cancel"`` or ``"Unknown"``."""
-    from pynetdicom.status import code_to_category
-
-    return str(code_to_category(status))
-
-
-def status_text(status_ds: Dataset, service: str) -> str:
-    """``0xC000 (Unable to Process)``, plus the server's ErrorComment if it sent one."""
-    status = int(status_ds.Status)
-    text = f"0x{status:04X} ({status_meaning(status, service)})"
-    comment = status_ds.get("ErrorComment")
-    if comment:
-        text += f": {comment}"
-    return text
-
-
-# ---------------------------------------------------------------- the connection
-
-
-class DIMSEPeer:
-    """Where a DIMSE server listens, who we are to it, and how long to wait.
-
-    The base of the searcher and the downloaders: it opens associations and
-    guarantees they are released or aborted.
-
-    Parameters
-    ----------
-    host, port
-        The server's DICOM address.
-    aet
-        Our (calling) AE title, which the server may have to know.
-    aec
-        The server's (called) AE title.
-    acse_timeout
-        Seconds to connect and to have the association accepted or rejected.
-    dimse_timeout
-        Seconds to wait for each DIMSE message; ``None`` waits forever.
-    network_timeout
-        Seconds an association may stay silent before it is given up.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        aet: str = DEFAULT_AET,
-        aec: str = DEFAULT_AEC,
-        *,
-        acse_timeout: float = DEFAULT_ACSE_TIMEOUT,
-        dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT,
-        network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT,
-    ) -> None:
-        require_pynetdicom()
-        self.host = host
-        self.port = int(port)
-        self.aet = check_ae_title(aet, "aet")
-        self.aec = check_ae_title(aec, "aec")
-        self.acse_timeout = acse_timeout
-        self.dimse_timeout = dimse_timeout
-        self.network_timeout = network_timeout
-
-    @property
-    def address(self) -> str:
-        """``AEC@host:port``, for messages."""
-        return f"{self.aec}@{self.host}:{self.port}"
-
-    def application_entity(self) -> AE:
-        """A pynetdicom AE with our title and timeouts; one per operation, so calls never share state."""
-        from pynetdicom import AE
-
-        ae = AE(ae_title=self.aet)
-        ae.acse_timeout = self.acse_timeout
-        ae.connection_timeout = self.acse_timeout
-        ae.dimse_timeout = self.dimse_timeout
-        ae.network_timeout = self.network_timeout
-        ae.maximum_pdu_size = MAX_PDU_SIZE
-        return ae
-
-    def open_association(
-        self,
-        ae: AE,
-        contexts: Sequence[PresentationContext],
-        *,
-        ext_neg: Sequence[Any] = (),
-        evt_handlers: Sequence[tuple[Any, Any]] = (),
-    ) -> Association:
-        """Request an association; pair every call with :meth:`close_association`.
-
-        Raises
-        ------
-        DIMSEError
-            The connection failed, or the server rejected or aborted the association.
-        """
-        from pynetdicom import evt
-
-        connected = threading.Event()
-        assoc = ae.associate(
-            self.host,
-            self.port,
-            contexts=list(contexts),
-            ae_title=self.aec,
-            max_pdu=MAX_PDU_SIZE,
-            ext_neg=list(ext_neg) or None,
-            evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: connected.set()), *evt_handlers],
-        )
-        if not assoc.is_established:
-            raise self._not_established(assoc, connected.is_set())
-        return assoc
-
-    @staticmethod
-    def close_association(assoc: Association, *, clean: bool) -> None:
-        """Release the association after finished work (``clean``); abort it otherwise.
-
-        Aborting stops a server in the middle of sending at once; releasing
-        would first wait for the rest.
-        """
-        if not assoc.is_established:
-            return  # the peer aborted it, or pynetdicom did after a timeout
-        if clean:
-            assoc.release()
-        else:
-            assoc.abort()
-
-    @contextmanager
-    def associate(
-        self,
-        ae: AE,
-        contexts: Sequence[PresentationContext],
-        *,
-        ext_neg: Sequence[Any] = (),
-        evt_handlers: Sequence[tuple[Any, Any]] = (),
-    ) -> Iterator[Association]:
-        """Open an association for the block; release it after, abort it if the block raises."""
-        assoc = self.open_association(ae, contexts, ext_neg=ext_neg, evt_handlers=evt_handlers)
-        clean = False
-        try:
-            yield assoc
-            clean = True
-        finally:
-            self.close_association(assoc, clean=clean)
-
-    def _not_established(self, assoc: Association, connected: bool) -> DIMSEError:
-        who = f"{self.address} (calling AE title {self.aet!r})"
-        answer = assoc.acceptor.primitive
-        if assoc.is_rejected and answer is not None:
-            return DIMSEError(
-                f"{who} rejected the association: {answer.result_str}, by the {answer.source_str}: "
-                f"{answer.reason_str}. Check the called AE title and that the server knows ours."
-            )
-        if not connected:
-            return DIMSEError(
-                f"Cannot connect to {self.host}:{self.port} for {self.aec}: "
-                f"nothing listens there, or it is unreachable within {self.acse_timeout} s"
-            )
-        return DIMSEError(
-            f"{who} did not accept the association: it closed the connection or aborted (some "
-            "servers reject this way; check the called AE title and that the server knows ours), sent "
-            f"no answer within {self.acse_timeout} s, or accepted none of the proposed presentation contexts"
-        )
-
-
-def check_ae_title(title: str, what: str) -> str:
-    """Return ``title`` if it is a valid AE title (1-16 printable ASCII characters, no backslash).
-
-    Raises
-    ------
-    DICOMTrolleyError
-        It is not.
-    """
-    stripped = title.strip() if isinstance(title, str) else ""
-    if (
-        not stripped
-        or len(title) > 16
-        or "\\" in title
-        or not all(" " <= char <= "~" for char in title)
-    ):
-        raise DICOMTrolleyError(
-            f"{what}={title!r} is not an AE title: 1 to 16 printable ASCII characters, no backslash"
-        )
-    return stripped
-
-
 # ---------------------------------------------------------------- C-FIND
 
 
@@ -333,7 +63,7 @@ class DICOMQR(DIMSEPeer, Searcher):
     widening the search. Relational queries are proposed, so a SERIES or
     IMAGE query without a StudyInstanceUID works on servers that allow it.
 
-    Parameters are those of :class:`DIMSEPeer`.
+    Parameters are those of :class:`~dicomtrolley._dimse.DIMSEPeer`.
 
     Examples
     --------

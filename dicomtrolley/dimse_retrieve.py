@@ -27,17 +27,7 @@ from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
-from dicomtrolley.core import (
-    DICOMObjectLevels,
-    Downloader,
-    FetchFailure,
-    InstancePart,
-    InstanceReference,
-    PartSink,
-    Reference,
-    SeriesReference,
-)
-from dicomtrolley.dicom_qr import (
+from dicomtrolley._dimse import (
     DEFAULT_ACSE_TIMEOUT,
     DEFAULT_AEC,
     DEFAULT_AET,
@@ -51,7 +41,17 @@ from dicomtrolley.dicom_qr import (
     status_category,
     status_text,
 )
+from dicomtrolley.core import (
+    DICOMObjectLevels,
+    FetchFailure,
+    InstancePart,
+    InstanceReference,
+    PartSink,
+    Reference,
+    SeriesReference,
+)
 from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError
+from dicomtrolley.roles import Downloader
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -300,7 +300,7 @@ class _Retriever(DIMSEPeer, Downloader):
         receiver = _Receiver(sink, stop_on_failure)
         failures: list[FetchFailure] = []
         self.last_suboperations = SubOperations()
-        with self._session(receiver) as connect:
+        with self._association_opener(receiver) as connect:
             assoc: Association | None = None
             clean = False
             try:
@@ -327,7 +327,7 @@ class _Retriever(DIMSEPeer, Downloader):
         return failures
 
     @abstractmethod
-    def _session(self, receiver: _Receiver) -> AbstractContextManager[Callable[[], Association]]:
+    def _association_opener(self, receiver: _Receiver) -> AbstractContextManager[Callable[[], Association]]:
         """Provide a function that opens an association for ``receiver``, with what it needs meanwhile."""
 
     @abstractmethod
@@ -396,7 +396,7 @@ class DICOMCGet(_Retriever):
     well as uncompressed ones (see :data:`IMAGE_STORAGE`, :data:`OTHER_STORAGE`),
     so compressed objects arrive as stored.
 
-    Parameters are those of :class:`~dicomtrolley.dicom_qr.DIMSEPeer`.
+    Parameters are those of :class:`~dicomtrolley._dimse.DIMSEPeer`.
 
     Attributes
     ----------
@@ -414,7 +414,7 @@ class DICOMCGet(_Retriever):
     service = "get"
 
     @contextmanager
-    def _session(self, receiver: _Receiver) -> Iterator[Callable[[], Association]]:
+    def _association_opener(self, receiver: _Receiver) -> Iterator[Callable[[], Association]]:
         from pynetdicom import build_context, build_role, evt
 
         storage = get_storage_contexts()
@@ -442,7 +442,7 @@ class DICOMCMove(_Retriever):
     Parameters
     ----------
     host, port, aet, aec, acse_timeout, dimse_timeout, network_timeout
-        As for :class:`~dicomtrolley.dicom_qr.DIMSEPeer`.
+        As for :class:`~dicomtrolley._dimse.DIMSEPeer`.
     destination_port
         The port our Storage SCP listens on.
     destination_aet
@@ -489,7 +489,7 @@ class DICOMCMove(_Retriever):
         )
 
     @contextmanager
-    def _session(self, receiver: _Receiver) -> Iterator[Callable[[], Association]]:
+    def _association_opener(self, receiver: _Receiver) -> Iterator[Callable[[], Association]]:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, build_context, evt
         from pynetdicom.presentation import AllStoragePresentationContexts
 

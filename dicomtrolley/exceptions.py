@@ -8,6 +8,12 @@ status) and never carry credentials.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # For the annotation only: the summary is made by the download, far above this module.
+    from dicomtrolley.results import DownloadSummary
+
 
 class DICOMTrolleyError(Exception):
     """Base class of every error raised by dicomtrolley."""
@@ -71,6 +77,10 @@ class MultipartError(MalformedResponseError):
     """A multipart/related body is malformed: no boundary, truncated, unterminated."""
 
 
+class HeaderError(MalformedResponseError):
+    """The bytes of an instance are not a readable DICOM file: its header cannot be read."""
+
+
 class StorageError(DICOMTrolleyError):
     """A file could not be written, or its path would be unsafe."""
 
@@ -87,10 +97,10 @@ class DownloadError(DICOMTrolleyError):
     message
         What went wrong, in one line.
     summary
-        The :class:`~dicomtrolley.core.DownloadSummary` of the run, when there is one.
+        The :class:`~dicomtrolley.results.DownloadSummary` of the run, when there is one.
     """
 
-    def __init__(self, message: str, summary: object | None = None) -> None:
+    def __init__(self, message: str, summary: DownloadSummary | None = None) -> None:
         super().__init__(message)
         self.summary = summary
 

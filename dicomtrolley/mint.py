@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import xml.parsers.expat
 from collections.abc import Callable
 from datetime import date
@@ -56,8 +55,9 @@ from pydicom.datadict import dictionary_VR
 
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, iter_body, redact_url
 from dicomtrolley._tree import gc_paused
-from dicomtrolley.core import Instance, Query, Searcher, Series, Study
+from dicomtrolley.core import Instance, Query, Series, Study, is_hex_tag
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
+from dicomtrolley.roles import Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ _STUDY_UID = "0020000D"
 _SERIES_UID = "0020000E"
 _INSTANCE_UID = "00080018"
 
-_HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _INTEGER_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 _DECIMAL_VRS = frozenset({"DS", "FL", "FD"})
 _NO_TEXT_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
@@ -377,7 +376,7 @@ def _attribute_kind(tag: str, given_vr: str) -> tuple[str, str, ValuesOf | None]
     not know the tag (private tags). The converter is None for text that is
     only split at backslashes.
     """
-    if not _HEX_TAG.fullmatch(tag):
+    if not is_hex_tag(tag):
         return None
     try:
         known: str = dictionary_VR(int(tag, 16))

@@ -66,8 +66,9 @@ import requests
 
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, redact_url
 from dicomtrolley._tree import attribute_level, gc_paused, tree_from_json
-from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Searcher, Study
+from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Study
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
+from dicomtrolley.roles import Searcher
 
 logger = logging.getLogger(__name__)
 

@@ -37,15 +37,14 @@ import requests
 from dicomtrolley._concurrency import prefetch, run_targets
 from dicomtrolley._http import (
     DEFAULT_TIMEOUT,
-    SPILL_THRESHOLD,
-    HTTPDownloader,
     RetryPolicy,
     Timeout,
     iter_body,
     raise_for_status,
     redact_url,
 )
-from dicomtrolley._multipart import Part, boundary_of, iter_parts, parse_content_type
+from dicomtrolley._http_downloader import HTTPDownloader
+from dicomtrolley._multipart import SPILL_THRESHOLD, Part, boundary_of, iter_parts, parse_content_type
 from dicomtrolley.core import (
     DICOMObjectLevels,
     FetchFailure,
@@ -131,7 +130,7 @@ class Rad69(HTTPDownloader):
     repository_uid
         The RepositoryUniqueId sent with each document.
     workers
-        Requests in flight at once; the connection pool is sized to match.
+        Requests (series or studies) in flight at once, 4 by default; the connection pool is sized to match.
     timeout
         Seconds to connect and to wait for data.
     retry
@@ -141,6 +140,7 @@ class Rad69(HTTPDownloader):
     """
 
     finest_level_needed = DICOMObjectLevels.INSTANCE
+    default_workers = 4
 
     def __init__(
         self,
@@ -150,7 +150,7 @@ class Rad69(HTTPDownloader):
         transfer_syntaxes: Sequence[str] = DEFAULT_TRANSFER_SYNTAXES,
         request_per_series: bool = True,
         repository_uid: str = DEFAULT_REPOSITORY_UID,
-        workers: int = 4,
+        workers: int | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         spill_threshold: int = SPILL_THRESHOLD,

@@ -1,15 +1,18 @@
-"""Search results as a table: for terminals, notebooks and pandas.
+"""What the trolley hands back: search results as a table, and the summary of a download.
 
 :class:`StudyList` is a plain ``list`` of studies that also prints as a table,
 renders as an HTML table in Jupyter, and turns into a pandas DataFrame.
+:class:`DownloadSummary` says what a download wrote, skipped, and missed.
 """
 
 from __future__ import annotations
 
 import html
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dicomtrolley.core import Study
+from dicomtrolley.core import FetchFailure, InstanceReference, Study
 
 if TYPE_CHECKING:
     import pandas
@@ -89,3 +92,56 @@ class StudyList(list[Study]):
         except ImportError:
             raise ImportError("to_dataframe needs pandas: pip install dicomtrolley[pandas]") from None
         return pandas.DataFrame(self.rows())
+
+
+@dataclass
+class DownloadSummary:
+    """What a download did.
+
+    Parameters
+    ----------
+    written
+        Instances written by this run.
+    bytes_written
+        Bytes written by this run.
+    skipped
+        Instances already complete on disk, not fetched again.
+    expected
+        Instances the search said exist (``None`` without a searcher).
+    elapsed
+        Seconds the download took.
+    failures
+        Every target that could not be fetched, with the reason.
+    missing
+        Instances the search listed that did not arrive.
+    transfer_syntaxes
+        How many instances arrived in each transfer syntax.
+    downloader_report
+        What the protocol counted itself (C-GET/C-MOVE: completed, failed and
+        warning sub-operations of the last request); empty for HTTP.
+    """
+
+    written: int = 0
+    bytes_written: int = 0
+    skipped: int = 0
+    expected: int | None = None
+    elapsed: float = 0.0
+    failures: list[FetchFailure] = field(default_factory=list)
+    missing: list[InstanceReference] = field(default_factory=list)
+    transfer_syntaxes: Counter[str] = field(default_factory=Counter)
+    downloader_report: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed and nothing is missing."""
+        return not self.failures and not self.missing
+
+    def __str__(self) -> str:
+        rate = self.bytes_written / self.elapsed / 1e6 if self.elapsed else 0.0
+        text = (
+            f"{self.written} instances written ({self.bytes_written / 1e6:.1f} MB, {rate:.0f} MB/s), "
+            f"{self.skipped} already on disk"
+        )
+        if self.failures or self.missing:
+            text += f"; {len(self.failures)} failed, {len(self.missing)} missing"
+        return text

@@ -38,8 +38,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from dicomtrolley._header import Header, read_header
-from dicomtrolley.core import InstancePart, InstanceReference
-from dicomtrolley.exceptions import StorageCollisionError, StorageError
+from dicomtrolley.core import UID_KEYWORDS, InstancePart, InstanceReference
+from dicomtrolley.exceptions import HeaderError, StorageCollisionError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class StorageDir:
     @property
     def _header_keywords(self) -> tuple[str, ...]:
         """What :meth:`save` reads of each instance: its UIDs and the template's fields."""
-        return ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", *self.template.fields)
+        return (*UID_KEYWORDS, *self.template.fields)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, template={self.template.template!r})"
@@ -201,7 +201,7 @@ class StorageDir:
         """
         # render() makes every value a single safe segment and refuses empty,
         # "." and ".." segments, so the path stays below self.path without
-        # asking the file system (resolve() costs a dozen lstat calls a file).
+        # asking the file system (resolve() costs several lstat calls a file).
         return self.path / self.template.render(attributes)
 
     def is_occupied(self) -> bool:
@@ -232,7 +232,7 @@ class StorageDir:
         StorageCollisionError
             Another instance already maps to the same path.
         """
-        header = read_header(part.body, self._header_keywords)
+        header = _read_header(part.body, self._header_keywords)
         sop_uid = header.text("SOPInstanceUID") or header.media_sop_instance_uid
         if not sop_uid:
             raise StorageError(
@@ -268,7 +268,15 @@ class FlatStorageDir(StorageDir):
 def read_header_of_file(path: Path, keywords: Collection[str]) -> Header:
     """:func:`~dicomtrolley._header.read_header` for a file on disk."""
     with path.open("rb") as file:
-        return read_header(file, keywords)
+        return _read_header(file, keywords)
+
+
+def _read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
+    """:func:`~dicomtrolley._header.read_header`, its error a :class:`StorageError`: nothing can be saved."""
+    try:
+        return read_header(body, keywords)
+    except HeaderError as error:
+        raise StorageError(str(error)) from error
 
 
 def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> None:

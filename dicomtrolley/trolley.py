@@ -1,106 +1,31 @@
 """The facade: one searcher and one downloader, joined.
 
 A :class:`Trolley` finds studies with its searcher and moves them to disk with
-its downloader. It knows no protocol: what to fetch is decided in
+its downloader. It knows no protocol: a download's steps are in
+:mod:`dicomtrolley._download`, what to fetch is decided in
 :mod:`dicomtrolley._planning`, how bytes land on disk in
-:mod:`dicomtrolley.storage`.
+:mod:`dicomtrolley.storage`. :class:`~dicomtrolley.results.DownloadSummary`
+is importable from here, as in 4.x.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Literal
 
 from pydicom.dataset import Dataset
 
-from dicomtrolley._planning import covers, find_instances, plan_download
-from dicomtrolley.core import (
-    Downloadable,
-    Downloader,
-    FetchFailure,
-    InstancePart,
-    InstanceReference,
-    PartSink,
-    Query,
-    QueryLevels,
-    Searcher,
-    Study,
-    to_reference,
-)
-from dicomtrolley.exceptions import (
-    ConnectionFailedError,
-    DICOMTrolleyError,
-    DownloadError,
-    MultipartError,
-)
-from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
-from dicomtrolley.results import StudyList
+from dicomtrolley._download import DownloadJob, download
+from dicomtrolley._planning import find_instances
+from dicomtrolley.core import Downloadable, Query, QueryLevels, Study, to_reference
+from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.progress import ProgressCallback
+from dicomtrolley.results import DownloadSummary, StudyList
+from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.storage import StorageDir
 
-logger = logging.getLogger(__name__)
-
-# Failures after which the missing instances are worth asking for one by one:
-# the stream broke, the server may well answer a smaller request.
-_RECOVERABLE = (ConnectionFailedError, MultipartError)
-
-
-@dataclass
-class DownloadSummary:
-    """What a download did.
-
-    Parameters
-    ----------
-    written
-        Instances written by this run.
-    bytes_written
-        Bytes written by this run.
-    skipped
-        Instances already complete on disk, not fetched again.
-    expected
-        Instances the search said exist (``None`` without a searcher).
-    elapsed
-        Seconds the download took.
-    failures
-        Every target that could not be fetched, with the reason.
-    missing
-        Instances the search listed that did not arrive.
-    transfer_syntaxes
-        How many instances arrived in each transfer syntax.
-    downloader_report
-        What the protocol counted itself (C-GET/C-MOVE: completed, failed and
-        warning sub-operations of the last request); empty for HTTP.
-    """
-
-    written: int = 0
-    bytes_written: int = 0
-    skipped: int = 0
-    expected: int | None = None
-    elapsed: float = 0.0
-    failures: list[FetchFailure] = field(default_factory=list)
-    missing: list[InstanceReference] = field(default_factory=list)
-    transfer_syntaxes: Counter[str] = field(default_factory=Counter)
-    downloader_report: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing failed and nothing is missing."""
-        return not self.failures and not self.missing
-
-    def __str__(self) -> str:
-        rate = self.bytes_written / self.elapsed / 1e6 if self.elapsed else 0.0
-        text = (
-            f"{self.written} instances written ({self.bytes_written / 1e6:.1f} MB, {rate:.0f} MB/s), "
-            f"{self.skipped} already on disk"
-        )
-        if self.failures or self.missing:
-            text += f"; {len(self.failures)} failed, {len(self.missing)} missing"
-        return text
+__all__ = ["DownloadSummary", "Trolley"]
 
 
 class Trolley:
@@ -204,73 +129,14 @@ class Trolley:
         """
         if on_error not in ("raise", "collect"):
             raise ValueError(f"on_error must be 'raise' or 'collect', not {on_error!r}")
-        downloader = self._require_downloader()
-        storage = self._storage_for(output_dir, template)
-        targets = [to_reference(o) for o in _as_list(objects)]
-        started = time.perf_counter()
-        plan = plan_download(targets, self.searcher, storage, downloader.finest_level_needed)
-        summary = DownloadSummary(
-            skipped=len(plan.complete),
-            expected=plan.expected_count if self.searcher is not None else None,
-            failures=list(plan.not_found),
+        job = DownloadJob(
+            targets=[to_reference(o) for o in _as_list(objects)],
+            searcher=self.searcher,
+            downloader=self._require_downloader(),
+            storage=self._storage_for(output_dir, template),
+            stop_on_failure=on_error == "raise",
         )
-        received: set[InstanceReference] = set()
-        lock = threading.Lock()
-
-        with ProgressReporter(progress, summary.expected) as reporter:
-
-            def sink(part: InstancePart) -> None:
-                saved = storage.save(part)
-                with lock:
-                    received.add(saved.reference)
-                    summary.written += 1
-                    summary.bytes_written += saved.size
-                    summary.transfer_syntaxes[saved.transfer_syntax] += 1
-                    update = Progress(
-                        summary.written + summary.skipped, summary.expected,
-                        summary.bytes_written, time.perf_counter() - started,
-                    )
-                reporter.update(update)
-
-            if on_error == "raise" and plan.not_found:
-                raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
-            failures = downloader.fetch(plan.fetch, sink, stop_on_failure=on_error == "raise")
-            if self.searcher is not None and plan.counts:
-                failures += plan.list_short_series(self.searcher, received)
-            if self.searcher is not None and any(isinstance(f.error, _RECOVERABLE) for f in failures):
-                failures = self._recover(downloader, plan.expected - plan.complete - received, failures, sink)
-            summary.failures.extend(failures)
-            summary.downloader_report = downloader.report()
-
-        if plan.expected:
-            summary.missing = sorted(
-                plan.expected - plan.complete - received, key=lambda r: (r.series_uid, r.instance_uid)
-            )
-        summary.elapsed = time.perf_counter() - started
-        logger.info("Download to %s: %s", storage.path, summary)
-        if on_error == "raise" and not summary.ok:
-            first = summary.failures[0] if summary.failures else f"{len(summary.missing)} instances missing"
-            raise DownloadError(f"Download incomplete: {first}", summary)
-        return summary
-
-    @staticmethod
-    def _recover(
-        downloader: Downloader,
-        missing: set[InstanceReference],
-        failures: list[FetchFailure],
-        sink: PartSink,
-    ) -> list[FetchFailure]:
-        """After broken streams, fetch what is still missing instance by instance."""
-        kept = [f for f in failures if not isinstance(f.error, _RECOVERABLE)]
-        retry = sorted(
-            (i for i in missing if not any(covers(f.target, i) for f in kept)),
-            key=lambda r: (r.series_uid, r.instance_uid),
-        )
-        logger.warning(
-            "%d request(s) broke off; fetching the %d missing instance(s) one by one",
-            len(failures) - len(kept), len(retry),
-        )
-        return kept + downloader.fetch(retry, sink, stop_on_failure=False)
+        return download(job, progress)
 
     def fetch_all_datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
         """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk."""

@@ -13,15 +13,8 @@ import logging
 import requests
 
 from dicomtrolley._concurrency import prefetch
-from dicomtrolley._http import (
-    DEFAULT_TIMEOUT,
-    SPILL_THRESHOLD,
-    HTTPDownloader,
-    RetryPolicy,
-    Timeout,
-    iter_body,
-    spool,
-)
+from dicomtrolley._http import iter_body, spool
+from dicomtrolley._http_downloader import HTTPDownloader
 from dicomtrolley._multipart import Part, boundary_of, iter_parts, parse_content_type
 from dicomtrolley.core import (
     InstancePart,
@@ -46,41 +39,21 @@ class WadoRS(HTTPDownloader):
 
     Parameters
     ----------
-    session
-        The session to send on (auth, certificates and cookies included).
-    url
-        The DICOMweb root, e.g. ``https://pacs.example/dicom-web``.
-    transfer_syntax
-        ``"*"`` (default) for the bytes as stored, or a transfer syntax UID to
-        ask the server to transcode; what arrives is checked against it.
-    workers
-        How many targets (studies or series) are fetched at once.
-    timeout
-        Seconds to connect and to wait for data.
-    retry
-        When a failed request is tried again.
-    spill_threshold
-        Instances larger than this many bytes are held in a temporary file, not memory.
+    session, url, transfer_syntax, workers, timeout, retry, spill_threshold
+        As for :class:`~dicomtrolley._http_downloader.HTTPDownloader`. ``url``
+        is the DICOMweb root, e.g. ``https://pacs.example/dicom-web``;
+        ``transfer_syntax`` is ``"*"`` (default) for the bytes as stored, or a
+        transfer syntax UID to ask the server to transcode (what arrives is
+        checked against it); ``workers`` (default 4) counts the targets,
+        studies or series, fetched at once.
     """
 
-    def __init__(
-        self,
-        session: requests.Session,
-        url: str,
-        *,
-        transfer_syntax: str = AS_STORED,
-        workers: int = 4,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        spill_threshold: int = SPILL_THRESHOLD,
-    ) -> None:
-        super().__init__(
-            session, url.rstrip("/"), workers=workers, timeout=timeout, retry=retry, spill_threshold=spill_threshold
-        )
-        self.transfer_syntax = transfer_syntax
+    default_transfer_syntax = AS_STORED
+    default_workers = 4
 
-    def __repr__(self) -> str:
-        return f"WadoRS({self.url!r}, transfer_syntax={self.transfer_syntax!r})"
+    @staticmethod
+    def _endpoint(url: str) -> str:
+        return url.rstrip("/")
 
     @property
     def accept(self) -> str:

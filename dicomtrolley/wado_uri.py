@@ -11,17 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import requests
-
-from dicomtrolley._http import (
-    DEFAULT_TIMEOUT,
-    SPILL_THRESHOLD,
-    HTTPDownloader,
-    RetryPolicy,
-    Timeout,
-    iter_body,
-    spool,
-)
+from dicomtrolley._http import iter_body, spool
+from dicomtrolley._http_downloader import HTTPDownloader
 from dicomtrolley.core import (
     DICOMObjectLevels,
     FetchFailure,
@@ -40,43 +31,15 @@ class WadoURI(HTTPDownloader):
 
     Parameters
     ----------
-    session
-        The session to send on (auth, certificates and cookies included).
-    url
-        The WADO-URI endpoint, e.g. ``https://pacs.example/wado``.
-    transfer_syntax
-        A transfer syntax UID to ask for; ``None`` leaves the choice to the
-        server (the standard says Explicit VR Little Endian).
-    workers
-        Requests in flight at once; the connection pool is sized to match.
-    timeout
-        Seconds to connect and to wait for data.
-    retry
-        When a failed request is tried again.
-    spill_threshold
-        Instances larger than this many bytes are held in a temporary file, not memory.
+    session, url, transfer_syntax, workers, timeout, retry, spill_threshold
+        As for :class:`~dicomtrolley._http_downloader.HTTPDownloader`. ``url``
+        is the WADO-URI endpoint, e.g. ``https://pacs.example/wado``;
+        ``transfer_syntax`` ``None`` (default) leaves the choice to the server
+        (the standard says Explicit VR Little Endian); ``workers`` defaults to 8.
     """
 
     finest_level_needed = DICOMObjectLevels.INSTANCE
-
-    def __init__(
-        self,
-        session: requests.Session,
-        url: str,
-        *,
-        transfer_syntax: str | None = None,
-        workers: int = 8,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        spill_threshold: int = SPILL_THRESHOLD,
-    ) -> None:
-        super().__init__(
-            session, url, workers=workers, timeout=timeout, retry=retry, spill_threshold=spill_threshold
-        )
-        self.transfer_syntax = transfer_syntax
-
-    def __repr__(self) -> str:
-        return f"WadoURI({self.url!r})"
+    default_workers = 8
 
     def params_for(self, instance: InstanceReference) -> dict[str, str]:
         """The query parameters that ask for one instance as DICOM."""

@@ -158,3 +158,27 @@ def test_attributes_lists_only_the_set_dicom_fields() -> None:
     query = Query(PatientID="P1", Modality="CT", query_level=QueryLevels.SERIES, limit=5)
     assert query.attributes() == {"PatientID": "P1", "Modality": "CT"}
     assert "limit=5" in query.to_short_string()
+
+
+def test_searcher_and_downloader_still_import_from_core_as_in_4x() -> None:
+    from dicomtrolley import core, roles
+
+    assert (core.Searcher, core.Downloader) == (roles.Searcher, roles.Downloader)
+
+
+def test_core_lends_no_other_name() -> None:
+    from dicomtrolley import core
+
+    with pytest.raises(AttributeError, match="no attribute 'Handoff'"):
+        core.Handoff  # noqa: B018 - the attribute access is the test
+
+
+def test_the_package_root_exports_the_roles_the_download_error_and_the_http_settings() -> None:
+    import dicomtrolley
+    from dicomtrolley import _http, exceptions, roles
+
+    assert dicomtrolley.Searcher is roles.Searcher
+    assert dicomtrolley.Downloader is roles.Downloader
+    assert dicomtrolley.DownloadError is exceptions.DownloadError
+    assert dicomtrolley.RetryPolicy is _http.RetryPolicy
+    assert dicomtrolley.Timeout == _http.Timeout

@@ -7,8 +7,9 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
+from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -19,6 +20,8 @@ from pydicom.uid import (
 
 from dicomtrolley import _header as header
 from dicomtrolley._header import PREFIX_BYTES, Header, read_header
+from dicomtrolley.exceptions import HeaderError
+from tests.support.dicom_files import CT_IMAGE_STORAGE, part10_dataset
 
 DCMREAD = pydicom.dcmread  # kept: the no_pydicom_reader fixture replaces pydicom.dcmread
 
@@ -29,14 +32,10 @@ KEYWORDS = [
 
 
 def instance(syntax: str = ExplicitVRLittleEndian, **extra: Any) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6"
+    ds = part10_dataset(
+        "1.2.3.4.5.6", study_uid="1.2.3", series_uid="1.2.3.4", sop_class=CT_IMAGE_STORAGE, syntax=syntax
+    )
     ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.SOPInstanceUID = "1.2.3.4.5.6"
     ds.StudyDate = "20240102"
     ds.Modality = "CT"
     ds.ReferencedImageSequence = Sequence([Dataset(), Dataset()])
@@ -45,8 +44,6 @@ def instance(syntax: str = ExplicitVRLittleEndian, **extra: Any) -> Dataset:
     ds.PatientName = "Müller^Jörg"
     ds.PatientID = "PAT-1"
     ds.SliceThickness = "1.25"
-    ds.StudyInstanceUID = "1.2.3"
-    ds.SeriesInstanceUID = "1.2.3.4"
     ds.SeriesNumber = 7
     ds.InstanceNumber = "12"
     for keyword, value in extra.items():
@@ -156,3 +153,12 @@ def test_truncated_instance_is_read_as_far_as_it_goes() -> None:
 def test_text_of_a_value_and_of_an_absent_attribute(no_pydicom_reader: None) -> None:
     found = read_header(encode(instance()), ["SeriesNumber", "AccessionNumber"])
     assert (found.text("SeriesNumber"), found.text("AccessionNumber")) == ("7", "")
+
+
+def test_bytes_pydicom_cannot_read_raise_a_header_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(*args: Any, **kwargs: Any) -> None:
+        raise InvalidDicomError("not DICOM")
+
+    monkeypatch.setattr(header.pydicom, "dcmread", unreadable)
+    with pytest.raises(HeaderError, match="not a readable DICOM instance"):
+        read_header(io.BytesIO(b"no preamble here"), ["SOPInstanceUID"])

@@ -32,6 +32,8 @@ from dicomtrolley._http import (
     spool,
 )
 from dicomtrolley.exceptions import ConnectionFailedError, ServerError
+from dicomtrolley.wado_rs import WadoRS
+from dicomtrolley.wado_uri import WadoURI
 
 URL = "http://pacs.example/dicom-web/studies"
 SECRET_URL = "http://alice:s3cret-pw@pacs.example/dicom-web/studies"
@@ -514,3 +516,10 @@ def test_pool_leaves_an_adapter_the_user_mounted_alone() -> None:
     ensure_pool_size(session, 32)
 
     assert session.get_adapter("https://pacs.example") is mine
+
+
+@pytest.mark.parametrize("downloader", [WadoRS, WadoURI])
+def test_http_downloader_repr_hides_credentials_in_the_url(downloader: type[WadoRS] | type[WadoURI]) -> None:
+    text = repr(downloader(requests.Session(), "https://user:secret@pacs.example/dicom-web"))
+    assert "secret" not in text
+    assert "pacs.example/dicom-web" in text

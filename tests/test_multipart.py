@@ -11,8 +11,8 @@ import pytest
 from requests_toolbelt import MultipartEncoder
 
 from dicomtrolley._multipart import (
-    DEFAULT_SPILL_THRESHOLD,
     MAX_HEADER_SIZE,
+    SPILL_THRESHOLD,
     Part,
     boundary_of,
     iter_parts,
@@ -50,7 +50,7 @@ def parse(
     body: bytes,
     boundary: str = BOUNDARY,
     chunk_size: int = 1 << 20,
-    spill_threshold: int = DEFAULT_SPILL_THRESHOLD,
+    spill_threshold: int = SPILL_THRESHOLD,
     spill_dir: str | None = None,
 ) -> list[Part]:
     chunks = [body[i : i + chunk_size] for i in range(0, len(body), chunk_size)]

@@ -7,29 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomtrolley.core import InstancePart
 from dicomtrolley.exceptions import StorageCollisionError, StorageError
 from dicomtrolley.storage import TEMPORARY_SUFFIX, FlatStorageDir, PathTemplate, StorageDir, safe_segment
-
-
-def dicom_bytes(sop_uid: str = "1.2.3.4", **attributes: object) -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = "1.2.1"
-    ds.SeriesInstanceUID = "1.2.1.1"
-    for key, value in attributes.items():
-        setattr(ds, key, value)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+from tests.support.dicom_files import dicom_bytes
 
 
 def part(data: bytes) -> InstancePart:

@@ -7,125 +7,21 @@ behaviours run against the real server in test_download_orthanc.py.
 
 from __future__ import annotations
 
-import io
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomtrolley._concurrency import run_targets
-from dicomtrolley._planning import requests_for
 from dicomtrolley.core import (
-    Downloader,
-    FetchFailure,
-    Instance,
-    InstancePart,
     InstanceReference,
-    PartSink,
     Query,
     QueryLevels,
-    Reference,
-    Searcher,
-    Series,
     SeriesReference,
-    Study,
     StudyReference,
 )
-from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError, DownloadError
+from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
 from dicomtrolley.trolley import Trolley
-
-STUDY = "1.1"
-SERIES = {"1.1.1": ["1.1.1.1", "1.1.1.2", "1.1.1.3"], "1.1.2": ["1.1.2.1", "1.1.2.2"]}
-
-
-def instance_bytes(series_uid: str, sop_uid: str) -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = STUDY, series_uid, sop_uid
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
-def all_instances() -> list[InstanceReference]:
-    return [InstanceReference(STUDY, se, i) for se, ins in SERIES.items() for i in ins]
-
-
-class FakeSearcher(Searcher):
-    """Answers like a server: series with their instance counts at series level, instances at instance level."""
-
-    def __init__(self, *, series_counts: bool = True, fail_at: QueryLevels | None = None) -> None:
-        self.queries: list[Query] = []
-        self.series_counts = series_counts
-        self.fail_at = fail_at
-
-    def find_studies(self, query: Query) -> list[Study]:
-        self.queries.append(query)
-        if query.query_level == self.fail_at:
-            raise DICOMTrolleyError(f"search at {query.query_level.value} level failed")
-        wanted = set(filter(None, query.SeriesInstanceUID.split(",")))
-        study = Study(STUDY)
-        for series_uid, sops in SERIES.items():
-            if wanted and series_uid not in wanted:
-                continue
-            series = study.add(Series(series_uid))
-            if query.query_level == QueryLevels.SERIES:
-                if self.series_counts:
-                    series.data.NumberOfSeriesRelatedInstances = len(sops)
-                continue
-            for sop in sops:
-                ds = Dataset()
-                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = STUDY, series_uid, sop
-                series.add(Instance(sop, ds))
-        return [study] if query.StudyInstanceUID == STUDY else []
-
-    @property
-    def levels(self) -> list[QueryLevels]:
-        return [query.query_level for query in self.queries]
-
-
-class FakeDownloader(Downloader):
-    """Serves SERIES; can break a study or series stream after some parts, like a dropped connection."""
-
-    def __init__(
-        self, break_after: dict[str, int] | None = None, leave_out: frozenset[str] = frozenset()
-    ) -> None:
-        self.requests: list[Reference] = []
-        self.break_after = break_after or {}  # by the study or series UID of a request
-        self.leave_out = leave_out  # instances a series answer silently lacks
-
-    def fetch(
-        self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
-    ) -> list[FetchFailure]:
-        return run_targets(targets, lambda t: self._one(t, sink), workers=2, stop_on_failure=stop_on_failure)
-
-    def _one(self, target: Reference, sink: PartSink) -> None:
-        self.requests.append(target)
-        members = [
-            i for i in all_instances()
-            if _covers(target, i) and (i.instance_uid not in self.leave_out or isinstance(target, InstanceReference))
-        ]
-        for count, instance in enumerate(members):
-            uid = target.series_uid if isinstance(target, SeriesReference) else target.study_uid
-            if not isinstance(target, InstanceReference) and self.break_after.get(uid) == count:
-                raise ConnectionFailedError(f"connection reset while reading {target}")
-            data = instance_bytes(instance.series_uid, instance.instance_uid)
-            sink(InstancePart(io.BytesIO(data), len(data), source=target))
-
-
-def _covers(target: Reference, instance: InstanceReference) -> bool:
-    if isinstance(target, StudyReference):
-        return True
-    if isinstance(target, SeriesReference):
-        return target.series_uid == instance.series_uid
-    return target == instance
+from tests.support.fakes import SERIES, STUDY, FakeDownloader, FakeSearcher, all_instances
 
 
 def files_in(folder: Path) -> set[str]:
@@ -298,17 +194,6 @@ def test_one_instance_downloads_that_instance_only(tmp_path: Path) -> None:
     summary = Trolley(FakeSearcher(), downloader).download(one, tmp_path, progress=False)
     assert downloader.requests == [one]
     assert summary.written == 1
-
-
-def test_requests_for_uses_series_only_where_the_whole_series_is_missing() -> None:
-    expected = set(all_instances())
-    missing = expected - {InstanceReference(STUDY, "1.1.1", "1.1.1.1")}
-    whole = {SeriesReference(STUDY, s) for s in SERIES}
-    assert requests_for(missing, expected, whole) == [
-        InstanceReference(STUDY, "1.1.1", "1.1.1.2"),
-        InstanceReference(STUDY, "1.1.1", "1.1.1.3"),
-        SeriesReference(STUDY, "1.1.2"),
-    ]
 
 
 def test_abandoning_fetch_all_datasets_stops_the_download() -> None:

@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import enum
-import io
 import json
 import secrets
 import socket
@@ -42,9 +41,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from tests.support.dicom_files import CT_IMAGE_STORAGE, part10_bytes, part10_dataset
 from tests.support.http_server import TrackingHTTPServer
 
 BOUNDARY = "fault-server-7d1f0c6a9b2e4d58a3c1e6f0b9d2a4c7"
@@ -59,7 +59,6 @@ DICOMWEB_ROOT = "/dicom-web"
 WADO_URI_PATH = "/wado"
 
 TRANSFER_SYNTAX = str(ExplicitVRLittleEndian)
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root, meant for this kind of use
 
 
@@ -110,9 +109,7 @@ def make_instances(
         for number in range(1, size + 1):
             sop_uid = _uid(name, "instance", series_number, number)
             ds = _dataset(study_uid, series_uid, sop_uid, series_number, number, patient_id, pixels)
-            out = io.BytesIO()
-            ds.save_as(out, enforce_file_format=True)
-            instances.append(ServedInstance(study_uid, series_uid, sop_uid, out.getvalue(), ds))
+            instances.append(ServedInstance(study_uid, series_uid, sop_uid, part10_bytes(ds), ds))
     return instances
 
 
@@ -123,15 +120,7 @@ def _uid(*parts: object) -> str:
 def _dataset(
     study_uid: str, series_uid: str, sop_uid: str, series_number: int, number: int, patient_id: str, pixels: int
 ) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = UID(CT_IMAGE_STORAGE)
-    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    ds.SOPClassUID = CT_IMAGE_STORAGE
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
+    ds = part10_dataset(sop_uid, study_uid=study_uid, series_uid=series_uid, sop_class=CT_IMAGE_STORAGE)
     ds.PatientID = patient_id
     ds.PatientName = "FAULT^INJECTION"
     ds.StudyDate = "20240102"

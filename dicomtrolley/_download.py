@@ -1,0 +1,170 @@
+"""One download as named steps: plan, fetch, verify counts, recover, summarise.
+
+:meth:`~dicomtrolley.trolley.Trolley.download` reads as this module's
+:func:`download`: each step is a function of its own, and the only state
+shared between threads is the :class:`Receiver` that writes what arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dicomtrolley._planning import Plan, covers, plan_download
+from dicomtrolley.core import FetchFailure, InstancePart, InstanceReference, Reference, reference_key
+from dicomtrolley.exceptions import ConnectionFailedError, DownloadError, MultipartError
+from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
+from dicomtrolley.results import DownloadSummary
+from dicomtrolley.roles import Downloader, Searcher
+from dicomtrolley.storage import StorageDir
+
+logger = logging.getLogger(__name__)
+
+_RECOVERABLE = (ConnectionFailedError, MultipartError)
+"""Failures after which the missing instances are worth asking for one by one:
+the stream broke, the server may well answer a smaller request."""
+
+
+@dataclass(frozen=True)
+class DownloadJob:
+    """What one download is asked to do.
+
+    Parameters
+    ----------
+    targets
+        The studies, series and instances to download.
+    searcher
+        Says which instances exist; ``None`` downloads the targets as they are, unchecked.
+    downloader
+        Fetches the instances.
+    storage
+        Writes them to disk.
+    stop_on_failure
+        Stop at the first failure and raise :class:`~dicomtrolley.exceptions.DownloadError`.
+    """
+
+    targets: Sequence[Reference]
+    searcher: Searcher | None
+    downloader: Downloader
+    storage: StorageDir
+    stop_on_failure: bool
+
+
+class Receiver:
+    """The sink of a download: writes each part, counts it, reports progress.
+
+    Downloaders call it from their worker threads, so its counts sit behind a lock.
+    """
+
+    def __init__(
+        self, storage: StorageDir, summary: DownloadSummary, reporter: ProgressReporter, started: float
+    ) -> None:
+        self.storage = storage
+        self.summary = summary
+        self.reporter = reporter
+        self.started = started
+        self.received: set[InstanceReference] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, part: InstancePart) -> None:
+        saved = self.storage.save(part)
+        summary = self.summary
+        with self._lock:
+            self.received.add(saved.reference)
+            summary.written += 1
+            summary.bytes_written += saved.size
+            summary.transfer_syntaxes[saved.transfer_syntax] += 1
+            update = Progress(
+                summary.written + summary.skipped, summary.expected,
+                summary.bytes_written, time.perf_counter() - self.started,
+            )
+        self.reporter.update(update)
+
+
+def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> DownloadSummary:
+    """Run ``job``: plan, fetch, verify counts, recover, summarise.
+
+    Raises
+    ------
+    DownloadError
+        With ``job.stop_on_failure``, when anything failed or is missing.
+    """
+    started = time.perf_counter()
+    plan = make_plan(job)
+    summary = DownloadSummary(
+        skipped=len(plan.complete),
+        expected=plan.expected_count if job.searcher is not None else None,
+        failures=list(plan.not_found),
+    )
+    with ProgressReporter(progress, summary.expected) as reporter:
+        if job.stop_on_failure and plan.not_found:
+            raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
+        receiver = Receiver(job.storage, summary, reporter, started)
+        failures = job.downloader.fetch(plan.fetch, receiver, stop_on_failure=job.stop_on_failure)
+        expected, unlisted = verify_counts(plan, job.searcher, receiver.received)
+        failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
+        summary.failures.extend(failures)
+        summary.downloader_report = job.downloader.report()
+    summary.missing = sorted(still_missing(expected, plan, receiver), key=reference_key)
+    summary.elapsed = time.perf_counter() - started
+    return summarise(job, summary)
+
+
+def make_plan(job: DownloadJob) -> Plan:
+    """Decide what to fetch, telling the planner what the storage already holds."""
+    storage = job.storage
+    return plan_download(
+        job.targets,
+        job.searcher,
+        job.downloader.finest_level_needed,
+        on_disk=storage.has if storage.is_occupied() else None,
+        fields=storage.template.fields,
+    )
+
+
+def verify_counts(
+    plan: Plan, searcher: Searcher | None, received: set[InstanceReference]
+) -> tuple[set[InstanceReference], list[FetchFailure]]:
+    """Every instance expected by name after the fetch, and the series that could not be listed.
+
+    A series that came up short of the count its search gave is listed
+    instance by instance, so that what it misses can be named.
+    """
+    if searcher is None:
+        return set(), []
+    return plan.named_expected(searcher, received)
+
+
+def still_missing(expected: set[InstanceReference], plan: Plan, receiver: Receiver) -> set[InstanceReference]:
+    """The instances expected by name that were neither on disk before nor received since."""
+    return expected - plan.complete - receiver.received
+
+
+def recover(
+    job: DownloadJob,
+    failures: list[FetchFailure],
+    missing: set[InstanceReference],
+    receiver: Receiver,
+) -> list[FetchFailure]:
+    """After broken streams, fetch what is still ``missing`` instance by instance; return the failures left."""
+    if job.searcher is None or not any(isinstance(f.error, _RECOVERABLE) for f in failures):
+        return failures
+    kept = [f for f in failures if not isinstance(f.error, _RECOVERABLE)]
+    retry = sorted((i for i in missing if not any(covers(f.target, i) for f in kept)), key=reference_key)
+    logger.warning(
+        "%d request(s) broke off; fetching the %d missing instance(s) one by one",
+        len(failures) - len(kept), len(retry),
+    )
+    return kept + job.downloader.fetch(retry, receiver, stop_on_failure=False)
+
+
+def summarise(job: DownloadJob, summary: DownloadSummary) -> DownloadSummary:
+    """Log the summary; raise it as a :class:`DownloadError` when the job stops on failure and one happened."""
+    logger.info("Download to %s: %s", job.storage.path, summary)
+    if job.stop_on_failure and not summary.ok:
+        first = summary.failures[0] if summary.failures else f"{len(summary.missing)} instances missing"
+        raise DownloadError(f"Download incomplete: {first}", summary)
+    return summary

@@ -1,0 +1,105 @@
+"""In-memory stand-ins for a searcher and a downloader, over one small study.
+
+They answer as a server would (series-level searches with instance counts,
+instance-level searches with every instance; streams that can break), so the
+trolley's and the planner's decisions can be tested without a server.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from pydicom.dataset import Dataset
+
+from dicomtrolley._concurrency import run_targets
+from dicomtrolley._planning import covers
+from dicomtrolley.core import (
+    FetchFailure,
+    Instance,
+    InstancePart,
+    InstanceReference,
+    PartSink,
+    Query,
+    QueryLevels,
+    Reference,
+    Series,
+    SeriesReference,
+    Study,
+)
+from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
+from dicomtrolley.roles import Downloader, Searcher
+from tests.support.dicom_files import dicom_bytes
+
+STUDY = "1.1"
+SERIES = {"1.1.1": ["1.1.1.1", "1.1.1.2", "1.1.1.3"], "1.1.2": ["1.1.2.1", "1.1.2.2"]}
+
+
+def instance_bytes(series_uid: str, sop_uid: str) -> bytes:
+    return dicom_bytes(sop_uid, study_uid=STUDY, series_uid=series_uid)
+
+
+def all_instances() -> list[InstanceReference]:
+    return [InstanceReference(STUDY, se, i) for se, ins in SERIES.items() for i in ins]
+
+
+class FakeSearcher(Searcher):
+    """Answers like a server: series with their instance counts at series level, instances at instance level."""
+
+    def __init__(self, *, series_counts: bool = True, fail_at: QueryLevels | None = None) -> None:
+        self.queries: list[Query] = []
+        self.series_counts = series_counts
+        self.fail_at = fail_at
+
+    def find_studies(self, query: Query) -> list[Study]:
+        self.queries.append(query)
+        if query.query_level == self.fail_at:
+            raise DICOMTrolleyError(f"search at {query.query_level.value} level failed")
+        wanted = set(filter(None, query.SeriesInstanceUID.split(",")))
+        study = Study(STUDY)
+        for series_uid, sops in SERIES.items():
+            if wanted and series_uid not in wanted:
+                continue
+            series = study.add(Series(series_uid))
+            if query.query_level == QueryLevels.SERIES:
+                if self.series_counts:
+                    series.data.NumberOfSeriesRelatedInstances = len(sops)
+                continue
+            for sop in sops:
+                ds = Dataset()
+                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = STUDY, series_uid, sop
+                series.add(Instance(sop, ds))
+        return [study] if query.StudyInstanceUID == STUDY else []
+
+    @property
+    def levels(self) -> list[QueryLevels]:
+        return [query.query_level for query in self.queries]
+
+
+class FakeDownloader(Downloader):
+    """Serves SERIES; can break a study or series stream after some parts, like a dropped connection."""
+
+    def __init__(
+        self, break_after: dict[str, int] | None = None, leave_out: frozenset[str] = frozenset()
+    ) -> None:
+        self.requests: list[Reference] = []
+        self.break_after = break_after or {}  # by the study or series UID of a request
+        self.leave_out = leave_out  # instances a series answer silently lacks
+
+    def fetch(
+        self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
+    ) -> list[FetchFailure]:
+        return run_targets(targets, lambda t: self._one(t, sink), workers=2, stop_on_failure=stop_on_failure)
+
+    def _one(self, target: Reference, sink: PartSink) -> None:
+        self.requests.append(target)
+        members = [
+            i for i in all_instances()
+            if covers(target, i) and (i.instance_uid not in self.leave_out or isinstance(target, InstanceReference))
+        ]
+        for count, instance in enumerate(members):
+            uid = target.series_uid if isinstance(target, SeriesReference) else target.study_uid
+            if not isinstance(target, InstanceReference) and self.break_after.get(uid) == count:
+                raise ConnectionFailedError(f"connection reset while reading {target}")
+            data = instance_bytes(instance.series_uid, instance.instance_uid)
+            sink(InstancePart(io.BytesIO(data), len(data), source=target))
