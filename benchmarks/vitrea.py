@@ -250,9 +250,12 @@ def benchmark(server: OrthancServer, *, work: Path, sizes: data.Sizes, runs: int
         scratch = work / "vitrea"
         scratch.mkdir(exist_ok=True)
         cases = vitrea_cases(vitrea, ct, tree, mint_xml, scratch, reference_python, cookie)
-        for group in dict.fromkeys(c.group for c in cases):
-            _say(f"== {group}")
-            results += [run_case(case, runs, work) for case in cases if case.group == group]
+        try:
+            for group in dict.fromkeys(c.group for c in cases):
+                _say(f"== {group}")
+                results += [run_case(case, runs, work) for case in cases if case.group == group]
+        finally:
+            empty_trash(scratch)  # the runs' outputs, kept until now (see Case.clean)
     descriptions = {
         RAD69: (
             f"The CT study of the main benchmark ({len(ct.items)} instances in {len({i.series_uid for i in ct.items})} "
