@@ -35,6 +35,7 @@ BIG = "One large instance over WADO-RS"
 TREE = "QIDO-RS answer into the study tree"
 MULTIPART = "Multipart parser alone"
 CGET = "C-GET study to disk"
+PSEUDONYMISED = "this package: download(..., deidentify=Deidentifier(...)), pseudonymised on the way"
 
 
 @dataclass
@@ -201,6 +202,9 @@ def all_cases(ctx: Context) -> list[Case]:
     add(group, "this package: Trolley(QidoRS, WadoRS).download", "current",
         lambda out: ours("wado-rs", *web, "--study", study, "--out", str(out)),
         size, _downloaded(ctx.ct, exact=True), headline=True)
+    add(group, PSEUDONYMISED, "current",
+        lambda out: ours("wado-rs", *web, "--study", study, "--out", str(out), "--deidentify"),
+        size, _pseudonymised(ctx.ct))
     add(group, "this package: Trolley(downloader=WadoRS), no search", "current",
         lambda out: ours("wado-rs", *web, "--study", study, "--no-search", "--out", str(out)),
         size, _downloaded(ctx.ct, exact=True))
@@ -307,6 +311,14 @@ def _downloaded(expected: Collection, *, exact: bool) -> Verifier:
         if "ok" in sample.output:  # this package's summary
             verify.reported(sample.output, count=len(expected.items), size=expected.total_bytes)
         return (verify.files_byte_equal if exact else verify.files_same_instances)(out, expected)
+
+    return check
+
+
+def _pseudonymised(expected: Collection) -> Verifier:
+    def check(out: Path, sample: Sample) -> str:
+        verify.reported(sample.output, count=len(expected.items))
+        return verify.files_pseudonymised(out, expected)
 
     return check
 

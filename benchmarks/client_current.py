@@ -23,6 +23,7 @@ from dicomtrolley._multipart import iter_parts
 from dicomtrolley._tree import tree_from_json
 from dicomtrolley.auth import create_session
 from dicomtrolley.core import InstanceReference, Query, QueryLevels, Study
+from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.dimse_retrieve import DICOMCGet
 from dicomtrolley.mint import Mint
 from dicomtrolley.qido_rs import QidoRS
@@ -40,12 +41,21 @@ def _instances(studies: list[Study]) -> dict[str, Any]:
     return {"count": sum(len(study.all_instances()) for study in studies), "studies": len(studies)}
 
 
+BENCHMARK_KEY = "benchmark key, not a secret: 32 b"
+"""The pseudonymisation key of ``--deidentify`` runs (a real one comes from $DICOMTROLLEY_DEID_KEY)."""
+
+
 def wado_rs(args: argparse.Namespace) -> None:
-    """A study to disk over WADO-RS: ``Trolley(QidoRS, WadoRS).download(uid, dir)``."""
+    """A study to disk over WADO-RS: ``Trolley(QidoRS, WadoRS).download(uid, dir)``.
+
+    With ``--deidentify`` every instance is pseudonymised on the way to disk
+    (``download(..., deidentify=Deidentifier(...))``, default options).
+    """
     session = requests.Session()
     searcher = QidoRS(session, args.dicomweb) if args.search else None
     trolley = Trolley(searcher, WadoRS(session, args.dicomweb))
-    report(lambda: trolley.download(args.study, args.out, progress=False), _written)
+    deidentifier = Deidentifier(key=BENCHMARK_KEY) if args.deidentify else None
+    report(lambda: trolley.download(args.study, args.out, progress=False, deidentify=deidentifier), _written)
 
 
 def wado_uri(args: argparse.Namespace) -> None:
@@ -169,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--study", required=True)
     command.add_argument("--out", required=True)
     command.add_argument("--no-search", dest="search", action="store_false")
+    command.add_argument("--deidentify", action="store_true", help="pseudonymise on the way to disk")
     command.set_defaults(run=wado_rs)
 
     command = commands.add_parser("wado-uri")

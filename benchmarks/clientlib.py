@@ -27,19 +27,26 @@ CHUNK = 1 << 20
 
 
 def report(work: Callable[[], T], describe: Callable[[T], dict[str, Any]] | None = None) -> None:
-    """Run ``work`` once; print its wall and CPU seconds and what ``describe`` says of its result.
+    """Run ``work`` once; print its wall and CPU seconds (worker processes' included) and what ``describe`` says.
 
     The line printed is one JSON object: ``{"seconds": ..., "cpu": ..., **describe(result)}``.
     Describing happens after the clock stops, so counting the output is not timed.
     """
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    before = _cpu()
     started = time.perf_counter()
     result = work()
     seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = _cpu() - before
     extra = describe(result) if describe is not None else {}
     print(json.dumps({"seconds": seconds, "cpu": cpu, **extra}), flush=True)
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that ended (worker processes, say)."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
 
 
 def file_chunks(path: str | Path, size: int = CHUNK) -> Iterator[bytes]:

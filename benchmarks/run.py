@@ -294,7 +294,8 @@ def benchmark(
         "Orthanc runs with `HttpCompressionEnabled: false`: with its default (true) it gzips WADO-URI answers "
         "for clients that accept gzip, which requests-based clients do unless told otherwise (this package "
         "asks for `identity`); that would slow dicomtrolley 4.1.0 several times over.",
-        "Wall and CPU times of Python clients are their own timing of the task (interpreter start and imports "
+        "Wall and CPU times of Python clients are their own timing of the task, worker processes included "
+        "(interpreter start and imports "
         "excluded); curl's and getscu's are those of their whole process. Peak RSS is the whole process's, as "
         "GNU time reports it. Each cell: median (min-max); ratios compare medians, against the fastest row of "
         "that client (4.1.0, curl, pynetdicom, getscu) and of the same kind in the table.",

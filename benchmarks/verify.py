@@ -12,6 +12,8 @@ own making, so there the dataset after the file meta is compared.
 from __future__ import annotations
 
 import filecmp
+import hashlib
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,28 @@ def files_same_instances(out: Path, expected: Collection) -> str:
     if _sop_of(files[0]) != sample.SOPInstanceUID:
         raise VerificationError(f"{files[0]} holds {sample.SOPInstanceUID}, not the instance it is named after")
     return f"{_count(len(files), 'file')}, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB, same SOPInstanceUIDs"
+
+
+def files_pseudonymised(out: Path, expected: Collection) -> str:
+    """Every instance of ``expected`` is under ``out`` once, pseudonymised: new UIDs, the same pixel data."""
+    files = _files(out)
+    originals = expected.by_sop()
+    if len(files) != len(originals):
+        raise VerificationError(f"{len(files)} files in {out}, expected {len(originals)}")
+    wanted = Counter(_pixel_digest(item.path) for item in originals.values())
+    found: Counter[str] = Counter()
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        if dataset.SOPInstanceUID in originals or dataset.get("PatientIdentityRemoved") != "YES":
+            raise VerificationError(f"{path} is not pseudonymised ({dataset.SOPInstanceUID})")
+        found[hashlib.sha256(dataset.PixelData).hexdigest()] += 1
+    if found != wanted:
+        raise VerificationError(f"the pixel data under {out} differs from that of the uploaded instances")
+    return f"{_count(len(files), 'file')}, {sum(p.stat().st_size for p in files) / 1e6:.1f} MB, pixels byte-equal"
+
+
+def _pixel_digest(path: Path) -> str:
+    return hashlib.sha256(pydicom.dcmread(path).PixelData).hexdigest()
 
 
 def multipart_body_byte_equal(body: Path, content_type_boundary: str, expected: Collection) -> str:

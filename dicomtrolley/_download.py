@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from dicomtrolley._planning import Plan, covers, plan_download
 from dicomtrolley.core import FetchFailure, InstancePart, InstanceReference, Reference, reference_key
-from dicomtrolley.exceptions import ConnectionFailedError, DownloadError, MultipartError
+from dicomtrolley.deidentify import DeidentifyingStorage
+from dicomtrolley.exceptions import ConnectionFailedError, DownloadError, InstanceQuarantinedError, MultipartError
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import DownloadSummary
 from dicomtrolley.roles import Downloader, Searcher
@@ -70,8 +71,14 @@ class Receiver:
         self._lock = threading.Lock()
 
     def __call__(self, part: InstancePart) -> None:
-        saved = self.storage.save(part)
         summary = self.summary
+        try:
+            saved = self.storage.save(part)
+        except InstanceQuarantinedError as held:  # pseudonymisation held it back: listed, not a failure
+            with self._lock:
+                self.received.add(held.quarantined.reference)
+                summary.quarantined.append(held.quarantined)
+            return
         with self._lock:
             self.received.add(saved.reference)
             summary.written += 1
@@ -103,7 +110,7 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
         if job.stop_on_failure and plan.not_found:
             raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
         receiver = Receiver(job.storage, summary, reporter, started)
-        failures = job.downloader.fetch(plan.fetch, receiver, stop_on_failure=job.stop_on_failure)
+        failures = fetch(job, plan, receiver)
         expected, unlisted = verify_counts(plan, job.searcher, receiver.received)
         failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
         summary.failures.extend(failures)
@@ -123,6 +130,20 @@ def make_plan(job: DownloadJob) -> Plan:
         on_disk=storage.has if storage.is_occupied() else None,
         fields=storage.template.fields,
     )
+
+
+def fetch(job: DownloadJob, plan: Plan, receiver: Receiver) -> list[FetchFailure]:
+    """Fetch what the plan says into the receiver; return the targets that failed.
+
+    A pseudonymising storage works on several instances at once (in worker
+    processes), so its parts are handed over without waiting for each to be written.
+    """
+    if not isinstance(job.storage, DeidentifyingStorage):
+        return job.downloader.fetch(plan.fetch, receiver, stop_on_failure=job.stop_on_failure)
+    late: list[FetchFailure] = []
+    with job.storage.parallel(receiver, late) as sink:
+        failures = job.downloader.fetch(plan.fetch, sink, stop_on_failure=job.stop_on_failure)
+    return failures + late
 
 
 def verify_counts(

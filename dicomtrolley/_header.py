@@ -44,6 +44,7 @@ PREFIX_BYTES = 64 * 1024
 _PREAMBLE = 128
 _MAGIC = b"DICM"
 _PIXEL_DATA = 0x7FE00010
+_FLOAT_PIXEL_DATA = 0x7FE00008  # the first of the three pixel data elements
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
@@ -141,9 +142,30 @@ def _tags_for(keywords: frozenset[str]) -> Mapping[int, str]:
     return MappingProxyType({**tags, _SPECIFIC_CHARACTER_SET: "SpecificCharacterSet"})
 
 
-def _walk(data: bytes, keywords: frozenset[str]) -> Header:
-    """Find the wanted top-level elements of a Part 10 file and decode them."""
-    wanted = _tags_for(keywords)
+def pixel_data_span(data: bytes) -> tuple[int, int] | None:
+    """Where the top-level pixel data element of a Part 10 instance starts and ends in ``data``.
+
+    Lets pseudonymisation decode and re-encode only the attributes before the
+    pixel data, and copy the pixel data as it came. ``(len(data), len(data))``
+    when there is none; ``None`` when the walk leaves the instance to pydicom
+    (no preamble, a deflated or big-endian dataset, a malformed element).
+    """
+    try:
+        position, _, syntax = _file_meta(data)
+        implicit = syntax == _IMPLICIT_LE
+        while position < len(data):
+            group, number = _TAG.unpack_from(data, position)
+            start = position
+            *_, position = _element(data, position, implicit=implicit)
+            if group << 16 | number >= _FLOAT_PIXEL_DATA:
+                return start, position
+        return len(data), len(data)
+    except (_UnhandledError, struct.error):
+        return None
+
+
+def _file_meta(data: bytes) -> tuple[int, dict[int, bytes], str]:
+    """Where the dataset of a Part 10 file starts, its file meta elements, and its (explicit LE) transfer syntax."""
     if data[_PREAMBLE:_PREAMBLE + 4] != _MAGIC:
         raise _UnhandledError("no Part 10 preamble")
     position = _PREAMBLE + 4
@@ -156,6 +178,13 @@ def _walk(data: bytes, keywords: frozenset[str]) -> Header:
         raise _UnhandledError("no TransferSyntaxUID in the file meta")
     if syntax in _NOT_EXPLICIT_LE:
         raise _UnhandledError(f"transfer syntax {syntax}")
+    return position, meta, syntax
+
+
+def _walk(data: bytes, keywords: frozenset[str]) -> Header:
+    """Find the wanted top-level elements of a Part 10 file and decode them."""
+    wanted = _tags_for(keywords)
+    position, meta, syntax = _file_meta(data)
     implicit = syntax == _IMPLICIT_LE
     last = max(wanted)
     whole = len(data) < PREFIX_BYTES

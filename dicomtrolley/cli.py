@@ -16,12 +16,14 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 
 import requests
 
 from dicomtrolley._version import __version__
 from dicomtrolley.auth import create_session
 from dicomtrolley.core import Query, QueryLevels
+from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
 from dicomtrolley.mint import Mint
 from dicomtrolley.qido_rs import QidoRS
@@ -84,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
+    download.add_argument("--deidentify", metavar="CONFIG.toml", type=Path,
+                          help="pseudonymise on the way to disk with these options (an empty file: the defaults); "
+                          "the key comes from $DICOMTROLLEY_DEID_KEY, the config's key_file, or the keyring")
+    download.add_argument("--mapping", metavar="FILE", type=Path,
+                          help="with --deidentify: write the original -> pseudonym table (CSV) here")
+    download.add_argument("--mapping-in-output", action="store_true",
+                          help="allow --mapping inside the output folder")
     return parser
 
 
@@ -141,13 +150,26 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deidentifier(args: argparse.Namespace) -> Deidentifier | None:
+    """The deidentifier of ``--deidentify``, its key loaded: a missing key fails before any download."""
+    if args.deidentify is None:
+        if args.mapping or args.mapping_in_output:
+            raise DICOMTrolleyError("--mapping needs --deidentify")
+        return None
+    updates = {"mapping": args.mapping} if args.mapping else {}
+    if args.mapping_in_output:
+        updates["mapping_in_output"] = True
+    return Deidentifier.from_toml(args.deidentify, **updates)
+
+
 def _download(args: argparse.Namespace) -> int:
+    deidentifier = _deidentifier(args)
     session = _authenticated_session(args)
     trolley = Trolley(searcher=_searcher(args, session), downloader=_downloader(args, session))
     try:
         summary = trolley.download(
             args.study_uids, args.output, template=args.template, on_error=args.on_error,
-            progress=False if args.no_progress else None,
+            progress=False if args.no_progress else None, deidentify=deidentifier,
         )
     except DownloadError as error:
         print(f"dicomtrolley: {error}", file=sys.stderr)
@@ -159,6 +181,9 @@ def _download(args: argparse.Namespace) -> int:
         print(f"failed: {failure}", file=sys.stderr)
     for missing in summary.missing:
         print(f"missing: {missing}", file=sys.stderr)
+    if summary.quarantined:
+        print(f"{len(summary.quarantined)} instances quarantined (not written: their pixels may show identities)",
+              file=sys.stderr)
     return 0 if summary.ok else EXIT_FAILURES
 
 

@@ -543,6 +543,21 @@ class FetchFailure:
         return f"{self.target}: {type(self.error).__name__}: {self.error}"
 
 
+@dataclass(frozen=True)
+class Quarantined:
+    """One instance held back from the output folder by pseudonymisation, and why.
+
+    Burned-in annotations cannot be cleaned from headers, so such instances are
+    not written; a person decides what to do with them.
+    """
+
+    reference: InstanceReference
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.reference.instance_uid}: {self.reason}"
+
+
 PartSink = Callable[[InstancePart], None]
 """Receives each part as it completes; called from worker threads, so it must be thread-safe."""
 

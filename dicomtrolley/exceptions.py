@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    # For the annotation only: the summary is made by the download, far above this module.
+    # For the annotations only: both are made far above this module.
+    from dicomtrolley.core import Quarantined
     from dicomtrolley.results import DownloadSummary
 
 
@@ -152,3 +153,32 @@ class XDSMissingDocumentError(Rad69ServerError):
     A ``PartialSuccess`` answer reports one of these per missing instance,
     while the instances that did arrive are kept.
     """
+
+
+class DeidentificationError(DICOMTrolleyError):
+    """Pseudonymisation cannot go ahead: a bad configuration, or a mapping table in the wrong place."""
+
+
+class DeidentificationKeyError(DeidentificationError):
+    """No pseudonymisation key was found, or it is too short to be safe.
+
+    Raised before anything is downloaded. The message names where the key was
+    looked for, never the key itself.
+    """
+
+
+class InstanceQuarantinedError(DeidentificationError):
+    """An instance was held back from the output folder (burned-in annotation, a quarantined SOP class).
+
+    Not a failure of the download: the trolley lists ``quarantined`` in
+    :attr:`~dicomtrolley.results.DownloadSummary.quarantined` and goes on.
+
+    Parameters
+    ----------
+    quarantined
+        Which instance, and why.
+    """
+
+    def __init__(self, quarantined: Quarantined) -> None:
+        super().__init__(str(quarantined))
+        self.quarantined = quarantined

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dicomtrolley.core import FetchFailure, InstanceReference, Study
+from dicomtrolley.core import FetchFailure, InstanceReference, Quarantined, Study
 
 if TYPE_CHECKING:
     import pandas
@@ -119,6 +119,9 @@ class DownloadSummary:
     downloader_report
         What the protocol counted itself (C-GET/C-MOVE: completed, failed and
         warning sub-operations of the last request); empty for HTTP.
+    quarantined
+        Instances a pseudonymised download held back (burned-in annotations),
+        with the reason; not failures, so they leave :attr:`ok` true.
     """
 
     written: int = 0
@@ -130,6 +133,7 @@ class DownloadSummary:
     missing: list[InstanceReference] = field(default_factory=list)
     transfer_syntaxes: Counter[str] = field(default_factory=Counter)
     downloader_report: dict[str, int] = field(default_factory=dict)
+    quarantined: list[Quarantined] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -144,4 +148,6 @@ class DownloadSummary:
         )
         if self.failures or self.missing:
             text += f"; {len(self.failures)} failed, {len(self.missing)} missing"
+        if self.quarantined:
+            text += f"; {len(self.quarantined)} quarantined"
         return text

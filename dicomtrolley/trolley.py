@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from dicomtrolley._download import DownloadJob, download
 from dicomtrolley._planning import find_instances
 from dicomtrolley.core import Downloadable, Query, QueryLevels, Study, to_reference
+from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.progress import ProgressCallback
 from dicomtrolley.results import DownloadSummary, StudyList
@@ -101,6 +102,7 @@ class Trolley:
         template: str | None = None,
         on_error: Literal["raise", "collect"] = "raise",
         progress: bool | ProgressCallback | None = None,
+        deidentify: Deidentifier | None = None,
     ) -> DownloadSummary:
         """Download studies, series or instances to disk; return what happened.
 
@@ -121,6 +123,9 @@ class Trolley:
             list every failure in the returned summary.
         progress
             ``None`` shows a bar when somebody watches; ``False`` none; a callable gets updates.
+        deidentify
+            Pseudonymise every instance before it is written (see :mod:`dicomtrolley.deidentify`);
+            paths and template then see pseudonymised values.
 
         Raises
         ------
@@ -129,11 +134,12 @@ class Trolley:
         """
         if on_error not in ("raise", "collect"):
             raise ValueError(f"on_error must be 'raise' or 'collect', not {on_error!r}")
+        storage = self._storage_for(output_dir, template)
         job = DownloadJob(
             targets=[to_reference(o) for o in _as_list(objects)],
             searcher=self.searcher,
             downloader=self._require_downloader(),
-            storage=self._storage_for(output_dir, template),
+            storage=deidentify.storage(storage) if deidentify is not None else storage,
             stop_on_failure=on_error == "raise",
         )
         return download(job, progress)

@@ -162,3 +162,33 @@ def test_bytes_pydicom_cannot_read_raise_a_header_error(monkeypatch: pytest.Monk
     monkeypatch.setattr(header.pydicom, "dcmread", unreadable)
     with pytest.raises(HeaderError, match="not a readable DICOM instance"):
         read_header(io.BytesIO(b"no preamble here"), ["SOPInstanceUID"])
+
+
+# ---------------------------------------------------------------- where the pixel data lies
+
+
+def _bytes(dataset: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit])
+def test_pixel_data_span_finds_the_pixel_data_element_as_pydicom_does(syntax: str) -> None:
+    ds = instance(syntax, Rows=2, Columns=2, BitsAllocated=16)
+    ds.PixelData = encapsulate([b"frame one", b"frame 2!"]) if syntax == JPEGBaseline8Bit else b"\x01\x02" * 4
+    data = _bytes(ds)
+    stream = io.BytesIO(data)
+    DCMREAD(stream, stop_before_pixels=True)
+    assert header.pixel_data_span(data) == (stream.tell(), len(data))
+
+
+def test_pixel_data_span_without_pixel_data_is_the_end() -> None:
+    ds = instance()
+    del ds.PixelData
+    data = _bytes(ds)
+    assert header.pixel_data_span(data) == (len(data), len(data))
+
+
+def test_pixel_data_span_leaves_a_deflated_dataset_to_pydicom() -> None:
+    assert header.pixel_data_span(_bytes(instance(DeflatedExplicitVRLittleEndian))) is None

@@ -1,0 +1,677 @@
+"""Pseudonymisation on the way to disk: research exports that never hold identifying data.
+
+A :class:`Deidentifier` passed to :meth:`Trolley.download(..., deidentify=...)
+<dicomtrolley.trolley.Trolley.download>` decodes each downloaded instance,
+applies DICOM PS3.15 Annex E, the Basic Application Level Confidentiality
+Profile with the options a research protocol picks, re-encodes it, and only
+then hands it to storage. Identifiable bytes never reach the output folder,
+not even as a temporary file there; the paths, the template and anything
+storage writes see pseudonymised values only.
+
+The options applied:
+
+- **UIDs replaced** (retain UIDs off); class and transfer-syntax UIDs stay.
+- **Retain longitudinal temporal information, modified dates**: every date of
+  a patient moves back by the same number of days, so intervals survive.
+- **Retain patient characteristics** (sex, age, size, weight) and **retain
+  device identity** (station name, serial numbers).
+- **Clean descriptors**: free text that holds a value the profile replaced
+  (a name, an ID, a date) has that value cut out.
+- Private attributes removed, except those listed in ``keep_private_tags``.
+
+The rules are dicognito's (a maintained, typed, pure-pydicom library);
+this module adds the Annex E options dicognito does not have (per-patient date
+shift, private attributes, descriptor cleaning, the profile's codes) and
+makes every pseudonym a keyed function of the original: HMAC-SHA256 under a
+secret key, so two runs, two machines and two batches give the same
+PatientID, UIDs and date shift for the same input, and nobody without the key
+can reverse or link them.
+
+The key comes from ``$DICOMTROLLEY_DEID_KEY``, a key file or the system
+keyring (service ``dicomtrolley``, user ``deidentify``); it is never written
+to outputs or logs. Needs ``pip install dicomtrolley[deidentify]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pydicom
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from dicomtrolley._annex_e import (
+    PRIVATE_TAG,
+    clean_descriptors,
+    declare_profile,
+    keyed_anonymizer,
+    parse_private_tag,
+    remove_what_dicognito_leaves,
+)
+from dicomtrolley._header import pixel_data_span
+from dicomtrolley.core import (
+    FetchFailure,
+    InstancePart,
+    InstanceReference,
+    PartSink,
+    Quarantined,
+    Reference,
+    StudyReference,
+)
+from dicomtrolley.exceptions import (
+    DeidentificationError,
+    DeidentificationKeyError,
+    InstanceQuarantinedError,
+    StorageError,
+)
+from dicomtrolley.storage import SavedInstance, StorageDir
+
+if TYPE_CHECKING:
+    from dicognito.anonymizer import Anonymizer
+    from dicognito.datetimeanonymizer import DateTimeAnonymizer
+
+logger = logging.getLogger(__name__)
+
+KEY_VARIABLE = "DICOMTROLLEY_DEID_KEY"
+"""The environment variable that holds the pseudonymisation key."""
+
+KEYRING_SERVICE = "dicomtrolley"
+KEYRING_USER = "deidentify"
+"""Where the key is looked up in the system keyring: ``keyring set dicomtrolley deidentify``."""
+
+MIN_KEY_BYTES = 16
+"""A shorter key (under 128 bits) is refused: it could be guessed, and with it every pseudonym reversed."""
+
+# ---------------------------------------------------------------- the key
+
+
+def load_key(key_file: str | os.PathLike[str] | None = None) -> bytes:
+    """The pseudonymisation key: from ``key_file``, else ``$DICOMTROLLEY_DEID_KEY``, else the keyring.
+
+    A key file holds the key as text (surrounding whitespace is ignored);
+    ``python -c "import secrets; print(secrets.token_hex(32))"`` makes a good one.
+
+    Raises
+    ------
+    DeidentificationKeyError
+        No key in any of those places, an unreadable key file, or a key
+        shorter than :data:`MIN_KEY_BYTES`. The message never holds the key.
+    """
+    if key_file is not None:
+        try:
+            key = Path(key_file).read_bytes().strip()
+        except OSError as error:
+            raise DeidentificationKeyError(f"Cannot read the key file {key_file}: {error.strerror}") from None
+        return _checked(key, f"the key file {key_file}")
+    from_environment = os.environ.get(KEY_VARIABLE, "").strip()
+    if from_environment:
+        return _checked(from_environment.encode("utf-8"), f"${KEY_VARIABLE}")
+    from_keyring = _keyring_key()
+    if from_keyring:
+        return _checked(from_keyring.strip().encode("utf-8"), "the keyring")
+    raise DeidentificationKeyError(
+        f"No pseudonymisation key: set ${KEY_VARIABLE}, name a key_file in the configuration, "
+        f"or store one with `keyring set {KEYRING_SERVICE} {KEYRING_USER}`"
+    )
+
+
+def _checked(key: bytes, source: str) -> bytes:
+    if len(key) < MIN_KEY_BYTES:
+        raise DeidentificationKeyError(
+            f"The pseudonymisation key from {source} is {len(key)} bytes; at least {MIN_KEY_BYTES} are needed"
+        )
+    return key
+
+
+def _keyring_key() -> str | None:
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+    except ImportError:
+        return None
+    try:
+        return keyring.get_password(KEYRING_SERVICE, KEYRING_USER)
+    except (KeyringError, RuntimeError) as error:  # no usable backend on a headless machine
+        logger.debug("No key from the keyring: %s", error)
+        return None
+
+
+# ---------------------------------------------------------------- options
+
+
+class DeidentifyOptions(BaseModel):
+    """What a :class:`Deidentifier` does; every field is a key of the ``--deidentify`` TOML file.
+
+    An empty file means these defaults. Unknown keys are an error, so a typo
+    cannot silently fall back to a default.
+
+    Parameters
+    ----------
+    key_file
+        Read the key from this file instead of ``$DICOMTROLLEY_DEID_KEY`` or the keyring.
+    max_date_shift_days
+        Each patient's dates move back by 1 to this many days (a keyed function of the PatientID).
+    keep_private_tags
+        Private attributes to keep, as ``"gggg,PRIVATE CREATOR,ee"`` (group, creator, element
+        within the creator's block), e.g. ``"0019,SIEMENS MR HEADER,0C"``. Kept as they are.
+    allow_burned_in
+        Write instances whose BurnedInAnnotation is YES instead of quarantining them.
+    quarantine_sop_classes
+        SOP classes held back because their pixels often carry burned-in text: a UID, or words of
+        the SOP class's name (``"Ultrasound"``). Empty: quarantine none by class.
+    mapping
+        Write the table of original and pseudonymous PatientID, StudyInstanceUID, AccessionNumber
+        and date shift (CSV) here; none when unset. It re-identifies: keep it where only those
+        allowed to re-identify can read it.
+    mapping_in_output
+        Allow ``mapping`` inside the output folder (refused by default: the output folder is meant
+        to hold only pseudonymised data).
+    processes
+        Worker processes that decode and re-encode instances (one core each); 0 or 1 works in the
+        downloading thread. Defaults to the number of cores, at most 4.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_file: Path | None = None
+    max_date_shift_days: int = Field(default=3650, ge=1, le=36500)
+    keep_private_tags: tuple[str, ...] = ()
+    allow_burned_in: bool = False
+    quarantine_sop_classes: tuple[str, ...] = ("Secondary Capture", "Ultrasound", "US Volume")
+    mapping: Path | None = None
+    mapping_in_output: bool = False
+    processes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=0, le=64)
+
+    @field_validator("keep_private_tags")
+    @classmethod
+    def _private_tag_form(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in tags:
+            match = PRIVATE_TAG.match(tag)
+            if not match or int(match.group(1), 16) % 2 == 0:
+                raise ValueError(f"{tag!r} is not 'gggg,PRIVATE CREATOR,ee' with an odd group")
+        return tags
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> DeidentifyOptions:
+        """Read options from a TOML file; relative paths in it are relative to the file.
+
+        Raises
+        ------
+        DeidentificationError
+            The file cannot be read or parsed, or a key is unknown or has a wrong value
+            (the message names the key).
+        """
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # Python 3.10: the deidentify extra installs tomli
+            import tomli as tomllib
+
+        source = Path(path)
+        try:
+            raw = tomllib.loads(source.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise DeidentificationError(f"Cannot read {source}: {error.strerror}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise DeidentificationError(f"{source} is not valid TOML: {error}") from None
+        try:
+            options = cls.model_validate(raw)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: "
+                + ("unknown option" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in error.errors()
+            )
+            raise DeidentificationError(f"{source}: {problems}") from None
+        relative = {
+            name: source.parent / value
+            for name in ("key_file", "mapping")
+            if (value := getattr(options, name)) is not None and not value.is_absolute()
+        }
+        return options.model_copy(update=relative)
+
+
+# ---------------------------------------------------------------- pseudonymisation
+
+
+@dataclass(frozen=True)
+class Pseudonyms:
+    """What one instance's identifiers became: a row of the mapping table."""
+
+    patient_id: str
+    pseudonymous_patient_id: str
+    study_uid: str
+    pseudonymous_study_uid: str
+    accession_number: str
+    pseudonymous_accession_number: str
+    date_shift_days: int
+
+
+class Deidentifier:
+    """Pseudonymises datasets under a secret key; pass it to ``Trolley.download(..., deidentify=...)``.
+
+    A plain object (options and key), so it pickles: a batch export can hand it
+    to worker processes. Its pickle holds the key, so it is for handing over,
+    never for writing to disk; its ``repr`` never shows the key.
+
+    Parameters
+    ----------
+    options
+        What to do; the defaults when omitted.
+    key
+        The secret key; by default :func:`load_key` finds it (``options.key_file``,
+        ``$DICOMTROLLEY_DEID_KEY``, the keyring).
+
+    Raises
+    ------
+    DeidentificationKeyError
+        No key, or one too short; raised here, before anything is downloaded.
+    ImportError
+        dicognito is not installed (``pip install dicomtrolley[deidentify]``).
+
+    Examples
+    --------
+    >>> deidentifier = Deidentifier(key="a secret of at least sixteen bytes")
+    >>> deidentifier.date_shift_days("PAT001") == deidentifier.date_shift_days("PAT001")
+    True
+    """
+
+    def __init__(self, options: DeidentifyOptions | None = None, *, key: bytes | str | None = None) -> None:
+        self.options = options or DeidentifyOptions()
+        if key is None:
+            self._key = load_key(self.options.key_file)
+        else:
+            self._key = _checked(key.encode("utf-8") if isinstance(key, str) else bytes(key), "the key argument")
+        _require_dicognito()
+        self._keep = {parse_private_tag(tag) for tag in self.options.keep_private_tags}
+        self._local = threading.local()
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str], **updates: Any) -> Deidentifier:
+        """A deidentifier with the options of a TOML file, ``updates`` applied on top (e.g. ``mapping``)."""
+        return cls(DeidentifyOptions.from_toml(path).model_copy(update=updates))
+
+    def __repr__(self) -> str:
+        return f"Deidentifier({self.options!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"options": self.options, "_key": self._key}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["options"], key=state["_key"])  # type: ignore[misc]
+
+    # ------------------------------------------------------------ keyed values
+
+    def _digest(self, purpose: str, value: str) -> bytes:
+        return hmac.new(self._key, f"{purpose}\0{value}".encode(), hashlib.sha256).digest()
+
+    def date_shift_days(self, patient_id: str) -> int:
+        """How many days this patient's dates move back: 1 to ``max_date_shift_days``, the same on every run."""
+        number = int.from_bytes(self._digest("date-shift", patient_id)[:8], "big")
+        return 1 + number % self.options.max_date_shift_days
+
+    # ------------------------------------------------------------ datasets
+
+    def quarantine_reason(self, dataset: Dataset) -> str | None:
+        """Why this instance must not be written (its pixels may show identities), or ``None``."""
+        if not self.options.allow_burned_in and str(dataset.get("BurnedInAnnotation", "")).upper() == "YES":
+            return "BurnedInAnnotation is YES"
+        sop_class = str(dataset.get("SOPClassUID", ""))
+        name = UID(sop_class).name if sop_class else ""
+        for entry in self.options.quarantine_sop_classes:
+            if entry == sop_class or (name and entry.lower() in name.lower()):
+                return f"{name or sop_class} is quarantined: its pixels often carry burned-in text"
+        return None
+
+    def deidentify(self, dataset: Dataset) -> Pseudonyms:
+        """Pseudonymise ``dataset`` in place (its file meta too); return what its identifiers became.
+
+        Pixel data is left as it is: burned-in text is what :meth:`quarantine_reason` is for.
+        """
+        patient_id = str(dataset.get("PatientID", ""))
+        study_uid = str(dataset.get("StudyInstanceUID", ""))
+        accession = str(dataset.get("AccessionNumber", ""))
+        shift = self.date_shift_days(patient_id)
+        before = remove_what_dicognito_leaves(dataset, self._keep)
+        anonymizer, dates = self._anonymizer()
+        dates.offset = timedelta(days=-shift)
+        anonymizer.anonymize(dataset)
+        clean_descriptors(before)
+        declare_profile(dataset)
+        return Pseudonyms(
+            patient_id, str(dataset.get("PatientID", "")),
+            study_uid, str(dataset.get("StudyInstanceUID", "")),
+            accession, str(dataset.get("AccessionNumber", "")),
+            shift,
+        )
+
+    def _anonymizer(self) -> tuple[Anonymizer, DateTimeAnonymizer]:
+        """This thread's dicognito anonymizer (its date handler is set per patient, so threads don't share it)."""
+        made: tuple[Anonymizer, DateTimeAnonymizer] | None = getattr(self._local, "anonymizer", None)
+        if made is None:
+            made = keyed_anonymizer(self._key)
+            self._local.anonymizer = made
+        return made
+
+    # ------------------------------------------------------------ storage
+
+    def storage(self, storage: StorageDir) -> DeidentifyingStorage:
+        """``storage``, pseudonymising each instance before it is written.
+
+        Raises
+        ------
+        DeidentificationError
+            The mapping table would be written inside the output folder, and
+            ``mapping_in_output`` does not allow it.
+        """
+        return DeidentifyingStorage(storage, self)
+
+
+def _require_dicognito() -> None:
+    try:
+        import dicognito.anonymizer  # noqa: F401 - loaded before worker processes fork
+    except ImportError:
+        raise ImportError("Pseudonymisation needs dicognito: pip install dicomtrolley[deidentify]") from None
+
+
+# ---------------------------------------------------------------- one instance, bytes to bytes
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What pseudonymising one instance gave (small, so it crosses a process boundary cheaply)."""
+
+    original: InstanceReference
+    quarantine: str | None = None
+    encoded: bytes = b""
+    pseudonyms: Pseudonyms | None = None
+
+
+def _pseudonymise(deidentifier: Deidentifier, data: bytes) -> _Outcome:
+    """Decode, check, pseudonymise and re-encode an instance, or the part of it before its pixel data."""
+    dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+    original = InstanceReference(
+        str(dataset.get("StudyInstanceUID", "")), str(dataset.get("SeriesInstanceUID", "")),
+        str(dataset.get("SOPInstanceUID", "")),
+    )
+    if not original.instance_uid or "TransferSyntaxUID" not in getattr(dataset, "file_meta", ()):
+        raise InvalidDicomError("not a DICOM Part 10 instance: no SOPInstanceUID or no file meta information")
+    reason = deidentifier.quarantine_reason(dataset)
+    if reason is not None:
+        return _Outcome(original, quarantine=reason)
+    pseudonyms = deidentifier.deidentify(dataset)
+    encoded = io.BytesIO()
+    # As it was read: its preamble and file meta (whose group length pydicom recomputes).
+    pydicom.dcmwrite(encoded, dataset, enforce_file_format=False)
+    return _Outcome(original, encoded=encoded.getvalue(), pseudonyms=pseudonyms)
+
+
+_WORKER: Deidentifier | None = None
+
+
+def _start_worker(deidentifier: Deidentifier) -> None:
+    global _WORKER  # one per worker process, set at its start
+    _WORKER = deidentifier
+    # This process only pseudonymises: pydicom's checks of each value read and written
+    # would warn about the server's data, not change what is written (and cost a tenth).
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+
+
+def _pseudonymise_in_worker(data: bytes) -> _Outcome:
+    assert _WORKER is not None, "worker process started without its deidentifier"
+    return _pseudonymise(_WORKER, data)
+
+
+# ---------------------------------------------------------------- on the way to disk
+
+
+class DeidentifyingStorage(StorageDir):
+    """A storage that pseudonymises each instance, then lets the storage it wraps write it.
+
+    :meth:`save` returns the instance's *original* reference (what the
+    download asked for and checks arrival against) with the pseudonymised
+    path. An instance to quarantine raises :class:`InstanceQuarantinedError`
+    and is not written. The decoding and encoding run in a bounded pool of
+    worker processes (``processes``), so several cores share them.
+
+    Parameters
+    ----------
+    storage
+        Where the pseudonymised files go; its template sees pseudonymised values.
+    deidentifier
+        What pseudonymises them.
+    """
+
+    def __init__(self, storage: StorageDir, deidentifier: Deidentifier) -> None:
+        # Not StorageDir.__init__: everything on disk is the wrapped storage's.
+        self.storage = storage
+        self.deidentifier = deidentifier
+        self.path = storage.path
+        self.template = storage.template
+        mapping = deidentifier.options.mapping
+        if mapping is not None and not deidentifier.options.mapping_in_output and _inside(mapping, storage.path):
+            raise DeidentificationError(
+                f"The mapping table {mapping} re-identifies, but lies inside the output folder {storage.path}; "
+                "write it elsewhere, or allow it with mapping_in_output"
+            )
+        self.mapping = MappingTable(mapping) if mapping is not None else None
+        self.processes = deidentifier.options.processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"DeidentifyingStorage({self.storage!r})"
+
+    def at(self, path: str | os.PathLike[str]) -> DeidentifyingStorage:
+        """The same pseudonymisation, writing under another folder."""
+        return DeidentifyingStorage(self.storage.at(path), self.deidentifier)
+
+    def is_occupied(self) -> bool:
+        """True when the output folder exists and holds anything."""
+        return self.storage.is_occupied()
+
+    def has(self, attributes: Mapping[str, Any] | Dataset) -> bool:
+        """True when the instance with these *original* attributes is complete on disk, pseudonymised.
+
+        Pseudonyms are keyed functions of the originals, so the path can be
+        computed without the file; a template of dates also needs the PatientID
+        (for the date shift), and without it the instance is fetched again.
+        """
+        fields = set(self.template.fields)
+        if any(attributes.get(name) in (None, "") for name in fields):
+            return False
+        dataset = Dataset()
+        dataset.file_meta = FileMetaDataset()
+        for name in fields | {"PatientID", "PatientSex"}:
+            value = attributes.get(name)
+            if value not in (None, ""):
+                setattr(dataset, name, value.value if isinstance(value, DataElement) else value)
+        if "PatientID" not in dataset and any(dataset[name].VR in ("DA", "DT", "TM") for name in fields):
+            return False
+        self.deidentifier.deidentify(dataset)
+        return self.storage.has(dataset)
+
+    def save(self, part: InstancePart) -> SavedInstance:
+        """Pseudonymise one instance and write it through the wrapped storage.
+
+        Raises
+        ------
+        InstanceQuarantinedError
+            The instance is held back (see :meth:`Deidentifier.quarantine_reason`); nothing is written.
+        StorageError
+            The bytes are not DICOM, or the wrapped storage could not write them.
+        """
+        part.body.seek(0)
+        data = part.body.read()
+        # Only the attributes before the pixel data are decoded and re-encoded (and sent to
+        # a worker); the pixel data is copied as it came, unless something follows it.
+        span = pixel_data_span(data)
+        if span is None or span[1] != len(data):
+            span = (len(data), len(data))
+        head = data[:span[0]]
+        try:
+            pool = self._worker_pool()
+            outcome = (
+                pool.submit(_pseudonymise_in_worker, head).result() if pool else _pseudonymise(self.deidentifier, head)
+            )
+        except (InvalidDicomError, ValueError, KeyError) as error:
+            raise StorageError(f"Cannot pseudonymise the downloaded bytes ({part.size} bytes): {error}") from error
+        if outcome.quarantine is not None:
+            logger.info("Quarantined %s: %s", outcome.original.instance_uid, outcome.quarantine)
+            raise InstanceQuarantinedError(Quarantined(outcome.original, outcome.quarantine))
+        if self.mapping is not None and outcome.pseudonyms is not None:
+            self.mapping.add(outcome.pseudonyms)  # before the file, so every file written can be re-identified
+        body = io.BytesIO(outcome.encoded)
+        body.seek(0, io.SEEK_END)
+        body.write(memoryview(data)[span[0]:])
+        del data, head
+        try:
+            saved = self.storage.save(
+                InstancePart(body, len(body.getbuffer()), part.content_type, part.source, None, part.headers)
+            )
+        finally:
+            body.close()
+        return replace(saved, reference=outcome.original)
+
+    def _worker_pool(self) -> ProcessPoolExecutor | None:
+        """The worker processes, started at first use; None to work in the calling thread."""
+        if self.processes < 2:
+            return None
+        with self._pool_lock:
+            if self._pool is None and not self._closed:
+                # Forking a process that runs a single thread is safe (no lock can be held
+                # by another thread) and starts workers at once; otherwise a fork server.
+                single = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+                context = multiprocessing.get_context("fork" if single else "forkserver")
+                if not single:
+                    multiprocessing.set_forkserver_preload([__name__])
+                self._pool = ProcessPoolExecutor(
+                    self.processes, mp_context=context, initializer=_start_worker, initargs=(self.deidentifier,)
+                )
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes; a later :meth:`save` works in the calling thread."""
+        with self._pool_lock:
+            pool, self._pool, self._closed = self._pool, None, True
+        if pool is not None:
+            pool.shutdown()
+
+    def parallel(self, sink: PartSink, failures: list[FetchFailure]) -> _ParallelSink:
+        """``sink`` run on background threads, so one stream keeps every worker process busy.
+
+        Use it as a context manager around a fetch: on exit it waits for every
+        part, stops the worker processes, and appends the parts whose ``sink``
+        raised to ``failures``.
+        """
+        return _ParallelSink(self, sink, failures)
+
+
+class _ParallelSink:
+    """A part sink that hands each part to a background thread and returns; bounded in flight."""
+
+    def __init__(self, storage: DeidentifyingStorage, sink: PartSink, failures: list[FetchFailure]) -> None:
+        self._storage = storage
+        self._sink = sink
+        self._failures = failures
+        depth = max(1, 2 * storage.processes)
+        self._threads = ThreadPoolExecutor(depth, thread_name_prefix="dicomtrolley-deidentify")
+        self._slots = threading.BoundedSemaphore(depth)
+        self._errors: list[tuple[InstancePart, Exception]] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> PartSink:
+        if self._storage.processes < 2:
+            return self._sink
+        pool = self._storage._worker_pool()
+        if pool is not None:
+            pool.submit(os.getpid)  # start the workers before the first part arrives
+        return self
+
+    def __call__(self, part: InstancePart) -> None:
+        part.body.seek(0)
+        copy = InstancePart(
+            io.BytesIO(part.body.read()), part.size, part.content_type, part.source, part.reference, part.headers
+        )
+        self._slots.acquire()
+        self._threads.submit(self._run, copy)
+
+    def _run(self, part: InstancePart) -> None:
+        try:
+            self._sink(part)
+        except Exception as error:  # noqa: BLE001 - listed as a failure of its target when the fetch ends
+            with self._lock:
+                self._errors.append((part, error))
+        finally:
+            part.close()
+            self._slots.release()
+
+    def __exit__(self, *exc: object) -> None:
+        self._threads.shutdown(wait=True)
+        self._storage.close()
+        for part, error in self._errors:
+            target: Reference = part.reference or part.source or StudyReference("unknown")
+            self._failures.append(FetchFailure(target, error))
+        self._errors.clear()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+class MappingTable:
+    """The CSV table from original to pseudonymous identifiers, one row per study, appended as studies arrive.
+
+    Rows already in the file are not written again, so one table can collect
+    many runs and batches.
+    """
+
+    COLUMNS = (
+        "PatientID", "PseudonymousPatientID", "StudyInstanceUID", "PseudonymousStudyInstanceUID",
+        "AccessionNumber", "PseudonymousAccessionNumber", "DateShiftDays",
+    )
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._studies: set[str] = set()
+        if self.path.is_file():
+            with self.path.open(newline="", encoding="utf-8") as file:
+                self._studies = {row["StudyInstanceUID"] for row in csv.DictReader(file) if row.get("StudyInstanceUID")}
+
+    def add(self, pseudonyms: Pseudonyms) -> None:
+        """Append the row of this instance's study, unless the table has it."""
+        with self._lock:
+            if pseudonyms.study_uid in self._studies:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.is_file() or self.path.stat().st_size == 0
+            with self.path.open("a", newline="", encoding="utf-8") as file:
+                writer = csv.writer(file)
+                if new:
+                    writer.writerow(self.COLUMNS)
+                writer.writerow([
+                    pseudonyms.patient_id, pseudonyms.pseudonymous_patient_id,
+                    pseudonyms.study_uid, pseudonyms.pseudonymous_study_uid,
+                    pseudonyms.accession_number, pseudonyms.pseudonymous_accession_number,
+                    pseudonyms.date_shift_days,
+                ])
+            self._studies.add(pseudonyms.study_uid)
