@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import io
 import json
 import resource
 import time
@@ -95,8 +96,7 @@ class CannedAnswer(BaseAdapter):
         response.headers = CaseInsensitiveDict(
             {"Content-Type": "application/dicom+json", "Content-Length": str(len(body))}
         )
-        response._content = body
-        response._content_consumed = True  # so a streaming reader (iter_content) gets the saved body too
+        response.raw = io.BytesIO(body)  # read as a server's body is: streamed, or whole via .content
         response.url = request.url or ""
         response.request = request
         return response

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from dicomtrolley._planning import Plan, covers, plan_download
 from dicomtrolley.core import FetchFailure, InstancePart, InstanceReference, Reference, reference_key
 from dicomtrolley.deidentify import DeidentifyingStorage
-from dicomtrolley.exceptions import ConnectionFailedError, DownloadError, InstanceQuarantinedError, MultipartError
+from dicomtrolley.exceptions import (
+    ConnectionFailedError,
+    DownloadError,
+    InstanceQuarantinedError,
+    MultipartError,
+    StorageError,
+)
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import DownloadSummary
 from dicomtrolley.roles import Downloader, Searcher
@@ -58,16 +64,27 @@ class Receiver:
     """The sink of a download: writes each part, counts it, reports progress.
 
     Downloaders call it from their worker threads, so its counts sit behind a lock.
+    Unless the download stops on failure, an instance that cannot be read or
+    written is a failure of that instance alone (in ``failures``), and the
+    stream it came in goes on.
     """
 
     def __init__(
-        self, storage: StorageDir, summary: DownloadSummary, reporter: ProgressReporter, started: float
+        self,
+        storage: StorageDir,
+        summary: DownloadSummary,
+        reporter: ProgressReporter,
+        started: float,
+        *,
+        stop_on_failure: bool,
     ) -> None:
         self.storage = storage
         self.summary = summary
         self.reporter = reporter
         self.started = started
+        self.stop_on_failure = stop_on_failure
         self.received: set[InstanceReference] = set()
+        self.failures: list[FetchFailure] = []
         self._lock = threading.Lock()
 
     def __call__(self, part: InstancePart) -> None:
@@ -78,6 +95,14 @@ class Receiver:
             with self._lock:
                 self.received.add(held.quarantined.reference)
                 summary.quarantined.append(held.quarantined)
+            return
+        except StorageError as error:
+            target = part.reference or part.source
+            if self.stop_on_failure or target is None:
+                raise
+            logger.warning("Could not save an instance of %s: %s", target, error)
+            with self._lock:
+                self.failures.append(FetchFailure(target, error))
             return
         with self._lock:
             self.received.add(saved.reference)
@@ -109,11 +134,11 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
     with ProgressReporter(progress, summary.expected) as reporter:
         if job.stop_on_failure and plan.not_found:
             raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
-        receiver = Receiver(job.storage, summary, reporter, started)
+        receiver = Receiver(job.storage, summary, reporter, started, stop_on_failure=job.stop_on_failure)
         failures = fetch(job, plan, receiver)
         expected, unlisted = verify_counts(plan, job.searcher, receiver.received)
         failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
-        summary.failures.extend(failures)
+        summary.failures.extend(receiver.failures + failures)
         summary.downloader_report = job.downloader.report()
     summary.missing = sorted(still_missing(expected, plan, receiver), key=reference_key)
     summary.elapsed = time.perf_counter() - started

@@ -7,17 +7,25 @@ data into a Dataset, which on a small machine slows the server that feeds the
 download as much as the client (figures in docs/performance.md).
 
 :func:`read_header` walks the encoded elements itself, keeps only those
-asked for, and decodes their values with pydicom's own converters (character
-sets included), so a value is exactly what ``dcmread`` would give. Whatever
-the walk does not handle (no Part 10 preamble, a deflated or big-endian
-dataset, a header longer than :data:`PREFIX_BYTES`) is read by ``dcmread``,
-so the fast path never changes an answer, only its cost.
+asked for, and converts them with pydicom's own element conversion (VR lookup
+of ``UN`` elements and character sets included), so a value is exactly what
+``dcmread(stop_before_pixels=True)`` would give. Whatever the walk does not
+handle (no Part 10 preamble, big endian, elements out of order, a VR that
+contradicts the transfer syntax, a header longer than :data:`PREFIX_BYTES`) is
+read by pydicom, so the fast path never changes an answer, only its cost.
+
+Bytes from a server are not trusted: a deflated dataset is inflated only up to
+:data:`INFLATED_HEADER_LIMIT`, no length field makes anything allocate more than
+the instance holds, and whatever pydicom cannot read becomes a
+:class:`~dicomtrolley.exceptions.HeaderError` naming the instance.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import struct
+import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,13 +34,13 @@ from typing import IO, Any
 
 import pydicom
 from pydicom.charset import convert_encodings
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.tag import BaseTag
+from pydicom.uid import PrivateTransferSyntaxes
 from pydicom.valuerep import VR
-from pydicom.values import convert_value
 
 from dicomtrolley.exceptions import HeaderError
 
@@ -41,20 +49,31 @@ logger = logging.getLogger(__name__)
 PREFIX_BYTES = 64 * 1024
 """How much of an instance the fast walk reads; a longer header is read by pydicom."""
 
+INFLATED_HEADER_LIMIT = 16 * 1024 * 1024
+"""At most this much of a deflated dataset is inflated to find its header (a deflate bomb stops here)."""
+
 _PREAMBLE = 128
 _MAGIC = b"DICM"
-_PIXEL_DATA = 0x7FE00010
-_FLOAT_PIXEL_DATA = 0x7FE00008  # the first of the three pixel data elements
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # where dcmread(stop_before_pixels) stops
+_FLOAT_PIXEL_DATA = min(_PIXEL_TAGS)  # the first of the three pixel data elements
 _SPECIFIC_CHARACTER_SET = 0x00080005
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
+_MAX_NESTING = 16  # deeper sequences are left to pydicom
 _KNOWN_VRS = frozenset(vr.value.encode("ascii") for vr in VR)
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _IMPLICIT_LE = "1.2.840.10008.1.2"
-_NOT_EXPLICIT_LE = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"})  # deflated, big endian
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 _TAG = struct.Struct("<HH")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
+
+# What pydicom raises on bytes it cannot read; each becomes a HeaderError.
+_UNREADABLE = (
+    InvalidDicomError, BytesLengthException, EOFError, ValueError, KeyError, TypeError, IndexError,
+    AttributeError, NotImplementedError, OverflowError, RecursionError, OSError, struct.error, zlib.error,
+)
 
 
 class _UnhandledError(Exception):
@@ -90,7 +109,7 @@ class Header:
         return "" if value is None else str(value)
 
 
-def read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
+def read_header(body: IO[bytes], keywords: Collection[str], *, name: str = "instance") -> Header:
     """The named attributes of an instance and its transfer syntax, leaving ``body`` at position 0.
 
     Parameters
@@ -99,6 +118,8 @@ def read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
         The instance's bytes, a DICOM Part 10 file as a server sends it.
     keywords
         The attributes wanted, as DICOM keywords.
+    name
+        What the bytes are (e.g. the instance requested), for error messages.
 
     Returns
     -------
@@ -108,28 +129,90 @@ def read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
     Raises
     ------
     HeaderError
-        The bytes are not a DICOM instance.
+        The bytes are not a DICOM instance pydicom can read; the message starts with ``name``.
     """
     keywords = frozenset(keywords)
     try:
         body.seek(0)
+        prefix = body.read(PREFIX_BYTES)
         try:
-            return _walk(body.read(PREFIX_BYTES), keywords)
+            return _read_fast(body, prefix, keywords)
         except (_UnhandledError, struct.error) as reason:
-            logger.debug("Reading the header with pydicom: %s", reason or "the header runs past the prefix")
+            logger.debug("Reading the header of %s with pydicom: %s", name, reason or "a short element")
         body.seek(0)
-        try:
-            dataset = pydicom.dcmread(body, stop_before_pixels=True, defer_size="64 KB", force=True)
-        except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as error:
-            raise HeaderError(f"Downloaded bytes are not a readable DICOM instance: {error}") from error
-        meta = getattr(dataset, "file_meta", None) or Dataset()
-        return Header(
-            {keyword: dataset[keyword].value for keyword in keywords if keyword in dataset},
-            str(meta.get("TransferSyntaxUID", "")),
-            str(meta.get("MediaStorageSOPInstanceUID", "")),
-        )
+        return _read_by_pydicom(body, keywords)
+    except (*_UNREADABLE, _UnhandledError) as error:
+        raise HeaderError(f"{name}: downloaded bytes are not a readable DICOM instance: {error!r}") from error
     finally:
         body.seek(0)
+
+
+def _read_fast(body: IO[bytes], prefix: bytes, keywords: frozenset[str]) -> Header:
+    """The walk over the prefix (or over the inflated start of a deflated dataset)."""
+    wanted = _tags_for(keywords)
+    meta, position = _file_meta(prefix)
+    syntax = _meta_text(meta, 0x00020010)
+    if not syntax or syntax == _BIG_ENDIAN or syntax in PrivateTransferSyntaxes:
+        raise _UnhandledError(f"transfer syntax {syntax or 'missing'}")
+    if syntax == _DEFLATED:
+        data, complete = _inflate(body, position)
+        found = _walk(data, 0, wanted, implicit=False, complete=complete)
+    else:
+        found = _walk(prefix, position, wanted, implicit=syntax == _IMPLICIT_LE, complete=len(prefix) < PREFIX_BYTES)
+    charset = found.pop(_SPECIFIC_CHARACTER_SET, None)
+    encodings = convert_encodings(_convert(charset, None)) if charset is not None else None
+    return Header(
+        {wanted[tag]: _convert(element, encodings) for tag, element in found.items()},
+        syntax,
+        _meta_text(meta, 0x00020003),
+    )
+
+
+def _read_by_pydicom(body: IO[bytes], keywords: frozenset[str]) -> Header:
+    """``dcmread`` up to the pixel data; a deflated dataset the walk could not read is refused."""
+    head = body.read(PREFIX_BYTES)
+    body.seek(0)
+    if _DEFLATED.encode("ascii") in head[:_meta_end(head)]:
+        # dcmread inflates the whole dataset in memory: a few MB can become many GB.
+        raise _UnhandledError("a deflated dataset whose header the bounded reader could not read")
+    dataset = pydicom.dcmread(body, stop_before_pixels=True, defer_size=PREFIX_BYTES, force=True)
+    size = _size(body)
+    for tag in _tags_for(keywords):
+        # A deferred value is read from the body when asked for: its length must fit in the body.
+        raw = dataset._dict.get(BaseTag(tag))
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.value_tell + raw.length > size:
+            raise _UnhandledError(f"element {tag:08X} claims {raw.length} bytes past the end")
+    meta = getattr(dataset, "file_meta", None) or Dataset()
+    return Header(
+        {keyword: dataset[keyword].value for keyword in keywords if keyword in dataset},
+        _meta_value(meta, "TransferSyntaxUID"),
+        _meta_value(meta, "MediaStorageSOPInstanceUID"),
+    )
+
+
+def _meta_value(meta: Dataset, keyword: str) -> str:
+    """A file meta value as text; ``""`` when it is absent or unreadable (the dataset still may be read)."""
+    try:
+        return str(meta.get(keyword, ""))
+    except _UNREADABLE:
+        return ""
+
+
+def _size(body: IO[bytes]) -> int:
+    position = body.tell()
+    try:
+        return body.seek(0, io.SEEK_END)
+    finally:
+        body.seek(position)
+
+
+def _meta_end(head: bytes) -> int:
+    """Where the file meta of ``head`` ends, as far as its group length says (bounded by ``head``)."""
+    try:
+        (length,) = _U32.unpack_from(head, _PREAMBLE + 4 + 8)
+    except struct.error:
+        return len(head)
+    return min(len(head), _PREAMBLE + 4 + 12 + length) if length < len(head) else len(head)
 
 
 @lru_cache(maxsize=64)
@@ -151,7 +234,10 @@ def pixel_data_span(data: bytes) -> tuple[int, int] | None:
     (no preamble, a deflated or big-endian dataset, a malformed element).
     """
     try:
-        position, _, syntax = _file_meta(data)
+        meta, position = _file_meta(data)
+        syntax = _meta_text(meta, 0x00020010)
+        if not syntax or syntax in (_BIG_ENDIAN, _DEFLATED) or syntax in PrivateTransferSyntaxes:
+            return None
         implicit = syntax == _IMPLICIT_LE
         while position < len(data):
             group, number = _TAG.unpack_from(data, position)
@@ -164,63 +250,109 @@ def pixel_data_span(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _file_meta(data: bytes) -> tuple[int, dict[int, bytes], str]:
-    """Where the dataset of a Part 10 file starts, its file meta elements, and its (explicit LE) transfer syntax."""
+def _file_meta(data: bytes) -> tuple[dict[int, bytes], int]:
+    """The file meta elements of a Part 10 file, and where the dataset starts."""
     if data[_PREAMBLE:_PREAMBLE + 4] != _MAGIC:
         raise _UnhandledError("no Part 10 preamble")
     position = _PREAMBLE + 4
+    _check_explicit(data, position, implicit=False)
     meta: dict[int, bytes] = {}
+    previous = -1
     while position + 8 <= len(data) and _U16.unpack_from(data, position)[0] == 0x0002:
-        tag, _, start, length, position = _element(data, position, implicit=False)
-        meta[tag] = data[start:start + length] if length != _UNDEFINED else b""
-    syntax = _meta_text(meta, 0x00020010)
-    if not syntax:
-        raise _UnhandledError("no TransferSyntaxUID in the file meta")
-    if syntax in _NOT_EXPLICIT_LE:
-        raise _UnhandledError(f"transfer syntax {syntax}")
-    return position, meta, syntax
+        tag, vr, start, length, position = _element(data, position, implicit=False)
+        if tag <= previous or vr in ("SQ", "UN") or length == _UNDEFINED:
+            raise _UnhandledError(f"file meta element {tag:08X} out of order or not plain")
+        previous = tag
+        meta[tag] = data[start:start + length]
+    if position + 2 <= len(data) and _U16.unpack_from(data, position)[0] == 0x0000:
+        raise _UnhandledError("a command set follows the file meta")
+    return meta, position
 
 
-def _walk(data: bytes, keywords: frozenset[str]) -> Header:
-    """Find the wanted top-level elements of a Part 10 file and decode them."""
-    wanted = _tags_for(keywords)
-    position, meta, syntax = _file_meta(data)
-    implicit = syntax == _IMPLICIT_LE
-    last = max(wanted)
-    whole = len(data) < PREFIX_BYTES
+def _inflate(body: IO[bytes], position: int) -> tuple[bytes, bool]:
+    """The start of a deflated dataset, at most :data:`INFLATED_HEADER_LIMIT` bytes; and whether that is all."""
+    body.seek(position)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    while len(out) < INFLATED_HEADER_LIMIT and not inflater.eof:
+        chunk = inflater.unconsumed_tail or body.read(PREFIX_BYTES)
+        if not chunk:
+            raise _UnhandledError("the deflated dataset is truncated")  # as zlib.decompress says
+        out += inflater.decompress(chunk, INFLATED_HEADER_LIMIT - len(out))
+    return bytes(out), inflater.eof
+
+
+def _check_explicit(data: bytes, position: int, *, implicit: bool) -> None:
+    """Hand over a dataset whose first element is encoded otherwise than announced (pydicom then switches)."""
+    code = data[position + 4:position + 6]
+    if len(code) == 2 and (0x40 < code[0] < 0x5B and 0x40 < code[1] < 0x5B) == implicit:
+        raise _UnhandledError("the VR encoding differs from the transfer syntax")
+
+
+def _walk(
+    data: bytes, position: int, wanted: Mapping[int, str], *, implicit: bool, complete: bool
+) -> dict[int, RawDataElement]:
+    """The wanted top-level elements of a dataset that starts at ``position``, up to the pixel data.
+
+    ``complete`` says ``data`` holds the whole dataset; otherwise reaching its
+    end before the pixel data hands the instance to pydicom.
+    """
+    _check_explicit(data, position, implicit=implicit)
     found: dict[int, RawDataElement] = {}
+    previous = -1
+    size = len(data)
+    unpack_tag, unpack_u16, unpack_u32 = _TAG.unpack_from, _U16.unpack_from, _U32.unpack_from
+    # _element inlined: every element up to the pixel data is stepped over, so this loop is the cost.
     while True:
-        if position == len(data) and whole:
+        if position == size and complete:
             break  # the instance ends before any pixel data
-        group, number = _TAG.unpack_from(data, position)
+        group, number = unpack_tag(data, position)
         tag = group << 16 | number
-        if tag > last or tag == _PIXEL_DATA:
+        if tag in _PIXEL_TAGS:
             break
-        tag, vr, start, length, position = _element(data, position, implicit=implicit)
-        if tag in wanted:
-            if length == _UNDEFINED:
+        if tag <= previous:
+            raise _UnhandledError(f"element {tag:08X} out of order")
+        previous = tag
+        code: bytes | None = None
+        if implicit:
+            (length,), start = unpack_u32(data, position + 4), position + 8
+        else:
+            code = data[position + 4:position + 6]
+            if code in _LONG_VRS:
+                (length,), start = unpack_u32(data, position + 8), position + 12
+            elif code in _KNOWN_VRS:
+                (length,), start = unpack_u16(data, position + 6), position + 8
+            else:
+                raise _UnhandledError(f"unknown VR {code!r} at {tag:08X}")
+        if length == _UNDEFINED:
+            if tag in wanted:
                 raise _UnhandledError(f"wanted element {tag:08X} is a sequence")
-            value = data[start:start + length]
-            found[tag] = RawDataElement(BaseTag(tag), vr, length, value, start, implicit, True)
-    charset = found.pop(_SPECIFIC_CHARACTER_SET, None)
-    encodings = convert_encodings(_decode(charset)) if charset is not None else None
-    return Header(
-        {wanted[tag]: _decode(element, encodings) for tag, element in found.items()},
-        syntax,
-        _meta_text(meta, 0x00020003),
-    )
+            position = _skip_items(data, start, implicit=implicit or code == b"UN", depth=1)
+            continue
+        position = start + length
+        if position > size:
+            raise _UnhandledError("the header runs past the prefix")
+        if tag in wanted:
+            vr = None if code is None else code.decode("ascii")
+            found[tag] = RawDataElement(BaseTag(tag), vr, length, data[start:position], start, implicit, True)
+    return found
 
 
-def _decode(element: RawDataElement, encodings: list[str] | None = None) -> Any:
-    vr = element.VR or dictionary_VR(element.tag)
-    return convert_value(vr, element, encodings)
+def _convert(element: RawDataElement, encodings: list[str] | None) -> Any:
+    """The element's value as pydicom gives it (VR from the dictionary for ``UN`` or implicit VR)."""
+    converted = convert_raw_data_element(element, encoding=encodings)
+    if converted.VR == VR.SQ or " or " in converted.VR:
+        raise _UnhandledError(f"wanted element {element.tag} has VR {converted.VR}")
+    return converted.value
 
 
 def _meta_text(meta: dict[int, bytes], tag: int) -> str:
     return meta.get(tag, b"").rstrip(b"\0 ").decode("ascii", "replace")
 
 
-def _element(data: bytes, position: int, *, implicit: bool) -> tuple[int, str | None, int, int, int]:
+def _element(
+    data: bytes, position: int, *, implicit: bool, depth: int = 0
+) -> tuple[int, str | None, int, int, int]:
     """The element at ``position``: tag, VR (``None`` when implicit), value start and length, next position.
 
     An undefined length (a sequence of items) is returned as such; the next
@@ -242,15 +374,17 @@ def _element(data: bytes, position: int, *, implicit: bool) -> tuple[int, str | 
             (length,), start = _U16.unpack_from(data, position + 6), position + 8
     if length == _UNDEFINED:
         # A sequence (or UN data, which is encoded as implicit VR) of items.
-        return tag, vr, start, length, _skip_items(data, start, implicit=implicit or vr == "UN")
+        return tag, vr, start, length, _skip_items(data, start, implicit=implicit or vr == "UN", depth=depth + 1)
     end = start + length
     if end > len(data):
         raise _UnhandledError("the header runs past the prefix")
     return tag, vr, start, length, end
 
 
-def _skip_items(data: bytes, position: int, *, implicit: bool) -> int:
+def _skip_items(data: bytes, position: int, *, implicit: bool, depth: int) -> int:
     """Where an undefined-length sequence that starts at ``position`` ends."""
+    if depth > _MAX_NESTING:
+        raise _UnhandledError("sequences nested too deep")
     while True:
         group, number = _TAG.unpack_from(data, position)
         (length,) = _U32.unpack_from(data, position + 4)
@@ -268,4 +402,4 @@ def _skip_items(data: bytes, position: int, *, implicit: bool) -> int:
             if group << 16 | number == _ITEM_END:
                 position += 8
                 break
-            *_, position = _element(data, position, implicit=implicit)
+            *_, position = _element(data, position, implicit=implicit, depth=depth)

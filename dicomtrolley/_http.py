@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import tempfile
 import threading
@@ -254,10 +255,8 @@ class HTTPClient:
         requests (see docs/performance.md).
         """
         prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, data=data))
-        # verify is passed on explicitly: requests lets REQUESTS_CA_BUNDLE and
-        # CURL_CA_BUNDLE override a session's own CA file (or its verify=False).
         return self.session.send(
-            prepared, stream=stream, timeout=self.timeout, verify=self.session.verify,
+            prepared, stream=stream, timeout=self.timeout, verify=tls_verify(self.session),
             proxies=self._proxies_for(prepared.url or url), allow_redirects=True,
         )
 
@@ -271,6 +270,24 @@ class HTTPClient:
             settings = session.merge_environment_settings(url, {}, None, None, None)
             proxies = self._proxies[key] = dict(settings["proxies"])
         return dict(proxies)
+
+
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
+"""Environment variables naming a CA file, in the order they are read (requests' two, then OpenSSL's)."""
+
+
+def tls_verify(session: requests.Session) -> bool | str:
+    """What to verify a server's certificate with: the session's own choice, else the environment's CA file.
+
+    A session's CA file or ``verify=False`` is a deliberate choice and wins
+    (requests itself lets ``REQUESTS_CA_BUNDLE`` override it). A session left at
+    the default ``True`` trusts the CA file the environment names, as requests
+    and OpenSSL tools do, so a private certificate authority needs no code.
+    """
+    verify = session.verify
+    if verify is True and session.trust_env:
+        return next((path for name in CA_BUNDLE_VARIABLES if (path := os.environ.get(name))), True)
+    return verify if isinstance(verify, str) else bool(verify)
 
 
 def _is_retryable_error(error: requests.RequestException) -> bool:
@@ -319,7 +336,8 @@ def iter_body(response: requests.Response, chunk_size: int = CHUNK_SIZE) -> Iter
     ConnectionFailedError
         The connection broke, was reset, or stalled past the read timeout mid-body.
     """
-    read1 = getattr(response.raw, "read1", None)  # urllib3 2.2 and later
+    # urllib3 2.2 and later; any other body (a transport adapter's file object) goes through requests.
+    read1 = getattr(response.raw, "read1", None) if isinstance(response.raw, urllib3.HTTPResponse) else None
     try:
         if read1 is None:
             yield from response.iter_content(chunk_size)

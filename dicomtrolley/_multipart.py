@@ -240,9 +240,13 @@ class _Parser:
             _State.EPILOGUE: self._epilogue,
         }
         self._state = _State.PREAMBLE
-        # The body's first delimiter may open the body without a CRLF before it:
-        # start the scan as if a CRLF came first.
+        # The body's first delimiter may open the body without a CRLF before it,
+        # and a part's header block may end with the CRLF of the next delimiter
+        # (an empty part, RFC 2046): such a scan starts as if a CRLF came first.
+        # That CRLF is virtual: never content, even when no delimiter follows.
         self._tail = b"\r\n"
+        self._virtual = len(self._tail)  # leading bytes of the tail that are not content
+        self._delimiter_virtual = 0  # of them, how many the delimiter candidate took
         self._origin = _State.PREAMBLE  # the state a delimiter candidate interrupted
         self._line = bytearray()  # the boundary line so far, or the current header line
         self._header_lines: list[bytes] = []
@@ -323,16 +327,17 @@ class _Parser:
             found = window.find(delimiter)
             if found >= 0:  # it starts inside the tail, since head is shorter than a delimiter
                 self._tail = b""
-                self._content(window[:found])
-                self._delimiter_found()
+                taken = self._virtual if found == 0 else 0
+                self._tail_content(window[:found])
+                self._delimiter_found(virtual=taken)
                 return pos + found + len(delimiter) - len(tail)
             if len(head) < keep:  # the chunk ends too soon to decide about the tail
                 cut = max(0, len(window) - keep)
-                self._content(window[:cut])
+                self._tail_content(window[:cut])
                 self._tail = window[cut:]
                 return pos + len(head)
             self._tail = b""
-            self._content(tail)
+            self._tail_content(tail)
         found = chunk.find(delimiter, pos)
         if found >= 0:
             self._content(memoryview(chunk)[pos:found])
@@ -410,6 +415,9 @@ class _Parser:
     def _after_sized_body(self, chunk: bytes, pos: int) -> int:
         """Verify that the delimiter follows the Content-Length bytes."""
         delimiter, matched = self._delimiter, self._matched
+        if not matched and not self._size and chunk[pos] == _DASH:
+            # Content-Length 0 and the header block's last CRLF is the delimiter's (RFC 2046).
+            matched = self._matched = 2
         take = min(len(delimiter) - matched, len(chunk) - pos)
         if chunk[pos : pos + take] != delimiter[matched : matched + take]:
             raise self._length_mismatch()
@@ -431,7 +439,15 @@ class _Parser:
         self._body.write(data)
         self._size += len(data)
 
-    def _delimiter_found(self) -> None:
+    def _tail_content(self, data: bytes) -> None:
+        """Content taken from the start of the carried tail, less its virtual bytes."""
+        skip = min(self._virtual, len(data))
+        self._virtual -= skip
+        self._content(data[skip:])
+
+    def _delimiter_found(self, *, virtual: int = 0) -> None:
+        self._virtual = 0
+        self._delimiter_virtual = virtual
         self._origin = self._state
         self._state = _State.BOUNDARY_LINE
         self._line.clear()
@@ -454,7 +470,7 @@ class _Parser:
         # None of these bytes can start a delimiter (a CR among them is not followed by
         # LF); the byte at ``pos`` may, so the scan resumes there.
         self._state = self._origin
-        self._content(self._delimiter + self._line)
+        self._content(self._delimiter[self._delimiter_virtual:] + self._line)
         self._line.clear()
         self._tail = b""
         return pos
@@ -477,7 +493,8 @@ class _Parser:
             return
         if length is not None:
             logger.debug("part %d: ignoring Content-Length %r", self._completed + 1, length)
-        self._tail = b""
+        self._tail = b"\r\n"  # virtual: the header block's last CRLF may open the delimiter
+        self._virtual = len(self._tail)
         self._state = _State.BODY
 
     def _parse_headers(self, lines: list[bytes]) -> dict[str, str]:

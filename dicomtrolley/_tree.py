@@ -219,7 +219,7 @@ def tree_from_json(
                 row,
             )
 
-    return _group(
+    studies = _group(
         keyed_rows(),
         depth,
         source,
@@ -231,6 +231,13 @@ def tree_from_json(
         study_keys=_STUDY_JSON_KEYS,
         series_keys=_SERIES_JSON_KEYS,
     )
+    for study in studies:  # named if its JSON turns out malformed when first read
+        study.json_source = source
+        for series in study.series:
+            series.json_source = source
+            for instance in series.instances:
+                instance.json_source = source
+    return studies
 
 
 def _json_uid(element: Any) -> str:

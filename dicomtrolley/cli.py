@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import NoReturn
 
 import requests
 
@@ -24,12 +25,13 @@ from dicomtrolley._version import __version__
 from dicomtrolley.auth import create_session
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
-from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
+from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError, DownloadError, StorageError
 from dicomtrolley.mint import Mint
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.rad69 import Rad69
-from dicomtrolley.results import StudyList
+from dicomtrolley.results import DownloadSummary, StudyList
 from dicomtrolley.roles import Downloader, Searcher
+from dicomtrolley.storage import PathTemplate
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
@@ -45,8 +47,33 @@ SEARCH_KEYWORDS = (
 """The query attributes ``dicomtrolley search`` takes as options (``--PatientID VALUE``)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a user's mistake in one line that names the option, and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _template(text: str) -> str:
+    try:
+        PathTemplate(text)
+    except StorageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dicomtrolley", description="Find DICOM studies on a DICOMweb server and download them."
     )
     parser.add_argument("--version", action="version", version=f"dicomtrolley {__version__}")
@@ -58,7 +85,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
         p.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
         p.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
-        p.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
+        tls = p.add_mutually_exclusive_group()
+        tls.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
+        tls.add_argument("--ca-file", help="verify TLS certificates with this CA file (default: $REQUESTS_CA_BUNDLE, "
+                                           "$SSL_CERT_FILE, or the system's)")
         p.add_argument("--searcher", choices=["qido-rs", "mint"], default="qido-rs", help="search protocol")
         p.add_argument("--mint-url", help="MINT root, e.g. https://vitrea/MINTApi (with --searcher mint)")
 
@@ -69,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
     search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
     search.add_argument("--level", choices=[lvl.value.lower() for lvl in QueryLevels], default="study")
-    search.add_argument("--limit", type=int, help="at most this many results")
+    search.add_argument("--limit", type=_positive_int, help="at most this many results")
     search.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
 
     download = sub.add_parser("download", help="download studies to a folder")
@@ -77,12 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
     download.add_argument("-o", "--output", required=True, help="output folder")
     download.add_argument(
-        "--template", help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'"
+        "--template", type=_template,
+        help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'",
     )
     download.add_argument("--downloader", choices=["wado-rs", "wado-uri", "rad69"], default="wado-rs")
     download.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
     download.add_argument("--rad69-url", help="IHE RAD-69 endpoint, e.g. https://vitrea/rids (with --downloader rad69)")
-    download.add_argument("--workers", type=int, help="parallel requests")
+    download.add_argument("--workers", type=_positive_int, help="parallel requests")
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -105,7 +136,11 @@ def _authenticated_session(args: argparse.Namespace) -> requests.Session:
         session = requests.Session()
         if args.user:
             session.auth = (args.user, _password())
-    session.verify = not args.no_verify
+    if args.no_verify:
+        session.verify = False
+    elif args.ca_file:
+        session.verify = args.ca_file
+    # Otherwise verify stays the default, so REQUESTS_CA_BUNDLE / SSL_CERT_FILE apply.
     return session
 
 
@@ -173,8 +208,9 @@ def _download(args: argparse.Namespace) -> int:
         )
     except DownloadError as error:
         print(f"dicomtrolley: {error}", file=sys.stderr)
-        if error.summary is not None:
+        if isinstance(error.summary, DownloadSummary):
             print(error.summary, file=sys.stderr)
+            return EXIT_ERROR if _unreachable(error.summary) else EXIT_FAILURES
         return EXIT_FAILURES
     print(summary)
     for failure in summary.failures:
@@ -184,12 +220,26 @@ def _download(args: argparse.Namespace) -> int:
     if summary.quarantined:
         print(f"{len(summary.quarantined)} instances quarantined (not written: their pixels may show identities)",
               file=sys.stderr)
+    if _unreachable(summary):
+        return EXIT_ERROR
     return 0 if summary.ok else EXIT_FAILURES
 
 
+def _unreachable(summary: DownloadSummary) -> bool:
+    """Nothing was written or found on disk, and every failure was a connection that could not be made."""
+    return (
+        not summary.written and not summary.skipped and bool(summary.failures)
+        and all(isinstance(f.error, ConnectionFailedError) for f in summary.failures)
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 download failures, 3 other errors)."""
-    args = _parser().parse_args(argv)
+    """Run the command line; returns the exit status (0 ok, 1 download failures, 2 usage, 3 other errors)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "search" and args.min_study_date and args.max_study_date \
+            and args.min_study_date > args.max_study_date:
+        parser.error(f"argument --from: {args.min_study_date} is after --to {args.max_study_date}")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

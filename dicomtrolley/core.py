@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
-from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.exceptions import DICOMTrolleyError, MalformedResponseError
 
 if TYPE_CHECKING:  # 4.x imported the roles from here; see __getattr__ at the end
     from dicomtrolley.roles import Downloader as Downloader
@@ -142,6 +142,8 @@ class DICOMObject:
     """
 
     level: ClassVar[DICOMObjectLevels]
+    json_source = ""
+    """Where the DICOM JSON came from (a URL), named when it turns out malformed."""
 
     def __init__(
         self,
@@ -158,9 +160,21 @@ class DICOMObject:
 
     @property
     def data(self) -> Dataset:
-        """The attributes the server returned for this object."""
+        """The attributes the server returned for this object.
+
+        Raises
+        ------
+        MalformedResponseError
+            The server's DICOM JSON is not valid (a sequence of strings, a number that is none, ...).
+        """
         if self._data is None:
-            self._data = Dataset.from_json(dict(self._json)) if self._json else Dataset()
+            try:
+                self._data = Dataset.from_json(dict(self._json)) if self._json else Dataset()
+            except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as error:
+                raise MalformedResponseError(
+                    f"The result for {type(self).__name__} {self.uid} from {self.json_source or 'a search'} "
+                    f"is not valid DICOM JSON: {type(error).__name__}: {error}"
+                ) from None
             self._json = None
         return self._data
 

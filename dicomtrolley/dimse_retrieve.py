@@ -26,6 +26,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from dicomtrolley._dimse import (
     DEFAULT_ACSE_TIMEOUT,
@@ -41,6 +42,10 @@ from dicomtrolley._dimse import (
     status_category,
     status_text,
 )
+from dicomtrolley._get_contexts import DEFAULT_STORAGE_CLASSES, storage_contexts
+from dicomtrolley._get_contexts import IMAGE_STORAGE as IMAGE_STORAGE
+from dicomtrolley._get_contexts import MAX_PRESENTATION_CONTEXTS as MAX_PRESENTATION_CONTEXTS
+from dicomtrolley._get_contexts import OTHER_STORAGE as OTHER_STORAGE
 from dicomtrolley.core import (
     DICOMObjectLevels,
     FetchFailure,
@@ -50,6 +55,7 @@ from dicomtrolley.core import (
     Reference,
     SeriesReference,
 )
+from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError
 from dicomtrolley.roles import Downloader
 
@@ -60,85 +66,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_STUDIES_PER_FIND = 64  # UIDs in one C-FIND's list matching
+
 STORE_FAILED = 0x0110
 """The C-STORE status we answer when the sink could not take an instance (Processing Failure)."""
 
-MAX_PRESENTATION_CONTEXTS = 128
-"""An association carries at most 128 presentation contexts (PS3.8 9.3.2.2: odd IDs 1-255)."""
 
-_UNCOMPRESSED = (
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-)
-_COMPRESSED = (
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, first-order prediction: the usual lossless archive format
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.4.50",  # JPEG baseline
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
-    "1.2.840.10008.1.2.5",  # RLE lossless
-)
+def get_storage_contexts(sop_classes: Sequence[str] = DEFAULT_STORAGE_CLASSES) -> list[PresentationContext]:
+    """The storage presentation contexts a C-GET proposes for ``sop_classes`` (127 at most).
 
-IMAGE_STORAGE = (
-    "1.2.840.10008.5.1.4.1.1.2",  # CT
-    "1.2.840.10008.5.1.4.1.1.4",  # MR
-    "1.2.840.10008.5.1.4.1.1.1",  # CR
-    "1.2.840.10008.5.1.4.1.1.1.1",  # DX for presentation
-    "1.2.840.10008.5.1.4.1.1.1.2",  # MG for presentation
-    "1.2.840.10008.5.1.4.1.1.6.1",  # US
-    "1.2.840.10008.5.1.4.1.1.3.1",  # US multi-frame
-    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.12.1",  # XA
-    "1.2.840.10008.5.1.4.1.1.20",  # NM
-    "1.2.840.10008.5.1.4.1.1.128",  # PET
-    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
-    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
-)
-"""Storage SOP classes proposed with every transfer syntax, one context each, so the
-server can send each object as stored: compressed objects stay compressed and byte-exact."""
-
-OTHER_STORAGE = (
-    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
-    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
-    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
-    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
-    "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
-    "1.2.840.10008.5.1.4.1.1.481.8",  # RT Ion Plan
-    "1.2.840.10008.5.1.4.1.1.1.1.1",  # DX for processing
-    "1.2.840.10008.5.1.4.1.1.1.2.1",  # MG for processing
-    "1.2.840.10008.5.1.4.1.1.12.2",  # XRF
-    "1.2.840.10008.5.1.4.1.1.13.1.3",  # Breast Tomosynthesis
-    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
-    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame grayscale byte SC
-    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame grayscale word SC
-    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame true color SC
-    "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL Photographic
-    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
-    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
-    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
-    "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection
-    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
-    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
-    "1.2.840.10008.5.1.4.1.1.66",  # Raw Data
-)
-"""Storage SOP classes proposed in one context with the uncompressed transfer syntaxes
-(the server transcodes a compressed object of these classes, or fails it)."""
-
-
-def get_storage_contexts() -> list[PresentationContext]:
-    """The storage presentation contexts a C-GET proposes: 13 x 8 + 22 = 126 of them.
-
-    With the C-GET context that makes 127 of the 128 an association allows.
+    With the C-GET context that makes at most the 128 an association allows;
+    see :mod:`dicomtrolley._get_contexts` for how they are shared out.
     """
-    from pynetdicom import build_context
-
-    contexts = [
-        build_context(sop_class, syntax)
-        for sop_class in IMAGE_STORAGE
-        for syntax in (*_UNCOMPRESSED, *_COMPRESSED)
-    ]
-    contexts += [build_context(sop_class, list(_UNCOMPRESSED)) for sop_class in OTHER_STORAGE]
-    return contexts
+    return storage_contexts(sop_classes)
 
 
 @dataclass(frozen=True)
@@ -300,7 +240,7 @@ class _Retriever(DIMSEPeer, Downloader):
         receiver = _Receiver(sink, stop_on_failure)
         failures: list[FetchFailure] = []
         self.last_suboperations = SubOperations()
-        with self._association_opener(receiver) as connect:
+        with self._association_opener(receiver, targets) as connect:
             assoc: Association | None = None
             clean = False
             try:
@@ -327,8 +267,10 @@ class _Retriever(DIMSEPeer, Downloader):
         return failures
 
     @abstractmethod
-    def _association_opener(self, receiver: _Receiver) -> AbstractContextManager[Callable[[], Association]]:
-        """Provide a function that opens an association for ``receiver``, with what it needs meanwhile."""
+    def _association_opener(
+        self, receiver: _Receiver, targets: Sequence[Reference]
+    ) -> AbstractContextManager[Callable[[], Association]]:
+        """Provide a function that opens an association for ``receiver`` to fetch ``targets``."""
 
     @abstractmethod
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
@@ -392,9 +334,11 @@ class DICOMCGet(_Retriever):
 
     The server sends the instances back on the same association: nothing has
     to be configured on the server beyond allowing us to C-GET. The common
-    storage SOP classes are proposed with compressed transfer syntaxes as
-    well as uncompressed ones (see :data:`IMAGE_STORAGE`, :data:`OTHER_STORAGE`),
-    so compressed objects arrive as stored.
+    storage presentation contexts are shaped for the SOP classes the targets'
+    studies hold (a C-FIND for SOPClassesInStudy first), one context per
+    transfer syntax where the 128-context limit allows, so every instance can
+    arrive in its stored transfer syntax (:mod:`dicomtrolley._get_contexts`;
+    :data:`IMAGE_STORAGE` and :data:`OTHER_STORAGE` when the server does not say).
 
     Parameters are those of :class:`~dicomtrolley._dimse.DIMSEPeer`.
 
@@ -414,10 +358,12 @@ class DICOMCGet(_Retriever):
     service = "get"
 
     @contextmanager
-    def _association_opener(self, receiver: _Receiver) -> Iterator[Callable[[], Association]]:
+    def _association_opener(
+        self, receiver: _Receiver, targets: Sequence[Reference]
+    ) -> Iterator[Callable[[], Association]]:
         from pynetdicom import build_context, build_role, evt
 
-        storage = get_storage_contexts()
+        storage = get_storage_contexts(self._sop_classes_of(targets) or DEFAULT_STORAGE_CLASSES)
         contexts = [build_context(STUDY_ROOT_GET), *storage]
         sop_classes = dict.fromkeys(str(context.abstract_syntax) for context in storage)
         roles = [build_role(sop_class, scp_role=True) for sop_class in sop_classes]
@@ -428,6 +374,69 @@ class DICOMCGet(_Retriever):
 
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
         return assoc.send_c_get(identifier, STUDY_ROOT_GET)
+
+    def _sop_classes_of(self, targets: Sequence[Reference]) -> list[str]:
+        """The SOP classes the targets' studies hold, as a C-FIND for SOPClassesInStudy says; [] if unknown."""
+        studies = sorted({target.study_uid for target in targets})
+        finder = DICOMQR(
+            self.host, self.port, self.aet, self.aec,
+            acse_timeout=self.acse_timeout, dimse_timeout=self.dimse_timeout, network_timeout=self.network_timeout,
+        )
+        found: list[str] = []
+        for start in range(0, len(studies), _STUDIES_PER_FIND):
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel = "STUDY"
+            identifier.StudyInstanceUID = studies[start:start + _STUDIES_PER_FIND]
+            identifier.SOPClassesInStudy = ""
+            try:
+                rows = finder.c_find(identifier)
+            except DIMSEError as error:
+                logger.info("No SOPClassesInStudy from %s (%s); proposing the default contexts", self.address, error)
+                return []
+            for row in rows:
+                value = row.get("SOPClassesInStudy")
+                found += [str(uid) for uid in (value if isinstance(value, MultiValue) else [value]) if uid]
+        logger.debug("SOP classes of %d study(ies) on %s: %s", len(studies), self.address, found)
+        return found
+
+
+def accept_senders_syntax(event: Event) -> None:
+    """Make a Storage SCP take every SOP class offered, each in the first transfer syntax offered that it reads.
+
+    pynetdicom accepts the first syntax of the acceptor's own list that the
+    requestor offers, so a sender offering [explicit LE, explicit BE, implicit LE]
+    would be made to transcode to implicit LE; and it refuses a SOP class the
+    acceptor does not list (a retired or private one), so the instance would be
+    lost. A move destination asked for these instances: handled on
+    ``EVT_REQUESTED``, before negotiation, the supported contexts become what
+    the sender offers, in its order, within the transfer syntaxes supported.
+    """
+    from pynetdicom import build_context
+
+    acceptor = event.assoc.acceptor
+    readable = {str(syntax) for context in acceptor.supported_contexts for syntax in context.transfer_syntax}
+    order: dict[str, list[str]] = {}
+    for context in event.assoc.requestor.primitive.presentation_context_definition_list:  # type: ignore[union-attr]
+        if not _served_as_storage(str(context.abstract_syntax)):
+            continue
+        listed = order.setdefault(str(context.abstract_syntax), [])
+        listed += [s for s in map(str, context.transfer_syntax) if s in readable and s not in listed]
+    if any(order.values()):
+        acceptor.supported_contexts = [build_context(sop, syntaxes) for sop, syntaxes in order.items() if syntaxes]
+
+
+def _served_as_storage(sop_class: str) -> bool:
+    """True when pynetdicom takes C-STOREs of ``sop_class``; a class it does not know
+    (retired, private) is registered as a storage class first, as its docs advise,
+    since it would otherwise abort the association at the first such instance."""
+    from pynetdicom.service_class import ServiceClass, StorageServiceClass
+    from pynetdicom.sop_class import register_uid, uid_to_service_class
+
+    service = uid_to_service_class(sop_class)
+    if service is ServiceClass:
+        register_uid(sop_class, "DicomtrolleyStorage" + sop_class.replace(".", "_"), StorageServiceClass)
+        return True
+    return service is StorageServiceClass
 
 
 class DICOMCMove(_Retriever):
@@ -489,7 +498,9 @@ class DICOMCMove(_Retriever):
         )
 
     @contextmanager
-    def _association_opener(self, receiver: _Receiver) -> Iterator[Callable[[], Association]]:
+    def _association_opener(
+        self, receiver: _Receiver, targets: Sequence[Reference]
+    ) -> Iterator[Callable[[], Association]]:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, build_context, evt
         from pynetdicom.presentation import AllStoragePresentationContexts
 
@@ -503,7 +514,11 @@ class DICOMCMove(_Retriever):
                 (self.listen_address, self.destination_port),
                 block=False,
                 ae_title=self.destination_aet,
-                evt_handlers=[(evt.EVT_C_STORE, receiver.on_store), (evt.EVT_CONN_OPEN, receiver.on_connection)],
+                evt_handlers=[
+                    (evt.EVT_C_STORE, receiver.on_store),
+                    (evt.EVT_CONN_OPEN, receiver.on_connection),
+                    (evt.EVT_REQUESTED, accept_senders_syntax),
+                ],
             )
         except OSError as error:
             raise DIMSEError(

@@ -74,6 +74,10 @@ class MalformedResponseError(DICOMTrolleyError):
     """A server's answer could not be understood (not DICOM JSON, missing UIDs, ...)."""
 
 
+class ResponseTooLargeError(MalformedResponseError):
+    """A server's answer is larger than the client accepts (a runaway search, or a decompression bomb)."""
+
+
 class MultipartError(MalformedResponseError):
     """A multipart/related body is malformed: no boundary, truncated, unterminated."""
 

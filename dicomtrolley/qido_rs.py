@@ -67,7 +67,7 @@ import requests
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, redact_url
 from dicomtrolley._tree import attribute_level, gc_paused, tree_from_json
 from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Study
-from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
+from dicomtrolley.exceptions import MalformedResponseError, ResponseTooLargeError, UnSupportedParameterError
 from dicomtrolley.roles import Searcher
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,11 @@ DEFAULT_INCLUDE_FIELDS: dict[QueryLevels, tuple[str, ...]] = {
 """Fields asked for at each level besides the query's ``include_fields``: the
 UIDs the study tree needs, and what a user looks at first. Servers add their
 own defaults (PS3.18 table 10.6.3-3)."""
+
+DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""The largest QIDO-RS answer (after decompression) read by default: about 50,000 results."""
+
+_READ_CHUNK = 8 * 1024  # compressed bytes per read: one read inflates to at most ~8 MB
 
 _MORE_RESULTS = re.compile(r"\b299\b.*\badditional\s+results?\b", re.IGNORECASE | re.DOTALL)
 
@@ -152,6 +157,11 @@ class QidoRS(Searcher):
         extra request after the last page; set it at or below the server's
         cap. None: one request for everything, plus one to check that the
         server did not cut the answer short.
+    max_answer_bytes
+        The largest answer (one page, decompressed) read; a larger one raises
+        :class:`~dicomtrolley.exceptions.ResponseTooLargeError` once that much
+        has arrived, so a runaway answer or a gzip bomb cannot exhaust memory.
+        Narrow the query, or set ``page_size``, rather than raising it far.
 
     Examples
     --------
@@ -168,11 +178,15 @@ class QidoRS(Searcher):
         timeout: Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         page_size: int | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         if page_size is not None and page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
+        if max_answer_bytes < 1:
+            raise ValueError(f"max_answer_bytes must be at least 1, got {max_answer_bytes}")
         self.url = url.rstrip("/")
         self.page_size = page_size
+        self.max_answer_bytes = max_answer_bytes
         self.http = HTTPClient(session, timeout=timeout, retry=retry)
 
     def __repr__(self) -> str:
@@ -253,21 +267,35 @@ class QidoRS(Searcher):
             more = _warns_of_more(response, where)
             if response.status_code == 204:
                 return [], more
-            body = response.content
+            body = self._read_bounded(response, where)
         if not body.strip():
             return [], more
         try:
             with gc_paused():
                 rows = json.loads(body)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
+            reason = "nested too deep" if isinstance(error, RecursionError) else str(error)
             raise MalformedResponseError(
-                f"QIDO-RS answer from {where} is not JSON ({error}): {body[:200]!r}"
+                f"QIDO-RS answer from {where} is not JSON ({reason}): {body[:200]!r}"
             ) from None
         if not isinstance(rows, list):
             raise MalformedResponseError(
                 f"QIDO-RS answer from {where} is not a list of DICOM JSON objects: {body[:200]!r}"
             )
         return rows, more
+
+
+    def _read_bounded(self, response: requests.Response, where: str) -> bytes:
+        """The decompressed body, read in small steps up to ``max_answer_bytes``."""
+        body = bytearray()
+        for chunk in response.iter_content(_READ_CHUNK):
+            body += chunk
+            if len(body) > self.max_answer_bytes:
+                raise ResponseTooLargeError(
+                    f"QIDO-RS answer from {where} is larger than {self.max_answer_bytes} bytes "
+                    "(max_answer_bytes); narrow the query or set page_size"
+                )
+        return bytes(body)
 
 
 def _smallest(*limits: int | None) -> int | None:

@@ -29,17 +29,44 @@ COLUMNS: tuple[str, ...] = (
 """The study attributes a table shows, in order."""
 
 
+UNKNOWN = "?"
+"""What the table shows for a value the search did not bring back (``None`` in :meth:`StudyList.rows`)."""
+
+
 def _text(value: Any) -> str:
     if value is None:
-        return ""
+        return UNKNOWN
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         return "\\".join(str(v) for v in value)
     return str(value)
 
 
-def _count(reported: Any, found: int) -> int:
-    """What the server says the study holds, or else what the search returned below it."""
-    return int(reported) if reported not in (None, "") else found
+def _attribute(study: Study, name: str) -> str | None:
+    """The study attribute as text; ``None`` when the search did not return it (a series-level row lacks it)."""
+    return _text(study.data.get(name)) if name in study.data else None
+
+
+def _series_count(study: Study) -> int | None:
+    """What the server says the study holds, or else how many series the search found; ``None``: unknown."""
+    reported = study.data.get("NumberOfStudyRelatedSeries")
+    if reported not in (None, ""):
+        return int(reported)
+    return len(study.series) or None  # a study search lists no series; a study has at least one
+
+
+def _instance_count(study: Study) -> int | None:
+    """What the server says, or the sum over the series (their counts, or the instances found); else ``None``."""
+    reported = study.data.get("NumberOfStudyRelatedInstances")
+    if reported not in (None, ""):
+        return int(reported)
+    counts: list[int] = []
+    for series in study.series:
+        number = series.data.get("NumberOfSeriesRelatedInstances")
+        count = int(number) if number not in (None, "") else len(series.instances)
+        if not count:
+            return None  # neither reported nor searched: a series has at least one instance
+        counts.append(count)
+    return sum(counts) or None
 
 
 class StudyList(list[Study]):
@@ -47,18 +74,20 @@ class StudyList(list[Study]):
 
     Each row is a study: the attributes in :data:`COLUMNS`, then how many
     series and instances it holds (as the server reports them, or else as
-    many as the search returned below it).
+    many as the search found below it). What the search did not bring back,
+    such as the study's description in a series-level search, is shown as
+    :data:`UNKNOWN`, never as blank or 0.
     """
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per study: the table's columns, plus ``series`` and ``instances`` counts."""
+        """One dict per study: the table's columns, plus ``series`` and ``instances`` counts; ``None``: unknown."""
         out = []
         for study in self:
             row: dict[str, Any] = {"StudyInstanceUID": study.uid}
             for name in COLUMNS[1:]:
-                row[name] = _text(study.data.get(name))
-            row["series"] = _count(study.data.get("NumberOfStudyRelatedSeries"), len(study.series))
-            row["instances"] = _count(study.data.get("NumberOfStudyRelatedInstances"), len(study.all_instances()))
+                row[name] = _attribute(study, name)
+            row["series"] = _series_count(study)
+            row["instances"] = _instance_count(study)
             out.append(row)
         return out
 

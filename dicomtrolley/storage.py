@@ -15,6 +15,14 @@ Each file is first written under a temporary name in its target folder and
 renamed when complete, so a file under its final name is always whole. Values
 are made safe for a path: they cannot add folders, climb out of the output
 folder, or carry control characters.
+
+Symbolic links: the output folder itself may be one. A link below it that
+leads outside it (a study folder linked elsewhere) is refused with a
+:class:`~dicomtrolley.exceptions.StorageError` before anything is written
+through it, unless ``allow_links_outside=True``. A link at a file's final name
+counts as "already on disk" only when it leads to a regular file inside the
+output folder that is a readable DICOM instance with the same SOPInstanceUID;
+otherwise the download replaces the link (never what it points to).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import string
 import tempfile
 import threading
@@ -113,7 +122,10 @@ class PathTemplate:
     def __init__(self, template: str, *, uid_underscores: bool = False) -> None:
         self.template = template
         self.uid_underscores = uid_underscores
-        self._pieces = list(string.Formatter().parse(template))
+        try:
+            self._pieces = list(string.Formatter().parse(template))
+        except ValueError as error:  # an unbalanced brace
+            raise StorageError(f"Template {template!r}: {error}") from error
         self.fields = tuple(name for _, name, _, _ in self._pieces if name)
         if not self.fields:
             raise StorageError(f"Template {template!r} names no attribute, so every file would collide")
@@ -163,15 +175,22 @@ class StorageDir:
     template
         A :class:`PathTemplate` pattern. Without one, the reference's layout
         ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>`` (dots as underscores).
+    allow_links_outside
+        Write through symbolic links below the output folder that lead outside it
+        (refused by default, so a planted link cannot redirect a download).
     """
 
     default_template = "{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}"
 
-    def __init__(self, path: str | os.PathLike[str], template: str | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], template: str | None = None, *, allow_links_outside: bool = False
+    ) -> None:
         self.path = Path(path)
+        self.allow_links_outside = allow_links_outside
         self.template = PathTemplate(template or self.default_template, uid_underscores=template is None)
         self._claimed: dict[Path, str] = {}
         self._folders: set[Path] = set()
+        self._inside: set[Path] = set()  # folders checked to lead nowhere outside
         self._lock = threading.Lock()
 
     @property
@@ -188,6 +207,7 @@ class StorageDir:
         clone.path = Path(path)
         clone._claimed = {}
         clone._folders = set()
+        clone._inside = set()
         clone._lock = threading.Lock()
         return clone
 
@@ -220,7 +240,51 @@ class StorageDir:
         """
         if any(attributes.get(name) in (None, "") for name in self.template.fields):
             return False
-        return self.path_for(attributes).is_file()
+        path = self.path_for(attributes)
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if stat.S_ISLNK(mode):
+            return self._link_holds(path, str(attributes.get("SOPInstanceUID") or ""))
+        if not stat.S_ISREG(mode):
+            return False
+        try:
+            self._check_inside(path.parent)  # a file reached through a link outside is not ours
+        except StorageError:
+            return False
+        return True
+
+    def _link_holds(self, link: Path, sop_uid: str) -> bool:
+        """A link at a final name counts when it leads to this instance, complete, inside the output folder."""
+        try:
+            target = link.resolve(strict=True)
+            if not target.is_relative_to(self.path.resolve()) or not target.is_file():
+                return False
+            found = read_header_of_file(target, ["SOPInstanceUID"])
+        except (OSError, RuntimeError, StorageError):  # RuntimeError: a link loop
+            return False
+        uid = found.text("SOPInstanceUID") or found.media_sop_instance_uid
+        return bool(uid) and (not sop_uid or uid == sop_uid)
+
+    def _check_inside(self, folder: Path) -> None:
+        """Refuse a folder that an existing link below the output folder leads outside it."""
+        if self.allow_links_outside or folder in self._inside:
+            return
+        existing = folder
+        while existing != self.path and not os.path.lexists(existing):
+            existing = existing.parent
+        try:
+            inside = existing.resolve().is_relative_to(self.path.resolve())
+        except (OSError, RuntimeError) as error:
+            raise StorageError(f"Could not check {existing}: {error}") from error
+        if not inside:
+            raise StorageError(
+                f"{existing} is a link that leads outside the output folder {self.path}; "
+                "remove it, or pass allow_links_outside=True"
+            )
+        if existing == folder:
+            self._inside.add(folder)  # a folder still to be made is checked again once it exists
 
     def save(self, part: InstancePart) -> SavedInstance:
         """Write one instance's bytes, as they are, to its path; atomically.
@@ -232,13 +296,15 @@ class StorageDir:
         StorageCollisionError
             Another instance already maps to the same path.
         """
-        header = _read_header(part.body, self._header_keywords)
+        header = _read_header(part.body, self._header_keywords, name=_name(part))
         sop_uid = header.text("SOPInstanceUID") or header.media_sop_instance_uid
         if not sop_uid:
             raise StorageError(
                 f"Downloaded bytes are not a readable DICOM instance: no SOPInstanceUID ({part.size} bytes)"
             )
         target = self.path_for(header.attributes)
+        if target.parent not in self._folders:
+            self._check_inside(target.parent)
         self._claim(target, sop_uid)
         _write_atomically(part.body, target, make_folder=target.parent not in self._folders)
         self._folders.add(target.parent)
@@ -249,8 +315,12 @@ class StorageDir:
     def _claim(self, target: Path, sop_uid: str) -> None:
         with self._lock:
             owner = self._claimed.get(target)
-            if owner is None and target.is_file():
-                owner = read_header_of_file(target, ["SOPInstanceUID"]).text("SOPInstanceUID")
+            try:
+                # Only a regular file has an owner: a link there is replaced, never followed.
+                if owner is None and target.is_file() and not target.is_symlink():
+                    owner = read_header_of_file(target, ["SOPInstanceUID"]).text("SOPInstanceUID")
+            except OSError as error:
+                raise StorageError(f"Could not read {target}: {error}") from error
             if owner and owner != sop_uid:
                 raise StorageCollisionError(
                     f"Instances {owner} and {sop_uid} both map to {target}; "
@@ -265,16 +335,23 @@ class FlatStorageDir(StorageDir):
     default_template = "{SOPInstanceUID}"
 
 
+def _name(part: InstancePart) -> str:
+    """The instance a part holds, as well as it is known before its header is read."""
+    if part.reference is not None:
+        return f"instance {part.reference.instance_uid}"
+    return f"an instance of {part.source}" if part.source is not None else "an instance"
+
+
 def read_header_of_file(path: Path, keywords: Collection[str]) -> Header:
     """:func:`~dicomtrolley._header.read_header` for a file on disk."""
     with path.open("rb") as file:
-        return _read_header(file, keywords)
+        return _read_header(file, keywords, name=str(path))
 
 
-def _read_header(body: IO[bytes], keywords: Collection[str]) -> Header:
+def _read_header(body: IO[bytes], keywords: Collection[str], *, name: str) -> Header:
     """:func:`~dicomtrolley._header.read_header`, its error a :class:`StorageError`: nothing can be saved."""
     try:
-        return read_header(body, keywords)
+        return read_header(body, keywords, name=name)
     except HeaderError as error:
         raise StorageError(str(error)) from error
 

@@ -73,3 +73,52 @@ def test_password_comes_from_the_environment_not_the_command_line(
     monkeypatch.setenv("DICOMTROLLEY_PASSWORD", "wrong")
     assert main(["search", server.dicomweb_url, "--user", "alice"]) == 3
     assert "401" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "option"),
+    [
+        pytest.param(["download", "http://127.0.0.1:9/dicom-web", "1.2", "-o", "x", "--template", "{PatientID"],
+                     "--template", id="unbalanced-template"),
+        pytest.param(["download", "http://127.0.0.1:9/dicom-web", "1.2", "-o", "x", "--workers", "-1"],
+                     "--workers", id="negative-workers"),
+        pytest.param(["download", "http://127.0.0.1:9/dicom-web", "1.2", "-o", "x", "--workers", "0"],
+                     "--workers", id="zero-workers"),
+        pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--limit", "0"], "--limit", id="zero-limit"),
+        pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--from", "2024-02-02", "--to", "2024-01-01"],
+                     "--from", id="from-after-to"),
+        pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--no-verify", "--ca-file", "ca.pem"],
+                     "--ca-file", id="no-verify-and-ca-file"),
+    ],
+)
+def test_a_command_line_mistake_is_one_line_naming_the_option_and_exits_two(
+    arguments: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert option in err
+
+
+def test_download_from_an_unreachable_server_exits_three_as_documented(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["download", "http://127.0.0.1:9/dicom-web", "1.2.3", "-o", str(tmp_path), "--no-progress"]) == 3
+    assert "127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_series_level_search_table_counts_instances_and_shows_what_it_lacks_as_unknown(
+    orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["search", orthanc.dicomweb_url, "--PatientID", "PAT002", "--level", "series"]) == 0
+    out = capsys.readouterr().out
+    _, *rows = [line.split("  ") for line in out.splitlines()]
+    studies = {s.uid: s for s in orthanc.sample.studies if s.patient_id == "PAT002"}
+    assert len(rows) == len(studies)
+    for row in rows:
+        cells = [cell.strip() for cell in row if cell.strip()]
+        assert cells[0] in studies
+        assert int(cells[-1]) == len(studies[cells[0]].instances)  # summed over the series, not 0
+        assert "?" in cells  # ModalitiesInStudy: not returned by a series-level search, so unknown

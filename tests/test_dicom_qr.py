@@ -42,6 +42,7 @@ from dicomtrolley.dimse_retrieve import (
     DICOMCGet,
     DICOMCMove,
     SubOperations,
+    accept_senders_syntax,
     get_storage_contexts,
 )
 from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError, StorageError, UnSupportedParameterError
@@ -580,6 +581,57 @@ def test_cget_proposes_compressed_syntaxes_within_one_association() -> None:
     ct = [c.transfer_syntax for c in contexts if c.abstract_syntax == "1.2.840.10008.5.1.4.1.1.2"]
     syntaxes = {syntax for listed in ct for syntax in listed}
     assert {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90"} <= syntaxes
+
+
+def test_default_proposal_covers_waveforms_retired_classes_and_every_syntax_within_the_limit() -> None:
+    contexts = get_storage_contexts()
+    classes = {str(c.abstract_syntax) for c in contexts}
+    assert {
+        "1.2.840.10008.5.1.4.1.1.9.1.1",  # 12-lead ECG
+        "1.2.840.10008.5.1.4.1.1.6",  # US (retired)
+        "1.2.840.10008.5.1.4.1.1.3",  # US multi-frame (retired)
+    } <= classes
+    us = {s for c in contexts if c.abstract_syntax == "1.2.840.10008.5.1.4.1.1.6" for s in c.transfer_syntax}
+    assert {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.51"} <= us
+    assert len(contexts) <= MAX_PRESENTATION_CONTEXTS - 1
+
+
+def test_each_syntax_of_a_known_class_gets_a_context_of_its_own() -> None:
+    contexts = get_storage_contexts(["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.88.33"])
+    assert all(len(c.transfer_syntax) == 1 for c in contexts)
+    sr = [c.transfer_syntax[0] for c in contexts if c.abstract_syntax == "1.2.840.10008.5.1.4.1.1.88.33"]
+    assert sr[:2] == ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]  # an implicit-VR SR arrives implicit
+
+
+def test_many_classes_share_the_budget_and_none_is_left_out() -> None:
+    classes = [f"1.2.3.{n}" for n in range(60)]
+    contexts = get_storage_contexts(classes)
+    assert len(contexts) == MAX_PRESENTATION_CONTEXTS - 1
+    assert {str(c.abstract_syntax) for c in contexts} == set(classes)
+
+
+@pytest.mark.parametrize("handler", [True, False], ids=["with-handler", "pynetdicom-default"])
+def test_move_destination_accepts_the_senders_first_supported_syntax(handler: bool) -> None:
+    from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, build_context, evt
+
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    offered = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2"]  # explicit LE, BE, implicit
+    scp = AE(ae_title="DEST")
+    scp.supported_contexts = [build_context(ct, ALL_TRANSFER_SYNTAXES)]
+    port = free_port()
+    handlers = [(evt.EVT_REQUESTED, accept_senders_syntax)] if handler else []
+    server = scp.start_server((HOST, port), block=False, evt_handlers=handlers)
+    try:
+        sender = AE(ae_title="SENDER")
+        sender.add_requested_context(ct, offered)
+        assoc = sender.associate(HOST, port, ae_title="DEST")
+        try:
+            (accepted,) = assoc.accepted_contexts
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+    assert accepted.transfer_syntax[0] == (offered[0] if handler else "1.2.840.10008.1.2")
 
 
 def test_trolley_with_cfind_and_cget_downloads_two_series_with_one_search(

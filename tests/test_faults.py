@@ -13,11 +13,13 @@ response is closed.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import shutil
 import ssl
 import subprocess
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from dicomtrolley.exceptions import (
     DownloadError,
     MalformedResponseError,
     MultipartError,
+    ResponseTooLargeError,
     ServerError,
     StorageError,
 )
@@ -280,7 +283,7 @@ def test_study_answer_short_of_the_series_counts_names_the_missing_instance(
     assert check_folder(tmp_path, server) == uids(server.instances[:4])
 
 
-def test_part_that_is_not_dicom_fails_its_series_with_storage_error_and_keeps_the_rest(
+def test_part_that_is_not_dicom_fails_alone_with_storage_error_and_the_rest_of_its_series_is_written(
     server: FaultServer, session: requests.Session, tmp_path: Path
 ) -> None:
     broken = series(server, 1)
@@ -292,8 +295,8 @@ def test_part_that_is_not_dicom_fails_its_series_with_storage_error_and_keeps_th
 
     assert [(f.target, type(f.error)) for f in summary.failures] == [(series_ref(server, 1), StorageError)]
     assert "not a readable DICOM instance" in str(summary.failures[0].error)
-    assert summary.missing == sorted(map(ref, broken[1:]), key=lambda r: r.instance_uid)
-    assert check_folder(tmp_path, server) == uids(broken[:1] + series(server, 2))
+    assert summary.missing == [ref(broken[1])]  # the part that was not DICOM stood in its place
+    assert check_folder(tmp_path, server) == uids([broken[0], *broken[2:], *series(server, 2)])
 
 
 def test_instance_body_that_is_not_dicom_over_wado_uri_is_a_storage_error(
@@ -638,6 +641,37 @@ def test_tls_download_works_with_the_ca_file_the_session_names_even_if_the_envir
     assert check_folder(tmp_path, tls_server) == uids(tls_server.instances)
 
 
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])
+def test_tls_download_trusts_the_ca_file_the_environment_names(
+    variable: str,
+    tls_server: FaultServer,
+    self_signed: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(self_signed[0]))
+
+    summary = make_trolley(tls_server, requests.Session()).download(
+        tls_server.study_uid(), tmp_path, progress=False
+    )
+
+    assert summary.ok
+    assert check_folder(tmp_path, tls_server) == uids(tls_server.instances)
+
+
+def test_command_line_ca_file_verifies_a_private_certificate_authority(
+    tls_server: FaultServer, self_signed: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    status = main(["download", tls_server.dicomweb_url, tls_server.study_uid(), "-o", str(tmp_path),
+                   "--no-progress", "--ca-file", str(self_signed[0])])
+    assert status == 0
+    assert check_folder(tmp_path, tls_server) == uids(tls_server.instances)
+
+
 # --- search answers that are not DICOM JSON ------------------------------------------------
 
 NOT_DICOM_JSON = [
@@ -660,6 +694,73 @@ def test_search_answer_that_is_not_dicom_json_is_a_malformed_response(
 
     with pytest.raises(MalformedResponseError):
         searcher.find_studies(Query(StudyInstanceUID=server.study_uid(), query_level=QueryLevels.INSTANCE))
+
+
+def test_deeply_nested_search_answer_is_a_malformed_response_naming_the_url(
+    server: FaultServer, session: requests.Session
+) -> None:
+    server.add_fault(Fault.BODY, route=Route.QIDO, payload=b"[" * 100_000 + b"]" * 100_000)
+    searcher = QidoRS(session, server.dicomweb_url, timeout=TIMEOUT, retry=FAST_RETRY)
+
+    with pytest.raises(MalformedResponseError, match=r"nested too deep") as raised:
+        searcher.find_studies(Query(PatientID="PAT*"))
+    assert server.dicomweb_url in str(raised.value)
+
+
+INVALID_DICOM_JSON = [
+    pytest.param({"00081115": {"vr": "SQ", "Value": ["a", "b"]}}, id="sequence-of-strings"),
+    pytest.param({"00100010": {"vr": "PN", "Value": [5]}}, id="person-name-number"),
+    pytest.param({"00100010": {"vr": "PN", "Value": [{"Alphabetic": 5}]}}, id="person-name-object-of-number"),
+    pytest.param({"00280010": {"vr": "US", "Value": ["abc"]}}, id="number-that-is-text"),
+    pytest.param({"00100020": {"vr": "LO", "Value": "PAT"}}, id="value-not-a-list"),
+    pytest.param({"7FE00010": {"vr": "OB", "InlineBinary": 5}}, id="inline-binary-number"),
+    pytest.param({"ZZZZ": {"vr": "LO", "Value": ["a"]}}, id="tag-not-hex"),
+]
+
+
+@pytest.mark.parametrize("attribute", INVALID_DICOM_JSON)
+def test_invalid_dicom_json_in_a_result_is_a_malformed_response_naming_url_and_result(
+    attribute: dict[str, object], server: FaultServer, session: requests.Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    row = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}, **attribute}
+    server.add_fault(Fault.BODY, route=Route.QIDO, payload=json.dumps([row]).encode())
+    searcher = QidoRS(session, server.dicomweb_url, timeout=TIMEOUT, retry=FAST_RETRY)
+
+    (study,) = searcher.find_studies(Query(PatientID="PAT*"))
+    with pytest.raises(MalformedResponseError, match=r"Study 1\.2\.3 from http://") as raised:
+        _ = study.data
+    assert server.dicomweb_url in str(raised.value)
+
+    assert main(["search", server.dicomweb_url, "--PatientID", "PAT*"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "is not valid DICOM JSON" in err
+
+
+@pytest.mark.parametrize(
+    "fault", [pytest.param(Fault.HUGE_BODY, id="300-MB-answer"), pytest.param(Fault.GZIP_BOMB, id="gzip-bomb")]
+)
+def test_an_oversized_search_answer_is_refused_within_bounded_memory(
+    fault: Fault, server: FaultServer, session: requests.Session
+) -> None:
+    server.add_fault(fault, route=Route.QIDO, size=300 * 1024 * 1024)
+    searcher = QidoRS(session, server.dicomweb_url, timeout=(2.0, 30.0), retry=FAST_RETRY)
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseTooLargeError, match="max_answer_bytes"):
+            searcher.find_studies(Query(PatientID="PAT*"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 150 * 1024 * 1024
+
+
+def test_the_answer_cap_is_configurable(server: FaultServer, session: requests.Session) -> None:
+    server.add_fault(Fault.HUGE_BODY, route=Route.QIDO, size=3 * 1024 * 1024)
+    small = QidoRS(session, server.dicomweb_url, timeout=TIMEOUT, retry=FAST_RETRY, max_answer_bytes=1024 * 1024)
+    with pytest.raises(ResponseTooLargeError):
+        small.find_studies(Query(PatientID="PAT*"))
 
 
 def test_download_whose_search_answer_is_not_dicom_json_fetches_and_writes_nothing(

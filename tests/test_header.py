@@ -155,6 +155,44 @@ def test_text_of_a_value_and_of_an_absent_attribute(no_pydicom_reader: None) -> 
     assert (found.text("SeriesNumber"), found.text("AccessionNumber")) == ("7", "")
 
 
+def as_un(ds: Dataset, *keywords: str) -> Dataset:
+    """The dataset with these elements encoded with VR UN, as some archives send them."""
+    for keyword in keywords:
+        element = ds[keyword]
+        raw = element.value.encode("utf-8") if isinstance(element.value, str) else bytes(element.value)
+        ds[keyword] = pydicom.DataElement(element.tag, "UN", raw + b"\0" * (len(raw) % 2))
+    return ds
+
+
+def test_uids_encoded_as_un_read_as_pydicom_reads_them(no_pydicom_reader: None) -> None:
+    body = encode(as_un(instance(), "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "StudyDate"))
+    found = read_header(body, KEYWORDS)
+    assert values(found) == by_pydicom(body)
+    assert found.get("SOPInstanceUID") == "1.2.3.4.5.6"
+
+
+def test_character_set_encoded_as_un_decodes_the_names(no_pydicom_reader: None) -> None:
+    body = encode(as_un(instance(), "SpecificCharacterSet"))
+    assert read_header(body, ["PatientName"]).get("PatientName") == "Müller^Jörg"
+
+
+def test_elements_out_of_order_are_read_as_pydicom_reads_them() -> None:
+    whole = encode(instance()).getvalue()
+    patient_id = whole.index(b"\x10\x00\x20\x00LO")
+    element = whole[patient_id:patient_id + 8 + 6]  # (0010,0020) LO "PAT-1 "
+    pixel_data = b"\xe0\x7f\x10\x00"
+    rest = whole[patient_id + len(element):].replace(pixel_data, element + pixel_data, 1)
+    body = io.BytesIO(whole[:patient_id] + rest)
+    assert read_header(body, ["PatientID", "StudyDate"]).get("PatientID") == by_pydicom(body)["PatientID"] == "PAT-1"
+
+
+def test_unreadable_bytes_raise_a_header_error_naming_the_instance() -> None:
+    whole = encode(instance(DeflatedExplicitVRLittleEndian)).getvalue()
+    cut = io.BytesIO(whole[: len(whole) - 40])  # the deflated stream ends early: zlib.error in pydicom
+    with pytest.raises(HeaderError, match=r"^instance 1\.2\.3: "):
+        read_header(cut, ["SOPInstanceUID"], name="instance 1.2.3")
+
+
 def test_bytes_pydicom_cannot_read_raise_a_header_error(monkeypatch: pytest.MonkeyPatch) -> None:
     def unreadable(*args: Any, **kwargs: Any) -> None:
         raise InvalidDicomError("not DICOM")

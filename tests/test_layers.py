@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dicomtrolley"
 LAYERS: list[set[str]] = [
     {"_version", "exceptions"},
     {"core", "roles", "_concurrency"},
-    {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e"},
+    {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e", "_get_contexts"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
      "storage", "results", "progress", "caching", "deidentify"},
     {"_planning", "_download"},

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from requests_toolbelt import MultipartEncoder
 
 from dicomtrolley._multipart import (
@@ -369,3 +372,52 @@ def test_an_unreadable_content_length_falls_back_to_scanning() -> None:
 def test_a_boundary_that_is_not_ascii_raises() -> None:
     with pytest.raises(MultipartError, match="not ASCII"):
         parse(b"--b\xc3\xa9\r\n\r\nx\r\n--b\xc3\xa9--", boundary="bé")
+
+
+# -- empty parts and any chunking (RFC 2046: the header block's CRLF may open the delimiter) -------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(b"Content-Type: application/dicom\r\n", id="scanned"),
+        pytest.param(b"Content-Type: application/dicom\r\nContent-Length: 0\r\n", id="content-length-0"),
+        pytest.param(b"", id="no-headers"),
+    ],
+)
+def test_a_delimiter_right_after_the_header_block_ends_an_empty_part(headers: bytes) -> None:
+    delimiter = b"--" + BOUNDARY.encode()
+    body = delimiter + b"\r\n" + headers + b"\r\n" + delimiter + b"\r\n\r\nsecond\r\n" + delimiter + b"--"
+    for chunk_size in (1, 2, 3, 1 << 20):
+        assert contents(parse(body, chunk_size=chunk_size)) == [b"", b"second"]
+
+
+def test_a_delimiter_lookalike_right_after_the_header_block_stays_in_the_content() -> None:
+    content = b"--" + BOUNDARY.encode() + b"x and more"
+    body = build([({"Content-Type": DICOM}, content)])
+    for chunk_size in (1, 5, 1 << 20):
+        assert contents(parse(body, chunk_size=chunk_size)) == [content]
+
+
+_PIECES = [b"\r", b"\n", b"\r\n", b"-", b"--", b"\r\n--", BOUNDARY[:7].encode(), BOUNDARY.encode(), b"x", b" "]
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(
+    contents_=st.lists(st.lists(st.sampled_from(_PIECES), max_size=12).map(b"".join), min_size=1, max_size=5),
+    sized_=st.lists(st.booleans(), min_size=5, max_size=5),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=20),
+)
+def test_any_chunking_of_any_body_gives_the_parts_it_was_built_from(
+    contents_: list[bytes], sized_: list[bool], cuts: list[int]
+) -> None:
+    delimiter = b"\r\n--" + BOUNDARY.encode()
+    # Content that holds a delimiter (the header block's CRLF counts) can only be sent with its length.
+    framed = [
+        (sized(content) if sized_[index] or delimiter in b"\r\n" + content else {"Content-Type": DICOM}, content)
+        for index, content in enumerate(contents_)
+    ]
+    body = build(framed, preamble=b"pre", epilogue=b"\r\npost")
+    edges = sorted({min(cut, len(body)) for cut in cuts} | {0, len(body)})
+    chunks = [body[start:end] for start, end in itertools.pairwise(edges)]
+    assert [part.body.read() for part in iter_parts(chunks, BOUNDARY)] == contents_

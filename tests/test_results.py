@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from dicomtrolley.core import Series, Study
-from dicomtrolley.results import COLUMNS, StudyList
+from dicomtrolley.results import COLUMNS, UNKNOWN, StudyList
 
 
 def study(uid: str, patient: str, **extra: object) -> Study:
@@ -52,3 +52,27 @@ def test_dataframe_has_a_row_per_study() -> None:
     frame = StudyList([study("1.1", "P1"), study("1.2", "P2")]).to_dataframe()
     assert list(frame["StudyInstanceUID"]) == ["1.1", "1.2"]
     assert list(frame["PatientName"]) == ["Müller^Jürgen"] * 2
+
+
+def test_values_a_series_level_search_did_not_return_are_unknown_not_blank_or_zero() -> None:
+    found = study("1.1", "P1")
+    del found.data.ModalitiesInStudy
+    found.add(Series("1.1.1"))
+    found.add(Series("1.1.2"))
+    row = StudyList([found]).rows()[0]
+    assert (row["series"], row["instances"], row["ModalitiesInStudy"], row["StudyDescription"]) == (2, None, None, None)
+    line = StudyList([found]).to_table().splitlines()[1].split()
+    assert line[-2:] == ["2", UNKNOWN]
+
+
+def test_instances_are_summed_from_series_counts() -> None:
+    found = study("1.1", "P1")
+    for uid, count in (("1.1.1", 3), ("1.1.2", 4)):
+        series = found.add(Series(uid))
+        series.data.NumberOfSeriesRelatedInstances = count
+    assert StudyList([found]).rows()[0]["instances"] == 7
+
+
+def test_a_study_level_search_without_counts_shows_them_as_unknown() -> None:
+    row = StudyList([study("1.1", "P1", StudyDescription="")]).rows()[0]
+    assert (row["series"], row["instances"], row["StudyDescription"]) == (None, None, "")

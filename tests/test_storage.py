@@ -6,6 +6,7 @@ import io
 import os
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -150,3 +151,84 @@ def test_is_occupied_only_when_the_output_folder_holds_something(tmp_path: Path)
     assert not storage.is_occupied()
     storage.save(part(dicom_bytes()))
     assert storage.is_occupied()
+
+
+# -- symbolic links -------------------------------------------------------------------------------
+
+
+def test_a_link_below_the_output_folder_that_leads_outside_is_refused(tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "1_2_1").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(StorageError, match="leads outside the output folder"):
+        StorageDir(out).save(part(dicom_bytes("1.2.3.4")))
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_file_reached_through_a_link_leading_outside_is_not_on_disk(tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    (elsewhere / "1_2_1_1").mkdir(parents=True)
+    (elsewhere / "1_2_1_1" / "1_2_3_4").write_bytes(dicom_bytes("1.2.3.4"))
+    (out / "1_2_1").symlink_to(elsewhere, target_is_directory=True)
+    uids = {"StudyInstanceUID": "1.2.1", "SeriesInstanceUID": "1.2.1.1", "SOPInstanceUID": "1.2.3.4"}
+    assert not StorageDir(out).has(uids)
+    assert StorageDir(out, allow_links_outside=True).has(uids)
+
+
+def test_a_link_leading_outside_is_written_through_when_allowed(tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "1_2_1").symlink_to(elsewhere, target_is_directory=True)
+    StorageDir(out, allow_links_outside=True).save(part(dicom_bytes("1.2.3.4")))
+    assert (elsewhere / "1_2_1_1" / "1_2_3_4").is_file()
+
+
+def test_the_output_folder_itself_may_be_a_link(tmp_path: Path) -> None:
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real, target_is_directory=True)
+    saved = StorageDir(link).save(part(dicom_bytes("1.2.3.4")))
+    assert (real / saved.path.relative_to(link)).read_bytes() == dicom_bytes("1.2.3.4")
+
+
+def test_a_link_at_a_final_name_to_a_file_that_is_not_dicom_is_not_on_disk_and_is_replaced(tmp_path: Path) -> None:
+    storage = FlatStorageDir(tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    decoy = tmp_path / "decoy.txt"
+    decoy.write_text("not an instance")
+    (tmp_path / "out" / "1_2_3_4").symlink_to(decoy)
+    assert not storage.has({"SOPInstanceUID": "1.2.3.4"})
+    saved = storage.save(part(dicom_bytes("1.2.3.4")))
+    assert not saved.path.is_symlink()
+    assert decoy.read_text() == "not an instance"
+
+
+def test_a_link_at_a_final_name_to_the_same_complete_instance_inside_the_folder_is_on_disk(tmp_path: Path) -> None:
+    storage = FlatStorageDir(tmp_path)
+    (tmp_path / "copy.dcm").write_bytes(dicom_bytes("1.2.3.4"))
+    (tmp_path / "1_2_3_4").symlink_to(tmp_path / "copy.dcm")
+    (tmp_path / "1_2_3_5").symlink_to(tmp_path / "copy.dcm")  # another instance's name
+    assert storage.has({"SOPInstanceUID": "1.2.3.4"})
+    assert not storage.has({"SOPInstanceUID": "1.2.3.5"})
+
+
+def test_a_link_at_a_final_name_to_a_dicom_file_outside_the_folder_is_not_on_disk(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "outside.dcm").write_bytes(dicom_bytes("1.2.3.4"))
+    (tmp_path / "out" / "1_2_3_4").symlink_to(tmp_path / "outside.dcm")
+    assert not FlatStorageDir(tmp_path / "out").has({"SOPInstanceUID": "1.2.3.4"})
+
+
+def test_uids_encoded_as_un_name_the_folders_as_their_values(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes("1.2.3.4")))
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        raw = ds[keyword].value.encode("ascii")
+        ds[keyword] = pydicom.DataElement(ds[keyword].tag, "UN", raw + b"\0" * (len(raw) % 2))
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    saved = StorageDir(tmp_path).save(part(out.getvalue()))
+    assert saved.path == tmp_path / "1_2_1" / "1_2_1_1" / "1_2_3_4"
+    assert (saved.reference.study_uid, saved.reference.instance_uid) == ("1.2.1", "1.2.3.4")

@@ -157,6 +157,22 @@ def test_collect_mode_lists_the_unknown_study_and_downloads_the_rest(tmp_path: P
     assert not summary.ok
 
 
+def test_collect_mode_reports_an_unreadable_instance_and_writes_the_rest_of_its_stream(tmp_path: Path) -> None:
+    summary = Trolley(FakeSearcher(), FakeDownloader(corrupt=frozenset({"1.1.1.2"}))).download(
+        STUDY, tmp_path, on_error="collect", progress=False
+    )
+    assert summary.written == 4
+    assert [type(f.error).__name__ for f in summary.failures] == ["StorageError"]
+    assert summary.missing == [InstanceReference(STUDY, "1.1.1", "1.1.1.2")]
+
+
+def test_raise_mode_stops_at_an_unreadable_instance(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="not a readable DICOM instance"):
+        Trolley(FakeSearcher(), FakeDownloader(corrupt=frozenset({"1.1.1.2"}))).download(
+            STUDY, tmp_path, progress=False
+        )
+
+
 def test_progress_callback_sees_every_instance(tmp_path: Path) -> None:
     seen = []
     Trolley(FakeSearcher(), FakeDownloader()).download(STUDY, tmp_path, progress=seen.append)

@@ -80,9 +80,13 @@ class FakeDownloader(Downloader):
     """Serves SERIES; can break a study or series stream after some parts, like a dropped connection."""
 
     def __init__(
-        self, break_after: dict[str, int] | None = None, leave_out: frozenset[str] = frozenset()
+        self,
+        break_after: dict[str, int] | None = None,
+        leave_out: frozenset[str] = frozenset(),
+        corrupt: frozenset[str] = frozenset(),
     ) -> None:
         self.requests: list[Reference] = []
+        self.corrupt = corrupt  # instances sent as bytes that are no DICOM (a truncated deflated dataset)
         self.break_after = break_after or {}  # by the study or series UID of a request
         self.leave_out = leave_out  # instances a series answer silently lacks
 
@@ -102,4 +106,7 @@ class FakeDownloader(Downloader):
             if not isinstance(target, InstanceReference) and self.break_after.get(uid) == count:
                 raise ConnectionFailedError(f"connection reset while reading {target}")
             data = instance_bytes(instance.series_uid, instance.instance_uid)
-            sink(InstancePart(io.BytesIO(data), len(data), source=target))
+            if instance.instance_uid in self.corrupt:
+                data = data[:132] + b"\x02\x00\x10\x00UI\x16\x001.2.840.10008.1.2.1.99" + b"\x78\x9c\xff" * 9
+            known = instance if isinstance(target, InstanceReference) else None
+            sink(InstancePart(io.BytesIO(data), len(data), source=target, reference=known))

@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import secrets
 import socket
@@ -32,6 +33,7 @@ import ssl
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
@@ -198,6 +200,10 @@ class Fault(enum.Enum):
     """Answer 200 with the first k parts only, properly closed: fewer than the search listed."""
     BODY = "body"
     """Answer 200 with ``payload`` as the body and ``content_type`` (e.g. JSON that is not DICOM JSON)."""
+    HUGE_BODY = "huge body"
+    """Answer 200 with ``size`` bytes of a DICOM JSON list, streamed until the connection closes."""
+    GZIP_BOMB = "gzip bomb"
+    """Answer 200 with ``Content-Encoding: gzip``: a small body that inflates to ``size`` bytes of JSON."""
 
 
 @dataclass
@@ -583,6 +589,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif fault is Fault.BODY:
             self._send_bytes(200, rule.payload, {"Content-Type": rule.content_type})
+        elif fault is Fault.HUGE_BODY:
+            self._send_huge_json(rule.size, rule.content_type)
+        elif fault is Fault.GZIP_BOMB:
+            headers = {"Content-Type": rule.content_type, "Content-Encoding": "gzip"}
+            self._send_bytes(200, _gzip_bomb(rule.size), headers)
         else:
             return False
         return True
@@ -724,6 +735,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_text(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
         self._send_bytes(status, text.encode(), {"Content-Type": "text/plain", **(headers or {})})
 
+    def _send_huge_json(self, size: int, content_type: str) -> None:
+        row = b'{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}},'
+        block = row * (1024 * 1024 // len(row))
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(b"[")
+        sent = 1
+        try:
+            while sent < size:
+                self.wfile.write(block)
+                sent += len(block)
+            self.wfile.write(row[:-1] + b"]")
+        except OSError:
+            pass  # the client stopped reading, as it should
+
     def _send_bytes(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
         for name, value in headers.items():
@@ -731,6 +759,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+@functools.lru_cache(maxsize=4)
+def _gzip_bomb(size: int) -> bytes:
+    """A gzip stream of a few hundred KB that inflates to ``size`` bytes: a JSON list of spaces."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b" " * (1024 * 1024)
+    out = [packer.compress(b"[")]
+    out += [packer.compress(block) for _ in range(size // len(block))]
+    return b"".join([*out, packer.compress(b"]"), packer.flush()])
 
 
 def _part(data: bytes, boundary: str, extra: dict[str, str] | None = None) -> bytes:
