@@ -27,7 +27,9 @@ from dicomtrolley.core import (
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
+from dicomtrolley.export import ExportReport
 from dicomtrolley.mint import Mint
+from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.rad69 import Rad69
 from dicomtrolley.results import DownloadSummary
@@ -47,6 +49,7 @@ __all__ = [
     "DownloadError",
     "DownloadSummary",
     "Downloader",
+    "ExportReport",
     "FlatStorageDir",
     "Instance",
     "InstanceReference",
@@ -59,6 +62,7 @@ __all__ = [
     "Searcher",
     "Series",
     "SeriesReference",
+    "ServerProfile",
     "StorageDir",
     "Study",
     "StudyReference",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dicomtrolley._planning import Plan, covers, plan_download
@@ -26,7 +26,7 @@ from dicomtrolley.exceptions import (
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import DownloadSummary
 from dicomtrolley.roles import Downloader, Searcher
-from dicomtrolley.storage import StorageDir
+from dicomtrolley.storage import SavedInstance, StorageDir
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class DownloadJob:
         Writes them to disk.
     stop_on_failure
         Stop at the first failure and raise :class:`~dicomtrolley.exceptions.DownloadError`.
+    on_saved
+        Called with each instance written, from the thread that wrote it.
     """
 
     targets: Sequence[Reference]
@@ -58,6 +60,7 @@ class DownloadJob:
     downloader: Downloader
     storage: StorageDir
     stop_on_failure: bool
+    on_saved: Callable[[SavedInstance], None] | None = None
 
 
 class Receiver:
@@ -75,10 +78,12 @@ class Receiver:
         summary: DownloadSummary,
         reporter: ProgressReporter,
         started: float,
+        on_saved: Callable[[SavedInstance], None] | None = None,
         *,
         stop_on_failure: bool,
     ) -> None:
         self.storage = storage
+        self.on_saved = on_saved
         self.summary = summary
         self.reporter = reporter
         self.started = started
@@ -114,6 +119,8 @@ class Receiver:
                 summary.bytes_written, time.perf_counter() - self.started,
             )
         self.reporter.update(update)
+        if self.on_saved is not None:
+            self.on_saved(saved)
 
 
 def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> DownloadSummary:
@@ -134,7 +141,9 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
     with ProgressReporter(progress, summary.expected) as reporter:
         if job.stop_on_failure and plan.not_found:
             raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
-        receiver = Receiver(job.storage, summary, reporter, started, stop_on_failure=job.stop_on_failure)
+        receiver = Receiver(
+            job.storage, summary, reporter, started, job.on_saved, stop_on_failure=job.stop_on_failure
+        )
         failures = fetch(job, plan, receiver)
         expected, unlisted = verify_counts(plan, job.searcher, receiver.received)
         failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
@@ -152,7 +161,7 @@ def make_plan(job: DownloadJob) -> Plan:
         job.targets,
         job.searcher,
         job.downloader.finest_level_needed,
-        on_disk=storage.has if storage.is_occupied() else None,
+        on_disk=storage.has if storage.may_hold({t.study_uid for t in job.targets}) else None,
         fields=storage.template.fields,
     )
 

@@ -1,4 +1,4 @@
-"""The ``dicomtrolley`` command: search a DICOMweb server and download from it.
+"""The ``dicomtrolley`` command: search a server, download from it, export a worklist.
 
 Everything here is a thin layer over the library; see ``dicomtrolley --help``.
 The password for a login is read from the environment variable
@@ -14,10 +14,11 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import requests
 
@@ -25,8 +26,17 @@ from dicomtrolley._version import __version__
 from dicomtrolley.auth import create_session
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
-from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError, DownloadError, StorageError
+from dicomtrolley.exceptions import (
+    ConnectionFailedError,
+    DICOMTrolleyError,
+    DownloadError,
+    StorageError,
+    WorklistError,
+)
+from dicomtrolley.export import export
+from dicomtrolley.export.politeness import TimeWindow, parse_rate
 from dicomtrolley.mint import Mint
+from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS, ServerProfile, load_profile
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.rad69 import Rad69
 from dicomtrolley.results import DownloadSummary, StudyList
@@ -36,10 +46,10 @@ from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
 
-PASSWORD_VARIABLE = "DICOMTROLLEY_PASSWORD"  # noqa: S105 - the name of a variable, not a password
-
 EXIT_FAILURES = 1
+EXIT_BAD_WORKLIST = 2
 EXIT_ERROR = 3
+EXIT_INTERRUPTED = 130
 
 SEARCH_KEYWORDS = (
     "PatientID", "PatientName", "AccessionNumber", "StudyInstanceUID", "ModalitiesInStudy", "StudyDescription",
@@ -89,11 +99,14 @@ def _parser() -> argparse.ArgumentParser:
         tls.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
         tls.add_argument("--ca-file", help="verify TLS certificates with this CA file (default: $REQUESTS_CA_BUNDLE, "
                                            "$SSL_CERT_FILE, or the system's)")
+
+    def mint_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--searcher", choices=["qido-rs", "mint"], default="qido-rs", help="search protocol")
         p.add_argument("--mint-url", help="MINT root, e.g. https://vitrea/MINTApi (with --searcher mint)")
 
     search = sub.add_parser("search", help="find studies and print them as a table")
     server_options(search)
+    mint_options(search)
     for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
@@ -104,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
     download = sub.add_parser("download", help="download studies to a folder")
     server_options(download)
+    mint_options(download)
     download.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
     download.add_argument("-o", "--output", required=True, help="output folder")
     download.add_argument(
@@ -124,6 +138,31 @@ def _parser() -> argparse.ArgumentParser:
                           help="with --deidentify: write the original -> pseudonym table (CSV) here")
     download.add_argument("--mapping-in-output", action="store_true",
                           help="allow --mapping inside the output folder")
+
+    job = sub.add_parser("export", help="export every study of a worklist; run again to continue",
+                         usage="dicomtrolley export (URL | --server NAME) WORKLIST -o DIR [options]")
+    server_options(job)
+    job.add_argument("worklist", nargs="?", help="CSV file: StudyInstanceUID, AccessionNumber, PatientID, ...")
+    job.add_argument("--server", help="a server named in the servers file instead of a URL")
+    job.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
+    job.add_argument("-o", "--output", required=True, help="output folder (state, report.csv, index)")
+    job.add_argument("--template", type=_template, help="path template, as for download")
+    job.add_argument("--searcher", choices=sorted(SEARCHERS), help="default: qido-rs, or the server's")
+    job.add_argument("--downloader", choices=sorted(DOWNLOADERS), help="default: wado-rs, or the server's")
+    job.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+    job.add_argument("--mint-url", help="MINT root (with --searcher mint)")
+    job.add_argument("--rad69-url", help="IHE RAD-69 endpoint (with --downloader rad69)")
+    job.add_argument("--workers", type=_positive_int, help="parallel requests per study")
+    job.add_argument("--max-connections", type=_positive_int, help="at most this many HTTP connections at once")
+    job.add_argument("--studies", type=_positive_int, default=4, help="studies in flight (default: %(default)s)")
+    job.add_argument("--max-attempts", type=_positive_int, default=3, help="attempts per study, across runs")
+    job.add_argument("--refresh", action="store_true", help="search rows resolved by an earlier run again")
+    job.add_argument("--skip-bad-rows", action="store_true", help="report unreadable rows and go on")
+    job.add_argument("--max-rate", type=parse_rate, help="bytes per second for the whole job, e.g. 50MB/s")
+    job.add_argument("--window", type=TimeWindow.parse, help="start studies only in this window, e.g. 19:00-07:00")
+    job.add_argument("--index-format", choices=["auto", "csv", "parquet"], default="auto",
+                     help="instances.parquet (with pyarrow) or instances.csv (default: %(default)s)")
+    job.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -225,6 +264,58 @@ def _download(args: argparse.Namespace) -> int:
     return 0 if summary.ok else EXIT_FAILURES
 
 
+def _profile(args: argparse.Namespace) -> ServerProfile:
+    """The server of an export: from the servers file with ``--server``, else from the URL and options."""
+    given: dict[str, Any] = {
+        "searcher": args.searcher, "downloader": args.downloader, "wado_uri_url": args.wado_uri_url,
+        "mint_url": args.mint_url, "rad69_url": args.rad69_url,
+        "workers": args.workers, "max_connections": args.max_connections, "user": args.user,
+        "login_url": args.login_url, "ca_file": args.ca_file,
+    }
+    settings = {key: value for key, value in given.items() if value is not None}
+    if args.no_verify:
+        settings["verify"] = False
+    if args.login_url:
+        settings.update(auth="vitrea", realm=args.realm)
+        if not args.user:
+            raise DICOMTrolleyError("--login-url needs --user")
+    elif args.user:
+        settings["auth"] = "basic"
+    if args.server:
+        server = load_profile(args.server, args.config)
+        return ServerProfile(**{**server.model_dump(), **settings}) if settings else server
+    return ServerProfile(url=args.url, **settings)
+
+
+def _export(args: argparse.Namespace) -> int:
+    worklist = args.worklist
+    if args.server and not worklist:  # with --server, the one positional is the worklist
+        args.url, worklist = None, args.url
+    if not worklist:
+        raise WorklistError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
+    trolley = _profile(args).trolley()
+    try:
+        report = export(
+            trolley, worklist, args.output, studies=args.studies, template=args.template,
+            max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
+            max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
+            index_format=args.index_format,
+        )
+    except KeyboardInterrupt:
+        print(f"dicomtrolley: interrupted; state saved in {args.output}; run the same command to continue",
+              file=sys.stderr)
+        if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+            # A request still waits on a silent server; the state is saved and the folder
+            # unlocked, so end now rather than when its read timeout expires.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
+    print(report)
+    print(f"report: {report.report_path}\nindex: {report.index_path}")
+    return 0 if report.ok else EXIT_FAILURES
+
+
 def _unreachable(summary: DownloadSummary) -> bool:
     """Nothing was written or found on disk, and every failure was a connection that could not be made."""
     return (
@@ -234,7 +325,11 @@ def _unreachable(summary: DownloadSummary) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 download failures, 2 usage, 3 other errors)."""
+    """Run the command line; returns the exit status.
+
+    0 ok, 1 failures (a download, or an export row failed, not found or skipped),
+    2 usage or a bad worklist, 3 other errors, 130 an export interrupted by Ctrl-C.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "search" and args.min_study_date and args.max_study_date \
@@ -242,8 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"argument --from: {args.min_study_date} is after --to {args.max_study_date}")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    commands = {"search": _search, "download": _download, "export": _export}
     try:
-        return _search(args) if args.command == "search" else _download(args)
+        return commands[args.command](args)
+    except WorklistError as error:
+        print(f"dicomtrolley: {error}", file=sys.stderr)
+        for line, problem in error.problems[1:]:
+            print(f"  line {line}: {problem}", file=sys.stderr)
+        return EXIT_BAD_WORKLIST
     except DICOMTrolleyError as error:
         print(f"dicomtrolley: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -159,6 +159,22 @@ class XDSMissingDocumentError(Rad69ServerError):
     """
 
 
+class WorklistError(DICOMTrolleyError):
+    """A worklist for an export has unknown columns or rows that cannot be read.
+
+    Raised before anything is downloaded. ``problems`` lists each bad line as
+    ``(line number, what is wrong)``.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[int, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class ExportLockedError(DICOMTrolleyError):
+    """Another export is running into the same output folder."""
+
+
 class DeidentificationError(DICOMTrolleyError):
     """Pseudonymisation cannot go ahead: a bad configuration, or a mapping table in the wrong place."""
 

@@ -40,8 +40,8 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def _watched() -> bool:
-    """True in an interactive terminal or a Jupyter kernel."""
+def is_watched() -> bool:
+    """True in an interactive terminal or a Jupyter kernel: where a bar is shown by default."""
     return "ipykernel" in sys.modules or sys.stderr.isatty()
 
 
@@ -59,7 +59,7 @@ class ProgressReporter:
 
     def __init__(self, progress: bool | ProgressCallback | None, total: int | None) -> None:
         self.callback = progress if callable(progress) else None
-        want_bar = _watched() if progress is None else progress is True
+        want_bar = is_watched() if progress is None else progress is True
         self._bar: Any = None
         if want_bar:
             try:

@@ -39,7 +39,7 @@ import string
 import tempfile
 import threading
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -58,6 +58,12 @@ PLACEHOLDER = "unknown"
 TEMPORARY_SUFFIX = ".dicomtrolley-partial"
 """Files being written carry this suffix (and a leading dot) until they are complete."""
 
+INDEX_KEYWORDS: tuple[str, ...] = (
+    *UID_KEYWORDS, "PatientID", "StudyDate", "Modality", "SeriesNumber", "InstanceNumber",
+)
+"""The attributes every save reads and hands back in :attr:`SavedInstance.attributes`:
+the UIDs that name the instance, and what an index of written files lists."""
+
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _MAX_SEGMENT_BYTES = 200
 
@@ -70,6 +76,8 @@ class SavedInstance:
     path: Path
     size: int
     transfer_syntax: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    """The :data:`INDEX_KEYWORDS` and template fields the instance has, as read from its header."""
 
 
 def safe_segment(value: str) -> str:
@@ -195,8 +203,8 @@ class StorageDir:
 
     @property
     def _header_keywords(self) -> tuple[str, ...]:
-        """What :meth:`save` reads of each instance: its UIDs and the template's fields."""
-        return (*UID_KEYWORDS, *self.template.fields)
+        """What :meth:`save` reads of each instance: :data:`INDEX_KEYWORDS` and the template's fields."""
+        return (*INDEX_KEYWORDS, *self.template.fields)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, template={self.template.template!r})"
@@ -231,6 +239,23 @@ class StorageDir:
                 return next(entries, None) is not None
         except (FileNotFoundError, NotADirectoryError):
             return False
+
+    def may_hold(self, study_uids: Collection[str]) -> bool:
+        """False when nothing of these studies can be on disk yet, so no file needs checking.
+
+        A layout whose first folder is the StudyInstanceUID (the default one)
+        looks for those folders: in a batch export into one folder, a study not
+        yet begun is then fetched as fast as into an empty folder. Other
+        layouts, and storages that decide for themselves what is on disk
+        (pseudonymising ones), ask whether the output folder holds anything at all.
+        """
+        overridden = type(self).has is not StorageDir.has  # e.g. pseudonymised paths: the subclass knows
+        if overridden or not self.template.template.startswith("{StudyInstanceUID}/"):
+            return self.is_occupied()
+        underscores = self.template.uid_underscores
+        return any(
+            (self.path / safe_segment(uid.replace(".", "_") if underscores else uid)).exists() for uid in study_uids
+        )
 
     def has(self, attributes: Mapping[str, Any] | Dataset) -> bool:
         """True when this instance is already complete on disk.
@@ -310,7 +335,7 @@ class StorageDir:
         self._folders.add(target.parent)
         reference = InstanceReference(header.text("StudyInstanceUID"), header.text("SeriesInstanceUID"), sop_uid)
         logger.debug("Wrote %s (%d bytes)", target, part.size)
-        return SavedInstance(reference, target, part.size, header.transfer_syntax)
+        return SavedInstance(reference, target, part.size, header.transfer_syntax, header.attributes)
 
     def _claim(self, target: Path, sop_uid: str) -> None:
         with self._lock:

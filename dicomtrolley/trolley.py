@@ -11,8 +11,9 @@ is importable from here, as in 4.x.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydicom.dataset import Dataset
 
@@ -24,7 +25,11 @@ from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.progress import ProgressCallback
 from dicomtrolley.results import DownloadSummary, StudyList
 from dicomtrolley.roles import Downloader, Searcher
-from dicomtrolley.storage import StorageDir
+from dicomtrolley.storage import SavedInstance, StorageDir
+
+if TYPE_CHECKING:
+    from dicomtrolley.export import ExportReport
+    from dicomtrolley.export.worklist import WorklistSource
 
 __all__ = ["DownloadSummary", "Trolley"]
 
@@ -103,6 +108,7 @@ class Trolley:
         on_error: Literal["raise", "collect"] = "raise",
         progress: bool | ProgressCallback | None = None,
         deidentify: Deidentifier | None = None,
+        on_saved: Callable[[SavedInstance], None] | None = None,
     ) -> DownloadSummary:
         """Download studies, series or instances to disk; return what happened.
 
@@ -126,6 +132,9 @@ class Trolley:
         deidentify
             Pseudonymise every instance before it is written (see :mod:`dicomtrolley.deidentify`);
             paths and template then see pseudonymised values.
+        on_saved
+            Called with each instance written, from the thread that wrote it
+            (a batch export indexes the files and paces the download with it).
 
         Raises
         ------
@@ -141,8 +150,21 @@ class Trolley:
             downloader=self._require_downloader(),
             storage=deidentify.storage(storage) if deidentify is not None else storage,
             stop_on_failure=on_error == "raise",
+            on_saved=on_saved,
         )
         return download(job, progress)
+
+    def export(
+        self, worklist: WorklistSource, output_dir: str | os.PathLike[str], **options: Any
+    ) -> ExportReport:
+        """Export every study of a worklist into ``output_dir``, resumably; see :func:`dicomtrolley.export.export`.
+
+        Run it again to continue after a crash or Ctrl-C: finished studies cost
+        no request, and ``report.csv`` and the instance index are written to the folder.
+        """
+        from dicomtrolley.export import export
+
+        return export(self, worklist, Path(output_dir), **options)
 
     def fetch_all_datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
         """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk."""

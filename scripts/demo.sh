@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 WORK="$REPO/.data/demo"
-rm -rf "$WORK/orthanc" "$WORK/download"
+rm -rf "$WORK/orthanc" "$WORK/download" "$WORK/export"
 mkdir -p "$WORK/orthanc"
 
 echo "== starting a local Orthanc with sample studies"
@@ -34,3 +34,10 @@ dicomtrolley download "$URL" "$STUDY" -o "$WORK/download" --no-progress \
 
 echo "== files written"
 (cd "$WORK/download" && find . -type f | sort)
+
+echo "== dicomtrolley export $URL worklist.csv -o $WORK/export"
+printf 'PatientID,AccessionNumber\nPAT001,\nPAT002,ACC2001\nNOBODY,\n' > "$WORK/worklist.csv"
+cat "$WORK/worklist.csv"
+dicomtrolley export "$URL" "$WORK/worklist.csv" -o "$WORK/export" --no-progress || echo "   (exit status $?: the row NOBODY matches no study)"
+echo "== report.csv"
+cat "$WORK/export/report.csv"

@@ -56,3 +56,12 @@ def test_regenerating_the_table_replaces_only_the_generated_section(tmp_path: Pa
     report.write_section(page, f"{report.BEGIN}\nnew table\n{report.END}\n")
 
     assert page.read_text() == INTRO + "\n" + report.BEGIN + "\nnew table\n" + report.END + "\n\nClosing words.\n"
+
+
+def test_the_export_bookkeeping_probe_runs_and_times_each_study(tmp_path: Path) -> None:
+    from benchmarks.export_bench import bookkeeping_probe
+
+    result = bookkeeping_probe(20, tmp_path)
+    assert result["rows"] == 20
+    assert result["ms_per_study"] > 0
+    assert (tmp_path / "report.csv").read_text().count("\n") == 21

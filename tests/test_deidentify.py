@@ -10,7 +10,6 @@ from pathlib import Path
 import keyring
 import pydicom
 import pytest
-from keyring.backend import KeyringBackend
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
@@ -24,28 +23,10 @@ from dicomtrolley.deidentify import (
 )
 from dicomtrolley.exceptions import DeidentificationError, DeidentificationKeyError, StorageError
 from dicomtrolley.storage import StorageDir
+from tests.support.fakes import MemoryKeyring
 from tests.support.identifying_data import HILDEGUND, write_identifying_data
 
 KEY = "unit test key, thirty-two bytes!"
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring that keeps its passwords in a dict."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self, passwords: dict[tuple[str, str], str]) -> None:
-        super().__init__()
-        self.passwords = passwords
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.passwords.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.passwords[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.passwords.pop((service, username), None)
 
 
 @pytest.fixture

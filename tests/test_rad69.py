@@ -29,6 +29,7 @@ from dicomtrolley.exceptions import (
     XDSMissingDocumentError,
 )
 from dicomtrolley.mint import Mint
+from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.progress import Progress
 from dicomtrolley.rad69 import DEFAULT_TRANSFER_SYNTAXES, Rad69, read_envelope
 from dicomtrolley.storage import TEMPORARY_SUFFIX
@@ -399,4 +400,17 @@ def test_command_line_searches_with_mint_and_downloads_with_rad69(
     status = main(["download", vitrea.url, study.uid, "-o", str(tmp_path), "--no-progress", *login,
                    "--downloader", "rad69", "--rad69-url", vitrea.rad69_url])
     assert status == 0
+    assert_written_as_stored(orthanc, tmp_path, study)
+
+
+def test_a_server_profile_searches_with_mint_and_downloads_with_rad69(
+    orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path
+) -> None:
+    study = study_of(orthanc, "PAT003")
+    profile = ServerProfile(
+        name="vitrea", searcher="mint", downloader="rad69", mint_url=vitrea.mint_url, rad69_url=vitrea.rad69_url,
+        auth="vitrea", user=vitrea.user, login_url=vitrea.login_url,
+    )
+    summary = profile.trolley(secret=vitrea.password).download(study.uid, tmp_path, progress=False)
+    assert summary.ok
     assert_written_as_stored(orthanc, tmp_path, study)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
+from keyring.backend import KeyringBackend
 from pydicom.dataset import Dataset
 
 from dicomtrolley._concurrency import run_targets
@@ -110,3 +111,22 @@ class FakeDownloader(Downloader):
                 data = data[:132] + b"\x02\x00\x10\x00UI\x16\x001.2.840.10008.1.2.1.99" + b"\x78\x9c\xff" * 9
             known = instance if isinstance(target, InstanceReference) else None
             sink(InstancePart(io.BytesIO(data), len(data), source=target, reference=known))
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring that keeps its passwords in a dict (install with ``keyring.set_keyring``)."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self, passwords: dict[tuple[str, str], str]) -> None:
+        super().__init__()
+        self.passwords = passwords
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.passwords.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.passwords[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.passwords.pop((service, username), None)

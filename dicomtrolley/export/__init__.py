@@ -1,0 +1,116 @@
+"""Batch export: a worklist in, every study on disk, a state database that survives anything, a report out.
+
+:func:`export` (also :meth:`Trolley.export <dicomtrolley.trolley.Trolley.export>`
+and ``dicomtrolley export`` on the command line) reads a worklist, finds the
+studies of each row, downloads them into one folder a few at a time, and keeps
+its state in a SQLite database there, so that running it again continues where
+it stopped. It writes ``report.csv`` and an index of the files written.
+
+The subpackage, one job per module: :mod:`~dicomtrolley.export.worklist`
+(reading the worklist), :mod:`~dicomtrolley.export.state` (the database and
+the folder's lock), :mod:`~dicomtrolley.export.tasks` (the units of work an
+executor runs), :mod:`~dicomtrolley.export.politeness` (rate and time window),
+:mod:`~dicomtrolley.export.prefetch` (one search for the series counts of many studies),
+:mod:`~dicomtrolley.export.runner` (the driver) and
+:mod:`~dicomtrolley.export.report` (report, index, :class:`ExportReport`).
+It works on anything with a Trolley's ``find_studies`` and ``download``, and
+imports no protocol.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from pathlib import Path
+
+from dicomtrolley.export.politeness import TimeWindow, parse_rate
+from dicomtrolley.export.report import REPORT_COLUMNS, ExportReport, IndexFormat
+from dicomtrolley.export.runner import ExportOptions, run_export
+from dicomtrolley.export.state import INDEX_COLUMNS
+from dicomtrolley.export.tasks import Exporter, SharedTrolley, TrolleySource
+from dicomtrolley.export.worklist import WorklistSource
+
+__all__ = [
+    "INDEX_COLUMNS",
+    "REPORT_COLUMNS",
+    "ExportOptions",
+    "ExportReport",
+    "Exporter",
+    "SharedTrolley",
+    "TrolleySource",
+    "export",
+]
+
+
+def export(
+    trolley: Exporter | TrolleySource,
+    worklist: WorklistSource,
+    output_dir: str | Path,
+    *,
+    studies: int = 4,
+    executor: Executor | None = None,
+    template: str | None = None,
+    max_attempts: int = 3,
+    refresh: bool = False,
+    skip_bad_rows: bool = False,
+    max_rate: float | str | None = None,
+    window: TimeWindow | str | None = None,
+    progress: bool | None = None,
+    index_format: IndexFormat = "auto",
+) -> ExportReport:
+    """Export every study of a worklist into ``output_dir``; run it again to continue.
+
+    Parameters
+    ----------
+    trolley
+        A :class:`~dicomtrolley.trolley.Trolley` (shared by all threads), or a
+        callable that returns one (for executors that run tasks elsewhere).
+    worklist
+        A CSV file, a pandas DataFrame, or a list of StudyInstanceUIDs or Queries
+        (see :mod:`dicomtrolley.export.worklist`).
+    output_dir
+        The folder; it holds the files, the state database, ``report.csv`` and the index.
+    studies
+        Studies (or row searches) in flight at once.
+    executor
+        Where tasks run; a thread pool by default.
+    template
+        A storage path template (see :class:`~dicomtrolley.storage.StorageDir`).
+    max_attempts
+        Attempts a failing study gets in all, across runs.
+    refresh
+        Search again the rows an earlier run resolved.
+    skip_bad_rows
+        Report unreadable rows and go on instead of refusing the worklist.
+    max_rate
+        A cap for the whole export, in bytes per second or as text (``"50MB/s"``).
+    window
+        Start new studies only in this daily window (``"19:00-07:00"``).
+    progress
+        A progress bar; ``None``: when somebody watches.
+    index_format
+        ``"auto"`` (parquet with pyarrow, else csv), ``"csv"`` or ``"parquet"``.
+
+    Raises
+    ------
+    WorklistError
+        The worklist has unknown columns or bad rows (unless ``skip_bad_rows``); nothing was downloaded.
+    ExportLockedError
+        Another export is using ``output_dir``.
+    KeyboardInterrupt
+        After Ctrl-C, once the state and the report are saved.
+    """
+    source = _source(trolley)
+    options = ExportOptions(
+        studies=studies, executor=executor, template=template, max_attempts=max_attempts, refresh=refresh,
+        skip_bad_rows=skip_bad_rows, max_rate=parse_rate(max_rate) if isinstance(max_rate, str) else max_rate,
+        window=TimeWindow.parse(window) if isinstance(window, str) else window, progress=progress,
+        index_format=index_format,
+    )
+    return run_export(source, worklist, output_dir, options)
+
+
+def _source(trolley: Exporter | TrolleySource) -> TrolleySource:
+    """A trolley is shared by every thread; a trolley source (a callable without a ``download``) is used as it is."""
+    if isinstance(trolley, Exporter):
+        return SharedTrolley(trolley)
+    return trolley

@@ -1,0 +1,356 @@
+"""The driver of an export: what runs next, what the database records, and when to stop.
+
+One thread (the caller's) drives: it reads the worklist, takes the folder's
+lock, keeps at most ``studies`` tasks in flight on an executor, and records
+each outcome in the state database as it arrives. Tasks (row searches and
+study downloads, see :mod:`dicomtrolley.export.tasks`) run on the executor,
+a thread pool unless another is given.
+
+Ctrl-C (SIGINT) starts no new task, tells the running downloads to stop at
+their next instance, waits up to :data:`STOP_GRACE` seconds for them, records
+the rest as pending, writes the report and raises ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.export.politeness import RateLimiter, TimeWindow
+from dicomtrolley.export.prefetch import BATCH, SeriesPrefetcher
+from dicomtrolley.export.report import ExportReport, IndexFormat, write_outputs
+from dicomtrolley.export.state import RUNNING, FolderLock, StateDatabase
+from dicomtrolley.export.tasks import (
+    Controls,
+    SharedTrolley,
+    StudyOutcome,
+    StudyTask,
+    TrolleySource,
+    export_study,
+    find_row_studies,
+)
+from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
+from dicomtrolley.progress import is_watched
+from dicomtrolley.storage import SavedInstance
+from dicomtrolley.trolley import Trolley
+
+logger = logging.getLogger(__name__)
+
+STOP_GRACE = 2.0
+"""Seconds the running downloads get to stop after Ctrl-C before their state is recorded as pending."""
+
+_TICK = 0.25
+
+
+@dataclass
+class ExportOptions:
+    """How an export runs; the keyword arguments of :func:`~dicomtrolley.export.export`.
+
+    Parameters
+    ----------
+    studies
+        Tasks (study downloads, row searches) in flight at once.
+    executor
+        Where tasks run; a thread pool of ``studies`` threads by default.
+    template
+        The storage path template (see :class:`~dicomtrolley.storage.StorageDir`).
+    max_attempts
+        Attempts a study gets in all, counted across runs.
+    refresh
+        Search rows that were resolved in an earlier run again.
+    skip_bad_rows
+        Report unreadable rows and go on, instead of refusing the worklist.
+    max_rate
+        Bytes per second for the whole export.
+    window
+        Start new studies only in this time window (``"19:00-07:00"``).
+    progress
+        A bar of studies, instances, MB and failures; ``None``: when somebody watches.
+    index_format
+        ``"auto"`` (parquet when pyarrow is installed), ``"csv"`` or ``"parquet"``.
+    """
+
+    studies: int = 4
+    executor: Executor | None = None
+    template: str | None = None
+    max_attempts: int = 3
+    refresh: bool = False
+    skip_bad_rows: bool = False
+    max_rate: float | None = None
+    window: TimeWindow | None = None
+    progress: bool | None = None
+    index_format: IndexFormat = "auto"
+
+    def __post_init__(self) -> None:
+        if self.studies < 1:
+            raise ValueError(f"studies must be at least 1, got {self.studies}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+
+
+@dataclass
+class _Totals:
+    instances: int = 0
+    bytes: int = 0
+    done: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def saved(self, instance: SavedInstance) -> None:
+        with self.lock:
+            self.instances += 1
+            self.bytes += instance.size
+
+
+def run_export(
+    source: TrolleySource, worklist: WorklistSource, output_dir: str | Path, options: ExportOptions
+) -> ExportReport:
+    """Export every study of ``worklist`` into ``output_dir``; see :func:`dicomtrolley.export.export`."""
+    folder = Path(output_dir)
+    rows = read_worklist(worklist)
+    if not options.skip_bad_rows:
+        rows.check()
+    with FolderLock(folder):
+        state = StateDatabase(folder)
+        try:
+            queries: dict[str, WorklistRow] = {}
+            for row in rows.rows:
+                queries.setdefault(row.key, row)  # a repeated row is the row where it first stands
+            state.add_rows(((r.key, r.line, r.describe()) for r in queries.values()), refresh=options.refresh)
+            for bad in rows.bad:
+                logger.warning("Worklist line %d skipped: %s", bad.line, bad.error)
+                state.add_bad_row(bad.line, bad.error)
+            state.unresolve_failed_rows()
+            driver = _Driver(source, state, str(folder), options, queries)
+            del rows, queries  # the driver keeps the rows it still has to search, and no more
+            interrupted = driver.run()
+        finally:
+            report = write_outputs(state, folder, options.index_format)
+            state.close()
+    logger.info("Export to %s: %s", folder, report)
+    if interrupted:
+        raise KeyboardInterrupt
+    return report
+
+
+class _Driver:
+    """Keeps the executor busy, records outcomes; one per run."""
+
+    def __init__(
+        self, source: TrolleySource, state: StateDatabase, folder: str, options: ExportOptions, rows: dict[str, Any]
+    ) -> None:
+        self.source = source
+        self.state = state
+        self.folder = folder
+        self.options = options
+        self.rows = rows
+        self.totals = _Totals()
+        limiter = RateLimiter(options.max_rate) if options.max_rate else None
+        self.controls = Controls(limiter=limiter, on_saved=self.totals.saved)
+        # Tasks on this process's threads share the controls (stop, pace, count per instance);
+        # an executor that ships tasks elsewhere gets none: Ctrl-C and the window then act
+        # between studies, and the counts arrive with each outcome.
+        self.in_process = options.executor is None or isinstance(options.executor, ThreadPoolExecutor)
+        self.prefetcher: SeriesPrefetcher | None = None
+        self.prefetched: set[str] = set()
+        trolley = source() if self.in_process else None
+        if isinstance(trolley, Trolley) and trolley.searcher is not None:
+            # The studies' downloads share one trolley whose searcher answers their
+            # series-count searches from one search per batch of studies.
+            self.prefetcher = SeriesPrefetcher(trolley.searcher)
+            self.source = SharedTrolley(Trolley(self.prefetcher, trolley.downloader, trolley.storage))
+        self.in_flight: dict[Future[Any], tuple[str, str]] = {}
+        self.queued: set[str] = set()
+        self.after_crash: set[str] = set()
+
+    def run(self) -> bool:
+        """Run until all is done or Ctrl-C; True when interrupted."""
+        unresolved = self.state.unresolved_rows()
+        # Rows of only a StudyInstanceUID need no search: resolved at once, in one transaction.
+        direct = [(row.key, [uid]) for row in unresolved if (uid := self.rows[row.key].study_uid) is not None]
+        self.state.resolve_rows(direct, self.options.max_attempts)
+        to_resolve = deque(row for row in unresolved if self.rows[row.key].study_uid is None)
+        self.rows = {row.key: self.rows[row.key] for row in to_resolve}
+        del unresolved, direct
+        runnable = self.state.studies_to_run(self.options.max_attempts)
+        self.after_crash = {uid for uid, status in runnable if status == RUNNING}
+        studies = deque(uid for uid, _ in runnable)
+        self.queued.update(studies)
+        total = len(studies)  # grows as rows are resolved into studies
+        owned = self.options.executor is None
+        executor = self.options.executor or ThreadPoolExecutor(self.options.studies, "dicomtrolley-export")
+        with _sigint_sets(self.controls.stop), _Bar(self.options.progress, total) as bar:
+            try:
+                while (to_resolve or studies or self.in_flight) and not self.controls.stop.is_set():
+                    self._wait_for_window(bar)
+                    while len(self.in_flight) < self.options.studies and (studies or to_resolve):
+                        if self.controls.stop.is_set() or not self._window_open():
+                            break
+                        if studies:
+                            self._prefetch(studies)
+                            self._start_study(executor, studies.popleft())
+                        else:
+                            self._start_search(executor, to_resolve.popleft())
+                    done, _ = wait(self.in_flight, timeout=_TICK, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        for uid in self._record(future):
+                            studies.append(uid)
+                            bar.total += 1
+                    bar.show(self.totals)
+                if self.controls.stop.is_set():
+                    self._stop_in_flight()
+            finally:
+                if owned:
+                    executor.shutdown(wait=False, cancel_futures=True)
+        return self.controls.stop.is_set()
+
+    def _window_open(self) -> bool:
+        return self.options.window is None or self.options.window.is_open()
+
+    def _wait_for_window(self, bar: _Bar) -> None:
+        window = self.options.window
+        while window is not None and not window.is_open() and not self.in_flight:
+            wait_s = window.seconds_until_open()
+            bar.note(f"waiting {wait_s / 60:.0f} min for the window {window}")
+            logger.info("Outside the window %s: waiting %.0f s", window, wait_s)
+            if self.controls.stop.wait(min(wait_s, 60.0)):
+                return
+        bar.note("")
+
+    def _prefetch(self, studies: deque[str]) -> None:
+        """Search the next batch of studies at once, if the next one was not searched yet."""
+        if self.prefetcher is None or studies[0] in self.prefetched:
+            return
+        batch = [uid for uid in itertools.islice(studies, BATCH) if uid not in self.prefetched]
+        self.prefetched.update(batch)
+        self.prefetcher.prefetch(batch)
+
+    def _start_study(self, executor: Executor, uid: str) -> None:
+        self.state.start_study(uid)
+        task = StudyTask(uid, self.folder, self.options.template, after_crash=uid in self.after_crash)
+        controls = self.controls if self.in_process else None
+        self.in_flight[executor.submit(export_study, self.source, task, controls)] = ("study", uid)
+
+    def _start_search(self, executor: Executor, row: Any) -> None:
+        future = executor.submit(find_row_studies, self.source, self.rows[row.key].query)
+        self.in_flight[future] = ("row", row.key)
+
+    def _record(self, future: Future[Any]) -> list[str]:
+        """Write one finished task to the database; return the studies that are new to run."""
+        kind, key = self.in_flight.pop(future)
+        error = future.exception()
+        if error is not None and not isinstance(error, DICOMTrolleyError):
+            raise error
+        if kind == "row":
+            if error is not None:
+                logger.warning("Worklist row %s: search failed: %s", key, error)
+                self.state.fail_row(key, str(error))
+                self.totals.failed += 1
+                return []
+            uids: list[str] = future.result()
+            if len(uids) > 1:
+                logger.info("Worklist row %s matched %d studies; exporting all", key, len(uids))
+            runnable = self.state.resolve_rows([(key, uids)], self.options.max_attempts)
+            new = [u for u in runnable if u not in self.queued]
+            self.queued.update(new)
+            return new
+        outcome: StudyOutcome = future.result() if error is None else StudyOutcome(key, "failed", error=str(error))
+        if self.prefetcher is not None:
+            self.prefetcher.forget(key)
+        if outcome.interrupted:
+            self.state.interrupt_study(key)
+            return []
+        self.state.finish_study(outcome, outcome.instances)
+        if not self.in_process:
+            self.totals.instances += outcome.written
+            self.totals.bytes += outcome.bytes_written
+        if outcome.status == "done":
+            self.totals.done += 1
+        else:
+            self.totals.failed += 1
+            logger.warning("Study %s: %s: %s", key, outcome.status, outcome.error)
+        return []
+
+    def _stop_in_flight(self) -> None:
+        """After Ctrl-C: give running tasks a moment, record what finished, the rest is pending."""
+        done, _ = wait(self.in_flight, timeout=STOP_GRACE)
+        for future in done:
+            self._record(future)
+        for _future, (kind, key) in list(self.in_flight.items()):
+            if kind == "study":
+                self.state.interrupt_study(key)
+        self.in_flight.clear()
+
+
+@contextlib.contextmanager
+def _sigint_sets(stop: threading.Event) -> Iterator[None]:
+    """While the export runs in the main thread, Ctrl-C sets ``stop`` (a second one interrupts at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logger.warning("Interrupted: no new study starts; saving the state")
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Bar:
+    """The export's progress bar: studies done of the total, instances, MB, MB/s, failures."""
+
+    def __init__(self, progress: bool | None, total: int) -> None:
+        self.total = total
+        self._bar: Any = None
+        if progress is True or (progress is None and is_watched()):
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                if progress is True:
+                    raise ImportError("A progress bar needs tqdm: pip install dicomtrolley[progress]") from None
+            else:
+                self._bar = tqdm(total=total, unit="study", desc="export")
+
+    def show(self, totals: _Totals) -> None:
+        if self._bar is None:
+            return
+        elapsed = time.perf_counter() - totals.started
+        self._bar.total = self.total
+        self._bar.n = totals.done + totals.failed
+        self._bar.set_postfix_str(
+            f"{totals.instances} instances, {totals.bytes / 1e6:.0f} MB, "
+            f"{totals.bytes / 1e6 / elapsed if elapsed else 0:.1f} MB/s, {totals.failed} failed",
+            refresh=False,
+        )
+        self._bar.refresh()
+
+    def note(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_description_str(text or "export")
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+

@@ -1,0 +1,449 @@
+"""Server profiles: how to reach one server, kept by name in a TOML file.
+
+A :class:`ServerProfile` says where a server listens (DICOMweb root, WADO-URI
+URL, DIMSE host, port and AE titles), which searcher and downloader to use,
+how to log in, how to check TLS, how long to wait and how many requests to run
+at once; :meth:`ServerProfile.trolley` builds the :class:`~dicomtrolley.trolley.Trolley`.
+
+Profiles hold no secrets, so they can be written to disk, logged, and pickled
+to other machines. The password (or bearer token) is looked up when a trolley
+is built: from ``$DICOMTROLLEY_PASSWORD`` (``$DICOMTROLLEY_TOKEN`` for a bearer
+token), from the system keyring when ``keyring`` is installed, or at a prompt.
+
+A file of named servers (``servers.toml`` in the user's config folder, see
+:func:`default_config_path`)::
+
+    [servers.pacs]
+    url = "https://pacs.example/dicom-web"
+    auth = "basic"
+    user = "me"
+    ca_file = "/etc/ssl/hospital-ca.pem"
+
+    [servers.archive]
+    searcher = "c-find"
+    downloader = "c-get"
+    host = "archive.example"
+    port = 104
+    aec = "ARCHIVE"
+
+The kinds of searcher and downloader are the keys of :data:`SEARCHERS` and
+:data:`DOWNLOADERS`; a protocol module that is added later joins by adding an
+entry there.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from requests.adapters import HTTPAdapter
+
+from dicomtrolley.auth import create_session
+from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError
+from dicomtrolley.roles import Downloader, Searcher
+from dicomtrolley.trolley import Trolley
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+logger = logging.getLogger(__name__)
+
+PASSWORD_VARIABLE = "DICOMTROLLEY_PASSWORD"  # noqa: S105 - the name of a variable, not a password
+"""The environment variable a password is read from."""
+
+TOKEN_VARIABLE = "DICOMTROLLEY_TOKEN"  # noqa: S105 - the name of a variable, not a token
+"""The environment variable a bearer token is read from."""
+
+KEYRING_SERVICE = "dicomtrolley"
+"""The keyring service name secrets are stored under (user name: ``<profile>:<user>``)."""
+
+CONFIG_VARIABLE = "DICOMTROLLEY_CONFIG"
+"""An environment variable naming the servers file, instead of the default location."""
+
+_SECRET_KEYS = frozenset({"password", "token", "secret", "bearer_token"})
+
+AuthKind = Literal["none", "basic", "vitrea", "bearer"]
+
+
+class ServerProfile(BaseModel):
+    """How to reach one server: addresses, protocols, login, TLS, timeouts, workers.
+
+    Parameters
+    ----------
+    name
+        The profile's name in the servers file (in messages and the keyring).
+    url
+        The DICOMweb root, e.g. ``https://pacs.example/dicom-web`` (QIDO-RS, WADO-RS).
+    wado_uri_url
+        The WADO-URI endpoint; by default ``wado`` beside the DICOMweb root.
+    host, port
+        The DIMSE address (C-FIND, C-GET, C-MOVE).
+    aet, aec
+        Our AE title and the server's.
+    move_port
+        The port our storage SCP listens on for C-MOVE.
+    mint_url, rad69_url
+        Vitrea Connection's MINT root and RAD-69 endpoint (``searcher = "mint"``,
+        ``downloader = "rad69"``).
+    searcher, downloader
+        Which protocol to use, a key of :data:`SEARCHERS` / :data:`DOWNLOADERS`.
+    auth
+        ``"none"``, ``"basic"`` (HTTP basic), ``"vitrea"`` (a Vitrea Connection
+        login at ``login_url``) or ``"bearer"`` (an ``Authorization: Bearer`` token).
+    user, login_url, realm
+        Who logs in, where (Vitrea), and in which Vitrea realm.
+    verify
+        Check the server's TLS certificate.
+    ca_file
+        A CA bundle to check it against, instead of the system's.
+    connect_timeout, read_timeout
+        Seconds to connect, and to wait for data (HTTP) or a message (DIMSE).
+    workers
+        Requests a downloader runs at once (the downloader's default when unset).
+    max_connections
+        A cap on the HTTP connections open to the server at once, across every
+        thread that shares the trolley (a batch export's studies included):
+        a request waits for a free connection rather than opening another.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    url: str | None = None
+    wado_uri_url: str | None = None
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    aet: str = "DICOMTROLLEY"
+    aec: str = "ANY-SCP"
+    move_port: int | None = Field(default=None, ge=1, le=65535)
+    mint_url: str | None = None
+    rad69_url: str | None = None
+    searcher: str = "qido-rs"
+    downloader: str = "wado-rs"
+    auth: AuthKind = "none"
+    user: str | None = None
+    login_url: str | None = None
+    realm: str = "DefaultSystemRealm"
+    verify: bool = True
+    ca_file: Path | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=300.0, gt=0)
+    workers: int | None = Field(default=None, ge=1)
+    max_connections: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ServerProfile:
+        if self.searcher not in SEARCHERS:
+            raise ValueError(f"searcher {self.searcher!r} is not one of {sorted(SEARCHERS)}")
+        if self.downloader not in DOWNLOADERS:
+            raise ValueError(f"downloader {self.downloader!r} is not one of {sorted(DOWNLOADERS)}")
+        needs = {*_NEEDS[self.searcher], *_NEEDS[self.downloader]}
+        missing = sorted(key for key in needs if getattr(self, key) is None)
+        if missing:
+            raise ValueError(
+                f"{self.searcher} search and {self.downloader} download need {', '.join(missing)}"
+            )
+        if self.auth in ("basic", "vitrea") and not self.user:
+            raise ValueError(f"auth {self.auth!r} needs a user")
+        if self.auth == "vitrea" and not self.login_url:
+            raise ValueError("auth 'vitrea' needs a login_url")
+        return self
+
+    def __str__(self) -> str:
+        where = self.url or f"{self.aec}@{self.host}:{self.port}"
+        return f"{self.name or 'server'} ({self.searcher}/{self.downloader} at {where})"
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """``(connect, read)`` seconds, as the HTTP searchers and downloaders take them."""
+        return (self.connect_timeout, self.read_timeout)
+
+    @property
+    def wado_uri_endpoint(self) -> str:
+        """The WADO-URI URL: ``wado_uri_url``, or ``wado`` beside the DICOMweb root."""
+        if self.wado_uri_url:
+            return self.wado_uri_url
+        if not self.url:
+            raise DICOMTrolleyError(f"{self}: WADO-URI needs wado_uri_url or url")
+        return self.url.rstrip("/").rsplit("/", 1)[0] + "/wado"
+
+    def secret(self) -> str:
+        """The password (or bearer token): environment, keyring, or a prompt.
+
+        Raises
+        ------
+        DICOMTrolleyAuthError
+            None of the three has one (no terminal to prompt on).
+        """
+        variable = TOKEN_VARIABLE if self.auth == "bearer" else PASSWORD_VARIABLE
+        value = os.environ.get(variable)
+        if value:
+            return value
+        value = self._keyring_secret()
+        if value:
+            return value
+        if sys.stdin is not None and sys.stdin.isatty():
+            what = "Token" if self.auth == "bearer" else f"Password for {self.user}"
+            return getpass.getpass(f"{what} ({self.name or self.url}): ")
+        raise DICOMTrolleyAuthError(
+            f"{self}: no {'token' if self.auth == 'bearer' else 'password'}: set ${variable}, "
+            f"store one with `keyring set {KEYRING_SERVICE} {self._keyring_user()}`, or run in a terminal"
+        )
+
+    def _keyring_user(self) -> str:
+        return f"{self.name or self.url}:{self.user or ''}"
+
+    def _keyring_secret(self) -> str | None:
+        try:
+            import keyring
+            from keyring.errors import KeyringError
+        except ImportError:
+            return None
+        try:
+            value: str | None = keyring.get_password(KEYRING_SERVICE, self._keyring_user())
+        except KeyringError as error:
+            logger.debug("No keyring to ask for %s: %s", self, error)
+            return None
+        return value
+
+    def session(self, secret: str | None = None) -> requests.Session:
+        """A ``requests.Session`` with this profile's login and TLS settings.
+
+        Parameters
+        ----------
+        secret
+            The password or token; looked up with :meth:`secret` when needed and not given.
+        """
+        if self.auth == "vitrea":
+            session = create_session(self.login_url or "", self.user or "", secret or self.secret(), self.realm)
+        else:
+            session = requests.Session()
+            if self.auth == "basic":
+                session.auth = (self.user or "", secret or self.secret())
+            elif self.auth == "bearer":
+                session.headers["Authorization"] = f"Bearer {secret or self.secret()}"
+        session.verify = str(self.ca_file) if self.ca_file and self.verify else self.verify
+        if self.max_connections:
+            capped = _CappedAdapter(self.max_connections)
+            session.mount("http://", capped)
+            session.mount("https://", capped)
+        return session
+
+    def trolley(self, secret: str | None = None) -> Trolley:
+        """A :class:`~dicomtrolley.trolley.Trolley` for this server: its searcher and downloader on one session.
+
+        Parameters
+        ----------
+        secret
+            The password or token; looked up with :meth:`secret` when the
+            login needs one and none is given.
+        """
+        http = {"qido-rs", "wado-rs", "wado-uri", "mint", "rad69"} & {self.searcher, self.downloader}
+        session = self.session(secret) if http else requests.Session()
+        return Trolley(SEARCHERS[self.searcher](self, session), DOWNLOADERS[self.downloader](self, session))
+
+
+class _CappedAdapter(HTTPAdapter):
+    """At most ``size`` connections per host; a request waits for one to come free.
+
+    A subclass, so that the downloaders' pool sizing leaves it as it is.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__(pool_connections=size, pool_maxsize=size, pool_block=True)
+
+
+# ------------------------------------------------------------ the protocols a profile can name
+
+SearcherBuilder = Callable[[ServerProfile, requests.Session], Searcher]
+DownloaderBuilder = Callable[[ServerProfile, requests.Session], Downloader]
+
+
+def _qido_rs(profile: ServerProfile, session: requests.Session) -> Searcher:
+    from dicomtrolley.qido_rs import QidoRS
+
+    return QidoRS(session, _dicomweb_root(profile), timeout=profile.timeout)
+
+
+def _wado_rs(profile: ServerProfile, session: requests.Session) -> Downloader:
+    from dicomtrolley.wado_rs import WadoRS
+
+    url = _dicomweb_root(profile)
+    if profile.workers:
+        return WadoRS(session, url, timeout=profile.timeout, workers=profile.workers)
+    return WadoRS(session, url, timeout=profile.timeout)
+
+
+def _wado_uri(profile: ServerProfile, session: requests.Session) -> Downloader:
+    from dicomtrolley.wado_uri import WadoURI
+
+    url = profile.wado_uri_endpoint
+    if profile.workers:
+        return WadoURI(session, url, timeout=profile.timeout, workers=profile.workers)
+    return WadoURI(session, url, timeout=profile.timeout)
+
+
+def _mint(profile: ServerProfile, session: requests.Session) -> Searcher:
+    from dicomtrolley.mint import Mint
+
+    if profile.mint_url is None:
+        raise DICOMTrolleyError(f"{profile}: MINT needs mint_url")
+    return Mint(session, profile.mint_url, timeout=profile.timeout)
+
+
+def _rad69(profile: ServerProfile, session: requests.Session) -> Downloader:
+    from dicomtrolley.rad69 import Rad69
+
+    if profile.rad69_url is None:
+        raise DICOMTrolleyError(f"{profile}: RAD-69 needs rad69_url")
+    return Rad69(session, profile.rad69_url, timeout=profile.timeout, workers=profile.workers)
+
+
+def _dicomweb_root(profile: ServerProfile) -> str:
+    if profile.url is None:
+        raise DICOMTrolleyError(f"{profile}: no DICOMweb url")
+    return profile.url
+
+
+def _dimse_address(profile: ServerProfile) -> tuple[str, int]:
+    if profile.host is None or profile.port is None:
+        raise DICOMTrolleyError(f"{profile}: no DIMSE host and port")
+    return profile.host, profile.port
+
+
+def _c_find(profile: ServerProfile, session: requests.Session) -> Searcher:
+    from dicomtrolley.dicom_qr import DICOMQR
+
+    host, port = _dimse_address(profile)
+    return DICOMQR(
+        host, port, profile.aet, profile.aec, acse_timeout=profile.connect_timeout,
+        dimse_timeout=profile.read_timeout, network_timeout=profile.read_timeout,
+    )
+
+
+def _c_get(profile: ServerProfile, session: requests.Session) -> Downloader:
+    from dicomtrolley.dimse_retrieve import DICOMCGet
+
+    host, port = _dimse_address(profile)
+    return DICOMCGet(
+        host, port, profile.aet, profile.aec, acse_timeout=profile.connect_timeout,
+        dimse_timeout=profile.read_timeout, network_timeout=profile.read_timeout,
+    )
+
+
+def _c_move(profile: ServerProfile, session: requests.Session) -> Downloader:
+    from dicomtrolley.dimse_retrieve import DICOMCMove
+
+    host, port = _dimse_address(profile)
+    if profile.move_port is None:
+        raise DICOMTrolleyError(f"{profile}: C-MOVE needs move_port")
+    return DICOMCMove(
+        host, port, profile.aet, profile.aec, destination_port=profile.move_port,
+        acse_timeout=profile.connect_timeout, dimse_timeout=profile.read_timeout,
+        network_timeout=profile.read_timeout,
+    )
+
+
+SEARCHERS: dict[str, SearcherBuilder] = {"qido-rs": _qido_rs, "c-find": _c_find, "mint": _mint}
+"""Searcher kinds a profile can name, and how each is built from the profile and its session."""
+
+DOWNLOADERS: dict[str, DownloaderBuilder] = {
+    "wado-rs": _wado_rs,
+    "wado-uri": _wado_uri,
+    "c-get": _c_get,
+    "c-move": _c_move,
+    "rad69": _rad69,
+}
+"""Downloader kinds a profile can name, and how each is built from the profile and its session."""
+
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "qido-rs": ("url",),
+    "wado-rs": ("url",),
+    "wado-uri": (),
+    "c-find": ("host", "port"),
+    "c-get": ("host", "port"),
+    "c-move": ("host", "port", "move_port"),
+    "mint": ("mint_url",),
+    "rad69": ("rad69_url",),
+}
+"""The profile fields each kind cannot do without (a kind missing here needs none)."""
+
+
+# ------------------------------------------------------------ the servers file
+
+
+def default_config_path() -> Path:
+    """Where the servers file is looked for: ``$DICOMTROLLEY_CONFIG``, else ``servers.toml``
+    in the user's config folder (``%APPDATA%\\dicomtrolley`` on Windows,
+    ``$XDG_CONFIG_HOME/dicomtrolley`` or ``~/.config/dicomtrolley`` elsewhere)."""
+    explicit = os.environ.get(CONFIG_VARIABLE)
+    if explicit:
+        return Path(explicit)
+    if sys.platform == "win32" and os.environ.get("APPDATA"):
+        base = Path(os.environ["APPDATA"])
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "dicomtrolley" / "servers.toml"
+
+
+def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, ServerProfile]:
+    """Every server in a servers file, by name.
+
+    Raises
+    ------
+    DICOMTrolleyError
+        The file is missing, is not TOML, holds a secret, or a server in it is invalid.
+    """
+    file = Path(path) if path is not None else default_config_path()
+    try:
+        with file.open("rb") as handle:
+            content = tomllib.load(handle)
+    except FileNotFoundError:
+        raise DICOMTrolleyError(f"No servers file at {file}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise DICOMTrolleyError(f"{file} is not valid TOML: {error}") from None
+    servers = content.get("servers")
+    if not isinstance(servers, dict):
+        raise DICOMTrolleyError(f"{file} has no [servers.NAME] tables")
+    return {name: _profile_from(file, name, table) for name, table in servers.items()}
+
+
+def _profile_from(file: Path, name: str, table: Any) -> ServerProfile:
+    if not isinstance(table, dict):
+        raise DICOMTrolleyError(f"{file}: servers.{name} is not a table")
+    secrets = sorted(_SECRET_KEYS & set(table))
+    if secrets:
+        raise DICOMTrolleyError(
+            f"{file}: servers.{name} holds {', '.join(secrets)}; secrets are never stored in the servers "
+            f"file (use ${PASSWORD_VARIABLE}, ${TOKEN_VARIABLE} or the keyring)"
+        )
+    try:
+        return ServerProfile(**{"name": name, **table})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in error.errors())
+        raise DICOMTrolleyError(f"{file}: servers.{name}: {problems}") from None
+
+
+def load_profile(name: str, path: str | os.PathLike[str] | None = None) -> ServerProfile:
+    """The server called ``name`` in a servers file (the default one unless ``path`` is given).
+
+    Raises
+    ------
+    DICOMTrolleyError
+        The file cannot be read, or names no such server.
+    """
+    profiles = load_profiles(path)
+    try:
+        return profiles[name]
+    except KeyError:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise DICOMTrolleyError(f"No server {name!r} in {path or default_config_path()} (known: {known})") from None

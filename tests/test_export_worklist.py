@@ -1,0 +1,106 @@
+"""Reading worklists: CSV (comma, tab, BOM), DataFrames, lists; bad input named by line before any download."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas
+import pytest
+
+from dicomtrolley.core import Query
+from dicomtrolley.exceptions import WorklistError
+from dicomtrolley.export.politeness import RateLimiter, TimeWindow, parse_rate
+from dicomtrolley.export.worklist import read_worklist
+
+
+def csv_file(tmp_path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path = tmp_path / "worklist.csv"
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def test_a_comma_separated_file_with_a_bom_gives_one_query_per_row(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "AccessionNumber,PatientID\nACC1,PAT1\nACC2,PAT2\n", encoding="utf-8-sig")
+    rows = read_worklist(path).rows
+    assert [r.query.attributes() for r in rows] == [
+        {"AccessionNumber": "ACC1", "PatientID": "PAT1"},
+        {"AccessionNumber": "ACC2", "PatientID": "PAT2"},
+    ]
+    assert [r.line for r in rows] == [2, 3]
+
+
+def test_a_tab_separated_file_is_read_too(tmp_path: Path) -> None:
+    rows = read_worklist(csv_file(tmp_path, "PatientID\tModalitiesInStudy\nPAT1\tCT\n")).rows
+    assert rows[0].query.attributes() == {"PatientID": "PAT1", "ModalitiesInStudy": "CT"}
+
+
+def test_study_date_is_a_day_or_a_range_open_at_either_end(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "PatientID,StudyDate\nP,20200105\nP,20200101-20201231\nP,-20201231\nP,2020-01-01-\n")
+    dates = [(r.query.min_study_date, r.query.max_study_date) for r in read_worklist(path).rows]
+    assert dates == [
+        (date(2020, 1, 5), date(2020, 1, 5)),
+        (date(2020, 1, 1), date(2020, 12, 31)),
+        (None, date(2020, 12, 31)),
+        (date(2020, 1, 1), None),
+    ]
+
+
+def test_an_unknown_column_is_refused_naming_line_one(tmp_path: Path) -> None:
+    with pytest.raises(WorklistError, match=r"line 1: unknown column\(s\) 'Patient'"):
+        read_worklist(csv_file(tmp_path, "Patient,AccessionNumber\nP,A\n"))
+
+
+def test_unreadable_rows_are_named_by_line(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "PatientID,StudyDate\nP1,20200101\nP2,yesterday\n,\nP4,20200101,extra\n")
+    worklist = read_worklist(path)
+    assert [r.line for r in worklist.rows] == [2]
+    assert [b.line for b in worklist.bad] == [3, 5]
+    with pytest.raises(WorklistError, match=r"line 3: StudyDate 'yesterday'.*1 more bad row") as raised:
+        worklist.check()
+    assert [line for line, _ in raised.value.problems] == [3, 5]
+
+
+def test_a_row_of_only_a_study_uid_needs_no_search(tmp_path: Path) -> None:
+    rows = read_worklist(csv_file(tmp_path, "StudyInstanceUID,PatientID\n1.2.3,\n1.2.4,P\n")).rows
+    assert [r.study_uid for r in rows] == ["1.2.3", None]
+
+
+def test_a_dataframe_is_a_worklist(tmp_path: Path) -> None:
+    frame = pandas.DataFrame({"PatientID": ["P1", "P2"], "StudyDate": [date(2021, 3, 4), None]})
+    rows = read_worklist(frame).rows
+    assert rows[0].query.min_study_date == date(2021, 3, 4)
+    assert rows[1].query.attributes() == {"PatientID": "P2"}
+
+
+def test_a_list_of_uids_and_queries_is_a_worklist() -> None:
+    rows = read_worklist(["1.2.3", Query(AccessionNumber="A1")]).rows
+    assert rows[0].study_uid == "1.2.3"
+    assert rows[1].query.AccessionNumber == "A1"
+
+
+def test_the_same_query_is_the_same_row_across_runs() -> None:
+    first, second = read_worklist([Query(PatientID="P"), Query(PatientID="P")]).rows
+    assert first.key == second.key
+
+
+def test_rates_read_as_bytes_per_second() -> None:
+    assert parse_rate("50MB/s") == 50e6
+    assert parse_rate("1.5 GiB/s") == 1.5 * 2**30
+    with pytest.raises(ValueError, match="not a rate"):
+        parse_rate("fast")
+
+
+def test_a_window_over_midnight_is_open_at_night() -> None:
+    window = TimeWindow.parse("19:00-07:00")
+    assert window.seconds_until_open(pandas.Timestamp("2024-01-01 18:00").to_pydatetime()) == 3600
+
+
+def test_the_rate_limiter_paces_to_its_rate() -> None:
+    import time
+
+    limiter = RateLimiter(1_000_000, burst=0.1)
+    started = time.monotonic()
+    for _ in range(5):
+        limiter.wait_for(100_000)
+    assert 0.3 < time.monotonic() - started < 1.0
