@@ -171,7 +171,9 @@ class HTTPClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._proxies: dict[tuple[object, ...], dict[str, str]] = {}
-        ensure_pool_size(session, pool_size)
+        # Sized at the first request, not here: building a searcher or
+        # downloader never touches the session (4.x scripts build them early).
+        self._pool_size: int | None = pool_size
 
     def get(
         self,
@@ -254,6 +256,9 @@ class HTTPClient:
         request to find proxy settings, a cost that adds up over many small
         requests (see docs/performance.md).
         """
+        if self._pool_size is not None:
+            ensure_pool_size(self.session, self._pool_size)
+            self._pool_size = None
         prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, data=data))
         return self.session.send(
             prepared, stream=stream, timeout=self.timeout, verify=tls_verify(self.session),

@@ -14,7 +14,7 @@ them from here still works, for scripts written against 4.x.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum, IntEnum
@@ -24,8 +24,16 @@ import pydicom
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
-from dicomtrolley.exceptions import DICOMTrolleyError, MalformedResponseError
+from dicomtrolley.exceptions import (
+    DICOMTrolleyError,
+    MalformedResponseError,
+    NoReferencesFoundError,
+    UnSupportedParameterError,
+)
+from dicomtrolley.exceptions import NonInstanceParameterError as NonInstanceParameterError
+from dicomtrolley.exceptions import NonSeriesParameterError as NonSeriesParameterError
 
 if TYPE_CHECKING:  # 4.x imported the roles from here; see __getattr__ at the end
     from dicomtrolley.roles import Downloader as Downloader
@@ -46,6 +54,11 @@ class DICOMObjectLevels(IntEnum):
     SERIES = 1
     INSTANCE = 0
 
+    @classmethod
+    def from_query_level(cls, level: QueryLevels) -> DICOMObjectLevels:
+        """The object level a query level returns (4.x name; see :attr:`QueryLevels.object_level`)."""
+        return QueryLevels(level).object_level
+
 
 class QueryLevels(str, Enum):
     """How deep a search goes: which objects it returns."""
@@ -59,6 +72,11 @@ class QueryLevels(str, Enum):
         """The object level this query level returns."""
         return DICOMObjectLevels[self.name]
 
+    @classmethod
+    def from_object_level(cls, level: DICOMObjectLevels) -> QueryLevels:
+        """The query level that returns objects of ``level``."""
+        return cls[DICOMObjectLevels(level).name]
+
 
 # ---------------------------------------------------------------- references
 
@@ -70,6 +88,7 @@ class _Referencing:
     """What every reference offers, so references and tree objects can be used alike."""
 
     study_uid: str
+    level: ClassVar[DICOMObjectLevels]
 
     def reference(self: _R) -> _R:
         """Return self: a reference is its own reference."""
@@ -79,6 +98,21 @@ class _Referencing:
     def study_reference(self) -> StudyReference:
         """The study this reference belongs to."""
         return StudyReference(self.study_uid)
+
+    def contained_references(self, max_level: DICOMObjectLevels) -> tuple[Reference, ...]:
+        """This reference, when it is at ``max_level`` or finer.
+
+        Raises
+        ------
+        NoReferencesFoundError
+            ``max_level`` is finer than the reference: only a search can say
+            which series or instances it holds.
+        """
+        if max_level < self.level:
+            raise NoReferencesFoundError(
+                f"{self} holds no {max_level.name.lower()} references without a search"
+            )
+        return (self.reference(),)  # type: ignore[return-value]  # each subclass is a Reference
 
 
 @dataclass(frozen=True)
@@ -127,6 +161,20 @@ def reference_key(reference: Reference) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- the tree
+
+
+_Child = TypeVar("_Child", bound="DICOMObject", covariant=True)
+
+
+class Children(tuple[_Child, ...]):
+    """The objects one level down in the tree: a tuple that can also be called.
+
+    4.x had ``children()`` as a method; here it is a property. Calling the
+    tuple returns it, so both spellings work.
+    """
+
+    def __call__(self) -> Children[_Child]:
+        return self
 
 
 class DICOMObject:
@@ -184,9 +232,9 @@ class DICOMObject:
         self._json = None
 
     @property
-    def children(self) -> Sequence[DICOMObject]:
-        """The objects one level down (empty for an instance)."""
-        return ()
+    def children(self) -> Children[DICOMObject]:
+        """The objects one level down (empty for an instance); ``children()`` works too, as in 4.x."""
+        return Children()
 
     def reference(self) -> Reference:
         """A small, hashable reference that a downloader can fetch."""
@@ -199,6 +247,39 @@ class DICOMObject:
     def all_series(self) -> list[Series]:
         """Every series at or below this object."""
         return [s for child in self.children for s in child.all_series()]
+
+    def root(self) -> DICOMObject:
+        """The top of this object's tree: its study (or the object itself, without a parent)."""
+        node: DICOMObject = self
+        while (parent := getattr(node, "parent", None)) is not None:
+            node = parent
+        return node
+
+    def max_object_depth(self) -> DICOMObjectLevels:
+        """The finest level this object's tree reaches: INSTANCE once a search found instances."""
+        return min((child.max_object_depth() for child in self.children), default=self.level)
+
+    def contained_references(self, max_level: DICOMObjectLevels) -> tuple[Reference, ...]:
+        """References at ``max_level`` or finer covering everything this object holds.
+
+        A study splits into its series or instances, a series into its
+        instances, as far as the search that found them went.
+
+        Raises
+        ------
+        NoReferencesFoundError
+            Some part of the tree stops above ``max_level`` (a study from a
+            study-level search has no series): a search must fill it in first.
+        """
+        if max_level >= self.level:
+            return (self.reference(),)
+        series = self.all_series()
+        if not series or (max_level is DICOMObjectLevels.INSTANCE and not all(s.instances for s in series)):
+            raise NoReferencesFoundError(
+                f"{self} was found without all its {max_level.name.lower()} objects; search at that level first"
+            )
+        below = series if max_level is DICOMObjectLevels.SERIES else self.all_instances()
+        return tuple(one.reference() for one in below)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of this object and everything below it."""
@@ -258,8 +339,8 @@ class Instance(DICOMObject):
         return [self]
 
     def all_series(self) -> list[Series]:
-        """No series lie below an instance."""
-        return []
+        """The series this instance belongs to, as in 4.x (empty without a parent)."""
+        return [self.parent] if self.parent is not None else []
 
     def __repr__(self) -> str:
         return f"Instance({self.uid!r})"
@@ -293,9 +374,9 @@ class _Branch(DICOMObject, Generic[_C]):
         return child
 
     @property
-    def children(self) -> Sequence[_C]:
+    def children(self) -> Children[_C]:
         """The objects one level down."""
-        return self._children
+        return Children(self._children)
 
     def get(self, uid: str) -> _C:
         """The child with this uid; ``KeyError`` if the search did not return it."""
@@ -337,6 +418,13 @@ class Series(_Branch[Instance]):
         """The instances of this series."""
         return self._children
 
+    @instances.setter
+    def instances(self, value: Iterable[Instance]) -> None:
+        # 4.x scripts assign the instances of a series they build.
+        self._children = []
+        for one in value:
+            self.add(one)
+
     def _adopt(self, child: Instance) -> None:
         child.parent = self
 
@@ -372,6 +460,13 @@ class Study(_Branch[Series]):
         """The series of this study."""
         return self._children
 
+    @series.setter
+    def series(self, value: Iterable[Series]) -> None:
+        # 4.x scripts assign the series of a study they build.
+        self._children = []
+        for one in value:
+            self.add(one)
+
     def _adopt(self, child: Series) -> None:
         child.parent = self
 
@@ -382,6 +477,13 @@ class Study(_Branch[Series]):
 
 Downloadable = str | Reference | DICOMObject
 """Anything :meth:`Trolley.download` accepts: a StudyInstanceUID, a reference, a tree object."""
+
+
+def as_list(objects: Downloadable | Iterable[Downloadable]) -> list[Downloadable]:
+    """``objects`` as a list: one UID, reference or tree object becomes a list of one."""
+    if isinstance(objects, (str, bytes)) or not isinstance(objects, Iterable):
+        return [objects]
+    return list(objects)
 
 
 def to_reference(obj: Downloadable) -> Reference:
@@ -455,6 +557,12 @@ class Query(BaseModel):
     def _date_only(cls, value: Any) -> Any:
         return value.date() if isinstance(value, datetime) else value
 
+    @field_validator("PatientBirthDate", mode="before")
+    @classmethod
+    def _dicom_date(cls, value: Any) -> Any:
+        # 4.x took a date here; a DICOM DA string (or range) is what goes to the server.
+        return value.strftime("%Y%m%d") if isinstance(value, date) else value
+
     @field_validator("include_fields")
     @classmethod
     def _known_fields(cls, fields: list[str]) -> list[str]:
@@ -473,11 +581,8 @@ class Query(BaseModel):
 
     def attributes(self) -> dict[str, str]:
         """The DICOM attributes this query matches on (keyword -> value), empty ones left out."""
-        return {
-            name: value
-            for name, value in self.model_dump(include=set(DICOM_QUERY_KEYWORDS)).items()
-            if value
-        }
+        keywords = {name for name in type(self).model_fields if name[0].isupper()}
+        return {name: value for name, value in self.model_dump(include=keywords).items() if value}
 
     def study_date_range(self) -> str:
         """The StudyDate criterion as a DICOM range (``YYYYMMDD-YYYYMMDD``; either end open), or ''."""
@@ -486,6 +591,23 @@ class Query(BaseModel):
         low = self.min_study_date.strftime("%Y%m%d") if self.min_study_date else ""
         high = self.max_study_date.strftime("%Y%m%d") if self.max_study_date else ""
         return low if low == high else f"{low}-{high}"
+
+    @classmethod
+    def init_from_query(cls: type[_Q], query: Query) -> _Q:
+        """This kind of query with the parameters ``query`` sets (4.x's conversion between query kinds).
+
+        Raises
+        ------
+        UnSupportedParameterError
+            ``query`` sets a parameter this kind of query does not have, so
+            converting it would drop the parameter.
+        """
+        try:
+            return cls(**query.model_dump(exclude_defaults=True))
+        except ValueError as error:
+            raise UnSupportedParameterError(
+                f"{query.to_short_string()} cannot become a {cls.__name__} without losing a parameter: {error}"
+            ) from error
 
     def to_short_string(self) -> str:
         """One line with the parameters that are set, for messages and logs."""
@@ -499,6 +621,8 @@ class Query(BaseModel):
 DICOM_QUERY_KEYWORDS: tuple[str, ...] = tuple(
     name for name in Query.model_fields if name[0].isupper()
 )
+
+_Q = TypeVar("_Q", bound=Query)
 
 
 # ---------------------------------------------------------------- downloading
@@ -537,9 +661,24 @@ class InstancePart:
         return match.group(1) if match else None
 
     def dataset(self) -> Dataset:
-        """Parse the bytes into a pydicom Dataset."""
+        """Parse the bytes into a pydicom Dataset.
+
+        Raises
+        ------
+        MalformedResponseError
+            The bytes are not a DICOM instance (no SOPInstanceUID anywhere).
+        """
         self.body.seek(0)
-        return pydicom.dcmread(self.body, force=True)
+        try:
+            dataset = pydicom.dcmread(self.body, force=True)
+        except (InvalidDicomError, ValueError, EOFError, OSError) as error:
+            raise MalformedResponseError(f"{self.size} bytes from {self.source} are not DICOM: {error}") from error
+        file_meta = getattr(dataset, "file_meta", None)
+        if not dataset.get("SOPInstanceUID") and not (file_meta and file_meta.get("MediaStorageSOPInstanceUID")):
+            raise MalformedResponseError(
+                f"{self.size} bytes from {self.source} are not a DICOM instance: no SOPInstanceUID"
+            )
+        return dataset
 
     def close(self) -> None:
         """Release the memory or temporary file that holds the bytes."""
@@ -588,3 +727,64 @@ if not TYPE_CHECKING:  # type checkers read the imports at the top instead
 
             return getattr(roles, name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------- 4.x names
+# What dicomtrolley 4.x scripts import from this module, kept so they run unchanged.
+
+
+class ExtendedQuery(Query):
+    """A :class:`Query` with 4.x's extra matching field for DICOM-QR and MINT.
+
+    Every other field 4.x added here (InstitutionName, PatientSex,
+    StudyDescription, SeriesDescription, PatientBirthDate) is part of
+    :class:`Query` itself now.
+    """
+
+    InstitutionalDepartmentName: str = ""
+
+
+DICOMObjectReference = Reference
+"""4.x's name for any reference (a study, series or instance reference)."""
+
+DICOMDownloadable = Downloadable
+"""4.x's name for anything a download accepts."""
+
+
+def to_references(objects: Iterable[_Referencing | DICOMObject], max_level: DICOMObjectLevels) -> list[Reference]:
+    """References at ``max_level`` or finer for everything in ``objects``, taken from the objects alone.
+
+    Raises
+    ------
+    NoReferencesFoundError
+        An object cannot be split that far without a search.
+    """
+    return [ref for obj in objects for ref in obj.contained_references(max_level)]
+
+
+def to_series_level_refs(objects: Iterable[_Referencing | DICOMObject]) -> list[Reference]:
+    """Series and instance references for everything in ``objects``, without a search.
+
+    Raises
+    ------
+    NonSeriesParameterError
+        A study reference, or a study found without its series.
+    """
+    try:
+        return to_references(objects, DICOMObjectLevels.SERIES)
+    except NoReferencesFoundError as error:
+        raise NonSeriesParameterError(f"Cannot obtain series references: {error}") from error
+
+
+def to_instance_refs(objects: Iterable[_Referencing | DICOMObject]) -> list[Reference]:
+    """Instance references for everything in ``objects``, without a search.
+
+    Raises
+    ------
+    NonInstanceParameterError
+        A study or series reference, or an object found without its instances.
+    """
+    try:
+        return to_references(objects, DICOMObjectLevels.INSTANCE)
+    except NoReferencesFoundError as error:
+        raise NonInstanceParameterError(f"Cannot obtain instance references: {error}") from error

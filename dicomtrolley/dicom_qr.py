@@ -15,7 +15,7 @@ created.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
@@ -23,7 +23,7 @@ from pydicom.tag import Tag
 
 from dicomtrolley._dimse import RETRIEVE_LEVELS, STUDY_ROOT_FIND, DIMSEPeer, status_category, status_text
 from dicomtrolley._tree import attribute_level, tree_from_datasets
-from dicomtrolley.core import DICOMObjectLevels, Query, Study
+from dicomtrolley.core import DICOMObjectLevels, ExtendedQuery, Query, QueryLevels, Study
 from dicomtrolley.exceptions import DIMSEError, UnSupportedParameterError
 from dicomtrolley.roles import Searcher
 
@@ -84,7 +84,7 @@ class DICOMQR(DIMSEPeer, Searcher):
         DIMSEError
             The association failed or the server answered with a failure status.
         """
-        rows = self.c_find(find_identifier(query))
+        rows = self.send_c_find(query)
         logger.debug("C-FIND at %s level on %s: %d match(es)", query.query_level.value, self.address, len(rows))
         return tree_from_datasets(rows, query.query_level, source=f"C-FIND {self.address}")
 
@@ -134,6 +134,47 @@ class DICOMQR(DIMSEPeer, Searcher):
                 status=status,
             )
         return rows
+
+    def send_c_find(self, query: Query) -> list[Dataset]:
+        """The C-FIND answer to ``query`` as flat identifier Datasets, not yet a tree (4.x name).
+
+        Raises
+        ------
+        UnSupportedParameterError, DIMSEError
+            As :meth:`find_studies`.
+        """
+        return self.c_find(find_identifier(query))
+
+    @staticmethod
+    def parse_c_find_response(responses: Sequence[Dataset]) -> list[Study]:
+        """Group C-FIND identifiers into the study tree, down to the finest level they name (4.x name).
+
+        Raises
+        ------
+        MalformedResponseError
+            A row lacks a UID its level needs.
+        """
+        level = QueryLevels.STUDY
+        if any("SOPInstanceUID" in row for row in responses):
+            level = QueryLevels.INSTANCE
+        elif any("SeriesInstanceUID" in row for row in responses):
+            level = QueryLevels.SERIES
+        return tree_from_datasets(responses, level, source="C-FIND")
+
+
+class DICOMQuery(ExtendedQuery):
+    """A query with the matching fields 4.x's DICOM-QR searcher added (4.x name).
+
+    Any :class:`~dicomtrolley.core.Query` works with :class:`DICOMQR`; this
+    one also matches ProtocolName and StudyID.
+    """
+
+    ProtocolName: str = ""
+    StudyID: str = ""
+
+    def as_dataset(self) -> Dataset:
+        """The C-FIND identifier this query sends."""
+        return find_identifier(self)
 
 
 def _hint_for_find(status: int, identifier: Dataset, matches: int) -> str:

@@ -36,6 +36,27 @@ class NoQueryResultsError(DICOMTrolleyError):
     """A search that had to find something found nothing."""
 
 
+class NoReferencesFoundError(DICOMTrolleyError):
+    """An object holds no references at the level asked for.
+
+    A study found by a study-level search knows none of its series, so it
+    cannot be split into series or instances without another search.
+    """
+
+
+class NonSeriesParameterError(DICOMTrolleyError):
+    """Objects could not be split into series or instances without another search."""
+
+
+class NonInstanceParameterError(DICOMTrolleyError):
+    """Objects could not be split into instances without another search.
+
+    Raised by a downloader that fetches single instances (WADO-URI) when given
+    a study or series: a :class:`~dicomtrolley.trolley.Trolley` with a
+    searcher resolves them first.
+    """
+
+
 class AmbiguousQueryError(DICOMTrolleyError):
     """A search that had to find exactly one study found several."""
 

@@ -63,6 +63,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from pydantic import model_validator
 
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, redact_url
 from dicomtrolley._tree import attribute_level, gc_paused, tree_from_json
@@ -126,7 +127,18 @@ class HierarchicalQuery(Query):
     SeriesInstanceUID, and each may match only attributes of its own level.
     A plain :class:`~dicomtrolley.core.Query` picks these resources by itself
     whenever they fit; this class is for servers that support nothing else.
+
+    A combination no hierarchical resource can take (a SeriesInstanceUID
+    without its StudyInstanceUID, say) is refused when the query is built,
+    with a ``pydantic.ValidationError`` (a ``ValueError``), as in 4.x.
     """
+
+    @model_validator(mode="after")
+    def _fits_a_hierarchical_resource(self) -> HierarchicalQuery:
+        problem = _hierarchical_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class RelationalQuery(Query):
@@ -135,7 +147,16 @@ class RelationalQuery(Query):
     ``/series`` for series; ``/studies/{study}/instances`` (with one
     StudyInstanceUID and no other study attribute) or ``/instances`` for
     instances. They may match attributes of any level down to the query level.
+    A study-level RelationalQuery is refused when it is built.
     """
+
+    @model_validator(mode="after")
+    def _below_study_level(self) -> RelationalQuery:
+        if self.query_level is QueryLevels.STUDY:
+            raise ValueError(
+                "A RelationalQuery searches series or instances; use Query or HierarchicalQuery for studies"
+            )
+        return self
 
 
 class QidoRS(Searcher):
@@ -365,22 +386,18 @@ def _plan_request(query: Query) -> _Plan:
         name for name, at in levels.items() if at is DICOMObjectLevels.SERIES and name != "SeriesInstanceUID"
     ]
 
+    # A HierarchicalQuery or RelationalQuery was checked when it was built:
+    # it fits the resources it is forced to.
     if level is QueryLevels.STUDY:
-        if forced_relational:
-            raise UnSupportedParameterError(
-                "A RelationalQuery searches series or instances; use Query or HierarchicalQuery for studies"
-            )
         return _plan("/studies", attributes, query)
 
     if level is QueryLevels.SERIES:
         if forced_hierarchical or (not forced_relational and study and not study_attributes):
-            _check_hierarchical(query, [study], study_attributes)
             return _plan(f"/studies/{_path(study)}/series", attributes, query, study_uid=study)
         return _plan("/series", attributes, query)
 
     coarse = study_attributes + series_attributes
     if forced_hierarchical or (not forced_relational and study and series and not coarse):
-        _check_hierarchical(query, [study, series], coarse)
         return _plan(
             f"/studies/{_path(study)}/series/{_path(series)}/instances",
             attributes,
@@ -393,20 +410,41 @@ def _plan_request(query: Query) -> _Plan:
     return _plan("/instances", attributes, query)
 
 
-def _check_hierarchical(query: Query, path_uids: list[str], coarse: list[str]) -> None:
-    """Raise unless the path UIDs are single UIDs and no coarser attribute is matched."""
-    level = query.query_level.value
-    if not all(path_uids):
-        needed = "one StudyInstanceUID" + (" and one SeriesInstanceUID" if len(path_uids) > 1 else "")
-        raise UnSupportedParameterError(
-            f"A hierarchical {level}-level QIDO-RS search needs {needed} (no list, no wildcard); "
+def _hierarchical_problem(query: Query) -> str:
+    """Why no hierarchical resource can take ``query`` ('' when one can).
+
+    A UID needs its parent's (a series is found within one study); below study
+    level the path needs one UID per level above, and only attributes of the
+    query level can be matched.
+    """
+    attributes = query.attributes()
+    if query.study_date_range():
+        attributes["StudyDate"] = query.study_date_range()
+    for child, parent in (("SeriesInstanceUID", "StudyInstanceUID"), ("SOPInstanceUID", "SeriesInstanceUID")):
+        if attributes.get(child) and not attributes.get(parent):
+            return (
+                f"A hierarchical QIDO-RS query with a {child} needs its {parent} too; "
+                "add it, or use Query or RelationalQuery"
+            )
+    level = query.query_level
+    if level is QueryLevels.STUDY:
+        return ""
+    path = ["StudyInstanceUID"] + (["SeriesInstanceUID"] if level is QueryLevels.INSTANCE else [])
+    if not all(_single_uid(attributes.get(name, "")) for name in path):
+        needed = " and ".join(f"one {name}" for name in path)
+        return (
+            f"A hierarchical {level.value}-level QIDO-RS search needs {needed} (no list, no wildcard); "
             "use Query or RelationalQuery to search without"
         )
+    coarse = sorted(
+        name for name in attributes if name not in path and attribute_level(name) > level.object_level
+    )
     if coarse:
-        raise UnSupportedParameterError(
-            f"A hierarchical {level}-level QIDO-RS search matches {level} attributes only, "
-            f"not {', '.join(sorted(coarse))}; use Query or RelationalQuery"
+        return (
+            f"A hierarchical {level.value}-level QIDO-RS search matches {level.value} attributes only, "
+            f"not {', '.join(coarse)}; use Query or RelationalQuery"
         )
+    return ""
 
 
 def _plan(

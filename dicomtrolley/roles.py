@@ -9,7 +9,7 @@ C-FIND, C-GET, ...) implements one role on the model of
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import ClassVar
 
 from pydicom.dataset import Dataset
@@ -19,14 +19,17 @@ from dicomtrolley.core import (
     DICOMObjectLevels,
     Downloadable,
     FetchFailure,
+    Instance,
+    InstanceReference,
     PartSink,
     Query,
     QueryLevels,
     Reference,
     Study,
+    as_list,
     to_reference,
 )
-from dicomtrolley.exceptions import AmbiguousQueryError, NoQueryResultsError
+from dicomtrolley.exceptions import AmbiguousQueryError, MalformedResponseError, NoQueryResultsError
 
 
 class Searcher(ABC):
@@ -88,10 +91,27 @@ class Downloader(ABC):
         sub-operations, say), for the download summary; none by default."""
         return {}
 
-    def datasets(self, objects: Iterable[Downloadable]) -> Iterator[Dataset]:
-        """Yield a pydicom Dataset for every instance in ``objects``.
+    def datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
+        """Yield a pydicom Dataset for every instance in ``objects`` (one object or several).
 
         Raises the first failure once the parts fetched before it were yielded.
         """
-        targets = [to_reference(o) for o in objects]
+        targets = [to_reference(o) for o in as_list(objects)]
         yield from fetch_datasets(lambda sink: self.fetch(targets, sink, stop_on_failure=True))
+
+    def get_dataset(self, instance: InstanceReference | Instance) -> Dataset:
+        """Fetch one instance as a pydicom Dataset (4.x's single-instance call).
+
+        Raises
+        ------
+        DICOMTrolleyError
+            The fetch failed, the bytes are not DICOM, or the server sent nothing.
+        """
+        datasets = self.datasets(instance)
+        try:
+            return next(datasets)
+        except StopIteration:
+            raise MalformedResponseError(f"The server sent no instance for {instance}") from None
+        finally:
+            if isinstance(datasets, Generator):
+                datasets.close()  # ends the fetch now, not when the generator is collected

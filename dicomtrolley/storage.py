@@ -30,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import inspect
+import io
 import logging
 import os
 import re
@@ -38,13 +40,15 @@ import stat
 import string
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomtrolley._header import Header, read_header
 from dicomtrolley.core import UID_KEYWORDS, InstancePart, InstanceReference
@@ -171,6 +175,22 @@ class PathTemplate:
                 return format(int(str(value)), spec)
             except ValueError:
                 return str(value)
+
+
+class DICOMDiskStorage(ABC):
+    """Something that writes parsed pydicom Datasets to disk: 4.x's extension point for storage.
+
+    Subclass it and implement :meth:`save` to choose paths or formats of your
+    own; pass an instance as ``Trolley(storage=...)``. The trolley then parses
+    every instance into a Dataset and calls ``save(dataset, output_dir)``,
+    which is slower than :class:`StorageDir` (it writes the bytes as they
+    arrive, without parsing them) and gives up resume and the byte-exact copy.
+    For another layout, a :class:`StorageDir` template is usually enough.
+    """
+
+    @abstractmethod
+    def save(self, dataset: Dataset, path: str | os.PathLike[str] | None = None) -> object:
+        """Write one dataset, under ``path`` (the download's output folder) when given."""
 
 
 class StorageDir:
@@ -311,8 +331,14 @@ class StorageDir:
         if existing == folder:
             self._inside.add(folder)  # a folder still to be made is checked again once it exists
 
+    def generate_path(self, dataset: Dataset | Mapping[str, Any]) -> Path:
+        """The path, relative to the output folder, of an instance with these attributes (4.x name)."""
+        return self.template.render(dataset)
+
     def save(self, part: InstancePart) -> SavedInstance:
         """Write one instance's bytes, as they are, to its path; atomically.
+
+        A pydicom Dataset given here, as 4.x scripts do, goes to :meth:`save_dataset`.
 
         Raises
         ------
@@ -321,6 +347,8 @@ class StorageDir:
         StorageCollisionError
             Another instance already maps to the same path.
         """
+        if isinstance(part, Dataset):
+            return self.save_dataset(part)
         header = _read_header(part.body, self._header_keywords, name=_name(part))
         sop_uid = header.text("SOPInstanceUID") or header.media_sop_instance_uid
         if not sop_uid:
@@ -337,6 +365,46 @@ class StorageDir:
         logger.debug("Wrote %s (%d bytes)", target, part.size)
         return SavedInstance(reference, target, part.size, header.transfer_syntax, header.attributes)
 
+    def save_dataset(self, dataset: Dataset, path: str | os.PathLike[str] | None = None) -> SavedInstance:
+        """Encode a pydicom Dataset and write it at :meth:`generate_path`, atomically (4.x's ``save``).
+
+        Slower than :meth:`save`, and not the server's bytes: a Dataset with a
+        transfer syntax in its file meta becomes a Part-10 file, one without
+        is written as it is, as 4.x did.
+
+        Parameters
+        ----------
+        dataset
+            What to write.
+        path
+            Another output folder for this one write (4.x's argument); this storage's folder if None.
+
+        Raises
+        ------
+        StorageError
+            The dataset cannot be encoded, or the file not written.
+        StorageCollisionError
+            Another instance already maps to the same path.
+        """
+        if path is not None:
+            return self.at(path).save_dataset(dataset)
+        body = io.BytesIO()
+        part10 = "TransferSyntaxUID" in getattr(dataset, "file_meta", {})
+        try:
+            dataset.save_as(body, enforce_file_format=part10)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise StorageError(f"Could not encode {dataset.get('SOPInstanceUID', 'a dataset')}: {error}") from error
+        target = self.path / self.generate_path(dataset)
+        self._check_inside(target.parent)
+        sop_uid = str(dataset.get("SOPInstanceUID", ""))
+        self._claim(target, sop_uid)
+        _write_atomically(body, target, make_folder=True)
+        reference = InstanceReference(
+            str(dataset.get("StudyInstanceUID", "")), str(dataset.get("SeriesInstanceUID", "")), sop_uid
+        )
+        transfer_syntax = dataset.file_meta.get("TransferSyntaxUID", "") if hasattr(dataset, "file_meta") else ""
+        return SavedInstance(reference, target, body.getbuffer().nbytes, str(transfer_syntax))
+
     def _claim(self, target: Path, sop_uid: str) -> None:
         with self._lock:
             owner = self._claimed.get(target)
@@ -352,6 +420,50 @@ class StorageDir:
                     "add an attribute such as {SOPInstanceUID} to the template"
                 )
             self._claimed[target] = sop_uid
+
+
+def make_writable(dataset: Dataset) -> Dataset:
+    """Make a Dataset built from DICOM JSON (WADO-RS metadata, a search result) savable with ``save_as``.
+
+    Gives it file meta information (Explicit VR Little Endian) and drops the
+    elements pydicom cannot encode: UN elements whose value was decoded into
+    something other than bytes, which some servers' metadata contains.
+    Changes ``dataset`` in place and returns it (4.x's function).
+    """
+    file_meta = FileMetaDataset()
+    if "SOPClassUID" in dataset:
+        file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    if "SOPInstanceUID" in dataset:
+        file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta = file_meta
+    for element in list(dataset):
+        if element.VR == "UN" and not isinstance(element.value, (bytes, str, type(None))):
+            logger.debug("Dropping %s: VR UN with a decoded value cannot be written", element.tag)
+            del dataset[element.tag]
+    return dataset
+
+
+DICOMDiskStorage.register(StorageDir)  # a StorageDir is a DICOMDiskStorage, as in 4.x
+
+
+def saves_datasets(storage: StorageDir | DICOMDiskStorage) -> bool:
+    """True for a storage that must be fed parsed Datasets.
+
+    That is a 4.x :class:`DICOMDiskStorage` that is no :class:`StorageDir`, and
+    a :class:`StorageDir` subclass written for 4.x: one that chooses paths with
+    ``generate_path``, or whose ``save`` takes 4.x's ``(dataset, path)``.
+    A subclass whose ``save`` takes the bytes of an instance is fed bytes.
+    """
+    if not isinstance(storage, StorageDir):
+        return True
+    kind = type(storage)
+    if kind.generate_path is not StorageDir.generate_path:
+        return True
+    if kind.save is StorageDir.save:
+        return False
+    parameters = list(inspect.signature(kind.save).parameters)[1:]
+    return parameters[:1] == ["dataset"] or "path" in parameters
 
 
 class FlatStorageDir(StorageDir):

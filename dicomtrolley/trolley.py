@@ -10,26 +10,41 @@ is importable from here, as in 4.x.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydicom.dataset import Dataset
 
+from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._download import DownloadJob, download
 from dicomtrolley._planning import find_instances
-from dicomtrolley.core import Downloadable, Query, QueryLevels, Study, to_reference
+from dicomtrolley.core import (
+    DICOMObject,
+    DICOMObjectLevels,
+    Downloadable,
+    Query,
+    QueryLevels,
+    Reference,
+    Study,
+    as_list,
+    to_reference,
+)
 from dicomtrolley.deidentify import Deidentifier
-from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.exceptions import DICOMTrolleyError, NoReferencesFoundError, StorageError
 from dicomtrolley.progress import ProgressCallback
 from dicomtrolley.results import DownloadSummary, StudyList
 from dicomtrolley.roles import Downloader, Searcher
-from dicomtrolley.storage import SavedInstance, StorageDir
+from dicomtrolley.storage import DICOMDiskStorage, SavedInstance, StorageDir, saves_datasets
 
 if TYPE_CHECKING:
     from dicomtrolley.export import ExportReport
     from dicomtrolley.export.worklist import WorklistSource
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DownloadSummary", "Trolley"]
 
@@ -45,7 +60,9 @@ class Trolley:
     downloader
         Fetches instances. Optional when the trolley only searches.
     storage
-        The default storage for :meth:`download` (a :class:`StorageDir`).
+        The default storage for :meth:`download`: a :class:`StorageDir`, or a
+        4.x-style :class:`~dicomtrolley.storage.DICOMDiskStorage` that saves
+        parsed Datasets (slower; see there).
 
     Examples
     --------
@@ -61,7 +78,7 @@ class Trolley:
         self,
         searcher: Searcher | None = None,
         downloader: Downloader | None = None,
-        storage: StorageDir | None = None,
+        storage: StorageDir | DICOMDiskStorage | None = None,
     ) -> None:
         if isinstance(searcher, Downloader) and (downloader is None or isinstance(downloader, Searcher)):
             # The public reference took (downloader, searcher); accept that order too.
@@ -109,6 +126,8 @@ class Trolley:
         progress: bool | ProgressCallback | None = None,
         deidentify: Deidentifier | None = None,
         on_saved: Callable[[SavedInstance], None] | None = None,
+        use_async: bool | None = None,
+        max_workers: int | None = None,
     ) -> DownloadSummary:
         """Download studies, series or instances to disk; return what happened.
 
@@ -135,6 +154,9 @@ class Trolley:
         on_saved
             Called with each instance written, from the thread that wrote it
             (a batch export indexes the files and paces the download with it).
+        use_async, max_workers
+            Accepted from 4.x scripts with a DeprecationWarning, and not used:
+            parallelism is set on the downloader (``WadoURI(session, url, workers=8)``).
 
         Raises
         ------
@@ -143,9 +165,17 @@ class Trolley:
         """
         if on_error not in ("raise", "collect"):
             raise ValueError(f"on_error must be 'raise' or 'collect', not {on_error!r}")
+        if use_async is not None or max_workers is not None:
+            warn_parallelism_moved("Trolley.download")
         storage = self._storage_for(output_dir, template)
+        if not isinstance(storage, StorageDir) or saves_datasets(storage):
+            if deidentify is not None or on_saved is not None:
+                raise DICOMTrolleyError(
+                    f"deidentify and on_saved need a StorageDir that writes bytes; {storage!r} saves datasets"
+                )
+            return self._download_datasets(storage, objects, output_dir, on_error)
         job = DownloadJob(
-            targets=[to_reference(o) for o in _as_list(objects)],
+            targets=[to_reference(o) for o in as_list(objects)],
             searcher=self.searcher,
             downloader=self._require_downloader(),
             storage=deidentify.storage(storage) if deidentify is not None else storage,
@@ -166,19 +196,87 @@ class Trolley:
 
         return export(self, worklist, Path(output_dir), **options)
 
-    def fetch_all_datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
-        """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk."""
-        downloader = self._require_downloader()
-        targets = [to_reference(o) for o in _as_list(objects)]
-        if self.searcher is not None and any(t.level > downloader.finest_level_needed for t in targets):
-            found = find_instances(self.searcher, targets, include_fields=())
-            yield from downloader.datasets(i.reference() for i in found)
-        else:
-            yield from downloader.datasets(targets)
+    def _download_datasets(
+        self,
+        storage: StorageDir | DICOMDiskStorage,
+        objects: Downloadable | Iterable[Downloadable],
+        output_dir: str | os.PathLike[str] | None,
+        on_error: str,
+    ) -> DownloadSummary:
+        """Feed a storage that saves parsed Datasets (4.x's extension point), one by one.
 
-    def _storage_for(self, output_dir: str | os.PathLike[str] | None, template: str | None) -> StorageDir:
+        Every instance is parsed before it is written, which is slower than
+        writing the bytes as they arrive; the first failure stops the download.
+        """
+        if on_error != "raise":
+            raise DICOMTrolleyError(f"on_error={on_error!r} needs a StorageDir; {storage!r} saves datasets")
+        save: Callable[..., object]
+        if isinstance(storage, StorageDir) and type(storage).save is StorageDir.save:
+            save = storage.save_dataset  # a subclass that only chooses paths (generate_path)
+        else:
+            save = cast(DICOMDiskStorage, storage).save
+        started = time.perf_counter()
+        summary = DownloadSummary()
+        for dataset in self.fetch_all_datasets(objects):
+            try:
+                save(dataset=dataset, path=output_dir)  # keywords, as 4.x called it
+            except (OSError, ValueError) as error:
+                raise StorageError(f"{storage!r} could not save {dataset.get('SOPInstanceUID')}: {error}") from error
+            summary.written += 1
+        summary.elapsed = time.perf_counter() - started
+        logger.info("Download through %r: %s", storage, summary)
+        return summary
+
+    def fetch_all_datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
+        """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk.
+
+        Objects are split as finely as the downloader needs (WADO-URI:
+        instances) by :meth:`obtain_references`: searching only for what a
+        found study or series does not already list.
+        """
+        downloader = self._require_downloader()
+        yield from downloader.datasets(self.obtain_references(objects, downloader.finest_level_needed))
+
+    def obtain_references(
+        self, objects: Downloadable | Iterable[Downloadable], max_level: DICOMObjectLevels
+    ) -> list[Reference]:
+        """References at ``max_level`` or finer covering ``objects``, searching only where they lack them.
+
+        A study found with its series splits into them without a search; a
+        study reference needs one search, and a series is split into its own
+        instances, not those of its whole study. (4.x's method.)
+
+        Raises
+        ------
+        DICOMTrolleyError
+            A search was needed and this trolley has no searcher, or it failed.
+        """
+        found: list[Reference] = []
+        unsplit: list[Reference] = []
+        for obj in as_list(objects):
+            item = obj if isinstance(obj, DICOMObject) else to_reference(obj)
+            try:
+                found.extend(item.contained_references(max_level))
+            except NoReferencesFoundError:
+                unsplit.append(item.reference())
+        if not unsplit:
+            return found
+        searcher = self._require_searcher()
+        if max_level is DICOMObjectLevels.INSTANCE:
+            return found + [i.reference() for i in find_instances(searcher, unsplit, include_fields=())]
+        for study in unsplit:  # only a study lacks series references
+            found.extend(searcher.find_study_by_id(study.study_uid, QueryLevels.SERIES).contained_references(max_level))
+        return found
+
+    def _storage_for(
+        self, output_dir: str | os.PathLike[str] | None, template: str | None
+    ) -> StorageDir | DICOMDiskStorage:
         """A storage for one download: its record of paths written ends with the download,
         so a batch of thousands of studies does not grow it without bound."""
+        if self.storage is not None and not isinstance(self.storage, StorageDir):
+            if template is not None:
+                raise DICOMTrolleyError("template applies to a StorageDir; this storage chooses its own paths")
+            return self.storage
         if output_dir is None:
             if self.storage is None:
                 raise DICOMTrolleyError("No output folder: pass output_dir, or Trolley(storage=...)")
@@ -188,9 +286,3 @@ class Trolley:
         if self.storage is not None and template is None:
             return self.storage.at(output_dir)
         return StorageDir(output_dir, template=template)
-
-
-def _as_list(objects: Downloadable | Iterable[Downloadable]) -> list[Downloadable]:
-    if isinstance(objects, (str, bytes)) or not isinstance(objects, Iterable):
-        return [objects]
-    return list(objects)

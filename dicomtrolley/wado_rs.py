@@ -60,6 +60,10 @@ class WadoRS(HTTPDownloader):
         """The Accept header: ``type`` quoted, ``transfer-syntax`` outside the quotes."""
         return f'multipart/related; type="application/dicom"; transfer-syntax={self.transfer_syntax}'
 
+    def wado_rs_instance_uri(self, target: Reference) -> str:
+        """4.x's name for :meth:`url_for`."""
+        return self.url_for(target)
+
     def url_for(self, target: Reference) -> str:
         """The WADO-RS URL of a study, series or instance."""
         url = f"{self.url}/studies/{target.study_uid}"

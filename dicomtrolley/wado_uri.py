@@ -9,19 +9,25 @@ only while small.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
+import requests
+from pydicom.dataset import Dataset
+
+from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._http import iter_body, spool
 from dicomtrolley._http_downloader import HTTPDownloader
 from dicomtrolley.core import (
     DICOMObjectLevels,
+    Downloadable,
     FetchFailure,
     InstancePart,
     InstanceReference,
     PartSink,
     Reference,
 )
-from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.exceptions import NonInstanceParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +42,27 @@ class WadoURI(HTTPDownloader):
         is the WADO-URI endpoint, e.g. ``https://pacs.example/wado``;
         ``transfer_syntax`` ``None`` (default) leaves the choice to the server
         (the standard says Explicit VR Little Endian); ``workers`` defaults to 8.
+    use_async, max_workers
+        4.x's switches, accepted with a DeprecationWarning: requests always run
+        in parallel; ``max_workers``, when given, sets ``workers``.
     """
 
     finest_level_needed = DICOMObjectLevels.INSTANCE
     default_workers = 8
+
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        *,
+        use_async: bool | None = None,
+        max_workers: int | None = None,
+        **settings: Any,
+    ) -> None:
+        if use_async is not None or max_workers is not None:
+            warn_parallelism_moved("WadoURI()")
+            settings["workers"] = max_workers or settings.get("workers")
+        super().__init__(session, url, **settings)
 
     def params_for(self, instance: InstanceReference) -> dict[str, str]:
         """The query parameters that ask for one instance as DICOM."""
@@ -54,6 +77,11 @@ class WadoURI(HTTPDownloader):
             params["transferSyntax"] = self.transfer_syntax
         return params
 
+    def datasets_async(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
+        """4.x's parallel :meth:`datasets`, kept with a DeprecationWarning: :meth:`datasets` is parallel."""
+        warn_parallelism_moved("WadoURI.datasets_async")
+        return self.datasets(objects)
+
     def fetch(
         self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
     ) -> list[FetchFailure]:
@@ -61,13 +89,13 @@ class WadoURI(HTTPDownloader):
 
         Raises
         ------
-        DICOMTrolleyError
+        NonInstanceParameterError
             A target is a study or series: WADO-URI cannot list what they hold,
             so resolve them to instances first (a Trolley with a searcher does).
         """
         coarse = [t for t in targets if not isinstance(t, InstanceReference)]
         if coarse:
-            raise DICOMTrolleyError(
+            raise NonInstanceParameterError(
                 f"WADO-URI fetches single instances; {coarse[0]} must first be resolved to its "
                 "instances (give the Trolley a searcher)"
             )

@@ -12,11 +12,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "dicomtrolley"
 
 LAYERS: list[set[str]] = [
-    {"_version", "exceptions"},
+    {"_version", "exceptions", "_compat"},
     {"core", "roles", "_concurrency"},
     {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e", "_get_contexts"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
-     "storage", "results", "progress", "caching", "deidentify"},
+     "storage", "results", "progress", "caching", "deidentify", "servers"},
     {"_planning", "_download"},
     {"trolley"},
     {"export", "profiles"},

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import responses
+from pydantic import ValidationError
 
 from dicomtrolley._http import RetryPolicy
 from dicomtrolley.core import Query, QueryLevels
@@ -186,25 +187,6 @@ def test_hierarchical_and_relational_queries_force_their_kind_of_resource(query:
         (Query(SeriesDescription="AX*"), "SeriesDescription is a SERIES attribute"),
         (Query(SOPInstanceUID=SOP, query_level=QueryLevels.SERIES), "SOPInstanceUID is a INSTANCE attribute"),
         (Query(ModalitiesInStudy="CT", query_level=QueryLevels.SERIES), "ModalitiesInStudy can only be matched"),
-        (HierarchicalQuery(query_level=QueryLevels.SERIES), "needs one StudyInstanceUID"),
-        (
-            HierarchicalQuery(StudyInstanceUID=f"{ST},1.2.3", query_level=QueryLevels.SERIES),
-            "needs one StudyInstanceUID",
-        ),
-        (
-            HierarchicalQuery(StudyInstanceUID=ST, query_level=QueryLevels.INSTANCE),
-            "needs one StudyInstanceUID and one SeriesInstanceUID",
-        ),
-        (
-            HierarchicalQuery(StudyInstanceUID=ST, PatientID="PAT1", query_level=QueryLevels.SERIES),
-            "matches SERIES attributes only, not PatientID",
-        ),
-        (
-            HierarchicalQuery(StudyInstanceUID=ST, SeriesInstanceUID=SE, Modality="CT",
-                              query_level=QueryLevels.INSTANCE),
-            "matches INSTANCE attributes only, not Modality",
-        ),
-        (RelationalQuery(PatientID="PAT1"), "A RelationalQuery searches series or instances"),
     ],
     ids=[
         "instance-uid-at-study-level",
@@ -213,12 +195,6 @@ def test_hierarchical_and_relational_queries_force_their_kind_of_resource(query:
         "series-description-at-study-level",
         "instance-uid-at-series-level",
         "modalities-in-study-below-study-level",
-        "hierarchical-series-without-study",
-        "hierarchical-series-with-study-list",
-        "hierarchical-instance-without-series",
-        "hierarchical-series-with-study-attribute",
-        "hierarchical-instance-with-series-attribute",
-        "relational-study",
     ],
 )
 def test_a_query_no_resource_can_honour_raises_before_sending(query: Query, message: str) -> None:
@@ -226,6 +202,69 @@ def test_a_query_no_resource_can_honour_raises_before_sending(query: Query, mess
         searcher().find_studies(query)
 
     assert len(responses.calls) == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "message"),
+    [
+        (HierarchicalQuery, {"query_level": QueryLevels.SERIES}, "needs one StudyInstanceUID"),
+        (
+            HierarchicalQuery,
+            {"StudyInstanceUID": f"{ST},1.2.3", "query_level": QueryLevels.SERIES},
+            "needs one StudyInstanceUID",
+        ),
+        (
+            HierarchicalQuery,
+            {"StudyInstanceUID": ST, "query_level": QueryLevels.INSTANCE},
+            "needs one StudyInstanceUID and one SeriesInstanceUID",
+        ),
+        (HierarchicalQuery, {"SeriesInstanceUID": SE}, "with a SeriesInstanceUID needs its StudyInstanceUID"),
+        (
+            HierarchicalQuery,
+            {"StudyInstanceUID": ST, "PatientID": "PAT1", "query_level": QueryLevels.SERIES},
+            "matches SERIES attributes only, not PatientID",
+        ),
+        (
+            HierarchicalQuery,
+            {"StudyInstanceUID": ST, "min_study_date": date(2020, 1, 1), "query_level": QueryLevels.SERIES},
+            "matches SERIES attributes only, not StudyDate",
+        ),
+        (
+            HierarchicalQuery,
+            {"StudyInstanceUID": ST, "SeriesInstanceUID": SE, "Modality": "CT", "query_level": QueryLevels.INSTANCE},
+            "matches INSTANCE attributes only, not Modality",
+        ),
+        (RelationalQuery, {"PatientID": "PAT1"}, "A RelationalQuery searches series or instances"),
+    ],
+    ids=[
+        "hierarchical-series-without-study",
+        "hierarchical-series-with-study-list",
+        "hierarchical-instance-without-series",
+        "hierarchical-series-uid-without-study-uid",
+        "hierarchical-series-with-study-attribute",
+        "hierarchical-series-with-study-date",
+        "hierarchical-instance-with-series-attribute",
+        "relational-study",
+    ],
+)
+def test_a_forced_query_no_resource_can_take_is_refused_when_built(
+    kind: type[Query], fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        kind(**fields)
+
+
+def test_a_hierarchical_query_keeps_open_date_ranges() -> None:
+    query = HierarchicalQuery(min_study_date=date(2020, 1, 1))
+
+    assert query.study_date_range() == "20200101-"
+
+
+def test_a_forced_query_is_checked_again_when_changed() -> None:
+    query = HierarchicalQuery(StudyInstanceUID=ST, query_level=QueryLevels.SERIES)
+
+    with pytest.raises(ValidationError, match="needs one StudyInstanceUID"):
+        query.StudyInstanceUID = ""
 
 
 # ---------------------------------------------------------------- encoding
