@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
@@ -82,9 +83,11 @@ class CannedAnswer(BaseAdapter):
     the whole result.
     """
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, *, streamed: bool = False) -> None:
         super().__init__()
         self.body = body
+        self.streamed = streamed
+        """Serve the body as a stream to read (``stream=True`` requests read and close it), not as content."""
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Answer ``request`` with the saved body (or an empty page)."""
@@ -96,7 +99,10 @@ class CannedAnswer(BaseAdapter):
         response.headers = CaseInsensitiveDict(
             {"Content-Type": "application/dicom+json", "Content-Length": str(len(body))}
         )
-        response.raw = io.BytesIO(body)  # read as a server's body is: streamed, or whole via .content
+        if self.streamed:  # through urllib3, as a real connection's body: read1 and decode_content work
+            response.raw = urllib3.HTTPResponse(body=io.BytesIO(body), preload_content=False)
+        else:
+            response.raw = io.BytesIO(body)  # read as a server's body is: streamed, or whole via .content
         response.url = request.url or ""
         response.request = request
         return response

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from typing import Generic, TypeVar
 
 from pydicom.dataset import Dataset
@@ -230,3 +230,40 @@ def fetch_datasets(fetch: Callable[[PartSink], list[FetchFailure]]) -> Iterator[
             raise failures[0].error
 
     return iterate_on_thread(produce, depth=4, name="dicomtrolley-datasets")
+
+
+def interleave(sources: Sequence[Callable[[], Iterator[U]]], *, workers: int, depth: int) -> Iterator[U]:
+    """The items of several iterators, each drained on a pool thread, in the order they arrive.
+
+    At most ``workers`` sources run at once and at most ``depth`` items wait
+    for the reader, so memory stays bounded. The first error of any source
+    stops the others at their next item and is raised to the reader; when the
+    reader stops early, the running sources stop at their next item.
+    """
+    if len(sources) <= 1 or workers <= 1:
+        for source in sources:
+            yield from source()
+        return
+
+    def produce(offer: Offer[U]) -> None:
+        failed = threading.Event()
+
+        def drain(source: Callable[[], Iterator[U]]) -> None:
+            items = source()
+            try:
+                for item in items:
+                    if failed.is_set() or not offer(item):
+                        return
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(sources)), thread_name_prefix="dicomtrolley") as pool:
+            for future in as_completed([pool.submit(drain, source) for source in sources]):
+                future.result()
+
+    yield from iterate_on_thread(produce, depth=depth, name="dicomtrolley-interleave")

@@ -1,18 +1,23 @@
 """What the trolley hands back: search results as a table, and the summary of a download.
 
 :class:`StudyList` is a plain ``list`` of studies that also prints as a table,
-renders as an HTML table in Jupyter, and turns into a pandas DataFrame.
-:class:`DownloadSummary` says what a download wrote, skipped, and missed.
+renders as an HTML table in Jupyter, and turns into a pandas DataFrame;
+:meth:`StudyList.series` gives a :class:`SeriesList` of their series that does
+the same. Lists made by a trolley also show previews of what they hold
+(:meth:`StudyList.show_previews`). :class:`DownloadSummary` says what a
+download wrote, skipped, and missed.
 """
 
 from __future__ import annotations
 
 import html
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dicomtrolley.core import FetchFailure, InstanceReference, Quarantined, Study
+from dicomtrolley.core import FetchFailure, InstanceReference, Quarantined, Series, Study
+from dicomtrolley.preview import DEFAULT_SIZE, Previewer, PreviewGallery, gallery
 
 if TYPE_CHECKING:
     import pandas
@@ -69,15 +74,96 @@ def _instance_count(study: Study) -> int | None:
     return sum(counts) or None
 
 
-class StudyList(list[Study]):
+class _ResultList:
+    """Table output shared by study and series lists: text, Jupyter HTML, pandas, previews."""
+
+    noun = "objects"
+
+    def __init__(self, items: Iterable[Any] = (), *, previewer: Previewer | None = None) -> None:
+        super().__init__(items)  # type: ignore[call-arg]  # list's, next in the method order
+        self._previewer = previewer
+
+    def rows(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _summary(self) -> str:
+        raise NotImplementedError
+
+    def _captioned(self) -> list[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def to_table(self) -> str:
+        """The rows as a fixed-width text table."""
+        rows = self.rows()
+        if not rows:
+            return f"(no {self.noun})"
+        headers = list(rows[0])
+        cells = [[_text(row[h]) for h in headers] for row in rows]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = self.rows()
+        if not rows:
+            return f"<p>(no {self.noun})</p>"
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in rows[0])
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row.values()) + "</tr>"
+            for row in rows
+        )
+        caption = f"<caption>{html.escape(self._summary())}</caption>"
+        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """The table as a pandas DataFrame (``pip install dicomtrolley[pandas]``)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas: pip install dicomtrolley[pandas]") from None
+        return pandas.DataFrame(self.rows())
+
+    def show_previews(self, size: int = DEFAULT_SIZE) -> PreviewGallery:
+        """A row of previews, one per entry, rendered by the server; shows itself in Jupyter.
+
+        Needs a list made by a :class:`~dicomtrolley.trolley.Trolley` with a WADO-RS downloader.
+        """
+        if self._previewer is None:
+            raise TypeError(f"This {type(self).__name__} was not made by a Trolley, so it cannot render previews")
+        return gallery(self._captioned(), self._previewer, size)
+
+
+def _total(counts: Iterable[int | None]) -> str:
+    """A sum for a caption; unknown when any part is."""
+    values = list(counts)
+    return UNKNOWN if any(v is None for v in values) else str(sum(v for v in values if v is not None))
+
+
+def _modalities(values: Iterable[str | None]) -> str:
+    found = sorted({m for value in values if value for m in value.split("\\") if m and m != UNKNOWN})
+    return ", ".join(found) or UNKNOWN
+
+
+class StudyList(_ResultList, list[Study]):
     """A list of studies that shows itself as a table.
 
     Each row is a study: the attributes in :data:`COLUMNS`, then how many
     series and instances it holds (as the server reports them, or else as
     many as the search found below it). What the search did not bring back,
     such as the study's description in a series-level search, is shown as
-    :data:`UNKNOWN`, never as blank or 0.
+    :data:`UNKNOWN`, never as blank or 0. In Jupyter the table's caption sums
+    them up: studies, series, instances and modalities.
+
+    Parameters
+    ----------
+    studies
+        The studies.
+    previewer
+        Renders previews for :meth:`show_previews`; a trolley passes its own.
     """
+
+    noun = "studies"
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per study: the table's columns, plus ``series`` and ``instances`` counts; ``None``: unknown."""
@@ -91,36 +177,78 @@ class StudyList(list[Study]):
             out.append(row)
         return out
 
-    def to_table(self) -> str:
-        """The studies as a fixed-width text table."""
+    def _summary(self) -> str:
         rows = self.rows()
-        if not rows:
-            return "(no studies)"
-        headers = list(rows[0])
-        cells = [[_text(row[h]) for h in headers] for row in rows]
-        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        rows = self.rows()
-        if not rows:
-            return "<p>(no studies)</p>"
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in rows[0])
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row.values()) + "</tr>"
-            for row in rows
+        modalities = [r["ModalitiesInStudy"] for r in rows]
+        if all(m is None for m in modalities):  # a series-level search: the series say which
+            modalities = [_text(s.first_value("Modality")) for study in self for s in study.series]
+        return (
+            f"{len(rows)} studies, {_total(r['series'] for r in rows)} series, "
+            f"{_total(r['instances'] for r in rows)} instances; modalities: {_modalities(modalities)}"
         )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-    def to_dataframe(self) -> pandas.DataFrame:
-        """The table as a pandas DataFrame (``pip install dicomtrolley[pandas]``)."""
-        try:
-            import pandas
-        except ImportError:
-            raise ImportError("to_dataframe needs pandas: pip install dicomtrolley[pandas]") from None
-        return pandas.DataFrame(self.rows())
+    def _captioned(self) -> list[tuple[str, Any]]:
+        return [(f"{_text(s.first_value('PatientID'))} {_text(s.first_value('StudyDescription'))}", s) for s in self]
+
+    def series(self) -> SeriesList:
+        """Every series the search returned under these studies, as a table of its own."""
+        return SeriesList((one for study in self for one in study.series), previewer=self._previewer)
+
+
+SERIES_COLUMNS: tuple[str, ...] = (
+    "PatientID",
+    "StudyDate",
+    "StudyDescription",
+    "SeriesNumber",
+    "Modality",
+    "SeriesDescription",
+)
+"""The series attributes a series table shows after the two UIDs, in order."""
+
+
+class SeriesList(_ResultList, list[Series]):
+    """A list of series that shows itself as a table: one row per series, with its study's attributes.
+
+    Parameters
+    ----------
+    series
+        The series.
+    previewer
+        Renders previews for :meth:`show_previews`; a trolley passes its own.
+    """
+
+    noun = "series"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per series: UIDs, :data:`SERIES_COLUMNS`, and an ``instances`` count; ``None``: unknown."""
+        out = []
+        for series in self:
+            study = series.parent
+            row: dict[str, Any] = {
+                "StudyInstanceUID": study.uid if study is not None else None,
+                "SeriesInstanceUID": series.uid,
+            }
+            for name in SERIES_COLUMNS:
+                value = series.first_value(name)
+                if value is None and study is not None:
+                    value = study.first_value(name)
+                row[name] = value if value is None or isinstance(value, int) else _text(value)
+            reported = series.first_value("NumberOfSeriesRelatedInstances")
+            row["instances"] = int(reported) if reported not in (None, "") else len(series.instances) or None
+            out.append(row)
+        return out
+
+    def _summary(self) -> str:
+        rows = self.rows()
+        return (
+            f"{len(rows)} series, {_total(r['instances'] for r in rows)} instances; "
+            f"modalities: {_modalities(r['Modality'] for r in rows)}"
+        )
+
+    def _captioned(self) -> list[tuple[str, Any]]:
+        return [
+            (f"{_text(s.first_value('SeriesNumber'))} {_text(s.first_value('SeriesDescription'))}", s) for s in self
+        ]
 
 
 @dataclass

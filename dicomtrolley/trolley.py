@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -21,20 +21,25 @@ from pydicom.dataset import Dataset
 
 from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._download import DownloadJob, download
-from dicomtrolley._planning import find_instances
+from dicomtrolley._planning import count_series, find_instances
 from dicomtrolley.core import (
     DICOMObject,
     DICOMObjectLevels,
     Downloadable,
+    FetchFailure,
+    InstanceReference,
     Query,
     QueryLevels,
     Reference,
     Study,
+    StudyReference,
     as_list,
     to_reference,
 )
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DICOMTrolleyError, NoReferencesFoundError, StorageError
+from dicomtrolley.metadata import Metadata, MetadataSource
+from dicomtrolley.preview import DEFAULT_SIZE, PreviewSource, RenderedImage, as_image, representative_instance
 from dicomtrolley.progress import ProgressCallback
 from dicomtrolley.results import DownloadSummary, StudyList
 from dicomtrolley.roles import Downloader, Searcher
@@ -47,6 +52,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["DownloadSummary", "Trolley"]
+
+logger = logging.getLogger(__name__)
 
 
 class Trolley:
@@ -99,7 +106,7 @@ class Trolley:
 
     def find_studies(self, query: Query) -> StudyList:
         """Every study matching ``query``, down to its query level; prints as a table."""
-        return StudyList(self._require_searcher().find_studies(query))
+        return StudyList(self._require_searcher().find_studies(query), previewer=self.rendered)
 
     def find_study(self, query: Query) -> Study:
         """The one study matching ``query``; an error if none or several match."""
@@ -267,6 +274,62 @@ class Trolley:
         for study in unsplit:  # only a study lacks series references
             found.extend(searcher.find_study_by_id(study.study_uid, QueryLevels.SERIES).contained_references(max_level))
         return found
+
+    # ------------------------------------------------------------ look before downloading
+
+    def metadata(self, objects: Downloadable | Iterable[Downloadable], *, keywords: Sequence[str] = ()) -> Metadata:
+        """The attributes of every instance in ``objects``, without pixel data; read lazily and streamed.
+
+        From the downloader's ``/metadata`` (WADO-RS); a study's series are
+        requested side by side when the searcher can list them. A downloader
+        without it (WADO-URI, DIMSE) makes this an instance-level search for
+        ``keywords`` instead, which is logged as a warning and shows in
+        ``Metadata.origin``.
+        """
+        targets = [to_reference(o) for o in as_list(objects)]
+        downloader = self.downloader
+        if isinstance(downloader, MetadataSource):
+            return Metadata(lambda: downloader.metadata_json(self._by_series(targets)), origin="WADO-RS /metadata")
+        searcher = self._require_searcher()
+        logger.warning("%r cannot fetch metadata; searching at instance level instead", downloader)
+        fields = list(keywords)
+        return Metadata(
+            lambda: (i.to_dict()["data"] for i in find_instances(searcher, targets, fields)),
+            origin="instance-level search",
+        )
+
+    def _by_series(self, targets: list[Reference]) -> list[Reference]:
+        """Studies split into their series (when a series search can list them), to be fetched side by side."""
+        studies = [t for t in targets if isinstance(t, StudyReference)]
+        if self.searcher is None or not studies:
+            return targets
+        failures: list[FetchFailure] = []
+        counts = count_series(self.searcher, studies, failures)
+        if counts is None or failures:
+            return targets
+        kept: list[Reference] = [t for t in targets if not isinstance(t, StudyReference)]
+        return kept + list(counts)
+
+    def preview(self, obj: Downloadable, size: int = DEFAULT_SIZE) -> Any:
+        """A small image of a study, series or instance, as a PIL Image (bytes without Pillow).
+
+        The server renders it (WADO-RS ``/rendered`` or ``/thumbnail``); of a
+        series it shows the middle instance, of a study its first series.
+        """
+        return as_image(self.rendered(obj, size), size)
+
+    def rendered(self, obj: Downloadable, size: int = DEFAULT_SIZE) -> RenderedImage:
+        """The server's rendering behind :meth:`preview`, as bytes and media type."""
+        downloader = self.downloader
+        if not isinstance(downloader, PreviewSource):
+            raise DICOMTrolleyError(f"{downloader!r} cannot render previews; use a WADO-RS downloader")
+        reference = to_reference(obj)
+        if not isinstance(reference, InstanceReference):
+            found = obj.all_instances() if isinstance(obj, DICOMObject) else []
+            if not found:
+                found = find_instances(self._require_searcher(), [reference], ["InstanceNumber", "SeriesNumber"])
+            reference = representative_instance(found).reference()
+        return downloader.rendered(reference, size)
 
     def _storage_for(
         self, output_dir: str | os.PathLike[str] | None, template: str | None

@@ -9,26 +9,37 @@ fetched in parallel on a bounded pool.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 
 import requests
+from pydicom.dataset import Dataset
 
-from dicomtrolley._concurrency import prefetch
+from dicomtrolley._concurrency import interleave, prefetch
 from dicomtrolley._http import iter_body, spool
 from dicomtrolley._http_downloader import HTTPDownloader
 from dicomtrolley._multipart import Part, boundary_of, iter_parts, parse_content_type
 from dicomtrolley.core import (
+    Downloadable,
     InstancePart,
     InstanceReference,
     PartSink,
     Reference,
     SeriesReference,
+    as_list,
+    to_reference,
 )
 from dicomtrolley.exceptions import MalformedResponseError
+from dicomtrolley.metadata import JSONObject, dataset_from_json, stream_metadata
+from dicomtrolley.preview import RenderedImage, fetch_rendered
 
 logger = logging.getLogger(__name__)
 
 PREFETCH_DEPTH = 2
 """Instances read ahead of the one being written: network and disk overlap, memory stays bounded."""
+
+METADATA_DEPTH = 256
+"""Instances' metadata waiting for the reader, from all requests together (about 2 KB each)."""
 
 AS_STORED = "*"
 """Ask for each instance in the transfer syntax it is stored in: no transcoding, byte-exact."""
@@ -72,6 +83,22 @@ class WadoRS(HTTPDownloader):
         if isinstance(target, InstanceReference):
             url += f"/instances/{target.instance_uid}"
         return url
+
+    def metadata_json(self, targets: Sequence[Reference]) -> Iterator[JSONObject]:
+        """The DICOM JSON of every instance under ``targets`` from ``/metadata``, streamed; no pixel data.
+
+        Targets are requested ``workers`` at a time: a server builds metadata
+        from its files, so several series at once finish sooner than one
+        study. Instances come in the order they arrive.
+        """
+        return interleave(
+            [partial(stream_metadata, self.http, f"{self.url_for(target)}/metadata") for target in targets],
+            workers=self.workers, depth=METADATA_DEPTH,
+        )
+
+    def rendered(self, instance: InstanceReference, size: int) -> RenderedImage:
+        """The server's rendering of one instance, fitted to ``size`` x ``size`` pixels."""
+        return fetch_rendered(self.http, self.url_for(instance), size)
 
     def _fetch_one(self, target: Reference, sink: PartSink) -> None:
         url = self.url_for(target)
@@ -124,3 +151,16 @@ class WadoRS(HTTPDownloader):
             sink(part)
         finally:
             part.close()
+
+
+class WadoRSMetaData(WadoRS):
+    """WADO-RS for metadata only (dicomtrolley 4.x's class): ``datasets()`` yields headers without pixel data.
+
+    Prefer :meth:`~dicomtrolley.trolley.Trolley.metadata`, which also gives
+    typed rows and DataFrames. As a trolley's downloader this class still
+    downloads whole instances; only :meth:`datasets` is metadata.
+    """
+
+    def datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
+        """A pydicom Dataset per instance from ``/metadata``; bulk data URIs in ``dataset.bulk_data_uris``."""
+        return (dataset_from_json(obj) for obj in self.metadata_json([to_reference(o) for o in as_list(objects)]))

@@ -65,3 +65,16 @@ def test_the_export_bookkeeping_probe_runs_and_times_each_study(tmp_path: Path) 
     assert result["rows"] == 20
     assert result["ms_per_study"] > 0
     assert (tmp_path / "report.csv").read_text().count("\n") == 21
+
+
+@pytest.mark.integration
+def test_the_research_benchmark_runs_every_row_of_this_package(
+    orthanc_factory: OrthancFactory, tmp_path: Path
+) -> None:
+    from benchmarks.research import benchmark as research_benchmark
+
+    server = orthanc_factory(load=False, **SERVER_CONFIG)
+    table = research_benchmark(server, work=tmp_path / "work", sizes=data.Sizes.quick(), runs=1, reference=None)
+    assert "| live: this package, typed DataFrame |" in table
+    assert "| 200 instances streamed: this package, rows |" in table
+    assert "| repeated search, from the cache |" in table

@@ -76,3 +76,42 @@ def test_instances_are_summed_from_series_counts() -> None:
 def test_a_study_level_search_without_counts_shows_them_as_unknown() -> None:
     row = StudyList([study("1.1", "P1", StudyDescription="")]).rows()[0]
     assert (row["series"], row["instances"], row["StudyDescription"]) == (None, None, "")
+
+
+def series(uid: str, number: int, modality: str, count: int | None = None) -> Series:
+    ds = Dataset()
+    ds.SeriesNumber = number
+    ds.Modality = modality
+    ds.SeriesDescription = f"{modality} {number}"
+    if count is not None:
+        ds.NumberOfSeriesRelatedInstances = count
+    return Series(uid, ds)
+
+
+def two_studies() -> StudyList:
+    first, second = study("1.1", "P1", StudyDescription="CT THORAX"), study("1.2", "P2")
+    first.add(series("1.1.1", 1, "CT", 10))
+    first.add(series("1.1.2", 2, "PT", 5))
+    second.add(series("1.2.1", 1, "MR", 7))
+    return StudyList([first, second])
+
+
+def test_series_list_has_a_row_per_series_with_its_study() -> None:
+    rows = two_studies().series().rows()
+    assert [(r["StudyInstanceUID"], r["SeriesInstanceUID"], r["Modality"], r["instances"]) for r in rows] == [
+        ("1.1", "1.1.1", "CT", 10), ("1.1", "1.1.2", "PT", 5), ("1.2", "1.2.1", "MR", 7),
+    ]
+    assert rows[0]["PatientID"] == "P1"
+    assert rows[0]["StudyDescription"] == "CT THORAX"
+
+
+def test_series_dataframe_can_be_filtered_with_pandas() -> None:
+    frame = two_studies().series().to_dataframe()
+    assert list(frame[frame["Modality"] == "CT"]["SeriesInstanceUID"]) == ["1.1.1"]
+    assert frame["SeriesNumber"].dtype == "int64"
+
+
+def test_html_caption_sums_up_studies_series_instances_and_modalities() -> None:
+    html = two_studies()._repr_html_()
+    assert "<caption>2 studies, 3 series, 22 instances; modalities: CT, PT</caption>" in html
+    assert "<caption>3 series, 22 instances; modalities: CT, MR, PT</caption>" in two_studies().series()._repr_html_()

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from dicomtrolley._concurrency import prefetch, run_targets
+from dicomtrolley._concurrency import interleave, prefetch, run_targets
 from dicomtrolley.core import StudyReference
-from dicomtrolley.exceptions import ConnectionFailedError
+from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
 
 
 def studies(count: int) -> list[StudyReference]:
@@ -122,3 +122,34 @@ def test_prefetch_discards_what_was_read_ahead_when_the_consumer_stops() -> None
     assert closed.is_set()
     assert 0 < len(discarded) <= 5
     assert 0 not in discarded
+
+
+def test_interleave_yields_every_item_of_every_source() -> None:
+    sources = [lambda n=n: iter(range(n * 100, n * 100 + 50)) for n in range(5)]
+    expected = sorted(i for n in range(5) for i in range(n * 100, n * 100 + 50))
+    assert sorted(interleave(sources, workers=3, depth=4)) == expected
+
+
+def test_interleave_raises_the_first_error_of_a_source() -> None:
+    def broken() -> Iterator[int]:
+        yield 1
+        raise DICOMTrolleyError("broke")
+
+    with pytest.raises(DICOMTrolleyError, match="broke"):
+        list(interleave([broken, lambda: iter(range(1000))], workers=2, depth=2))
+
+
+def test_interleave_stops_its_sources_when_the_reader_stops() -> None:
+    closed: list[int] = []
+
+    def endless(number: int) -> Iterator[int]:
+        try:
+            while True:
+                yield number
+        finally:
+            closed.append(number)
+
+    items = interleave([lambda: endless(1), lambda: endless(2)], workers=2, depth=2)
+    next(items)
+    items.close()
+    assert sorted(closed) == [1, 2]

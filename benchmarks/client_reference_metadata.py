@@ -1,0 +1,55 @@
+"""dicomtrolley 4.1.0's side of the research benchmark: ``WadoRSMetaData.datasets``.
+
+Run with the interpreter of ``benchmarks/.venv-reference`` (no pandas there):
+its rows are plain dicts of the same keywords, which leaves 4.1.0 the cost of
+a DataFrame that this package's row pays; the comparison errs in 4.1.0's favour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import requests
+from clientlib import CannedAnswer, report
+
+KEYWORDS = (
+    "SOPInstanceUID", "SeriesInstanceUID", "InstanceNumber", "SeriesNumber", "Modality", "SeriesDescription",
+    "SliceThickness", "PixelSpacing", "ImagePositionPatient", "Rows", "Columns", "StudyDate",
+)
+
+
+def _datasets(args: argparse.Namespace) -> object:
+    from dicomtrolley.core import StudyReference
+    from dicomtrolley.wado_rs import WadoRSMetaData
+
+    session = requests.Session()
+    if args.canned:
+        session.mount(args.dicomweb, CannedAnswer(Path(args.canned).read_bytes(), streamed=True))
+    downloader = WadoRSMetaData(session, args.dicomweb)
+    return lambda: downloader.datasets([StudyReference(study_uid=args.study)])
+
+
+def metadata_rows(args: argparse.Namespace) -> None:
+    """4.1.0: a dict of KEYWORDS per Dataset of ``WadoRSMetaData.datasets([StudyReference])``."""
+    datasets = _datasets(args)
+    report(lambda: [{k: ds.get(k) for k in KEYWORDS} for ds in datasets()], lambda rows: {"count": len(rows)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one task."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("metadata-rows")
+    command.add_argument("--dicomweb", required=True)
+    command.add_argument("--study", required=True)
+    command.add_argument("--canned")
+    command.set_defaults(run=metadata_rows)
+    args = parser.parse_args(argv)
+    args.run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
