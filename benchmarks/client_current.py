@@ -11,19 +11,23 @@ Each subcommand does what a user of the package would write, and nothing else.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import requests
-from clientlib import CannedAnswer, file_chunks, load_json, report
+from clientlib import CannedAnswer, file_chunks, load_json, mint_arguments, rad69_arguments, report
 
 from dicomtrolley._multipart import iter_parts
 from dicomtrolley._tree import tree_from_json
+from dicomtrolley.auth import create_session
 from dicomtrolley.core import InstanceReference, Query, QueryLevels, Study
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.dimse_retrieve import DICOMCGet
+from dicomtrolley.mint import Mint
 from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.rad69 import Rad69
 from dicomtrolley.trolley import DownloadSummary, Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
@@ -112,6 +116,32 @@ def qido(args: argparse.Namespace) -> None:
     report(work, _instances)
 
 
+def rad69(args: argparse.Namespace) -> None:
+    """A study to disk over RAD-69 behind the Vitrea login: ``Trolley(Mint, Rad69).download(uid, dir)``.
+
+    With ``--instances FILE`` the references are given and no search is made,
+    as curl is given its SOAP requests. The password comes from ``$VITREA_PASSWORD``.
+    """
+    session = create_session(args.login, args.user, os.environ["VITREA_PASSWORD"])
+    downloader = Rad69(session, args.rad69, request_per_series=not args.per_study, workers=args.workers)
+    if args.instances:
+        targets: Any = [InstanceReference(*row) for row in load_json(args.instances)]
+        trolley = Trolley(downloader=downloader)
+    else:
+        targets = args.study
+        trolley = Trolley(Mint(session, args.mint), downloader)
+    report(lambda: trolley.download(targets, args.out, progress=False), _written)
+
+
+def mint(args: argparse.Namespace) -> None:
+    """An instance-level MINT ``find_studies`` for one patient on the saved answer (XML parsing included)."""
+    session = requests.Session()
+    session.mount(args.mint, CannedAnswer(Path(args.canned).read_bytes()))
+    searcher = Mint(session, args.mint)
+    query = Query(PatientID=args.patient, query_level=QueryLevels.INSTANCE)
+    report(lambda: searcher.find_studies(query), _instances)
+
+
 def multipart(args: argparse.Namespace) -> None:
     """The streaming multipart parser alone, fed 1 MB chunks of a body on disk."""
 
@@ -181,6 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--canned", help="answer every request with this saved body instead of the server's")
     command.add_argument("--materialize", action="store_true", help="also build every instance's Dataset")
     command.set_defaults(run=qido)
+
+    command = commands.add_parser("rad69")
+    rad69_arguments(command)
+    command.add_argument("--per-study", action="store_true", help="one request per study, not per series")
+    command.add_argument("--workers", type=int, default=4, help="requests in flight at once")
+    command.set_defaults(run=rad69)
+
+    command = commands.add_parser("mint")
+    mint_arguments(command)
+    command.set_defaults(run=mint)
 
     command = commands.add_parser("multipart")
     command.add_argument("--body", required=True)

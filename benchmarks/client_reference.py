@@ -9,13 +9,14 @@ package's documentation tells a user to write.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import requests
-from clientlib import CannedAnswer, load_json, report
+from clientlib import CannedAnswer, load_json, mint_arguments, rad69_arguments, report
 
 
 def _files(out: str) -> dict[str, Any]:
@@ -125,6 +126,49 @@ def qido(args: argparse.Namespace) -> None:
     report(lambda: searcher.find_studies(query), _instances)
 
 
+def rad69(args: argparse.Namespace) -> None:
+    """4.1.0 Rad69 behind its Vitrea login: ``Trolley(Rad69, Mint, StorageDir).download``, or with
+    ``--instances`` its ``datasets`` on the given references, each saved by its ``StorageDir``.
+    ``--workers N`` uses its threaded mode (``use_async=True, max_workers=N``)."""
+    from dicomtrolley.auth import create_session
+    from dicomtrolley.core import InstanceReference, StudyReference
+    from dicomtrolley.mint import Mint
+    from dicomtrolley.rad69 import Rad69
+    from dicomtrolley.storage import StorageDir
+    from dicomtrolley.trolley import Trolley
+
+    session = create_session(args.login, args.user, os.environ["VITREA_PASSWORD"])
+    options = {"use_async": True, "max_workers": args.workers} if args.workers else {}
+    downloader = Rad69(session, args.rad69, **options)
+    storage = StorageDir(args.out)
+    if args.instances:
+        references = [
+            InstanceReference(study_uid=study, series_uid=series, instance_uid=instance)
+            for study, series, instance in load_json(args.instances)
+        ]
+
+        def work() -> None:
+            for dataset in downloader.datasets(references):
+                storage.save(dataset, args.out)
+
+        report(work, lambda _: _files(args.out))
+        return
+    trolley = Trolley(downloader=downloader, searcher=Mint(session, args.mint), storage=storage)
+    report(lambda: trolley.download([StudyReference(study_uid=args.study)], args.out), lambda _: _files(args.out))
+
+
+def mint(args: argparse.Namespace) -> None:
+    """4.1.0: an instance-level MINT ``find_studies`` for one patient on the saved answer."""
+    from dicomtrolley.core import Query, QueryLevels
+    from dicomtrolley.mint import Mint
+
+    session = requests.Session()
+    session.mount(args.mint, CannedAnswer(Path(args.canned).read_bytes()))
+    searcher = Mint(session, args.mint)
+    query = Query(PatientID=args.patient, query_level=QueryLevels.INSTANCE)
+    report(lambda: searcher.find_studies(query), _instances)
+
+
 def versions(_: argparse.Namespace) -> None:
     """The versions of the packages in this environment, as JSON."""
     names = ("dicomtrolley", "dicomweb-client", "pydicom", "requests")
@@ -160,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--patient", required=True)
     command.add_argument("--canned", help="answer every request with this saved body instead of the server's")
     command.set_defaults(run=qido)
+
+    command = commands.add_parser("rad69")
+    rad69_arguments(command)
+    command.add_argument("--workers", type=int, default=0, help="use_async=True with this many workers")
+    command.set_defaults(run=rad69)
+
+    command = commands.add_parser("mint")
+    mint_arguments(command)
+    command.set_defaults(run=mint)
 
     commands.add_parser("versions").set_defaults(run=versions)
 

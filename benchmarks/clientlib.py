@@ -6,6 +6,7 @@ a virtual environment that has dicomtrolley 4.1.0 and nothing of this repository
 
 from __future__ import annotations
 
+import argparse
 import gc
 import io
 import json
@@ -108,3 +109,17 @@ class CannedAnswer(BaseAdapter):
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def rad69_arguments(command: argparse.ArgumentParser) -> None:
+    """The options both RAD-69 clients take: the Vitrea login, the endpoints, the study, the output."""
+    for name in ("--login", "--user", "--mint", "--rad69", "--study", "--out"):
+        command.add_argument(name, required=True)
+    command.add_argument("--instances", help="JSON list of [study, series, instance] UIDs: skip the search")
+
+
+def mint_arguments(command: argparse.ArgumentParser) -> None:
+    """The options both MINT clients take: the MINT root, the patient, the saved answer."""
+    command.add_argument("--mint", required=True)
+    command.add_argument("--patient", required=True)
+    command.add_argument("--canned", required=True, help="answer with this saved MINT body")

@@ -28,8 +28,10 @@ from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
 from dicomtrolley.export import ExportReport
+from dicomtrolley.mint import Mint
 from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.rad69 import Rad69
 from dicomtrolley.results import DownloadSummary
 from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.storage import FlatStorageDir, StorageDir
@@ -51,9 +53,11 @@ __all__ = [
     "FlatStorageDir",
     "Instance",
     "InstanceReference",
+    "Mint",
     "QidoRS",
     "Query",
     "QueryLevels",
+    "Rad69",
     "RetryPolicy",
     "Searcher",
     "Series",

@@ -193,39 +193,64 @@ class HTTPClient:
             The server could not be reached or stopped answering (after the retries).
         """
         full_url = f"{url}?{encode_query(params)}" if params else url
+        response = self.send("GET", full_url, headers=headers, stream=stream)
+        raise_for_status(response)
+        return response
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """Send a request that is safe to repeat, with retries; return the response whatever its status.
+
+        For requests that only read, also when sent as a POST (a RAD-69
+        retrieve, say), so that a caller can read an error answer before
+        :func:`raise_for_status`. ``data`` is sent as it is, again on a retry.
+
+        Raises
+        ------
+        ConnectionFailedError
+            The server could not be reached or stopped answering (after the retries).
+        """
         all_headers = {"User-Agent": USER_AGENT}
         all_headers.update(headers or {})
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = self._send(full_url, all_headers, stream)
+                response = self._send(method, url, all_headers, data, stream)
             except requests.RequestException as error:
                 if attempt >= self.retry.attempts or not _is_retryable_error(error):
                     raise ConnectionFailedError(
-                        f"GET {redact_url(full_url)} failed: {error}"
+                        f"{method} {redact_url(url)} failed: {error}"
                     ) from error
                 wait = self.retry.delay(attempt)
                 logger.warning(
-                    "GET %s failed (%s); try %d of %d in %.1f s",
-                    redact_url(full_url), type(error).__name__, attempt + 1, self.retry.attempts, wait,
+                    "%s %s failed (%s); try %d of %d in %.1f s",
+                    method, redact_url(url), type(error).__name__, attempt + 1, self.retry.attempts, wait,
                 )
                 time.sleep(wait)
                 continue
             if response.status_code in self.retry.statuses and attempt < self.retry.attempts:
                 wait = self.retry.delay(attempt, response)
                 logger.warning(
-                    "GET %s answered %d; try %d of %d in %.1f s",
-                    redact_url(full_url), response.status_code, attempt + 1, self.retry.attempts, wait,
+                    "%s %s answered %d; try %d of %d in %.1f s",
+                    method, redact_url(url), response.status_code, attempt + 1, self.retry.attempts, wait,
                 )
                 response.close()
                 time.sleep(wait)
                 continue
-            raise_for_status(response)
             return response
 
-    def _send(self, url: str, headers: dict[str, str], stream: bool) -> requests.Response:
-        """What ``session.get`` does, with the proxy settings of the environment looked up once per host.
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], data: bytes | None, stream: bool
+    ) -> requests.Response:
+        """What ``session.request`` does, with the proxy settings of the environment looked up once per host.
 
         ``Session.request`` reads every environment variable twice per
         request to find proxy settings, a cost that adds up over many small
@@ -234,7 +259,7 @@ class HTTPClient:
         if self._pool_size is not None:
             ensure_pool_size(self.session, self._pool_size)
             self._pool_size = None
-        prepared = self.session.prepare_request(requests.Request("GET", url, headers=headers))
+        prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, data=data))
         return self.session.send(
             prepared, stream=stream, timeout=self.timeout, verify=tls_verify(self.session),
             proxies=self._proxies_for(prepared.url or url), allow_redirects=True,
@@ -316,7 +341,8 @@ def iter_body(response: requests.Response, chunk_size: int = CHUNK_SIZE) -> Iter
     ConnectionFailedError
         The connection broke, was reset, or stalled past the read timeout mid-body.
     """
-    read1 = getattr(response.raw, "read1", None)  # urllib3 2.2 and later
+    # urllib3 2.2 and later; any other body (a transport adapter's file object) goes through requests.
+    read1 = getattr(response.raw, "read1", None) if isinstance(response.raw, urllib3.HTTPResponse) else None
     try:
         if read1 is None:
             yield from response.iter_content(chunk_size)

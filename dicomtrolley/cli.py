@@ -36,10 +36,12 @@ from dicomtrolley.exceptions import (
 from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
+from dicomtrolley.mint import Mint
 from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS, ServerProfile, load_profile
 from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.rad69 import Rad69
 from dicomtrolley.results import DownloadSummary, StudyList
-from dicomtrolley.roles import Downloader
+from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.storage import PathTemplate
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
@@ -99,8 +101,13 @@ def _parser() -> argparse.ArgumentParser:
         tls.add_argument("--ca-file", help="verify TLS certificates with this CA file (default: $REQUESTS_CA_BUNDLE, "
                                            "$SSL_CERT_FILE, or the system's)")
 
+    def mint_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--searcher", choices=["qido-rs", "mint"], default="qido-rs", help="search protocol")
+        p.add_argument("--mint-url", help="MINT root, e.g. https://vitrea/MINTApi (with --searcher mint)")
+
     search = sub.add_parser("search", help="find studies and print them as a table")
     server_options(search)
+    mint_options(search)
     for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
@@ -111,14 +118,16 @@ def _parser() -> argparse.ArgumentParser:
 
     download = sub.add_parser("download", help="download studies to a folder")
     server_options(download)
+    mint_options(download)
     download.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
     download.add_argument("-o", "--output", required=True, help="output folder")
     download.add_argument(
         "--template", type=_template,
         help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'",
     )
-    download.add_argument("--downloader", choices=["wado-rs", "wado-uri"], default="wado-rs")
+    download.add_argument("--downloader", choices=["wado-rs", "wado-uri", "rad69"], default="wado-rs")
     download.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+    download.add_argument("--rad69-url", help="IHE RAD-69 endpoint, e.g. https://vitrea/rids (with --downloader rad69)")
     download.add_argument("--workers", type=_positive_int, help="parallel requests")
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
@@ -142,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--searcher", choices=sorted(SEARCHERS), help="default: qido-rs, or the server's")
     job.add_argument("--downloader", choices=sorted(DOWNLOADERS), help="default: wado-rs, or the server's")
     job.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+    job.add_argument("--mint-url", help="MINT root (with --searcher mint)")
+    job.add_argument("--rad69-url", help="IHE RAD-69 endpoint (with --downloader rad69)")
     job.add_argument("--workers", type=_positive_int, help="parallel requests per study")
     job.add_argument("--max-connections", type=_positive_int, help="at most this many HTTP connections at once")
     job.add_argument("--studies", type=_positive_int,
@@ -183,10 +194,22 @@ def _password() -> str:
 
 def _downloader(args: argparse.Namespace, session: requests.Session) -> Downloader:
     workers = {"workers": args.workers} if args.workers else {}
+    if args.downloader == "rad69":
+        if not args.rad69_url:
+            raise DICOMTrolleyError("--downloader rad69 needs --rad69-url")
+        return Rad69(session, args.rad69_url, **workers)
     if args.downloader == "wado-uri":
         wado_url = args.wado_uri_url or args.url.rstrip("/").rsplit("/", 1)[0] + "/wado"
         return WadoURI(session, wado_url, **workers)
     return WadoRS(session, args.url, **workers)
+
+
+def _searcher(args: argparse.Namespace, session: requests.Session) -> Searcher:
+    if args.searcher == "mint":
+        if not args.mint_url:
+            raise DICOMTrolleyError("--searcher mint needs --mint-url")
+        return Mint(session, args.mint_url)
+    return QidoRS(session, args.url)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -198,7 +221,7 @@ def _search(args: argparse.Namespace) -> int:
         query_level=QueryLevels(args.level.upper()),
         limit=args.limit,
     )
-    studies = Trolley(searcher=QidoRS(_authenticated_session(args), args.url)).find_studies(query)
+    studies = Trolley(searcher=_searcher(args, _authenticated_session(args))).find_studies(query)
     if args.json:
         print(json.dumps([s.to_dict() for s in studies], indent=1))
     else:
@@ -221,7 +244,7 @@ def _deidentifier(args: argparse.Namespace) -> Deidentifier | None:
 def _download(args: argparse.Namespace) -> int:
     deidentifier = _deidentifier(args)
     session = _authenticated_session(args)
-    trolley = Trolley(searcher=QidoRS(session, args.url), downloader=_downloader(args, session))
+    trolley = Trolley(searcher=_searcher(args, session), downloader=_downloader(args, session))
     try:
         summary = trolley.download(
             args.study_uids, args.output, template=args.template, on_error=args.on_error,
@@ -250,6 +273,7 @@ def _profile(args: argparse.Namespace) -> ServerProfile:
     """The server of an export: from the servers file with ``--server``, else from the URL and options."""
     given: dict[str, Any] = {
         "searcher": args.searcher, "downloader": args.downloader, "wado_uri_url": args.wado_uri_url,
+        "mint_url": args.mint_url, "rad69_url": args.rad69_url,
         "workers": args.workers, "max_connections": args.max_connections, "user": args.user,
         "login_url": args.login_url, "ca_file": args.ca_file,
     }

@@ -151,6 +151,35 @@ class DIMSEError(DICOMTrolleyError):
         self.status = status
 
 
+class Rad69ServerError(ServerError):
+    """A RAD-69 server answered a retrieve with ``Failure`` or a SOAP Fault.
+
+    Parameters
+    ----------
+    url
+        The RAD-69 endpoint (without credentials).
+    status
+        The HTTP status of the answer (200 for a SOAP ``Failure`` answer).
+    codes
+        The error codes the server gave (``XDSMissingDocument``, a SOAP fault
+        code such as ``soap:Receiver``), in its order.
+    server_message
+        What the server said about them (``codeContext``, the fault's reason).
+    """
+
+    def __init__(self, url: str, status: int, codes: tuple[str, ...], server_message: str = "") -> None:
+        self.codes = codes
+        super().__init__(url, status, "", f"{', '.join(codes) or 'no error code'}: {server_message}".rstrip(": "))
+
+
+class XDSMissingDocumentError(Rad69ServerError):
+    """A RAD-69 server reported a requested instance missing (``XDSMissingDocument``).
+
+    A ``PartialSuccess`` answer reports one of these per missing instance,
+    while the instances that did arrive are kept.
+    """
+
+
 class WorklistError(DICOMTrolleyError):
     """A worklist for an export has unknown columns or rows that cannot be read.
 

@@ -92,6 +92,9 @@ class ServerProfile(BaseModel):
         Our AE title and the server's.
     move_port
         The port our storage SCP listens on for C-MOVE.
+    mint_url, rad69_url
+        Vitrea Connection's MINT root and RAD-69 endpoint (``searcher = "mint"``,
+        ``downloader = "rad69"``).
     searcher, downloader
         Which protocol to use, a key of :data:`SEARCHERS` / :data:`DOWNLOADERS`.
     auth
@@ -123,6 +126,8 @@ class ServerProfile(BaseModel):
     aet: str = "DICOMTROLLEY"
     aec: str = "ANY-SCP"
     move_port: int | None = Field(default=None, ge=1, le=65535)
+    mint_url: str | None = None
+    rad69_url: str | None = None
     searcher: str = "qido-rs"
     downloader: str = "wado-rs"
     auth: AuthKind = "none"
@@ -268,7 +273,7 @@ class ServerProfile(BaseModel):
             The password or token; looked up with :meth:`secret` when the
             login needs one and none is given.
         """
-        http = {"qido-rs", "wado-rs", "wado-uri"} & {self.searcher, self.downloader}
+        http = {"qido-rs", "wado-rs", "wado-uri", "mint", "rad69"} & {self.searcher, self.downloader}
         session = self.session(secret) if http else requests.Session()
         return Trolley(SEARCHERS[self.searcher](self, session), DOWNLOADERS[self.downloader](self, session))
 
@@ -324,6 +329,22 @@ def _wado_uri(profile: ServerProfile, session: requests.Session) -> Downloader:
     return WadoURI(session, url, timeout=profile.timeout)
 
 
+def _mint(profile: ServerProfile, session: requests.Session) -> Searcher:
+    from dicomtrolley.mint import Mint
+
+    if profile.mint_url is None:
+        raise DICOMTrolleyError(f"{profile}: MINT needs mint_url")
+    return Mint(session, profile.mint_url, timeout=profile.timeout)
+
+
+def _rad69(profile: ServerProfile, session: requests.Session) -> Downloader:
+    from dicomtrolley.rad69 import Rad69
+
+    if profile.rad69_url is None:
+        raise DICOMTrolleyError(f"{profile}: RAD-69 needs rad69_url")
+    return Rad69(session, profile.rad69_url, timeout=profile.timeout, workers=profile.workers)
+
+
 def _dicomweb_root(profile: ServerProfile) -> str:
     if profile.url is None:
         raise DICOMTrolleyError(f"{profile}: no DICOMweb url")
@@ -369,7 +390,7 @@ def _c_move(profile: ServerProfile, session: requests.Session) -> Downloader:
     )
 
 
-SEARCHERS: dict[str, SearcherBuilder] = {"qido-rs": _qido_rs, "c-find": _c_find}
+SEARCHERS: dict[str, SearcherBuilder] = {"qido-rs": _qido_rs, "c-find": _c_find, "mint": _mint}
 """Searcher kinds a profile can name, and how each is built from the profile and its session."""
 
 DOWNLOADERS: dict[str, DownloaderBuilder] = {
@@ -377,6 +398,7 @@ DOWNLOADERS: dict[str, DownloaderBuilder] = {
     "wado-uri": _wado_uri,
     "c-get": _c_get,
     "c-move": _c_move,
+    "rad69": _rad69,
 }
 """Downloader kinds a profile can name, and how each is built from the profile and its session."""
 
@@ -387,6 +409,8 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "c-find": ("host", "port"),
     "c-get": ("host", "port"),
     "c-move": ("host", "port", "move_port"),
+    "mint": ("mint_url",),
+    "rad69": ("rad69_url",),
 }
 """The profile fields each kind cannot do without (a kind missing here needs none)."""
 

@@ -55,12 +55,9 @@ the result to cap + 1 objects before applying ``offset``, and says nothing.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -69,7 +66,7 @@ import requests
 from pydantic import model_validator
 
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, redact_url
-from dicomtrolley._tree import attribute_level, tree_from_json
+from dicomtrolley._tree import attribute_level, gc_paused, tree_from_json
 from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Study
 from dicomtrolley.exceptions import MalformedResponseError, ResponseTooLargeError, UnSupportedParameterError
 from dicomtrolley.roles import Searcher
@@ -234,7 +231,7 @@ class QidoRS(Searcher):
         plan = _plan_request(query)
         url = self.url + plan.path
         rows = self._all_rows(url, plan, query)
-        with _gc_paused():
+        with gc_paused():
             return tree_from_json(
                 rows,
                 query.query_level,
@@ -295,7 +292,7 @@ class QidoRS(Searcher):
         if not body.strip():
             return [], more
         try:
-            with _gc_paused():
+            with gc_paused():
                 rows = json.loads(body)
         except (ValueError, RecursionError) as error:
             reason = "nested too deep" if isinstance(error, RecursionError) else str(error)
@@ -337,23 +334,6 @@ def _warns_of_more(response: requests.Response, where: str) -> bool:
         return True
     logger.warning("QIDO-RS %s warns: %s", where, warning)
     return False
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Hold off the cyclic garbage collector while a large answer becomes objects.
-
-    Building a million small dicts triggers many collections that find
-    nothing to free; pausing them makes parsing a large answer several times
-    faster (see docs/performance.md).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # ---------------------------------------------------------------- planning

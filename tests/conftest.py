@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.orthanc import OrthancFactory, OrthancServer, running_orthanc
 from tests.support.sample_data import SampleData, generate_sample_data
+from tests.support.vitrea_server import Switches, VitreaServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA_DIR = Path(os.environ.get("DICOMTROLLEY_TEST_DATA", REPO_ROOT / ".data" / "sample"))
@@ -75,3 +76,17 @@ def orthanc_factory(sample_data: SampleData, tmp_path_factory: pytest.TempPathFa
             return server
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def vitrea_server(orthanc: OrthancServer) -> Iterator[VitreaServer]:
+    """A Vitrea-like server (login, MINT, RAD-69) over the session's Orthanc; tests use ``vitrea``."""
+    with VitreaServer(orthanc.base_url) as server:
+        yield server
+
+
+@pytest.fixture
+def vitrea(vitrea_server: VitreaServer) -> Iterator[VitreaServer]:
+    """The Vitrea-like server, with every fault switch off again after the test."""
+    yield vitrea_server
+    vitrea_server.switches = Switches()

@@ -2,7 +2,9 @@
 
 The examples address Orthanc as ``http://localhost:8042`` (HTTP) and
 ``"localhost", 4242`` (DICOM), its default ports; here those are swapped for
-the test server's. The blocks
+the test server's. The Vitrea examples address ``https://vitrea.example`` and
+read the password from ``$VITREA_PASSWORD``: here the suite's Vitrea-like
+server over that Orthanc. The blocks
 of one page run in order in one namespace, as a reader would run them.
 """
 
@@ -14,10 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.orthanc import OrthancServer
+from tests.support.vitrea_server import VitreaServer
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+VITREA = "https://vitrea.example"
+"""Where the Vitrea examples address Vitrea Connection: swapped for a Vitrea-like server over the Orthanc."""
+VITREA_PASSWORD = "VITREA_PASSWORD"
 
 
 def python_blocks(page: Path) -> list[str]:
@@ -31,12 +37,13 @@ def test_the_docs_have_examples() -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
 def test_examples_on_page_run(
-    page: Path, orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page: Path, orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(VITREA_PASSWORD, vitrea.password)
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for number, block in enumerate(python_blocks(page), start=1):
-        code = block.replace("http://localhost:8042", orthanc.base_url)
+        code = block.replace("http://localhost:8042", orthanc.base_url).replace(VITREA, vitrea.url)
         code = code.replace('"localhost", 4242', f'"127.0.0.1", {orthanc.dicom_port}')
         exec(compile(code, f"{page.name} example {number}", "exec"), namespace)  # noqa: S102 - our own docs
 

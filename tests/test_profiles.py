@@ -171,7 +171,9 @@ def test_a_ca_file_is_what_tls_is_checked_against() -> None:
 
 def test_every_downloader_kind_builds() -> None:
     for kind in DOWNLOADERS:
-        profile = ServerProfile(url="http://x/dicom-web", host="h", port=104, move_port=11112, downloader=kind)
+        profile = ServerProfile(
+            url="http://x/dicom-web", host="h", port=104, move_port=11112, rad69_url="http://x/rids", downloader=kind
+        )
         assert profile.trolley().downloader is not None
 
 

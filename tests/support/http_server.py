@@ -35,6 +35,19 @@ class TrackingHTTPServer(ThreadingHTTPServer):
             self._connections.discard(request)
         super().shutdown_request(request)
 
+    def serve_in_background(self, name: str) -> threading.Thread:
+        """Serve on a daemon thread (polling for shutdown every 50 ms); return the thread."""
+        thread = threading.Thread(target=self.serve_forever, args=(0.05,), name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def stop_serving(self, thread: threading.Thread) -> None:
+        """Stop the thread :meth:`serve_in_background` started, close every connection and the socket."""
+        self.shutdown()
+        self.close_connections()
+        self.server_close()
+        thread.join(timeout=10)
+
     def close_connections(self) -> None:
         """Wake the handler threads that wait on open connections."""
         with self._connections_lock:

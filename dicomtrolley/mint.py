@@ -1,0 +1,430 @@
+"""MINT: find studies, series and instances on a Vitrea Connection server.
+
+MINT (the Medical Imaging Network Transport) is the search Vitrea offers beside
+QIDO-RS. :class:`Mint` sends a :class:`~dicomtrolley.core.Query` as a
+``GET {url}/studies`` with DICOM keywords as parameters and turns the XML
+answer into the same study tree QIDO-RS gives: :class:`~dicomtrolley.core.Study`,
+:class:`~dicomtrolley.core.Series` and :class:`~dicomtrolley.core.Instance`
+objects whose ``data`` are pydicom Datasets.
+
+The answer
+----------
+A ``studySearchResults`` document in the namespace ``http://medical.nema.org/mint``:
+``study`` elements holding ``attr`` elements (``tag``, ``vr``, ``val``) and,
+below study level, ``series`` elements holding ``attr`` elements of their own and
+``instance`` elements. The XML is parsed as it arrives, straight into the
+tree: nothing but the tree is kept, so a 20,000-instance answer costs the
+memory of its tree. Each node's data holds its own attributes and those of
+its parents, as a QIDO-RS row does (an instance knows its PatientID), so path
+templates and the trolley's checks work the same with either searcher.
+
+VRs come from the DICOM dictionary where it knows the tag (the server's
+``vr`` is used where the dictionary allows several, and for private tags);
+multi-valued text is split at the DICOM backslash; numbers become numbers.
+
+Documents with a DTD are refused before anything is expanded, so an answer
+cannot make the parser read files or blow up in memory. Anything that is not
+a MINT answer (an HTML error page with status 200, plain text, an empty
+body, XML in another namespace, a result without the UIDs the tree needs)
+raises :class:`~dicomtrolley.exceptions.MalformedResponseError` naming the
+URL, the status and the start of the body.
+
+What a query can ask
+--------------------
+Every DICOM attribute of the query is sent under its keyword (``*`` and ``?``
+wildcards as written). ``query_level`` becomes ``QueryLevel``,
+``include_fields`` becomes ``IncludeFields``, ``limit`` is sent as is. The
+reference server wants both ends of a date range; an open end is sent as
+:data:`EARLIEST_DATE` or :data:`LATEST_DATE`. MINT has no paging, so an
+``offset`` raises :class:`~dicomtrolley.exceptions.UnSupportedParameterError`,
+as does ``include_fields=["all"]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import xml.parsers.expat
+from collections.abc import Callable
+from datetime import date
+from typing import Any, NoReturn
+
+import requests
+from pydantic import field_validator
+from pydicom.datadict import dictionary_VR
+
+from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, iter_body, redact_url
+from dicomtrolley._tree import gc_paused
+from dicomtrolley.core import Instance, Query, Series, Study, is_hex_tag
+from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
+from dicomtrolley.roles import Searcher
+
+logger = logging.getLogger(__name__)
+
+MINT_NAMESPACE = "http://medical.nema.org/mint"
+
+EARLIEST_DATE = "19000101"
+"""Sent as ``min_study_date`` when a query gives only the latest study date."""
+
+LATEST_DATE = "99991231"
+"""Sent as ``max_study_date`` when a query gives only the earliest study date."""
+
+EXCERPT_BYTES = 200
+"""How much of a malformed answer an error message quotes."""
+
+_ROOT = f"{MINT_NAMESPACE} studySearchResults"
+_STUDY = f"{MINT_NAMESPACE} study"
+_SERIES = f"{MINT_NAMESPACE} series"
+_INSTANCE = f"{MINT_NAMESPACE} instance"
+_ATTR = f"{MINT_NAMESPACE} attr"
+
+_STUDY_UID = "0020000D"
+_SERIES_UID = "0020000E"
+_INSTANCE_UID = "00080018"
+
+_INTEGER_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
+_DECIMAL_VRS = frozenset({"DS", "FL", "FD"})
+_NO_TEXT_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+"""VRs whose values a text attribute cannot carry; kept as present but empty."""
+
+
+class MintQuery(Query):
+    """A :class:`~dicomtrolley.core.Query` as dicomtrolley 4.x spelled it for MINT.
+
+    Scripts written for 4.x keep working: ``limit=0`` means "no limit", a
+    ``PatientBirthDate`` may be a date, and ``InstitutionalDepartmentName``
+    can be matched. :class:`Mint` accepts a plain ``Query`` just as well.
+    """
+
+    InstitutionalDepartmentName: str = ""
+    limit: int | None = None  # 0 is allowed here, and means "all"
+
+    @field_validator("limit")
+    @classmethod
+    def _zero_is_all(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            raise ValueError(f"limit must be 0 (all) or more, not {value}")
+        return value or None
+
+    @field_validator("PatientBirthDate", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: Any) -> Any:
+        return value.strftime("%Y%m%d") if isinstance(value, date) else value
+
+    def as_parameters(self) -> dict[str, QueryValue]:
+        """The query as MINT URL parameters (what :class:`Mint` sends)."""
+        return mint_parameters(self)
+
+
+def mint_parameters(query: Query) -> dict[str, QueryValue]:
+    """Translate ``query`` into the parameters of a MINT ``/studies`` search.
+
+    Raises
+    ------
+    UnSupportedParameterError
+        The query uses ``offset`` or ``include_fields=["all"]``, which MINT cannot express.
+    """
+    if query.offset:
+        raise UnSupportedParameterError("MINT has no paging: a query with an offset cannot be sent")
+    if "all" in query.include_fields:
+        raise UnSupportedParameterError(
+            "MINT cannot be asked for all fields; name them in include_fields"
+        )
+    keywords = [name for name in type(query).model_fields if name[0].isupper()]
+    params: dict[str, QueryValue] = {
+        name: value for name in keywords if (value := getattr(query, name)) and isinstance(value, str)
+    }
+    if query.min_study_date or query.max_study_date:
+        params["min_study_date"] = (
+            query.min_study_date.strftime("%Y%m%d") if query.min_study_date else EARLIEST_DATE
+        )
+        params["max_study_date"] = (
+            query.max_study_date.strftime("%Y%m%d") if query.max_study_date else LATEST_DATE
+        )
+    params["QueryLevel"] = query.query_level.value
+    if query.include_fields:
+        params["IncludeFields"] = ",".join(query.include_fields)
+    if query.limit:
+        params["limit"] = query.limit
+    return params
+
+
+class Mint(Searcher):
+    """Searches a Vitrea Connection server with MINT.
+
+    Parameters
+    ----------
+    session
+        The ``requests.Session`` to send on, typically one from
+        :func:`~dicomtrolley.auth.create_session`; may be shared with a downloader.
+    url
+        The MINT root, e.g. ``https://vitrea/MINTApi`` (``/studies`` is appended).
+    timeout
+        Seconds to connect and to wait for data, as ``(connect, read)`` or one number.
+    retry
+        When to retry a failed request; the package default if None.
+
+    Examples
+    --------
+    >>> searcher = Mint(create_session(login_url, "user", "password"), "https://vitrea/MINTApi")  # doctest: +SKIP
+    >>> searcher.find_studies(Query(PatientID="PAT001", query_level=QueryLevels.SERIES))  # doctest: +SKIP
+    [Study('1.2.826...', series=3), ...]
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.http = HTTPClient(session, timeout=timeout, retry=retry)
+
+    def __repr__(self) -> str:
+        return f"Mint({redact_url(self.url)!r})"
+
+    def find_studies(self, query: Query) -> list[Study]:
+        """Every study matching ``query``, with series and instances down to its query level.
+
+        Raises
+        ------
+        UnSupportedParameterError
+            The query asks for something MINT cannot express (see the module documentation).
+        ServerError
+            The server answered 4xx or 5xx.
+        MalformedResponseError
+            The answer is not a MINT document, or a result lacks a UID the tree needs.
+        ConnectionFailedError
+            The server could not be reached, or the answer broke off.
+        """
+        params = mint_parameters(query)
+        url = f"{self.url}/studies"
+        response = self.http.get(url, params=params, headers={"Accept": "application/xml"}, stream=True)
+        with response:
+            reader = MintReader(redact_url(response.url or url), response.status_code)
+            with gc_paused():
+                for chunk in iter_body(response):
+                    reader.feed(chunk)
+                studies = reader.close()
+        logger.debug("MINT %s: %d stud(ies)", redact_url(url), len(studies))
+        return studies
+
+
+class MintReader:
+    """Parses a MINT answer fed in chunks into the study tree, without building an XML tree.
+
+    Parameters
+    ----------
+    source
+        The URL the answer came from (without credentials), for error messages.
+    status
+        The HTTP status of the answer, for error messages.
+    """
+
+    def __init__(self, source: str, status: int) -> None:
+        self.source = source
+        self.status = status
+        self._start = b""
+        self._studies: dict[str, Study] = {}
+        self._series: dict[tuple[str, str], Series] = {}
+        self._seen_instances: set[tuple[tuple[str, str], str]] = set()
+        self._root_seen = False
+        self._depth = 0
+        self._series_node: Series | None = None  # the series being read, once it has a node
+        self._series_key = ("", "")
+        # The attributes of the study, series and instance being read; each
+        # starts as a copy of its parent's, so a node's data holds its parents' too.
+        self._study: dict[str, Any] = {}
+        self._series_attrs: dict[str, Any] = {}
+        self._instance: dict[str, Any] = {}
+        self._current: dict[str, Any] = self._study
+        self._parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
+        self._parser.buffer_text = True
+        self._parser.StartDoctypeDeclHandler = self._refuse_dtd
+        self._parser.EntityDeclHandler = self._refuse_entities
+        self._parser.StartElementHandler = self._start_element
+        self._parser.EndElementHandler = self._end_element
+
+    def feed(self, chunk: bytes) -> None:
+        """Parse the next chunk of the answer."""
+        if len(self._start) < EXCERPT_BYTES:
+            self._start += chunk[: EXCERPT_BYTES - len(self._start)]
+        self._parse(chunk, final=False)
+
+    def close(self) -> list[Study]:
+        """Finish parsing; return the studies in the order the answer listed them."""
+        self._parse(b"", final=True)
+        if not self._root_seen:
+            self._fail("it is empty" if not self._start.strip() else "it has no studySearchResults element")
+        return list(self._studies.values())
+
+    # ------------------------------------------------------------ parsing
+
+    def _parse(self, data: bytes, *, final: bool) -> None:
+        try:
+            self._parser.Parse(data, final)
+        except xml.parsers.expat.ExpatError as error:
+            reason = "it is empty" if not self._start.strip() else f"it is not XML ({error})"
+            self._fail(reason)
+
+    def _fail(self, reason: str) -> NoReturn:
+        raise MalformedResponseError(
+            f"The MINT answer from {self.source} (status {self.status}) cannot be read: {reason}; "
+            f"it starts {self._start[:EXCERPT_BYTES]!r}"
+        )
+
+    def _refuse_dtd(self, *_: object) -> NoReturn:
+        self._fail("it declares a DTD, which a MINT answer never needs")
+
+    def _refuse_entities(self, *_: object) -> NoReturn:
+        self._fail("it declares entities")
+
+    def _start_element(self, name: str, attributes: dict[str, str]) -> None:
+        if name == _ATTR:  # the hot path: a 20,000-instance answer has hundreds of thousands
+            given_tag = attributes.get("tag", "")
+            known = _attribute_kind(given_tag, attributes.get("vr", ""))
+            if known is None:
+                self._fail(f"an attr has the tag {given_tag!r}, not 8 hex digits")
+            tag, vr, values_of = known
+            text = attributes.get("val")
+            if not text or values_of is _no_values:
+                self._current[tag] = {"vr": vr}
+            elif values_of is None:
+                self._current[tag] = {"vr": vr, "Value": text.split("\\")}
+            else:
+                try:
+                    self._current[tag] = {"vr": vr, "Value": values_of(text)}
+                except ValueError:
+                    self._fail(f"attr {tag} ({vr}) has the value {text!r}, which is not a number")
+            return
+        if not self._depth:
+            if name != _ROOT:
+                self._fail(f"its root element is {_clark(name)}, not {{{MINT_NAMESPACE}}}studySearchResults")
+            self._root_seen = True
+        elif name == _STUDY:
+            self._study = {}
+            self._current = self._study
+        elif name == _SERIES:
+            self._series_attrs = dict(self._study)
+            self._series_node = None
+            self._current = self._series_attrs
+        elif name == _INSTANCE:
+            self._instance = dict(self._series_attrs)
+            self._current = self._instance
+        self._depth += 1
+
+    def _end_element(self, name: str) -> None:
+        if name == _ATTR:
+            return
+        self._depth -= 1
+        if name == _INSTANCE:
+            self._add_instance()
+            self._current = self._series_attrs
+        elif name == _SERIES:
+            if self._series_node is None:
+                self._series_node = self._node_series()
+            self._current = self._study
+        elif name == _STUDY:
+            self._node_study()
+
+    # ------------------------------------------------------------ the tree
+
+    def _node_study(self) -> Study:
+        uid = _uid(self._study.get(_STUDY_UID))
+        if not uid:
+            self._fail("a study has no StudyInstanceUID, which the study tree needs")
+        study = self._studies.get(uid)
+        if study is None:
+            study = self._studies[uid] = Study(uid, json_data=self._study)
+        return study
+
+    def _node_series(self) -> Series:
+        study = self._node_study()
+        uid = _uid(self._series_attrs.get(_SERIES_UID))
+        if not uid:
+            self._fail(f"a series of study {study.uid} has no SeriesInstanceUID, which the study tree needs")
+        key = self._series_key = (study.uid, uid)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = study.add(Series(uid, json_data=self._series_attrs))
+        return series
+
+    def _add_instance(self) -> None:
+        series = self._series_node
+        if series is None:
+            series = self._series_node = self._node_series()
+        uid = _uid(self._instance.get(_INSTANCE_UID))
+        if not uid:
+            self._fail(f"an instance of series {series.uid} has no SOPInstanceUID, which the study tree needs")
+        key = (self._series_key, uid)
+        if key not in self._seen_instances:
+            self._seen_instances.add(key)
+            series.add(Instance(uid, json_data=self._instance))
+
+
+ValuesOf = Callable[[str], list[Any]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _attribute_kind(tag: str, given_vr: str) -> tuple[str, str, ValuesOf | None] | None:
+    """The tag as DICOM JSON spells it, its VR, and how its text becomes DICOM JSON values.
+
+    None for a tag that is not 8 hex digits. The VR is the dictionary's, or
+    the server's where the dictionary allows several (``US or SS``) or does
+    not know the tag (private tags). The converter is None for text that is
+    only split at backslashes.
+    """
+    if not is_hex_tag(tag):
+        return None
+    try:
+        known: str = dictionary_VR(int(tag, 16))
+    except KeyError:
+        vr = given_vr or "UN"
+    else:
+        choices = known.split(" or ")
+        vr = given_vr if given_vr in choices else choices[0]
+    converter: ValuesOf | None = None
+    if vr in _NO_TEXT_VRS:
+        converter = _no_values
+    elif vr == "PN":
+        converter = _person_names
+    elif vr in _INTEGER_VRS:
+        converter = _integers
+    elif vr in _DECIMAL_VRS:
+        converter = _decimals
+    return tag.upper(), vr, converter
+
+
+def _no_values(text: str) -> list[Any]:
+    return []
+
+
+def _person_names(text: str) -> list[Any]:
+    names = []
+    for value in text.split("\\"):
+        groups = zip(("Alphabetic", "Ideographic", "Phonetic"), value.split("="), strict=False)
+        names.append({key: name for key, name in groups if name})
+    return names
+
+
+def _integers(text: str) -> list[Any]:
+    return [int(value) if value.strip() else None for value in text.split("\\")]
+
+
+def _decimals(text: str) -> list[Any]:
+    return [float(value) if value.strip() else None for value in text.split("\\")]
+
+
+def _uid(element: dict[str, Any] | None) -> str:
+    if element is None:
+        return ""
+    values = element.get("Value")
+    return values[0].strip("\x00 ") if values and isinstance(values[0], str) else ""
+
+
+def _clark(name: str) -> str:
+    namespace, _, local = name.rpartition(" ")
+    return f"{{{namespace}}}{local}" if namespace else local
+
