@@ -10,6 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -188,6 +191,43 @@ def test_a_study_that_fails_on_the_server_does_not_stop_the_others(tmp_path: Pat
         assert third.studies_failed == 1  # out of attempts
         fixed = export(trolley, [bad[0].study_uid, good[0].study_uid], tmp_path, progress=False, max_attempts=3)
         assert fixed.ok
+
+
+class CrashingExecutor(Executor):
+    """Runs tasks on threads, except that the tasks of one study end as a crashed worker's do."""
+
+    def __init__(self, crash_study: str, error: BaseException) -> None:
+        self.crash_study = crash_study
+        self.error = error
+        self.threads = ThreadPoolExecutor(2)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        task = args[1] if len(args) > 1 else None
+        if getattr(task, "study_uid", None) == self.crash_study:
+            crashed: Future[Any] = Future()
+            crashed.set_exception(self.error)
+            return crashed
+        return self.threads.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.threads.shutdown(wait, cancel_futures=cancel_futures)
+
+
+def test_a_study_whose_worker_crashed_is_failed_and_the_others_finish(orthanc: OrthancServer, tmp_path: Path) -> None:
+    studies = [s.uid for s in orthanc.sample.small_studies[:3]]
+    crash = CrashingExecutor(studies[1], BrokenProcessPool("A child process terminated abruptly"))
+    with crash:
+        report = trolley_for(orthanc).export(studies, tmp_path, executor=crash, progress=False)
+    frame = report.to_dataframe().set_index("study_uid")
+    assert list(frame["status"]) == ["done", "failed", "done"]
+    assert frame.loc[studies[1], "error"] == "BrokenProcessPool: A child process terminated abruptly"
+    assert frame.loc[studies[1], "attempts"] == 1
+
+
+def test_ctrl_c_raised_by_a_task_still_ends_the_export(orthanc: OrthancServer, tmp_path: Path) -> None:
+    study = orthanc.sample.small_studies[0].uid
+    with CrashingExecutor(study, KeyboardInterrupt()) as crash, pytest.raises(KeyboardInterrupt):
+        trolley_for(orthanc).export([study], tmp_path, executor=crash, progress=False)
 
 
 def test_a_folder_in_use_is_refused_naming_the_other_process(orthanc: OrthancServer, tmp_path: Path) -> None:

@@ -152,7 +152,8 @@ def test_a_writer_killed_mid_write_leaves_no_temporary_once_the_folder_is_writte
     writer = subprocess.Popen(
         [sys.executable, "-c", _STALLED_WRITER, str(out), str(tmp_path / "instance")], stdout=subprocess.PIPE, text=True
     )
-    assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+    assert writer.stdout is not None
+    assert writer.stdout.readline() == "writing\n"
     writer.send_signal(signal.SIGKILL)
     writer.wait()
     assert [p.name for p in out.rglob(f"*{TEMPORARY_SUFFIX}")] != []  # what kill -9 leaves
