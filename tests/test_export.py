@@ -21,11 +21,12 @@ import pandas
 import pytest
 
 from dicomtrolley.cli import main
-from dicomtrolley.core import Query
+from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.exceptions import ExportLockedError, WorklistError
 from dicomtrolley.export import REPORT_COLUMNS, export
 from dicomtrolley.export.state import DATABASE_NAME, FolderLock
 from dicomtrolley.profiles import ServerProfile
+from dicomtrolley.storage import TEMPORARY_SUFFIX, temporary_name
 from dicomtrolley.trolley import Trolley
 from tests.support.fault_server import Fault, FaultServer, Route, make_instances
 from tests.support.http_server import TrackingHTTPServer
@@ -456,6 +457,16 @@ def test_kill_9_mid_export_then_the_same_command_completes_it(
     process.kill()
     process.wait()
     assert 20 <= studies_done(out) < 100
+    # Whether the kill lands while a file is written is chance (the pacing waits between files):
+    # leave what it leaves then, a temporary named for the killed process, in a folder the re-run
+    # writes into, so that every run checks that the re-run cleans it up.
+    with sqlite3.connect(out / DATABASE_NAME) as db:
+        (pending,) = db.execute("SELECT uid FROM studies WHERE status = 'pending' LIMIT 1").fetchone()
+    (study,) = trolley_for(server).find_studies(Query(StudyInstanceUID=pending, query_level=QueryLevels.SERIES))
+    folder = out / pending.replace(".", "_") / study.all_series()[0].uid.replace(".", "_")
+    folder.mkdir(parents=True)
+    killed = temporary_name(folder / "1_2_3").replace(f"-{os.getpid()}.", f"-{process.pid}.")
+    (folder / f"{killed}abcdefgh{TEMPORARY_SUFFIX}").write_bytes(b"half an instance")
 
     rerun = start_cli_export(server, worklist, out)
     assert rerun.wait(timeout=120) == 0, rerun.stderr.read() if rerun.stderr else ""
@@ -465,7 +476,7 @@ def test_kill_9_mid_export_then_the_same_command_completes_it(
     assert len(attempts) == 100
     assert sum(1 for a in attempts.values() if a > 1) <= 2  # only those in flight at the kill ran twice
     assert files_under(out) == originals  # every file whole, none half-written under its final name
-    assert not list(out.rglob("*.dicomtrolley-partial"))
+    assert not list(out.rglob(f"*{TEMPORARY_SUFFIX}"))
     index = pandas.read_parquet(out / "instances.parquet")
     assert sorted(Path(p).name for p in index["path"]) == sorted(originals)  # the killed attempts' files too
 
