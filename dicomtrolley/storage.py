@@ -12,7 +12,12 @@ from the instance's own attributes:
 - :class:`FlatStorageDir` puts every file in one folder.
 
 Each file is first written under a temporary name in its target folder and
-renamed when complete, so a file under its final name is always whole. Values
+renamed when complete, so a file under its final name is always whole. The
+temporary name says who writes it (host and process id, see
+:func:`temporary_name`); a process killed mid-write (``kill -9``, a crashed
+worker) leaves its temporary behind, and the next storage that writes into
+that folder removes the temporaries whose writer is gone (see
+:func:`remove_stale_temporaries`). Values
 are made safe for a path: they cannot add folders, climb out of the output
 folder, or carry control characters.
 
@@ -30,12 +35,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import hashlib
 import inspect
 import io
 import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import string
 import tempfile
@@ -356,10 +363,12 @@ class StorageDir:
                 f"Downloaded bytes are not a readable DICOM instance: no SOPInstanceUID ({part.size} bytes)"
             )
         target = self.path_for(header.attributes)
-        if target.parent not in self._folders:
+        first_in_folder = target.parent not in self._folders
+        if first_in_folder:
             self._check_inside(target.parent)
+            remove_stale_temporaries(target.parent)
         self._claim(target, sop_uid)
-        _write_atomically(part.body, target, make_folder=target.parent not in self._folders)
+        _write_atomically(part.body, target, make_folder=first_in_folder)
         self._folders.add(target.parent)
         reference = InstanceReference(header.text("StudyInstanceUID"), header.text("SeriesInstanceUID"), sop_uid)
         logger.debug("Wrote %s (%d bytes)", target, part.size)
@@ -396,6 +405,7 @@ class StorageDir:
             raise StorageError(f"Could not encode {dataset.get('SOPInstanceUID', 'a dataset')}: {error}") from error
         target = self.path / self.generate_path(dataset)
         self._check_inside(target.parent)
+        remove_stale_temporaries(target.parent)
         sop_uid = str(dataset.get("SOPInstanceUID", ""))
         self._claim(target, sop_uid)
         _write_atomically(body, target, make_folder=True)
@@ -493,15 +503,79 @@ def _read_header(body: IO[bytes], keywords: Collection[str], *, name: str) -> He
         raise StorageError(str(error)) from error
 
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+"""This machine in temporary names: a short hash of its host name (the names of a shared folder stay short)."""
+
+
+def _writer() -> str:
+    """Who writes a temporary file: this host and process, as ``<host>-<pid>``."""
+    return f"{_HOST}-{os.getpid()}"
+
+
+def temporary_name(target: Path) -> str:
+    """The start of the name a file is written under before it becomes ``target``.
+
+    ``.<name>.<host>-<pid>.``: ``tempfile`` adds a random part and
+    :data:`TEMPORARY_SUFFIX`, so every writer (thread, process, machine)
+    has names of its own, and the name says whether its writer still runs.
+    """
+    return f".{target.name}.{_writer()}."
+
+
+_TEMPORARY = re.compile(r"\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\.[^.]+" + re.escape(TEMPORARY_SUFFIX) + "$")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files in ``folder`` whose writer is gone; return them.
+
+    A process killed while it writes (``kill -9``, a worker the OOM killer
+    ends) cannot remove its temporary file. A temporary counts as stale only
+    when its name says it was written on this machine by a process that no
+    longer exists: one of a running writer, on any thread, process or
+    machine, is never touched (its rename would fail). A process id used
+    again since, a temporary of another machine, and names of older versions
+    stay; they are hidden files that nothing reads. Not on Windows, where
+    asking whether a process exists this way would end it.
+    """
+    removed: list[Path] = []
+    if os.name != "posix":
+        return removed
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if e.name.endswith(TEMPORARY_SUFFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    except OSError as error:
+        raise StorageError(f"Could not list {folder}: {error}") from error
+    for name in names:
+        match = _TEMPORARY.search(name)
+        if match is None or match["host"] != _HOST or _process_exists(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / name)
+            removed.append(folder / name)
+            logger.info("Removed %s, left by a writer that was killed", folder / name)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    """True when a process with this id runs on this machine (signal 0 only asks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
+
+
 def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> None:
     """Copy ``body`` to a temporary file beside ``target``, then rename it into place."""
     temporary: str | None = None
     try:
         if make_folder:
             target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX, dir=target.parent
-        )
+        handle, temporary = tempfile.mkstemp(prefix=temporary_name(target), suffix=TEMPORARY_SUFFIX, dir=target.parent)
         with os.fdopen(handle, "wb") as out:
             body.seek(0)
             shutil.copyfileobj(body, out, 1 << 20)

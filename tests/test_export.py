@@ -10,6 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,12 @@ import pandas
 import pytest
 
 from dicomtrolley.cli import main
-from dicomtrolley.core import Query
+from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.exceptions import ExportLockedError, WorklistError
 from dicomtrolley.export import REPORT_COLUMNS, export
 from dicomtrolley.export.state import DATABASE_NAME, FolderLock
 from dicomtrolley.profiles import ServerProfile
+from dicomtrolley.storage import TEMPORARY_SUFFIX, temporary_name
 from dicomtrolley.trolley import Trolley
 from tests.support.fault_server import Fault, FaultServer, Route, make_instances
 from tests.support.http_server import TrackingHTTPServer
@@ -188,6 +192,43 @@ def test_a_study_that_fails_on_the_server_does_not_stop_the_others(tmp_path: Pat
         assert third.studies_failed == 1  # out of attempts
         fixed = export(trolley, [bad[0].study_uid, good[0].study_uid], tmp_path, progress=False, max_attempts=3)
         assert fixed.ok
+
+
+class CrashingExecutor(Executor):
+    """Runs tasks on threads, except that the tasks of one study end as a crashed worker's do."""
+
+    def __init__(self, crash_study: str, error: BaseException) -> None:
+        self.crash_study = crash_study
+        self.error = error
+        self.threads = ThreadPoolExecutor(2)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        task = args[1] if len(args) > 1 else None
+        if getattr(task, "study_uid", None) == self.crash_study:
+            crashed: Future[Any] = Future()
+            crashed.set_exception(self.error)
+            return crashed
+        return self.threads.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.threads.shutdown(wait, cancel_futures=cancel_futures)
+
+
+def test_a_study_whose_worker_crashed_is_failed_and_the_others_finish(orthanc: OrthancServer, tmp_path: Path) -> None:
+    studies = [s.uid for s in orthanc.sample.small_studies[:3]]
+    crash = CrashingExecutor(studies[1], BrokenProcessPool("A child process terminated abruptly"))
+    with crash:
+        report = trolley_for(orthanc).export(studies, tmp_path, executor=crash, progress=False)
+    frame = report.to_dataframe().set_index("study_uid")
+    assert list(frame["status"]) == ["done", "failed", "done"]
+    assert frame.loc[studies[1], "error"] == "BrokenProcessPool: A child process terminated abruptly"
+    assert frame.loc[studies[1], "attempts"] == 1
+
+
+def test_ctrl_c_raised_by_a_task_still_ends_the_export(orthanc: OrthancServer, tmp_path: Path) -> None:
+    study = orthanc.sample.small_studies[0].uid
+    with CrashingExecutor(study, KeyboardInterrupt()) as crash, pytest.raises(KeyboardInterrupt):
+        trolley_for(orthanc).export([study], tmp_path, executor=crash, progress=False)
 
 
 def test_a_folder_in_use_is_refused_naming_the_other_process(orthanc: OrthancServer, tmp_path: Path) -> None:
@@ -416,6 +457,16 @@ def test_kill_9_mid_export_then_the_same_command_completes_it(
     process.kill()
     process.wait()
     assert 20 <= studies_done(out) < 100
+    # Whether the kill lands while a file is written is chance (the pacing waits between files):
+    # leave what it leaves then, a temporary named for the killed process, in a folder the re-run
+    # writes into, so that every run checks that the re-run cleans it up.
+    with sqlite3.connect(out / DATABASE_NAME) as db:
+        (pending,) = db.execute("SELECT uid FROM studies WHERE status = 'pending' LIMIT 1").fetchone()
+    (study,) = trolley_for(server).find_studies(Query(StudyInstanceUID=pending, query_level=QueryLevels.SERIES))
+    folder = out / pending.replace(".", "_") / study.all_series()[0].uid.replace(".", "_")
+    folder.mkdir(parents=True)
+    killed = temporary_name(folder / "1_2_3").replace(f"-{os.getpid()}.", f"-{process.pid}.")
+    (folder / f"{killed}abcdefgh{TEMPORARY_SUFFIX}").write_bytes(b"half an instance")
 
     rerun = start_cli_export(server, worklist, out)
     assert rerun.wait(timeout=120) == 0, rerun.stderr.read() if rerun.stderr else ""
@@ -425,7 +476,7 @@ def test_kill_9_mid_export_then_the_same_command_completes_it(
     assert len(attempts) == 100
     assert sum(1 for a in attempts.values() if a > 1) <= 2  # only those in flight at the kill ran twice
     assert files_under(out) == originals  # every file whole, none half-written under its final name
-    assert not list(out.rglob("*.dicomtrolley-partial"))
+    assert not list(out.rglob(f"*{TEMPORARY_SUFFIX}"))
     index = pandas.read_parquet(out / "instances.parquet")
     assert sorted(Path(p).name for p in index["path"]) == sorted(originals)  # the killed attempts' files too
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -12,7 +15,15 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomtrolley.core import InstancePart
 from dicomtrolley.exceptions import StorageCollisionError, StorageError
-from dicomtrolley.storage import TEMPORARY_SUFFIX, FlatStorageDir, PathTemplate, StorageDir, safe_segment
+from dicomtrolley.storage import (
+    TEMPORARY_SUFFIX,
+    FlatStorageDir,
+    PathTemplate,
+    StorageDir,
+    remove_stale_temporaries,
+    safe_segment,
+    temporary_name,
+)
 from tests.support.dicom_files import dicom_bytes
 
 
@@ -113,6 +124,64 @@ def test_failed_write_leaves_no_file_under_the_final_name_and_no_temporary(
     with pytest.raises(StorageError, match="disk is full"):
         StorageDir(tmp_path).save(part(dicom_bytes("1.1")))
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+# A child that starts writing an instance with StorageDir and stalls after the first bytes.
+_STALLED_WRITER = """
+import io, sys, time
+from pathlib import Path
+from dicomtrolley import storage
+from dicomtrolley.core import InstancePart
+
+def stall(source, out, length=0):
+    out.write(source.read(100))
+    out.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+storage.shutil.copyfileobj = stall
+data = Path(sys.argv[2]).read_bytes()
+storage.StorageDir(sys.argv[1]).save(InstancePart(io.BytesIO(data), len(data)))
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_temporary_once_the_folder_is_written_again(tmp_path: Path) -> None:
+    data = dicom_bytes("1.1")
+    (tmp_path / "instance").write_bytes(data)
+    out = tmp_path / "out"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _STALLED_WRITER, str(out), str(tmp_path / "instance")], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline() == "writing\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert [p.name for p in out.rglob(f"*{TEMPORARY_SUFFIX}")] != []  # what kill -9 leaves
+
+    saved = StorageDir(out).save(part(data))
+    assert saved.path.read_bytes() == data
+    assert list(out.rglob(f"*{TEMPORARY_SUFFIX}")) == []
+
+
+def test_temporaries_of_running_writers_and_of_other_machines_are_kept(tmp_path: Path) -> None:
+    target = tmp_path / "1_1"
+    mine = tmp_path / f"{temporary_name(target)}abc{TEMPORARY_SUFFIX}"  # this process: still writing
+    other_machine = tmp_path / f".1_1.00000000-{os.getpid() + 1}.abc{TEMPORARY_SUFFIX}"
+    unknown = tmp_path / f".1_1.abc{TEMPORARY_SUFFIX}"  # not a name storage makes: not ours to judge
+    for temporary in (mine, other_machine, unknown):
+        temporary.write_bytes(b"half")
+    assert remove_stale_temporaries(tmp_path) == []
+    assert all(t.exists() for t in (mine, other_machine, unknown))
+
+
+def test_a_temporary_whose_writer_has_ended_is_stale(tmp_path: Path) -> None:
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(ended.stdout)
+    stale = tmp_path / temporary_name(tmp_path / "1_1").replace(str(os.getpid()), str(pid))
+    stale = stale.with_name(f"{stale.name}abc{TEMPORARY_SUFFIX}")
+    stale.write_bytes(b"half")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists()
 
 
 def test_has_is_true_only_for_complete_files_under_their_final_name(tmp_path: Path) -> None:

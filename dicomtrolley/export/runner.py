@@ -31,7 +31,7 @@ from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.export.politeness import RateLimiter, TimeWindow
 from dicomtrolley.export.prefetch import BATCH, SeriesPrefetcher
 from dicomtrolley.export.report import ExportReport, IndexFormat, write_outputs
-from dicomtrolley.export.state import RUNNING, FolderLock, StateDatabase
+from dicomtrolley.export.state import FAILED, RUNNING, FolderLock, StateDatabase
 from dicomtrolley.export.tasks import (
     Controls,
     SharedTrolley,
@@ -252,23 +252,21 @@ class _Driver:
     def _record(self, future: Future[Any]) -> list[str]:
         """Write one finished task to the database; return the studies that are new to run."""
         kind, key = self.in_flight.pop(future)
-        error = future.exception()
-        if error is not None and not isinstance(error, DICOMTrolleyError):
-            raise error
+        result, error = _result(future)
         if kind == "row":
             if error is not None:
                 logger.warning("Worklist row %s: search failed: %s", key, error)
-                self.state.fail_row(key, str(error))
+                self.state.fail_row(key, error)
                 self.totals.failed += 1
                 return []
-            uids: list[str] = future.result()
+            uids: list[str] = result
             if len(uids) > 1:
                 logger.info("Worklist row %s matched %d studies; exporting all", key, len(uids))
             runnable = self.state.resolve_rows([(key, uids)], self.options.max_attempts)
             new = [u for u in runnable if u not in self.queued]
             self.queued.update(new)
             return new
-        outcome: StudyOutcome = future.result() if error is None else StudyOutcome(key, "failed", error=str(error))
+        outcome: StudyOutcome = result if error is None else StudyOutcome(key, FAILED, error=error)
         if self.prefetcher is not None:
             self.prefetcher.forget(key)
         if outcome.interrupted:
@@ -294,6 +292,25 @@ class _Driver:
             if kind == "study":
                 self.state.interrupt_study(key)
         self.in_flight.clear()
+
+
+def _result(future: Future[Any]) -> tuple[Any, str | None]:
+    """A finished task's result, or ``(None, error text)`` when it raised.
+
+    The text of a :class:`~dicomtrolley.exceptions.DICOMTrolleyError` is its
+    message; of anything else, its type and message (``KilledWorker: ...``).
+    """
+    try:
+        return future.result(), None
+    except DICOMTrolleyError as error:
+        return None, str(error)
+    # The executor boundary: whatever a task or its executor raises (Dask's KilledWorker after a
+    # study killed its workers, a BrokenProcessPool, an unpicklable result, a bug in the task) fails
+    # that task alone, because one task's failure must never end the batch. KeyboardInterrupt and
+    # SystemExit are no Exception: they still stop the export.
+    except Exception as error:
+        logger.debug("Task raised", exc_info=error)
+        return None, f"{type(error).__name__}: {error}"
 
 
 @contextlib.contextmanager
