@@ -9,7 +9,6 @@ argument, so ``ps`` cannot show it.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
 import os
@@ -20,10 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
-import requests
-
 from dicomtrolley._version import __version__
-from dicomtrolley.auth import create_session
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import (
@@ -37,13 +33,8 @@ from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
 from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS, ServerProfile, load_profile
-from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.results import DownloadSummary, StudyList
-from dicomtrolley.roles import Downloader
 from dicomtrolley.storage import PathTemplate
-from dicomtrolley.trolley import Trolley
-from dicomtrolley.wado_rs import WadoRS
-from dicomtrolley.wado_uri import WadoURI
 
 EXIT_FAILURES = 1
 EXIT_BAD_WORKLIST = 2
@@ -90,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def server_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("url", help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web")
+        p.add_argument("url", nargs="?", help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web "
+                                              "(or --server NAME)")
+        p.add_argument("--server", help="a server named in the servers file instead of a URL")
+        p.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
         p.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
         p.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
         p.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
@@ -99,7 +93,16 @@ def _parser() -> argparse.ArgumentParser:
         tls.add_argument("--ca-file", help="verify TLS certificates with this CA file (default: $REQUESTS_CA_BUNDLE, "
                                            "$SSL_CERT_FILE, or the system's)")
 
-    search = sub.add_parser("search", help="find studies and print them as a table")
+    def deidentify_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--deidentify", metavar="CONFIG.toml", type=Path,
+                       help="pseudonymise on the way to disk with these options (an empty file: the defaults); "
+                       "the key comes from $DICOMTROLLEY_DEID_KEY, the config's key_file, or the keyring")
+        p.add_argument("--mapping", metavar="FILE", type=Path,
+                       help="with --deidentify: write the original -> pseudonym table (CSV) here")
+        p.add_argument("--mapping-in-output", action="store_true", help="allow --mapping inside the output folder")
+
+    search = sub.add_parser("search", help="find studies and print them as a table",
+                            usage="dicomtrolley search (URL | --server NAME) [options]")
     server_options(search)
     for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
@@ -109,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--limit", type=_positive_int, help="at most this many results")
     search.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
 
-    download = sub.add_parser("download", help="download studies to a folder")
+    download = sub.add_parser("download", help="download studies to a folder",
+                              usage="dicomtrolley download (URL | --server NAME) STUDY_UID [...] -o DIR [options]")
     server_options(download)
     download.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
     download.add_argument("-o", "--output", required=True, help="output folder")
@@ -117,26 +121,18 @@ def _parser() -> argparse.ArgumentParser:
         "--template", type=_template,
         help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'",
     )
-    download.add_argument("--downloader", choices=["wado-rs", "wado-uri"], default="wado-rs")
+    download.add_argument("--downloader", choices=["wado-rs", "wado-uri"], help="default: wado-rs, or the server's")
     download.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
     download.add_argument("--workers", type=_positive_int, help="parallel requests")
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
-    download.add_argument("--deidentify", metavar="CONFIG.toml", type=Path,
-                          help="pseudonymise on the way to disk with these options (an empty file: the defaults); "
-                          "the key comes from $DICOMTROLLEY_DEID_KEY, the config's key_file, or the keyring")
-    download.add_argument("--mapping", metavar="FILE", type=Path,
-                          help="with --deidentify: write the original -> pseudonym table (CSV) here")
-    download.add_argument("--mapping-in-output", action="store_true",
-                          help="allow --mapping inside the output folder")
+    deidentify_options(download)
 
     job = sub.add_parser("export", help="export every study of a worklist; run again to continue",
                          usage="dicomtrolley export (URL | --server NAME) WORKLIST -o DIR [options]")
     server_options(job)
     job.add_argument("worklist", nargs="?", help="CSV file: StudyInstanceUID, AccessionNumber, PatientID, ...")
-    job.add_argument("--server", help="a server named in the servers file instead of a URL")
-    job.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
     job.add_argument("-o", "--output", required=True, help="output folder (state, report.csv, index)")
     job.add_argument("--template", type=_template, help="path template, as for download")
     job.add_argument("--searcher", choices=sorted(SEARCHERS), help="default: qido-rs, or the server's")
@@ -157,36 +153,11 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--index-format", choices=["auto", "csv", "parquet"], default="auto",
                      help="instances.parquet (with pyarrow) or instances.csv (default: %(default)s)")
     job.add_argument("--no-progress", action="store_true", help="no progress bar")
+    deidentify_options(job)
+    job.add_argument("--state-dir", metavar="DIR", type=Path,
+                     help="state database and report.csv here (default: the output folder; with --deidentify "
+                     "<output>.state beside the mapping, or beside the output folder)")
     return parser
-
-
-def _authenticated_session(args: argparse.Namespace) -> requests.Session:
-    if args.login_url:
-        if not args.user:
-            raise DICOMTrolleyError("--login-url needs --user")
-        session = create_session(args.login_url, args.user, _password(), args.realm)
-    else:
-        session = requests.Session()
-        if args.user:
-            session.auth = (args.user, _password())
-    if args.no_verify:
-        session.verify = False
-    elif args.ca_file:
-        session.verify = args.ca_file
-    # Otherwise verify stays the default, so REQUESTS_CA_BUNDLE / SSL_CERT_FILE apply.
-    return session
-
-
-def _password() -> str:
-    return os.environ.get(PASSWORD_VARIABLE) or getpass.getpass("Password: ")
-
-
-def _downloader(args: argparse.Namespace, session: requests.Session) -> Downloader:
-    workers = {"workers": args.workers} if args.workers else {}
-    if args.downloader == "wado-uri":
-        wado_url = args.wado_uri_url or args.url.rstrip("/").rsplit("/", 1)[0] + "/wado"
-        return WadoURI(session, wado_url, **workers)
-    return WadoRS(session, args.url, **workers)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -198,7 +169,9 @@ def _search(args: argparse.Namespace) -> int:
         query_level=QueryLevels(args.level.upper()),
         limit=args.limit,
     )
-    studies = Trolley(searcher=QidoRS(_authenticated_session(args), args.url)).find_studies(query)
+    if args.server and args.url:
+        raise DICOMTrolleyError("give a URL or --server NAME, not both")
+    studies = _profile(args).trolley().find_studies(query)
     if args.json:
         print(json.dumps([s.to_dict() for s in studies], indent=1))
     else:
@@ -219,9 +192,10 @@ def _deidentifier(args: argparse.Namespace) -> Deidentifier | None:
 
 
 def _download(args: argparse.Namespace) -> int:
+    if args.server and args.url:  # with --server, every positional is a StudyInstanceUID
+        args.url, args.study_uids = None, [args.url, *args.study_uids]
     deidentifier = _deidentifier(args)
-    session = _authenticated_session(args)
-    trolley = Trolley(searcher=QidoRS(session, args.url), downloader=_downloader(args, session))
+    trolley = _profile(args).trolley()
     try:
         summary = trolley.download(
             args.study_uids, args.output, template=args.template, on_error=args.on_error,
@@ -247,12 +221,13 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> ServerProfile:
-    """The server of an export: from the servers file with ``--server``, else from the URL and options."""
-    given: dict[str, Any] = {
-        "searcher": args.searcher, "downloader": args.downloader, "wado_uri_url": args.wado_uri_url,
-        "workers": args.workers, "max_connections": args.max_connections, "user": args.user,
-        "login_url": args.login_url, "ca_file": args.ca_file,
-    }
+    """The server of every command: from the servers file with ``--server``, else from the URL; options on top.
+
+    The options a command has (``--user``, ``--downloader``, ``--workers``, ...)
+    override the profile's settings; the login happens when the trolley is built.
+    """
+    names = ("searcher", "downloader", "wado_uri_url", "workers", "max_connections", "user", "login_url", "ca_file")
+    given: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     settings = {key: value for key, value in given.items() if value is not None}
     if args.no_verify:
         settings["verify"] = False
@@ -265,6 +240,8 @@ def _profile(args: argparse.Namespace) -> ServerProfile:
     if args.server:
         server = load_profile(args.server, args.config)
         return ServerProfile(**{**server.model_dump(), **settings}) if settings else server
+    if not args.url:
+        raise DICOMTrolleyError(f"give a server: dicomtrolley {args.command} (URL | --server NAME) ...")
     return ServerProfile(url=args.url, **settings)
 
 
@@ -278,7 +255,7 @@ def _export(args: argparse.Namespace) -> int:
         template=args.template,
         max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
         max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
-        index_format=args.index_format,
+        index_format=args.index_format, deidentify=_deidentifier(args), state_dir=args.state_dir,
     )
     try:
         if args.dask:
@@ -289,7 +266,7 @@ def _export(args: argparse.Namespace) -> int:
         else:
             report = export(_profile(args).trolley(), worklist, args.output, studies=args.studies or 4, **options)
     except KeyboardInterrupt:
-        print(f"dicomtrolley: interrupted; state saved in {args.output}; run the same command to continue",
+        print("dicomtrolley: interrupted; state saved; run the same command to continue",
               file=sys.stderr)
         if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
             # A request still waits on a silent server; the state is saved and the folder
@@ -300,6 +277,9 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(report)
     print(f"report: {report.report_path}\nindex: {report.index_path}")
+    if report.instances_quarantined:
+        print(f"{report.instances_quarantined} instances quarantined (not written: their pixels may show identities)",
+              file=sys.stderr)
     return 0 if report.ok else EXIT_FAILURES
 
 
