@@ -137,7 +137,8 @@ def test_search_takes_a_named_server_from_the_servers_file(
     config = servers_file(tmp_path, orthanc)
     assert main(["search", "--server", "local", "--config", str(config), "--PatientID", "PAT002"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert {line.split()[0] for line in lines[1:]} == {s.uid for s in orthanc.sample.studies if s.patient_id == "PAT002"}
+    expected = {s.uid for s in orthanc.sample.studies if s.patient_id == "PAT002"}
+    assert {line.split()[0] for line in lines[1:]} == expected
 
 
 def test_download_takes_a_named_server_and_every_positional_is_a_study(
