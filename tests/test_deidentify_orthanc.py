@@ -92,7 +92,7 @@ def test_no_original_identifying_value_is_anywhere_in_the_output(
 ) -> None:
     summary = download(server, tmp_path / "out")
     assert summary.ok
-    assert summary.written == sum(len(uids) for uids in identifying.image_uids.values())
+    assert summary.written == identifying.image_count
     assert files(tmp_path / "out")
     assert identifying_values_in(tmp_path / "out", identifying) == []
 
@@ -121,7 +121,7 @@ def test_nothing_identifying_is_written_even_to_temporary_files(
 
     monkeypatch.setattr(storage, "_write_atomically", spy)
     download(server, tmp_path / "out")  # files are written here; worker processes only pseudonymise
-    assert len(written) == sum(len(uids) for uids in identifying.image_uids.values())
+    assert len(written) == identifying.image_count
     for data in written:
         for value in (*IDENTIFYING_VALUES, *identifying.all_uids):
             assert not any(spelling in data.lower() for spelling in spellings(value)), value
@@ -300,7 +300,7 @@ def test_a_second_run_finds_the_pseudonymised_files_and_fetches_nothing(
 ) -> None:
     first = trolley(server, uri=True).download(STUDY_UIDS, tmp_path, progress=False, deidentify=Deidentifier(key=KEY))
     again = trolley(server, uri=True).download(STUDY_UIDS, tmp_path, progress=False, deidentify=Deidentifier(key=KEY))
-    images = sum(len(uids) for uids in identifying.image_uids.values())
+    images = identifying.image_count
     assert first.written == images
     assert again.written == 0
     assert again.skipped == images
@@ -371,7 +371,7 @@ def test_a_pseudonymised_exports_output_folder_holds_no_original_identifying_val
 ) -> None:
     report = export_pseudonymised(server, tmp_path / "out")
     assert report.ok
-    assert report.instances_written == sum(len(uids) for uids in identifying.image_uids.values())
+    assert report.instances_written == identifying.image_count
     assert identifying_values_in(tmp_path / "out", identifying) == []
     # The report, the state database (they hold the worklist) and the mapping lie beside the output folder.
     assert report.report_path == tmp_path / "out.state" / "report.csv"
@@ -412,7 +412,7 @@ def test_a_pseudonymised_export_resumes_after_a_crash_and_indexes_the_files_it_f
     server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
 ) -> None:
     first = export_pseudonymised(server, tmp_path / "out")
-    images = sum(len(uids) for uids in identifying.image_uids.values())
+    images = identifying.image_count
     # As if the process died mid-study: every study still running, nothing indexed yet.
     with sqlite3.connect(tmp_path / "out.state" / DATABASE_NAME) as db:
         db.execute("UPDATE studies SET status = 'running'")

@@ -4,7 +4,9 @@
 and ``dicomtrolley export`` on the command line) reads a worklist, finds the
 studies of each row, downloads them into one folder a few at a time, and keeps
 its state in a SQLite database there, so that running it again continues where
-it stopped. It writes ``report.csv`` and an index of the files written.
+it stopped. It writes ``report.csv`` and an index of the files written. A
+pseudonymised export (``deidentify=``) keeps the database and ``report.csv``,
+which hold original identifiers, in a state folder outside the output folder.
 
 The subpackage, one job per module: :mod:`~dicomtrolley.export.worklist`
 (reading the worklist), :mod:`~dicomtrolley.export.state` (the database and
