@@ -473,3 +473,12 @@ def test_command_line_exports_pseudonymised_with_the_state_beside_the_mapping(
     assert "3 instances quarantined" in captured.err
     assert f"report: {tmp_path / 'private' / 'out.state' / 'report.csv'}" in captured.out
     assert identifying_values_in(tmp_path / "out", identifying) == []
+
+
+def test_a_pseudonymised_export_refuses_a_mapping_table_inside_its_output_folder(
+    server: OrthancServer, tmp_path: Path
+) -> None:
+    deidentifier = Deidentifier(DeidentifyOptions(mapping=tmp_path / "out" / "mapping.csv"), key=KEY)
+    with pytest.raises(DeidentificationError, match="inside the output folder"):
+        trolley(server).export(STUDY_UIDS, tmp_path / "out", progress=False, deidentify=deidentifier)
+    assert not (tmp_path / "out").exists()

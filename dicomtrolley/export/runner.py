@@ -44,7 +44,7 @@ from dicomtrolley.export.tasks import (
 )
 from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
 from dicomtrolley.progress import is_watched
-from dicomtrolley.storage import SavedInstance
+from dicomtrolley.storage import SavedInstance, StorageDir
 from dicomtrolley.trolley import Trolley
 
 logger = logging.getLogger(__name__)
@@ -139,13 +139,9 @@ def state_folder(output_dir: Path, options: ExportOptions) -> Path:
     deidentify = options.deidentify
     if deidentify is None:
         return options.state_dir or output_dir
+    deidentify.storage(StorageDir(output_dir, options.template))  # refuses a mapping table inside the folder
     output = output_dir.resolve()
     mapping = deidentify.options.mapping
-    if mapping is not None and not deidentify.options.mapping_in_output and mapping.resolve().is_relative_to(output):
-        raise DeidentificationError(
-            f"The mapping table {mapping} re-identifies, but lies inside the output folder {output_dir}; "
-            "write it elsewhere, or allow it with mapping_in_output"
-        )
     beside = mapping.resolve().parent if mapping is not None else output.parent
     folder = options.state_dir or beside / f"{output.name}.state"
     if folder.resolve().is_relative_to(output):
