@@ -9,7 +9,6 @@ argument, so ``ps`` cannot show it.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
 import os
@@ -20,10 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
-import requests
-
 from dicomtrolley._version import __version__
-from dicomtrolley.auth import create_session
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import (
@@ -36,16 +32,9 @@ from dicomtrolley.exceptions import (
 from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
-from dicomtrolley.mint import Mint
 from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS, ServerProfile, load_profile
-from dicomtrolley.qido_rs import QidoRS
-from dicomtrolley.rad69 import Rad69
 from dicomtrolley.results import DownloadSummary, StudyList
-from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.storage import PathTemplate
-from dicomtrolley.trolley import Trolley
-from dicomtrolley.wado_rs import WadoRS
-from dicomtrolley.wado_uri import WadoURI
 
 EXIT_FAILURES = 1
 EXIT_BAD_WORKLIST = 2
@@ -92,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def server_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("url", help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web")
+        p.add_argument("url", nargs="?", help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web "
+                                              "(or --server NAME)")
+        p.add_argument("--server", help="a server named in the servers file instead of a URL")
+        p.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
         p.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
         p.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
         p.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
@@ -101,13 +93,29 @@ def _parser() -> argparse.ArgumentParser:
         tls.add_argument("--ca-file", help="verify TLS certificates with this CA file (default: $REQUESTS_CA_BUNDLE, "
                                            "$SSL_CERT_FILE, or the system's)")
 
-    def mint_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--searcher", choices=["qido-rs", "mint"], default="qido-rs", help="search protocol")
+    def deidentify_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--deidentify", metavar="CONFIG.toml", type=Path,
+                       help="pseudonymise on the way to disk with these options (an empty file: the defaults); "
+                       "the key comes from $DICOMTROLLEY_DEID_KEY, the config's key_file, or the keyring")
+        p.add_argument("--mapping", metavar="FILE", type=Path,
+                       help="with --deidentify: write the original -> pseudonym table (CSV) here")
+        p.add_argument("--mapping-in-output", action="store_true", help="allow --mapping inside the output folder")
+
+    def searcher_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--searcher", choices=sorted(SEARCHERS),
+                       help="search protocol (default: qido-rs, or the server's)")
         p.add_argument("--mint-url", help="MINT root, e.g. https://vitrea/MINTApi (with --searcher mint)")
 
-    search = sub.add_parser("search", help="find studies and print them as a table")
+    def downloader_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--downloader", choices=sorted(DOWNLOADERS),
+                       help="download protocol (default: wado-rs, or the server's)")
+        p.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+        p.add_argument("--rad69-url", help="IHE RAD-69 endpoint, e.g. https://vitrea/rids (with --downloader rad69)")
+
+    search = sub.add_parser("search", help="find studies and print them as a table",
+                            usage="dicomtrolley search (URL | --server NAME) [options]")
     server_options(search)
-    mint_options(search)
+    searcher_options(search)
     for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
@@ -116,43 +124,31 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--limit", type=_positive_int, help="at most this many results")
     search.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
 
-    download = sub.add_parser("download", help="download studies to a folder")
+    download = sub.add_parser("download", help="download studies to a folder",
+                              usage="dicomtrolley download (URL | --server NAME) STUDY_UID [...] -o DIR [options]")
     server_options(download)
-    mint_options(download)
+    searcher_options(download)
+    downloader_options(download)
     download.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
     download.add_argument("-o", "--output", required=True, help="output folder")
     download.add_argument(
         "--template", type=_template,
         help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'",
     )
-    download.add_argument("--downloader", choices=["wado-rs", "wado-uri", "rad69"], default="wado-rs")
-    download.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
-    download.add_argument("--rad69-url", help="IHE RAD-69 endpoint, e.g. https://vitrea/rids (with --downloader rad69)")
     download.add_argument("--workers", type=_positive_int, help="parallel requests")
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
-    download.add_argument("--deidentify", metavar="CONFIG.toml", type=Path,
-                          help="pseudonymise on the way to disk with these options (an empty file: the defaults); "
-                          "the key comes from $DICOMTROLLEY_DEID_KEY, the config's key_file, or the keyring")
-    download.add_argument("--mapping", metavar="FILE", type=Path,
-                          help="with --deidentify: write the original -> pseudonym table (CSV) here")
-    download.add_argument("--mapping-in-output", action="store_true",
-                          help="allow --mapping inside the output folder")
+    deidentify_options(download)
 
     job = sub.add_parser("export", help="export every study of a worklist; run again to continue",
                          usage="dicomtrolley export (URL | --server NAME) WORKLIST -o DIR [options]")
     server_options(job)
     job.add_argument("worklist", nargs="?", help="CSV file: StudyInstanceUID, AccessionNumber, PatientID, ...")
-    job.add_argument("--server", help="a server named in the servers file instead of a URL")
-    job.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
     job.add_argument("-o", "--output", required=True, help="output folder (state, report.csv, index)")
     job.add_argument("--template", type=_template, help="path template, as for download")
-    job.add_argument("--searcher", choices=sorted(SEARCHERS), help="default: qido-rs, or the server's")
-    job.add_argument("--downloader", choices=sorted(DOWNLOADERS), help="default: wado-rs, or the server's")
-    job.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
-    job.add_argument("--mint-url", help="MINT root (with --searcher mint)")
-    job.add_argument("--rad69-url", help="IHE RAD-69 endpoint (with --downloader rad69)")
+    searcher_options(job)
+    downloader_options(job)
     job.add_argument("--workers", type=_positive_int, help="parallel requests per study")
     job.add_argument("--max-connections", type=_positive_int, help="at most this many HTTP connections at once")
     job.add_argument("--studies", type=_positive_int,
@@ -168,48 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--index-format", choices=["auto", "csv", "parquet"], default="auto",
                      help="instances.parquet (with pyarrow) or instances.csv (default: %(default)s)")
     job.add_argument("--no-progress", action="store_true", help="no progress bar")
+    deidentify_options(job)
+    job.add_argument("--state-dir", metavar="DIR", type=Path,
+                     help="state database and report.csv here (default: the output folder; with --deidentify "
+                     "<output>.state beside the mapping, or beside the output folder)")
     return parser
-
-
-def _authenticated_session(args: argparse.Namespace) -> requests.Session:
-    if args.login_url:
-        if not args.user:
-            raise DICOMTrolleyError("--login-url needs --user")
-        session = create_session(args.login_url, args.user, _password(), args.realm)
-    else:
-        session = requests.Session()
-        if args.user:
-            session.auth = (args.user, _password())
-    if args.no_verify:
-        session.verify = False
-    elif args.ca_file:
-        session.verify = args.ca_file
-    # Otherwise verify stays the default, so REQUESTS_CA_BUNDLE / SSL_CERT_FILE apply.
-    return session
-
-
-def _password() -> str:
-    return os.environ.get(PASSWORD_VARIABLE) or getpass.getpass("Password: ")
-
-
-def _downloader(args: argparse.Namespace, session: requests.Session) -> Downloader:
-    workers = {"workers": args.workers} if args.workers else {}
-    if args.downloader == "rad69":
-        if not args.rad69_url:
-            raise DICOMTrolleyError("--downloader rad69 needs --rad69-url")
-        return Rad69(session, args.rad69_url, **workers)
-    if args.downloader == "wado-uri":
-        wado_url = args.wado_uri_url or args.url.rstrip("/").rsplit("/", 1)[0] + "/wado"
-        return WadoURI(session, wado_url, **workers)
-    return WadoRS(session, args.url, **workers)
-
-
-def _searcher(args: argparse.Namespace, session: requests.Session) -> Searcher:
-    if args.searcher == "mint":
-        if not args.mint_url:
-            raise DICOMTrolleyError("--searcher mint needs --mint-url")
-        return Mint(session, args.mint_url)
-    return QidoRS(session, args.url)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -221,7 +180,7 @@ def _search(args: argparse.Namespace) -> int:
         query_level=QueryLevels(args.level.upper()),
         limit=args.limit,
     )
-    studies = Trolley(searcher=_searcher(args, _authenticated_session(args))).find_studies(query)
+    studies = _profile(args).trolley().find_studies(query)
     if args.json:
         print(json.dumps([s.to_dict() for s in studies], indent=1))
     else:
@@ -242,9 +201,10 @@ def _deidentifier(args: argparse.Namespace) -> Deidentifier | None:
 
 
 def _download(args: argparse.Namespace) -> int:
+    if args.server and args.url:  # with --server, every positional is a StudyInstanceUID
+        args.url, args.study_uids = None, [args.url, *args.study_uids]
     deidentifier = _deidentifier(args)
-    session = _authenticated_session(args)
-    trolley = Trolley(searcher=_searcher(args, session), downloader=_downloader(args, session))
+    trolley = _profile(args).trolley()
     try:
         summary = trolley.download(
             args.study_uids, args.output, template=args.template, on_error=args.on_error,
@@ -270,20 +230,19 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> ServerProfile:
-    """The server of an export: from the servers file with ``--server``, else from the URL and options."""
-    given: dict[str, Any] = {
-        "searcher": args.searcher, "downloader": args.downloader, "wado_uri_url": args.wado_uri_url,
-        "mint_url": args.mint_url, "rad69_url": args.rad69_url,
-        "workers": args.workers, "max_connections": args.max_connections, "user": args.user,
-        "login_url": args.login_url, "ca_file": args.ca_file,
-    }
+    """The server of every command: from the servers file with ``--server``, else from the URL; options on top.
+
+    The options a command has (``--user``, ``--downloader``, ``--workers``, ...)
+    override the profile's settings; the login happens when the trolley is built.
+    """
+    names = ("searcher", "downloader", "wado_uri_url", "mint_url", "rad69_url", "workers", "max_connections", "user",
+             "login_url", "ca_file")
+    given: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     settings = {key: value for key, value in given.items() if value is not None}
     if args.no_verify:
         settings["verify"] = False
     if args.login_url:
         settings.update(auth="vitrea", realm=args.realm)
-        if not args.user:
-            raise DICOMTrolleyError("--login-url needs --user")
     elif args.user:
         settings["auth"] = "basic"
     if args.server:
@@ -302,7 +261,7 @@ def _export(args: argparse.Namespace) -> int:
         template=args.template,
         max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
         max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
-        index_format=args.index_format,
+        index_format=args.index_format, deidentify=_deidentifier(args), state_dir=args.state_dir,
     )
     try:
         if args.dask:
@@ -313,7 +272,7 @@ def _export(args: argparse.Namespace) -> int:
         else:
             report = export(_profile(args).trolley(), worklist, args.output, studies=args.studies or 4, **options)
     except KeyboardInterrupt:
-        print(f"dicomtrolley: interrupted; state saved in {args.output}; run the same command to continue",
+        print("dicomtrolley: interrupted; state saved; run the same command to continue",
               file=sys.stderr)
         if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
             # A request still waits on a silent server; the state is saved and the folder
@@ -324,6 +283,9 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(report)
     print(f"report: {report.report_path}\nindex: {report.index_path}")
+    if report.instances_quarantined:
+        print(f"{report.instances_quarantined} instances quarantined (not written: their pixels may show identities)",
+              file=sys.stderr)
     return 0 if report.ok else EXIT_FAILURES
 
 
@@ -346,6 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "search" and args.min_study_date and args.max_study_date \
             and args.min_study_date > args.max_study_date:
         parser.error(f"argument --from: {args.min_study_date} is after --to {args.max_study_date}")
+    if not args.url and not args.server:
+        parser.error(f"give a server: dicomtrolley {args.command} (URL | --server NAME) ...")
+    if args.command == "search" and args.url and args.server:
+        parser.error("argument --server: give a URL or --server NAME, not both")
+    if args.login_url and not args.user:
+        parser.error("argument --login-url: needs --user")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     commands = {"search": _search, "download": _download, "export": _export}

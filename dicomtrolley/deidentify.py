@@ -495,9 +495,28 @@ class DeidentifyingStorage(StorageDir):
         computed without the file; a template of dates also needs the PatientID
         (for the date shift), and without it the instance is fetched again.
         """
+        dataset = self._pseudonymised(attributes)
+        return dataset is not None and self.storage.has(dataset)
+
+    def path_for(self, attributes: Mapping[str, Any] | Dataset) -> Path:
+        """The path that the instance with these *original* attributes is written to, pseudonymised.
+
+        Raises
+        ------
+        StorageError
+            The attributes lack a template field (or, for a template of dates, the
+            PatientID), or the template gives an unsafe path.
+        """
+        dataset = self._pseudonymised(attributes)
+        if dataset is None:
+            raise StorageError(f"The pseudonymised path needs {', '.join(self.template.fields)} (and the PatientID)")
+        return self.storage.path_for(dataset)
+
+    def _pseudonymised(self, attributes: Mapping[str, Any] | Dataset) -> Dataset | None:
+        """The template's fields, pseudonymised; None when a field (or the PatientID a date needs) is missing."""
         fields = set(self.template.fields)
         if any(attributes.get(name) in (None, "") for name in fields):
-            return False
+            return None
         dataset = Dataset()
         dataset.file_meta = FileMetaDataset()
         for name in fields | {"PatientID", "PatientSex"}:
@@ -505,9 +524,9 @@ class DeidentifyingStorage(StorageDir):
             if value not in (None, ""):
                 setattr(dataset, name, value.value if isinstance(value, DataElement) else value)
         if "PatientID" not in dataset and any(dataset[name].VR in ("DA", "DT", "TM") for name in fields):
-            return False
+            return None
         self.deidentifier.deidentify(dataset)
-        return self.storage.has(dataset)
+        return dataset
 
     def save(self, part: InstancePart) -> SavedInstance:
         """Pseudonymise one instance and write it through the wrapped storage.

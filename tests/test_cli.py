@@ -89,6 +89,10 @@ def test_password_comes_from_the_environment_not_the_command_line(
                      "--from", id="from-after-to"),
         pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--no-verify", "--ca-file", "ca.pem"],
                      "--ca-file", id="no-verify-and-ca-file"),
+        pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--login-url", "http://127.0.0.1:9/login"],
+                     "--login-url", id="login-url-without-user"),
+        pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--server", "pacs"], "--server",
+                     id="url-and-server"),
     ],
 )
 def test_a_command_line_mistake_is_one_line_naming_the_option_and_exits_two(
@@ -122,3 +126,38 @@ def test_series_level_search_table_counts_instances_and_shows_what_it_lacks_as_u
         assert cells[0] in studies
         assert int(cells[-1]) == len(studies[cells[0]].instances)  # summed over the series, not 0
         assert "?" in cells  # ModalitiesInStudy: not returned by a series-level search, so unknown
+
+
+def servers_file(tmp_path: Path, orthanc: OrthancServer) -> Path:
+    """A servers file naming the test Orthanc ``local``, downloading over WADO-URI."""
+    config = tmp_path / "servers.toml"
+    config.write_text(f'[servers.local]\nurl = "{orthanc.dicomweb_url}"\ndownloader = "wado-uri"\n')
+    return config
+
+
+def test_search_takes_a_named_server_from_the_servers_file(
+    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = servers_file(tmp_path, orthanc)
+    assert main(["search", "--server", "local", "--config", str(config), "--PatientID", "PAT002"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = {s.uid for s in orthanc.sample.studies if s.patient_id == "PAT002"}
+    assert {line.split()[0] for line in lines[1:]} == expected
+
+
+def test_download_takes_a_named_server_and_every_positional_is_a_study(
+    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = servers_file(tmp_path, orthanc)
+    studies = orthanc.sample.small_studies[:2]
+    status = main(["download", "--server", "local", "--config", str(config), *[s.uid for s in studies],
+                   "-o", str(tmp_path / "out"), "--no-progress", "--template", "{SOPInstanceUID}.dcm"])
+    assert status == 0
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {f"{i.uid}.dcm" for s in studies for i in s.instances}
+
+
+def test_a_command_without_url_or_server_exits_two_naming_both(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["search", "--PatientID", "PAT002"])
+    assert stopped.value.code == 2
+    assert "(URL | --server NAME)" in capsys.readouterr().err

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import csv
+import multiprocessing
+import pickle
+import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pydicom
 import pytest
@@ -17,6 +21,9 @@ from dicomtrolley.cli import main
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
 from dicomtrolley.dimse_retrieve import DICOMCGet
 from dicomtrolley.exceptions import DeidentificationError, DownloadError, StorageCollisionError
+from dicomtrolley.export import ExportReport
+from dicomtrolley.export.state import DATABASE_NAME, LOCK_NAME
+from dicomtrolley.export.tasks import StudyTask
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.trolley import DownloadSummary, Trolley
 from dicomtrolley.wado_rs import WadoRS
@@ -85,14 +92,20 @@ def test_no_original_identifying_value_is_anywhere_in_the_output(
 ) -> None:
     summary = download(server, tmp_path / "out")
     assert summary.ok
-    assert summary.written == sum(len(uids) for uids in identifying.image_uids.values())
-    written = files(tmp_path / "out")
-    assert written
-    for path, data in written.items():
+    assert summary.written == identifying.image_count
+    assert files(tmp_path / "out")
+    assert identifying_values_in(tmp_path / "out", identifying) == []
+
+
+def identifying_values_in(folder: Path, identifying: IdentifyingData) -> list[tuple[str, Path]]:
+    """Every original identifying value found in a file, or a file's path, below ``folder``, with where."""
+    found: list[tuple[str, Path]] = []
+    for path, data in files(folder).items():
         searchable = data.lower() + str(path).lower().encode("utf-8")
         for value in (*IDENTIFYING_VALUES, *identifying.all_uids):
-            for spelling in spellings(value):
-                assert spelling not in searchable, f"{value!r} found in {path}"
+            if any(spelling in searchable for spelling in spellings(value)):
+                found.append((value, path))
+    return found
 
 
 def test_nothing_identifying_is_written_even_to_temporary_files(
@@ -108,7 +121,7 @@ def test_nothing_identifying_is_written_even_to_temporary_files(
 
     monkeypatch.setattr(storage, "_write_atomically", spy)
     download(server, tmp_path / "out")  # files are written here; worker processes only pseudonymise
-    assert len(written) == sum(len(uids) for uids in identifying.image_uids.values())
+    assert len(written) == identifying.image_count
     for data in written:
         for value in (*IDENTIFYING_VALUES, *identifying.all_uids):
             assert not any(spelling in data.lower() for spelling in spellings(value)), value
@@ -287,7 +300,7 @@ def test_a_second_run_finds_the_pseudonymised_files_and_fetches_nothing(
 ) -> None:
     first = trolley(server, uri=True).download(STUDY_UIDS, tmp_path, progress=False, deidentify=Deidentifier(key=KEY))
     again = trolley(server, uri=True).download(STUDY_UIDS, tmp_path, progress=False, deidentify=Deidentifier(key=KEY))
-    images = sum(len(uids) for uids in identifying.image_uids.values())
+    images = identifying.image_count
     assert first.written == images
     assert again.written == 0
     assert again.skipped == images
@@ -341,3 +354,131 @@ def test_command_line_refuses_a_mapping_without_deidentify(
 
 def _day(text: str) -> date:
     return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+
+
+# ---------------------------------------------------------------- pseudonymised exports
+
+
+def export_pseudonymised(server: OrthancServer, out: Path, **options: Any) -> ExportReport:
+    deidentifier = Deidentifier(DeidentifyOptions(mapping=out.parent / "mapping.csv"), key=KEY)
+    return trolley(server).export(
+        STUDY_UIDS, out, progress=False, index_format="csv", deidentify=deidentifier, **options
+    )
+
+
+def test_a_pseudonymised_exports_output_folder_holds_no_original_identifying_value(
+    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+) -> None:
+    report = export_pseudonymised(server, tmp_path / "out")
+    assert report.ok
+    assert report.instances_written == identifying.image_count
+    assert identifying_values_in(tmp_path / "out", identifying) == []
+    # The report, the state database (they hold the worklist) and the mapping lie beside the output folder.
+    assert report.report_path == tmp_path / "out.state" / "report.csv"
+    assert (tmp_path / "out.state" / DATABASE_NAME).is_file()
+    assert identifying_values_in(tmp_path / "out.state", identifying)
+    assert {p.name for p in (tmp_path / "out").iterdir() if p.is_file()} == {"instances.csv", LOCK_NAME}
+
+
+def test_a_pseudonymised_exports_index_names_the_pseudonymised_files(
+    server: OrthancServer, tmp_path: Path
+) -> None:
+    report = export_pseudonymised(server, tmp_path / "out", template="{PatientID}/{StudyDate}/{SOPInstanceUID}.dcm")
+    assert report.index_path is not None
+    with report.index_path.open(newline="", encoding="utf-8") as file:
+        index = list(csv.DictReader(file))
+    assert len(index) == report.instances_written
+    for row in index:
+        ds = pydicom.dcmread(tmp_path / "out" / row["path"])
+        assert (row["StudyInstanceUID"], row["SOPInstanceUID"], row["PatientID"], row["StudyDate"]) == (
+            ds.StudyInstanceUID, ds.SOPInstanceUID, ds.PatientID, ds.StudyDate
+        )
+        assert row["path"] == f"{ds.PatientID}/{ds.StudyDate}/{ds.SOPInstanceUID}.dcm"
+
+
+def test_a_pseudonymised_export_counts_the_quarantined_in_its_report(
+    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+) -> None:
+    report = export_pseudonymised(server, tmp_path / "out")
+    assert report.ok  # held back is not failed
+    assert report.instances_quarantined == len(identifying.quarantined_uids)
+    assert f"{len(identifying.quarantined_uids)} quarantined" in str(report)
+    assert report.report_path is not None
+    with report.report_path.open(newline="", encoding="utf-8") as file:
+        assert sum(int(line["instances_quarantined"]) for line in csv.DictReader(file)) == 3
+
+
+def test_a_pseudonymised_export_resumes_after_a_crash_and_indexes_the_files_it_finds(
+    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+) -> None:
+    first = export_pseudonymised(server, tmp_path / "out")
+    images = identifying.image_count
+    # As if the process died mid-study: every study still running, nothing indexed yet.
+    with sqlite3.connect(tmp_path / "out.state" / DATABASE_NAME) as db:
+        db.execute("UPDATE studies SET status = 'running'")
+        db.execute("DELETE FROM instances")
+    again = export_pseudonymised(server, tmp_path / "out")
+    assert again.ok
+    assert again.instances_written == 0
+    assert sum(int(line["instances_skipped"]) for line in again.lines) == images
+    assert first.index_path is not None
+    assert again.index_path == first.index_path
+    with first.index_path.open(newline="", encoding="utf-8") as file:
+        assert len(list(csv.DictReader(file))) == images
+    assert identifying_values_in(tmp_path / "out", identifying) == []
+
+
+def test_a_state_folder_inside_a_pseudonymised_exports_output_folder_is_refused(
+    server: OrthancServer, tmp_path: Path
+) -> None:
+    with pytest.raises(DeidentificationError, match="inside the output folder"):
+        export_pseudonymised(server, tmp_path / "out", state_dir=tmp_path / "out" / "state")
+    assert not (tmp_path / "out").exists()
+
+
+def test_tasks_shipped_to_other_processes_load_the_key_there_and_write_the_same_files(
+    server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export_pseudonymised(server, tmp_path / "threads")
+    monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)  # the workers' own key; their tasks carry none
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as executor:
+        report = export_pseudonymised(server, tmp_path / "processes", executor=executor)
+    assert report.ok
+    shipped = files(tmp_path / "processes")
+    assert {p: d for p, d in files(tmp_path / "threads").items() if p.suffix == ".dcm"} == {
+        p: d for p, d in shipped.items() if p.suffix == ".dcm"
+    }
+
+
+def test_a_shipped_study_task_holds_no_key() -> None:
+    options = DeidentifyOptions()
+    task = StudyTask("1.2.3", "/out", deidentify=Deidentifier(options, key=KEY).options)
+    assert KEY.encode() not in pickle.dumps(task)
+
+
+def test_command_line_exports_pseudonymised_with_the_state_beside_the_mapping(
+    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)
+    (tmp_path / "deid.toml").write_text("", encoding="utf-8")
+    (tmp_path / "private").mkdir()
+    worklist = tmp_path / "private" / "worklist.csv"
+    worklist.write_text("StudyInstanceUID\n" + "".join(f"{uid}\n" for uid in STUDY_UIDS), encoding="utf-8")
+    status = main(["export", server.dicomweb_url, str(worklist), "-o", str(tmp_path / "out"), "--no-progress",
+                   "--index-format", "csv", "--deidentify", str(tmp_path / "deid.toml"),
+                   "--mapping", str(tmp_path / "private" / "mapping.csv")])
+    assert status == 0
+    captured = capsys.readouterr()
+    assert "3 instances quarantined" in captured.err
+    assert f"report: {tmp_path / 'private' / 'out.state' / 'report.csv'}" in captured.out
+    assert identifying_values_in(tmp_path / "out", identifying) == []
+
+
+def test_a_pseudonymised_export_refuses_a_mapping_table_inside_its_output_folder(
+    server: OrthancServer, tmp_path: Path
+) -> None:
+    deidentifier = Deidentifier(DeidentifyOptions(mapping=tmp_path / "out" / "mapping.csv"), key=KEY)
+    with pytest.raises(DeidentificationError, match="inside the output folder"):
+        trolley(server).export(STUDY_UIDS, tmp_path / "out", progress=False, deidentify=deidentifier)
+    assert not (tmp_path / "out").exists()

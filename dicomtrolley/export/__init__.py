@@ -4,7 +4,9 @@
 and ``dicomtrolley export`` on the command line) reads a worklist, finds the
 studies of each row, downloads them into one folder a few at a time, and keeps
 its state in a SQLite database there, so that running it again continues where
-it stopped. It writes ``report.csv`` and an index of the files written.
+it stopped. It writes ``report.csv`` and an index of the files written. A
+pseudonymised export (``deidentify=``) keeps the database and ``report.csv``,
+which hold original identifiers, in a state folder outside the output folder.
 
 The subpackage, one job per module: :mod:`~dicomtrolley.export.worklist`
 (reading the worklist), :mod:`~dicomtrolley.export.state` (the database and
@@ -22,6 +24,7 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from pathlib import Path
 
+from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
 from dicomtrolley.export.remote import ProfileTrolley
 from dicomtrolley.export.report import REPORT_COLUMNS, ExportReport, IndexFormat
@@ -59,6 +62,8 @@ def export(
     window: TimeWindow | str | None = None,
     progress: bool | None = None,
     index_format: IndexFormat = "auto",
+    deidentify: Deidentifier | None = None,
+    state_dir: str | Path | None = None,
 ) -> ExportReport:
     """Export every study of a worklist into ``output_dir``; run it again to continue.
 
@@ -95,6 +100,18 @@ def export(
         A progress bar; ``None``: when somebody watches.
     index_format
         ``"auto"`` (parquet with pyarrow, else csv), ``"csv"`` or ``"parquet"``.
+    deidentify
+        Pseudonymise every instance on the way to disk (see :mod:`dicomtrolley.deidentify`):
+        files, paths and the instance index hold pseudonymised values only. Tasks
+        run on this process's threads share this deidentifier; tasks an executor
+        ships to other processes carry its options without the key, and each
+        worker loads the key itself (``$DICOMTROLLEY_DEID_KEY``, the options'
+        ``key_file`` or its keyring), as it logs in itself.
+    state_dir
+        The folder of the state database and ``report.csv`` (they hold the
+        worklist and the original StudyInstanceUIDs). Default: the output folder;
+        when pseudonymising, ``<output>.state`` beside the mapping table, or beside
+        the output folder without one. Inside the output folder it is refused then.
 
     Raises
     ------
@@ -102,6 +119,8 @@ def export(
         The worklist has unknown columns or bad rows (unless ``skip_bad_rows``); nothing was downloaded.
     ExportLockedError
         Another export is using ``output_dir``.
+    DeidentificationError
+        A pseudonymised export's state folder or mapping table lies inside ``output_dir``.
     KeyboardInterrupt
         After Ctrl-C, once the state and the report are saved.
     """
@@ -110,7 +129,7 @@ def export(
         studies=studies, executor=executor, template=template, max_attempts=max_attempts, refresh=refresh,
         skip_bad_rows=skip_bad_rows, max_rate=parse_rate(max_rate) if isinstance(max_rate, str) else max_rate,
         window=TimeWindow.parse(window) if isinstance(window, str) else window, progress=progress,
-        index_format=index_format,
+        index_format=index_format, deidentify=deidentify, state_dir=Path(state_dir) if state_dir else None,
     )
     return run_export(source, worklist, output_dir, options)
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 REPORT_NAME = "report.csv"
 REPORT_COLUMNS: tuple[str, ...] = (
     "row", "query", "study_uid", "status", "instances_expected", "instances_written", "instances_skipped",
-    "bytes", "attempts", "error", "started", "finished",
+    "instances_quarantined", "bytes", "attempts", "error", "started", "finished",
 )
 """The columns of ``report.csv``, in order: one line per (worklist row, study), one for a row without studies."""
 
@@ -88,6 +88,11 @@ class ExportReport:
         return sum(self._unique("instances_written"))
 
     @property
+    def instances_quarantined(self) -> int:
+        """Instances a pseudonymised export held back (see :mod:`dicomtrolley.deidentify`), by the last attempts."""
+        return sum(self._unique("instances_quarantined"))
+
+    @property
     def bytes_written(self) -> int:
         """Bytes of the files written (by the last attempt at each study)."""
         return sum(self._unique("bytes"))
@@ -119,7 +124,10 @@ class ExportReport:
         )
         if self.bad_rows:
             text += f", {self.bad_rows} bad rows skipped"
-        return text + f"; {self.instances_written} instances written ({self.bytes_written / 1e6:.1f} MB)"
+        text += f"; {self.instances_written} instances written ({self.bytes_written / 1e6:.1f} MB)"
+        if self.instances_quarantined:
+            text += f", {self.instances_quarantined} quarantined"
+        return text
 
 
 def build_report(state: StateDatabase) -> ExportReport:
@@ -128,24 +136,33 @@ def build_report(state: StateDatabase) -> ExportReport:
     for row, study in state.report_lines():
         line: dict[str, Any] = {
             "row": row.line, "query": row.query, "study_uid": "", "status": row.status,
-            "instances_expected": "", "instances_written": 0, "instances_skipped": 0, "bytes": 0,
+            "instances_expected": "", "instances_written": 0, "instances_skipped": 0, "instances_quarantined": 0,
+            "bytes": 0,
             "attempts": 0, "error": row.error, "started": "", "finished": "",
         }
         if study is not None:
             line.update(
                 study_uid=study.uid, status=study.status,
                 instances_expected="" if study.expected is None else study.expected,
-                instances_written=study.written, instances_skipped=study.skipped, bytes=study.bytes,
+                instances_written=study.written, instances_skipped=study.skipped,
+                instances_quarantined=study.quarantined, bytes=study.bytes,
                 attempts=study.attempts, error=study.error, started=study.started, finished=study.finished,
             )
         report.lines.append(line)
     return report
 
 
-def write_outputs(state: StateDatabase, folder: Path, index_format: IndexFormat = "auto") -> ExportReport:
-    """Write ``report.csv`` and the instance index into ``folder``; return the report."""
+def write_outputs(
+    state: StateDatabase, folder: Path, index_format: IndexFormat = "auto", *, report_folder: Path | None = None
+) -> ExportReport:
+    """Write the instance index into ``folder`` and ``report.csv`` into ``report_folder`` (default: ``folder``).
+
+    A pseudonymised export keeps its report (it holds the worklist's queries and
+    the original StudyInstanceUIDs) outside the output folder; its index holds
+    pseudonymised values only.
+    """
     report = build_report(state)
-    report.report_path = folder / REPORT_NAME
+    report.report_path = (report_folder or folder) / REPORT_NAME
     with _Atomic(report.report_path) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=REPORT_COLUMNS)
         writer.writeheader()

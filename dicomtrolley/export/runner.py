@@ -27,7 +27,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.deidentify import Deidentifier
+from dicomtrolley.exceptions import DeidentificationError, DICOMTrolleyError
 from dicomtrolley.export.politeness import RateLimiter, TimeWindow
 from dicomtrolley.export.prefetch import BATCH, SeriesPrefetcher
 from dicomtrolley.export.report import ExportReport, IndexFormat, write_outputs
@@ -43,7 +44,7 @@ from dicomtrolley.export.tasks import (
 )
 from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
 from dicomtrolley.progress import is_watched
-from dicomtrolley.storage import SavedInstance
+from dicomtrolley.storage import SavedInstance, StorageDir
 from dicomtrolley.trolley import Trolley
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ class ExportOptions:
         A bar of studies, instances, MB and failures; ``None``: when somebody watches.
     index_format
         ``"auto"`` (parquet when pyarrow is installed), ``"csv"`` or ``"parquet"``.
+    deidentify
+        Pseudonymise every study on the way to disk (see :mod:`dicomtrolley.deidentify`).
+    state_dir
+        The folder of the state database and ``report.csv``: the output folder,
+        unless the export pseudonymises; then see :func:`state_folder`.
     """
 
     studies: int = 4
@@ -92,6 +98,8 @@ class ExportOptions:
     window: TimeWindow | None = None
     progress: bool | None = None
     index_format: IndexFormat = "auto"
+    deidentify: Deidentifier | None = None
+    state_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.studies < 1:
@@ -115,16 +123,46 @@ class _Totals:
             self.bytes += instance.size
 
 
+def state_folder(output_dir: Path, options: ExportOptions) -> Path:
+    """Where the state database and ``report.csv`` go: ``state_dir``, or a default.
+
+    They hold the worklist's queries and the original StudyInstanceUIDs. A plain
+    export keeps them in the output folder; a pseudonymised one beside the
+    mapping table (``<mapping's folder>/<output name>.state``), or without a
+    mapping beside the output folder (``<output>.state``), never inside it.
+
+    Raises
+    ------
+    DeidentificationError
+        A pseudonymised export was given a state folder, or a mapping table, inside the output folder.
+    """
+    deidentify = options.deidentify
+    if deidentify is None:
+        return options.state_dir or output_dir
+    deidentify.storage(StorageDir(output_dir, options.template))  # refuses a mapping table inside the folder
+    output = output_dir.resolve()
+    mapping = deidentify.options.mapping
+    beside = mapping.resolve().parent if mapping is not None else output.parent
+    folder = options.state_dir or beside / f"{output.name}.state"
+    if folder.resolve().is_relative_to(output):
+        raise DeidentificationError(
+            f"The state folder {folder} holds original identifiers, but lies inside the output folder "
+            f"{output_dir} of a pseudonymised export; choose one outside it"
+        )
+    return folder
+
+
 def run_export(
     source: TrolleySource, worklist: WorklistSource, output_dir: str | Path, options: ExportOptions
 ) -> ExportReport:
     """Export every study of ``worklist`` into ``output_dir``; see :func:`dicomtrolley.export.export`."""
     folder = Path(output_dir)
+    state_dir = state_folder(folder, options)
     rows = read_worklist(worklist)
     if not options.skip_bad_rows:
         rows.check()
     with FolderLock(folder):
-        state = StateDatabase(folder)
+        state = StateDatabase(state_dir)
         try:
             queries: dict[str, WorklistRow] = {}
             for row in rows.rows:
@@ -139,7 +177,7 @@ def run_export(
             del rows, queries  # the driver keeps the rows it still has to search, and no more
             interrupted = driver.run()
         finally:
-            report = write_outputs(state, folder, options.index_format)
+            report = write_outputs(state, folder, options.index_format, report_folder=state_dir)
             state.close()
     logger.info("Export to %s: %s", folder, report)
     if interrupted:
@@ -241,7 +279,12 @@ class _Driver:
 
     def _start_study(self, executor: Executor, uid: str) -> None:
         self.state.start_study(uid)
-        task = StudyTask(uid, self.folder, self.options.template, after_crash=uid in self.after_crash)
+        deidentify = self.options.deidentify
+        task = StudyTask(
+            uid, self.folder, self.options.template, after_crash=uid in self.after_crash,
+            # A task shipped to another process carries the options, not the key: its worker loads the key.
+            deidentify=deidentify if self.in_process or deidentify is None else deidentify.options,
+        )
         controls = self.controls if self.in_process else None
         self.in_flight[executor.submit(export_study, self.source, task, controls)] = ("study", uid)
 

@@ -1,4 +1,4 @@
-"""The state of an export: one SQLite database in the output folder, and the folder's lock.
+"""The state of an export: one SQLite database (in the output folder, or a state folder), and the folder's lock.
 
 The database records every worklist row, the studies each row matched, and for
 each study its status, attempts, counts, bytes, transfer syntaxes, error and
@@ -27,7 +27,7 @@ from typing import Any
 from dicomtrolley.exceptions import ExportLockedError
 
 DATABASE_NAME = ".dicomtrolley-export.sqlite"
-"""The state database, in the output folder."""
+"""The state database, in the state folder (the output folder unless the export says otherwise)."""
 
 LOCK_NAME = ".dicomtrolley-export.lock"
 """The lock file, in the output folder; it holds the pid and host of the export using the folder."""
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS studies (
     uid TEXT PRIMARY KEY, status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
     expected INTEGER, written INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL DEFAULT 0, transfer_syntaxes TEXT NOT NULL DEFAULT '{}',
-    error TEXT NOT NULL DEFAULT '', started TEXT NOT NULL DEFAULT '', finished TEXT NOT NULL DEFAULT ''
+    error TEXT NOT NULL DEFAULT '', started TEXT NOT NULL DEFAULT '', finished TEXT NOT NULL DEFAULT '',
+    quarantined INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS instances (
     path TEXT PRIMARY KEY, study_uid TEXT NOT NULL, series_uid TEXT, sop_uid TEXT, patient_id TEXT,
@@ -85,6 +86,7 @@ class StudyState:
     error: str
     started: str
     finished: str
+    quarantined: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,15 +154,17 @@ class FolderLock:
 
 
 class StateDatabase:
-    """The export's record in the output folder; see the module documentation.
+    """The export's record; see the module documentation.
 
     Parameters
     ----------
     folder
-        The output folder; the database is :data:`DATABASE_NAME` in it.
+        The state folder (the output folder unless the export keeps its state
+        elsewhere); the database is :data:`DATABASE_NAME` in it.
     """
 
     def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / DATABASE_NAME
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -168,6 +172,9 @@ class StateDatabase:
         with self._transaction():
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self._db.execute(statement)
+            columns = {column[1] for column in self._db.execute("PRAGMA table_info(studies)")}
+            if "quarantined" not in columns:  # a database from a version before pseudonymised exports
+                self._db.execute("ALTER TABLE studies ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         """Checkpoint and close the database."""
@@ -286,10 +293,11 @@ class StateDatabase:
         with self._transaction() as db:
             db.execute(
                 "UPDATE studies SET status = ?, expected = ?, written = ?, skipped = ?, bytes = ?, "
-                "transfer_syntaxes = ?, error = ?, finished = ? WHERE uid = ?",
+                "transfer_syntaxes = ?, error = ?, finished = ?, quarantined = ? WHERE uid = ?",
                 (
                     outcome.status, outcome.expected, outcome.written, outcome.skipped, outcome.bytes_written,
-                    json.dumps(outcome.transfer_syntaxes), outcome.error, now(), outcome.study_uid,
+                    json.dumps(outcome.transfer_syntaxes), outcome.error, now(), outcome.quarantined,
+                    outcome.study_uid,
                 ),
             )
             db.executemany(
@@ -323,7 +331,8 @@ class StateDatabase:
 
     @staticmethod
     def _study(raw: tuple[Any, ...]) -> StudyState:
-        uid, status, attempts, expected, written, skipped, size, syntaxes, error, started, finished = raw
+        uid, status, attempts, expected, written, skipped, size, syntaxes, error, started, finished, held = raw
         return StudyState(
-            uid, status, attempts, expected, written, skipped, size, json.loads(syntaxes), error, started, finished
+            uid, status, attempts, expected, written, skipped, size, json.loads(syntaxes), error, started, finished,
+            held,
         )

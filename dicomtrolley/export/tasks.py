@@ -8,6 +8,7 @@ another machine. Neither touches the state database: only the driver does.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -16,10 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from dicomtrolley.core import Downloadable, Query, QueryLevels
-from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError, NoQueryResultsError
+from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
+from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError, NoQueryResultsError, StorageError
 from dicomtrolley.export.politeness import RateLimiter
 from dicomtrolley.export.state import DONE, FAILED, NOT_FOUND
 from dicomtrolley.storage import INDEX_KEYWORDS, SavedInstance, StorageDir, read_header_of_file
+
+logger = logging.getLogger(__name__)
 
 
 class Summary(Protocol):
@@ -31,6 +35,7 @@ class Summary(Protocol):
     expected: int | None
     failures: list[Any]
     missing: list[Any]
+    quarantined: list[Any]
     transfer_syntaxes: Any
 
 
@@ -49,6 +54,7 @@ class Exporter(Protocol):
         template: str | None = None,
         on_error: Literal["raise", "collect"] = "raise",
         progress: bool | None = None,
+        deidentify: Deidentifier | None = None,
         on_saved: Callable[[SavedInstance], None] | None = None,
     ) -> Summary:
         """Download one study; see :meth:`~dicomtrolley.trolley.Trolley.download`."""
@@ -81,12 +87,23 @@ class StudyTask:
 
     ``after_crash`` says that an earlier attempt was cut off (the process died):
     files it wrote are then found on disk and added to the index.
+    ``deidentify`` pseudonymises the study: a :class:`~dicomtrolley.deidentify.Deidentifier`
+    for a task run on a thread here, or only its options for a task shipped to
+    another process, which then loads the key from its own environment, key
+    file or keyring (a task's pickle never holds the key).
     """
 
     study_uid: str
     output_dir: str
     template: str | None = None
     after_crash: bool = False
+    deidentify: Deidentifier | DeidentifyOptions | None = None
+
+    def deidentifier(self) -> Deidentifier | None:
+        """The task's deidentifier, its key loaded here when the task carries only options."""
+        if isinstance(self.deidentify, DeidentifyOptions):
+            return Deidentifier(self.deidentify)
+        return self.deidentify
 
 
 @dataclass
@@ -110,6 +127,7 @@ class StudyOutcome:
     expected: int | None = None
     written: int = 0
     skipped: int = 0
+    quarantined: int = 0
     bytes_written: int = 0
     transfer_syntaxes: dict[str, int] = field(default_factory=dict)
     error: str = ""
@@ -143,21 +161,25 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
                 raise DownloadCancelledError("The export was interrupted")
 
     started = time.perf_counter()
+    # Passed only when set, so an exporter that never pseudonymises need not take the argument.
+    deidentifier = task.deidentifier()
+    pseudonymise = {"deidentify": deidentifier} if deidentifier is not None else {}
     try:
         summary = source().download(
             task.study_uid, task.output_dir, template=task.template, on_error="collect", progress=False,
-            on_saved=saved,
+            on_saved=saved, **pseudonymise,
         )
-    except DICOMTrolleyError as error:  # the plan's search failed: nothing was fetched
+    except DICOMTrolleyError as error:  # the plan's search failed, or the key is missing: nothing was fetched
         return StudyOutcome(task.study_uid, FAILED, error=str(error), elapsed=time.perf_counter() - started)
     outcome = StudyOutcome(
         task.study_uid, DONE, expected=summary.expected, written=summary.written, skipped=summary.skipped,
-        bytes_written=summary.bytes_written, transfer_syntaxes=dict(summary.transfer_syntaxes),
+        quarantined=len(summary.quarantined), bytes_written=summary.bytes_written,
+        transfer_syntaxes=dict(summary.transfer_syntaxes),
         elapsed=time.perf_counter() - started, instances=instances,
     )
     if task.after_crash and summary.skipped:
         written = {row[0] for row in instances}
-        instances.extend(row for row in _files_on_disk(source(), task) if row[0] not in written)
+        instances.extend(row for row in _files_on_disk(source(), task, deidentifier) if row[0] not in written)
     errors = [failure.error for failure in summary.failures]
     if any(isinstance(e, DownloadCancelledError) for e in errors):
         outcome.status, outcome.interrupted, outcome.error = FAILED, True, "interrupted"
@@ -170,36 +192,49 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
 
 
 def index_row(instance: SavedInstance, output_dir: str) -> tuple[Any, ...]:
-    """One line of the instance index, path relative to the output folder."""
+    """One line of the instance index, path relative to the output folder.
+
+    The values are the file's own (read from its header), so a pseudonymised
+    file is indexed under its pseudonymised UIDs, not the reference it was downloaded by.
+    """
     attributes = instance.attributes
 
     def text(keyword: str) -> str:
         value = attributes.get(keyword)
         return "" if value is None else str(value)
 
+    reference = instance.reference
     return (
-        os.path.relpath(instance.path, output_dir), instance.reference.study_uid, instance.reference.series_uid,
-        instance.reference.instance_uid, text("PatientID"), text("StudyDate"), text("Modality"),
+        os.path.relpath(instance.path, output_dir), text("StudyInstanceUID") or reference.study_uid,
+        text("SeriesInstanceUID") or reference.series_uid, text("SOPInstanceUID") or reference.instance_uid,
+        text("PatientID"), text("StudyDate"), text("Modality"),
         text("SeriesNumber"), text("InstanceNumber"), instance.transfer_syntax, instance.size,
     )
 
 
-def _files_on_disk(exporter: Exporter, task: StudyTask) -> Iterator[tuple[Any, ...]]:
+def _files_on_disk(
+    exporter: Exporter, task: StudyTask, deidentifier: Deidentifier | None
+) -> Iterator[tuple[Any, ...]]:
     """Index rows for the study's files already on disk, found through an instance-level search."""
-    storage = StorageDir(task.output_dir, task.template)
-    query = Query(
-        StudyInstanceUID=task.study_uid, query_level=QueryLevels.INSTANCE, include_fields=list(storage.template.fields)
-    )
+    plain = StorageDir(task.output_dir, task.template)
+    storage = plain if deidentifier is None else deidentifier.storage(plain)
+    # A pseudonymised path of dates needs the PatientID too (the date shift is the patient's).
+    fields = list(dict.fromkeys([*storage.template.fields, "PatientID"]))
+    query = Query(StudyInstanceUID=task.study_uid, query_level=QueryLevels.INSTANCE, include_fields=fields)
     for study in exporter.find_studies(query):
         for instance in study.all_instances():
             reference = instance.reference()
             attributes = {
-                **{k: instance.data.get(k) for k in storage.template.fields},
+                **{k: instance.data.get(k) for k in fields},
                 "StudyInstanceUID": reference.study_uid,
                 "SeriesInstanceUID": reference.series_uid,
                 "SOPInstanceUID": reference.instance_uid,
             }
-            path = storage.path_for(attributes)
+            try:
+                path = storage.path_for(attributes)
+            except StorageError as error:  # the search lacks a field the path needs: the file is not indexed
+                logger.debug("Not indexed after the crash: %s: %s", reference.instance_uid, error)
+                continue
             if not path.is_file():
                 continue
             header = read_header_of_file(path, INDEX_KEYWORDS)

@@ -120,6 +120,11 @@ class IdentifyingData:
     series_uids: list[str]
 
     @property
+    def image_count(self) -> int:
+        """How many images must be written (every instance that is not quarantined)."""
+        return sum(len(uids) for uids in self.image_uids.values())
+
+    @property
     def all_uids(self) -> list[str]:
         """Every original SOPInstanceUID and SeriesInstanceUID."""
         return [u for uids in self.image_uids.values() for u in uids] + list(self.quarantined_uids) + self.series_uids
