@@ -129,7 +129,7 @@ def warm_up(server: OrthancServer, collections: Sequence[data.Collection]) -> No
                     pass
 
 
-def versions(server: OrthancServer, reference_python: Path | None) -> dict[str, str]:
+def versions(server: OrthancServer, reference_python: Path | None, work: Path) -> dict[str, str]:
     """What ran: Python, Orthanc and its plugin, this package, the reference packages, pynetdicom, dcmtk, curl."""
     found = {"Python": platform.python_version()}
     with server.session() as session:
@@ -144,7 +144,7 @@ def versions(server: OrthancServer, reference_python: Path | None) -> dict[str, 
     found["requests"] = version("requests")
     found["pynetdicom"] = version("pynetdicom")
     if reference_python is not None:
-        sample = run_process([str(reference_python), str(CLIENT_REFERENCE), "versions"], cwd=WORK)
+        sample = run_process([str(reference_python), str(CLIENT_REFERENCE), "versions"], cwd=work)
         out = sample.output
         found["dicomtrolley (reference)"] = out["dicomtrolley"]
         found["dicomweb-client"] = out["dicomweb-client"]
@@ -304,7 +304,7 @@ def benchmark(
         "last minutes when it creates files, so deleting 500 files before a run would make that run's 500 "
         "file creations cost several times the CPU (curl writes one file).",
     ]
-    all_versions = versions(server, reference_python)
+    all_versions = versions(server, reference_python, work)
     section = report.render(results, runs=runs, descriptions={
         g: d for g, d in descriptions(ctx, sizes).items() if any(r.group == g for r in results)
     }, versions=all_versions, notes=notes)

@@ -272,7 +272,7 @@ def benchmark(server: OrthancServer, *, work: Path, sizes: data.Sizes, runs: int
             "the study tree. MB/s = XML bytes / wall time."
         ),
     }
-    found = versions(server, Path(reference_python) if reference_python else None)
+    found = versions(server, Path(reference_python) if reference_python else None, work)
     return results, render(results, runs, descriptions, found)
 
 
