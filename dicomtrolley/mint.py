@@ -5,7 +5,8 @@ QIDO-RS. :class:`Mint` sends a :class:`~dicomtrolley.core.Query` as a
 ``GET {url}/studies`` with DICOM keywords as parameters and turns the XML
 answer into the same study tree QIDO-RS gives: :class:`~dicomtrolley.core.Study`,
 :class:`~dicomtrolley.core.Series` and :class:`~dicomtrolley.core.Instance`
-objects whose ``data`` are pydicom Datasets.
+objects whose ``data`` are pydicom Datasets. Each study is a :class:`MintStudy`
+(4.x's name), which also keeps MINT's own study id and modification time.
 
 The answer
 ----------
@@ -45,17 +46,19 @@ from __future__ import annotations
 import functools
 import logging
 import xml.parsers.expat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Any, NoReturn
 
 import requests
 from pydantic import field_validator
 from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
 
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, iter_body, redact_url
 from dicomtrolley._tree import gc_paused
 from dicomtrolley.core import Instance, Query, Series, Study, is_hex_tag
+from dicomtrolley.core import QueryLevels as QueryLevels  # 4.x's examples import it from here
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
 from dicomtrolley.roles import Searcher
 
@@ -86,6 +89,63 @@ _INTEGER_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 _DECIMAL_VRS = frozenset({"DS", "FL", "FD"})
 _NO_TEXT_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 """VRs whose values a text attribute cannot carry; kept as present but empty."""
+
+
+class MintStudy(Study):
+    """A study found by MINT: a :class:`~dicomtrolley.core.Study` that also keeps MINT's own study attributes.
+
+    4.x scripts import this name and read ``mint_uuid`` and ``last_modified``;
+    everything else is a plain Study.
+
+    Parameters
+    ----------
+    uid, data, series, json_data
+        As for :class:`~dicomtrolley.core.Study`.
+    mint_uuid
+        MINT's id for the study (the ``studyUUID`` of the answer, not a DICOM UID); "" if not given.
+    last_modified
+        When the server last changed the study (``lastModified``, as the server writes it); "" if not given.
+    """
+
+    def __init__(
+        self,
+        uid: str,
+        data: Dataset | None = None,
+        series: Iterable[Series] = (),
+        *,
+        json_data: Mapping[str, Any] | None = None,
+        mint_uuid: str = "",
+        last_modified: str = "",
+    ) -> None:
+        super().__init__(uid, data, series, json_data=json_data)
+        self.mint_uuid = mint_uuid
+        self.last_modified = last_modified
+
+    def dump_content(self) -> str:
+        """The attributes of the study, its series and their instances as text, for a quick look from a script."""
+        lines = [str(self.data)]
+        for series in self.series:
+            lines.append(str(series.data))
+            lines.extend(str(instance.data) for instance in series.instances)
+        return "\n".join(lines)
+
+
+def parse_mint_studies_response(response: requests.Response) -> list[MintStudy]:
+    """The studies of a MINT answer already received (4.x's parser, kept for its scripts).
+
+    :meth:`Mint.find_studies` parses as the answer arrives instead; this reads
+    a finished answer, ``response.content`` or, where that is empty (a test
+    double), ``response.text``.
+
+    Raises
+    ------
+    MalformedResponseError
+        The answer is not a MINT document (see the module documentation).
+    """
+    reader = MintReader(redact_url(str(response.url)), response.status_code)
+    content = response.content
+    reader.feed(content if content else response.text.encode("utf-8"))
+    return reader.close()
 
 
 class MintQuery(Query):
@@ -207,7 +267,7 @@ class Mint(Searcher):
             with gc_paused():
                 for chunk in iter_body(response):
                     reader.feed(chunk)
-                studies = reader.close()
+                studies: list[Study] = list(reader.close())
         logger.debug("MINT %s: %d stud(ies)", redact_url(url), len(studies))
         return studies
 
@@ -227,7 +287,7 @@ class MintReader:
         self.source = source
         self.status = status
         self._start = b""
-        self._studies: dict[str, Study] = {}
+        self._studies: dict[str, MintStudy] = {}
         self._series: dict[tuple[str, str], Series] = {}
         self._seen_instances: set[tuple[tuple[str, str], str]] = set()
         self._root_seen = False
@@ -237,6 +297,7 @@ class MintReader:
         # The attributes of the study, series and instance being read; each
         # starts as a copy of its parent's, so a node's data holds its parents' too.
         self._study: dict[str, Any] = {}
+        self._study_mint: tuple[str, str] = ("", "")  # the studyUUID and lastModified of the study being read
         self._series_attrs: dict[str, Any] = {}
         self._instance: dict[str, Any] = {}
         self._current: dict[str, Any] = self._study
@@ -253,7 +314,7 @@ class MintReader:
             self._start += chunk[: EXCERPT_BYTES - len(self._start)]
         self._parse(chunk, final=False)
 
-    def close(self) -> list[Study]:
+    def close(self) -> list[MintStudy]:
         """Finish parsing; return the studies in the order the answer listed them."""
         self._parse(b"", final=True)
         if not self._root_seen:
@@ -305,6 +366,7 @@ class MintReader:
             self._root_seen = True
         elif name == _STUDY:
             self._study = {}
+            self._study_mint = (attributes.get("studyUUID", ""), attributes.get("lastModified", ""))
             self._current = self._study
         elif name == _SERIES:
             self._series_attrs = dict(self._study)
@@ -331,13 +393,16 @@ class MintReader:
 
     # ------------------------------------------------------------ the tree
 
-    def _node_study(self) -> Study:
+    def _node_study(self) -> MintStudy:
         uid = _uid(self._study.get(_STUDY_UID))
         if not uid:
             self._fail("a study has no StudyInstanceUID, which the study tree needs")
         study = self._studies.get(uid)
         if study is None:
-            study = self._studies[uid] = Study(uid, json_data=self._study)
+            mint_uuid, last_modified = self._study_mint
+            study = self._studies[uid] = MintStudy(
+                uid, json_data=self._study, mint_uuid=mint_uuid, last_modified=last_modified
+            )
         return study
 
     def _node_series(self) -> Series:
