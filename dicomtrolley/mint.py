@@ -13,9 +13,10 @@ The answer
 A ``studySearchResults`` document in the namespace ``http://medical.nema.org/mint``:
 ``study`` elements holding ``attr`` elements (``tag``, ``vr``, ``val``) and,
 below study level, ``series`` elements holding ``attr`` elements of their own and
-``instance`` elements. The XML is parsed as it arrives, straight into the
-tree: nothing but the tree is kept, so a 20,000-instance answer costs the
-memory of its tree. Each node's data holds its own attributes and those of
+``instance`` elements (Vitrea writes a study's and a series' ``attr`` elements
+after their children). The XML is parsed as it arrives, each study into the
+tree as its element ends: nothing but the tree is kept, so a 20,000-instance
+answer costs the memory of its tree. Each node's data holds its own attributes and those of
 its parents, as a QIDO-RS row does (an instance knows its PatientID), so path
 templates and the trolley's checks work the same with either searcher.
 
@@ -292,13 +293,14 @@ class MintReader:
         self._seen_instances: set[tuple[tuple[str, str], str]] = set()
         self._root_seen = False
         self._depth = 0
-        self._series_node: Series | None = None  # the series being read, once it has a node
-        self._series_key = ("", "")
-        # The attributes of the study, series and instance being read; each
-        # starts as a copy of its parent's, so a node's data holds its parents' too.
+        # The attributes of the study, series and instance being read. Vitrea
+        # writes a study's and a series' attrs after their children, so the
+        # nodes of a study are made when its element ends (see _end_study).
         self._study: dict[str, Any] = {}
         self._study_mint: tuple[str, str] = ("", "")  # the studyUUID and lastModified of the study being read
+        self._study_series: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         self._series_attrs: dict[str, Any] = {}
+        self._series_instances: list[dict[str, Any]] = []
         self._instance: dict[str, Any] = {}
         self._current: dict[str, Any] = self._study
         self._parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
@@ -326,6 +328,8 @@ class MintReader:
     def _parse(self, data: bytes, *, final: bool) -> None:
         try:
             self._parser.Parse(data, final)
+        except LookupError as error:  # expat asks the codecs for an encoding it does not know
+            self._fail(f"it declares an encoding Python does not know ({error})")
         except xml.parsers.expat.ExpatError as error:
             reason = "it is empty" if not self._start.strip() else f"it is not XML ({error})"
             self._fail(reason)
@@ -367,13 +371,14 @@ class MintReader:
         elif name == _STUDY:
             self._study = {}
             self._study_mint = (attributes.get("studyUUID", ""), attributes.get("lastModified", ""))
+            self._study_series = []
             self._current = self._study
         elif name == _SERIES:
-            self._series_attrs = dict(self._study)
-            self._series_node = None
+            self._series_attrs = {}
+            self._series_instances = []
             self._current = self._series_attrs
         elif name == _INSTANCE:
-            self._instance = dict(self._series_attrs)
+            self._instance = {}
             self._current = self._instance
         self._depth += 1
 
@@ -382,16 +387,25 @@ class MintReader:
             return
         self._depth -= 1
         if name == _INSTANCE:
-            self._add_instance()
+            self._series_instances.append(self._instance)
             self._current = self._series_attrs
         elif name == _SERIES:
-            if self._series_node is None:
-                self._series_node = self._node_series()
+            self._study_series.append((self._series_attrs, self._series_instances))
             self._current = self._study
         elif name == _STUDY:
-            self._node_study()
+            self._end_study()
 
     # ------------------------------------------------------------ the tree
+
+    def _end_study(self) -> None:
+        """Make the nodes of the study just read; each node's data holds its parents' attributes too."""
+        study = self._node_study()
+        for attributes, instances in self._study_series:
+            series_data = {**self._study, **attributes}
+            series = self._node_series(study, series_data)
+            for instance in instances:
+                self._add_instance(study, series, {**series_data, **instance})
+        self._study_series = []
 
     def _node_study(self) -> MintStudy:
         uid = _uid(self._study.get(_STUDY_UID))
@@ -405,28 +419,23 @@ class MintReader:
             )
         return study
 
-    def _node_series(self) -> Series:
-        study = self._node_study()
-        uid = _uid(self._series_attrs.get(_SERIES_UID))
+    def _node_series(self, study: Study, data: dict[str, Any]) -> Series:
+        uid = _uid(data.get(_SERIES_UID))
         if not uid:
             self._fail(f"a series of study {study.uid} has no SeriesInstanceUID, which the study tree needs")
-        key = self._series_key = (study.uid, uid)
-        series = self._series.get(key)
+        series = self._series.get((study.uid, uid))
         if series is None:
-            series = self._series[key] = study.add(Series(uid, json_data=self._series_attrs))
+            series = self._series[(study.uid, uid)] = study.add(Series(uid, json_data=data))
         return series
 
-    def _add_instance(self) -> None:
-        series = self._series_node
-        if series is None:
-            series = self._series_node = self._node_series()
-        uid = _uid(self._instance.get(_INSTANCE_UID))
+    def _add_instance(self, study: Study, series: Series, data: dict[str, Any]) -> None:
+        uid = _uid(data.get(_INSTANCE_UID))
         if not uid:
             self._fail(f"an instance of series {series.uid} has no SOPInstanceUID, which the study tree needs")
-        key = (self._series_key, uid)
+        key = ((study.uid, series.uid), uid)
         if key not in self._seen_instances:
             self._seen_instances.add(key)
-            series.add(Instance(uid, json_data=self._instance))
+            series.add(Instance(uid, json_data=data))
 
 
 ValuesOf = Callable[[str], list[Any]]
