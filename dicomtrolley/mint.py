@@ -135,8 +135,9 @@ def parse_mint_studies_response(response: requests.Response) -> list[MintStudy]:
     """The studies of a MINT answer already received (4.x's parser, kept for its scripts).
 
     :meth:`Mint.find_studies` parses as the answer arrives instead; this reads
-    a finished answer, ``response.content`` or, where that is empty (a test
-    double), ``response.text``.
+    a finished answer: ``response.content`` or, where that is empty (a test
+    double), ``response.text``, whose declared encoding is then moot (it is
+    already text), as 4.x read it.
 
     Raises
     ------
@@ -145,7 +146,10 @@ def parse_mint_studies_response(response: requests.Response) -> list[MintStudy]:
     """
     reader = MintReader(redact_url(str(response.url)), response.status_code)
     content = response.content
-    reader.feed(content if content else response.text.encode("utf-8"))
+    if content:
+        reader.feed(content)
+    else:
+        reader.feed_text(response.text)
     return reader.close()
 
 
@@ -316,6 +320,12 @@ class MintReader:
             self._start += chunk[: EXCERPT_BYTES - len(self._start)]
         self._parse(chunk, final=False)
 
+    def feed_text(self, text: str) -> None:
+        """Parse the next part of an answer already decoded to text (its declared encoding is ignored)."""
+        if len(self._start) < EXCERPT_BYTES:
+            self._start += text[:EXCERPT_BYTES].encode()[: EXCERPT_BYTES - len(self._start)]
+        self._parse(text, final=False)
+
     def close(self) -> list[MintStudy]:
         """Finish parsing; return the studies in the order the answer listed them."""
         self._parse(b"", final=True)
@@ -325,7 +335,7 @@ class MintReader:
 
     # ------------------------------------------------------------ parsing
 
-    def _parse(self, data: bytes, *, final: bool) -> None:
+    def _parse(self, data: bytes | str, *, final: bool) -> None:
         try:
             self._parser.Parse(data, final)
         except LookupError as error:  # expat asks the codecs for an encoding it does not know

@@ -637,3 +637,16 @@ def test_rad69_without_errors_to_ignore_raises_them() -> None:
 def _study_of(orthanc: OrthancServer, patient_id: str) -> SampleStudy:
     assert orthanc.sample is not None
     return orthanc.sample.studies_of_patient(patient_id)[0]
+
+
+def test_parse_mint_studies_response_reads_the_text_of_a_test_double_as_4x_did() -> None:
+    class Answer:  # what 4.x's own tests pass: text only, its declared encoding moot
+        url, status_code, content = "http://vitrea/MINTApi/studies", 200, b""
+        text = (
+            "<?xml version='1.0' encoding='UTF-3'?><studySearchResults xmlns='http://medical.nema.org/mint'>"
+            "<study studyUUID='u'><attr tag='0020000D' vr='UI' val='1.2'/></study></studySearchResults>"
+        )
+
+    [study] = parse_mint_studies_response(Answer())  # type: ignore[arg-type]
+
+    assert (study.uid, study.mint_uuid) == ("1.2", "u")
