@@ -3,6 +3,8 @@
 :class:`VitreaConnection` was already deprecated in 4.x. It now hands out a
 session from :func:`dicomtrolley.auth.create_session`, which logs in when the
 server first asks for it and again whenever the server's session expires.
+Its :meth:`~VitreaConnection.get_mint_trolley` builds 4.x's MINT + WADO-URI
+trolley on such a session (this module sits above the trolley for that).
 """
 
 from __future__ import annotations
