@@ -5,16 +5,18 @@ QIDO-RS. :class:`Mint` sends a :class:`~dicomtrolley.core.Query` as a
 ``GET {url}/studies`` with DICOM keywords as parameters and turns the XML
 answer into the same study tree QIDO-RS gives: :class:`~dicomtrolley.core.Study`,
 :class:`~dicomtrolley.core.Series` and :class:`~dicomtrolley.core.Instance`
-objects whose ``data`` are pydicom Datasets.
+objects whose ``data`` are pydicom Datasets. Each study is a :class:`MintStudy`
+(4.x's name), which also keeps MINT's own study id and modification time.
 
 The answer
 ----------
 A ``studySearchResults`` document in the namespace ``http://medical.nema.org/mint``:
 ``study`` elements holding ``attr`` elements (``tag``, ``vr``, ``val``) and,
 below study level, ``series`` elements holding ``attr`` elements of their own and
-``instance`` elements. The XML is parsed as it arrives, straight into the
-tree: nothing but the tree is kept, so a 20,000-instance answer costs the
-memory of its tree. Each node's data holds its own attributes and those of
+``instance`` elements (Vitrea writes a study's and a series' ``attr`` elements
+after their children). The XML is parsed as it arrives, each study into the
+tree as its element ends: nothing but the tree is kept, so a 20,000-instance
+answer costs the memory of its tree. Each node's data holds its own attributes and those of
 its parents, as a QIDO-RS row does (an instance knows its PatientID), so path
 templates and the trolley's checks work the same with either searcher.
 
@@ -45,17 +47,19 @@ from __future__ import annotations
 import functools
 import logging
 import xml.parsers.expat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Any, NoReturn
 
 import requests
 from pydantic import field_validator
 from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
 
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, iter_body, redact_url
 from dicomtrolley._tree import gc_paused
 from dicomtrolley.core import Instance, Query, Series, Study, is_hex_tag
+from dicomtrolley.core import QueryLevels as QueryLevels  # 4.x's examples import it from here
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
 from dicomtrolley.roles import Searcher
 
@@ -86,6 +90,67 @@ _INTEGER_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 _DECIMAL_VRS = frozenset({"DS", "FL", "FD"})
 _NO_TEXT_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 """VRs whose values a text attribute cannot carry; kept as present but empty."""
+
+
+class MintStudy(Study):
+    """A study found by MINT: a :class:`~dicomtrolley.core.Study` that also keeps MINT's own study attributes.
+
+    4.x scripts import this name and read ``mint_uuid`` and ``last_modified``;
+    everything else is a plain Study.
+
+    Parameters
+    ----------
+    uid, data, series, json_data
+        As for :class:`~dicomtrolley.core.Study`.
+    mint_uuid
+        MINT's id for the study (the ``studyUUID`` of the answer, not a DICOM UID); "" if not given.
+    last_modified
+        When the server last changed the study (``lastModified``, as the server writes it); "" if not given.
+    """
+
+    def __init__(
+        self,
+        uid: str,
+        data: Dataset | None = None,
+        series: Iterable[Series] = (),
+        *,
+        json_data: Mapping[str, Any] | None = None,
+        mint_uuid: str = "",
+        last_modified: str = "",
+    ) -> None:
+        super().__init__(uid, data, series, json_data=json_data)
+        self.mint_uuid = mint_uuid
+        self.last_modified = last_modified
+
+    def dump_content(self) -> str:
+        """The attributes of the study, its series and their instances as text, for a quick look from a script."""
+        lines = [str(self.data)]
+        for series in self.series:
+            lines.append(str(series.data))
+            lines.extend(str(instance.data) for instance in series.instances)
+        return "\n".join(lines)
+
+
+def parse_mint_studies_response(response: requests.Response) -> list[MintStudy]:
+    """The studies of a MINT answer already received (4.x's parser, kept for its scripts).
+
+    :meth:`Mint.find_studies` parses as the answer arrives instead; this reads
+    a finished answer: ``response.content`` or, where that is empty (a test
+    double), ``response.text``, whose declared encoding is then moot (it is
+    already text), as 4.x read it.
+
+    Raises
+    ------
+    MalformedResponseError
+        The answer is not a MINT document (see the module documentation).
+    """
+    reader = MintReader(redact_url(str(response.url)), response.status_code)
+    content = response.content
+    if content:
+        reader.feed(content)
+    else:
+        reader.feed_text(response.text)
+    return reader.close()
 
 
 class MintQuery(Query):
@@ -207,7 +272,7 @@ class Mint(Searcher):
             with gc_paused():
                 for chunk in iter_body(response):
                     reader.feed(chunk)
-                studies = reader.close()
+                studies: list[Study] = list(reader.close())
         logger.debug("MINT %s: %d stud(ies)", redact_url(url), len(studies))
         return studies
 
@@ -227,17 +292,19 @@ class MintReader:
         self.source = source
         self.status = status
         self._start = b""
-        self._studies: dict[str, Study] = {}
+        self._studies: dict[str, MintStudy] = {}
         self._series: dict[tuple[str, str], Series] = {}
         self._seen_instances: set[tuple[tuple[str, str], str]] = set()
         self._root_seen = False
         self._depth = 0
-        self._series_node: Series | None = None  # the series being read, once it has a node
-        self._series_key = ("", "")
-        # The attributes of the study, series and instance being read; each
-        # starts as a copy of its parent's, so a node's data holds its parents' too.
+        # The attributes of the study, series and instance being read. Vitrea
+        # writes a study's and a series' attrs after their children, so the
+        # nodes of a study are made when its element ends (see _end_study).
         self._study: dict[str, Any] = {}
+        self._study_mint: tuple[str, str] = ("", "")  # the studyUUID and lastModified of the study being read
+        self._study_series: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         self._series_attrs: dict[str, Any] = {}
+        self._series_instances: list[dict[str, Any]] = []
         self._instance: dict[str, Any] = {}
         self._current: dict[str, Any] = self._study
         self._parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
@@ -253,7 +320,13 @@ class MintReader:
             self._start += chunk[: EXCERPT_BYTES - len(self._start)]
         self._parse(chunk, final=False)
 
-    def close(self) -> list[Study]:
+    def feed_text(self, text: str) -> None:
+        """Parse the next part of an answer already decoded to text (its declared encoding is ignored)."""
+        if len(self._start) < EXCERPT_BYTES:
+            self._start += text[:EXCERPT_BYTES].encode()[: EXCERPT_BYTES - len(self._start)]
+        self._parse(text, final=False)
+
+    def close(self) -> list[MintStudy]:
         """Finish parsing; return the studies in the order the answer listed them."""
         self._parse(b"", final=True)
         if not self._root_seen:
@@ -262,9 +335,11 @@ class MintReader:
 
     # ------------------------------------------------------------ parsing
 
-    def _parse(self, data: bytes, *, final: bool) -> None:
+    def _parse(self, data: bytes | str, *, final: bool) -> None:
         try:
             self._parser.Parse(data, final)
+        except LookupError as error:  # expat asks the codecs for an encoding it does not know
+            self._fail(f"it declares an encoding Python does not know ({error})")
         except xml.parsers.expat.ExpatError as error:
             reason = "it is empty" if not self._start.strip() else f"it is not XML ({error})"
             self._fail(reason)
@@ -305,13 +380,15 @@ class MintReader:
             self._root_seen = True
         elif name == _STUDY:
             self._study = {}
+            self._study_mint = (attributes.get("studyUUID", ""), attributes.get("lastModified", ""))
+            self._study_series = []
             self._current = self._study
         elif name == _SERIES:
-            self._series_attrs = dict(self._study)
-            self._series_node = None
+            self._series_attrs = {}
+            self._series_instances = []
             self._current = self._series_attrs
         elif name == _INSTANCE:
-            self._instance = dict(self._series_attrs)
+            self._instance = {}
             self._current = self._instance
         self._depth += 1
 
@@ -320,48 +397,55 @@ class MintReader:
             return
         self._depth -= 1
         if name == _INSTANCE:
-            self._add_instance()
+            self._series_instances.append(self._instance)
             self._current = self._series_attrs
         elif name == _SERIES:
-            if self._series_node is None:
-                self._series_node = self._node_series()
+            self._study_series.append((self._series_attrs, self._series_instances))
             self._current = self._study
         elif name == _STUDY:
-            self._node_study()
+            self._end_study()
 
     # ------------------------------------------------------------ the tree
 
-    def _node_study(self) -> Study:
+    def _end_study(self) -> None:
+        """Make the nodes of the study just read; each node's data holds its parents' attributes too."""
+        study = self._node_study()
+        for attributes, instances in self._study_series:
+            series_data = {**self._study, **attributes}
+            series = self._node_series(study, series_data)
+            for instance in instances:
+                self._add_instance(study, series, {**series_data, **instance})
+        self._study_series = []
+
+    def _node_study(self) -> MintStudy:
         uid = _uid(self._study.get(_STUDY_UID))
         if not uid:
             self._fail("a study has no StudyInstanceUID, which the study tree needs")
         study = self._studies.get(uid)
         if study is None:
-            study = self._studies[uid] = Study(uid, json_data=self._study)
+            mint_uuid, last_modified = self._study_mint
+            study = self._studies[uid] = MintStudy(
+                uid, json_data=self._study, mint_uuid=mint_uuid, last_modified=last_modified
+            )
         return study
 
-    def _node_series(self) -> Series:
-        study = self._node_study()
-        uid = _uid(self._series_attrs.get(_SERIES_UID))
+    def _node_series(self, study: Study, data: dict[str, Any]) -> Series:
+        uid = _uid(data.get(_SERIES_UID))
         if not uid:
             self._fail(f"a series of study {study.uid} has no SeriesInstanceUID, which the study tree needs")
-        key = self._series_key = (study.uid, uid)
-        series = self._series.get(key)
+        series = self._series.get((study.uid, uid))
         if series is None:
-            series = self._series[key] = study.add(Series(uid, json_data=self._series_attrs))
+            series = self._series[(study.uid, uid)] = study.add(Series(uid, json_data=data))
         return series
 
-    def _add_instance(self) -> None:
-        series = self._series_node
-        if series is None:
-            series = self._series_node = self._node_series()
-        uid = _uid(self._instance.get(_INSTANCE_UID))
+    def _add_instance(self, study: Study, series: Series, data: dict[str, Any]) -> None:
+        uid = _uid(data.get(_INSTANCE_UID))
         if not uid:
             self._fail(f"an instance of series {series.uid} has no SOPInstanceUID, which the study tree needs")
-        key = (self._series_key, uid)
+        key = ((study.uid, series.uid), uid)
         if key not in self._seen_instances:
             self._seen_instances.add(key)
-            series.add(Instance(uid, json_data=self._instance))
+            series.add(Instance(uid, json_data=data))
 
 
 ValuesOf = Callable[[str], list[Any]]

@@ -28,12 +28,13 @@ import logging
 import threading
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import requests
 
+from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._concurrency import prefetch, run_targets
 from dicomtrolley._http import (
     DEFAULT_TIMEOUT,
@@ -55,6 +56,7 @@ from dicomtrolley.core import (
 )
 from dicomtrolley.exceptions import (
     DICOMTrolleyError,
+    DownloadCancelledError,
     MalformedResponseError,
     Rad69ServerError,
     XDSMissingDocumentError,
@@ -137,6 +139,16 @@ class Rad69(HTTPDownloader):
         When a failed request is tried again (a retrieve only reads, so its POST may be repeated).
     spill_threshold
         Instances larger than this many bytes are held in a temporary file, not memory.
+    errors_to_ignore
+        4.x's error types to skip (``[XDSMissingDocumentError]``, say): a
+        failure of one of these types is logged as a warning and not
+        returned, so :meth:`fetch` and :meth:`datasets` go on without it.
+        :meth:`Trolley.download <dicomtrolley.trolley.Trolley.download>` still
+        counts what it left out as missing (the files are not there); give
+        it ``on_error="collect"`` to finish and list them.
+    use_async, max_workers
+        4.x's switches, accepted with a DeprecationWarning: requests always run
+        in parallel; ``max_workers``, when given, sets ``workers``.
     """
 
     finest_level_needed = DICOMObjectLevels.INSTANCE
@@ -146,15 +158,21 @@ class Rad69(HTTPDownloader):
         self,
         session: requests.Session,
         url: str,
+        request_per_series: bool = True,
+        errors_to_ignore: Iterable[type[BaseException]] = (),
         *,
         transfer_syntaxes: Sequence[str] = DEFAULT_TRANSFER_SYNTAXES,
-        request_per_series: bool = True,
         repository_uid: str = DEFAULT_REPOSITORY_UID,
         workers: int | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         spill_threshold: int = SPILL_THRESHOLD,
+        use_async: bool | None = None,
+        max_workers: int | None = None,
     ) -> None:
+        if use_async is not None or max_workers is not None:
+            warn_parallelism_moved("Rad69()")
+            workers = max_workers or workers
         super().__init__(
             session, url, workers=workers, timeout=timeout, retry=retry, spill_threshold=spill_threshold
         )
@@ -163,6 +181,7 @@ class Rad69(HTTPDownloader):
         self.transfer_syntaxes = tuple(transfer_syntaxes)
         self.request_per_series = request_per_series
         self.repository_uid = repository_uid
+        self.errors_to_ignore = tuple(errors_to_ignore)
 
     def __repr__(self) -> str:
         return f"Rad69({redact_url(self.url)!r}, request_per_series={self.request_per_series})"
@@ -197,17 +216,31 @@ class Rad69(HTTPDownloader):
         lock = threading.Lock()
 
         def report(failure: FetchFailure) -> None:
+            if self._ignored(failure.target, failure.error):
+                return
             logger.warning("RAD-69 could not deliver %s: %s", failure.target, failure.error)
             with lock:
                 reported.append(failure)
 
-        failures = run_targets(
-            batches,
-            lambda batch: self._retrieve(batch, batches[batch], sink, report),
-            workers=self.workers,
-            stop_on_failure=stop_on_failure,
-        )
+        def retrieve(batch: Reference) -> None:
+            try:
+                self._retrieve(batch, batches[batch], sink, report)
+            except self.errors_to_ignore as error:
+                if not self._ignored(batch, error):
+                    raise
+
+        failures = run_targets(batches, retrieve, workers=self.workers, stop_on_failure=stop_on_failure)
         return failures + reported
+
+    def _ignored(self, target: Reference, error: BaseException) -> bool:
+        """Whether ``error`` is of a type in ``errors_to_ignore`` (then logged as skipped).
+
+        A stop asked for by the reader of :meth:`datasets` is never ignored.
+        """
+        if not isinstance(error, self.errors_to_ignore) or isinstance(error, DownloadCancelledError):
+            return False
+        logger.warning("RAD-69: skipping %s, its error is on the ignore list: %s", target, error)
+        return True
 
     def _fetch_one(self, target: Reference, sink: PartSink) -> None:
         """Fetch one instance with a request of its own (:meth:`fetch` batches instead); raise what is missing."""

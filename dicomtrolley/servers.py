@@ -3,6 +3,8 @@
 :class:`VitreaConnection` was already deprecated in 4.x. It now hands out a
 session from :func:`dicomtrolley.auth.create_session`, which logs in when the
 server first asks for it and again whenever the server's session expires.
+Its :meth:`~VitreaConnection.get_mint_trolley` builds 4.x's MINT + WADO-URI
+trolley on such a session (this module sits above the trolley for that).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import warnings
 import requests
 
 from dicomtrolley.auth import create_session
+from dicomtrolley.mint import Mint
+from dicomtrolley.trolley import Trolley
+from dicomtrolley.wado_uri import WadoURI
 
 
 class VitreaConnection:
@@ -43,3 +48,18 @@ class VitreaConnection:
         :class:`~dicomtrolley.exceptions.DICOMTrolleyError`) from that request.
         """
         return create_session(self.login_url, user, password, realm)
+
+    def get_mint_trolley(self, user: str, password: str, realm: str, wado_url: str, mint_url: str) -> Trolley:
+        """A trolley that searches with MINT and downloads over WADO-URI, on one session, as 4.x built it.
+
+        Parameters
+        ----------
+        user, password, realm
+            The log-in, as for :meth:`log_in`.
+        wado_url
+            The WADO-URI endpoint, e.g. ``https://vitrea/wado``.
+        mint_url
+            The MINT root, e.g. ``https://vitrea/MINTApi``.
+        """
+        session = self.log_in(user, password, realm)
+        return Trolley(searcher=Mint(session, mint_url), downloader=WadoURI(session, wado_url))

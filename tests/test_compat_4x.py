@@ -7,6 +7,7 @@ body that is not DICOM) is mocked.
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from pydantic import ValidationError
 from pydicom import examples
 from pydicom.dataset import Dataset
 
-from dicomtrolley.auth import VitreaAuth
+from dicomtrolley import mint
+from dicomtrolley.auth import VitreaAuth, create_session
 from dicomtrolley.core import (
     DICOMObjectLevels,
     ExtendedQuery,
@@ -45,8 +47,11 @@ from dicomtrolley.exceptions import (
     NoReferencesFoundError,
     StorageError,
     UnSupportedParameterError,
+    XDSMissingDocumentError,
 )
+from dicomtrolley.mint import Mint, MintStudy, parse_mint_studies_response
 from dicomtrolley.qido_rs import HierarchicalQuery, QidoRS, RelationalQuery
+from dicomtrolley.rad69 import Rad69
 from dicomtrolley.servers import VitreaConnection
 from dicomtrolley.storage import DICOMDiskStorage, FlatStorageDir, SavedInstance, StorageDir, make_writable
 from dicomtrolley.trolley import Trolley
@@ -54,6 +59,7 @@ from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
 from tests.support.orthanc import OrthancServer
 from tests.support.sample_data import SampleStudy
+from tests.support.vitrea_server import VitreaServer
 
 HOST = "127.0.0.1"
 
@@ -525,3 +531,122 @@ def test_vitrea_connection_warns_and_hands_out_a_session_that_logs_in_with_vitre
     assert isinstance(session.auth, VitreaAuth)
     assert (session.auth.user, session.auth.realm, session.auth.login_url) == ("user", "realm", "https://vitrea/login")
 
+
+
+def test_vitrea_connection_builds_4x_mint_trolley_that_searches_with_mint_and_downloads_with_wado_uri(
+    orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path
+) -> None:
+    study = _study_of(orthanc, "PAT003")
+    with pytest.warns(DeprecationWarning, match="create_session"):
+        connection = VitreaConnection(vitrea.login_url)
+
+    trolley = connection.get_mint_trolley(
+        vitrea.user, vitrea.password, "DefaultSystemRealm", wado_url=orthanc.wado_url, mint_url=vitrea.mint_url
+    )
+    trolley.download(trolley.find_studies(Query(PatientID="PAT003")), tmp_path)
+
+    assert isinstance(trolley.searcher, Mint)
+    assert isinstance(trolley.downloader, WadoURI)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        i.uid.replace(".", "_") for i in study.instances
+    )
+
+
+# ---------------------------------------------------------------- mint
+
+
+def test_mint_finds_4x_mint_studies_with_their_mint_id_and_modification_time(
+    vitrea: VitreaServer, orthanc: OrthancServer
+) -> None:
+    study = _study_of(orthanc, "PAT003")
+    with create_session(vitrea.login_url, vitrea.user, vitrea.password) as session:
+        [found] = Mint(session, vitrea.mint_url).find_studies(Query(PatientID="PAT003"))
+
+    assert isinstance(found, MintStudy)
+    assert found.mint_uuid == str(uuid.uuid5(uuid.NAMESPACE_OID, study.uid))
+    assert found.last_modified == "2024-01-01T00:00:00.000Z"
+
+
+def test_parse_mint_studies_response_reads_a_finished_answer_as_find_studies_does(vitrea: VitreaServer) -> None:
+    with create_session(vitrea.login_url, vitrea.user, vitrea.password) as session:
+        response = session.get(f"{vitrea.mint_url}/studies", params={"PatientID": "PAT002", "QueryLevel": "INSTANCE"})
+        query = Query(PatientID="PAT002", query_level=QueryLevels.INSTANCE)
+        searched = Mint(session, vitrea.mint_url).find_studies(query)
+
+    parsed = parse_mint_studies_response(response)
+
+    assert parsed == searched
+    assert all(isinstance(s, MintStudy) for s in parsed)
+
+
+def test_mint_study_dump_content_shows_every_level(vitrea: VitreaServer) -> None:
+    with create_session(vitrea.login_url, vitrea.user, vitrea.password) as session:
+        query = Query(PatientID="PAT003", query_level=QueryLevels.INSTANCE)
+        [study] = Mint(session, vitrea.mint_url).find_studies(query)
+    assert isinstance(study, MintStudy)
+
+    dump = study.dump_content()
+
+    assert "PAT003" in dump
+    assert study.series[0].uid in dump
+    assert study.series[0].instances[0].uid in dump
+
+
+def test_query_levels_import_from_mint_as_4x_examples_do() -> None:
+    assert mint.QueryLevels is QueryLevels
+
+
+# ---------------------------------------------------------------- rad69
+
+
+def test_rad69_takes_4x_use_async_and_max_workers_with_a_warning_and_max_workers_sets_workers() -> None:
+    with pytest.warns(DeprecationWarning, match="parallelism is set on the downloader"):
+        rad69 = Rad69(requests.Session(), "http://vitrea.test/rids", use_async=True, max_workers=3)
+
+    assert rad69.workers == 3
+
+
+def test_rad69_takes_request_per_series_positionally_as_4x_did(
+    orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path
+) -> None:
+    study = _study_of(orthanc, "PAT002")
+    with create_session(vitrea.login_url, vitrea.user, vitrea.password) as session:
+        rad69 = Rad69(session, vitrea.rad69_url, False)
+        Trolley(Mint(session, vitrea.mint_url), rad69).download(study.uid, tmp_path, progress=False)
+
+    assert rad69.request_per_series is False
+    assert len(vitrea.retrieves) == 1
+
+
+def test_rad69_errors_to_ignore_skips_those_errors_as_4x_did(orthanc: OrthancServer, vitrea: VitreaServer) -> None:
+    study = _study_of(orthanc, "PAT002")
+    lost = study.series[0]
+    vitrea.switches.missing_documents = {i.uid for i in lost.instances}
+    wanted = [InstanceReference(study.uid, s.uid, i.uid) for s in study.series for i in s.instances]
+    with create_session(vitrea.login_url, vitrea.user, vitrea.password) as session:
+        rad69 = Rad69(session, vitrea.rad69_url, errors_to_ignore=[XDSMissingDocumentError])
+        received = {ds.SOPInstanceUID for ds in rad69.datasets(wanted)}
+
+    assert received == {i.uid for i in study.instances} - {i.uid for i in lost.instances}
+
+
+def test_rad69_without_errors_to_ignore_raises_them() -> None:
+    assert Rad69(requests.Session(), "http://vitrea.test/rids").errors_to_ignore == ()
+
+
+def _study_of(orthanc: OrthancServer, patient_id: str) -> SampleStudy:
+    assert orthanc.sample is not None
+    return orthanc.sample.studies_of_patient(patient_id)[0]
+
+
+def test_parse_mint_studies_response_reads_the_text_of_a_test_double_as_4x_did() -> None:
+    class Answer:  # what 4.x's own tests pass: text only, its declared encoding moot
+        url, status_code, content = "http://vitrea/MINTApi/studies", 200, b""
+        text = (
+            "<?xml version='1.0' encoding='UTF-3'?><studySearchResults xmlns='http://medical.nema.org/mint'>"
+            "<study studyUUID='u'><attr tag='0020000D' vr='UI' val='1.2'/></study></studySearchResults>"
+        )
+
+    [study] = parse_mint_studies_response(Answer())  # type: ignore[arg-type]
+
+    assert (study.uid, study.mint_uuid) == ("1.2", "u")

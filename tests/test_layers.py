@@ -17,11 +17,11 @@ LAYERS: list[set[str]] = [
     {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e", "_get_contexts",
      "_jsonstream"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
-     "storage", "results", "progress", "caching", "deidentify", "servers", "metadata", "preview"},
+     "storage", "results", "progress", "caching", "deidentify", "metadata", "preview"},
     {"_planning", "_download"},
     {"trolley"},
     {"_trolley_profile"},
-    {"export", "profiles"},
+    {"export", "profiles", "servers"},
     {"cli", "__init__"},
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""

@@ -243,6 +243,27 @@ def test_an_answer_fed_byte_by_byte_parses_like_one_fed_whole() -> None:
     assert instance.data.Modality == "MR"
 
 
+def test_attrs_written_after_the_children_as_vitrea_does_give_the_same_tree() -> None:
+    document = (
+        f'<studySearchResults {MINT_NS}><study studyUUID="u" lastModified="t">'
+        '<series><instance><attr tag="00080018" vr="UI" val="1.2.3.4"/></instance>'
+        '<attr tag="0020000e" vr="UI" val="1.2.3"/><attr tag="00080060" vr="CS" val="MR"/></series>'
+        '<attr tag="0020000d" vr="UI" val="1.2"/><attr tag="00100020" vr="LO" val="PAT9"/></study></studySearchResults>'
+    ).encode()
+    reader = MintReader("http://vitrea/MINTApi/studies", 200)
+    reader.feed(document)
+    [study] = reader.close()
+    instance = study.series[0].instances[0]
+    assert (study.uid, study.series[0].uid, instance.uid) == ("1.2", "1.2.3", "1.2.3.4")
+    assert (instance.data.PatientID, instance.data.Modality) == ("PAT9", "MR")
+
+
+def test_an_unknown_declared_encoding_is_malformed() -> None:
+    reader = MintReader("http://vitrea/MINTApi/studies", 200)
+    with pytest.raises(MalformedResponseError, match="encoding"):
+        reader.feed(f"<?xml version='1.0' encoding='UTF-3'?><studySearchResults {MINT_NS}/>".encode())
+
+
 def test_a_text_value_in_a_number_attribute_is_malformed() -> None:
     reader = MintReader("http://vitrea/MINTApi/studies", 200)
     with pytest.raises(MalformedResponseError, match="not a number"):
