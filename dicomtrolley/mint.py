@@ -65,6 +65,9 @@ from dicomtrolley.roles import Searcher
 
 logger = logging.getLogger(__name__)
 
+PROLOG_BYTES = 64 * 1024
+"""At most this much of an answer before its root element is kept, to read it again as UTF-8."""
+
 MINT_NAMESPACE = "http://medical.nema.org/mint"
 
 EARLIEST_DATE = "19000101"
@@ -307,12 +310,20 @@ class MintReader:
         self._series_instances: list[dict[str, Any]] = []
         self._instance: dict[str, Any] = {}
         self._current: dict[str, Any] = self._study
-        self._parser = xml.parsers.expat.ParserCreate(namespace_separator=" ")
-        self._parser.buffer_text = True
-        self._parser.StartDoctypeDeclHandler = self._refuse_dtd
-        self._parser.EntityDeclHandler = self._refuse_entities
-        self._parser.StartElementHandler = self._start_element
-        self._parser.EndElementHandler = self._end_element
+        self._parser = self._new_parser()
+        # What was fed before the root element: kept so that an answer whose XML
+        # declaration names an encoding no codec knows can be read again as UTF-8.
+        self._prolog: list[bytes | str] = []
+        self._prolog_size = 0
+
+    def _new_parser(self, encoding: str | None = None) -> xml.parsers.expat.XMLParserType:
+        parser = xml.parsers.expat.ParserCreate(encoding, namespace_separator=" ")
+        parser.buffer_text = True
+        parser.StartDoctypeDeclHandler = self._refuse_dtd
+        parser.EntityDeclHandler = self._refuse_entities
+        parser.StartElementHandler = self._start_element
+        parser.EndElementHandler = self._end_element
+        return parser
 
     def feed(self, chunk: bytes) -> None:
         """Parse the next chunk of the answer."""
@@ -336,13 +347,28 @@ class MintReader:
     # ------------------------------------------------------------ parsing
 
     def _parse(self, data: bytes | str, *, final: bool) -> None:
+        if not self._root_seen and self._prolog_size <= PROLOG_BYTES:
+            self._prolog.append(data)
+            self._prolog_size += len(data)
         try:
             self._parser.Parse(data, final)
         except LookupError as error:  # expat asks the codecs for an encoding it does not know
-            self._fail(f"it declares an encoding Python does not know ({error})")
+            if self._root_seen or self._prolog_size > PROLOG_BYTES:
+                self._fail(f"it declares an encoding Python does not know ({error})")
+            # Nothing has been read yet: the declaration is wrong (answers that declare
+            # 'UTF-3' have been seen), so read the answer as UTF-8, which MINT servers send.
+            logger.warning("%s declares an unknown encoding (%s); reading it as UTF-8", self.source, error)
+            self._parser = self._new_parser("utf-8")
+            prolog, self._prolog, self._prolog_size = self._prolog, [], 0
+            for part in prolog[:-1]:
+                self._parse(part, final=False)
+            self._parse(prolog[-1], final=final)
+            return
         except xml.parsers.expat.ExpatError as error:
             reason = "it is empty" if not self._start.strip() else f"it is not XML ({error})"
             self._fail(reason)
+        if self._root_seen:
+            self._prolog.clear()
 
     def _fail(self, reason: str) -> NoReturn:
         raise MalformedResponseError(

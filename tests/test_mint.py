@@ -258,10 +258,24 @@ def test_attrs_written_after_the_children_as_vitrea_does_give_the_same_tree() ->
     assert (instance.data.PatientID, instance.data.Modality) == ("PAT9", "MR")
 
 
-def test_an_unknown_declared_encoding_is_malformed() -> None:
+@pytest.mark.parametrize("chunk_size", [1, 7, 10_000], ids=["byte-by-byte", "small-chunks", "one-chunk"])
+def test_an_answer_declaring_an_unknown_encoding_is_read_as_utf8(chunk_size: int) -> None:
+    document = (
+        f"<?xml version='1.0' encoding='UTF-3'?><studySearchResults {MINT_NS}><study>"
+        '<attr tag="0020000d" vr="UI" val="1.2"/><attr tag="00100010" vr="PN" val="Müller^Jürgen"/>'
+        "</study></studySearchResults>"
+    ).encode()
+    reader = MintReader("http://vitrea/MINTApi/studies", 200)
+    for start in range(0, len(document), chunk_size):
+        reader.feed(document[start : start + chunk_size])
+    [study] = reader.close()
+    assert (study.uid, str(study.data.PatientName)) == ("1.2", "Müller^Jürgen")
+
+
+def test_an_unknown_encoding_declared_after_a_huge_prolog_is_malformed() -> None:
     reader = MintReader("http://vitrea/MINTApi/studies", 200)
     with pytest.raises(MalformedResponseError, match="encoding"):
-        reader.feed(f"<?xml version='1.0' encoding='UTF-3'?><studySearchResults {MINT_NS}/>".encode())
+        reader.feed(b"<?xml version='1.0' encoding='UTF-3'?>" + b" " * 100_000)
 
 
 def test_a_text_value_in_a_number_attribute_is_malformed() -> None:
