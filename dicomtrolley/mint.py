@@ -52,12 +52,12 @@ from datetime import date
 from typing import Any, NoReturn
 
 import requests
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, iter_body, redact_url
-from dicomtrolley._tree import gc_paused
+from dicomtrolley._tree import attribute_level, gc_paused
 from dicomtrolley.core import Instance, Query, Series, Study, is_hex_tag
 from dicomtrolley.core import QueryLevels as QueryLevels  # 4.x's examples import it from here
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
@@ -178,6 +178,19 @@ class MintQuery(Query):
     @classmethod
     def _date_as_text(cls, value: Any) -> Any:
         return value.strftime("%Y%m%d") if isinstance(value, date) else value
+
+    @model_validator(mode="after")
+    def _include_fields_of_the_level(self) -> MintQuery:
+        # As in 4.x: a MINT answer holds attributes down to its query level only, so
+        # asking a study-level search for an instance attribute is a mistake to refuse.
+        level = self.query_level.object_level
+        finer = [f for f in self.include_fields if f != "all" and attribute_level(f) < level]
+        if finer:
+            raise ValueError(
+                f"include_fields {finer} describe objects below the query level {self.query_level.value}; "
+                "a MINT answer at that level cannot hold them"
+            )
+        return self
 
     def as_parameters(self) -> dict[str, QueryValue]:
         """The query as MINT URL parameters (what :class:`Mint` sends)."""

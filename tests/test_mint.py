@@ -161,6 +161,15 @@ def test_mint_query_of_4x_scripts_still_works() -> None:
     }
 
 
+
+def test_mint_query_refuses_include_fields_below_its_level_as_4x_did() -> None:
+    with pytest.raises(ValueError, match="below the query level STUDY"):
+        MintQuery(include_fields=["BitsAllocated"], query_level=QueryLevels.STUDY)
+
+
+def test_mint_query_takes_include_fields_of_its_level_and_above() -> None:
+    query = MintQuery(include_fields=["PatientName", "Modality", "BitsAllocated"], query_level=QueryLevels.INSTANCE)
+    assert query.as_parameters()["IncludeFields"] == "PatientName,Modality,BitsAllocated"
 @pytest.mark.integration
 def test_search_logs_in_again_when_the_session_expired(mint: Mint, vitrea: VitreaServer) -> None:
     mint.find_studies(Query(PatientID="PAT002"))
