@@ -58,7 +58,11 @@ def test_an_export_writes_every_study_a_report_and_an_index(orthanc: OrthancServ
     assert report.bytes_written == sum(i.size for s in studies for i in s.instances)
     with (tmp_path / "out" / "report.csv").open(newline="") as file:
         lines = list(csv.DictReader(file))
-    assert tuple(lines[0]) == REPORT_COLUMNS
+    assert tuple(lines[0]) == REPORT_COLUMNS == (  # the columns the issue names, in its order
+        "row", "query", "study_uid", "status", "instances_expected", "instances_written", "instances_skipped",
+        "bytes", "attempts", "error", "started", "finished",
+    )
+    assert tuple(report.to_dataframe().columns) == REPORT_COLUMNS
     assert [line["status"] for line in lines] == ["done"] * 3
     index = pandas.read_parquet(report.index_path)
     assert len(index) == report.instances_written

@@ -23,9 +23,14 @@ if TYPE_CHECKING:
 REPORT_NAME = "report.csv"
 REPORT_COLUMNS: tuple[str, ...] = (
     "row", "query", "study_uid", "status", "instances_expected", "instances_written", "instances_skipped",
-    "instances_quarantined", "bytes", "attempts", "error", "started", "finished",
+    "bytes", "attempts", "error", "started", "finished",
 )
 """The columns of ``report.csv``, in order: one line per (worklist row, study), one for a row without studies."""
+
+PSEUDONYMISED_REPORT_COLUMNS: tuple[str, ...] = (
+    *REPORT_COLUMNS[:7], "instances_quarantined", *REPORT_COLUMNS[7:]
+)
+"""The columns of a pseudonymised export's ``report.csv``: also the instances held back (quarantined)."""
 
 IndexFormat = Literal["auto", "csv", "parquet"]
 
@@ -37,12 +42,16 @@ class ExportReport:
     Attributes
     ----------
     lines
-        The report's lines, as dicts with :data:`REPORT_COLUMNS`.
+        The report's lines, as dicts with :data:`PSEUDONYMISED_REPORT_COLUMNS`.
+    columns
+        The columns ``report.csv`` and :meth:`to_dataframe` show: :data:`REPORT_COLUMNS`,
+        or :data:`PSEUDONYMISED_REPORT_COLUMNS` for a pseudonymised export.
     report_path, index_path
         Where ``report.csv`` and the instance index were written.
     """
 
     lines: list[dict[str, Any]] = field(default_factory=list)
+    columns: tuple[str, ...] = REPORT_COLUMNS
     report_path: Path | None = None
     index_path: Path | None = None
 
@@ -115,7 +124,7 @@ class ExportReport:
             import pandas
         except ImportError:
             raise ImportError("to_dataframe needs pandas: pip install dicomtrolley[pandas]") from None
-        return pandas.DataFrame(self.lines, columns=list(REPORT_COLUMNS))
+        return pandas.DataFrame(self.lines, columns=list(self.columns))
 
     def __str__(self) -> str:
         text = (
@@ -153,18 +162,25 @@ def build_report(state: StateDatabase) -> ExportReport:
 
 
 def write_outputs(
-    state: StateDatabase, folder: Path, index_format: IndexFormat = "auto", *, report_folder: Path | None = None
+    state: StateDatabase,
+    folder: Path,
+    index_format: IndexFormat = "auto",
+    *,
+    report_folder: Path | None = None,
+    pseudonymised: bool = False,
 ) -> ExportReport:
     """Write the instance index into ``folder`` and ``report.csv`` into ``report_folder`` (default: ``folder``).
 
     A pseudonymised export keeps its report (it holds the worklist's queries and
-    the original StudyInstanceUIDs) outside the output folder; its index holds
-    pseudonymised values only.
+    the original StudyInstanceUIDs) outside the output folder, with a column for
+    the instances it quarantined; its index holds pseudonymised values only.
     """
     report = build_report(state)
+    if pseudonymised:
+        report.columns = PSEUDONYMISED_REPORT_COLUMNS
     report.report_path = (report_folder or folder) / REPORT_NAME
     with _Atomic(report.report_path) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=REPORT_COLUMNS)
+        writer = csv.DictWriter(file, fieldnames=report.columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(report.lines)
     report.index_path = write_index(state.index_rows(), folder, index_format)

@@ -177,7 +177,8 @@ def run_export(
             del rows, queries  # the driver keeps the rows it still has to search, and no more
             interrupted = driver.run()
         finally:
-            report = write_outputs(state, folder, options.index_format, report_folder=state_dir)
+            report = write_outputs(state, folder, options.index_format, report_folder=state_dir,
+                                   pseudonymised=options.deidentify is not None)
             state.close()
     logger.info("Export to %s: %s", folder, report)
     if interrupted:
