@@ -11,12 +11,13 @@ are built on it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pydicom.dataset import Dataset
 
@@ -79,6 +80,8 @@ def run_targets(
 ) -> list[FetchFailure]:
     """Run ``work(target)`` for each target on at most ``workers`` threads.
 
+    One target, or one worker, runs on the calling thread.
+
     Parameters
     ----------
     targets
@@ -100,8 +103,21 @@ def run_targets(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     failures: list[FetchFailure] = []
-    pending: dict[Future[None], T] = {}
     queue = iter(targets)
+    first = list(itertools.islice(queue, 2))
+    if len(first) < 2 or workers == 1:
+        # One target (a study in one request), or one worker: a pool would only add a thread.
+        for each in itertools.chain(first, queue):
+            try:
+                work(each)
+            except DICOMTrolleyError as error:
+                logger.warning("Fetching %s failed: %s", each, error)
+                failures.append(FetchFailure(each, error))
+                if stop_on_failure:
+                    break
+        return failures
+    queue = itertools.chain(first, queue)
+    pending: dict[Future[None], T] = {}
     exhausted = False
 
     def collect(done: Iterable[Future[None]]) -> None:
@@ -185,14 +201,29 @@ def iterate_on_thread(
                 discard(leftover)
 
 
-def prefetch(items: Iterator[U], *, depth: int, discard: Callable[[U], None]) -> Iterator[U]:
+def prefetch(
+    items: Iterator[U],
+    *,
+    depth: int,
+    discard: Callable[[U], None],
+    inline: Callable[[U], bool] | None = None,
+) -> Iterator[U]:
     """Iterate ``items`` on a background thread, at most ``depth`` items ahead.
 
     A download's stream is read and split into instances on one thread while
     the consumer writes the previous instances to disk on another, so network
     and disk work overlap. When the consumer stops early, items read ahead are
     passed to ``discard`` (to free them) and the source iterator is closed.
+
+    ``inline`` says of each item whether it is still read on the caller's
+    thread: a short stream (a small study) then costs no thread at all, and
+    the thread starts with the first item ``inline`` refuses.
     """
+
+    def close() -> None:
+        end = getattr(items, "close", None)
+        if end is not None:
+            end()
 
     def produce(offer: Offer[U]) -> None:
         try:
@@ -201,11 +232,54 @@ def prefetch(items: Iterator[U], *, depth: int, discard: Callable[[U], None]) ->
                     discard(item)
                     break
         finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
+            close()
 
-    return iterate_on_thread(produce, depth=depth, name="dicomtrolley-prefetch", discard=discard)
+    handed_over = False
+    try:
+        if inline is not None:
+            for item in items:
+                yield item
+                if not inline(item):
+                    break
+            else:
+                return
+        handed_over = True
+        yield from iterate_on_thread(produce, depth=depth, name="dicomtrolley-prefetch", discard=discard)
+    finally:
+        if not handed_over:
+            close()
+
+
+READ_AHEAD_DEPTH = 2
+"""Instances read ahead of the one being written: network and disk overlap, memory stays bounded."""
+
+INLINE_INSTANCES = 16
+INLINE_BYTES = 16 << 20
+"""A response is read on the writer's own thread for its first instances, up to these limits.
+
+Starting a thread costs more than writing a small study; past the limits,
+reading ahead on a thread overlaps the network with the disk."""
+
+
+class _Sized(Protocol):
+    size: int
+
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Sized)
+
+
+def read_ahead(parts: Iterator[S]) -> Iterator[S]:
+    """The instances of one response, read ahead on a thread once it proves long (see :data:`INLINE_BYTES`)."""
+    budget = {"items": INLINE_INSTANCES, "bytes": INLINE_BYTES}
+
+    def inline(part: S) -> bool:
+        budget["items"] -= 1
+        budget["bytes"] -= part.size
+        return budget["items"] > 0 and budget["bytes"] > 0
+
+    return prefetch(parts, depth=READ_AHEAD_DEPTH, discard=lambda part: part.close(), inline=inline)
 
 
 def fetch_datasets(fetch: Callable[[PartSink], list[FetchFailure]]) -> Iterator[Dataset]:

@@ -9,7 +9,9 @@ download as much as the client (figures in docs/performance.md).
 :func:`read_header` walks the encoded elements itself, keeps only those
 asked for, and converts them with pydicom's own element conversion (VR lookup
 of ``UN`` elements and character sets included), so a value is exactly what
-``dcmread(stop_before_pixels=True)`` would give. Whatever the walk does not
+``dcmread(stop_before_pixels=True)`` would give. A single plain value (a UID, a
+code, a date, an ASCII ID) is decoded directly, as pydicom would decode it, but
+about ten times faster: a download reads eight of them per instance. Whatever the walk does not
 handle (no Part 10 preamble, big endian, elements out of order, a VR that
 contradicts the transfer syntax, a header longer than :data:`PREFIX_BYTES`) is
 read by pydicom, so the fast path never changes an answer, only its cost.
@@ -33,13 +35,14 @@ from types import MappingProxyType
 from typing import IO, Any
 
 import pydicom
+from pydicom import config as pydicom_config
 from pydicom.charset import convert_encodings
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.tag import BaseTag
-from pydicom.uid import PrivateTransferSyntaxes
+from pydicom.uid import UID, PrivateTransferSyntaxes
 from pydicom.valuerep import VR
 
 from dicomtrolley.exceptions import HeaderError
@@ -338,12 +341,44 @@ def _walk(
     return found
 
 
+_PLAIN_VRS = frozenset({"AS", "CS", "UI"})
+"""VRs pydicom decodes as ISO 8859-1 whatever the character set, trailing spaces and nulls stripped."""
+_DATE_TIME_VRS = frozenset({"DA", "DT", "TM"})
+"""Decoded as the plain VRs are, unless pydicom is set to convert them to date and time objects."""
+_TEXT_VRS = frozenset({"SH", "LO"})
+"""Decoded in the character set; the same as the plain VRs when every byte is ASCII with no escape."""
+
+
 def _convert(element: RawDataElement, encodings: list[str] | None) -> Any:
-    """The element's value as pydicom gives it (VR from the dictionary for ``UN`` or implicit VR)."""
+    """The element's value as pydicom gives it (VR from the dictionary for ``UN`` or implicit VR).
+
+    A single, non-empty value of a string VR is decoded here: the value
+    and type pydicom gives, without pydicom's per-value validation, which
+    costs most of the time.
+    """
+    raw = element.value
+    vr = element.VR if element.VR not in (None, "UN") else _dictionary_vr(element.tag)
+    if isinstance(raw, bytes) and raw and b"\\" not in raw and (
+        vr in _PLAIN_VRS
+        or (vr in _DATE_TIME_VRS and not pydicom_config.datetime_conversion)
+        or (vr in _TEXT_VRS and raw.isascii() and b"\x1b" not in raw)
+    ):
+        text = raw.decode("latin-1").rstrip("\0 ")
+        if text:
+            return UID(text, pydicom_config.IGNORE) if vr == "UI" else text
     converted = convert_raw_data_element(element, encoding=encodings)
     if converted.VR == VR.SQ or " or " in converted.VR:
         raise _UnhandledError(f"wanted element {element.tag} has VR {converted.VR}")
     return converted.value
+
+
+@lru_cache(maxsize=256)
+def _dictionary_vr(tag: int) -> str | None:
+    """The VR the data dictionary gives ``tag``; ``None`` for a tag it does not know."""
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
 
 
 def _meta_text(meta: dict[int, bytes], tag: int) -> str:

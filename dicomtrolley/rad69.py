@@ -35,7 +35,7 @@ from urllib.parse import unquote
 import requests
 
 from dicomtrolley._compat import warn_parallelism_moved
-from dicomtrolley._concurrency import prefetch, run_targets
+from dicomtrolley._concurrency import read_ahead, run_targets
 from dicomtrolley._http import (
     DEFAULT_TIMEOUT,
     RetryPolicy,
@@ -99,9 +99,6 @@ in one of them can send it as stored, and none is asked to compress lossily."""
 
 DEFAULT_REPOSITORY_UID = "1.3.6.1.4.1000"
 """The RepositoryUniqueId sent with each document (Vitrea's, as the reference client sends it)."""
-
-PREFETCH_DEPTH = 2
-"""Instances read ahead of the one being written: network and disk overlap, memory stays bounded."""
 
 MAX_ENVELOPE_BYTES = 16 << 20
 """The largest SOAP envelope read (one DocumentResponse per instance: a few MB for a large series)."""
@@ -323,7 +320,7 @@ class Rad69(HTTPDownloader):
                     f"{response.headers.get('Content-Type')!r}, not multipart/related or SOAP; it starts {start!r}"
                 )
             count = 0
-            for part in prefetch(documents, depth=PREFETCH_DEPTH, discard=InstancePart.close):
+            for part in read_ahead(documents):
                 try:
                     sink(part)
                 finally:

@@ -38,6 +38,7 @@ import errno
 import hashlib
 import inspect
 import io
+import itertools
 import logging
 import os
 import re
@@ -45,7 +46,6 @@ import shutil
 import socket
 import stat
 import string
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
@@ -420,7 +420,7 @@ class StorageDir:
             owner = self._claimed.get(target)
             try:
                 # Only a regular file has an owner: a link there is replaced, never followed.
-                if owner is None and target.is_file() and not target.is_symlink():
+                if owner is None and _is_regular_file(target):
                     owner = read_header_of_file(target, ["SOPInstanceUID"]).text("SOPInstanceUID")
             except OSError as error:
                 raise StorageError(f"Could not read {target}: {error}") from error
@@ -430,6 +430,14 @@ class StorageDir:
                     "add an attribute such as {SOPInstanceUID} to the template"
                 )
             self._claimed[target] = sop_uid
+
+
+def _is_regular_file(path: Path) -> bool:
+    """True for a regular file at ``path`` itself (a link is none); one ``lstat``."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def make_writable(dataset: Dataset) -> Dataset:
@@ -515,7 +523,7 @@ def _writer() -> str:
 def temporary_name(target: Path) -> str:
     """The start of the name a file is written under before it becomes ``target``.
 
-    ``.<name>.<host>-<pid>.``: ``tempfile`` adds a random part and
+    ``.<name>.<host>-<pid>.``: the writer adds a serial number and
     :data:`TEMPORARY_SUFFIX`, so every writer (thread, process, machine)
     has names of its own, and the name says whether its writer still runs.
     """
@@ -569,14 +577,35 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+_SERIAL = itertools.count()
+"""Numbers the temporary files of this process (``next`` on a count is atomic in CPython)."""
+
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _create_temporary(target: Path) -> tuple[int, str]:
+    """A new file beside ``target``, readable by its owner only (as ``mkstemp`` makes it): its descriptor and path.
+
+    Named :func:`temporary_name` + a serial number + :data:`TEMPORARY_SUFFIX`;
+    a name left by an earlier process with the same id is stepped over.
+    """
+    prefix = os.path.join(target.parent, temporary_name(target))
+    while True:
+        path = f"{prefix}{next(_SERIAL)}{TEMPORARY_SUFFIX}"
+        try:
+            return os.open(path, _CREATE_NEW, 0o600), path
+        except FileExistsError:
+            continue
+
+
 def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> None:
     """Copy ``body`` to a temporary file beside ``target``, then rename it into place."""
     temporary: str | None = None
     try:
         if make_folder:
             target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=temporary_name(target), suffix=TEMPORARY_SUFFIX, dir=target.parent)
-        with os.fdopen(handle, "wb") as out:
+        handle, temporary = _create_temporary(target)
+        with open(handle, "wb") as out:
             body.seek(0)
             shutil.copyfileobj(body, out, 1 << 20)
         os.replace(temporary, target)

@@ -15,10 +15,10 @@ from functools import partial
 import requests
 from pydicom.dataset import Dataset
 
-from dicomtrolley._concurrency import interleave, prefetch
+from dicomtrolley._concurrency import interleave, read_ahead
 from dicomtrolley._http import iter_body, spool
 from dicomtrolley._http_downloader import HTTPDownloader
-from dicomtrolley._multipart import Part, boundary_of, iter_parts, parse_content_type
+from dicomtrolley._multipart import boundary_of, iter_parts, parse_content_type
 from dicomtrolley.core import (
     Downloadable,
     InstancePart,
@@ -34,9 +34,6 @@ from dicomtrolley.metadata import JSONObject, dataset_from_json, stream_metadata
 from dicomtrolley.preview import RenderedImage, fetch_rendered
 
 logger = logging.getLogger(__name__)
-
-PREFETCH_DEPTH = 2
-"""Instances read ahead of the one being written: network and disk overlap, memory stays bounded."""
 
 METADATA_DEPTH = 256
 """Instances' metadata waiting for the reader, from all requests together (about 2 KB each)."""
@@ -128,7 +125,7 @@ class WadoRS(HTTPDownloader):
         if media_type == "multipart/related":
             count = 0
             parts = iter_parts(iter_body(response), boundary_of(content_type), spill_threshold=self.spill_threshold)
-            for part in prefetch(parts, depth=PREFETCH_DEPTH, discard=Part.close):
+            for part in read_ahead(parts):
                 instance = InstancePart(
                     part.body, part.size, part.content_type or "application/dicom", target, known,
                     headers=part.headers,

@@ -99,6 +99,27 @@ def test_fast_walk_reads_what_pydicom_reads(syntax: str, undefined_lengths: bool
     assert body.tell() == 0
 
 
+@pytest.mark.parametrize(
+    ("charset", "patient_id"),
+    [("ISO_IR 192", "Jörg-7"), ("ISO_IR 100", "Jörg-7"), ("ISO 2022 IR 87", "ID-7"), (None, "ID 7  ")],
+)
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_text_values_equal_pydicoms_in_every_character_set(
+    syntax: str, charset: str | None, patient_id: str, no_pydicom_reader: None
+) -> None:
+    ds = instance(syntax, PatientID=patient_id, AccessionNumber="", StudyDescription="  padded ", Modality="MR ")
+    if charset is None:
+        del ds.SpecificCharacterSet
+    else:
+        ds.SpecificCharacterSet = charset
+    body = encode(ds)
+    keywords = ["PatientID", "AccessionNumber", "StudyDescription", "Modality", "StudyInstanceUID", "StudyDate"]
+    found = read_header(body, keywords).attributes
+    expected = DCMREAD(io.BytesIO(body.getvalue()), stop_before_pixels=True, force=True)
+    assert found == {k: expected[k].value for k in keywords if k in expected}
+    assert {k: type(v) for k, v in found.items()} == {k: type(expected[k].value) for k in found}
+
+
 def test_numbers_keep_their_types_for_format_specs(no_pydicom_reader: None) -> None:
     found = read_header(encode(instance()), ["SeriesNumber", "InstanceNumber", "SliceThickness"]).attributes
     assert f"{found['SeriesNumber']:03d}_{found['InstanceNumber']:05d}" == "007_00012"

@@ -124,6 +124,61 @@ def test_prefetch_discards_what_was_read_ahead_when_the_consumer_stops() -> None
     assert 0 not in discarded
 
 
+def test_one_target_runs_on_the_calling_thread() -> None:
+    threads: list[threading.Thread] = []
+    assert run_targets(studies(1), lambda _: threads.append(threading.current_thread()), workers=4,
+                       stop_on_failure=True) == []
+    assert threads == [threading.current_thread()]
+
+
+def test_one_target_that_fails_is_a_failure_not_an_exception() -> None:
+    def work(target: StudyReference) -> None:
+        raise ConnectionFailedError(f"refused: {target.study_uid}")
+
+    failures = run_targets(studies(1), work, workers=4, stop_on_failure=True)
+    assert [str(f.error) for f in failures] == ["refused: 1.0"]
+
+
+def reading_threads(count: int, *, inline_first: int) -> list[threading.Thread]:
+    """The thread each of ``count`` items was produced on, with ``inline_first`` items read inline."""
+    produced: list[threading.Thread] = []
+
+    def source() -> Iterator[int]:
+        for number in range(count):
+            produced.append(threading.current_thread())
+            yield number
+
+    budget = iter(range(inline_first - 1, -1, -1))
+    assert list(prefetch(source(), depth=2, discard=lambda _: None, inline=lambda _: next(budget) > 0)) == list(
+        range(count))
+    return produced
+
+
+def test_a_short_stream_is_read_on_the_calling_thread() -> None:
+    assert set(reading_threads(5, inline_first=16)) == {threading.current_thread()}
+
+
+def test_a_long_stream_is_read_ahead_on_a_thread_after_the_inline_items() -> None:
+    produced = reading_threads(40, inline_first=16)
+    assert produced[:16] == [threading.current_thread()] * 16
+    assert threading.current_thread() not in produced[16:]
+
+
+def test_a_stream_stopped_while_read_inline_is_closed() -> None:
+    closed = threading.Event()
+
+    def source() -> Iterator[int]:
+        try:
+            yield from range(100)
+        finally:
+            closed.set()
+
+    items = prefetch(source(), depth=2, discard=lambda _: None, inline=lambda _: True)
+    assert next(items) == 0
+    items.close()
+    assert closed.is_set()
+
+
 def test_interleave_yields_every_item_of_every_source() -> None:
     sources = [lambda n=n: iter(range(n * 100, n * 100 + 50)) for n in range(5)]
     expected = sorted(i for n in range(5) for i in range(n * 100, n * 100 + 50))
