@@ -43,7 +43,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, PrivateTransferSyntaxes
-from pydicom.valuerep import VR
+from pydicom.valuerep import IS, VR
 
 from dicomtrolley.exceptions import HeaderError
 
@@ -341,7 +341,7 @@ def _walk(
     return found
 
 
-_PLAIN_VRS = frozenset({"AS", "CS", "UI"})
+_PLAIN_VRS = frozenset({"AS", "CS"})
 """VRs pydicom decodes as ISO 8859-1 whatever the character set, trailing spaces and nulls stripped."""
 _DATE_TIME_VRS = frozenset({"DA", "DT", "TM"})
 """Decoded as the plain VRs are, unless pydicom is set to convert them to date and time objects."""
@@ -352,20 +352,24 @@ _TEXT_VRS = frozenset({"SH", "LO"})
 def _convert(element: RawDataElement, encodings: list[str] | None) -> Any:
     """The element's value as pydicom gives it (VR from the dictionary for ``UN`` or implicit VR).
 
-    A single, non-empty value of a string VR is decoded here: the value
-    and type pydicom gives, without pydicom's per-value validation, which
-    costs most of the time.
+    A single, non-empty value of a string VR (or a whole number of VR IS)
+    is decoded here: the value and type pydicom gives, without pydicom's
+    per-value validation, which costs most of the time.
     """
     raw = element.value
-    vr = element.VR if element.VR not in (None, "UN") else _dictionary_vr(element.tag)
-    if isinstance(raw, bytes) and raw and b"\\" not in raw and (
-        vr in _PLAIN_VRS
-        or (vr in _DATE_TIME_VRS and not pydicom_config.datetime_conversion)
-        or (vr in _TEXT_VRS and raw.isascii() and b"\x1b" not in raw)
-    ):
+    if isinstance(raw, bytes) and raw and b"\\" not in raw:
+        vr = element.VR if element.VR not in (None, "UN") else _dictionary_vr(element.tag)
         text = raw.decode("latin-1").rstrip("\0 ")
-        if text:
-            return UID(text, pydicom_config.IGNORE) if vr == "UI" else text
+        if not text:
+            pass  # empty: pydicom's empty value (None or "", as configured)
+        elif vr == "UI":
+            return UID(text, pydicom_config.IGNORE)
+        elif vr in _PLAIN_VRS or (vr in _DATE_TIME_VRS and not pydicom_config.datetime_conversion) or (
+            vr in _TEXT_VRS and raw.isascii() and b"\x1b" not in raw
+        ):
+            return text
+        elif vr == "IS" and text.strip().lstrip("+-").isdigit():
+            return IS(text, pydicom_config.IGNORE)
     converted = convert_raw_data_element(element, encoding=encodings)
     if converted.VR == VR.SQ or " or " in converted.VR:
         raise _UnhandledError(f"wanted element {element.tag} has VR {converted.VR}")

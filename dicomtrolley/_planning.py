@@ -188,7 +188,7 @@ def count_series(
             reference = series.reference()
             if not any(covers(t, reference) for t in wanted):
                 continue
-            count = series.data.get("NumberOfSeriesRelatedInstances")
+            count = series.first_value("NumberOfSeriesRelatedInstances")  # from the JSON: no Dataset built
             if count is None or count == "":
                 return None
             counts[reference] = int(count)

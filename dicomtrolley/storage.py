@@ -42,7 +42,6 @@ import itertools
 import logging
 import os
 import re
-import shutil
 import socket
 import stat
 import string
@@ -598,6 +597,14 @@ def _create_temporary(target: Path) -> tuple[int, str]:
             continue
 
 
+def _write_all(handle: int, body: IO[bytes]) -> None:
+    """Write what is left of ``body`` to a file descriptor, 1 MB at a time (no buffered file object: fewer calls)."""
+    while chunk := body.read(1 << 20):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(handle, view):]
+
+
 def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> None:
     """Copy ``body`` to a temporary file beside ``target``, then rename it into place."""
     temporary: str | None = None
@@ -605,9 +612,11 @@ def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> No
         if make_folder:
             target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = _create_temporary(target)
-        with open(handle, "wb") as out:
+        try:
             body.seek(0)
-            shutil.copyfileobj(body, out, 1 << 20)
+            _write_all(handle, body)
+        finally:
+            os.close(handle)
         os.replace(temporary, target)
         temporary = None
     except OSError as error:

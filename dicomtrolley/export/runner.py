@@ -232,23 +232,26 @@ class _Driver:
         total = len(studies)  # grows as rows are resolved into studies
         owned = self.options.executor is None
         executor = self.options.executor or ThreadPoolExecutor(self.options.studies, "dicomtrolley-export")
+        done: set[Future[Any]] = set()
         with _sigint_sets(self.controls.stop), _Bar(self.options.progress, total) as bar:
             try:
                 while (to_resolve or studies or self.in_flight) and not self.controls.stop.is_set():
                     self._wait_for_window(bar)
-                    while len(self.in_flight) < self.options.studies and (studies or to_resolve):
-                        if self.controls.stop.is_set() or not self._window_open():
-                            break
-                        if studies:
-                            self._prefetch(studies)
-                            self._start_study(executor, studies.popleft())
+                    if studies:
+                        self._prefetch(studies)
+                    # What finished and what starts next: one commit, made before the new tasks run.
+                    with self.state.batch():
+                        for future in done:
+                            new = self._record(future)
+                            studies.extend(new)
+                            bar.total += len(new)
+                        starting = self._next_tasks(studies, to_resolve)
+                    for kind, item in starting:
+                        if kind == "study":
+                            self._submit_study(executor, item)
                         else:
-                            self._start_search(executor, to_resolve.popleft())
+                            self._start_search(executor, item)
                     done, _ = wait(self.in_flight, timeout=_TICK, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        for uid in self._record(future):
-                            studies.append(uid)
-                            bar.total += 1
                     bar.show(self.totals)
                 if self.controls.stop.is_set():
                     self._stop_in_flight()
@@ -278,8 +281,21 @@ class _Driver:
         self.prefetched.update(batch)
         self.prefetcher.prefetch(batch)
 
-    def _start_study(self, executor: Executor, uid: str) -> None:
-        self.state.start_study(uid)
+    def _next_tasks(self, studies: deque[str], to_resolve: deque[Any]) -> list[tuple[str, Any]]:
+        """The tasks to start now, up to the limit in flight; the studies among them are recorded as running."""
+        starting: list[tuple[str, Any]] = []
+        while len(self.in_flight) + len(starting) < self.options.studies and (studies or to_resolve):
+            if self.controls.stop.is_set() or not self._window_open():
+                break
+            if studies:
+                uid = studies.popleft()
+                self.state.start_study(uid)
+                starting.append(("study", uid))
+            else:
+                starting.append(("row", to_resolve.popleft()))
+        return starting
+
+    def _submit_study(self, executor: Executor, uid: str) -> None:
         deidentify = self.options.deidentify
         task = StudyTask(
             uid, self.folder, self.options.template, after_crash=uid in self.after_crash,

@@ -17,9 +17,11 @@ import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -68,7 +70,13 @@ CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_uid);
 
 def now() -> str:
     """The time for the database and the report: ISO 8601 in UTC, to the second."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return _iso_second(int(time.time()))
+
+
+@lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    """A second since the epoch as ISO 8601 in UTC; formatted once however many studies end in it."""
+    return datetime.fromtimestamp(second, timezone.utc).isoformat()
 
 
 @dataclass(frozen=True)
@@ -181,7 +189,19 @@ class StateDatabase:
         self._db.close()
 
     @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make every change inside the block one transaction: one commit for many small changes.
+
+        Either all of them are recorded or, when the process dies first, none.
+        """
+        with self._transaction():
+            yield
+
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self._db.in_transaction:  # inside a batch: part of its transaction
+            yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
