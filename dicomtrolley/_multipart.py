@@ -16,12 +16,12 @@ from __future__ import annotations
 import enum
 import logging
 import re
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from dicomtrolley._spooled import SpooledChunks
 from dicomtrolley.exceptions import MultipartError
 
 logger = logging.getLogger(__name__)
@@ -117,9 +117,10 @@ class Part:
         The part's headers, names in lower case (``content-type``,
         ``content-length``, ``content-location``, ...).
     body
-        The content, seekable and positioned at 0. It is a
-        :class:`tempfile.SpooledTemporaryFile`: in memory up to the spill
-        threshold, in a temporary file beyond it. Call :meth:`close` to free it.
+        The content, seekable and positioned at 0: in memory up to the spill
+        threshold (the slices of the chunks it arrived in, not a copy), in a
+        temporary file beyond it (see :class:`~dicomtrolley._spooled.SpooledChunks`).
+        Call :meth:`close` to free it.
     size
         Length of the content in bytes.
     """
@@ -252,7 +253,7 @@ class _Parser:
         self._header_lines: list[bytes] = []
         self._header_size = 0
         self._headers: dict[str, str] = {}
-        self._body: IO[bytes] | None = None
+        self._body: SpooledChunks | None = None
         self._size = 0
         self._remaining = 0  # Content-Length bytes still to copy
         self._matched = 0  # delimiter bytes seen after a sized body
@@ -478,9 +479,9 @@ class _Parser:
     def _open_part(self) -> None:
         self._headers = self._parse_headers(self._header_lines)
         self._line.clear()
-        body = tempfile.SpooledTemporaryFile(max_size=self._spill_threshold, dir=self._spill_dir)  # noqa: SIM115
+        body = SpooledChunks(self._spill_threshold, self._spill_dir)
         if not self._spill_threshold:
-            body.rollover()  # max_size=0 would otherwise mean "never spill"
+            body.rollover()
         self._body = body
         self._size = 0
         length = self._headers.get("content-length")

@@ -547,7 +547,7 @@ class _Answer:
 
 def _to_disk(part: Part) -> None:
     """Move a part held in memory into its temporary file."""
-    rollover = getattr(part.body, "rollover", None)  # a SpooledTemporaryFile, as the parser makes them
+    rollover = getattr(part.body, "rollover", None)  # the parser's SpooledChunks have it
     if rollover is not None:
         rollover()
 

@@ -57,6 +57,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomtrolley._header import Header, read_header
+from dicomtrolley._spooled import copy_to_descriptor
 from dicomtrolley.core import UID_KEYWORDS, InstancePart, InstanceReference
 from dicomtrolley.exceptions import HeaderError, StorageCollisionError, StorageError
 
@@ -598,11 +599,8 @@ def _create_temporary(target: Path) -> tuple[int, str]:
 
 
 def _write_all(handle: int, body: IO[bytes]) -> None:
-    """Write what is left of ``body`` to a file descriptor, 1 MB at a time (no buffered file object: fewer calls)."""
-    while chunk := body.read(1 << 20):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(handle, view):]
+    """Write what is left of ``body`` to a file descriptor (a parser's part without a copy; see copy_to_descriptor)."""
+    copy_to_descriptor(body, handle)
 
 
 def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> None:

@@ -259,14 +259,14 @@ def test_a_part_above_the_spill_threshold_moves_to_a_temporary_file(tmp_path: Pa
     big, small = os.urandom(5000), os.urandom(100)
     body = build([({"Content-Type": DICOM}, big), (sized(small), small)])
     parts = parse(body, chunk_size=1000, spill_threshold=1024, spill_dir=str(tmp_path))
-    assert [part.body._rolled for part in parts] == [True, False]  # type: ignore[attr-defined]
+    assert [not part.body.in_memory for part in parts] == [True, False]  # type: ignore[attr-defined]
     assert contents(parts) == [big, small]
 
 
 def test_a_spill_threshold_of_zero_puts_every_part_in_a_file() -> None:
     body = build([({"Content-Type": DICOM}, b"tiny")])
     (part,) = parse(body, spill_threshold=0)
-    assert part.body._rolled  # type: ignore[attr-defined]
+    assert not part.body.in_memory  # type: ignore[attr-defined]
     assert part.body.read() == b"tiny"
 
 
