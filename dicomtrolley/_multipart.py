@@ -41,6 +41,26 @@ _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _DIGITS = re.compile(r"[0-9]+")
 
 
+_FIND_WINDOW = 24 * 1024
+"""How much of a chunk one search for the delimiter covers.
+
+CPython searches a haystack shorter than 30,000 bytes with its Horspool-like
+scan, which skips ahead on most bytes, and a longer one with the Two-Way
+algorithm, which on pixel data runs two to three times slower; searching
+window by window keeps every search on the fast path."""
+
+
+def _find(data: bytes, needle: bytes, start: int) -> int:
+    """``data.find(needle, start)``, window by window (see :data:`_FIND_WINDOW`)."""
+    end, overlap = len(data), len(needle) - 1
+    while start < end:
+        found = data.find(needle, start, start + _FIND_WINDOW + overlap)
+        if found >= 0:
+            return found
+        start += _FIND_WINDOW
+    return -1
+
+
 def parse_content_type(value: str | None) -> tuple[str, dict[str, str]]:
     """Split a Content-Type header into its media type and parameters.
 
@@ -339,7 +359,7 @@ class _Parser:
                 return pos + len(head)
             self._tail = b""
             self._tail_content(tail)
-        found = chunk.find(delimiter, pos)
+        found = _find(chunk, delimiter, pos)
         if found >= 0:
             self._content(memoryview(chunk)[pos:found])
             self._delimiter_found()

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from requests_toolbelt import MultipartEncoder
 
+import dicomtrolley._multipart as multipart
 from dicomtrolley._multipart import (
     MAX_HEADER_SIZE,
     SPILL_THRESHOLD,
@@ -421,3 +422,12 @@ def test_any_chunking_of_any_body_gives_the_parts_it_was_built_from(
     edges = sorted({min(cut, len(body)) for cut in cuts} | {0, len(body)})
     chunks = [body[start:end] for start, end in itertools.pairwise(edges)]
     assert [part.body.read() for part in iter_parts(chunks, BOUNDARY)] == contents_
+
+
+def test_the_windowed_search_finds_a_delimiter_wherever_it_stands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(multipart, "_FIND_WINDOW", 16)
+    needle = b"\r\n--" + BOUNDARY.encode()
+    for at in range(0, 60):
+        data = b"x" * at + needle + b"y" * 20
+        for start in (0, min(at, 17), at + 1):
+            assert multipart._find(data, needle, start) == data.find(needle, start), (at, start)
