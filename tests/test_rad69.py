@@ -9,6 +9,7 @@ order, a cut stream, an HTML page).
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import requests
 
 from dicomtrolley.auth import create_session
 from dicomtrolley.cli import PASSWORD_VARIABLE, main
-from dicomtrolley.core import InstanceReference, SeriesReference, StudyReference
+from dicomtrolley.core import InstancePart, InstanceReference, SeriesReference, StudyReference
 from dicomtrolley.exceptions import (
     DICOMTrolleyError,
     DownloadError,
@@ -154,6 +155,24 @@ def test_large_study_arrives_whole(orthanc: OrthancServer, vitrea: VitreaServer,
     series = study.series[0]
     for instance in series.instances[::50]:
         assert file_of(tmp_path, study.uid, series.uid, instance.uid).read_bytes() == stored_copy(orthanc, instance.uid)
+
+
+def test_one_request_is_read_and_written_on_the_calling_thread(
+    orthanc: OrthancServer, vitrea: VitreaServer, session: requests.Session
+) -> None:
+    """A 300-instance answer starts no thread: the socket's buffer reads ahead, not a second reader."""
+    assert orthanc.sample is not None
+    study = orthanc.sample.large_study
+    instances = [InstanceReference(study.uid, s.uid, i.uid) for s in study.series for i in s.instances]
+    threads_seen: set[str] = set()
+
+    def sink(part: InstancePart) -> None:
+        threads_seen.update(t.name for t in threading.enumerate() if t.name.startswith("dicomtrolley"))
+        threads_seen.add(threading.current_thread().name)
+
+    rad69 = Rad69(session, vitrea.rad69_url, request_per_series=False)
+    assert rad69.fetch(instances, sink) == []
+    assert threads_seen == {threading.current_thread().name}
 
 
 def test_a_busy_server_is_asked_again_with_the_same_request(
