@@ -165,9 +165,7 @@ def test_the_caption_totals_the_size_when_every_study_is_known(
 
 
 @pytest.mark.integration
-def test_a_study_partly_on_disk_before_the_download_has_no_size(
-    orthanc: OrthancServer, sample_data: SampleData, tmp_path: Path
-) -> None:
+def test_a_study_partly_on_disk_before_the_download_has_no_size(orthanc: OrthancServer, tmp_path: Path) -> None:
     trolley, studies = patient_studies(orthanc)
     first = trolley.download(studies[0], tmp_path, progress=False)
     next(p for p in tmp_path.rglob("*") if p.is_file()).unlink()
