@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import queue
 import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -213,6 +214,7 @@ class _Driver:
             self.prefetcher = SeriesPrefetcher(trolley.searcher)
             self.source = SharedTrolley(Trolley(self.prefetcher, trolley.downloader, trolley.storage))
         self.in_flight: dict[Future[Any], tuple[str, str]] = {}
+        self.finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()  # tasks tell it when they end
         self.queued: set[str] = set()
         self.after_crash: set[str] = set()
 
@@ -232,7 +234,7 @@ class _Driver:
         total = len(studies)  # grows as rows are resolved into studies
         owned = self.options.executor is None
         executor = self.options.executor or ThreadPoolExecutor(self.options.studies, "dicomtrolley-export")
-        done: set[Future[Any]] = set()
+        done: list[Future[Any]] = []
         with _sigint_sets(self.controls.stop), _Bar(self.options.progress, total) as bar:
             try:
                 while (to_resolve or studies or self.in_flight) and not self.controls.stop.is_set():
@@ -251,7 +253,7 @@ class _Driver:
                             self._submit_study(executor, item)
                         else:
                             self._start_search(executor, item)
-                    done, _ = wait(self.in_flight, timeout=_TICK, return_when=FIRST_COMPLETED)
+                    done = self._finished_tasks()
                     bar.show(self.totals)
                 if self.controls.stop.is_set():
                     self._stop_in_flight()
@@ -303,11 +305,27 @@ class _Driver:
             deidentify=deidentify if self.in_process or deidentify is None else deidentify.options,
         )
         controls = self.controls if self.in_process else None
-        self.in_flight[executor.submit(export_study, self.source, task, controls)] = ("study", uid)
+        self._track(executor.submit(export_study, self.source, task, controls), ("study", uid))
 
     def _start_search(self, executor: Executor, row: Any) -> None:
         future = executor.submit(find_row_studies, self.source, self.rows[row.key].query)
-        self.in_flight[future] = ("row", row.key)
+        self._track(future, ("row", row.key))
+
+    def _track(self, future: Future[Any], task: tuple[str, str]) -> None:
+        self.in_flight[future] = task
+        future.add_done_callback(self.finished.put)
+
+    def _finished_tasks(self) -> list[Future[Any]]:
+        """The tasks that ended since the last call, waiting up to a tick for the first."""
+        try:
+            done = [self.finished.get(timeout=_TICK)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                done.append(self.finished.get_nowait())
+            except queue.Empty:
+                return done
 
     def _record(self, future: Future[Any]) -> list[str]:
         """Write one finished task to the database; return the studies that are new to run."""
