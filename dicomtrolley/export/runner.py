@@ -206,7 +206,9 @@ class _Driver:
         # between studies, and the counts arrive with each outcome.
         self.in_process = options.executor is None or isinstance(options.executor, ThreadPoolExecutor)
         self.prefetcher: SeriesPrefetcher | None = None
-        self.prefetched: set[str] = set()
+        self.prefetched: dict[str, Future[None]] = {}  # study: the batch search that fetches its series counts
+        self._searching: Future[None] | None = None
+        self._searches = ThreadPoolExecutor(1, "dicomtrolley-prefetch")
         trolley = source() if self.in_process else None
         if isinstance(trolley, Trolley) and trolley.searcher is not None:
             # The studies' downloads share one trolley whose searcher answers their
@@ -258,6 +260,7 @@ class _Driver:
                 if self.controls.stop.is_set():
                     self._stop_in_flight()
             finally:
+                self._searches.shutdown(wait=False, cancel_futures=True)
                 if owned:
                     executor.shutdown(wait=False, cancel_futures=True)
         return self.controls.stop.is_set()
@@ -276,12 +279,23 @@ class _Driver:
         bar.note("")
 
     def _prefetch(self, studies: deque[str]) -> None:
-        """Search the next batch of studies at once, if the next one was not searched yet."""
-        if self.prefetcher is None or studies[0] in self.prefetched:
+        """Search the series of the studies next in line, a batch at a time, on a thread of its own.
+
+        Up to two batches ahead, one search at a time: the downloads go on
+        while the next batch is searched, instead of waiting for it.
+        """
+        if self.prefetcher is None or (self._searching is not None and not self._searching.done()):
             return
-        batch = [uid for uid in itertools.islice(studies, BATCH) if uid not in self.prefetched]
-        self.prefetched.update(batch)
-        self.prefetcher.prefetch(batch)
+        batch = [uid for uid in itertools.islice(studies, 2 * BATCH) if uid not in self.prefetched][:BATCH]
+        if batch:
+            self._searching = self._searches.submit(self.prefetcher.prefetch, batch)
+            self.prefetched.update(dict.fromkeys(batch, self._searching))
+
+    def _searched(self, uid: str) -> None:
+        """Wait for the search of ``uid``'s batch, if one runs: the study's download then needs no search."""
+        search = self.prefetched.get(uid)
+        if search is not None:
+            search.result()
 
     def _next_tasks(self, studies: deque[str], to_resolve: deque[Any]) -> list[tuple[str, Any]]:
         """The tasks to start now, up to the limit in flight; the studies among them are recorded as running."""
@@ -291,6 +305,7 @@ class _Driver:
                 break
             if studies:
                 uid = studies.popleft()
+                self._searched(uid)
                 self.state.start_study(uid)
                 starting.append(("study", uid))
             else:
@@ -347,6 +362,7 @@ class _Driver:
         outcome: StudyOutcome = result if error is None else StudyOutcome(key, FAILED, error=error)
         if self.prefetcher is not None:
             self.prefetcher.forget(key)
+            self.prefetched.pop(key, None)
         if outcome.interrupted:
             self.state.interrupt_study(key)
             return []
