@@ -286,6 +286,8 @@ class _Driver:
         """
         if self.prefetcher is None or (self._searching is not None and not self._searching.done()):
             return
+        if all(uid in self.prefetched for uid in itertools.islice(studies, BATCH)):
+            return  # the next batch to start is searched (or being searched) already
         batch = [uid for uid in itertools.islice(studies, 2 * BATCH) if uid not in self.prefetched][:BATCH]
         if batch:
             self._searching = self._searches.submit(self.prefetcher.prefetch, batch)
