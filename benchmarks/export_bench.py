@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import statistics
 import subprocess
@@ -119,8 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{GNU_TIME} is missing: apt-get install time")
     data, uids = generate(args.studies)
     reference_python = ensure_reference_env()
-    scratch = WORK / "runs"
-    shutil.rmtree(scratch, ignore_errors=True)
+    # Every run writes into a folder of its own, and all are removed at the end: ext4 makes a new
+    # file slow for minutes where many were just deleted (its recently-deleted inode check), so
+    # removing one run's 10,000 files would charge the next client for them.
+    shutil.rmtree(WORK / "runs", ignore_errors=True)
+    scratch = WORK / "runs" / f"{os.getpid()}-{int(time.time())}"
     scratch.mkdir(parents=True)
     worklist = scratch / "worklist.csv"
     worklist.write_text("StudyInstanceUID\n" + "".join(f"{uid}\n" for uid in uids))
@@ -153,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         # Warm Orthanc's caches once.
         subprocess.run(curl_argv(scratch / "warm"), check=True)
-        shutil.rmtree(scratch / "warm")
         results: dict[str, list[tuple[float, int]]] = {name: [] for name in clients}
         for run in range(args.runs):
             for name, make in clients.items():
@@ -167,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"{name}: {len(files)} files, expected {wanted}")
                 results[name].append((sample.wall, sample.peak_rss))
                 logger.info("%s run %d: %.1f s, %.0f MB", name, run + 1, sample.wall, sample.peak_rss / 1e6)
-                shutil.rmtree(out)
 
     probes = {}
     for rows in (args.studies, args.big_rows):
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                                  cwd=REPO, reports_json=False, scratch=scratch, timeout=3600)
             runs.append((json.loads(sample.stdout.splitlines()[-1])["ms_per_study"], sample.peak_rss))
         probes[rows] = runs
+    shutil.rmtree(scratch)
 
     ours = _median([w for w, _ in results["dicomtrolley export (4 in flight)"]])
     lines = [

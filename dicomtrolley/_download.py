@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -90,6 +91,7 @@ class Receiver:
         self.stop_on_failure = stop_on_failure
         self.received: set[InstanceReference] = set()
         self.failures: list[FetchFailure] = []
+        self.study_bytes: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def __call__(self, part: InstancePart) -> None:
@@ -113,6 +115,7 @@ class Receiver:
             self.received.add(saved.reference)
             summary.written += 1
             summary.bytes_written += saved.size
+            self.study_bytes[saved.reference.study_uid] += saved.size
             summary.transfer_syntaxes[saved.transfer_syntax] += 1
             update = Progress(
                 summary.written + summary.skipped, summary.expected,
@@ -150,6 +153,7 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
         summary.failures.extend(receiver.failures + failures)
         summary.downloader_report = job.downloader.report()
     summary.missing = sorted(still_missing(expected, plan, receiver), key=reference_key)
+    summary.study_sizes = whole_study_sizes(receiver.study_bytes, plan, summary)
     summary.elapsed = time.perf_counter() - started
     return summarise(job, summary)
 
@@ -214,6 +218,18 @@ def recover(
         len(failures) - len(kept), len(retry),
     )
     return kept + job.downloader.fetch(retry, receiver, stop_on_failure=False)
+
+
+def whole_study_sizes(written: Counter[str], plan: Plan, summary: DownloadSummary) -> dict[str, int]:
+    """Bytes written per study, for the studies this run wrote whole.
+
+    A study with an instance already on disk, failed, missing or quarantined
+    is left out: what this run wrote of it is not its size.
+    """
+    partial = {i.study_uid for i in plan.complete} | {i.study_uid for i in summary.missing}
+    partial |= {f.target.study_uid for f in summary.failures}
+    partial |= {q.reference.study_uid for q in summary.quarantined}
+    return {uid: size for uid, size in written.items() if uid not in partial}
 
 
 def summarise(job: DownloadJob, summary: DownloadSummary) -> DownloadSummary:

@@ -9,6 +9,7 @@ argument, so ``ps`` cannot show it.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -317,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     commands = {"search": _search, "download": _download, "export": _export}
+    # What the imports built (pydicom's data dictionary above all) lives as long as the command:
+    # kept out of the garbage collector's sweeps, which a long download otherwise repeats.
+    gc.freeze()
     try:
         return commands[args.command](args)
     except WorklistError as error:

@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 
 from dicomtrolley._http import HTTPClient, iter_body
 from dicomtrolley._jsonstream import iter_json_array
+from dicomtrolley._tree import gc_paused
 from dicomtrolley.core import Reference
 from dicomtrolley.exceptions import DICOMTrolleyError
 
@@ -263,15 +264,20 @@ class Metadata:
 
         Dates (DA, DT) become ``datetime64`` columns, IS integer columns
         (nullable ``Int64`` where some instance lacks the value), DS float
-        columns; multi-valued attributes are tuples.
+        columns; multi-valued attributes are tuples. The cyclic garbage
+        collector is held off while the rows are built, as for search answers:
+        an instance's JSON is hundreds of small objects, freed as soon as its
+        row is made, and collections that find nothing to free (a full one
+        right after ``import pandas``) would otherwise cost more than the rows.
         """
         try:
             import pandas
         except ImportError:
             raise ImportError("to_dataframe needs pandas: pip install dicomtrolley[pandas]") from None
-        rows = list(self.rows(keywords))
-        names = list(keywords) if keywords is not None else list(dict.fromkeys(k for row in rows for k in row))
-        return pandas.DataFrame({name: _column(pandas, name, [row.get(name) for row in rows]) for name in names})
+        with gc_paused():
+            rows = list(self.rows(keywords))
+            names = list(keywords) if keywords is not None else list(dict.fromkeys(k for row in rows for k in row))
+            return pandas.DataFrame({name: _column(pandas, name, [row.get(name) for row in rows]) for name in names})
 
 
 def _column(pandas: Any, name: str, values: list[Any]) -> Any:

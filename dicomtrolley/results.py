@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dicomtrolley.core import FetchFailure, InstanceReference, Quarantined, Series, Study
@@ -155,6 +156,14 @@ class StudyList(_ResultList, list[Study]):
     :data:`UNKNOWN`, never as blank or 0. In Jupyter the table's caption sums
     them up: studies, series, instances and modalities.
 
+    A study's size is known only once a download has written it whole
+    (:attr:`DownloadSummary.study_sizes`, given to :meth:`with_sizes`): then a
+    ``bytes`` column and the total in the caption. A search cannot tell it:
+    DICOM defines no study-size attribute for QIDO-RS, MINT or C-FIND.
+    Vendors' private ones (dcm4chee-arc's Study Size in KB) are not read, as
+    Orthanc, the server this package is tested against, returns no private
+    attributes in a study search.
+
     Parameters
     ----------
     studies
@@ -164,9 +173,20 @@ class StudyList(_ResultList, list[Study]):
     """
 
     noun = "studies"
+    _sizes: Mapping[str, int] = MappingProxyType({})
+
+    def with_sizes(self, sizes: Mapping[str, int]) -> StudyList:
+        """These studies, with each one's size in bytes where ``sizes`` (study UID -> bytes) knows it.
+
+        Pass :attr:`DownloadSummary.study_sizes` after downloading the studies.
+        """
+        shown = StudyList(self, previewer=self._previewer)
+        shown._sizes = {study.uid: sizes[study.uid] for study in self if study.uid in sizes}
+        return shown
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per study: the table's columns, plus ``series`` and ``instances`` counts; ``None``: unknown."""
+        """One dict per study: the table's columns, ``series`` and ``instances`` counts, and ``bytes``
+        when the size of any study is known (:meth:`with_sizes`); ``None``: unknown."""
         out = []
         for study in self:
             row: dict[str, Any] = {"StudyInstanceUID": study.uid}
@@ -174,6 +194,8 @@ class StudyList(_ResultList, list[Study]):
                 row[name] = _attribute(study, name)
             row["series"] = _series_count(study)
             row["instances"] = _instance_count(study)
+            if self._sizes:
+                row["bytes"] = self._sizes.get(study.uid)
             out.append(row)
         return out
 
@@ -182,9 +204,13 @@ class StudyList(_ResultList, list[Study]):
         modalities = [r["ModalitiesInStudy"] for r in rows]
         if all(m is None for m in modalities):  # a series-level search: the series say which
             modalities = [_text(s.first_value("Modality")) for study in self for s in study.series]
+        size = ""
+        if self._sizes:
+            sizes = [r["bytes"] for r in rows]
+            size = f", {UNKNOWN if None in sizes else f'{sum(sizes) / 1e6:.1f}'} MB"
         return (
             f"{len(rows)} studies, {_total(r['series'] for r in rows)} series, "
-            f"{_total(r['instances'] for r in rows)} instances; modalities: {_modalities(modalities)}"
+            f"{_total(r['instances'] for r in rows)} instances{size}; modalities: {_modalities(modalities)}"
         )
 
     def _captioned(self) -> list[tuple[str, Any]]:
@@ -279,6 +305,11 @@ class DownloadSummary:
     quarantined
         Instances a pseudonymised download held back (burned-in annotations),
         with the reason; not failures, so they leave :attr:`ok` true.
+    study_sizes
+        Bytes written per study UID (as the written files name it), for each
+        study this run wrote whole: one with an instance already on disk,
+        failed, missing or quarantined is left out, as this run did not see
+        all of it. Give it to :meth:`StudyList.with_sizes` to show sizes.
     """
 
     written: int = 0
@@ -291,6 +322,7 @@ class DownloadSummary:
     transfer_syntaxes: Counter[str] = field(default_factory=Counter)
     downloader_report: dict[str, int] = field(default_factory=dict)
     quarantined: list[Quarantined] = field(default_factory=list)
+    study_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

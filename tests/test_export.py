@@ -153,6 +153,37 @@ def test_the_series_of_many_studies_are_searched_with_one_request(
     assert searches[0].StudyInstanceUID == ",".join(s.uid for s in studies)
 
 
+def test_every_batch_of_studies_is_searched_once_ahead_of_its_downloads(
+    orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dicomtrolley.export.runner.BATCH", 2)
+    trolley = trolley_for(orthanc)
+    searcher = trolley.searcher
+    assert searcher is not None
+    searches: list[Query] = []
+    real = searcher.find_studies
+    monkeypatch.setattr(searcher, "find_studies", lambda query: searches.append(query) or real(query))
+    studies = orthanc.sample.small_studies[:5]
+    report = export(trolley, [s.uid for s in studies], tmp_path, studies=2, progress=False)
+    assert report.studies_done == 5
+    assert [q.StudyInstanceUID.split(",") for q in searches] == [
+        [s.uid for s in studies[:2]], [s.uid for s in studies[2:4]], [studies[4].uid]
+    ]
+
+
+def test_the_report_lines_read_back_with_their_numbers_as_numbers(orthanc: OrthancServer, tmp_path: Path) -> None:
+    study = orthanc.sample.small_studies[0]
+    worklist = [study.uid, Query(PatientID="NOBODY-HERE")]
+    report = trolley_for(orthanc).export(worklist, tmp_path / "out", progress=False)
+    found, missing = report.lines
+    assert found["study_uid"] == study.uid
+    assert (found["row"], missing["row"]) == (1, 2)
+    assert found["instances_expected"] == found["instances_written"] == len(study.instances)
+    assert found["bytes"] == report.bytes_written == sum(i.size for i in study.instances)
+    assert (missing["study_uid"], missing["status"], missing["instances_expected"]) == ("", "not found", "")
+    assert (report.rows, report.studies_done, report.not_found, report.ok) == (2, 1, 1, False)
+
+
 def test_refresh_searches_query_rows_again(tmp_path: Path) -> None:
     instances = make_instances(name="refresh")
     with FaultServer(instances) as server:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+from collections.abc import Iterator
 from datetime import date, time
 
 import pandas
@@ -74,6 +76,21 @@ def test_dataframe_columns_have_proper_types() -> None:
     assert frame["SliceThickness"].dtype == "float64"
     assert frame["PixelSpacing"][0] == (0.5, 0.5)
     assert pandas.isna(frame["InstanceNumber"][1])
+
+
+def test_dataframe_is_built_with_the_garbage_collector_held_off_and_restored() -> None:
+    seen: list[bool] = []
+
+    def source() -> Iterator[dict[str, object]]:
+        for number in (1, 2):
+            seen.append(gc.isenabled())
+            yield {"00200013": {"vr": "IS", "Value": [number]}}
+
+    assert gc.isenabled()
+    frame = Metadata(source, origin="test").to_dataframe(["InstanceNumber"])
+    assert list(frame["InstanceNumber"]) == [1, 2]
+    assert seen == [False, False]
+    assert gc.isenabled()
 
 
 # ---------------------------------------------------------------- against Orthanc

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+import requests
 from pydicom.dataset import Dataset
 
-from dicomtrolley.core import Series, Study
+from dicomtrolley.core import Query, Series, Study
+from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.results import COLUMNS, UNKNOWN, StudyList
+from dicomtrolley.trolley import Trolley
+from dicomtrolley.wado_rs import WadoRS
+from tests.support.orthanc import OrthancServer
+from tests.support.sample_data import SampleData
 
 
 def study(uid: str, patient: str, **extra: object) -> Study:
@@ -115,3 +124,51 @@ def test_html_caption_sums_up_studies_series_instances_and_modalities() -> None:
     html = two_studies()._repr_html_()
     assert "<caption>2 studies, 3 series, 22 instances; modalities: CT, PT</caption>" in html
     assert "<caption>3 series, 22 instances; modalities: CT, MR, PT</caption>" in two_studies().series()._repr_html_()
+
+
+def test_without_known_sizes_there_is_no_size_column() -> None:
+    found = two_studies()
+    assert "bytes" not in found.rows()[0]
+    assert "MB" not in found._repr_html_()
+
+
+# ---------------------------------------------------------------- sizes, from a real download
+
+
+def patient_studies(orthanc: OrthancServer) -> tuple[Trolley, StudyList]:
+    session = requests.Session()
+    trolley = Trolley(QidoRS(session, orthanc.dicomweb_url), WadoRS(session, orthanc.dicomweb_url))
+    return trolley, trolley.find_studies(Query(PatientID="PAT001"))
+
+
+@pytest.mark.integration
+def test_a_study_downloaded_whole_shows_its_size_and_the_others_are_unknown(
+    orthanc: OrthancServer, sample_data: SampleData, tmp_path: Path
+) -> None:
+    trolley, studies = patient_studies(orthanc)
+    summary = trolley.download(studies[0], tmp_path, progress=False)
+    shown = studies.with_sizes(summary.study_sizes)
+    sizes = {row["StudyInstanceUID"]: row["bytes"] for row in shown.rows()}
+    assert sizes[studies[0].uid] == sample_data.study(studies[0].uid).size  # byte-exact: the stored files
+    assert [sizes[s.uid] for s in studies[1:]] == [None, None]
+    assert f"instances, {UNKNOWN} MB;" in shown._repr_html_()
+
+
+@pytest.mark.integration
+def test_the_caption_totals_the_size_when_every_study_is_known(
+    orthanc: OrthancServer, sample_data: SampleData, tmp_path: Path
+) -> None:
+    trolley, studies = patient_studies(orthanc)
+    summary = trolley.download(studies, tmp_path, progress=False)
+    total = sum(sample_data.study(s.uid).size for s in studies)
+    assert f"instances, {total / 1e6:.1f} MB;" in studies.with_sizes(summary.study_sizes)._repr_html_()
+
+
+@pytest.mark.integration
+def test_a_study_partly_on_disk_before_the_download_has_no_size(orthanc: OrthancServer, tmp_path: Path) -> None:
+    trolley, studies = patient_studies(orthanc)
+    first = trolley.download(studies[0], tmp_path, progress=False)
+    next(p for p in tmp_path.rglob("*") if p.is_file()).unlink()
+    again = trolley.download(studies[0], tmp_path, progress=False)
+    assert (again.written, again.skipped) == (1, first.written - 1)
+    assert again.study_sizes == {}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,88 +35,68 @@ PSEUDONYMISED_REPORT_COLUMNS: tuple[str, ...] = (
 IndexFormat = Literal["auto", "csv", "parquet"]
 
 
+_WHOLE_NUMBERS = ("row", "instances_written", "instances_skipped", "instances_quarantined", "bytes", "attempts")
+
+
 @dataclass
 class ExportReport:
     """The outcome of an export, all runs into its folder included.
 
+    The counts are taken while ``report.csv`` is written; the lines stay in
+    that file (a worklist of 100,000 rows costs no memory here) and
+    :attr:`lines` reads them back.
+
     Attributes
     ----------
-    lines
-        The report's lines, as dicts with :data:`PSEUDONYMISED_REPORT_COLUMNS`.
     columns
         The columns ``report.csv`` and :meth:`to_dataframe` show: :data:`REPORT_COLUMNS`,
         or :data:`PSEUDONYMISED_REPORT_COLUMNS` for a pseudonymised export.
     report_path, index_path
         Where ``report.csv`` and the instance index were written.
+    rows
+        Worklist rows (bad rows included).
+    studies_done
+        Studies downloaded completely.
+    studies_failed
+        Studies that failed, or are still unfinished (an interrupted run).
+    not_found
+        Rows that matched no study, and studies the server does not have.
+    bad_rows
+        Worklist rows that could not be read and were skipped.
+    failed_rows
+        Rows whose search failed.
+    instances_written, instances_quarantined, bytes_written
+        Instance files written, instances a pseudonymised export held back
+        (see :mod:`dicomtrolley.deidentify`), and the bytes of the files written;
+        each by the last attempt at each study.
+    ok
+        True when every row is done: nothing failed, was not found, or was skipped as a bad row.
     """
 
-    lines: list[dict[str, Any]] = field(default_factory=list)
     columns: tuple[str, ...] = REPORT_COLUMNS
     report_path: Path | None = None
     index_path: Path | None = None
+    rows: int = 0
+    studies_done: int = 0
+    studies_failed: int = 0
+    not_found: int = 0
+    bad_rows: int = 0
+    failed_rows: int = 0
+    instances_written: int = 0
+    instances_quarantined: int = 0
+    bytes_written: int = 0
+    ok: bool = False
 
     @property
-    def rows(self) -> int:
-        """Worklist rows (bad rows included)."""
-        return len({line["row"] for line in self.lines})
+    def lines(self) -> list[dict[str, Any]]:
+        """The report's lines, read from ``report.csv``: dicts with :data:`PSEUDONYMISED_REPORT_COLUMNS`.
 
-    def _studies(self, status: str) -> int:
-        return len({line["study_uid"] for line in self.lines if line["study_uid"] and line["status"] == status})
-
-    @property
-    def studies_done(self) -> int:
-        """Studies downloaded completely."""
-        return self._studies(DONE)
-
-    @property
-    def studies_failed(self) -> int:
-        """Studies that failed, or are still unfinished (an interrupted run)."""
-        done_or_missing = (DONE, NOT_FOUND)
-        return len({
-            line["study_uid"] for line in self.lines if line["study_uid"] and line["status"] not in done_or_missing
-        })
-
-    @property
-    def not_found(self) -> int:
-        """Rows that matched no study, and studies the server does not have."""
-        return sum(1 for line in self.lines if line["status"] == NOT_FOUND)
-
-    @property
-    def bad_rows(self) -> int:
-        """Worklist rows that could not be read and were skipped."""
-        return sum(1 for line in self.lines if line["status"] == BAD_ROW)
-
-    @property
-    def failed_rows(self) -> int:
-        """Rows whose search failed."""
-        return sum(1 for line in self.lines if line["status"] == FAILED and not line["study_uid"])
-
-    @property
-    def instances_written(self) -> int:
-        """Instance files written (by the last attempt at each study)."""
-        return sum(self._unique("instances_written"))
-
-    @property
-    def instances_quarantined(self) -> int:
-        """Instances a pseudonymised export held back (see :mod:`dicomtrolley.deidentify`), by the last attempts."""
-        return sum(self._unique("instances_quarantined"))
-
-    @property
-    def bytes_written(self) -> int:
-        """Bytes of the files written (by the last attempt at each study)."""
-        return sum(self._unique("bytes"))
-
-    def _unique(self, column: str) -> Iterable[int]:
-        seen: dict[str, int] = {}
-        for line in self.lines:
-            if line["study_uid"]:
-                seen[line["study_uid"]] = int(line[column] or 0)
-        return seen.values()
-
-    @property
-    def ok(self) -> bool:
-        """True when every row is done: nothing failed, was not found, or was skipped as a bad row."""
-        return bool(self.lines) and all(line["status"] == DONE for line in self.lines)
+        Counts are numbers, ``instances_expected`` is a number or ``""`` (unknown).
+        """
+        if self.report_path is None:
+            return []
+        with self.report_path.open(encoding="utf-8", newline="") as file:
+            return [_typed(line) for line in csv.DictReader(file)]
 
     def to_dataframe(self) -> pandas.DataFrame:
         """The report's lines as a pandas DataFrame (``pip install dicomtrolley[pandas]``)."""
@@ -139,9 +119,18 @@ class ExportReport:
         return text
 
 
-def build_report(state: StateDatabase) -> ExportReport:
-    """The report's lines from the state database."""
-    report = ExportReport()
+def _typed(line: dict[str, str]) -> dict[str, Any]:
+    """A line of ``report.csv`` with its numbers as numbers (as the report was written)."""
+    typed: dict[str, Any] = {"instances_quarantined": 0, **line}
+    for column in _WHOLE_NUMBERS:
+        typed[column] = int(typed[column] or 0)
+    expected = typed["instances_expected"]
+    typed["instances_expected"] = int(expected) if expected else ""
+    return typed
+
+
+def _report_lines(state: StateDatabase) -> Iterator[dict[str, Any]]:
+    """The report's lines from the state database, streamed."""
     for row, study in state.report_lines():
         line: dict[str, Any] = {
             "row": row.line, "query": row.query, "study_uid": "", "status": row.status,
@@ -157,8 +146,38 @@ def build_report(state: StateDatabase) -> ExportReport:
                 instances_quarantined=study.quarantined, bytes=study.bytes,
                 attempts=study.attempts, error=study.error, started=study.started, finished=study.finished,
             )
-        report.lines.append(line)
-    return report
+        yield line
+
+
+class _Tally:
+    """The report's counts, taken line by line as ``report.csv`` is written."""
+
+    def __init__(self) -> None:
+        self.rows: set[int] = set()
+        self.studies: dict[str, tuple[str, int, int, int]] = {}  # uid: status, written, quarantined, bytes
+        self.not_found = self.bad_rows = self.failed_rows = self.lines = self.done_lines = 0
+
+    def add(self, line: dict[str, Any]) -> None:
+        self.lines += 1
+        self.rows.add(line["row"])
+        status, uid = line["status"], line["study_uid"]
+        self.done_lines += status == DONE
+        self.not_found += status == NOT_FOUND
+        self.bad_rows += status == BAD_ROW
+        self.failed_rows += status == FAILED and not uid
+        if uid:  # a study matched by several rows counts once, as its last line says
+            self.studies[uid] = (status, line["instances_written"], line["instances_quarantined"], line["bytes"])
+
+    def fill(self, report: ExportReport) -> None:
+        studies = self.studies.values()
+        report.rows = len(self.rows)
+        report.studies_done = sum(1 for status, *_ in studies if status == DONE)
+        report.studies_failed = sum(1 for status, *_ in studies if status not in (DONE, NOT_FOUND))
+        report.not_found, report.bad_rows, report.failed_rows = self.not_found, self.bad_rows, self.failed_rows
+        report.instances_written = sum(written for _, written, _, _ in studies)
+        report.instances_quarantined = sum(held for _, _, held, _ in studies)
+        report.bytes_written = sum(size for *_, size in studies)
+        report.ok = self.lines > 0 and self.done_lines == self.lines
 
 
 def write_outputs(
@@ -175,14 +194,16 @@ def write_outputs(
     the original StudyInstanceUIDs) outside the output folder, with a column for
     the instances it quarantined; its index holds pseudonymised values only.
     """
-    report = build_report(state)
-    if pseudonymised:
-        report.columns = PSEUDONYMISED_REPORT_COLUMNS
+    report = ExportReport(columns=PSEUDONYMISED_REPORT_COLUMNS if pseudonymised else REPORT_COLUMNS)
     report.report_path = (report_folder or folder) / REPORT_NAME
+    tally = _Tally()
     with _Atomic(report.report_path) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=report.columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(report.lines)
+        for line in _report_lines(state):
+            tally.add(line)
+            writer.writerow(line)
+    tally.fill(report)
     report.index_path = write_index(state.index_rows(), folder, index_format)
     return report
 
@@ -208,17 +229,20 @@ def write_index(rows: Iterable[tuple[Any, ...]], folder: Path, index_format: Ind
     path = folder / "instances.parquet"
     types = {name: int64() if name == "size" else string() for name in INDEX_COLUMNS}
     # Batch by batch on one thread, with the system allocator (arrow's own keeps what it
-    # freed): memory stays flat however many files the export wrote.
+    # freed), from a plain file (a memory map would count the whole CSV as ours), in blocks
+    # below malloc's mmap threshold (larger ones grow the heap with every block read):
+    # memory stays flat however many files the export wrote.
     pool = system_memory_pool()
-    reader = arrow_csv.open_csv(
-        csv_path,
-        read_options=arrow_csv.ReadOptions(use_threads=False, block_size=256 << 10),
-        convert_options=arrow_csv.ConvertOptions(column_types=types),
-        memory_pool=pool,
-    )
-    with _Atomic(path) as temporary, parquet.ParquetWriter(temporary, reader.schema, memory_pool=pool) as writer:
-        for batch in reader:
-            writer.write_batch(batch)
+    with csv_path.open("rb") as source:
+        reader = arrow_csv.open_csv(
+            source,
+            read_options=arrow_csv.ReadOptions(use_threads=False, block_size=64 << 10),
+            convert_options=arrow_csv.ConvertOptions(column_types=types),
+            memory_pool=pool,
+        )
+        with _Atomic(path) as temporary, parquet.ParquetWriter(temporary, reader.schema, memory_pool=pool) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
     csv_path.unlink()
     return path
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import queue
 import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -205,7 +206,9 @@ class _Driver:
         # between studies, and the counts arrive with each outcome.
         self.in_process = options.executor is None or isinstance(options.executor, ThreadPoolExecutor)
         self.prefetcher: SeriesPrefetcher | None = None
-        self.prefetched: set[str] = set()
+        self.prefetched: dict[str, Future[None]] = {}  # study: the batch search that fetches its series counts
+        self._searching: Future[None] | None = None
+        self._searches = ThreadPoolExecutor(1, "dicomtrolley-prefetch")
         trolley = source() if self.in_process else None
         if isinstance(trolley, Trolley) and trolley.searcher is not None:
             # The studies' downloads share one trolley whose searcher answers their
@@ -213,6 +216,7 @@ class _Driver:
             self.prefetcher = SeriesPrefetcher(trolley.searcher)
             self.source = SharedTrolley(Trolley(self.prefetcher, trolley.downloader, trolley.storage))
         self.in_flight: dict[Future[Any], tuple[str, str]] = {}
+        self.finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()  # tasks tell it when they end
         self.queued: set[str] = set()
         self.after_crash: set[str] = set()
 
@@ -232,7 +236,7 @@ class _Driver:
         total = len(studies)  # grows as rows are resolved into studies
         owned = self.options.executor is None
         executor = self.options.executor or ThreadPoolExecutor(self.options.studies, "dicomtrolley-export")
-        done: set[Future[Any]] = set()
+        done: list[Future[Any]] = []
         with _sigint_sets(self.controls.stop), _Bar(self.options.progress, total) as bar:
             try:
                 while (to_resolve or studies or self.in_flight) and not self.controls.stop.is_set():
@@ -251,11 +255,12 @@ class _Driver:
                             self._submit_study(executor, item)
                         else:
                             self._start_search(executor, item)
-                    done, _ = wait(self.in_flight, timeout=_TICK, return_when=FIRST_COMPLETED)
+                    done = self._finished_tasks()
                     bar.show(self.totals)
                 if self.controls.stop.is_set():
                     self._stop_in_flight()
             finally:
+                self._searches.shutdown(wait=False, cancel_futures=True)
                 if owned:
                     executor.shutdown(wait=False, cancel_futures=True)
         return self.controls.stop.is_set()
@@ -274,12 +279,25 @@ class _Driver:
         bar.note("")
 
     def _prefetch(self, studies: deque[str]) -> None:
-        """Search the next batch of studies at once, if the next one was not searched yet."""
-        if self.prefetcher is None or studies[0] in self.prefetched:
+        """Search the series of the studies next in line, a batch at a time, on a thread of its own.
+
+        Up to two batches ahead, one search at a time: the downloads go on
+        while the next batch is searched, instead of waiting for it.
+        """
+        if self.prefetcher is None or (self._searching is not None and not self._searching.done()):
             return
-        batch = [uid for uid in itertools.islice(studies, BATCH) if uid not in self.prefetched]
-        self.prefetched.update(batch)
-        self.prefetcher.prefetch(batch)
+        if all(uid in self.prefetched for uid in itertools.islice(studies, BATCH)):
+            return  # the next batch to start is searched (or being searched) already
+        batch = [uid for uid in itertools.islice(studies, 2 * BATCH) if uid not in self.prefetched][:BATCH]
+        if batch:
+            self._searching = self._searches.submit(self.prefetcher.prefetch, batch)
+            self.prefetched.update(dict.fromkeys(batch, self._searching))
+
+    def _searched(self, uid: str) -> None:
+        """Wait for the search of ``uid``'s batch, if one runs: the study's download then needs no search."""
+        search = self.prefetched.get(uid)
+        if search is not None:
+            search.result()
 
     def _next_tasks(self, studies: deque[str], to_resolve: deque[Any]) -> list[tuple[str, Any]]:
         """The tasks to start now, up to the limit in flight; the studies among them are recorded as running."""
@@ -289,6 +307,7 @@ class _Driver:
                 break
             if studies:
                 uid = studies.popleft()
+                self._searched(uid)
                 self.state.start_study(uid)
                 starting.append(("study", uid))
             else:
@@ -303,11 +322,27 @@ class _Driver:
             deidentify=deidentify if self.in_process or deidentify is None else deidentify.options,
         )
         controls = self.controls if self.in_process else None
-        self.in_flight[executor.submit(export_study, self.source, task, controls)] = ("study", uid)
+        self._track(executor.submit(export_study, self.source, task, controls), ("study", uid))
 
     def _start_search(self, executor: Executor, row: Any) -> None:
         future = executor.submit(find_row_studies, self.source, self.rows[row.key].query)
-        self.in_flight[future] = ("row", row.key)
+        self._track(future, ("row", row.key))
+
+    def _track(self, future: Future[Any], task: tuple[str, str]) -> None:
+        self.in_flight[future] = task
+        future.add_done_callback(self.finished.put)
+
+    def _finished_tasks(self) -> list[Future[Any]]:
+        """The tasks that ended since the last call, waiting up to a tick for the first."""
+        try:
+            done = [self.finished.get(timeout=_TICK)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                done.append(self.finished.get_nowait())
+            except queue.Empty:
+                return done
 
     def _record(self, future: Future[Any]) -> list[str]:
         """Write one finished task to the database; return the studies that are new to run."""
@@ -329,6 +364,7 @@ class _Driver:
         outcome: StudyOutcome = result if error is None else StudyOutcome(key, FAILED, error=error)
         if self.prefetcher is not None:
             self.prefetcher.forget(key)
+            self.prefetched.pop(key, None)
         if outcome.interrupted:
             self.state.interrupt_study(key)
             return []

@@ -326,19 +326,19 @@ class StateDatabase:
 
     # ------------------------------------------------------------ reading
 
-    def report_lines(self) -> list[tuple[RowState, StudyState | None]]:
-        """This run's rows, each with each study it matched (``None`` for a row that matched none), by line."""
-        lines: list[tuple[RowState, StudyState | None]] = []
-        rows = self._db.execute("SELECT * FROM rows WHERE seen = 1 ORDER BY line").fetchall()
-        for raw in rows:
-            row = self._row(raw)
-            studies = self._db.execute(
-                "SELECT s.* FROM studies s JOIN row_studies rs ON rs.study_uid = s.uid WHERE rs.row_key = ? "
-                "ORDER BY s.uid",
-                (row.key,),
-            ).fetchall()
-            lines.extend((row, self._study(s)) for s in studies) if studies else lines.append((row, None))
-        return lines
+    def report_lines(self) -> Iterator[tuple[RowState, StudyState | None]]:
+        """This run's rows, each with each study it matched (``None`` for a row that matched none), by line.
+
+        Streamed from one query: a worklist of any length costs the same memory.
+        """
+        cursor = self._db.execute(
+            "SELECT r.*, s.* FROM rows r LEFT JOIN row_studies rs ON rs.row_key = r.key "
+            "LEFT JOIN studies s ON s.uid = rs.study_uid WHERE r.seen = 1 ORDER BY r.line, s.uid"
+        )
+        width = len(RowState.__dataclass_fields__) + 1  # the rows table also has ``seen``
+        for raw in cursor:
+            row, study = raw[:width], raw[width:]
+            yield self._row(row), (self._study(study) if study[0] is not None else None)
 
     def index_rows(self) -> Iterator[tuple[Any, ...]]:
         """Every instance file written by this export, in :data:`INDEX_COLUMNS` order."""

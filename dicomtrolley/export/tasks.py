@@ -204,8 +204,12 @@ def index_row(instance: SavedInstance, output_dir: str) -> tuple[Any, ...]:
         return "" if value is None else str(value)
 
     reference = instance.reference
+    path = str(instance.path)
+    # The storage writes below the output folder: cutting its prefix off is what relpath does, faster.
+    inside = path.startswith(output_dir) and path[len(output_dir):len(output_dir) + 1] == os.sep
+    relative = path[len(output_dir) + 1:] if inside else os.path.relpath(path, output_dir)
     return (
-        os.path.relpath(instance.path, output_dir), text("StudyInstanceUID") or reference.study_uid,
+        relative, text("StudyInstanceUID") or reference.study_uid,
         text("SeriesInstanceUID") or reference.series_uid, text("SOPInstanceUID") or reference.instance_uid,
         text("PatientID"), text("StudyDate"), text("Modality"),
         text("SeriesNumber"), text("InstanceNumber"), instance.transfer_syntax, instance.size,
