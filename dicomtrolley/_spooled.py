@@ -26,8 +26,18 @@ _KEEP_FRACTION = 2
 so a short part never holds a large chunk in memory."""
 
 
-_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "writev") else 0
-"""Most buffers one ``os.writev`` takes (0: the platform has no ``writev``)."""
+def _iov_max() -> int:
+    """Most buffers one ``os.writev`` takes, at most 1024; 0 when the platform has no ``writev``."""
+    if not hasattr(os, "writev"):
+        return 0
+    try:
+        limit = os.sysconf("SC_IOV_MAX")
+    except (ValueError, OSError):
+        limit = -1
+    return min(limit, 1024) if limit > 0 else 16  # 16: the least POSIX allows
+
+
+_IOV_MAX = _iov_max()
 
 _COPY_BYTES = 1 << 20
 _COPY_BUFFER = threading.local()
