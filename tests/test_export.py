@@ -171,6 +171,20 @@ def test_every_batch_of_studies_is_searched_once_ahead_of_its_downloads(
     ]
 
 
+def test_a_batch_search_that_breaks_leaves_each_study_to_search_alone(
+    orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: object, study_uids: list[str]) -> None:
+        raise RuntimeError("a bug in the batch search")
+
+    monkeypatch.setattr("dicomtrolley.export.prefetch.SeriesPrefetcher.prefetch", broken)
+    studies = orthanc.sample.small_studies[:3]
+    report = trolley_for(orthanc).export([s.uid for s in studies], tmp_path / "out", progress=False)
+    assert report.ok
+    assert report.instances_written == sum(len(s.instances) for s in studies)
+    assert "a bug in the batch search" in caplog.text
+
+
 def test_the_report_lines_read_back_with_their_numbers_as_numbers(orthanc: OrthancServer, tmp_path: Path) -> None:
     study = orthanc.sample.small_studies[0]
     worklist = [study.uid, Query(PatientID="NOBODY-HERE")]

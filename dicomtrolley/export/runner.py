@@ -291,13 +291,17 @@ class _Driver:
         batch = [uid for uid in itertools.islice(studies, 2 * BATCH) if uid not in self.prefetched][:BATCH]
         if batch:
             self._searching = self._searches.submit(self.prefetcher.prefetch, batch)
+            self._searching.add_done_callback(_log_failure)
             self.prefetched.update(dict.fromkeys(batch, self._searching))
 
     def _searched(self, uid: str) -> None:
-        """Wait for the search of ``uid``'s batch, if one runs: the study's download then needs no search."""
+        """Wait for the search of ``uid``'s batch, if one runs: the study's download then needs no search.
+
+        A search that broke is logged; the studies of its batch then search for themselves.
+        """
         search = self.prefetched.get(uid)
         if search is not None:
-            search.result()
+            wait([search])
 
     def _next_tasks(self, studies: deque[str], to_resolve: deque[Any]) -> list[tuple[str, Any]]:
         """The tasks to start now, up to the limit in flight; the studies among them are recorded as running."""
@@ -388,6 +392,13 @@ class _Driver:
             if kind == "study":
                 self.state.interrupt_study(key)
         self.in_flight.clear()
+
+
+def _log_failure(search: Future[None]) -> None:
+    """Log a batch search that broke (a bug: a server's refusal is handled in the prefetcher)."""
+    error = None if search.cancelled() else search.exception()
+    if error is not None:
+        logger.error("Searching the series of a batch of studies failed; each searches alone", exc_info=error)
 
 
 def _result(future: Future[Any]) -> tuple[Any, str | None]:
