@@ -17,7 +17,7 @@ import enum
 import logging
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -169,7 +169,7 @@ def iter_parts(
     *,
     spill_threshold: int = SPILL_THRESHOLD,
     spill_dir: str | None = None,
-) -> Iterator[Part]:
+) -> Generator[Part, None, None]:
     """Parse a multipart body chunk by chunk and yield each part as soon as it is complete.
 
     A preamble before the first delimiter and an epilogue after the closing

@@ -8,6 +8,7 @@ fetched in parallel on a bounded pool.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
@@ -15,7 +16,7 @@ from functools import partial
 import requests
 from pydicom.dataset import Dataset
 
-from dicomtrolley._concurrency import interleave, read_ahead
+from dicomtrolley._concurrency import interleave
 from dicomtrolley._http import iter_body, spool
 from dicomtrolley._http_downloader import HTTPDownloader
 from dicomtrolley._multipart import boundary_of, iter_parts, parse_content_type
@@ -125,13 +126,16 @@ class WadoRS(HTTPDownloader):
         if media_type == "multipart/related":
             count = 0
             parts = iter_parts(iter_body(response), boundary_of(content_type), spill_threshold=self.spill_threshold)
-            for part in read_ahead(parts):
-                instance = InstancePart(
-                    part.body, part.size, part.content_type or "application/dicom", target, known,
-                    headers=part.headers,
-                )
-                self._deliver(instance, sink, url)
-                count += 1
+            # Read on this thread: the socket's buffer reads ahead already, and a reading
+            # thread per request only fights the others for the GIL (measured: no faster, more CPU).
+            with contextlib.closing(parts):
+                for part in parts:
+                    instance = InstancePart(
+                        part.body, part.size, part.content_type or "application/dicom", target, known,
+                        headers=part.headers,
+                    )
+                    self._deliver(instance, sink, url)
+                    count += 1
             return count
         raise MalformedResponseError(
             f"{url} answered with Content-Type {content_type!r}, "

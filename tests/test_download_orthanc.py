@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pydicom
 import pytest
 import requests
 
-from dicomtrolley.core import Downloader, InstanceReference, SeriesReference, StudyReference
+from dicomtrolley.core import Downloader, InstancePart, InstanceReference, SeriesReference, StudyReference
 from dicomtrolley.exceptions import DownloadError, StorageCollisionError
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.storage import StorageDir
@@ -110,6 +111,20 @@ def test_large_study_streams_to_disk_byte_for_byte(orthanc: OrthancServer, tmp_p
     series = study.series[0]
     for instance in series.instances[::37]:
         assert expected_file(tmp_path, study, series.uid, instance).read_bytes() == instance.path.read_bytes()
+
+
+def test_a_wado_rs_answer_is_read_and_written_on_the_calling_thread(orthanc: OrthancServer) -> None:
+    """A 300-instance answer starts no thread: the socket's buffer reads ahead, not a second reader."""
+    study = sample(orthanc).large_study
+    threads_seen: set[str] = set()
+
+    def sink(part: InstancePart) -> None:
+        threads_seen.update(t.name for t in threading.enumerate() if t.name.startswith("dicomtrolley"))
+        threads_seen.add(threading.current_thread().name)
+        part.body.read()
+
+    assert WadoRS(requests.Session(), orthanc.dicomweb_url).fetch([StudyReference(study.uid)], sink) == []
+    assert threads_seen == {threading.current_thread().name}
 
 
 def test_study_into_an_empty_folder_is_searched_at_series_level_only(orthanc: OrthancServer, tmp_path: Path) -> None:

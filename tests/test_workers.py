@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dicomtrolley._concurrency import interleave, prefetch, run_targets
+from dicomtrolley._concurrency import interleave, run_targets
 from dicomtrolley.core import StudyReference
 from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
 
@@ -90,40 +90,6 @@ def test_a_bug_in_the_work_is_not_swallowed() -> None:
         run_targets(studies(3), work, workers=2, stop_on_failure=False)
 
 
-def test_prefetch_yields_everything_in_order() -> None:
-    assert list(prefetch(iter(range(100)), depth=3, discard=lambda _: None)) == list(range(100))
-
-
-def test_prefetch_reraises_the_sources_error_after_the_items_before_it() -> None:
-    def source() -> Iterator[int]:
-        yield 1
-        yield 2
-        raise ConnectionFailedError("reset")
-
-    got: list[int] = []
-    with pytest.raises(ConnectionFailedError, match="reset"):
-        got.extend(prefetch(source(), depth=2, discard=lambda _: None))
-    assert got == [1, 2]
-
-
-def test_prefetch_discards_what_was_read_ahead_when_the_consumer_stops() -> None:
-    closed = threading.Event()
-    discarded: list[int] = []
-
-    def source() -> Iterator[int]:
-        try:
-            yield from range(1000)
-        finally:
-            closed.set()
-
-    items = prefetch(source(), depth=4, discard=discarded.append)
-    assert next(items) == 0
-    items.close()
-    assert closed.is_set()
-    assert 0 < len(discarded) <= 5
-    assert 0 not in discarded
-
-
 def test_one_target_runs_on_the_calling_thread() -> None:
     threads: list[threading.Thread] = []
     assert run_targets(studies(1), lambda _: threads.append(threading.current_thread()), workers=4,
@@ -137,46 +103,6 @@ def test_one_target_that_fails_is_a_failure_not_an_exception() -> None:
 
     failures = run_targets(studies(1), work, workers=4, stop_on_failure=True)
     assert [str(f.error) for f in failures] == ["refused: 1.0"]
-
-
-def reading_threads(count: int, *, inline_first: int) -> list[threading.Thread]:
-    """The thread each of ``count`` items was produced on, with ``inline_first`` items read inline."""
-    produced: list[threading.Thread] = []
-
-    def source() -> Iterator[int]:
-        for number in range(count):
-            produced.append(threading.current_thread())
-            yield number
-
-    budget = iter(range(inline_first - 1, -1, -1))
-    assert list(prefetch(source(), depth=2, discard=lambda _: None, inline=lambda _: next(budget) > 0)) == list(
-        range(count))
-    return produced
-
-
-def test_a_short_stream_is_read_on_the_calling_thread() -> None:
-    assert set(reading_threads(5, inline_first=16)) == {threading.current_thread()}
-
-
-def test_a_long_stream_is_read_ahead_on_a_thread_after_the_inline_items() -> None:
-    produced = reading_threads(40, inline_first=16)
-    assert produced[:16] == [threading.current_thread()] * 16
-    assert threading.current_thread() not in produced[16:]
-
-
-def test_a_stream_stopped_while_read_inline_is_closed() -> None:
-    closed = threading.Event()
-
-    def source() -> Iterator[int]:
-        try:
-            yield from range(100)
-        finally:
-            closed.set()
-
-    items = prefetch(source(), depth=2, discard=lambda _: None, inline=lambda _: True)
-    assert next(items) == 0
-    items.close()
-    assert closed.is_set()
 
 
 def test_interleave_yields_every_item_of_every_source() -> None:
