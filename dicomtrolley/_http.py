@@ -12,7 +12,6 @@ import email.utils
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from dicomtrolley._multipart import SPILL_THRESHOLD
+from dicomtrolley._spooled import SpooledChunks
 from dicomtrolley._version import __version__
 from dicomtrolley.exceptions import ConnectionFailedError, ServerError
 
@@ -358,11 +358,12 @@ def iter_body(response: requests.Response, chunk_size: int = CHUNK_SIZE) -> Iter
 
 
 def spool(chunks: Iterable[bytes], threshold: int = SPILL_THRESHOLD) -> tuple[IO[bytes], int]:
-    """Collect chunks into a file object kept in memory up to ``threshold`` bytes.
+    """Collect chunks into a file object kept in memory up to ``threshold`` bytes (0: on disk at once).
 
-    Returns the file, positioned at 0, and its size.
+    The same body a multipart part has (:class:`~dicomtrolley._spooled.SpooledChunks`):
+    the chunks as they arrived, not a copy. Returns the file, positioned at 0, and its size.
     """
-    body = tempfile.SpooledTemporaryFile(max_size=threshold)  # noqa: SIM115 - handed to the caller
+    body = SpooledChunks(threshold)
     size = 0
     try:
         for chunk in chunks:

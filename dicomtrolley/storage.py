@@ -598,11 +598,6 @@ def _create_temporary(target: Path) -> tuple[int, str]:
             continue
 
 
-def _write_all(handle: int, body: IO[bytes]) -> None:
-    """Write what is left of ``body`` to a file descriptor (a parser's part without a copy; see copy_to_descriptor)."""
-    copy_to_descriptor(body, handle)
-
-
 def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> None:
     """Copy ``body`` to a temporary file beside ``target``, then rename it into place."""
     temporary: str | None = None
@@ -612,7 +607,7 @@ def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> No
         handle, temporary = _create_temporary(target)
         try:
             body.seek(0)
-            _write_all(handle, body)
+            copy_to_descriptor(body, handle)
         finally:
             os.close(handle)
         os.replace(temporary, target)

@@ -24,7 +24,7 @@ from dicomtrolley.cli import main
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.exceptions import ExportLockedError, WorklistError
 from dicomtrolley.export import REPORT_COLUMNS, export
-from dicomtrolley.export.state import DATABASE_NAME, FolderLock
+from dicomtrolley.export.state import DATABASE_NAME, FolderLock, StateDatabase
 from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.storage import TEMPORARY_SUFFIX, temporary_name
 from dicomtrolley.trolley import Trolley
@@ -183,6 +183,26 @@ def test_a_batch_search_that_breaks_leaves_each_study_to_search_alone(
     assert report.ok
     assert report.instances_written == sum(len(s.instances) for s in studies)
     assert "a bug in the batch search" in caplog.text
+
+
+def test_a_batch_of_state_changes_is_recorded_whole_or_not_at_all(tmp_path: Path) -> None:
+    state = StateDatabase(tmp_path)
+    state.add_rows([("a", 1, "StudyInstanceUID=1.2.3"), ("b", 2, "StudyInstanceUID=1.2.4")], refresh=False)
+    state.resolve_rows([("a", ["1.2.3"]), ("b", ["1.2.4"])], max_attempts=3)
+
+    def a_turn_cut_short() -> None:
+        with state.batch():
+            state.start_study("1.2.3")
+            raise RuntimeError("the process dies mid-turn")
+
+    with pytest.raises(RuntimeError):
+        a_turn_cut_short()
+    assert dict(state.studies_to_run(3)) == {"1.2.3": "pending", "1.2.4": "pending"}
+    with state.batch():
+        state.start_study("1.2.3")
+        state.start_study("1.2.4")
+    assert dict(state.studies_to_run(3)) == {"1.2.3": "running", "1.2.4": "running"}
+    state.close()
 
 
 def test_the_report_lines_read_back_with_their_numbers_as_numbers(orthanc: OrthancServer, tmp_path: Path) -> None:

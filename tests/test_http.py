@@ -470,15 +470,24 @@ def test_spool_keeps_a_small_body_in_memory_and_rewinds_it() -> None:
     body, size = spool([b"abc", b"def"], threshold=100)
 
     assert (body.read(), size) == (b"abcdef", 6)
-    assert not body._rolled  # type: ignore[attr-defined]
+    assert body.in_memory  # type: ignore[attr-defined]
 
 
 def test_spool_moves_a_large_body_to_a_temporary_file() -> None:
     body, size = spool([b"a" * 60, b"b" * 60], threshold=100)
 
     assert size == 120
-    assert body._rolled  # type: ignore[attr-defined]
+    assert not body.in_memory  # type: ignore[attr-defined]
     assert body.read() == b"a" * 60 + b"b" * 60
+
+
+def test_spool_with_threshold_zero_keeps_nothing_in_memory() -> None:
+    """As for multipart parts, a threshold of 0 means on disk at once (not, as for tempfile, never)."""
+    body, size = spool([b"abc"], threshold=0)
+
+    assert size == 3
+    assert not body.in_memory  # type: ignore[attr-defined]
+    assert body.read() == b"abc"
 
 
 def test_spool_passes_a_broken_body_on() -> None:

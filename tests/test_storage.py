@@ -117,10 +117,10 @@ def test_bytes_that_are_not_dicom_raise_storage_error_and_leave_nothing(tmp_path
 def test_failed_write_leaves_no_file_under_the_final_name_and_no_temporary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full_disk(handle: int, body: object) -> None:
+    def full_disk(body: object, handle: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("dicomtrolley.storage._write_all", full_disk)
+    monkeypatch.setattr("dicomtrolley.storage.copy_to_descriptor", full_disk)
     with pytest.raises(StorageError, match="disk is full"):
         StorageDir(tmp_path).save(part(dicom_bytes("1.1")))
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
@@ -133,12 +133,12 @@ from pathlib import Path
 from dicomtrolley import storage
 from dicomtrolley.core import InstancePart
 
-def stall(handle, body):
+def stall(body, handle):
     os.write(handle, body.read(100))
     print("writing", flush=True)
     time.sleep(60)
 
-storage._write_all = stall
+storage.copy_to_descriptor = stall
 data = Path(sys.argv[2]).read_bytes()
 storage.StorageDir(sys.argv[1]).save(InstancePart(io.BytesIO(data), len(data)))
 """
