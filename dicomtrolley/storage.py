@@ -77,6 +77,8 @@ the UIDs that name the instance, and what an index of written files lists."""
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _MAX_SEGMENT_BYTES = 200
+_PLAIN_SEGMENT = re.compile(r"[0-9A-Za-z._+-]{1,200}")
+"""Values :func:`safe_segment` keeps as they are: printable ASCII without separators, short enough."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ def safe_segment(value: str) -> str:
     >>> safe_segment("  ")
     'unknown'
     """
+    if _PLAIN_SEGMENT.fullmatch(value) and value.strip("."):
+        return value  # the common case (a UID, a number, a code): nothing to change
     cleaned = _UNSAFE.sub("_", value).strip()
     if not cleaned:
         return PLACEHOLDER
@@ -153,15 +157,19 @@ class PathTemplate:
 
     def render(self, attributes: Mapping[str, Any] | Dataset) -> Path:
         """The relative path for an instance with these attributes."""
+        return Path(self.render_text(attributes))
+
+    def render_text(self, attributes: Mapping[str, Any] | Dataset) -> str:
+        """:meth:`render` as text, folders separated by ``/`` (no path object made)."""
         text = []
         for literal, name, spec, conversion in self._pieces:
             text.append(literal)
             if name:
                 text.append(safe_segment(self._field(attributes, name, spec or "", conversion)))
-        segments = "".join(text).split("/")
-        if any(seg in ("", ".", "..") for seg in segments):
-            raise StorageError(f"Template {self.template!r} gives an unsafe path {'/'.join(segments)!r}")
-        return Path(*segments)
+        relative = "".join(text)
+        if any(seg in ("", ".", "..") for seg in relative.split("/")):
+            raise StorageError(f"Template {self.template!r} gives an unsafe path {relative!r}")
+        return relative
 
     def _field(
         self, attributes: Mapping[str, Any] | Dataset, name: str, spec: str, conversion: str | None
@@ -223,8 +231,8 @@ class StorageDir:
         self.path = Path(path)
         self.allow_links_outside = allow_links_outside
         self.template = PathTemplate(template or self.default_template, uid_underscores=template is None)
-        self._claimed: dict[Path, str] = {}
-        self._folders: set[Path] = set()
+        self._claimed: dict[str, str] = {}  # final path -> the SOPInstanceUID written there
+        self._folders: dict[str, Path] = {}  # folders written to, by their path below self.path
         self._inside: set[Path] = set()  # folders checked to lead nowhere outside
         self._lock = threading.Lock()
 
@@ -241,7 +249,7 @@ class StorageDir:
         clone = copy.copy(self)
         clone.path = Path(path)
         clone._claimed = {}
-        clone._folders = set()
+        clone._folders = {}
         clone._inside = set()
         clone._lock = threading.Lock()
         return clone
@@ -362,17 +370,20 @@ class StorageDir:
             raise StorageError(
                 f"Downloaded bytes are not a readable DICOM instance: no SOPInstanceUID ({part.size} bytes)"
             )
-        target = self.path_for(header.attributes)
-        first_in_folder = target.parent not in self._folders
-        if first_in_folder:
-            self._check_inside(target.parent)
-            remove_stale_temporaries(target.parent)
+        # Paths as text until the end: a pathlib object costs more than the rest of a small write.
+        folder_text, _, name = self.template.render_text(header.attributes).rpartition("/")
+        folder = self._folders.get(folder_text)
+        if folder is None:
+            folder = self.path / folder_text
+            self._check_inside(folder)
+            remove_stale_temporaries(folder)
+        target = os.path.join(folder, name)
         self._claim(target, sop_uid)
-        _write_atomically(part.body, target, make_folder=first_in_folder)
-        self._folders.add(target.parent)
+        _write_atomically(part.body, target, make_folder=folder_text not in self._folders)
+        self._folders[folder_text] = folder
         reference = InstanceReference(header.text("StudyInstanceUID"), header.text("SeriesInstanceUID"), sop_uid)
         logger.debug("Wrote %s (%d bytes)", target, part.size)
-        return SavedInstance(reference, target, part.size, header.transfer_syntax, header.attributes)
+        return SavedInstance(reference, folder / name, part.size, header.transfer_syntax, header.attributes)
 
     def save_dataset(self, dataset: Dataset, path: str | os.PathLike[str] | None = None) -> SavedInstance:
         """Encode a pydicom Dataset and write it at :meth:`generate_path`, atomically (4.x's ``save``).
@@ -407,21 +418,21 @@ class StorageDir:
         self._check_inside(target.parent)
         remove_stale_temporaries(target.parent)
         sop_uid = str(dataset.get("SOPInstanceUID", ""))
-        self._claim(target, sop_uid)
-        _write_atomically(body, target, make_folder=True)
+        self._claim(str(target), sop_uid)
+        _write_atomically(body, str(target), make_folder=True)
         reference = InstanceReference(
             str(dataset.get("StudyInstanceUID", "")), str(dataset.get("SeriesInstanceUID", "")), sop_uid
         )
         transfer_syntax = dataset.file_meta.get("TransferSyntaxUID", "") if hasattr(dataset, "file_meta") else ""
         return SavedInstance(reference, target, body.getbuffer().nbytes, str(transfer_syntax))
 
-    def _claim(self, target: Path, sop_uid: str) -> None:
+    def _claim(self, target: str, sop_uid: str) -> None:
         with self._lock:
             owner = self._claimed.get(target)
             try:
                 # Only a regular file has an owner: a link there is replaced, never followed.
                 if owner is None and _is_regular_file(target):
-                    owner = read_header_of_file(target, ["SOPInstanceUID"]).text("SOPInstanceUID")
+                    owner = read_header_of_file(Path(target), ["SOPInstanceUID"]).text("SOPInstanceUID")
             except OSError as error:
                 raise StorageError(f"Could not read {target}: {error}") from error
             if owner and owner != sop_uid:
@@ -432,7 +443,7 @@ class StorageDir:
             self._claimed[target] = sop_uid
 
 
-def _is_regular_file(path: Path) -> bool:
+def _is_regular_file(path: str) -> bool:
     """True for a regular file at ``path`` itself (a link is none); one ``lstat``."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
@@ -520,14 +531,14 @@ def _writer() -> str:
     return f"{_HOST}-{os.getpid()}"
 
 
-def temporary_name(target: Path) -> str:
+def temporary_name(target: str | os.PathLike[str]) -> str:
     """The start of the name a file is written under before it becomes ``target``.
 
     ``.<name>.<host>-<pid>.``: the writer adds a serial number and
     :data:`TEMPORARY_SUFFIX`, so every writer (thread, process, machine)
     has names of its own, and the name says whether its writer still runs.
     """
-    return f".{target.name}.{_writer()}."
+    return f".{os.path.basename(target)}.{_writer()}."
 
 
 _TEMPORARY = re.compile(r"\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\.[^.]+" + re.escape(TEMPORARY_SUFFIX) + "$")
@@ -583,13 +594,13 @@ _SERIAL = itertools.count()
 _CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def _create_temporary(target: Path) -> tuple[int, str]:
+def _create_temporary(target: str) -> tuple[int, str]:
     """A new file beside ``target``, readable by its owner only (as ``mkstemp`` makes it): its descriptor and path.
 
     Named :func:`temporary_name` + a serial number + :data:`TEMPORARY_SUFFIX`;
     a name left by an earlier process with the same id is stepped over.
     """
-    prefix = os.path.join(target.parent, temporary_name(target))
+    prefix = os.path.join(os.path.dirname(target), temporary_name(target))
     while True:
         path = f"{prefix}{next(_SERIAL)}{TEMPORARY_SUFFIX}"
         try:
@@ -598,12 +609,12 @@ def _create_temporary(target: Path) -> tuple[int, str]:
             continue
 
 
-def _write_atomically(body: IO[bytes], target: Path, *, make_folder: bool) -> None:
+def _write_atomically(body: IO[bytes], target: str, *, make_folder: bool) -> None:
     """Copy ``body`` to a temporary file beside ``target``, then rename it into place."""
     temporary: str | None = None
     try:
         if make_folder:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
         handle, temporary = _create_temporary(target)
         try:
             body.seek(0)

@@ -114,7 +114,7 @@ def test_nothing_identifying_is_written_even_to_temporary_files(
     written: list[bytes] = []
     original = storage._write_atomically
 
-    def spy(body: IO[bytes], target: Path, *, make_folder: bool) -> None:
+    def spy(body: IO[bytes], target: str, *, make_folder: bool) -> None:
         body.seek(0)
         written.append(body.read())  # what the temporary file beside target receives
         original(body, target, make_folder=make_folder)
