@@ -69,6 +69,21 @@ def test_safe_segment_neutralises_separators_dots_and_control_characters(value: 
     assert safe_segment(value) == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2"),
+        ("CT_head-1+2", "CT_head-1+2"),
+        (".", "_"),
+        ("...", "___"),
+        ("a" * 250, "a" * 200),
+        (" padded ", "padded"),
+    ],
+)
+def test_safe_segment_keeps_plain_values_and_still_cuts_dots_and_length(value: str, expected: str) -> None:
+    assert safe_segment(value) == expected
+
+
 def test_hostile_tag_value_cannot_climb_out_of_the_output_folder(tmp_path: Path) -> None:
     out = tmp_path / "out"
     storage = StorageDir(out, template="{PatientID}/{SOPInstanceUID}")
