@@ -77,7 +77,7 @@ the UIDs that name the instance, and what an index of written files lists."""
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _MAX_SEGMENT_BYTES = 200
-_PLAIN_SEGMENT = re.compile(r"[0-9A-Za-z._+-]{1,200}")
+_PLAIN_SEGMENT = re.compile(rf"[0-9A-Za-z._+-]{{1,{_MAX_SEGMENT_BYTES}}}")
 """Values :func:`safe_segment` keeps as they are: printable ASCII without separators, short enough."""
 
 
@@ -370,16 +370,17 @@ class StorageDir:
             raise StorageError(
                 f"Downloaded bytes are not a readable DICOM instance: no SOPInstanceUID ({part.size} bytes)"
             )
-        # Paths as text until the end: a pathlib object costs more than the rest of a small write.
+        # Paths as text until the end: each pathlib object costs microseconds, per instance.
         folder_text, _, name = self.template.render_text(header.attributes).rpartition("/")
         folder = self._folders.get(folder_text)
+        first_in_folder = folder is None
         if folder is None:
             folder = self.path / folder_text
             self._check_inside(folder)
             remove_stale_temporaries(folder)
         target = os.path.join(folder, name)
         self._claim(target, sop_uid)
-        _write_atomically(part.body, target, make_folder=folder_text not in self._folders)
+        _write_atomically(part.body, target, make_folder=first_in_folder)
         self._folders[folder_text] = folder
         reference = InstanceReference(header.text("StudyInstanceUID"), header.text("SeriesInstanceUID"), sop_uid)
         logger.debug("Wrote %s (%d bytes)", target, part.size)

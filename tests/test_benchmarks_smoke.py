@@ -15,7 +15,8 @@ import pytest
 from benchmarks import data, report
 from benchmarks.cases import BIG, CGET, MULTIPART, TREE, WADO_RS, WADO_URI
 from benchmarks.run import SERVER_CONFIG, benchmark
-from tests.support.orthanc import OrthancFactory
+from tests.support.orthanc import OrthancFactory, OrthancServer
+from tests.support.sample_data import SampleData
 
 INTRO = "# Performance\n\nHand-written introduction that the benchmark keeps.\n"
 
@@ -65,6 +66,26 @@ def test_the_export_bookkeeping_probe_runs_and_times_each_study(tmp_path: Path) 
     assert result["rows"] == 20
     assert result["ms_per_study"] > 0
     assert (tmp_path / "report.csv").read_text().count("\n") == 21
+
+
+@pytest.mark.integration
+def test_the_export_steps_each_fetch_every_study_and_time_it(
+    orthanc: OrthancServer, sample_data: SampleData, tmp_path: Path
+) -> None:
+    from benchmarks.export_steps import measure
+
+    studies = sample_data.small_studies[:2]
+    figures = measure(orthanc.dicomweb_url, [s.uid for s in studies], step=2, runs=1, scratch=tmp_path)
+
+    assert list(figures) == [
+        "requests GET, body dropped", "+ multipart and downloader", "+ files, counts searched",
+        "export, 1 in flight", "export, 4 in flight",
+    ]
+    assert all(wall > 0 and user + system > 0 for wall, user, system in figures.values())
+    written = sum(len(s.instances) for s in studies)
+    assert len([p for p in (tmp_path / "0-2").rglob("*") if p.is_file()]) == written  # the download step's files
+    for export in ("0-3", "0-4"):
+        assert (tmp_path / export / "report.csv").read_text().count(",done,") == len(studies)
 
 
 @pytest.mark.integration

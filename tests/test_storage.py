@@ -92,6 +92,13 @@ def test_hostile_tag_value_cannot_climb_out_of_the_output_folder(tmp_path: Path)
     assert not (tmp_path / "tmp").exists()
 
 
+def test_template_renders_text_with_slashes_and_the_same_path_as_render() -> None:
+    template = PathTemplate("{PatientID}/{SeriesNumber:03d}/{SOPInstanceUID}.dcm")
+    attributes = {"PatientID": "P/1", "SeriesNumber": 7, "SOPInstanceUID": "1.2.3"}
+    assert template.render_text(attributes) == "P_1/007/1.2.3.dcm"
+    assert template.render(attributes) == Path("P_1", "007", "1.2.3.dcm")
+
+
 def test_template_with_a_climbing_literal_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="unsafe path"):
         StorageDir(tmp_path, template="../{SOPInstanceUID}").path_for({"SOPInstanceUID": "1"})
