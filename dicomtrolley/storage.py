@@ -334,6 +334,8 @@ class StorageDir:
         existing = folder
         while existing != self.path and not os.path.lexists(existing):
             existing = existing.parent
+        if existing == self.path:
+            return  # nothing below the output folder exists yet on the way: no link to follow
         try:
             inside = existing.resolve().is_relative_to(self.path.resolve())
         except (OSError, RuntimeError) as error:
