@@ -343,7 +343,7 @@ def violations(dataset: Dataset, options: DeidentifyOptions) -> list[Violation]:
 
 def _check(dataset: Dataset, rules: Rules, keep: set[tuple[int, str, int]], prefix: str, strict: bool,
            found: list[Violation]) -> None:
-    for tag in list(dataset.keys()):
+    for tag in sorted(dataset.keys()):
         raw = dataset.get_item(tag)
         handler = rules.handler_of_element(tag, raw.VR if raw is not None else None, strict)
         keyword = keyword_for_tag(tag)

@@ -129,7 +129,7 @@ def parse_2020(text: str) -> dict[str, dict[str, str]]:
     """Tag (or ``private``) -> the option columns of the 2020 table."""
     columns: dict[str, dict[str, str]] = {}
     for row in json.loads(text):
-        tag = "private" if "where-gggg-is-odd" in row["id"] else row["id"].upper().replace("X", "x")
+        tag = "private" if "where-gggg-is-odd" in row["id"].lower() else row["id"].upper().replace("X", "x")
         columns[tag] = {COLUMNS[key]: value for key, value in row.items() if key in COLUMNS}
     return columns
 
