@@ -87,8 +87,8 @@ def _alnum(text: str) -> int:
 
 
 def _id_regex(value: str) -> str:
-    """The value, its runs of letters and digits joined by any separators or none."""
-    runs = re.findall(r"[^\W_]+", value)
+    """The value, its runs of letters and of digits joined by any separators or none."""
+    runs = re.findall(r"[^\W\d_]+|\d+", value)
     return r"(?<![^\W_])" + r"[\W_]*".join(re.escape(run) for run in runs) + r"(?![^\W_])"
 
 
