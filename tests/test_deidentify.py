@@ -150,6 +150,26 @@ def test_pseudonyms_are_a_function_of_key_and_original(instance: Dataset) -> Non
         assert other[keyword].value != first[keyword].value
 
 
+def test_pseudonyms_are_those_earlier_versions_gave_under_the_same_key(instance: Dataset) -> None:
+    # Recorded from 4.x's dicognito pipeline: resumed exports and mapping tables must stay right.
+    Deidentifier(key=KEY).deidentify(instance)
+    assert instance.PatientID == "8SGJCTFY9CDC"
+    assert instance.PatientName == "RANDALL^ERIN^CHESTER"
+    assert instance.AccessionNumber == "CA6B5E7YLPA0"
+    assert instance.StudyID == "5OS5Q1UBP6QP"
+    assert instance.StudyInstanceUID == "2.1081769221832909595481413334439366798093"
+    assert instance.StudyDate == "20151030"
+    assert instance.ReferringPhysicianName == "DAUGHERTY^CHANDRA^FLORINE"
+
+
+def test_what_the_issue_found_kept_is_removed_or_cleaned(instance: Dataset) -> None:
+    instance.ReferringPhysicianTelephoneNumbers = "+41 44 555 12 34"
+    instance.PatientComments = "Referred by Quirinus Pemberton-Hale"
+    Deidentifier(key=KEY).deidentify(instance)
+    assert "ReferringPhysicianTelephoneNumbers" not in instance
+    assert instance.PatientComments == "Referred by ***"
+
+
 def test_a_deidentifier_survives_pickling_with_its_key(instance: Dataset) -> None:
     deidentifier = Deidentifier(key=KEY)
     copy = pickle.loads(pickle.dumps(deidentifier))  # noqa: S301 - our own bytes
