@@ -132,11 +132,11 @@ class Rules:
         self._normal: dict[int, int] = {}
         self._strict: dict[int, int] = {}
         self._wildcards: list[tuple[int, int | None, int]] = []
-        self.private = KEEP if "safe_private" in columns else REMOVE
-        """What the private row gives: KEEP means "keep what keep_private_tags lists"."""
+        self.keeps_listed_private = False
+        """The private row's C under Retain Safe Private: keep the private attributes listed as safe."""
         for tag_text, _keyword, _name, basic, options, _source in ROWS:
             if tag_text == "private":
-                self.private = KEEP if resolve(basic, options, columns, "UN", 0) == KEEP else REMOVE
+                self.keeps_listed_private = "safe_private" in columns and options.get("safe_private") == "C"
             elif "x" in tag_text:
                 element = None if tag_text[4:] == "xxxx" else int(tag_text[4:], 16)
                 self._wildcards.append((int(tag_text[:2], 16) << 8, element, resolve(basic, options, columns, "UN", 0)))
@@ -250,7 +250,7 @@ class Application:
             if handler == BY_VR:
                 handler = rules.handler_of_element(tag, dataset.get_item(tag).VR, strict)
             if handler == PRIVATE:
-                if not private_kept(dataset, tag, self.keep):
+                if not (rules.keeps_listed_private and private_kept(dataset, tag, self.keep)):
                     self._remember(dataset, tag)
                     del dataset[tag]
                 continue
@@ -348,7 +348,7 @@ def _check(dataset: Dataset, rules: Rules, keep: set[tuple[int, str, int]], pref
         handler = rules.handler_of_element(tag, raw.VR if raw is not None else None, strict)
         keyword = keyword_for_tag(tag)
         path = prefix + (keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
-        if handler == PRIVATE and not private_kept(dataset, tag, keep):
+        if handler == PRIVATE and not (rules.keeps_listed_private and private_kept(dataset, tag, keep)):
             found.append(Violation(path, keyword, "private attribute that Retain Safe Private does not keep"))
         elif handler == REMOVE:
             found.append(Violation(path, keyword, _removal_reason(rules, tag, strict)))
