@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
+import pydicom
 import pytest
 from pydicom.datadict import DicomDictionary, dictionary_has_tag, dictionary_VR
 from pydicom.dataelem import DataElement
@@ -12,6 +16,7 @@ from dicomtrolley._annex_e import TEXT_VRS, Violation, violations
 from dicomtrolley._annex_e_table import ROWS
 from dicomtrolley._safe_attributes import SAFE_KEYWORDS, SAFE_TAGS
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
+from tests.support.identifying_data import IDENTIFYING_VALUES, KEPT_PRIVATE_TAG, write_identifying_data
 
 KEY = "unit test key, thirty-two bytes!"
 OPTIONS = DeidentifyOptions(processes=0)
@@ -187,3 +192,27 @@ def test_violations_follow_the_options() -> None:
     assert violations(dataset, DeidentifyOptions(keep_private_tags=("0013,ACME 1.0,10",))) == []
     found = violations(dataset, DeidentifyOptions(clean_descriptors=False))
     assert [v.path for v in found] == ["StudyDescription", "(0013,0010)", "(0013,1010)"]
+
+
+@pytest.mark.parametrize("options", [
+    OPTIONS,
+    DeidentifyOptions(processes=0, retain_modified_dates=False, retain_patient_characteristics=False,
+                      retain_device_identity=False, clean_descriptors=False),
+    DeidentifyOptions(processes=0, retain_institution_identity=True, keep_private_tags=(KEPT_PRIVATE_TAG,)),
+], ids=["defaults", "basic-profile", "institution-and-private-kept"])
+def test_the_identifying_test_data_comes_out_without_violations_or_identifying_bytes(
+    options: DeidentifyOptions, tmp_path: Path
+) -> None:
+    data = write_identifying_data(tmp_path)
+    deidentifier = Deidentifier(options, key=KEY)
+    for path in data.paths:
+        dataset = pydicom.dcmread(path)
+        deidentifier.deidentify(dataset)
+        assert violations(dataset, options) == []
+        encoded = io.BytesIO()
+        dataset.save_as(encoded, enforce_file_format=True)
+        text = encoded.getvalue().decode("utf-8", "replace")
+        left = [value for value in IDENTIFYING_VALUES if value in text]
+        if options.retain_institution_identity:  # the institution's name and address are kept by that option
+            left = [value for value in left if "Hirslanden" not in value and "Witelliker" not in value]
+        assert left == []
