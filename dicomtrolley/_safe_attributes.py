@@ -28,7 +28,11 @@ SAFE_KEYWORDS: frozenset[str] = frozenset({
     # How the image was acquired and reconstructed.
     "ConvolutionKernel", "FilterType", "SequenceName", "PulseSequenceName", "ReceiveCoilName", "TransmitCoilName",
     "ImagedNucleus", "ReconstructionMethod", "Radiopharmaceutical", "ContrastBolusRoute", "ContrastBolusIngredient",
-    "AcquisitionDeviceProcessingCode", "TransducerData", "ProcessingFunction",
+    "AcquisitionDeviceProcessingCode", "TransducerData", "ProcessingFunction", "ScatterCorrectionMethod",
+    "AttenuationCorrectionMethod", "DetectorManufacturerName", "DetectorManufacturerModelName", "CollimatorGridName",
+    "PixelSpacingCalibrationDescription",
+    # What a segmentation's segments are and what made them (their free descriptions are not here).
+    "SegmentLabel", "SegmentAlgorithmName",
     # How to display it and what its pixels mean.
     "WindowCenterWidthExplanation", "RescaleType", "ModalityLUTType", "LUTExplanation", "PositionReferenceIndicator",
     "DimensionDescriptionLabel", "StackID", "MIMETypeOfEncapsulatedDocument",
