@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ _FIXED_DUMMIES: dict[str, Any] = {
 }
 """Dummy values of VRs that a keyed value would not make more useful (dates here: no modified-dates option)."""
 _BINARY_DUMMY = b"\x00" * 8
+_TIME_AND_ZONE = re.compile(r"\d{0,6}(?:\.\d{1,6})?(?:[+-]\d{4})?")
+"""What may follow the date in a DT: a time of day and a UTC offset, nothing that could be another date."""
 
 
 class Pseudonymiser:
@@ -80,11 +83,14 @@ class Pseudonymiser:
     def shift(self, original: str, vr: str, days: int) -> str:
         """A date (DA) or date-time (DT) moved back ``days`` days; empty when it is not a calendar date."""
         text = str(original).strip().replace(".", "") if vr == "DA" else str(original).strip()
+        rest = text[8:]
+        if not _TIME_AND_ZONE.fullmatch(rest) or (vr == "DA" and rest):
+            return ""  # a range, a partial or a malformed value cannot be moved; when in doubt it goes
         try:
             day = date(int(text[:4]), int(text[4:6]), int(text[6:8]))
         except ValueError:
-            return ""  # a partial or malformed date cannot be moved; when in doubt it goes
-        return (day - timedelta(days=days)).strftime("%Y%m%d") + text[8:]
+            return ""
+        return (day - timedelta(days=days)).strftime("%Y%m%d") + rest
 
     def dummy(self, dataset: Dataset, element: DataElement) -> None:
         """Give ``element`` a dummy value of its VR (D): a keyed name or ID for text, a fixed value otherwise."""

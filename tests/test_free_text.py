@@ -81,3 +81,4 @@ def test_without_clean_descriptors_descriptions_are_removed() -> None:
     Deidentifier(DeidentifyOptions(processes=0, clean_descriptors=False), key=KEY).deidentify(dataset)
     assert "StudyDescription" not in dataset
     assert "PatientComments" not in dataset
+
