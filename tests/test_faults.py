@@ -228,7 +228,9 @@ def test_broken_stream_keeps_the_whole_parts_and_fetches_only_the_missing_ones_o
 
 
 @pytest.mark.parametrize(
-    "fault", [Fault.PREAMBLE_EPILOGUE, Fault.QUOTED_BOUNDARY], ids=["preamble-and-epilogue", "quoted-boundary"]
+    "fault",
+    [Fault.PREAMBLE_EPILOGUE, Fault.QUOTED_BOUNDARY, Fault.MULTIPART_MIXED, Fault.FORM_DATA],
+    ids=["preamble-and-epilogue", "quoted-boundary", "labelled-multipart-mixed", "labelled-multipart-form-data"],
 )
 def test_legal_multipart_variants_download_completely_with_one_request_per_series(
     fault: Fault, server: FaultServer, session: requests.Session, tmp_path: Path
