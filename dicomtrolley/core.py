@@ -17,7 +17,7 @@ import copy
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from enum import Enum, IntEnum
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -27,6 +27,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicomtrolley._dates import dicom_date_range, normalise_date_criterion, parse_date, parse_date_range
 from dicomtrolley.exceptions import (
     DICOMTrolleyError,
     MalformedResponseError,
@@ -67,6 +68,14 @@ class QueryLevels(str, Enum):
     STUDY = "STUDY"
     SERIES = "SERIES"
     INSTANCE = "INSTANCE"
+
+    @classmethod
+    def _missing_(cls, value: object) -> QueryLevels | None:
+        """A level written in any case (``"series"``), or as C-FIND names the finest one (``"IMAGE"``)."""
+        if not isinstance(value, str):
+            return None
+        name = value.strip().upper()
+        return cls.__members__.get("INSTANCE" if name == "IMAGE" else name)
 
     @property
     def object_level(self) -> DICOMObjectLevels:
@@ -581,16 +590,31 @@ class Query(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     offset: int = Field(default=0, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _study_date(cls, values: Any) -> Any:
+        # StudyDate="A-B", as a worklist and DICOM write it, is the range min_study_date..max_study_date.
+        if not isinstance(values, dict) or "StudyDate" not in values:
+            return values
+        values = dict(values)
+        text = values.pop("StudyDate")
+        if values.get("min_study_date") or values.get("max_study_date"):
+            raise ValueError("give StudyDate or min_study_date/max_study_date, not both")
+        if text:
+            values["min_study_date"], values["max_study_date"] = parse_date_range(text)
+        return values
+
     @field_validator("min_study_date", "max_study_date", mode="before")
     @classmethod
     def _date_only(cls, value: Any) -> Any:
-        return value.date() if isinstance(value, datetime) else value
+        # "20200101" and "2020-01-01" alike; pydantic alone reads the first as seconds since 1970.
+        return None if value is None or value == "" else parse_date(value)
 
     @field_validator("PatientBirthDate", mode="before")
     @classmethod
     def _dicom_date(cls, value: Any) -> Any:
         # 4.x took a date here; a DICOM DA string (or range) is what goes to the server.
-        return value.strftime("%Y%m%d") if isinstance(value, date) else value
+        return normalise_date_criterion(value) if isinstance(value, (str, date)) else value
 
     @field_validator("include_fields")
     @classmethod
@@ -615,11 +639,7 @@ class Query(BaseModel):
 
     def study_date_range(self) -> str:
         """The StudyDate criterion as a DICOM range (``YYYYMMDD-YYYYMMDD``; either end open), or ''."""
-        if not (self.min_study_date or self.max_study_date):
-            return ""
-        low = self.min_study_date.strftime("%Y%m%d") if self.min_study_date else ""
-        high = self.max_study_date.strftime("%Y%m%d") if self.max_study_date else ""
-        return low if low == high else f"{low}-{high}"
+        return dicom_date_range(self.min_study_date, self.max_study_date)
 
     @classmethod
     def init_from_query(cls: type[_Q], query: Query) -> _Q:
