@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
-from dicomtrolley._dates import parse_date
+from dicomtrolley._values import parse_date
 from dicomtrolley._version import __version__
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier

@@ -27,7 +27,13 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from dicomtrolley._dates import dicom_date_range, normalise_date_criterion, parse_date, parse_date_range
+from dicomtrolley._values import (
+    dicom_date_range,
+    lenient_dataset,
+    normalise_date_criterion,
+    parse_date,
+    parse_date_range,
+)
 from dicomtrolley.exceptions import (
     DICOMTrolleyError,
     MalformedResponseError,
@@ -223,16 +229,13 @@ class DICOMObject:
         Raises
         ------
         MalformedResponseError
-            The server's DICOM JSON is not valid (a sequence of strings, a number that is none, ...).
+            The server's answer is not DICOM JSON at all (a key that is no tag). An
+            attribute whose value breaks its type (a number that is none, a sequence
+            of strings) is kept as text instead, with a warning naming it.
         """
         if self._data is None:
-            try:
-                self._data = Dataset.from_json(dict(self._json)) if self._json else Dataset()
-            except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as error:
-                raise MalformedResponseError(
-                    f"The result for {type(self).__name__} {self.uid} from {self.json_source or 'a search'} "
-                    f"is not valid DICOM JSON: {type(error).__name__}: {error}"
-                ) from None
+            where = f"The result for {type(self).__name__} {self.uid} from {self.json_source or 'a search'}"
+            self._data = lenient_dataset(self._json, where) if self._json else Dataset()
             self._json = None
         return self._data
 
@@ -250,11 +253,14 @@ class DICOMObject:
         if self._json is not None:
             tag = tag_for_keyword(keyword)
             element = self._json.get(f"{tag:08X}") if tag is not None else None
-            values = element.get("Value") if element else None
-            if not values:
+            if not element or not (values := element.get("Value")):
                 return None
-            first = values[0]
-            return first.get("Alphabetic", "") if isinstance(first, dict) else first
+            first = values[0] if isinstance(values, list) else None
+            if first is not None and not isinstance(first, dict):
+                return first
+            if isinstance(first, dict) and element.get("vr") == "PN":
+                return first.get("Alphabetic", "")
+            # A sequence, or a value that breaks its type: as the Dataset reads it (see ``data``).
         value = self.data.get(keyword)
         if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
             return value[0] if len(value) else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from dicomtrolley._values import whole_number
 from dicomtrolley.core import FetchFailure, InstanceReference, Quarantined, Series, Study
 from dicomtrolley.preview import DEFAULT_SIZE, Previewer, PreviewGallery, gallery
 
@@ -52,27 +53,41 @@ def _attribute(study: Study, name: str) -> str | None:
     return _text(study.data.get(name)) if name in study.data else None
 
 
-def _series_count(study: Study) -> int | None:
+def _count(value: Any) -> int | str | None:
+    """A count as the server reported it: an int; the text it sent when that is no one whole number
+    (``[123, 3]``), which the table shows as it is; ``None`` when it sent none."""
+    if value is None or value == "":
+        return None
+    number = whole_number(value)
+    return number if number is not None else _text(value)
+
+
+def _series_count(study: Study) -> int | str | None:
     """What the server says the study holds, or else how many series the search found; ``None``: unknown."""
-    reported = study.data.get("NumberOfStudyRelatedSeries")
-    if reported not in (None, ""):
-        return int(reported)
+    reported = _count(study.data.get("NumberOfStudyRelatedSeries"))
+    if reported is not None:
+        return reported
     return len(study.series) or None  # a study search lists no series; a study has at least one
 
 
-def _instance_count(study: Study) -> int | None:
+def _instance_count(study: Study) -> int | str | None:
     """What the server says, or the sum over the series (their counts, or the instances found); else ``None``."""
-    reported = study.data.get("NumberOfStudyRelatedInstances")
-    if reported not in (None, ""):
-        return int(reported)
+    reported = _count(study.data.get("NumberOfStudyRelatedInstances"))
+    if reported is not None:
+        return reported
     counts: list[int] = []
     for series in study.series:
-        number = series.data.get("NumberOfSeriesRelatedInstances")
-        count = int(number) if number not in (None, "") else len(series.instances)
-        if not count:
-            return None  # neither reported nor searched: a series has at least one instance
+        count = _series_instances(series)
+        if not isinstance(count, int):
+            return None  # neither reported nor searched (a series has at least one instance), or unreadable
         counts.append(count)
     return sum(counts) or None
+
+
+def _series_instances(series: Series) -> int | str | None:
+    """What the server says the series holds, or else how many instances the search found; ``None``: unknown."""
+    reported = _count(series.data.get("NumberOfSeriesRelatedInstances"))
+    return reported if reported is not None else len(series.instances) or None
 
 
 class _ResultList:
@@ -135,10 +150,10 @@ class _ResultList:
         return gallery(self._captioned(), self._previewer, size)
 
 
-def _total(counts: Iterable[int | None]) -> str:
-    """A sum for a caption; unknown when any part is."""
+def _total(counts: Iterable[int | str | None]) -> str:
+    """A sum for a caption; unknown when any part is unknown or unreadable."""
     values = list(counts)
-    return UNKNOWN if any(v is None for v in values) else str(sum(v for v in values if v is not None))
+    return str(sum(v for v in values if isinstance(v, int))) if all(isinstance(v, int) for v in values) else UNKNOWN
 
 
 def _modalities(values: Iterable[str | None]) -> str:
@@ -259,8 +274,7 @@ class SeriesList(_ResultList, list[Series]):
                 if value is None and study is not None:
                     value = study.first_value(name)
                 row[name] = value if value is None or isinstance(value, int) else _text(value)
-            reported = series.first_value("NumberOfSeriesRelatedInstances")
-            row["instances"] = int(reported) if reported not in (None, "") else len(series.instances) or None
+            row["instances"] = _series_instances(series)
             out.append(row)
         return out
 

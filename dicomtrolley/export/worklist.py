@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dicomtrolley._dates import parse_date_range
+from dicomtrolley._values import parse_date_range
 from dicomtrolley.core import Query
 from dicomtrolley.exceptions import WorklistError
 
