@@ -105,8 +105,13 @@ class Trolley:
         return self.searcher
 
     def find_studies(self, query: Query) -> StudyList:
-        """Every study matching ``query``, down to its query level; prints as a table."""
-        return StudyList(self._require_searcher().find_studies(query), previewer=self.rendered)
+        """Every study matching ``query``, down to its query level; prints as a table.
+
+        Its ``series()`` and ``instances()`` search deeper, with this trolley's
+        searcher, for the studies and series found without them.
+        """
+        searcher = self._require_searcher()
+        return StudyList(searcher.find_studies(query), previewer=self.rendered, searcher=searcher)
 
     def find_study(self, query: Query) -> Study:
         """The one study matching ``query``; an error if none or several match."""
