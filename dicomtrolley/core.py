@@ -567,10 +567,18 @@ class Query(BaseModel):
     its server raises :class:`~dicomtrolley.exceptions.UnSupportedParameterError`
     rather than widening the search silently.
 
+    Dates are read by one set of rules, also for worklists and the command
+    line: ``min_study_date`` and ``max_study_date`` take a ``date`` or text
+    (``"20200101"``, ``"2020-01-01"``); ``StudyDate`` takes a DICOM day or
+    range (``"A-B"``, ``"-B"``, ``"A-"``) and sets both. ``query_level`` is
+    read in any case (``"series"``).
+
     Examples
     --------
-    >>> Query(PatientName="DOE*", query_level=QueryLevels.SERIES).query_level.value
+    >>> Query(PatientName="DOE*", query_level="series").query_level.value
     'SERIES'
+    >>> Query(StudyDate="2020-01-01-").study_date_range()
+    '20200101-'
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
