@@ -157,7 +157,7 @@ def lenient_dataset(attributes: Mapping[str, Any], where: str) -> Dataset:
 
     An attribute whose value breaks its type (``{"vr": "IS", "Value":
     [{"a": 1}]}``, a ``Value`` that is no list) is kept as text: the JSON of its
-    value, with VR ``UT``, so nothing the server said is lost; a warning names
+    value (or inline binary), with VR ``UT``, so nothing the server said is lost; a warning names
     it and ``where`` the result came from.
 
     Raises
@@ -180,7 +180,9 @@ def lenient_dataset(attributes: Mapping[str, Any], where: str) -> Dataset:
         try:
             dataset.update(Dataset.from_json({key: element}))
         except _JSON_ERRORS as error:
-            value = element.get("Value") if isinstance(element, Mapping) else element
+            value = element
+            if isinstance(element, Mapping):
+                value = next((element[k] for k in ("Value", "InlineBinary", "BulkDataURI") if k in element), None)
             text = json.dumps(value, default=str)
             logger.warning(
                 "%s: %s (%s) is not valid DICOM JSON (%s: %s); kept as text %s",
