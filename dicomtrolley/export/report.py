@@ -20,6 +20,8 @@ from dicomtrolley.export.state import BAD_ROW, DONE, FAILED, INDEX_COLUMNS, NOT_
 if TYPE_CHECKING:
     import pandas
 
+    from dicomtrolley.audit import AuditResult
+
 REPORT_NAME = "report.csv"
 REPORT_COLUMNS: tuple[str, ...] = (
     "row", "query", "study_uid", "status", "instances_expected", "instances_written", "instances_skipped",
@@ -70,7 +72,11 @@ class ExportReport:
         (see :mod:`dicomtrolley.deidentify`), and the bytes of the files written;
         each by the last attempt at each study.
     ok
-        True when every row is done: nothing failed, was not found, or was skipped as a bad row.
+        True when every row is done: nothing failed, was not found, or was skipped as a bad row;
+        for a pseudonymised export, also when its audit found nothing.
+    audit
+        A pseudonymised export's audit of its output folder (see :mod:`dicomtrolley.audit`), run at
+        the end of each run that was not interrupted; ``None`` when there was nothing to audit.
     """
 
     columns: tuple[str, ...] = REPORT_COLUMNS
@@ -86,6 +92,13 @@ class ExportReport:
     instances_quarantined: int = 0
     bytes_written: int = 0
     ok: bool = False
+    audit: AuditResult | None = None
+
+    def record_audit(self, result: AuditResult | None) -> None:
+        """Keep the audit's result; a finding makes the export not ok (so the command exits 1)."""
+        self.audit = result
+        if result is not None and not result.ok:
+            self.ok = False
 
     @property
     def lines(self) -> list[dict[str, Any]]:
@@ -116,6 +129,8 @@ class ExportReport:
         text += f"; {self.instances_written} instances written ({self.bytes_written / 1e6:.1f} MB)"
         if self.instances_quarantined:
             text += f", {self.instances_quarantined} quarantined"
+        if self.audit is not None:
+            text += "; audit: clean" if self.audit.ok else f"; audit: {len(self.audit.findings)} findings"
         return text
 
 
