@@ -70,6 +70,8 @@ def snapshot(dataset: Dataset) -> Snapshot:
     return values
 
 
+_PATIENT_ID = 0x00100020
+
 SCOPED_VRS = frozenset({"DA", "DT"})
 """The value representations whose values are a patient's: searched beside that patient's pseudonymous ID."""
 
@@ -77,14 +79,26 @@ Recorded = tuple[str, str, str]
 """A recorded value: the attribute it came from, the value, and its patient's pseudonymous ID (or ``""``)."""
 
 
+UNRECORDED = frozenset({"CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning"})
+"""Parts of a code that name the code, not a person, though a removed sequence takes them along."""
+
+
 def replaced(before: Snapshot, dataset: Dataset) -> list[Recorded]:
-    """The values of ``before`` that ``dataset`` no longer holds at their place: replaced or removed."""
+    """The values of ``before`` that ``dataset`` no longer holds at their place: replaced or removed.
+
+    A replaced value always is one. A removed value that the pseudonymised
+    dataset still holds elsewhere is not: a removed sequence takes codes
+    (``DCM``, ``113100``) along that the profile keeps or adds.
+    """
     after = snapshot(dataset)
-    patient = str(dataset.get("PatientID", "") or "")
+    kept = {value for _, value, _ in after.values()}
+    # A date counts beside its patient's pseudonym, and beside the original PatientID (a plain copy).
+    patients = {str(dataset.get("PatientID", "") or ""), before.get((_PATIENT_ID,), ("", "", ""))[1]} - {""}
     return [
-        (kind, value, patient if vr in SCOPED_VRS else "")
+        (kind, value, patient)
         for place, (kind, value, vr) in before.items()
-        if after.get(place, ("", None, ""))[1] != value
+        if kind not in UNRECORDED and (after[place][1] != value if place in after else value not in kept)
+        for patient in (patients or {""} if vr in SCOPED_VRS else {""})
     ]
 
 
@@ -126,7 +140,10 @@ class OriginalValues:
     def add(self, values: Iterable[Recorded]) -> None:
         """Append the values this process has not written yet, in one ``write`` (whole lines, however many write)."""
         with self._lock:
-            new = {(value, scope): kind for kind, value, scope in values if (value, scope) not in self._known}
+            new: dict[tuple[str, str], str] = {}
+            for kind, value, scope in values:
+                if (value, scope) not in self._known:
+                    new.setdefault((value, scope), kind)  # the first attribute it stands in
             if not new:
                 return
             text = "".join(json.dumps([kind, key[0], key[1]], ensure_ascii=False) + "\n" for key, kind in new.items())
