@@ -22,6 +22,7 @@ import sys
 import threading
 import types
 from collections.abc import Iterator
+from multiprocessing import context as mp_context
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -62,26 +63,41 @@ def _main_hidden() -> Iterator[None]:
             sys.modules["__main__"] = main
 
 
+class _SpawnProcess(mp_context.SpawnProcess):
+    """A spawned process launched with ``__main__`` hidden (module level: the child unpickles it)."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - multiprocessing's name
+        with _main_hidden():
+            return mp_context.SpawnProcess._Popen(process_obj)
+
+
+class _SpawnContext(mp_context.SpawnContext):
+    Process = _SpawnProcess
+
+
+_CONTEXTS: dict[str, type[BaseContext]] = {"spawn": _SpawnContext}
+
+if sys.platform != "win32":
+
+    class _ForkServerProcess(mp_context.ForkServerProcess):
+        """A process of the fork server launched with ``__main__`` hidden."""
+
+        @staticmethod
+        def _Popen(process_obj: Any) -> Any:  # noqa: N802 - multiprocessing's name
+            with _main_hidden():
+                return mp_context.ForkServerProcess._Popen(process_obj)
+
+    class _ForkServerContext(mp_context.ForkServerContext):
+        Process = _ForkServerProcess
+
+    _CONTEXTS["forkserver"] = _ForkServerContext
+
+
 def process_context(method: str) -> BaseContext:
     """A context of the start ``method`` (``"spawn"``, ``"forkserver"``) whose children never import ``__main__``.
 
     ``"fork"`` copies the parent and imports nothing; it is returned as it is.
     """
-    base = multiprocessing.get_context(method)
-    if method == "fork":
-        return base
-    parent: Any = base.Process  # type: ignore[attr-defined]
-    launch = parent._Popen
-
-    class Process(parent):  # type: ignore[misc]
-        @staticmethod
-        def _Popen(process_obj: Any) -> Any:  # noqa: N802 - multiprocessing's name
-            with _main_hidden():
-                return launch(process_obj)
-
-    class Context(type(base)):  # type: ignore[misc]
-        pass
-
-    context = Context()
-    context.Process = Process
-    return context
+    made = _CONTEXTS.get(method)
+    return made() if made is not None else multiprocessing.get_context(method)
