@@ -165,3 +165,26 @@ def test_a_state_folder_inside_the_output_is_refused(identifying: IdentifyingDat
         Deidentifier(DeidentifyOptions(state_dir=tmp_path / "out" / "state"), key=KEY).storage(
             StorageDir(tmp_path / "out")
         )
+
+
+def test_a_long_value_is_found_even_in_pixel_data_a_short_one_only_in_the_header(
+    output: Path, tmp_path: Path
+) -> None:
+    out = copy_output(output, tmp_path)
+    victim = instances(out)[0]
+    dataset = pydicom.dcmread(victim)
+    pixels = bytearray(dataset.PixelData)
+    pixels[64:64 + len(HILDEGUND.patient_id)] = HILDEGUND.patient_id.lower().encode()
+    pixels[200:203] = b"AHV"  # a removed issuer of three letters: by chance in pixel data, not a finding
+    dataset.PixelData = bytes(pixels)
+    dataset.save_as(victim)
+    found = [(f.file, f.where, f.kind) for f in audit(out).findings]
+    assert found == [(victim.relative_to(out).as_posix(), "PixelData", "PatientID")]
+
+
+def test_digits_inside_a_longer_number_are_no_finding(output: Path, tmp_path: Path) -> None:
+    out = copy_output(output, tmp_path)
+    birth = HILDEGUND.birth_date
+    patients = sorted({str(pydicom.dcmread(p).PatientID) for p in instances(out)})
+    (out / "numbers.txt").write_text(f"{' '.join(patients)} 9{birth} {birth}7 x{birth}x\n", encoding="utf-8")
+    assert [f.kind for f in audit(out).findings] == ["PatientBirthDate"]  # only the one standing alone
