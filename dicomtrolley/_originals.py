@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -42,6 +43,9 @@ RECORDED_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "UR", "AE", 
 Coded strings (CS), numbers, ages and times are left out: ``NO`` becoming
 ``YES`` in PatientIdentityRemoved is no identity, and searching for it would
 find it everywhere."""
+
+_DECODED = RECORDED_VRS | {"SQ", None}
+"""Raw elements of these VRs are decoded by a snapshot (None: implicit VR, known only once decoded)."""
 
 Snapshot = dict[tuple[int, ...], tuple[str, str, str]]
 """Every recorded value of a dataset by its place (tags and item numbers): keyword, value, VR."""
@@ -90,23 +94,55 @@ def replaced(before: Snapshot, dataset: Dataset) -> list[Recorded]:
     dataset still holds elsewhere is not: a removed sequence takes codes
     (``DCM``, ``113100``) along that the profile keeps or adds.
     """
-    after = snapshot(dataset)
-    kept = {value for _, value, _ in after.values()}
     # A date counts beside its patient's pseudonym, and beside the original PatientID (a plain copy).
     patients = {str(dataset.get("PatientID", "") or ""), before.get((_PATIENT_ID,), ("", "", ""))[1]} - {""}
-    return [
-        (kind, value, patient)
-        for place, (kind, value, vr) in before.items()
-        if kind not in UNRECORDED and (after[place][1] != value if place in after else value not in kept)
-        for patient in (patients or {""} if vr in SCOPED_VRS else {""})
-    ]
+    kept: set[str] | None = None  # every value the dataset still holds: only asked for when a value was removed
+    found: list[Recorded] = []
+    for place, (kind, value, vr) in before.items():
+        if kind in UNRECORDED:
+            continue
+        now = _value_at(dataset, place)
+        if now is None:
+            if kept is None:
+                after: Snapshot = {}
+                _collect(dataset, (), after, converted_only=True)
+                kept = {text for _, text, _ in after.values()}
+            if value in kept:
+                continue
+        elif now == value:
+            continue
+        found.extend((kind, value, patient) for patient in (patients or {""} if vr in SCOPED_VRS else {""}))
+    return found
 
 
-def _collect(dataset: Dataset, place: tuple[int, ...], values: Snapshot) -> None:
-    for element in dataset:
+def _value_at(dataset: Dataset, place: tuple[int, ...]) -> str | None:
+    """The text at ``place`` in ``dataset`` (looked up, not walked), or None when nothing is there."""
+    current: Dataset | None = dataset.file_meta if place[0] == -1 else dataset
+    steps = place[1:] if place[0] == -1 else place
+    for index in range(0, len(steps) - 1, 2):
+        element = current.get(steps[index]) if current is not None else None
+        items = element.value if element is not None and element.VR == "SQ" else None
+        current = items[steps[index + 1]] if items is not None and steps[index + 1] < len(items) else None
+    element = current.get(steps[-1]) if current is not None else None
+    return _text(element.value) if element is not None and element.value not in (None, "") else None
+
+
+def _collect(dataset: Dataset, place: tuple[int, ...], values: Snapshot, *, converted_only: bool = False) -> None:
+    """Add the recorded values of ``dataset`` to ``values``.
+
+    Elements still raw whose VR is known and holds nothing recorded are not
+    decoded; with ``converted_only`` no raw element is (a pseudonymised
+    dataset's raw elements are what the profile added, encoded once).
+    """
+    for tag in dataset.keys():  # noqa: SIM118 - iterating the dataset would decode every element
+        element = dataset.get_item(tag)
+        if isinstance(element, RawDataElement):
+            if converted_only or element.VR not in _DECODED:
+                continue
+            element = dataset[tag]  # decoded once: the pseudonymisation needs it decoded too
         if element.VR == "SQ":
             for number, item in enumerate(element.value or ()):
-                _collect(item, (*place, element.tag, number), values)
+                _collect(item, (*place, element.tag, number), values, converted_only=converted_only)
         elif element.VR in RECORDED_VRS and element.value not in (None, ""):
             text = _text(element.value)
             if text:
