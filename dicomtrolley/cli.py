@@ -204,6 +204,8 @@ def _deidentifier(args: argparse.Namespace) -> Deidentifier | None:
     if args.deidentify is None:
         if args.mapping or args.mapping_in_output:
             raise DICOMTrolleyError("--mapping needs --deidentify")
+        if args.command == "download" and args.state_dir:
+            raise DICOMTrolleyError("--state-dir needs --deidentify")
         return None
     updates: dict[str, Any] = {"mapping": args.mapping} if args.mapping else {}
     if args.mapping_in_output:

@@ -390,7 +390,7 @@ class Deidentifier:
         ------
         DeidentificationError
             The mapping table would be written inside the output folder, and
-            ``mapping_in_output`` does not allow it.
+            ``mapping_in_output`` does not allow it; or the state folder would be.
         """
         return DeidentifyingStorage(storage, self)
 

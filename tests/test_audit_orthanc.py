@@ -195,7 +195,8 @@ sys.exit(main(["export", {server.dicomweb_url!r}, {str(tmp_path / "worklist.csv"
 """
     script = tmp_path / "unguarded.py"
     script.write_text(f"COUNTER = {str(counter)!r}\n" + textwrap.dedent(UNGUARDED) + body, encoding="utf-8")
-    environment = {**os.environ, "DICOMTROLLEY_DEID_KEY": KEY, "PYTHONPATH": str(Path.cwd())}
+    repository = str(Path(__file__).resolve().parent.parent)
+    environment = {**os.environ, "DICOMTROLLEY_DEID_KEY": KEY, "PYTHONPATH": repository}
     finished = subprocess.run([sys.executable, str(script)], env=environment, timeout=180, capture_output=True,
                               text=True, check=False)
     assert finished.returncode == 0, finished.stderr[-2000:]

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from dicomtrolley._originals import default_state_folder
 from dicomtrolley.audit import audit, recorded_values
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DeidentificationError, DICOMTrolleyError
@@ -143,9 +144,7 @@ def state_folder(output_dir: Path, options: ExportOptions) -> Path:
         return options.state_dir or output_dir
     deidentify.storage(StorageDir(output_dir, options.template))  # refuses a mapping table inside the folder
     output = output_dir.resolve()
-    mapping = deidentify.options.mapping
-    beside = mapping.resolve().parent if mapping is not None else output.parent
-    folder = options.state_dir or beside / f"{output.name}.state"
+    folder = options.state_dir or default_state_folder(output, deidentify.options.mapping)
     if folder.resolve().is_relative_to(output):
         raise DeidentificationError(
             f"The state folder {folder} holds original identifiers, but lies inside the output folder "
