@@ -98,6 +98,8 @@ def test_a_pseudonymised_export_audits_its_output_and_reports_it(server: Orthanc
     assert report.audit.ok
     assert report.audit.files == report.instances_written + 2  # the index and the lock file too
     assert "audit: clean" in str(report)
+    assert report.report_path is not None
+    assert report.report_path.with_name("audit.csv").read_text(encoding="utf-8") == "file,where,kind,reason\n"
     assert (tmp_path / "secure" / "out.state" / "identifying-values.jsonl").is_file()
 
 
@@ -111,6 +113,9 @@ def test_an_export_whose_output_holds_an_identifying_value_fails_its_audit(
     assert again.audit is not None
     assert [(f.file, f.kind) for f in again.audit.findings] == [("notes.txt", "PatientID")]
     assert "audit: 1 findings" in str(again)
+    assert again.report_path is not None
+    written = again.report_path.with_name("audit.csv").read_text(encoding="utf-8").splitlines()
+    assert written == ["file,where,kind,reason", "notes.txt,bytes at offset 8,PatientID,"]
 
 
 def test_the_export_command_exits_1_on_an_audit_finding(

@@ -34,6 +34,10 @@ PSEUDONYMISED_REPORT_COLUMNS: tuple[str, ...] = (
 )
 """The columns of a pseudonymised export's ``report.csv``: also the instances held back (quarantined)."""
 
+AUDIT_NAME = "audit.csv"
+AUDIT_COLUMNS = ("file", "where", "kind", "reason")
+"""``audit.csv``, beside ``report.csv``: a pseudonymised export's audit findings, never a value."""
+
 IndexFormat = Literal["auto", "csv", "parquet"]
 
 
@@ -77,6 +81,8 @@ class ExportReport:
     audit
         A pseudonymised export's audit of its output folder (see :mod:`dicomtrolley.audit`), run at
         the end of each run that was not interrupted; ``None`` when there was nothing to audit.
+        Its findings (file, where, kind: never a value) are also written to ``audit.csv`` beside
+        ``report.csv``.
     """
 
     columns: tuple[str, ...] = REPORT_COLUMNS
@@ -95,9 +101,23 @@ class ExportReport:
     audit: AuditResult | None = None
 
     def record_audit(self, result: AuditResult | None) -> None:
-        """Keep the audit's result; a finding makes the export not ok (so the command exits 1)."""
+        """Keep the audit's result and write its findings beside ``report.csv``; a finding makes the export not ok.
+
+        ``audit.csv`` has a line per finding (``file``, ``where``, ``kind``, ``reason``), none when
+        the output is clean; without an audit it is removed, so it never describes an older run.
+        """
         self.audit = result
-        if result is not None and not result.ok:
+        if self.report_path is None:
+            return
+        path = self.report_path.with_name(AUDIT_NAME)
+        if result is None:
+            path.unlink(missing_ok=True)
+            return
+        with _Atomic(path) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(AUDIT_COLUMNS)
+            writer.writerows((f.file, f.where, f.kind, f.reason) for f in result.findings)
+        if not result.ok:
             self.ok = False
 
     @property
