@@ -337,9 +337,9 @@ class Deidentifier:
     def __repr__(self) -> str:
         return f"Deidentifier({self.options!r})"
 
-    def updated(self, **updates: Any) -> Deidentifier:
-        """The same key with some options changed (``state_dir=...``): what an export hands its studies."""
-        return Deidentifier(self.options.model_copy(update=updates), key=self._key)
+    def with_state_dir(self, state_dir: str | os.PathLike[str]) -> Deidentifier:
+        """The same key and options, recording originals in ``state_dir``: what an export hands its studies."""
+        return Deidentifier(self.options.model_copy(update={"state_dir": Path(state_dir)}), key=self._key)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"options": self.options, "_key": self._key}

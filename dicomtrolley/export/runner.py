@@ -161,7 +161,7 @@ def run_export(
     state_dir = state_folder(folder, options)
     if options.deidentify is not None and options.deidentify.options.state_dir is None:
         # Every study records the originals' identifying values in the export's state folder, for the audit.
-        options = replace(options, deidentify=options.deidentify.updated(state_dir=state_dir))
+        options = replace(options, deidentify=options.deidentify.with_state_dir(state_dir))
     rows = read_worklist(worklist)
     if not options.skip_bad_rows:
         rows.check()
