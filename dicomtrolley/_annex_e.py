@@ -30,6 +30,7 @@ from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from dicomtrolley._annex_e_profile import PROFILE_CODES
 from dicomtrolley._annex_e_table import EDITION, ROWS
 from dicomtrolley._free_text import IdentifyingValues
 from dicomtrolley._safe_attributes import SAFE_TAGS
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from dicomtrolley._pseudonyms import Pseudonymiser
     from dicomtrolley.deidentify import DeidentifyOptions
 
-__all__ = ["EDITION", "PRIVATE_TAG", "Rules", "Violation", "parse_private_tag", "rules_for", "violations"]
+__all__ = ["EDITION", "PRIVATE_TAG", "Rules", "Violation", "declared_violations", "parse_private_tag", "rules_for",
+           "violations"]
 
 TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "UR", "AE", "DA", "DT", "TM"})
 """VRs that can hold a name, an ID, a date or words: what is removed when the table does not name it."""
@@ -332,8 +334,26 @@ def violations(dataset: Dataset, options: DeidentifyOptions) -> list[Violation]:
     curve groups, and sequences the table empties that still hold items.
     The audit of a pseudonymised output calls this for every file.
     """
-    rules = rules_for(columns_of(options))
     keep = {parse_private_tag(tag) for tag in options.keep_private_tags}
+    return _violations(dataset, rules_for(columns_of(options)), keep)
+
+
+def declared_violations(dataset: Dataset) -> list[Violation]:
+    """:func:`violations` under the options ``dataset`` declares it was pseudonymised with.
+
+    The options are read from its DeidentificationMethodCodeSequence (none: the
+    Basic Profile alone, the strictest). Which private attributes were listed as
+    safe is not declared, so under Retain Safe Private none is reported. This is
+    the check an audit runs on files it knows nothing else about.
+    """
+    items = dataset.get("DeidentificationMethodCodeSequence", None) or ()
+    declared = {str(item.get("CodeValue", "")) for item in items}
+    columns = frozenset(column for column, code, _meaning in PROFILE_CODES if column and code in declared)
+    return _violations(dataset, rules_for(columns), None if "safe_private" in columns else set())
+
+
+def _violations(dataset: Dataset, rules: Rules, keep: set[tuple[int, str, int]] | None) -> list[Violation]:
+    """The violations under these rules; ``keep`` None: any private attribute may have been kept."""
     found: list[Violation] = []
     for part in (getattr(dataset, "file_meta", None), dataset):
         if part is not None:
@@ -341,14 +361,16 @@ def violations(dataset: Dataset, options: DeidentifyOptions) -> list[Violation]:
     return found
 
 
-def _check(dataset: Dataset, rules: Rules, keep: set[tuple[int, str, int]], prefix: str, strict: bool,
+def _check(dataset: Dataset, rules: Rules, keep: set[tuple[int, str, int]] | None, prefix: str, strict: bool,
            found: list[Violation]) -> None:
     for tag in sorted(dataset.keys()):
         raw = dataset.get_item(tag)
         handler = rules.handler_of_element(tag, raw.VR if raw is not None else None, strict)
         keyword = keyword_for_tag(tag)
         path = prefix + (keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
-        if handler == PRIVATE and not (rules.keeps_listed_private and private_kept(dataset, tag, keep)):
+        if handler == PRIVATE and keep is not None and not (
+            rules.keeps_listed_private and private_kept(dataset, tag, keep)
+        ):
             found.append(Violation(path, keyword, "private attribute that Retain Safe Private does not keep"))
         elif handler == REMOVE:
             found.append(Violation(path, keyword, _removal_reason(rules, tag, strict)))

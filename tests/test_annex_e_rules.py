@@ -12,7 +12,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 
-from dicomtrolley._annex_e import TEXT_VRS, Violation, violations
+from dicomtrolley._annex_e import TEXT_VRS, Violation, declared_violations, violations
 from dicomtrolley._annex_e_table import ROWS
 from dicomtrolley._safe_attributes import SAFE_KEYWORDS, SAFE_TAGS
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
@@ -216,3 +216,13 @@ def test_the_identifying_test_data_comes_out_without_violations_or_identifying_b
         if options.retain_institution_identity:  # the institution's name and address are kept by that option
             left = [value for value in left if "Hirslanden" not in value and "Witelliker" not in value]
         assert left == []
+
+
+def test_declared_violations_reads_the_options_from_the_file() -> None:
+    options = DeidentifyOptions(processes=0, retain_institution_identity=True, keep_private_tags=("0013,ACME 1.0,10",))
+    dataset = private_dataset()
+    dataset.InstitutionAddress = "Witellikerstrasse 40, 8032 Zurich"
+    pseudonymised(dataset, options)
+    assert declared_violations(dataset) == []
+    del dataset.DeidentificationMethodCodeSequence  # undeclared: the Basic Profile alone
+    assert [v.path for v in declared_violations(dataset)] == ["InstitutionAddress", "(0013,0010)", "(0013,1010)"]

@@ -188,3 +188,14 @@ def test_digits_inside_a_longer_number_are_no_finding(output: Path, tmp_path: Pa
     patients = sorted({str(pydicom.dcmread(p).PatientID) for p in instances(out)})
     (out / "numbers.txt").write_text(f"{' '.join(patients)} 9{birth} {birth}7 x{birth}x\n", encoding="utf-8")
     assert [f.kind for f in audit(out).findings] == ["PatientBirthDate"]  # only the one standing alone
+
+
+def test_the_default_check_is_table_e11_under_the_options_each_file_declares(
+    identifying: IdentifyingData, output: Path, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"
+    shutil.copytree(identifying.paths[0].parent, plain)
+    result = audit(plain, output.parent / "out.state")
+    checked = {(f.where, f.reason) for f in result.findings if f.reason}
+    assert ("PatientAddress", "removed by Table E.1-1 (2026c)") in checked
+    assert ("(0011,0010)", "private attribute that Retain Safe Private does not keep") in checked
