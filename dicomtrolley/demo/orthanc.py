@@ -1,22 +1,16 @@
-"""A real Orthanc server for integration tests and demos, started and stopped by Python.
+"""A local Orthanc, started and stopped by Python: the demo server, and the test suite's.
 
-Integration tests talk to a real DICOM server instead of mocks, because that is
-where quirks live (query strings that are not percent-decoded, multipart bodies
-that end at connection close, gzip on by default). :func:`running_orthanc`
-starts a private Orthanc on free loopback ports with its storage in a
-directory of its own, so runs never interfere, and stops it afterwards.
-
-Command line, for demos and manual checks (run from the repository root)::
-
-    python -m tests.support.orthanc serve --data .data/sample [--large] [--port 8042]
-
-It writes ``<workdir>/ready.json`` once the data is uploaded and runs until
-Ctrl-C or SIGTERM.
+:func:`running_orthanc` starts a private Orthanc (Debian's ``orthanc`` and
+``orthanc-dicomweb`` packages) on loopback ports with its storage in a folder of
+its own, so that runs never interfere, and stops it afterwards. A real server is
+where the quirks live (query strings that are not percent-decoded, multipart
+bodies that end at connection close, gzip on by default), so the tests use it
+rather than mocks, and ``python -m dicomtrolley.demo serve`` loads it with the
+sample studies of :mod:`dicomtrolley.demo.sample_data`.
 """
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import logging
@@ -26,25 +20,26 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 
-from tests.support.sample_data import SampleData, generate_sample_data
+from dicomtrolley.demo.sample_data import SampleData
+from dicomtrolley.exceptions import DICOMTrolleyError
 
 logger = logging.getLogger(__name__)
 
 ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-APT_PACKAGES = ("orthanc", "orthanc-dicomweb", "dcmtk")
+APT_PACKAGES = ("orthanc", "orthanc-dicomweb")
+"""What Debian calls the server and its DICOMweb plugin."""
 ORTHANC_AET = "ORTHANC"
 MOVE_DESTINATION_AET = "DICOMTROLLEY"
 MOVE_DESTINATION_NAME = "dicomtrolley"
@@ -59,12 +54,20 @@ _PORT_IN_USE = "already in use"
 UPLOAD_THREADS = 4
 
 
-class OrthancHarnessError(RuntimeError):
-    """Orthanc could not be installed, started or loaded with data."""
+class DemoServerError(DICOMTrolleyError):
+    """The local Orthanc could not be found, started or loaded with data."""
 
 
-class OrthancExitedError(OrthancHarnessError):
+class OrthancNotInstalledError(DemoServerError):
+    """Orthanc or its DICOMweb plugin is not installed; the message says how to install them."""
+
+
+class OrthancExitedError(DemoServerError):
     """Orthanc exited before it answered, e.g. because a port was taken or the config is wrong."""
+
+
+class PortInUseError(OrthancExitedError):
+    """A port asked for is taken by another program; the message names it, in one line."""
 
 
 # --- installation ------------------------------------------------------------------------
@@ -83,50 +86,19 @@ def find_dicomweb_plugin() -> Path | None:
     return None
 
 
-def _installed() -> bool:
-    return (
-        ORTHANC_BINARY.is_file()
-        and find_dicomweb_plugin() is not None
-        and shutil.which("getscu") is not None
-        and shutil.which("echoscu") is not None
-    )
-
-
-def ensure_installed() -> Path:
-    """Install Orthanc, its DICOMweb plugin and dcmtk with apt if any is missing.
-
-    Returns
-    -------
-    Path
-        The DICOMweb plugin library, to put in Orthanc's ``Plugins`` list.
+def find_orthanc() -> Path:
+    """The DICOMweb plugin library, once Orthanc and the plugin are known to be installed.
 
     Raises
     ------
-    OrthancHarnessError
-        If apt cannot install them (no root, no network): the message has apt's output.
+    OrthancNotInstalledError
+        Either is missing: the message is the one line that installs them.
     """
-    if not _installed():
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        commands = [
-            ["apt-get", "update"],
-            ["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES],
-        ]
-        for command in commands:
-            logger.info("running %s", " ".join(command))
-            try:
-                result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-            except FileNotFoundError as exc:
-                raise OrthancHarnessError(
-                    f"Orthanc is not installed and apt-get is missing; install {', '.join(APT_PACKAGES)}"
-                ) from exc
-            if result.returncode != 0:
-                raise OrthancHarnessError(
-                    f"`{' '.join(command)}` failed ({result.returncode}); install {', '.join(APT_PACKAGES)} "
-                    f"by hand.\n{(result.stdout + result.stderr)[-3000:]}"
-                )
     plugin = find_dicomweb_plugin()
     if plugin is None or not ORTHANC_BINARY.is_file():
-        raise OrthancHarnessError(f"apt reported success but Orthanc or its DICOMweb plugin is missing ({plugin})")
+        raise OrthancNotInstalledError(
+            f"Orthanc and its DICOMweb plugin are not installed: apt-get install {' '.join(APT_PACKAGES)}"
+        )
     return plugin
 
 
@@ -201,7 +173,7 @@ class OrthancServer:
 
         Raises
         ------
-        OrthancHarnessError
+        DemoServerError
             If Orthanc refuses any file; the message names the file and Orthanc's answer.
         """
         local = threading.local()
@@ -217,10 +189,10 @@ class OrthancServer:
                     timeout=60,
                 )
             if response.status_code != 200:
-                raise OrthancHarnessError(f"upload of {path} failed: {response.status_code} {response.text}")
+                raise DemoServerError(f"upload of {path} failed: {response.status_code} {response.text}")
             answer = response.json()
             if answer.get("Status") not in ("Success", "AlreadyStored"):
-                raise OrthancHarnessError(f"upload of {path} failed: {answer}")
+                raise DemoServerError(f"upload of {path} failed: {answer}")
             return str(answer["ID"])
 
         with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
@@ -242,14 +214,6 @@ class OrthancServer:
             return "(no log)"
 
 
-class OrthancFactory(Protocol):
-    """Type of the ``orthanc_factory`` fixture: starts an extra server for one test."""
-
-    def __call__(self, *, load: bool = True, **config_overrides: Any) -> OrthancServer:
-        """Start an Orthanc with these config overrides, loaded with the small sample unless ``load=False``."""
-        ...
-
-
 def free_ports(count: int) -> list[int]:
     """Return ``count`` distinct TCP ports that are free on the loopback interface right now."""
     sockets = []
@@ -262,6 +226,25 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a port another program listens on (0, a free one chosen later, passes).
+
+    Raises
+    ------
+    PortInUseError
+        The port is taken; the message names it, in one line.
+    """
+    if not port:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As a server binds: a port whose last connections linger in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise PortInUseError(f"Port {port} is in use by another program ({error.strerror})") from None
 
 
 def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -286,7 +269,7 @@ def orthanc_config(workdir: Path, plugin: Path, http_port: int, dicom_port: int,
     RetrieveURLs without the port).
     """
     return {
-        "Name": f"dicomtrolley-tests-{os.getpid()}-{http_port}",
+        "Name": f"dicomtrolley-demo-{os.getpid()}-{http_port}",
         "HttpPort": http_port,
         "DicomPort": dicom_port,
         "DicomAet": ORTHANC_AET,
@@ -344,11 +327,17 @@ def running_orthanc(
 
     Raises
     ------
-    OrthancHarnessError
+    OrthancNotInstalledError
+        Orthanc or its DICOMweb plugin is missing.
+    PortInUseError
+        ``HttpPort`` or ``DicomPort`` was given and another program holds it.
+    DemoServerError
         If Orthanc does not answer within 30 s, or exits while starting (three
         times, when the harness chose the ports); the message has its log tail.
     """
-    plugin = ensure_installed()
+    plugin = find_orthanc()
+    for key in ("HttpPort", "DicomPort"):
+        check_port_free(int(config_overrides.get(key) or 0))
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     # Another suite on this machine may take a port between free_ports() and Orthanc's bind.
@@ -398,7 +387,7 @@ def _launch(workdir: Path, plugin: Path, config_overrides: Mapping[str, Any]) ->
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "TCP_NODELAY": "1"},
-            preexec_fn=_die_with_parent,  # only calls prctl: safe after fork
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # only calls prctl: safe after fork
         )
     return server
 
@@ -429,7 +418,13 @@ def _wait_until_ready(server: OrthancServer, log_offset: int) -> None:
     with server.session() as session:
         while time.monotonic() < deadline:
             port_taken = _PORT_IN_USE in _read_from(server.log_path, log_offset)
-            if port_taken or server.process.poll() is not None:
+            if port_taken:
+                _stop(server.process, 0)
+                raise PortInUseError(
+                    f"Orthanc could not listen on port {server.http_port} or {server.dicom_port}: "
+                    "another program holds it"
+                )
+            if server.process.poll() is not None:
                 _stop(server.process, 0)
                 raise OrthancExitedError(
                     f"Orthanc exited with {server.process.returncode} while starting; "
@@ -442,7 +437,7 @@ def _wait_until_ready(server: OrthancServer, log_offset: int) -> None:
                 pass
             time.sleep(0.05)
     _stop(server.process, STOP_TIMEOUT)
-    raise OrthancHarnessError(
+    raise DemoServerError(
         f"Orthanc did not answer on {server.base_url}/system within {START_TIMEOUT:.0f} s; "
         f"log {server.log_path}:\n{server.log_tail()}"
     )
@@ -479,99 +474,3 @@ def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
         logger.info("Orthanc pid %s still stopping after %.1f s; killing it", process.pid, timeout)
         process.kill()
         process.wait(timeout=STOP_TIMEOUT)
-
-
-# --- command line --------------------------------------------------------------------------
-
-
-def _serve(args: argparse.Namespace) -> int:
-    # SIGTERM unwinds like Ctrl-C, so Orthanc is stopped and ready.json removed.
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    sample = generate_sample_data(Path(args.data), large=args.large)
-    timings["generate"] = time.perf_counter() - started
-
-    overrides: dict[str, Any] = {}
-    if args.port:
-        overrides["HttpPort"] = args.port
-    if args.dicom_port:
-        overrides["DicomPort"] = args.dicom_port
-
-    with ExitStack() as stack:
-        workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dicomtrolley-orthanc-"))
-        if not args.workdir:
-            stack.callback(shutil.rmtree, workdir, True)
-        ready_path = workdir / "ready.json"
-        ready_path.unlink(missing_ok=True)
-
-        started = time.perf_counter()
-        server = stack.enter_context(running_orthanc(workdir, **overrides))
-        process = server.process
-        assert process is not None
-        timings["start"] = time.perf_counter() - started
-        started = time.perf_counter()
-        server.upload(sample.paths())
-        timings["upload"] = time.perf_counter() - started
-
-        ready = {
-            "base_url": server.base_url,
-            "dicomweb_url": server.dicomweb_url,
-            "wado_url": server.wado_url,
-            "http_port": server.http_port,
-            "dicom_port": server.dicom_port,
-            "aet": server.aet,
-            "move_destination": list(server.move_destination),
-            "pid": process.pid,
-            "log": str(server.log_path),
-            "studies": [
-                {
-                    "uid": s.uid,
-                    "patient_id": s.patient_id,
-                    "description": s.description,
-                    "instances": len(s.instances),
-                }
-                for s in sample.studies
-            ],
-        }
-        stack.callback(ready_path.unlink, True)
-        tmp = ready_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(ready, indent=2, ensure_ascii=False), encoding="utf-8")
-        tmp.rename(ready_path)
-
-        print(f"Orthanc {server.base_url} (DICOM {server.aet}@127.0.0.1:{server.dicom_port})", flush=True)
-        print(f"DICOMweb: {server.dicomweb_url}", flush=True)
-        print(f"WADO-URI: {server.wado_url}", flush=True)
-        for study in sample.studies:
-            print(
-                f"  study {study.uid}  {study.patient_id}  {study.description}  ({len(study.instances)} instances)",
-                flush=True,
-            )
-        print("timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()), flush=True)
-        print(f"ready file: {ready_path}; Ctrl-C or SIGTERM to stop", flush=True)
-        while process.poll() is None:
-            time.sleep(0.5)
-        print(f"Orthanc exited on its own ({process.returncode}); log tail:\n{server.log_tail()}", file=sys.stderr)
-        return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tests.support.orthanc``."""
-    parser = argparse.ArgumentParser(prog="python -m tests.support.orthanc", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="start Orthanc loaded with the sample data until Ctrl-C/SIGTERM")
-    serve.add_argument("--data", required=True, help="sample data directory (generated if incomplete)")
-    serve.add_argument("--large", action="store_true", help="also generate and upload the 300-instance study")
-    serve.add_argument("--port", type=int, default=0, help="HTTP port (default: a free one)")
-    serve.add_argument("--dicom-port", type=int, default=0, help="DICOM port (default: a free one)")
-    serve.add_argument("--workdir", help="Orthanc storage, log and ready.json (default: a temp dir, removed)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _serve(args)
-    except KeyboardInterrupt:
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
