@@ -222,6 +222,19 @@ def test_a_study_the_server_does_not_have_fails_at_its_first_attempt(tmp_path: P
 
 
 @pytest.mark.integration
+def test_a_study_that_cannot_be_stored_fails_at_its_first_attempt(tmp_path: Path) -> None:
+    instances = make_instances(name="collides")
+    with FaultServer(instances) as server:
+        trolley = ServerProfile(url=server.dicomweb_url).trolley()
+        # Every instance of the study on one path: the second collides with the first, every time.
+        report = export(trolley, [instances[0].study_uid], tmp_path, progress=False, template="{PatientID}.dcm",
+                        max_attempts=5, retry_delay=0)
+    (line,) = report.to_dataframe().itertuples()
+    assert (line.status, line.attempts) == ("failed", 1)
+    assert "StorageCollisionError" in line.error
+
+
+@pytest.mark.integration
 def test_kill_9_while_a_study_waits_to_be_retried_keeps_its_attempts(tmp_path: Path) -> None:
     bad, good = make_instances(name="waits"), make_instances(name="passes")
     with FaultServer(bad + good) as server:
