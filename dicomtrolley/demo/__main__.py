@@ -41,7 +41,7 @@ def default_data_dir() -> Path:
 def serve(data: Path, workdir: Path | None, http_port: int, dicom_port: int, large: bool) -> int:
     """Run the demo server until Ctrl-C or SIGTERM; see the module. Returns the exit status."""
     # Loaded here: importing the package (or asking for --help) generates and starts nothing.
-    from dicomtrolley.demo.orthanc import check_port_free, find_orthanc, running_orthanc
+    from dicomtrolley.demo.orthanc import STOP_TIMEOUT, check_port_free, find_orthanc, running_orthanc
     from dicomtrolley.demo.sample_data import generate_sample_data
 
     find_orthanc()
@@ -56,13 +56,15 @@ def serve(data: Path, workdir: Path | None, http_port: int, dicom_port: int, lar
     overrides = {key: port for key, port in (("HttpPort", http_port), ("DicomPort", dicom_port)) if port}
 
     with ExitStack() as stack:
+        # Storage that is thrown away needs no clean stop (which takes Orthanc 3.5 s).
+        stop_timeout = STOP_TIMEOUT if workdir is not None else 0.3
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix="dicomtrolley-orthanc-"))
             stack.callback(shutil.rmtree, workdir, True)
         ready_path = workdir / "ready.json"
         ready_path.unlink(missing_ok=True)
         started = time.perf_counter()
-        server = stack.enter_context(running_orthanc(workdir, **overrides))
+        server = stack.enter_context(running_orthanc(workdir, stop_timeout=stop_timeout, **overrides))
         process = server.process
         assert process is not None
         timings["start"] = time.perf_counter() - started
