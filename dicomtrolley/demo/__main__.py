@@ -64,7 +64,7 @@ def serve(data: Path, workdir: Path | None, http_port: int, dicom_port: int, lar
         ready_path = workdir / "ready.json"
         ready_path.unlink(missing_ok=True)
         started = time.perf_counter()
-        server = stack.enter_context(running_orthanc(workdir, stop_timeout=stop_timeout, **overrides))
+        server = stack.enter_context(running_orthanc(workdir, stop_timeout=stop_timeout, config=overrides))
         process = server.process
         assert process is not None
         timings["start"] = time.perf_counter() - started

@@ -302,7 +302,7 @@ def _die_with_parent() -> None:
 
 @contextmanager
 def running_orthanc(
-    workdir: Path, *, stop_timeout: float = STOP_TIMEOUT, **config_overrides: Any
+    workdir: Path, *, stop_timeout: float = STOP_TIMEOUT, config: Mapping[str, Any] | None = None
 ) -> Iterator[OrthancServer]:
     """Start an Orthanc with its storage in ``workdir``; stop it on exit.
 
@@ -315,10 +315,10 @@ def running_orthanc(
         Seconds to let Orthanc stop after SIGTERM before it is killed. A clean stop
         takes Orthanc 1.10 about 3.5 s; test fixtures, whose storage is thrown away,
         pass a fraction of a second.
-    config_overrides
+    config
         Orthanc configuration keys merged over :func:`orthanc_config`, e.g.
-        ``LimitFindResults=2``, ``HttpCompressionEnabled=False``,
-        ``AuthenticationEnabled=True, RegisteredUsers={"user": "secret"}``.
+        ``{"LimitFindResults": 2}``, ``{"HttpCompressionEnabled": False}``,
+        ``{"AuthenticationEnabled": True, "RegisteredUsers": {"user": "secret"}}``.
 
     Yields
     ------
@@ -336,6 +336,7 @@ def running_orthanc(
         times, when the harness chose the ports); the message has its log tail.
     """
     plugin = find_orthanc()
+    config_overrides = config or {}
     for key in ("HttpPort", "DicomPort"):
         check_port_free(int(config_overrides.get(key) or 0))
     workdir = Path(workdir).resolve()

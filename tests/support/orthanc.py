@@ -95,7 +95,10 @@ def ensure_installed() -> Path:
 def running_orthanc(
     workdir: Path, *, stop_timeout: float = STOP_TIMEOUT, **config_overrides: Any
 ) -> Iterator[OrthancServer]:
-    """:func:`dicomtrolley.demo.orthanc.running_orthanc`, after installing what is missing."""
+    """:func:`dicomtrolley.demo.orthanc.running_orthanc`, after installing what is missing.
+
+    Orthanc configuration keys are keyword arguments here (``HttpCompressionEnabled=False``).
+    """
     ensure_installed()
-    with _running_orthanc(workdir, stop_timeout=stop_timeout, **config_overrides) as server:
+    with _running_orthanc(workdir, stop_timeout=stop_timeout, config=config_overrides) as server:
         yield server
