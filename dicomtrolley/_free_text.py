@@ -7,8 +7,11 @@ and address the table removes or replaces, wherever it sits) before anything
 is cleaned; its :meth:`~IdentifyingValues.clean` then cuts out of a text:
 
 - each name part, with the initials and separators around it, in any order and
-  case (``DOE^JOHN``, ``John Doe``, ``J. Doe``, ``Doe, John`` all become ``***``);
+  case (``DOE^JOHN``, ``John Doe``, ``J. Doe``, ``Doe, John`` all become ``***``); a
+  compound name also by its halves (``Pemberton-Hale`` as ``Pemberton Hale`` or ``Hale``);
 - each ID, also with other separators or none (``MRN-4711`` as ``MRN 4711``, ``mrn4711``);
+- each part of a value that lists several (an address: ``Lindenstrasse 12`` of
+  ``Lindenstrasse 12, 8001 Zurich``), when it holds three letters or digits or more;
 - each date, as ``20200131``, ``2020-01-31``, ``31.01.2020``, ``01/31/2020``, ``31/01/2020``,
   ``31 Jan 2020`` or ``January 31, 2020``, with or without leading zeros, with two-digit years;
 - and, when in doubt, anything that looks like a date or a telephone number, whoever's it is.
@@ -48,11 +51,14 @@ class IdentifyingValues:
                 continue
             self._pattern = None
             if vr == "PN":
-                self._names.update(part for part in re.split(r"[\^=\s,]+", text.lower()) if len(part) >= 2)
+                parts = [part for part in re.split(r"[\^=\s,]+", text.lower()) if len(part) >= 2]
+                # A compound name is also written with a space or by one of its halves: "Pemberton Hale".
+                self._names.update(parts, (half for part in parts for half in part.split("-") if len(half) >= 2))
             elif vr in ("DA", "DT"):
                 self._add_date(text.replace(".", "")[:8])
             elif vr != "TM":
-                self._words.add(text)
+                # An address or a list is also written in parts: "Lindenstrasse 12" of "Lindenstrasse 12, 8001 Zurich".
+                self._words.update([text, *(part.strip() for part in re.split(r"[,;\n\r]+", text))])
 
     def _add_date(self, text: str) -> None:
         try:

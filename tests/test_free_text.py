@@ -51,6 +51,25 @@ def test_telephone_numbers_go(values: IdentifyingValues, written: str) -> None:
     assert "555" not in values.clean(f"call {written} after")
 
 
+@pytest.mark.parametrize("written", ["Pemberton-Hale", "Pemberton Hale", "Q. Pemberton Hale", "PEMBERTON HALE, Q.",
+                                     "Dr. Hale"])
+def test_a_compound_name_goes_however_its_halves_are_joined(written: str) -> None:
+    values = IdentifyingValues()
+    values.add("PN", ["Pemberton-Hale^Quirinus"])
+    cleaned = values.clean(f"Referred by {written} today")
+    assert "pemberton" not in cleaned.lower()
+    assert "hale" not in cleaned.lower()
+    assert cleaned.startswith("Referred by ")
+    assert cleaned.endswith(" today")
+
+
+@pytest.mark.parametrize("written", ["Lindenstrasse 12", "lindenstrasse-12", "8001 Zurich"])
+def test_a_part_of_an_address_goes(written: str) -> None:
+    values = IdentifyingValues()
+    values.add("LO", ["Lindenstrasse 12, 8001 Zurich"])
+    assert values.clean(f"lives at {written} alone") == "lives at *** alone"
+
+
 def test_text_without_identifying_values_is_left_as_it_is(values: IdentifyingValues) -> None:
     text = "CT Thorax 1.25mm, contrast 80 ml, follow-up"
     assert values.clean(text) == text

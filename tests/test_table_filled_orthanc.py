@@ -61,7 +61,7 @@ OPTION_SETS: dict[str, dict[str, bool]] = {
 
 
 def options_of(switches: dict[str, bool]) -> DeidentifyOptions:
-    return DeidentifyOptions(processes=0, **switches)
+    return DeidentifyOptions.model_validate({"processes": 0, **switches})
 
 
 def columns_of(options: DeidentifyOptions) -> set[str]:

@@ -187,7 +187,8 @@ def may_survive(planted: Planted, columns: set[str]) -> bool:
 
     K of an option keeps it; C of Modified Dates keeps a time (dates move by whole
     days); C of another option (Clean Descriptors, Retain Patient Characteristics)
-    keeps a descriptor's own words (the written forms of the identity in it go). Every other code removes, empties or replaces it.
+    keeps a descriptor's own words (the written forms of the identity in it go).
+    Every other code removes, empties or replaces it.
     """
     options = ROWS[planted.index][4]
     codes = {options[column]: column for column in columns if column in options}
