@@ -40,7 +40,8 @@ def test_ids_and_accession_numbers_go_with_any_separators(values: IdentifyingVal
 
 @pytest.mark.parametrize("written", [
     "20200131", "2020-01-31", "31.01.2020", "01/31/2020", "31/01/2020", "31.1.2020", "1/31/20", "2020/01/31",
-    "31 Jan 2020", "January 31, 2020", "31 January 2020",
+    "31 Jan 2020", "January 31, 2020", "31 January 2020", "31-Jan-2020", "31st of January 2020", "2020 Jan 31",
+    "Jan. 31st, 2020",
 ])
 def test_dates_go_in_the_common_formats(values: IdentifyingValues, written: str) -> None:
     assert values.clean(f"previous scan {written}, stable") == "previous scan ***, stable"
@@ -68,6 +69,17 @@ def test_a_part_of_an_address_goes(written: str) -> None:
     values = IdentifyingValues()
     values.add("LO", ["Lindenstrasse 12, 8001 Zurich"])
     assert values.clean(f"lives at {written} alone") == "lives at *** alone"
+
+
+@pytest.mark.parametrize("written", ["4711", "88231"])
+def test_the_number_of_an_id_goes_alone_when_it_has_five_digits(values: IdentifyingValues, written: str) -> None:
+    expected = "prior 4711 seen" if written == "4711" else "prior *** seen"  # four digits: a dose, a year
+    assert values.clean(f"prior {written} seen") == expected
+
+
+@pytest.mark.parametrize("written", ["1.2.826.0.1.3680043.8.498.123", "1.2.840.113619.2.55"])
+def test_anything_like_a_uid_goes_whole(values: IdentifyingValues, written: str) -> None:
+    assert values.clean(f"see study {written}.") == "see study ***."
 
 
 def test_text_without_identifying_values_is_left_as_it_is(values: IdentifyingValues) -> None:

@@ -55,14 +55,14 @@ PHONE = "+41 44 555 12 34"
 ADDRESS = "Lindenstrasse 12, 8001 Zurich"
 REFERRER = "Pemberton-Hale^Quirinus"
 WRITTEN_FORMS = (
-    "John Doe", "J. Doe", "DOE, JOHN", PATIENT_ID, "PIDQ 73519", ACCESSION, "1961-03-04", "04.03.1961",
-    "March 4, 1961", "5 April 2023", PHONE, "Dr. Quirinus Pemberton-Hale", "Q. Pemberton Hale",
-    "Lindenstrasse 12",
+    "John Doe", "J. Doe", "DOE, JOHN", PATIENT_ID, "PIDQ 73519", ACCESSION, "prior 88231", "1961-03-04",
+    "04.03.1961", "March 4, 1961", "04-Mar-1961", "4th of March 1961", "5 April 2023", PHONE,
+    "Dr. Quirinus Pemberton-Hale", "Q. Pemberton Hale", "Lindenstrasse 12", "1.2.826.0.1.3680043.9.4242.17",
 )
 """The identities of the study as a person writes them in a description: the patient's name in other orders
-and cases, the ID with another separator, the accession number, dates in several formats, the telephone
-number, the referring physician's compound name with a hyphen and with a space, a part of the address.
-None may be left in a pseudonymised output."""
+and cases, the ID with another separator, the accession number and its number alone, dates in several
+formats, the telephone number, the referring physician's compound name with a hyphen and with a space, a
+part of the address, a prior study's UID. None may be left in a pseudonymised output."""
 SHORT_FORMS = ("John Doe", "J. Doe")
 """The forms that fit an SH descriptor beside its marker (16 characters)."""
 
