@@ -33,6 +33,7 @@ from tests.support.table_filled import (
     PATIENT_ID,
     PLANTED,
     STUDY_UID,
+    WALKED,
     forbidden_markers,
     may_survive,
     write_table_filled,
@@ -81,11 +82,10 @@ def test_orthanc_stores_every_planted_attribute(server: OrthancServer, tmp_path:
     stored = [pydicom.dcmread(path) for path in dicom_files(tmp_path)]
     assert len(stored) == 3
     for dataset in stored:
-        walked = dataset.ReferencedSeriesSequence[0]
+        holders = [dataset, *(dataset[keyword][0] for keyword in WALKED)]
         removed = dataset.OtherPatientIDsSequence[0]
         for planted in PLANTED:
-            assert str(dataset[planted.tag].value) == planted.value, planted.keyword
-            assert str(walked[planted.tag].value) == planted.value, planted.keyword
+            assert [str(holder[planted.tag].value) for holder in holders] == [planted.value] * 5, planted.keyword
             if planted.removed_value is not None:
                 assert str(removed[planted.tag].value) == planted.removed_value, planted.keyword
 

@@ -4,11 +4,12 @@ Generated from the table itself (:data:`dicomtrolley._annex_e_table.ROWS`): ever
 row whose tag is an exact standard tag (pydicom's dictionary knows it) and whose
 VR can hold text (:data:`TEXT_VRS`, and UI) gets a marker valid for its VR and
 distinct from every other row's, so that a marker found in an output names the
-row it came from. Each marker stands three times in every instance:
+row it came from. Each marker stands in every instance:
 
 - at top level;
-- in the item of ReferencedSeriesSequence, a sequence the table does not name
-  and that is therefore walked with the table's rules (not the strict ones);
+- in the item of each sequence of :data:`WALKED`: one the table does not name,
+  one it keeps (X/Z/U*), one it removes or cleans (Clean Descriptors), one whose
+  contents it replaces (D);
 - in the item of OtherPatientIDsSequence, a sequence the table removes (text
   markers only, with their own suffix, ``R`` instead of ``Q``).
 
@@ -66,8 +67,13 @@ part of the address, a prior study's UID. None may be left in a pseudonymised ou
 SHORT_FORMS = ("John Doe", "J. Doe")
 """The forms that fit an SH descriptor beside its marker (16 characters)."""
 
-WALKED = 0x00081115
-"""ReferencedSeriesSequence: not in the table, so its item is walked with the table's rules."""
+WALKED = {
+    "ReferencedSeriesSequence": "not in the table: walked with the table's rules",
+    "ReferencedImageSequence": "X/Z/U*: kept, its UIDs replaced",
+    "RequestAttributesSequence": "X, C under Clean Descriptors: removed, or kept and cleaned",
+    "VerifyingObserverSequence": "D: kept, nothing the table does not name left in it",
+}
+"""The sequences whose item holds every row's marker too, by keyword, with what the table does to them."""
 REMOVED = 0x00101002
 """OtherPatientIDsSequence: X in the table, so its item goes whole."""
 INSTANCES = 3
@@ -231,10 +237,12 @@ def _instance(number: int) -> Dataset:
     instance_uid = INSTANCE_UIDS[number - 1]
     ds = part10_dataset(instance_uid, study_uid=STUDY_UID, series_uid=SERIES_UID, sop_class=CTImageStorage)
     _fill(ds, removed_copy=False)
-    walked, removed = Dataset(), Dataset()
-    _fill(walked, removed_copy=False)
+    for keyword in WALKED:
+        walked = Dataset()
+        _fill(walked, removed_copy=False)
+        setattr(ds, keyword, Sequence([walked]))
+    removed = Dataset()
     _fill(removed, removed_copy=True)
-    ds.add(DataElement(WALKED, "SQ", Sequence([walked])))
     ds.add(DataElement(REMOVED, "SQ", Sequence([removed])))
     ds.Modality = "CT"
     ds.SeriesNumber = 1
