@@ -22,6 +22,7 @@ from dicomtrolley.exceptions import (
     DownloadError,
     InstanceQuarantinedError,
     MultipartError,
+    OutputFolderError,
     StorageError,
 )
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
@@ -70,7 +71,8 @@ class Receiver:
     Downloaders call it from their worker threads, so its counts sit behind a lock.
     Unless the download stops on failure, an instance that cannot be read or
     written is a failure of that instance alone (in ``failures``), and the
-    stream it came in goes on.
+    stream it came in goes on; but an output folder that cannot be written
+    (:class:`~dicomtrolley.exceptions.OutputFolderError`) stops the download.
     """
 
     def __init__(
@@ -103,11 +105,13 @@ class Receiver:
                 self.received.add(held.quarantined.reference)
                 summary.quarantined.append(held.quarantined)
             return
+        except OutputFolderError:
+            raise  # every later write would fail too: the download stops
         except StorageError as error:
             target = part.reference or part.source
             if self.stop_on_failure or target is None:
                 raise
-            logger.warning("Could not save an instance of %s: %s", target, error)
+            logger.info("Could not save an instance of %s: %s", target, error)
             with self._lock:
                 self.failures.append(FetchFailure(target, error))
             return
@@ -132,7 +136,9 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
     Raises
     ------
     DownloadError
-        With ``job.stop_on_failure``, when anything failed or is missing.
+        With ``job.stop_on_failure``, when anything failed or is missing; and
+        always when the output folder turned out not writable (its first
+        :class:`~dicomtrolley.exceptions.OutputFolderError` is the cause).
     """
     started = time.perf_counter()
     plan = make_plan(job)
@@ -147,7 +153,12 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
         receiver = Receiver(
             job.storage, summary, reporter, started, job.on_saved, stop_on_failure=job.stop_on_failure
         )
-        failures = fetch(job, plan, receiver)
+        try:
+            failures = fetch(job, plan, receiver)
+        except OutputFolderError as error:
+            summary.failures.extend(receiver.failures)
+            summary.elapsed = time.perf_counter() - started
+            raise DownloadError(f"Download stopped: {error}", summary) from error
         expected, unlisted = verify_counts(plan, job.searcher, receiver.received)
         failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
         summary.failures.extend(receiver.failures + failures)

@@ -1,0 +1,105 @@
+"""The server a command talks to: a URL, a named server, or a DIMSE address, with the options on top.
+
+What a protocol needs and the command line lacks (C-FIND without ``--host``)
+is a :class:`~dicomtrolley._cli.exits.UsageError` naming the options to add,
+found before anything is sent. A DICOMweb URL is needed only by the protocols
+that use one: MINT with RAD-69, or C-FIND with C-GET, take none.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pydantic import ValidationError
+
+from dicomtrolley._cli.exits import UsageError
+from dicomtrolley.deidentify import Deidentifier
+from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.profiles import ServerProfile, load_profile, required_settings
+
+_SETTINGS = ("searcher", "downloader", "wado_uri_url", "mint_url", "rad69_url", "workers", "max_connections", "user",
+             "login_url", "ca_file", "host", "port", "aet", "aec", "move_port")
+"""The options that override a profile's settings of the same name."""
+
+_OPTION_FOR = {"url": "a URL", "host": "--host", "port": "--port", "move_port": "--move-port",
+               "mint_url": "--mint-url", "rad69_url": "--rad69-url"}
+"""How the command line gives each setting a protocol may need."""
+
+
+def take_positional(args: argparse.Namespace) -> str | None:
+    """The first positional when it is not the server's URL, which it then no longer is.
+
+    With ``--server``, every positional is a study (or the worklist); without,
+    the first is the URL only if it looks like one (``scheme://``), so MINT,
+    RAD-69 and DIMSE commands need no dummy URL.
+    """
+    if args.url and (args.server or "://" not in args.url):
+        value: str = args.url
+        args.url = None
+        return value
+    return None
+
+
+def profile(args: argparse.Namespace, *, download: bool) -> ServerProfile:
+    """The server of every command: from the servers file with ``--server``, else from the options.
+
+    The options a command has (``--user``, ``--downloader``, ``--host``, ...)
+    override the profile's settings. ``download=False`` (a search) checks what
+    the searcher needs only.
+
+    Raises
+    ------
+    UsageError
+        No server given, or a protocol lacks a setting (named as its option).
+    DICOMTrolleyError
+        The servers file cannot be read or names no such server.
+    """
+    given: dict[str, Any] = {name: getattr(args, name, None) for name in _SETTINGS}
+    settings = {key: value for key, value in given.items() if value is not None}
+    if args.no_verify:
+        settings["verify"] = False
+    if args.login_url:
+        settings.update(auth="vitrea", realm=args.realm)
+    elif args.user:
+        settings["auth"] = "basic"
+    if args.server:
+        fields = {**load_profile(args.server, args.config).model_dump(), **settings}
+    elif not any(getattr(args, name, None) for name in ("url", "host", "mint_url", "rad69_url", "wado_uri_url")):
+        raise UsageError(f"give a server: dicomtrolley {args.command} (URL | --server NAME) ..., "
+                         "or a DIMSE server with --host and --port")
+    else:
+        fields = {"url": args.url, **settings}
+    _check_needs(fields, download=download)
+    if not download:
+        fields.setdefault("downloader", "wado-uri")  # a search builds no downloader: let the profile need none
+    try:
+        return ServerProfile(**fields)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'server'}: {e['msg']}" for e in error.errors())
+        raise UsageError(problems) from None
+
+
+def _check_needs(fields: dict[str, Any], *, download: bool) -> None:
+    roles = [("searcher", fields.get("searcher") or "qido-rs")]
+    if download:
+        roles.append(("downloader", fields.get("downloader") or "wado-rs"))
+    problems = []
+    for role, kind in roles:
+        lacking = [_OPTION_FOR.get(name, name) for name in required_settings(kind) if fields.get(name) is None]
+        if lacking:
+            problems.append(f"--{role} {kind} needs {' and '.join(lacking)}")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def deidentifier(args: argparse.Namespace) -> Deidentifier | None:
+    """The deidentifier of ``--deidentify``, its key loaded: a missing key fails before any download."""
+    if args.deidentify is None:
+        if args.mapping or args.mapping_in_output:
+            raise DICOMTrolleyError("--mapping needs --deidentify")
+        return None
+    updates = {"mapping": args.mapping} if args.mapping else {}
+    if args.mapping_in_output:
+        updates["mapping_in_output"] = True
+    return Deidentifier.from_toml(args.deidentify, **updates)
