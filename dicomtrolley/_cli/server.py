@@ -65,7 +65,7 @@ def profile(args: argparse.Namespace, *, download: bool) -> ServerProfile:
         settings["auth"] = "basic"
     if args.server:
         fields = {**load_profile(args.server, args.config).model_dump(), **settings}
-    elif not any(getattr(args, name, None) for name in ("url", "host", "mint_url", "rad69_url", "wado_uri_url")):
+    elif not any(getattr(args, name, None) for name in ("url", "host", "searcher", "downloader")):
         raise UsageError(f"give a server: dicomtrolley {args.command} (URL | --server NAME) ..., "
                          "or a DIMSE server with --host and --port")
     else:
