@@ -641,9 +641,11 @@ def _create_temporary(target: str) -> tuple[int, str]:
 
 
 _FOLDER_ERRORS = frozenset(
-    {errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+    {errno.EEXIST, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+     getattr(errno, "EDQUOT", errno.ENOSPC)}
 )
-"""Why a write fails that every other write into the output folder would fail for as well."""
+"""Why a write fails that every other write into the output folder would fail for as well
+(EEXIST: only the folders are made with an existing name; the file's own name is a fresh temporary)."""
 
 
 def check_output_folder(folder: str | os.PathLike[str]) -> Path:
@@ -693,7 +695,8 @@ def _write_atomically(body: IO[bytes], target: str, *, make_folder: bool) -> Non
         os.replace(temporary, target)
         temporary = None
     except OSError as error:
-        reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
+        reason = {errno.ENOSPC: "the disk is full", errno.EEXIST: "a file stands where its folder should be",
+                  errno.ENOTDIR: "a file stands where one of its folders should be"}.get(error.errno or 0, str(error))
         kind = OutputFolderError if error.errno in _FOLDER_ERRORS else StorageError
         raise kind(f"Could not write {target}: {reason}") from error
     finally:
