@@ -105,11 +105,12 @@ class Receiver:
                 self.received.add(held.quarantined.reference)
                 summary.quarantined.append(held.quarantined)
             return
-        except OutputFolderError:
-            raise  # every later write would fail too: the download stops
         except StorageError as error:
             target = part.reference or part.source
-            if self.stop_on_failure or target is None:
+            if isinstance(error, OutputFolderError) and target is not None:
+                with self._lock:  # every later write would fail too: the download stops, naming this one
+                    self.failures.append(FetchFailure(target, error))
+            if self.stop_on_failure or target is None or isinstance(error, OutputFolderError):
                 raise
             logger.info("Could not save an instance of %s: %s", target, error)
             with self._lock:
@@ -153,19 +154,21 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
         receiver = Receiver(
             job.storage, summary, reporter, started, job.on_saved, stop_on_failure=job.stop_on_failure
         )
+        stopped: OutputFolderError | None = None
         try:
             failures = fetch(job, plan, receiver)
-        except OutputFolderError as error:
-            summary.failures.extend(receiver.failures)
-            summary.elapsed = time.perf_counter() - started
-            raise DownloadError(f"Download stopped: {error}", summary) from error
+        except OutputFolderError as error:  # nothing more can be written: no recovery either
+            failures, stopped = [], error
         expected, unlisted = verify_counts(plan, job.searcher, receiver.received)
-        failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
+        if stopped is None:
+            failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
         summary.failures.extend(receiver.failures + failures)
         summary.downloader_report = job.downloader.report()
     summary.missing = sorted(still_missing(expected, plan, receiver), key=reference_key)
     summary.study_sizes = whole_study_sizes(receiver.study_bytes, plan, summary)
     summary.elapsed = time.perf_counter() - started
+    if stopped is not None:
+        raise DownloadError(f"Download stopped: {stopped}", summary) from stopped
     return summarise(job, summary)
 
 

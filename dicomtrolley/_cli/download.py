@@ -67,8 +67,8 @@ def targets(args: argparse.Namespace) -> list[Reference]:
 
 def run(args: argparse.Namespace) -> int:
     """Download, print the summary and each failure once; the exit status says how it went."""
+    deidentify = deidentifier(args)  # a missing key: no folder made
     check_output_folder(args.output)
-    deidentify = deidentifier(args)
     trolley = args.profile.trolley()
     try:
         summary = trolley.download(

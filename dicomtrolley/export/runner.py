@@ -162,10 +162,10 @@ def run_export(
     if options.template is not None:
         PathTemplate(options.template)  # a typo in a keyword fails here, not once per study
     rows = read_worklist(worklist)
-    for writable in dict.fromkeys((folder, state_dir)):
-        check_output_folder(writable)
     if not options.skip_bad_rows:
         rows.check()
+    for writable in dict.fromkeys((folder, state_dir)):
+        check_output_folder(writable)
     with FolderLock(folder):
         state = StateDatabase(state_dir)
         try:
