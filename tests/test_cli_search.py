@@ -115,3 +115,9 @@ def test_a_mistyped_option_is_refused_naming_the_closest_one(
 def test_an_abbreviated_option_is_still_argparses(orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = search(capsys, orthanc.dicomweb_url, "--PatientI", "PAT003", "--form", "csv")
     assert [row["PatientID"] for row in csv.DictReader(io.StringIO(out))] == ["PAT003"]
+
+
+def test_the_level_is_taken_in_any_case(orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = search(capsys, orthanc.dicomweb_url, "--PatientID", "PAT003", "--level", "SERIES", "--format", "csv")
+    assert {row["PatientID"] for row in csv.DictReader(io.StringIO(out))} == {"PAT003"}
+    assert "SeriesInstanceUID" in out.splitlines()[0]

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
     search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
     search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
-    search.add_argument("--level", choices=[lvl.value.lower() for lvl in QueryLevels], default="study",
+    search.add_argument("--level", type=str.lower, choices=[lvl.value.lower() for lvl in QueryLevels], default="study",
                         help="one row per study (default), series or instance")
     search.add_argument("--limit", type=positive_int, help="at most this many results")
     shown = search.add_mutually_exclusive_group()
