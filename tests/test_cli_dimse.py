@@ -67,3 +67,16 @@ def test_a_dimse_command_missing_a_setting_is_refused_naming_the_option(
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1
     assert message in err
+
+
+def test_a_c_get_into_a_folder_that_cannot_be_written_stops_at_the_first_instance(
+    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = max(orthanc.sample.small_studies, key=lambda s: len(s.instances))
+    (tmp_path / "blocked").write_bytes(b"")  # where every instance's folder goes
+    status = main(["download", study.uid, "--searcher", "c-find", "--downloader", "c-get", *dimse(orthanc),
+                   "-o", str(tmp_path), "--no-progress", "--template", "blocked/{SOPInstanceUID}.dcm"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dicomtrolley: Download stopped: Could not write")
+    assert err.count("a file stands where its folder should be") == 1, err

@@ -7,12 +7,12 @@ EXIT_FAILURES = 1
 """Something failed or is missing (each is listed on standard error)."""
 
 EXIT_USAGE = 2
-"""A mistake on the command line, or a bad worklist."""
+"""A mistake on the command line (an output folder that cannot be written in included), or a bad worklist."""
 
 EXIT_BAD_WORKLIST = EXIT_USAGE
 
 EXIT_ERROR = 3
-"""Any other error: a bad login, an unreachable server, an output folder that cannot be written."""
+"""Any other error: a bad login, an unreachable server, a folder in use by another export."""
 
 EXIT_INTERRUPTED = 130
 """An export interrupted with Ctrl-C (its state is saved)."""
