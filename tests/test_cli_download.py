@@ -22,6 +22,7 @@ from dicomtrolley._cli.download import problems
 from dicomtrolley.cli import main
 from dicomtrolley.core import FetchFailure, InstanceReference, StudyReference
 from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.export.state import LOCK_NAME
 from dicomtrolley.results import DownloadSummary
 from dicomtrolley.storage import safe_segment
 from tests.support.orthanc import OrthancServer
@@ -72,6 +73,17 @@ def test_export_into_a_file_is_refused_in_one_line(tmp_path: Path, capsys: pytes
     target.write_bytes(b"")
     err = refused(["export", NOWHERE, str(worklist), "-o", str(target), "--no-progress"], capsys)
     assert err == f"dicomtrolley export: error: {target} is a file, not a folder\n"
+
+
+def test_export_whose_lock_file_cannot_be_opened_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    worklist = tmp_path / "worklist.csv"
+    worklist.write_text("StudyInstanceUID\n1.2.3\n")
+    lock = tmp_path / "export" / LOCK_NAME
+    lock.mkdir(parents=True)  # a folder where the lock file goes
+    err = refused(["export", NOWHERE, str(worklist), "-o", str(tmp_path / "export"), "--no-progress"], capsys)
+    assert err == f"dicomtrolley export: error: cannot open the export's lock file {lock}: Is a directory\n"
 
 
 def test_a_template_keyword_typo_is_refused_with_the_keyword_meant(
