@@ -146,14 +146,20 @@ def test_a_failure_is_one_line_and_the_instances_it_lost_are_not_listed_again() 
 
 
 @pytest.mark.integration
-def test_a_failed_target_is_not_also_logged_as_a_warning(
-    orthanc: OrthancServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("broken", ["search", "download"])
+def test_a_failure_is_not_also_logged_as_a_warning(
+    broken: str, orthanc: OrthancServer, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     studies = orthanc.sample.small_studies[:2]
+    uids = [s.uid for s in studies]
+    if broken == "search":  # every study's search answers 404: one failure per study
+        arguments, expected = [f"{orthanc.base_url}/no-dicom-web", *uids], len(studies)
+    else:  # every instance's request answers 404: one failure per instance
+        arguments = [orthanc.dicomweb_url, *uids, "--downloader", "wado-uri", "--wado-uri-url",
+                     f"{orthanc.base_url}/no-wado"]
+        expected = sum(len(s.instances) for s in studies)
     with caplog.at_level(logging.WARNING, logger="dicomtrolley"):
-        assert main(["download", orthanc.dicomweb_url, *[s.uid for s in studies], "-o", str(tmp_path / "x"),
-                     "--no-progress", "--downloader", "wado-uri", "--wado-uri-url", f"{orthanc.base_url}/no-wado",
-                     "--workers", "2"]) == 1
+        assert main(["download", *arguments, "-o", str(tmp_path / "x"), "--no-progress", "--workers", "2"]) == 1
     assert [r.getMessage() for r in caplog.records] == []
-    err = capsys.readouterr().err
-    assert err.count("failed: ") == sum(len(s.instances) for s in studies)
+    assert capsys.readouterr().err.count("failed: ") == expected
