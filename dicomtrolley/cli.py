@@ -61,7 +61,13 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     chosen = subcommand_parser(parser, argv)
     if chosen is not None:
         argv = corrected(chosen, argv, SEARCH_KEYWORDS)
-    args = parser.parse_args(argv)
+    # Positionals may stand after options (``download URL -o DIR UID``): argparse leaves those
+    # over, and each command sorts them with the rest (see server.positionals).
+    args, extra = parser.parse_known_args(argv)
+    args.extra = extra
+    stray = [word for word in extra if word.startswith("-")]
+    if stray:
+        (chosen or parser).error(f"unrecognized arguments: {' '.join(stray)}")
     if args.login_url and not args.user:
         parser.error("argument --login-url: needs --user")
     try:

@@ -163,3 +163,11 @@ def test_a_failure_is_not_also_logged_as_a_warning(
         assert main(["download", *arguments, "-o", str(tmp_path / "x"), "--no-progress", "--workers", "2"]) == 1
     assert [r.getMessage() for r in caplog.records] == []
     assert capsys.readouterr().err.count("failed: ") == expected
+
+
+@pytest.mark.integration
+def test_studies_may_follow_the_options(orthanc: OrthancServer, tmp_path: Path) -> None:
+    studies = orthanc.sample.small_studies[:2]
+    assert main(["download", orthanc.dicomweb_url, "-o", str(tmp_path), "--no-progress", studies[0].uid,
+                 "--template", "{SOPInstanceUID}.dcm", studies[1].uid]) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {f"{i.uid}.dcm" for s in studies for i in s.instances}

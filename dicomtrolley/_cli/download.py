@@ -19,7 +19,7 @@ from dicomtrolley._cli.options import (
     searcher_options,
     server_options,
 )
-from dicomtrolley._cli.server import deidentifier, profile, take_positional
+from dicomtrolley._cli.server import deidentifier, positionals, profile
 from dicomtrolley._planning import covers
 from dicomtrolley.core import Reference, SeriesReference, StudyReference
 from dicomtrolley.exceptions import ConnectionFailedError, DownloadError
@@ -50,9 +50,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def check(args: argparse.Namespace) -> None:
     """The positionals sorted into URL and studies, ``--series`` with one study, and the server complete."""
-    extra = take_positional(args)
-    if extra is not None:
-        args.study_uids.insert(0, extra)
+    args.study_uids = positionals(args, *args.study_uids)
+    if not args.study_uids:
+        raise UsageError("give a study: dicomtrolley download (URL | --server NAME) STUDY_UID [...] -o DIR")
     if args.series and len(args.study_uids) != 1:
         raise UsageError(f"argument --series: give the one study the series belong to, not {len(args.study_uids)}")
     args.profile = profile(args, download=True)

@@ -18,7 +18,7 @@ from dicomtrolley._cli.options import (
     searcher_options,
     server_options,
 )
-from dicomtrolley._cli.server import deidentifier, profile, take_positional
+from dicomtrolley._cli.server import deidentifier, positionals, profile
 from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
@@ -56,11 +56,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def check(args: argparse.Namespace) -> None:
     """The positionals sorted into URL and worklist, and the server complete."""
-    extra = take_positional(args)
-    if extra is not None:
-        if args.worklist:
-            raise UsageError(f"argument url: {extra!r} is not a URL (http://host/dicom-web)")
-        args.worklist = extra
+    words = positionals(args, args.worklist)
+    if len(words) > 1:
+        what = f"argument url: {words[0]!r} is not a URL (http://host/dicom-web)" if args.url is None and \
+            not args.server else f"unrecognized arguments: {' '.join(words[1:])}"
+        raise UsageError(what)
+    args.worklist = words[0] if words else None
     if not args.worklist:
         raise UsageError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
     args.profile = profile(args, download=True)

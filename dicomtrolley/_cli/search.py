@@ -10,7 +10,7 @@ from datetime import date
 from dicomtrolley._cli import search_output
 from dicomtrolley._cli.exits import EXIT_OK, UsageError
 from dicomtrolley._cli.options import positive_int, searcher_options, server_options
-from dicomtrolley._cli.server import profile, take_positional
+from dicomtrolley._cli.server import positionals, profile
 from dicomtrolley.core import Query, QueryLevels
 
 SEARCH_KEYWORDS = (
@@ -42,11 +42,13 @@ def check(args: argparse.Namespace) -> None:
     """What argparse cannot check alone: dates in order, one server."""
     if args.min_study_date and args.max_study_date and args.min_study_date > args.max_study_date:
         raise UsageError(f"argument --from: {args.min_study_date} is after --to {args.max_study_date}")
-    extra = take_positional(args)
-    if extra is not None:
-        if args.server:
-            raise UsageError("argument --server: give a URL or --server NAME, not both")
-        raise UsageError(f"argument url: {extra!r} is not a URL (http://host/dicom-web)")
+    words = positionals(args)
+    if words and args.server and "://" in words[0]:
+        raise UsageError("argument --server: give a URL or --server NAME, not both")
+    if words and args.url is None and not args.server:
+        raise UsageError(f"argument url: {words[0]!r} is not a URL (http://host/dicom-web)")
+    if words:
+        raise UsageError(f"unrecognized arguments: {' '.join(words)}")
     args.profile = profile(args, download=False)
 
 

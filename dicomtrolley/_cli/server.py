@@ -27,18 +27,17 @@ _OPTION_FOR = {"url": "a URL", "host": "--host", "port": "--port", "move_port": 
 """How the command line gives each setting a protocol may need."""
 
 
-def take_positional(args: argparse.Namespace) -> str | None:
-    """The first positional when it is not the server's URL, which it then no longer is.
+def positionals(args: argparse.Namespace, *given: str | None) -> list[str]:
+    """The command's positionals in the order given, the server's URL taken out of them into ``args.url``.
 
-    With ``--server``, every positional is a study (or the worklist); without,
-    the first is the URL only if it looks like one (``scheme://``), so MINT,
-    RAD-69 and DIMSE commands need no dummy URL.
+    Argparse fills ``url`` and the command's own positionals (``given``) by
+    position and leaves those after an option in ``args.extra``. The first
+    positional is the URL only without ``--server`` and if it looks like one
+    (``scheme://``), so MINT, RAD-69 and DIMSE commands need no dummy URL.
     """
-    if args.url and (args.server or "://" not in args.url):
-        value: str = args.url
-        args.url = None
-        return value
-    return None
+    words = [word for word in (args.url, *given, *args.extra) if word]
+    args.url = words.pop(0) if words and not args.server and "://" in words[0] else None
+    return words
 
 
 def profile(args: argparse.Namespace, *, download: bool) -> ServerProfile:
