@@ -8,10 +8,12 @@ status 2, before anything is sent to a server.
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from pathlib import Path
 from typing import NoReturn
 
 from dicomtrolley._cli.exits import EXIT_USAGE
+from dicomtrolley._values import parse_date
 from dicomtrolley.exceptions import StorageError
 from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS
 from dicomtrolley.storage import PathTemplate
@@ -41,6 +43,14 @@ def port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"a port is at most 65535, not {value}")
     return value
+
+
+def day(text: str) -> date:
+    """A day, ``YYYYMMDD`` or ``YYYY-MM-DD``, by the rules every date of the package follows."""
+    try:
+        return parse_date(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def template(text: str) -> str:

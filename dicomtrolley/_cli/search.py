@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date
 
 from dicomtrolley._cli import search_output
 from dicomtrolley._cli.exits import EXIT_OK, UsageError
-from dicomtrolley._cli.options import positive_int, searcher_options, server_options
+from dicomtrolley._cli.options import day, positive_int, searcher_options, server_options
 from dicomtrolley._cli.server import positionals, profile
 from dicomtrolley.core import Query, QueryLevels
 
@@ -27,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     searcher_options(search)
     for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
-    search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
-    search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
+    search.add_argument("--from", dest="min_study_date", type=day, help="earliest StudyDate, YYYYMMDD or YYYY-MM-DD")
+    search.add_argument("--to", dest="max_study_date", type=day, help="latest StudyDate, YYYYMMDD or YYYY-MM-DD")
     search.add_argument("--level", type=str.lower, choices=[lvl.value.lower() for lvl in QueryLevels], default="study",
                         help="one row per study (default), series or instance")
     search.add_argument("--limit", type=positive_int, help="at most this many results")
@@ -54,7 +53,7 @@ def check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Search, and print one row per object at the level asked for."""
-    level = QueryLevels(args.level.upper())
+    level = QueryLevels(args.level)
     values = {keyword: getattr(args, keyword) for keyword in SEARCH_KEYWORDS}
     query = Query(
         **values,

@@ -11,67 +11,42 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from dicomtrolley.core import QueryLevels, Study
-from dicomtrolley.results import COLUMNS, SERIES_COLUMNS, SeriesList, StudyList, text_table
+from dicomtrolley.results import InstanceList, SeriesList, StudyList, text_table
 
 FORMATS = ("table", "csv", "tsv", "jsonl", "json")
 """The values of ``--format``."""
 
-LEVEL_COLUMNS: dict[QueryLevels, tuple[str, ...]] = {
-    QueryLevels.STUDY: (*COLUMNS, "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"),
-    QueryLevels.SERIES: (
-        "StudyInstanceUID", "SeriesInstanceUID", *SERIES_COLUMNS, "NumberOfSeriesRelatedInstances",
-    ),
-    QueryLevels.INSTANCE: (
-        "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "StudyDate", "SeriesNumber",
-        "Modality", "InstanceNumber", "SOPClassUID",
-    ),
-}
-"""The columns of each level, in order."""
-
 _COUNTS = {"series": "NumberOfStudyRelatedSeries", "instances": "NumberOfStudyRelatedInstances"}
 _SERIES_COUNTS = {"instances": "NumberOfSeriesRelatedInstances"}
+
+LEVEL_COLUMNS: dict[QueryLevels, tuple[str, ...]] = {
+    QueryLevels.STUDY: tuple(_COUNTS.get(name, name) for name in StudyList.columns),
+    QueryLevels.SERIES: tuple(_SERIES_COUNTS.get(name, name) for name in SeriesList.columns),
+    QueryLevels.INSTANCE: InstanceList.columns,
+}
+"""The columns of each level, in order: the library's tables, their counts named by keyword."""
 
 
 def rows(studies: list[Study], level: QueryLevels) -> list[dict[str, Any]]:
     """One dict per object at ``level`` under the studies found, keyed by :data:`LEVEL_COLUMNS`.
 
-    Study and series rows are the library's tables (:class:`StudyList`,
-    :class:`SeriesList`) with their counts named by keyword; an instance row
-    takes what its series and study know where the instance does not say.
+    The rows are the library's tables (:class:`StudyList`, :class:`SeriesList`,
+    :class:`InstanceList`) of what the search brought back, with their counts
+    named by keyword.
     """
     if level == QueryLevels.STUDY:
         return [_renamed(row, _COUNTS) for row in StudyList(studies).rows()]
     series = SeriesList(one for study in studies for one in study.series)
     if level == QueryLevels.SERIES:
         return [_renamed(row, _SERIES_COUNTS) for row in series.rows()]
-    return list(_instance_rows(series))
+    return InstanceList(instance for one in series for instance in one.instances).rows()
 
 
 def _renamed(row: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     return {names.get(key, key): value for key, value in row.items() if key != "bytes"}
-
-
-def _instance_rows(series_list: SeriesList) -> Iterator[dict[str, Any]]:
-    columns = LEVEL_COLUMNS[QueryLevels.INSTANCE]
-    for series in series_list:
-        study = series.parent
-        for instance in series.instances:
-            row: dict[str, Any] = {
-                "StudyInstanceUID": study.uid if study is not None else None,
-                "SeriesInstanceUID": series.uid,
-                "SOPInstanceUID": instance.uid,
-            }
-            for name in columns[3:]:
-                value = instance.first_value(name)
-                for above in (series, study):
-                    if value is None and above is not None:
-                        value = above.first_value(name)
-                row[name] = value
-            yield row
 
 
 def render(found: list[dict[str, Any]], level: QueryLevels, output_format: str) -> str:

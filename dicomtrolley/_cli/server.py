@@ -98,7 +98,6 @@ def deidentifier(args: argparse.Namespace) -> Deidentifier | None:
         if args.mapping or args.mapping_in_output:
             raise DICOMTrolleyError("--mapping needs --deidentify")
         return None
-    updates = {"mapping": args.mapping} if args.mapping else {}
-    if args.mapping_in_output:
-        updates["mapping_in_output"] = True
-    return Deidentifier.from_toml(args.deidentify, **updates)
+    return Deidentifier.from_toml(
+        args.deidentify, mapping=args.mapping, mapping_in_output=True if args.mapping_in_output else None
+    )
