@@ -1,4 +1,4 @@
-"""The ``dicomtrolley`` command: search a server, download from it, export a worklist.
+"""The ``dicomtrolley`` command: search a server, download from it, export a worklist, audit a pseudonymised output.
 
 Everything here is a thin layer over the library; see ``dicomtrolley --help``.
 This module builds the parser and dispatches; each subcommand is a module of
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from dicomtrolley._cli import download, export, search
+from dicomtrolley._cli import audit, download, export, search
 from dicomtrolley._cli.exits import (
     EXIT_BAD_WORKLIST,
     EXIT_ERROR,
@@ -39,7 +39,7 @@ __all__ = [
     "SEARCH_KEYWORDS", "main",
 ]
 
-COMMANDS: dict[str, ModuleType] = {"search": search, "download": download, "export": export}
+COMMANDS: dict[str, ModuleType] = {"search": search, "download": download, "export": export, "audit": audit}
 """Each subcommand's module: ``add_parser(subparsers)``, ``check(args)``, ``run(args) -> exit status``."""
 
 
@@ -68,7 +68,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     stray = [word for word in extra if word.startswith("-")]
     if stray:
         (chosen or parser).error(f"unrecognized arguments: {' '.join(stray)}")
-    if args.login_url and not args.user:
+    if getattr(args, "login_url", None) and not args.user:
         parser.error("argument --login-url: needs --user")
     try:
         COMMANDS[args.command].check(args)
@@ -80,9 +80,10 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
-    0 ok, 1 failures (a download, or an export row failed, not found or skipped),
-    2 usage (an option, an output folder that cannot be written) or a bad worklist,
-    3 other errors, 130 an export interrupted by Ctrl-C.
+    0 ok, 1 failures (a download, or an export row failed, not found or skipped; the
+    audit of a pseudonymised output found something), 2 usage (an option, an output
+    folder that cannot be written), a bad worklist, or an audit without an output folder or
+    recorded values, 3 other errors, 130 an export interrupted by Ctrl-C.
     """
     try:
         args = _parse(sys.argv[1:] if argv is None else argv)

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from dicomtrolley._cli.audit import print_audit
 from dicomtrolley._cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from dicomtrolley._cli.options import (
     deidentify_options,
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(report)
     print(f"report: {report.report_path}\nindex: {report.index_path}")
+    if report.audit is not None:
+        print_audit(report.audit)
     if report.instances_quarantined:
         print(f"{report.instances_quarantined} instances quarantined (not written: their pixels may show identities)",
               file=sys.stderr)

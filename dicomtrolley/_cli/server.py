@@ -97,7 +97,12 @@ def deidentifier(args: argparse.Namespace) -> Deidentifier | None:
     if args.deidentify is None:
         if args.mapping or args.mapping_in_output:
             raise DICOMTrolleyError("--mapping needs --deidentify")
+        if args.command == "download" and args.state_dir:
+            raise DICOMTrolleyError("--state-dir needs --deidentify")
         return None
     return Deidentifier.from_toml(
-        args.deidentify, mapping=args.mapping, mapping_in_output=True if args.mapping_in_output else None
+        args.deidentify,
+        mapping=args.mapping,
+        mapping_in_output=True if args.mapping_in_output else None,
+        state_dir=args.state_dir if args.command == "download" else None,  # an export chooses its own
     )
