@@ -17,6 +17,7 @@ from dicomtrolley._cli.options import (
     output_options,
     positive_int,
     searcher_options,
+    seconds,
     server_options,
 )
 from dicomtrolley._cli.server import deidentifier, positionals, profile
@@ -41,7 +42,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     job.add_argument("--dask", metavar="ADDRESS",
                      help="run the studies on a Dask cluster: tcp://scheduler:8786, or local:N to start N worker "
                           "processes here (local: one per core); workers need the password in their environment")
-    job.add_argument("--max-attempts", type=positive_int, default=3, help="attempts per study, across runs")
+    job.add_argument("--max-attempts", type=positive_int, default=3,
+                     help="attempts per study, across runs; a failure that may pass is retried within the run")
+    job.add_argument("--retry-delay", type=seconds, default=5.0, metavar="SECONDS",
+                     help="wait before a failed study's next attempt, doubled each time (default: %(default)s)")
     job.add_argument("--refresh", action="store_true", help="search rows resolved by an earlier run again")
     job.add_argument("--skip-bad-rows", action="store_true", help="report unreadable rows and go on")
     job.add_argument("--max-rate", type=parse_rate, help="bytes per second for the whole job, e.g. 50MB/s")
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the export; print its report, or how to continue after Ctrl-C."""
     options: dict[str, Any] = dict(
         template=args.template,
-        max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
+        max_attempts=args.max_attempts, retry_delay=args.retry_delay, refresh=args.refresh,
+        skip_bad_rows=args.skip_bad_rows,
         max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
         index_format=args.index_format, deidentify=deidentifier(args), state_dir=args.state_dir,
     )

@@ -45,6 +45,17 @@ def port(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more (a delay)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def day(text: str) -> date:
     """A day, ``YYYYMMDD`` or ``YYYY-MM-DD``, by the rules every date of the package follows."""
     try:
