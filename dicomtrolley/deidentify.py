@@ -43,7 +43,7 @@ import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -81,7 +81,7 @@ from dicomtrolley.exceptions import (
     InstanceQuarantinedError,
     StorageError,
 )
-from dicomtrolley.storage import SavedInstance, StorageDir
+from dicomtrolley.roles import Attributes, SavedInstance, Storage
 
 if TYPE_CHECKING:
     from dicognito.anonymizer import Anonymizer
@@ -371,8 +371,8 @@ class Deidentifier:
 
     # ------------------------------------------------------------ storage
 
-    def storage(self, storage: StorageDir) -> DeidentifyingStorage:
-        """``storage``, pseudonymising each instance before it is written.
+    def storage(self, storage: Storage) -> DeidentifyingStorage:
+        """``storage`` (any :class:`~dicomtrolley.roles.Storage`), pseudonymising each instance before it gets it.
 
         Raises
         ------
@@ -442,35 +442,36 @@ def _pseudonymise_in_worker(data: bytes) -> _Outcome:
 # ---------------------------------------------------------------- on the way to disk
 
 
-class DeidentifyingStorage(StorageDir):
-    """A storage that pseudonymises each instance, then lets the storage it wraps write it.
+class DeidentifyingStorage(Storage):
+    """A :class:`~dicomtrolley.roles.Storage` around any other: it pseudonymises each instance, then hands it on.
 
-    :meth:`save` returns the instance's *original* reference (what the
-    download asked for and checks arrival against) with the pseudonymised
-    path. An instance to quarantine raises :class:`InstanceQuarantinedError`
-    and is not written. The decoding and encoding run in a bounded pool of
-    worker processes (``processes``), so several cores share them.
+    The wrapped storage (a folder, another archive) sees pseudonymised values
+    only: bytes, paths, and what it is asked it holds. :meth:`save` returns
+    the instance's *original* reference (what the download asked for and
+    checks arrival against) with the pseudonymised path. An instance to
+    quarantine raises :class:`InstanceQuarantinedError` and is not written.
+    The decoding and encoding run in a bounded pool of worker processes
+    (``processes``), so several cores share them.
 
     Parameters
     ----------
     storage
-        Where the pseudonymised files go; its template sees pseudonymised values.
+        Where the pseudonymised instances go; its template sees pseudonymised values.
     deidentifier
         What pseudonymises them.
+
+    Raises
+    ------
+    DeidentificationError
+        The mapping table would be written inside the wrapped storage's folder, and
+        ``mapping_in_output`` does not allow it.
     """
 
-    def __init__(self, storage: StorageDir, deidentifier: Deidentifier) -> None:
-        # Not StorageDir.__init__: everything on disk is the wrapped storage's.
+    def __init__(self, storage: Storage, deidentifier: Deidentifier) -> None:
         self.storage = storage
         self.deidentifier = deidentifier
-        self.path = storage.path
-        self.template = storage.template
+        refuse_mapping_inside(deidentifier.options, storage.folder)
         mapping = deidentifier.options.mapping
-        if mapping is not None and not deidentifier.options.mapping_in_output and _inside(mapping, storage.path):
-            raise DeidentificationError(
-                f"The mapping table {mapping} re-identifies, but lies inside the output folder {storage.path}; "
-                "write it elsewhere, or allow it with mapping_in_output"
-            )
         self.mapping = MappingTable(mapping) if mapping is not None else None
         self.processes = deidentifier.options.processes
         self._pool: ProcessPoolExecutor | None = None
@@ -480,15 +481,22 @@ class DeidentifyingStorage(StorageDir):
     def __repr__(self) -> str:
         return f"DeidentifyingStorage({self.storage!r})"
 
-    def at(self, path: str | os.PathLike[str]) -> DeidentifyingStorage:
-        """The same pseudonymisation, writing under another folder."""
-        return DeidentifyingStorage(self.storage.at(path), self.deidentifier)
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The wrapped storage's fields (given original values, it is asked with their pseudonyms)."""
+        return self.storage.fields
 
-    def is_occupied(self) -> bool:
-        """True when the output folder exists and holds anything."""
-        return self.storage.is_occupied()
+    @property
+    def folder(self) -> Path | None:
+        """The wrapped storage's folder."""
+        return self.storage.folder
 
-    def has(self, attributes: Mapping[str, Any] | Dataset) -> bool:
+    def may_hold(self, study_uids: Collection[str]) -> bool:
+        """Asks the wrapped storage about the pseudonyms of these StudyInstanceUIDs (a keyed function of each)."""
+        pseudonyms = [self._pseudonymise({"StudyInstanceUID": uid}) for uid in study_uids]
+        return self.storage.may_hold([str(p.StudyInstanceUID) for p in pseudonyms if p is not None])
+
+    def has(self, attributes: Attributes) -> bool:
         """True when the instance with these *original* attributes is complete on disk, pseudonymised.
 
         Pseudonyms are keyed functions of the originals, so the path can be
@@ -498,8 +506,8 @@ class DeidentifyingStorage(StorageDir):
         dataset = self._pseudonymised(attributes)
         return dataset is not None and self.storage.has(dataset)
 
-    def path_for(self, attributes: Mapping[str, Any] | Dataset) -> Path:
-        """The path that the instance with these *original* attributes is written to, pseudonymised.
+    def locate(self, attributes: Attributes) -> str:
+        """Where the instance with these *original* attributes goes, pseudonymised, relative to the wrapped storage.
 
         Raises
         ------
@@ -509,21 +517,25 @@ class DeidentifyingStorage(StorageDir):
         """
         dataset = self._pseudonymised(attributes)
         if dataset is None:
-            raise StorageError(f"The pseudonymised path needs {', '.join(self.template.fields)} (and the PatientID)")
-        return self.storage.path_for(dataset)
+            raise StorageError(f"The pseudonymised path needs {', '.join(self.fields)} (and the PatientID)")
+        return self.storage.locate(dataset)
 
-    def _pseudonymised(self, attributes: Mapping[str, Any] | Dataset) -> Dataset | None:
+    def _pseudonymised(self, attributes: Attributes) -> Dataset | None:
         """The template's fields, pseudonymised; None when a field (or the PatientID a date needs) is missing."""
-        fields = set(self.template.fields)
+        fields = set(self.fields)
         if any(attributes.get(name) in (None, "") for name in fields):
             return None
+        return self._pseudonymise({name: attributes.get(name) for name in fields | {"PatientID", "PatientSex"}})
+
+    def _pseudonymise(self, values: Mapping[str, Any]) -> Dataset | None:
+        """A Dataset of these values (empty ones left out), pseudonymised; None when a date
+        lacks the PatientID that its shift is a function of."""
         dataset = Dataset()
         dataset.file_meta = FileMetaDataset()
-        for name in fields | {"PatientID", "PatientSex"}:
-            value = attributes.get(name)
+        for name, value in values.items():
             if value not in (None, ""):
                 setattr(dataset, name, value.value if isinstance(value, DataElement) else value)
-        if "PatientID" not in dataset and any(dataset[name].VR in ("DA", "DT", "TM") for name in fields):
+        if "PatientID" not in dataset and any(element.VR in ("DA", "DT", "TM") for element in dataset):
             return None
         self.deidentifier.deidentify(dataset)
         return dataset
@@ -652,8 +664,22 @@ class _ParallelSink:
         self._errors.clear()
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
+def refuse_mapping_inside(options: DeidentifyOptions, folder: Path | None) -> None:
+    """Refuse a mapping table inside ``folder`` (the output folder), unless ``mapping_in_output`` allows it.
+
+    Raises
+    ------
+    DeidentificationError
+        The table re-identifies, and lies inside the folder meant to hold pseudonymised data only.
+    """
+    mapping = options.mapping
+    if mapping is None or folder is None or options.mapping_in_output:
+        return
+    if mapping.resolve().is_relative_to(folder.resolve()):
+        raise DeidentificationError(
+            f"The mapping table {mapping} re-identifies, but lies inside the output folder {folder}; "
+            "write it elsewhere, or allow it with mapping_in_output"
+        )
 
 
 class MappingTable:

@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
      "_jsonstream", "_spooled"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
      "storage", "results", "progress", "caching", "deidentify", "metadata", "preview"},
-    {"_planning", "_download"},
+    {"_planning", "_download", "_dataset_storage"},
     {"trolley"},
     {"_trolley_profile"},
     {"export", "profiles", "servers"},

@@ -21,7 +21,8 @@ from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError, NoQueryResultsError, StorageError
 from dicomtrolley.export.politeness import RateLimiter
 from dicomtrolley.export.state import DONE, FAILED, NOT_FOUND
-from dicomtrolley.storage import INDEX_KEYWORDS, SavedInstance, StorageDir, read_header_of_file
+from dicomtrolley.roles import SavedInstance, Storage
+from dicomtrolley.storage import INDEX_KEYWORDS, StorageDir, read_header_of_file
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
 
     def saved(instance: SavedInstance) -> None:
         with lock:
-            instances.append(index_row(instance, task.output_dir))
+            instances.append(index_row(instance))
         if controls is not None:
             if controls.on_saved is not None:
                 controls.on_saved(instance)
@@ -191,8 +192,8 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
     return outcome
 
 
-def index_row(instance: SavedInstance, output_dir: str) -> tuple[Any, ...]:
-    """One line of the instance index, path relative to the output folder.
+def index_row(instance: SavedInstance) -> tuple[Any, ...]:
+    """One line of the instance index, path relative to the output folder (as the storage rendered it).
 
     The values are the file's own (read from its header), so a pseudonymised
     file is indexed under its pseudonymised UIDs, not the reference it was downloaded by.
@@ -204,12 +205,8 @@ def index_row(instance: SavedInstance, output_dir: str) -> tuple[Any, ...]:
         return "" if value is None else str(value)
 
     reference = instance.reference
-    path = str(instance.path)
-    # The storage writes below the output folder: cutting its prefix off is what relpath does, faster.
-    inside = path.startswith(output_dir) and path[len(output_dir):len(output_dir) + 1] == os.sep
-    relative = path[len(output_dir) + 1:] if inside else os.path.relpath(path, output_dir)
     return (
-        relative, text("StudyInstanceUID") or reference.study_uid,
+        instance.relative, text("StudyInstanceUID") or reference.study_uid,
         text("SeriesInstanceUID") or reference.series_uid, text("SOPInstanceUID") or reference.instance_uid,
         text("PatientID"), text("StudyDate"), text("Modality"),
         text("SeriesNumber"), text("InstanceNumber"), instance.transfer_syntax, instance.size,
@@ -221,9 +218,9 @@ def _files_on_disk(
 ) -> Iterator[tuple[Any, ...]]:
     """Index rows for the study's files already on disk, found through an instance-level search."""
     plain = StorageDir(task.output_dir, task.template)
-    storage = plain if deidentifier is None else deidentifier.storage(plain)
+    storage: Storage = plain if deidentifier is None else deidentifier.storage(plain)
     # A pseudonymised path of dates needs the PatientID too (the date shift is the patient's).
-    fields = list(dict.fromkeys([*storage.template.fields, "PatientID"]))
+    fields = list(dict.fromkeys([*storage.fields, "PatientID"]))
     query = Query(StudyInstanceUID=task.study_uid, query_level=QueryLevels.INSTANCE, include_fields=fields)
     for study in exporter.find_studies(query):
         for instance in study.all_instances():
@@ -235,12 +232,13 @@ def _files_on_disk(
                 "SOPInstanceUID": reference.instance_uid,
             }
             try:
-                path = storage.path_for(attributes)
+                relative = storage.locate(attributes)
             except StorageError as error:  # the search lacks a field the path needs: the file is not indexed
                 logger.debug("Not indexed after the crash: %s: %s", reference.instance_uid, error)
                 continue
+            path = plain.path / relative
             if not path.is_file():
                 continue
             header = read_header_of_file(path, INDEX_KEYWORDS)
-            saved = SavedInstance(reference, path, path.stat().st_size, header.transfer_syntax, header.attributes)
-            yield index_row(saved, task.output_dir)
+            size = path.stat().st_size
+            yield index_row(SavedInstance(reference, path, size, header.transfer_syntax, header.attributes, relative))
