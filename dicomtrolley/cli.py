@@ -30,7 +30,7 @@ from dicomtrolley.exceptions import (
     StorageError,
     WorklistError,
 )
-from dicomtrolley.export import export
+from dicomtrolley.export import ExportOptions, export
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
 from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS, ServerProfile, load_profile
@@ -258,8 +258,8 @@ def _export(args: argparse.Namespace) -> int:
         args.url, worklist = None, args.url
     if not worklist:
         raise WorklistError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
-    options: dict[str, Any] = dict(
-        template=args.template,
+    options = ExportOptions(
+        studies=args.studies, template=args.template,
         max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
         max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
         index_format=args.index_format, deidentify=_deidentifier(args), state_dir=args.state_dir,
@@ -267,11 +267,11 @@ def _export(args: argparse.Namespace) -> int:
     try:
         if args.dask:
             report = export_on_dask(
-                _profile(args), worklist, args.output, args.dask, studies=args.studies,
-                announce=lambda line: print(line, file=sys.stderr), **options,
+                _profile(args), worklist, args.output, args.dask, options=options,
+                announce=lambda line: print(line, file=sys.stderr),
             )
         else:
-            report = export(_profile(args).trolley(), worklist, args.output, studies=args.studies or 4, **options)
+            report = export(_profile(args).trolley(), worklist, args.output, options=options)
     except KeyboardInterrupt:
         print("dicomtrolley: interrupted; state saved; run the same command to continue",
               file=sys.stderr)

@@ -46,7 +46,7 @@ from dicomtrolley.roles import Downloader, SavedInstance, Searcher, Storage
 from dicomtrolley.storage import DICOMDiskStorage
 
 if TYPE_CHECKING:
-    from dicomtrolley.export import ExportReport
+    from dicomtrolley.export import ExportOptions, ExportReport
     from dicomtrolley.export.worklist import WorklistSource
 
 logger = logging.getLogger(__name__)
@@ -185,16 +185,23 @@ class Trolley:
         return download(job, progress)
 
     def export(
-        self, worklist: WorklistSource, output_dir: str | os.PathLike[str], **options: Any
+        self,
+        worklist: WorklistSource,
+        output_dir: str | os.PathLike[str],
+        *,
+        options: ExportOptions | None = None,
+        **changes: Any,
     ) -> ExportReport:
         """Export every study of a worklist into ``output_dir``, resumably; see :func:`dicomtrolley.export.export`.
 
         Run it again to continue after a crash or Ctrl-C: finished studies cost
         no request, and ``report.csv`` and the instance index are written to the folder.
+        ``options`` (:class:`~dicomtrolley.export.ExportOptions`) says how it runs; keywords
+        set its fields for short (``studies=8``).
         """
-        from dicomtrolley.export import export
+        from dicomtrolley.export import export  # the one upward edge: the export builds on the facade
 
-        return export(self, worklist, Path(output_dir), **options)
+        return export(self, worklist, Path(output_dir), options=options, **changes)
 
     def fetch_all_datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
         """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk.

@@ -13,6 +13,7 @@ The subpackage, one job per module: :mod:`~dicomtrolley.export.worklist`
 the folder's lock), :mod:`~dicomtrolley.export.tasks` (the units of work an
 executor runs), :mod:`~dicomtrolley.export.politeness` (rate and time window),
 :mod:`~dicomtrolley.export.prefetch` (one search for the series counts of many studies),
+:mod:`~dicomtrolley.export.options` (:class:`ExportOptions`, how it runs),
 :mod:`~dicomtrolley.export.runner` (the driver) and
 :mod:`~dicomtrolley.export.report` (report, index, :class:`ExportReport`).
 It works on anything with a Trolley's ``find_studies`` and ``download``, and
@@ -21,14 +22,13 @@ imports no protocol.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
 from pathlib import Path
+from typing import Any
 
-from dicomtrolley.deidentify import Deidentifier
-from dicomtrolley.export.politeness import TimeWindow, parse_rate
+from dicomtrolley.export.options import ExportOptions, options_of
 from dicomtrolley.export.remote import ProfileTrolley
-from dicomtrolley.export.report import REPORT_COLUMNS, ExportReport, IndexFormat
-from dicomtrolley.export.runner import ExportOptions, run_export
+from dicomtrolley.export.report import REPORT_COLUMNS, ExportReport
+from dicomtrolley.export.runner import run_export
 from dicomtrolley.export.state import INDEX_COLUMNS
 from dicomtrolley.export.tasks import Exporter, SharedTrolley, TrolleySource
 from dicomtrolley.export.worklist import WorklistSource
@@ -52,18 +52,8 @@ def export(
     worklist: WorklistSource,
     output_dir: str | Path,
     *,
-    studies: int = 4,
-    executor: Executor | None = None,
-    template: str | None = None,
-    max_attempts: int = 3,
-    refresh: bool = False,
-    skip_bad_rows: bool = False,
-    max_rate: float | str | None = None,
-    window: TimeWindow | str | None = None,
-    progress: bool | None = None,
-    index_format: IndexFormat = "auto",
-    deidentify: Deidentifier | None = None,
-    state_dir: str | Path | None = None,
+    options: ExportOptions | None = None,
+    **changes: Any,
 ) -> ExportReport:
     """Export every study of a worklist into ``output_dir``; run it again to continue.
 
@@ -80,41 +70,15 @@ def export(
         (see :mod:`dicomtrolley.export.worklist`).
     output_dir
         The folder; it holds the files, the state database, ``report.csv`` and the index.
-    studies
-        Studies (or row searches) in flight at once.
-    executor
-        Where tasks run; a thread pool by default.
-    template
-        A storage path template (see :class:`~dicomtrolley.storage.StorageDir`).
-    max_attempts
-        Attempts a failing study gets in all, across runs.
-    refresh
-        Search again the rows an earlier run resolved.
-    skip_bad_rows
-        Report unreadable rows and go on instead of refusing the worklist.
-    max_rate
-        A cap for the whole export, in bytes per second or as text (``"50MB/s"``).
-    window
-        Start new studies only in this daily window (``"19:00-07:00"``).
-    progress
-        A progress bar; ``None``: when somebody watches.
-    index_format
-        ``"auto"`` (parquet with pyarrow, else csv), ``"csv"`` or ``"parquet"``.
-    deidentify
-        Pseudonymise every instance on the way to disk (see :mod:`dicomtrolley.deidentify`):
-        files, paths and the instance index hold pseudonymised values only. Tasks
-        run on this process's threads share this deidentifier; tasks an executor
-        ships to other processes carry its options without the key, and each
-        worker loads the key itself (``$DICOMTROLLEY_DEID_KEY``, the options'
-        ``key_file`` or its keyring), as it logs in itself.
-    state_dir
-        The folder of the state database and ``report.csv`` (they hold the
-        worklist and the original StudyInstanceUIDs). Default: the output folder;
-        when pseudonymising, ``<output>.state`` beside the mapping table, or beside
-        the output folder without one. Inside the output folder it is refused then.
+    options
+        How the export runs (:class:`ExportOptions`); the defaults when omitted.
+    **changes
+        Fields of :class:`ExportOptions` to set, for short: ``export(trolley, uids, "out", studies=8)``.
 
     Raises
     ------
+    TypeError
+        A keyword that is no field of :class:`ExportOptions`.
     WorklistError
         The worklist has unknown columns or bad rows (unless ``skip_bad_rows``); nothing was downloaded.
     ExportLockedError
@@ -124,14 +88,7 @@ def export(
     KeyboardInterrupt
         After Ctrl-C, once the state and the report are saved.
     """
-    source = _source(trolley)
-    options = ExportOptions(
-        studies=studies, executor=executor, template=template, max_attempts=max_attempts, refresh=refresh,
-        skip_bad_rows=skip_bad_rows, max_rate=parse_rate(max_rate) if isinstance(max_rate, str) else max_rate,
-        window=TimeWindow.parse(window) if isinstance(window, str) else window, progress=progress,
-        index_format=index_format, deidentify=deidentify, state_dir=Path(state_dir) if state_dir else None,
-    )
-    return run_export(source, worklist, output_dir, options)
+    return run_export(_source(trolley), worklist, output_dir, options_of(options, changes))
 
 
 def _source(trolley: Exporter | TrolleySource | ServerProfile) -> TrolleySource:

@@ -23,13 +23,14 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicomtrolley._version import __version__
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError, SharedFolderError
 from dicomtrolley.export import export
+from dicomtrolley.export.options import ExportOptions, options_of
 from dicomtrolley.export.report import ExportReport
 from dicomtrolley.export.worklist import WorklistSource
 from dicomtrolley.profiles import PASSWORD_VARIABLE, TOKEN_VARIABLE, ServerProfile
@@ -294,9 +295,9 @@ def export_on_dask(
     output_dir: str | os.PathLike[str],
     dask: DaskSpec | str,
     *,
-    studies: int | None = None,
+    options: ExportOptions | None = None,
     announce: Callable[[str], None] | None = None,
-    **options: Any,
+    **changes: Any,
 ) -> ExportReport:
     """Export a worklist on a Dask cluster: one task per study, run on the workers.
 
@@ -316,20 +317,20 @@ def export_on_dask(
         As for :func:`~dicomtrolley.export.export`.
     dask
         ``tcp://scheduler:8786``, ``local:N`` or ``local`` (see :class:`DaskSpec`).
-    studies
-        Studies in flight; by default two per worker thread, so that no worker
-        waits for the driver between studies.
+    options, **changes
+        As for :func:`~dicomtrolley.export.export`; the executor is the cluster's, and
+        unless ``studies`` is set, two studies are in flight per worker thread, so
+        that no worker waits for the driver between studies.
     announce
         Called with a line naming the cluster and its dashboard, once connected
         (the command line prints it); the line is logged either way.
-    **options
-        The other options of :func:`~dicomtrolley.export.export`.
 
     Raises
     ------
     SharedFolderError, DICOMTrolleyAuthError
         The workers do not share ``output_dir``, or lack the password; nothing was downloaded.
     """
+    chosen = options_of(options, changes)
     spec = DaskSpec.parse(dask) if isinstance(dask, str) else dask
     profile = trolley if isinstance(trolley, ServerProfile) else ServerProfile.from_trolley(trolley)
     worker_env: dict[str, str] = {}
@@ -344,6 +345,5 @@ def export_on_dask(
         check_shared_folder(client, output_dir)
         check_worker_secrets(client, profile)
         executor = client.get_executor(pure=False)  # type: ignore[no-untyped-call]
-        return export(
-            profile, worklist, Path(output_dir), executor=executor, studies=studies or max(2 * threads, 1), **options
-        )
+        studies = chosen.studies or max(2 * threads, 1)
+        return export(profile, worklist, Path(output_dir), options=replace(chosen, executor=executor, studies=studies))

@@ -28,11 +28,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from dicomtrolley.deidentify import Deidentifier
+from dicomtrolley.deidentify import refuse_mapping_inside
 from dicomtrolley.exceptions import DeidentificationError, DICOMTrolleyError
-from dicomtrolley.export.politeness import RateLimiter, TimeWindow
+from dicomtrolley.export.options import ExportOptions
+from dicomtrolley.export.politeness import RateLimiter
 from dicomtrolley.export.prefetch import BATCH, SeriesPrefetcher
-from dicomtrolley.export.report import ExportReport, IndexFormat, write_outputs
+from dicomtrolley.export.report import ExportReport, write_outputs
 from dicomtrolley.export.state import FAILED, RUNNING, FolderLock, StateDatabase
 from dicomtrolley.export.tasks import (
     Controls,
@@ -45,7 +46,7 @@ from dicomtrolley.export.tasks import (
 )
 from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
 from dicomtrolley.progress import is_watched
-from dicomtrolley.storage import SavedInstance, StorageDir
+from dicomtrolley.roles import SavedInstance
 from dicomtrolley.trolley import Trolley
 
 logger = logging.getLogger(__name__)
@@ -54,59 +55,6 @@ STOP_GRACE = 2.0
 """Seconds the running downloads get to stop after Ctrl-C before their state is recorded as pending."""
 
 _TICK = 0.25
-
-
-@dataclass
-class ExportOptions:
-    """How an export runs; the keyword arguments of :func:`~dicomtrolley.export.export`.
-
-    Parameters
-    ----------
-    studies
-        Tasks (study downloads, row searches) in flight at once.
-    executor
-        Where tasks run; a thread pool of ``studies`` threads by default.
-    template
-        The storage path template (see :class:`~dicomtrolley.storage.StorageDir`).
-    max_attempts
-        Attempts a study gets in all, counted across runs.
-    refresh
-        Search rows that were resolved in an earlier run again.
-    skip_bad_rows
-        Report unreadable rows and go on, instead of refusing the worklist.
-    max_rate
-        Bytes per second for the whole export.
-    window
-        Start new studies only in this time window (``"19:00-07:00"``).
-    progress
-        A bar of studies, instances, MB and failures; ``None``: when somebody watches.
-    index_format
-        ``"auto"`` (parquet when pyarrow is installed), ``"csv"`` or ``"parquet"``.
-    deidentify
-        Pseudonymise every study on the way to disk (see :mod:`dicomtrolley.deidentify`).
-    state_dir
-        The folder of the state database and ``report.csv``: the output folder,
-        unless the export pseudonymises; then see :func:`state_folder`.
-    """
-
-    studies: int = 4
-    executor: Executor | None = None
-    template: str | None = None
-    max_attempts: int = 3
-    refresh: bool = False
-    skip_bad_rows: bool = False
-    max_rate: float | None = None
-    window: TimeWindow | None = None
-    progress: bool | None = None
-    index_format: IndexFormat = "auto"
-    deidentify: Deidentifier | None = None
-    state_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.studies < 1:
-            raise ValueError(f"studies must be at least 1, got {self.studies}")
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
 
 
 @dataclass
@@ -140,7 +88,7 @@ def state_folder(output_dir: Path, options: ExportOptions) -> Path:
     deidentify = options.deidentify
     if deidentify is None:
         return options.state_dir or output_dir
-    deidentify.storage(StorageDir(output_dir, options.template))  # refuses a mapping table inside the folder
+    refuse_mapping_inside(deidentify.options, output_dir)
     output = output_dir.resolve()
     mapping = deidentify.options.mapping
     beside = mapping.resolve().parent if mapping is not None else output.parent
@@ -235,7 +183,7 @@ class _Driver:
         self.queued.update(studies)
         total = len(studies)  # grows as rows are resolved into studies
         owned = self.options.executor is None
-        executor = self.options.executor or ThreadPoolExecutor(self.options.studies, "dicomtrolley-export")
+        executor = self.options.executor or ThreadPoolExecutor(self.options.in_flight, "dicomtrolley-export")
         done: list[Future[Any]] = []
         with _sigint_sets(self.controls.stop), _Bar(self.options.progress, total) as bar:
             try:
@@ -306,7 +254,7 @@ class _Driver:
     def _next_tasks(self, studies: deque[str], to_resolve: deque[Any]) -> list[tuple[str, Any]]:
         """The tasks to start now, up to the limit in flight; the studies among them are recorded as running."""
         starting: list[tuple[str, Any]] = []
-        while len(self.in_flight) + len(starting) < self.options.studies and (studies or to_resolve):
+        while len(self.in_flight) + len(starting) < self.options.in_flight and (studies or to_resolve):
             if self.controls.stop.is_set() or not self._window_open():
                 break
             if studies:
