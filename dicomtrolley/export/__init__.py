@@ -13,6 +13,7 @@ The subpackage, one job per module: :mod:`~dicomtrolley.export.worklist`
 the folder's lock), :mod:`~dicomtrolley.export.tasks` (the units of work an
 executor runs), :mod:`~dicomtrolley.export.politeness` (rate and time window),
 :mod:`~dicomtrolley.export.prefetch` (one search for the series counts of many studies),
+:mod:`~dicomtrolley.export.rows` (worklist rows into studies),
 :mod:`~dicomtrolley.export.options` (:class:`ExportOptions`, how it runs),
 :mod:`~dicomtrolley.export.runner` (the driver) and
 :mod:`~dicomtrolley.export.report` (report, index, :class:`ExportReport`).

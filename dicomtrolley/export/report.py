@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dicomtrolley.export.state import BAD_ROW, DONE, FAILED, INDEX_COLUMNS, NOT_FOUND, StateDatabase
+from dicomtrolley.export.state import BAD_ROW, DONE, FAILED, INDEX_COLUMNS, NOT_FOUND, IndexRow, StateDatabase
 
 if TYPE_CHECKING:
     import pandas
@@ -208,7 +208,7 @@ def write_outputs(
     return report
 
 
-def write_index(rows: Iterable[tuple[Any, ...]], folder: Path, index_format: IndexFormat = "auto") -> Path:
+def write_index(rows: Iterable[IndexRow], folder: Path, index_format: IndexFormat = "auto") -> Path:
     """``instances.parquet`` (when pyarrow is installed, or asked for) or ``instances.csv``.
 
     The parquet file is converted from the CSV by pyarrow's own reader, which

@@ -20,7 +20,7 @@ from dicomtrolley.core import Downloadable, Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError, NoQueryResultsError, StorageError
 from dicomtrolley.export.politeness import RateLimiter
-from dicomtrolley.export.state import DONE, FAILED, NOT_FOUND
+from dicomtrolley.export.state import DONE, FAILED, NOT_FOUND, IndexRow
 from dicomtrolley.roles import SavedInstance, Storage
 from dicomtrolley.storage import INDEX_KEYWORDS, StorageDir, read_header_of_file
 
@@ -120,7 +120,7 @@ class Controls:
 class StudyOutcome:
     """How one attempt at a study ended: small and picklable.
 
-    ``instances`` holds one tuple of :data:`~dicomtrolley.export.state.INDEX_COLUMNS` per file written.
+    ``instances`` holds the index row of each file written.
     """
 
     study_uid: str
@@ -134,7 +134,7 @@ class StudyOutcome:
     error: str = ""
     elapsed: float = 0.0
     interrupted: bool = False
-    instances: list[tuple[Any, ...]] = field(default_factory=list)
+    instances: list[IndexRow] = field(default_factory=list)
 
 
 def find_row_studies(source: TrolleySource, query: Query) -> list[str]:
@@ -147,7 +147,7 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
 
     A failure of the server or the network is an outcome, not an exception.
     """
-    instances: list[tuple[Any, ...]] = []
+    instances: list[IndexRow] = []
     lock = threading.Lock()
 
     def saved(instance: SavedInstance) -> None:
@@ -179,8 +179,8 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
         elapsed=time.perf_counter() - started, instances=instances,
     )
     if task.after_crash and summary.skipped:
-        written = {row[0] for row in instances}
-        instances.extend(row for row in _files_on_disk(source(), task, deidentifier) if row[0] not in written)
+        written = {row.path for row in instances}
+        instances.extend(row for row in _files_on_disk(source(), task, deidentifier) if row.path not in written)
     errors = [failure.error for failure in summary.failures]
     if any(isinstance(e, DownloadCancelledError) for e in errors):
         outcome.status, outcome.interrupted, outcome.error = FAILED, True, "interrupted"
@@ -192,7 +192,7 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
     return outcome
 
 
-def index_row(instance: SavedInstance) -> tuple[Any, ...]:
+def index_row(instance: SavedInstance) -> IndexRow:
     """One line of the instance index, path relative to the output folder (as the storage rendered it).
 
     The values are the file's own (read from its header), so a pseudonymised
@@ -205,7 +205,7 @@ def index_row(instance: SavedInstance) -> tuple[Any, ...]:
         return "" if value is None else str(value)
 
     reference = instance.reference
-    return (
+    return IndexRow(
         instance.relative, text("StudyInstanceUID") or reference.study_uid,
         text("SeriesInstanceUID") or reference.series_uid, text("SOPInstanceUID") or reference.instance_uid,
         text("PatientID"), text("StudyDate"), text("Modality"),
@@ -215,7 +215,7 @@ def index_row(instance: SavedInstance) -> tuple[Any, ...]:
 
 def _files_on_disk(
     exporter: Exporter, task: StudyTask, deidentifier: Deidentifier | None
-) -> Iterator[tuple[Any, ...]]:
+) -> Iterator[IndexRow]:
     """Index rows for the study's files already on disk, found through an instance-level search."""
     plain = StorageDir(task.output_dir, task.template)
     storage: Storage = plain if deidentifier is None else deidentifier.storage(plain)
