@@ -204,10 +204,13 @@ class ServerProfile(BaseModel):
     def from_trolley(cls, trolley: Trolley, name: str = "") -> ServerProfile:
         """The secret-free profile of a Trolley built by hand, so that other processes can build its like.
 
-        It describes QIDO-RS, WADO-RS, WADO-URI, C-FIND, C-GET and C-MOVE, and
-        sessions with no login, basic auth, a Vitrea login or a bearer token;
-        what a profile cannot say (another transfer syntax, another kind of
-        login, a searcher and downloader on different servers) is refused, not dropped.
+        A trolley built from a profile gives that profile. Otherwise its searcher
+        and downloader describe themselves (QIDO-RS, WADO-RS, WADO-URI, MINT,
+        RAD-69, C-FIND, C-GET and C-MOVE can), and its session's login (none,
+        basic auth, a Vitrea login or a bearer token) is read; what a profile
+        cannot say (another transfer syntax, another kind of login, a searcher
+        and downloader on different servers, a searcher or downloader of another
+        kind, named) is refused, not dropped.
 
         Parameters
         ----------
@@ -221,6 +224,8 @@ class ServerProfile(BaseModel):
         DICOMTrolleyError
             The trolley has a part, or a setting, that a profile cannot describe.
         """
+        if trolley.profile is not None:  # built from a profile: that one, as it is
+            return trolley.profile.model_copy(update={"name": name}) if name else trolley.profile
         from dicomtrolley._trolley_profile import profile_fields
 
         return cls(name=name, **profile_fields(trolley))
@@ -275,7 +280,9 @@ class ServerProfile(BaseModel):
         """
         http = {"qido-rs", "wado-rs", "wado-uri", "mint", "rad69"} & {self.searcher, self.downloader}
         session = self.session(secret) if http else requests.Session()
-        return Trolley(SEARCHERS[self.searcher](self, session), DOWNLOADERS[self.downloader](self, session))
+        return Trolley(
+            SEARCHERS[self.searcher](self, session), DOWNLOADERS[self.downloader](self, session), profile=self
+        )
 
 
 class _CappedAdapter(HTTPAdapter):

@@ -69,7 +69,7 @@ from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPol
 from dicomtrolley._tree import attribute_level, gc_paused, tree_from_json
 from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Study
 from dicomtrolley.exceptions import MalformedResponseError, ResponseTooLargeError, UnSupportedParameterError
-from dicomtrolley.roles import Searcher
+from dicomtrolley.roles import ProfileParts, Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +212,10 @@ class QidoRS(Searcher):
 
     def __repr__(self) -> str:
         return f"QidoRS({redact_url(self.url)!r})"
+
+    def describe(self) -> ProfileParts:
+        """``searcher = "qido-rs"`` at this DICOMweb root; see :meth:`Searcher.describe`."""
+        return ProfileParts({"searcher": "qido-rs", "url": self.url}, self.http)
 
     def find_studies(self, query: Query) -> list[Study]:
         """Every study matching ``query``, with series and instances down to its query level.

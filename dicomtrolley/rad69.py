@@ -62,6 +62,7 @@ from dicomtrolley.exceptions import (
     Rad69ServerError,
     XDSMissingDocumentError,
 )
+from dicomtrolley.roles import ProfileParts
 
 __all__ = [
     "DEFAULT_TRANSFER_SYNTAXES",
@@ -180,6 +181,21 @@ class Rad69(HTTPDownloader):
         self.request_per_series = request_per_series
         self.repository_uid = repository_uid
         self.errors_to_ignore = tuple(errors_to_ignore)
+
+    def describe(self) -> ProfileParts:
+        """``downloader = "rad69"`` at this endpoint; see :meth:`Downloader.describe`.
+
+        Raises
+        ------
+        DICOMTrolleyError
+            A setting a profile cannot say: other transfer syntaxes, one request per study,
+            another repository, or errors to ignore.
+        """
+        defaults = (DEFAULT_TRANSFER_SYNTAXES, True, DEFAULT_REPOSITORY_UID, ())
+        settings = (self.transfer_syntaxes, self.request_per_series, self.repository_uid, self.errors_to_ignore)
+        if settings != defaults:
+            raise DICOMTrolleyError(f"A profile cannot describe {self!r}: only the default RAD-69 settings")
+        return self._described(downloader="rad69", rad69_url=self.url)
 
     def __repr__(self) -> str:
         return f"Rad69({redact_url(self.url)!r}, request_per_series={self.request_per_series})"

@@ -37,7 +37,34 @@ from dicomtrolley.core import (
     as_list,
     to_reference,
 )
-from dicomtrolley.exceptions import AmbiguousQueryError, MalformedResponseError, NoQueryResultsError, StorageError
+from dicomtrolley.exceptions import (
+    AmbiguousQueryError,
+    DICOMTrolleyError,
+    MalformedResponseError,
+    NoQueryResultsError,
+    StorageError,
+)
+
+
+@dataclass(frozen=True)
+class ProfileParts:
+    """What of a :class:`~dicomtrolley.profiles.ServerProfile` builds one searcher or downloader.
+
+    Parameters
+    ----------
+    fields
+        The profile's fields for it: its kind, its address, its settings.
+    http
+        Its HTTP client (a ``dicomtrolley._http.HTTPClient``), whose login, TLS and
+        timeouts the profile describes too; ``None`` for a DIMSE peer.
+    """
+
+    fields: Mapping[str, Any]
+    http: Any = None
+
+
+def _refuse_profile(role: str, part: object) -> ProfileParts:
+    raise DICOMTrolleyError(f"A profile cannot describe the {role} {type(part).__name__} ({part!r})")
 
 
 class Searcher(ABC):
@@ -66,6 +93,16 @@ class Searcher(ABC):
             )
         return studies[0]
 
+    def describe(self) -> ProfileParts:
+        """The profile fields that build a searcher like this one (what an export ships to other processes).
+
+        Raises
+        ------
+        DICOMTrolleyError
+            A profile cannot describe this searcher, or one of its settings; by default none can.
+        """
+        return _refuse_profile("searcher", self)
+
     def find_study_by_id(
         self, study_uid: str, query_level: QueryLevels = QueryLevels.STUDY
     ) -> Study:
@@ -93,6 +130,13 @@ class Downloader(ABC):
         delivered before failing stay delivered). With ``stop_on_failure``
         no new target is started after the first failure.
         """
+
+    def describe(self) -> ProfileParts:
+        """As :meth:`Searcher.describe`, for a downloader: WADO-RS, WADO-URI, RAD-69, C-GET and C-MOVE can.
+
+        A downloader of another kind is refused by name (a ``DICOMTrolleyError``).
+        """
+        return _refuse_profile("downloader", self)
 
     def report(self) -> dict[str, int]:
         """Counts the protocol itself keeps about the last :meth:`fetch` (C-GET's

@@ -48,6 +48,7 @@ from dicomtrolley.storage import DICOMDiskStorage
 if TYPE_CHECKING:
     from dicomtrolley.export import ExportOptions, ExportReport
     from dicomtrolley.export.worklist import WorklistSource
+    from dicomtrolley.profiles import ServerProfile
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class Trolley:
         another :class:`~dicomtrolley.roles.Storage`, or a 4.x-style
         :class:`~dicomtrolley.storage.DICOMDiskStorage` that saves parsed
         Datasets (slower; see there).
+    profile
+        The :class:`~dicomtrolley.profiles.ServerProfile` the trolley was built
+        from (:meth:`ServerProfile.trolley <dicomtrolley.profiles.ServerProfile.trolley>`
+        sets it), so that an export ships it to other processes as it is.
 
     Examples
     --------
@@ -85,6 +90,8 @@ class Trolley:
         searcher: Searcher | None = None,
         downloader: Downloader | None = None,
         storage: Storage | DICOMDiskStorage | None = None,
+        *,
+        profile: ServerProfile | None = None,
     ) -> None:
         if isinstance(searcher, Downloader) and (downloader is None or isinstance(downloader, Searcher)):
             # The public reference took (downloader, searcher); accept that order too.
@@ -92,6 +99,7 @@ class Trolley:
         self.searcher = searcher
         self.downloader = downloader
         self.storage = storage
+        self.profile = profile
 
     def __repr__(self) -> str:
         return f"Trolley(searcher={self.searcher!r}, downloader={self.downloader!r})"

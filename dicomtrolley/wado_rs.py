@@ -33,6 +33,7 @@ from dicomtrolley.core import (
 from dicomtrolley.exceptions import MalformedResponseError
 from dicomtrolley.metadata import JSONObject, dataset_from_json, stream_metadata
 from dicomtrolley.preview import RenderedImage, fetch_rendered
+from dicomtrolley.roles import ProfileParts
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ class WadoRS(HTTPDownloader):
     @staticmethod
     def _endpoint(url: str) -> str:
         return url.rstrip("/")
+
+    def describe(self) -> ProfileParts:
+        """``downloader = "wado-rs"`` at this DICOMweb root; see :meth:`Downloader.describe`."""
+        return self._described(downloader="wado-rs", url=self.url)
 
     @property
     def accept(self) -> str:

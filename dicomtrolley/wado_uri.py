@@ -28,6 +28,7 @@ from dicomtrolley.core import (
     Reference,
 )
 from dicomtrolley.exceptions import NonInstanceParameterError
+from dicomtrolley.roles import ProfileParts
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class WadoURI(HTTPDownloader):
 
     finest_level_needed = DICOMObjectLevels.INSTANCE
     default_workers = 8
+
+    def describe(self) -> ProfileParts:
+        """``downloader = "wado-uri"`` at this endpoint; see :meth:`Downloader.describe`."""
+        return self._described(downloader="wado-uri", wado_uri_url=self.url)
 
     def __init__(
         self,

@@ -154,7 +154,8 @@ def looking_ahead(source: TrolleySource) -> tuple[TrolleySource, LookAhead | Non
     if not isinstance(trolley, Trolley) or trolley.searcher is None:
         return source, None
     prefetcher = SeriesPrefetcher(trolley.searcher)
-    return SharedTrolley(Trolley(prefetcher, trolley.downloader, trolley.storage)), LookAhead(prefetcher)
+    ahead = Trolley(prefetcher, trolley.downloader, trolley.storage, profile=trolley.profile)
+    return SharedTrolley(ahead), LookAhead(prefetcher)
 
 
 def _log_failure(search: Future[None]) -> None:
