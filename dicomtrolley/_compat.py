@@ -19,6 +19,17 @@ PARALLELISM_MOVED = (
 )
 
 
+ARGUMENTS_SWAPPED = (
+    "Trolley(downloader, searcher) is 4.x's order and is taken as Trolley(searcher, downloader); "
+    "pass them as Trolley(searcher=..., downloader=...)"
+)
+
+
+def warn_arguments_swapped(*, stacklevel: int = 3) -> None:
+    """Warn (DeprecationWarning) that a Trolley was given its downloader first, as 4.x took it, and is swapping them."""
+    warnings.warn(ARGUMENTS_SWAPPED, DeprecationWarning, stacklevel=stacklevel)
+
+
 def warn_parallelism_moved(where: str, *, stacklevel: int = 3) -> None:
     """Warn (DeprecationWarning) that ``use_async``/``max_workers`` were given to ``where``."""
     warnings.warn(PARALLELISM_MOVED.format(where=where), DeprecationWarning, stacklevel=stacklevel)

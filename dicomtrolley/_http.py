@@ -23,8 +23,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from dicomtrolley._multipart import SPILL_THRESHOLD
-from dicomtrolley._spooled import SpooledChunks
+from dicomtrolley._spooled import SPILL_THRESHOLD, SpooledChunks
 from dicomtrolley._version import __version__
 from dicomtrolley.exceptions import ConnectionFailedError, ServerError
 

@@ -15,7 +15,7 @@ import requests
 
 from dicomtrolley._concurrency import run_targets
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, RetryPolicy, Timeout, redact_url
-from dicomtrolley._multipart import SPILL_THRESHOLD
+from dicomtrolley._spooled import SPILL_THRESHOLD
 from dicomtrolley.core import FetchFailure, PartSink, Reference
 from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.roles import Downloader, ProfileParts

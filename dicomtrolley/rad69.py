@@ -46,7 +46,8 @@ from dicomtrolley._http import (
     redact_url,
 )
 from dicomtrolley._http_downloader import HTTPDownloader
-from dicomtrolley._multipart import SPILL_THRESHOLD, Part, boundary_of, iter_parts, parse_content_type
+from dicomtrolley._multipart import Part, boundary_of, iter_parts, parse_content_type
+from dicomtrolley._spooled import SPILL_THRESHOLD
 from dicomtrolley.core import (
     DICOMObjectLevels,
     FetchFailure,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydicom.dataset import Dataset
 
-from dicomtrolley._compat import warn_parallelism_moved
+from dicomtrolley._compat import warn_arguments_swapped, warn_parallelism_moved
 from dicomtrolley._dataset_storage import storage_for
 from dicomtrolley._download import DownloadJob, download
 from dicomtrolley._planning import count_series, find_instances
@@ -94,7 +94,8 @@ class Trolley:
         profile: ServerProfile | None = None,
     ) -> None:
         if isinstance(searcher, Downloader) and (downloader is None or isinstance(downloader, Searcher)):
-            # The public reference took (downloader, searcher); accept that order too.
+            # The public reference took (downloader, searcher); accept that order too, and say so.
+            warn_arguments_swapped()
             searcher, downloader = downloader, searcher
         self.searcher = searcher
         self.downloader = downloader

@@ -111,3 +111,19 @@ def test_no_modules_import_each_other_in_a_circle() -> None:
 
 def test_the_core_imports_nothing_of_the_package_but_the_exceptions() -> None:
     assert import_graph()["core"] - {"roles"} == {"exceptions"}
+
+
+COMPATIBILITY_ALIASES = {"core": {"Searcher", "Downloader"}}
+"""Names a module lends only for 4.x imports (``core.__getattr__``); the package imports them from where they live."""
+
+
+def test_the_package_imports_nothing_through_a_compatibility_alias() -> None:
+    through_alias = [
+        f"{path.relative_to(PACKAGE)}: {name} from dicomtrolley.{node.module.split('.')[1]}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dicomtrolley.")
+        for name in (alias.name for alias in node.names)
+        if name in COMPATIBILITY_ALIASES.get(node.module.split(".")[1], set())
+    ]
+    assert through_alias == []
