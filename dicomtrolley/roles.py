@@ -35,6 +35,7 @@ from dicomtrolley.core import (
     Reference,
     Study,
     as_list,
+    lend,
     to_reference,
 )
 from dicomtrolley.exceptions import (
@@ -168,6 +169,9 @@ class Downloader(ABC):
             if isinstance(datasets, Generator):
                 datasets.close()  # ends the fetch now, not when the generator is collected
 
+
+
+lend(Searcher=Searcher, Downloader=Downloader)  # 4.x imported them from dicomtrolley.core
 
 Attributes: TypeAlias = Mapping[str, Any] | Dataset
 """An instance's attributes by keyword: a search result's, a header's, or a pydicom Dataset."""

@@ -26,9 +26,8 @@ LAYERS: list[set[str]] = [
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""
 
-UPWARD_EXCEPTIONS = {("core", "roles"), ("trolley", "export")}
-"""core.__getattr__ lends Searcher and Downloader to 4.x imports, importing roles on first use;
-Trolley.export hands over to the export subpackage, importing it on first use."""
+UPWARD_EXCEPTIONS = {("trolley", "export")}
+"""Trolley.export hands over to the export subpackage, importing it on first use."""
 
 
 def layer_of(module: str) -> int:
@@ -110,7 +109,7 @@ def test_no_modules_import_each_other_in_a_circle() -> None:
 
 
 def test_the_core_imports_nothing_of_the_package_but_the_exceptions() -> None:
-    assert import_graph()["core"] - {"roles"} == {"exceptions"}
+    assert import_graph()["core"] == {"exceptions"}
 
 
 COMPATIBILITY_ALIASES = {"core": {"Searcher", "Downloader"}}
