@@ -43,6 +43,7 @@ from dicomtrolley._http import (
     Timeout,
     iter_body,
     raise_for_status,
+    read_bounded,
     redact_url,
 )
 from dicomtrolley._http_downloader import HTTPDownloader
@@ -329,7 +330,8 @@ class Rad69(HTTPDownloader):
                 )
                 documents = answer.documents(parts, parameters.get("start", ""))
             elif media_type in SOAP_MEDIA_TYPES:
-                documents = answer.inline_documents(_read_limited(response, MAX_ENVELOPE_BYTES))
+                too_large = f"The SOAP answer from {redact_url(response.url)} is larger than {MAX_ENVELOPE_BYTES} bytes"
+                documents = answer.inline_documents(read_bounded(iter_body(response), MAX_ENVELOPE_BYTES, too_large))
             else:
                 raise_for_status(response)
                 start = next(iter_body(response, EXCERPT_BYTES), b"")[:EXCERPT_BYTES]
@@ -350,17 +352,6 @@ class Rad69(HTTPDownloader):
                         part.close()
                     count += 1
         logger.debug("Received %d of %d instance(s) from %s", count, len(instances), source)
-
-
-def _read_limited(response: requests.Response, limit: int) -> bytes:
-    data = bytearray()
-    for chunk in iter_body(response):
-        data += chunk
-        if len(data) > limit:
-            raise MalformedResponseError(
-                f"The SOAP answer from {redact_url(response.url)} is larger than {limit} bytes"
-            )
-    return bytes(data)
 
 
 # ---------------------------------------------------------------- the answer
