@@ -382,10 +382,7 @@ class DICOMCGet(_Retriever):
     def _sop_classes_of(self, targets: Sequence[Reference]) -> list[str]:
         """The SOP classes the targets' studies hold, as a C-FIND for SOPClassesInStudy says; [] if unknown."""
         studies = sorted({target.study_uid for target in targets})
-        finder = DICOMQR(
-            self.host, self.port, self.aet, self.aec,
-            acse_timeout=self.acse_timeout, dimse_timeout=self.dimse_timeout, network_timeout=self.network_timeout,
-        )
+        finder = DICOMQR(**self.settings())
         found: list[str] = []
         for start in range(0, len(studies), _STUDIES_PER_FIND):
             identifier = Dataset()

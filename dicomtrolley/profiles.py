@@ -358,43 +358,35 @@ def _dicomweb_root(profile: ServerProfile) -> str:
     return profile.url
 
 
-def _dimse_address(profile: ServerProfile) -> tuple[str, int]:
+def _dimse_peer(profile: ServerProfile) -> dict[str, Any]:
+    """The arguments every DIMSE searcher and downloader of this profile is built with."""
     if profile.host is None or profile.port is None:
         raise DICOMTrolleyError(f"{profile}: no DIMSE host and port")
-    return profile.host, profile.port
+    return {
+        "host": profile.host, "port": profile.port, "aet": profile.aet, "aec": profile.aec,
+        "acse_timeout": profile.connect_timeout, "dimse_timeout": profile.read_timeout,
+        "network_timeout": profile.read_timeout,
+    }
 
 
 def _c_find(profile: ServerProfile, session: requests.Session) -> Searcher:
     from dicomtrolley.dicom_qr import DICOMQR
 
-    host, port = _dimse_address(profile)
-    return DICOMQR(
-        host, port, profile.aet, profile.aec, acse_timeout=profile.connect_timeout,
-        dimse_timeout=profile.read_timeout, network_timeout=profile.read_timeout,
-    )
+    return DICOMQR(**_dimse_peer(profile))
 
 
 def _c_get(profile: ServerProfile, session: requests.Session) -> Downloader:
     from dicomtrolley.dimse_retrieve import DICOMCGet
 
-    host, port = _dimse_address(profile)
-    return DICOMCGet(
-        host, port, profile.aet, profile.aec, acse_timeout=profile.connect_timeout,
-        dimse_timeout=profile.read_timeout, network_timeout=profile.read_timeout,
-    )
+    return DICOMCGet(**_dimse_peer(profile))
 
 
 def _c_move(profile: ServerProfile, session: requests.Session) -> Downloader:
     from dicomtrolley.dimse_retrieve import DICOMCMove
 
-    host, port = _dimse_address(profile)
     if profile.move_port is None:
         raise DICOMTrolleyError(f"{profile}: C-MOVE needs move_port")
-    return DICOMCMove(
-        host, port, profile.aet, profile.aec, destination_port=profile.move_port,
-        acse_timeout=profile.connect_timeout, dimse_timeout=profile.read_timeout,
-        network_timeout=profile.read_timeout,
-    )
+    return DICOMCMove(**_dimse_peer(profile), destination_port=profile.move_port)
 
 
 SEARCHERS: dict[str, SearcherBuilder] = {"qido-rs": _qido_rs, "c-find": _c_find, "mint": _mint}
