@@ -34,7 +34,6 @@ to outputs or logs. Needs ``pip install dicomtrolley[deidentify]``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
 import io
@@ -66,6 +65,8 @@ from dicomtrolley._annex_e import (
     remove_what_dicognito_leaves,
 )
 from dicomtrolley._header import pixel_data_span
+from dicomtrolley._mapping import MappingTable as MappingTable
+from dicomtrolley._mapping import refuse_mapping_inside as refuse_mapping_inside
 from dicomtrolley.core import (
     FetchFailure,
     InstancePart,
@@ -662,61 +663,3 @@ class _ParallelSink:
             target: Reference = part.reference or part.source or StudyReference("unknown")
             self._failures.append(FetchFailure(target, error))
         self._errors.clear()
-
-
-def refuse_mapping_inside(options: DeidentifyOptions, folder: Path | None) -> None:
-    """Refuse a mapping table inside ``folder`` (the output folder), unless ``mapping_in_output`` allows it.
-
-    Raises
-    ------
-    DeidentificationError
-        The table re-identifies, and lies inside the folder meant to hold pseudonymised data only.
-    """
-    mapping = options.mapping
-    if mapping is None or folder is None or options.mapping_in_output:
-        return
-    if mapping.resolve().is_relative_to(folder.resolve()):
-        raise DeidentificationError(
-            f"The mapping table {mapping} re-identifies, but lies inside the output folder {folder}; "
-            "write it elsewhere, or allow it with mapping_in_output"
-        )
-
-
-class MappingTable:
-    """The CSV table from original to pseudonymous identifiers, one row per study, appended as studies arrive.
-
-    Rows already in the file are not written again, so one table can collect
-    many runs and batches.
-    """
-
-    COLUMNS = (
-        "PatientID", "PseudonymousPatientID", "StudyInstanceUID", "PseudonymousStudyInstanceUID",
-        "AccessionNumber", "PseudonymousAccessionNumber", "DateShiftDays",
-    )
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._studies: set[str] = set()
-        if self.path.is_file():
-            with self.path.open(newline="", encoding="utf-8") as file:
-                self._studies = {row["StudyInstanceUID"] for row in csv.DictReader(file) if row.get("StudyInstanceUID")}
-
-    def add(self, pseudonyms: Pseudonyms) -> None:
-        """Append the row of this instance's study, unless the table has it."""
-        with self._lock:
-            if pseudonyms.study_uid in self._studies:
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.path.is_file() or self.path.stat().st_size == 0
-            with self.path.open("a", newline="", encoding="utf-8") as file:
-                writer = csv.writer(file)
-                if new:
-                    writer.writerow(self.COLUMNS)
-                writer.writerow([
-                    pseudonyms.patient_id, pseudonyms.pseudonymous_patient_id,
-                    pseudonyms.study_uid, pseudonyms.pseudonymous_study_uid,
-                    pseudonyms.accession_number, pseudonyms.pseudonymous_accession_number,
-                    pseudonyms.date_shift_days,
-                ])
-            self._studies.add(pseudonyms.study_uid)
