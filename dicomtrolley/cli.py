@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
+from dicomtrolley._values import parse_date
 from dicomtrolley._version import __version__
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
@@ -30,7 +31,7 @@ from dicomtrolley.exceptions import (
     StorageError,
     WorklistError,
 )
-from dicomtrolley.export import ExportOptions, export
+from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
 from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS, ServerProfile, load_profile
@@ -63,6 +64,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def _date(text: str) -> date:
+    try:
+        return parse_date(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _template(text: str) -> str:
@@ -119,9 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     searcher_options(search)
     for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
-    search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
-    search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
-    search.add_argument("--level", choices=[lvl.value.lower() for lvl in QueryLevels], default="study")
+    search.add_argument("--from", dest="min_study_date", type=_date, help="earliest StudyDate, YYYYMMDD or YYYY-MM-DD")
+    search.add_argument("--to", dest="max_study_date", type=_date, help="latest StudyDate, YYYYMMDD or YYYY-MM-DD")
+    search.add_argument("--level", type=str.lower, choices=[lvl.value.lower() for lvl in QueryLevels], default="study")
     search.add_argument("--limit", type=_positive_int, help="at most this many results")
     search.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
 
@@ -178,7 +186,7 @@ def _search(args: argparse.Namespace) -> int:
         **fields,
         min_study_date=args.min_study_date,
         max_study_date=args.max_study_date,
-        query_level=QueryLevels(args.level.upper()),
+        query_level=QueryLevels(args.level),
         limit=args.limit,
     )
     studies = _profile(args).trolley().find_studies(query)
@@ -195,10 +203,9 @@ def _deidentifier(args: argparse.Namespace) -> Deidentifier | None:
         if args.mapping or args.mapping_in_output:
             raise DICOMTrolleyError("--mapping needs --deidentify")
         return None
-    updates = {"mapping": args.mapping} if args.mapping else {}
-    if args.mapping_in_output:
-        updates["mapping_in_output"] = True
-    return Deidentifier.from_toml(args.deidentify, **updates)
+    return Deidentifier.from_toml(
+        args.deidentify, mapping=args.mapping, mapping_in_output=True if args.mapping_in_output else None
+    )
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -258,7 +265,7 @@ def _export(args: argparse.Namespace) -> int:
         args.url, worklist = None, args.url
     if not worklist:
         raise WorklistError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
-    options = ExportOptions(
+    options: dict[str, Any] = dict(  # the fields of ExportOptions, by the export's keywords
         studies=args.studies, template=args.template,
         max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
         max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
@@ -267,11 +274,11 @@ def _export(args: argparse.Namespace) -> int:
     try:
         if args.dask:
             report = export_on_dask(
-                _profile(args), worklist, args.output, args.dask, options=options,
-                announce=lambda line: print(line, file=sys.stderr),
+                _profile(args), worklist, args.output, args.dask,
+                announce=lambda line: print(line, file=sys.stderr), **options,
             )
         else:
-            report = export(_profile(args).trolley(), worklist, args.output, options=options)
+            report = export(_profile(args).trolley(), worklist, args.output, **options)
     except KeyboardInterrupt:
         print("dicomtrolley: interrupted; state saved; run the same command to continue",
               file=sys.stderr)

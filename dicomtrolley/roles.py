@@ -35,7 +35,7 @@ from dicomtrolley.core import (
     Reference,
     Study,
     as_list,
-    lend,
+    lend_roles,
     to_reference,
 )
 from dicomtrolley.exceptions import (
@@ -171,7 +171,7 @@ class Downloader(ABC):
 
 
 
-lend(Searcher=Searcher, Downloader=Downloader)  # 4.x imported them from dicomtrolley.core
+lend_roles(Searcher, Downloader)  # 4.x imported them from dicomtrolley.core
 
 Attributes: TypeAlias = Mapping[str, Any] | Dataset
 """An instance's attributes by keyword: a search result's, a header's, or a pydicom Dataset."""

@@ -46,7 +46,11 @@ from dicomtrolley.roles import Downloader, SavedInstance, Searcher, Storage
 from dicomtrolley.storage import DICOMDiskStorage
 
 if TYPE_CHECKING:
-    from dicomtrolley.export import ExportOptions, ExportReport
+    from concurrent.futures import Executor
+
+    from dicomtrolley.export import ExportReport
+    from dicomtrolley.export.politeness import TimeWindow
+    from dicomtrolley.export.report import IndexFormat
     from dicomtrolley.export.worklist import WorklistSource
     from dicomtrolley.profiles import ServerProfile
 
@@ -113,8 +117,13 @@ class Trolley:
         return self.searcher
 
     def find_studies(self, query: Query) -> StudyList:
-        """Every study matching ``query``, down to its query level; prints as a table."""
-        return StudyList(self._require_searcher().find_studies(query), previewer=self.rendered)
+        """Every study matching ``query``, down to its query level; prints as a table.
+
+        Its ``series()`` and ``instances()`` search deeper, with this trolley's
+        searcher, for the studies and series found without them.
+        """
+        searcher = self._require_searcher()
+        return StudyList(searcher.find_studies(query), previewer=self.rendered, searcher=searcher)
 
     def find_study(self, query: Query) -> Study:
         """The one study matching ``query``; an error if none or several match."""
@@ -198,19 +207,44 @@ class Trolley:
         worklist: WorklistSource,
         output_dir: str | os.PathLike[str],
         *,
-        options: ExportOptions | None = None,
-        **changes: Any,
+        studies: int | None = None,
+        executor: Executor | None = None,
+        template: str | None = None,
+        max_attempts: int = 3,
+        refresh: bool = False,
+        skip_bad_rows: bool = False,
+        max_rate: float | str | None = None,
+        window: TimeWindow | str | None = None,
+        progress: bool | None = None,
+        index_format: IndexFormat = "auto",
+        deidentify: Deidentifier | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> ExportReport:
         """Export every study of a worklist into ``output_dir``, resumably; see :func:`dicomtrolley.export.export`.
 
         Run it again to continue after a crash or Ctrl-C: finished studies cost
         no request, and ``report.csv`` and the instance index are written to the folder.
-        ``options`` (:class:`~dicomtrolley.export.ExportOptions`) says how it runs; keywords
-        set its fields for short (``studies=8``).
+
+        Parameters
+        ----------
+        worklist
+            A CSV file, a pandas DataFrame, or a list of StudyInstanceUIDs or Queries.
+        output_dir
+            The folder; it holds the files, the state database, ``report.csv`` and the index.
+        studies, executor, template, max_attempts, refresh, skip_bad_rows, max_rate, window, progress, \
+index_format, deidentify, state_dir
+            How the export runs (studies in flight, attempts, politeness, the index's
+            format, pseudonymisation, where the state goes): as for
+            :func:`dicomtrolley.export.export`, which says what each does.
         """
         from dicomtrolley.export import export  # the one upward edge: the export builds on the facade
 
-        return export(self, worklist, Path(output_dir), options=options, **changes)
+        return export(
+            self, worklist, Path(output_dir), studies=studies, executor=executor, template=template,
+            max_attempts=max_attempts, refresh=refresh, skip_bad_rows=skip_bad_rows, max_rate=max_rate,
+            window=window, progress=progress, index_format=index_format, deidentify=deidentify,
+            state_dir=state_dir,
+        )
 
     def fetch_all_datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
         """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk.

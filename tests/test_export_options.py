@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
 
 from dicomtrolley.export import ExportOptions, export
-from dicomtrolley.export.politeness import TimeWindow
+from dicomtrolley.export.cluster import export_on_dask
+from dicomtrolley.trolley import Trolley
 
 
-def test_text_from_the_command_line_is_read_into_typed_options() -> None:
-    options = ExportOptions(max_rate="50MB/s", window="19:00-07:00", state_dir="state")  # type: ignore[arg-type]
+@pytest.mark.parametrize("function", [export, Trolley.export, export_on_dask], ids=lambda f: f.__qualname__)
+def test_every_export_function_takes_the_options_with_their_declared_defaults(function: object) -> None:
+    parameters = inspect.signature(function).parameters  # type: ignore[arg-type]
+    named = {f.name: f.default for f in dataclasses.fields(ExportOptions) if f.name in parameters}
 
+    assert {name: parameters[name].default for name in named} == named
+    assert set(named) >= {f.name for f in dataclasses.fields(ExportOptions)} - {"executor"}
+
+
+def test_text_from_the_command_line_is_read_into_typed_options(tmp_path: Path) -> None:
+    seen: list[ExportOptions] = []
+
+    def run(source: object, worklist: object, output_dir: object, options: ExportOptions) -> None:
+        seen.append(options)
+
+    pytest.MonkeyPatch().setattr("dicomtrolley.export.run_export", run)
+    export(lambda: None, [], tmp_path, max_rate="50MB/s", window="19:00-07:00", state_dir="state")  # type: ignore[arg-type]
+
+    (options,) = seen
     assert options.max_rate == 50e6
-    assert options.window == TimeWindow.parse("19:00-07:00")
+    assert str(options.window) == "19:00-07:00"
     assert options.state_dir == Path("state")
-
-
-def test_keywords_change_the_fields_of_the_options_they_are_given_with() -> None:
-    options = ExportOptions(studies=2, template="{SOPInstanceUID}").with_changes(refresh=True)
-
-    assert (options.studies, options.template, options.refresh) == (2, "{SOPInstanceUID}", True)
-
-
-def test_a_keyword_that_is_no_option_is_refused_before_anything_runs(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match=r"Unknown export option\(s\) studys; the options are studies, "):
-        export(lambda: None, ["1.2.3"], tmp_path, studys=2)  # type: ignore[arg-type, return-value]
-
-    assert not any(tmp_path.iterdir())
 
 
 def test_studies_in_flight_default_to_four_unless_set() -> None:

@@ -23,12 +23,15 @@ imports no protocol.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
 
-from dicomtrolley.export.options import ExportOptions, options_of
+from dicomtrolley.deidentify import Deidentifier
+from dicomtrolley.export.options import ExportOptions
+from dicomtrolley.export.politeness import TimeWindow, parse_rate
 from dicomtrolley.export.remote import ProfileTrolley
-from dicomtrolley.export.report import REPORT_COLUMNS, ExportReport
+from dicomtrolley.export.report import REPORT_COLUMNS, ExportReport, IndexFormat
 from dicomtrolley.export.runner import run_export
 from dicomtrolley.export.state import INDEX_COLUMNS
 from dicomtrolley.export.tasks import Exporter, SharedTrolley, TrolleySource
@@ -53,8 +56,18 @@ def export(
     worklist: WorklistSource,
     output_dir: str | Path,
     *,
-    options: ExportOptions | None = None,
-    **changes: Any,
+    studies: int | None = ExportOptions.studies,
+    executor: Executor | None = ExportOptions.executor,
+    template: str | None = ExportOptions.template,
+    max_attempts: int = ExportOptions.max_attempts,
+    refresh: bool = ExportOptions.refresh,
+    skip_bad_rows: bool = ExportOptions.skip_bad_rows,
+    max_rate: float | str | None = ExportOptions.max_rate,
+    window: TimeWindow | str | None = ExportOptions.window,
+    progress: bool | None = ExportOptions.progress,
+    index_format: IndexFormat = ExportOptions.index_format,
+    deidentify: Deidentifier | None = ExportOptions.deidentify,
+    state_dir: str | os.PathLike[str] | None = ExportOptions.state_dir,
 ) -> ExportReport:
     """Export every study of a worklist into ``output_dir``; run it again to continue.
 
@@ -71,15 +84,13 @@ def export(
         (see :mod:`dicomtrolley.export.worklist`).
     output_dir
         The folder; it holds the files, the state database, ``report.csv`` and the index.
-    options
-        How the export runs (:class:`ExportOptions`); the defaults when omitted.
-    **changes
-        Fields of :class:`ExportOptions` to set, for short: ``export(trolley, uids, "out", studies=8)``.
+    studies, executor, template, max_attempts, refresh, skip_bad_rows, max_rate, window, progress, \
+index_format, deidentify, state_dir
+        How the export runs: the fields of :class:`ExportOptions`, which says what
+        each does and holds their defaults (the one place they are declared).
 
     Raises
     ------
-    TypeError
-        A keyword that is no field of :class:`ExportOptions`.
     WorklistError
         The worklist has unknown columns or bad rows (unless ``skip_bad_rows``); nothing was downloaded.
     ExportLockedError
@@ -89,7 +100,13 @@ def export(
     KeyboardInterrupt
         After Ctrl-C, once the state and the report are saved.
     """
-    return run_export(_source(trolley), worklist, output_dir, options_of(options, changes))
+    options = ExportOptions(
+        studies=studies, executor=executor, template=template, max_attempts=max_attempts, refresh=refresh,
+        skip_bad_rows=skip_bad_rows, max_rate=parse_rate(max_rate) if isinstance(max_rate, str) else max_rate,
+        window=TimeWindow.parse(window) if isinstance(window, str) else window, progress=progress,
+        index_format=index_format, deidentify=deidentify, state_dir=Path(state_dir) if state_dir else None,
+    )
+    return run_export(_source(trolley), worklist, output_dir, options)
 
 
 def _source(trolley: Exporter | TrolleySource | ServerProfile) -> TrolleySource:

@@ -23,15 +23,17 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicomtrolley._version import __version__
+from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError, SharedFolderError
 from dicomtrolley.export import export
-from dicomtrolley.export.options import ExportOptions, options_of
-from dicomtrolley.export.report import ExportReport
+from dicomtrolley.export.options import ExportOptions
+from dicomtrolley.export.politeness import TimeWindow
+from dicomtrolley.export.report import ExportReport, IndexFormat
 from dicomtrolley.export.worklist import WorklistSource
 from dicomtrolley.profiles import PASSWORD_VARIABLE, TOKEN_VARIABLE, ServerProfile
 from dicomtrolley.trolley import Trolley
@@ -295,9 +297,18 @@ def export_on_dask(
     output_dir: str | os.PathLike[str],
     dask: DaskSpec | str,
     *,
-    options: ExportOptions | None = None,
+    studies: int | None = ExportOptions.studies,
     announce: Callable[[str], None] | None = None,
-    **changes: Any,
+    template: str | None = ExportOptions.template,
+    max_attempts: int = ExportOptions.max_attempts,
+    refresh: bool = ExportOptions.refresh,
+    skip_bad_rows: bool = ExportOptions.skip_bad_rows,
+    max_rate: float | str | None = ExportOptions.max_rate,
+    window: TimeWindow | str | None = ExportOptions.window,
+    progress: bool | None = ExportOptions.progress,
+    index_format: IndexFormat = ExportOptions.index_format,
+    deidentify: Deidentifier | None = ExportOptions.deidentify,
+    state_dir: str | os.PathLike[str] | None = ExportOptions.state_dir,
 ) -> ExportReport:
     """Export a worklist on a Dask cluster: one task per study, run on the workers.
 
@@ -317,20 +328,22 @@ def export_on_dask(
         As for :func:`~dicomtrolley.export.export`.
     dask
         ``tcp://scheduler:8786``, ``local:N`` or ``local`` (see :class:`DaskSpec`).
-    options, **changes
-        As for :func:`~dicomtrolley.export.export`; the executor is the cluster's, and
-        unless ``studies`` is set, two studies are in flight per worker thread, so
-        that no worker waits for the driver between studies.
+    studies
+        Studies in flight; by default two per worker thread, so that no worker
+        waits for the driver between studies.
     announce
         Called with a line naming the cluster and its dashboard, once connected
         (the command line prints it); the line is logged either way.
+    template, max_attempts, refresh, skip_bad_rows, max_rate, window, progress, index_format, deidentify, \
+state_dir
+        As for :func:`~dicomtrolley.export.export`: the fields of
+        :class:`~dicomtrolley.export.ExportOptions`, which says what each does; the executor is the cluster's.
 
     Raises
     ------
     SharedFolderError, DICOMTrolleyAuthError
         The workers do not share ``output_dir``, or lack the password; nothing was downloaded.
     """
-    chosen = options_of(options, changes)
     spec = DaskSpec.parse(dask) if isinstance(dask, str) else dask
     profile = trolley if isinstance(trolley, ServerProfile) else ServerProfile.from_trolley(trolley)
     worker_env: dict[str, str] = {}
@@ -345,5 +358,9 @@ def export_on_dask(
         check_shared_folder(client, output_dir)
         check_worker_secrets(client, profile)
         executor = client.get_executor(pure=False)  # type: ignore[no-untyped-call]
-        studies = chosen.studies or max(2 * threads, 1)
-        return export(profile, worklist, Path(output_dir), options=replace(chosen, executor=executor, studies=studies))
+        return export(
+            profile, worklist, Path(output_dir), executor=executor, studies=studies or max(2 * threads, 1),
+            template=template, max_attempts=max_attempts, refresh=refresh, skip_bad_rows=skip_bad_rows,
+            max_rate=max_rate, window=window, progress=progress, index_format=index_format, deidentify=deidentify,
+            state_dir=state_dir,
+        )

@@ -3,20 +3,20 @@
 :func:`~dicomtrolley.export.export`, :meth:`Trolley.export
 <dicomtrolley.trolley.Trolley.export>`,
 :func:`~dicomtrolley.export.cluster.export_on_dask` and ``dicomtrolley export``
-all take one of these; the keyword arguments they also accept are its fields
-(:meth:`ExportOptions.with_changes`), so a new option is added here and
-nowhere else.
+name its fields as their keyword arguments, and the export runs on the one
+object they make. Its fields' defaults and meanings are declared here alone;
+``tests/test_signatures.py`` checks that every function names every field,
+with the same default.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Executor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dicomtrolley.deidentify import Deidentifier
-from dicomtrolley.export.politeness import TimeWindow, parse_rate
+from dicomtrolley.export.politeness import TimeWindow
 from dicomtrolley.export.report import IndexFormat
 
 DEFAULT_STUDIES = 4
@@ -27,8 +27,8 @@ DEFAULT_STUDIES = 4
 class ExportOptions:
     """How an export runs; every field is also a keyword of :func:`~dicomtrolley.export.export`.
 
-    Text is taken where the command line gives text: ``max_rate="50MB/s"``,
-    ``window="19:00-07:00"``, ``state_dir="state"``.
+    :func:`~dicomtrolley.export.export` also takes text where the command line gives text:
+    ``max_rate="50MB/s"``, ``window="19:00-07:00"``, ``state_dir="state"``.
 
     Parameters
     ----------
@@ -90,34 +90,8 @@ class ExportOptions:
             raise ValueError(f"studies must be at least 1, got {self.studies}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        text: Any = self  # the fields as given: text where the command line gives text
-        if isinstance(text.max_rate, str):
-            object.__setattr__(self, "max_rate", parse_rate(text.max_rate))
-        if isinstance(text.window, str):
-            object.__setattr__(self, "window", TimeWindow.parse(text.window))
-        if text.state_dir is not None and not isinstance(text.state_dir, Path):
-            object.__setattr__(self, "state_dir", Path(text.state_dir))
 
     @property
     def in_flight(self) -> int:
         """Tasks in flight at once: ``studies``, or :data:`DEFAULT_STUDIES`."""
         return self.studies or DEFAULT_STUDIES
-
-    def with_changes(self, **changes: Any) -> ExportOptions:
-        """These options with some fields changed (the keywords of :func:`~dicomtrolley.export.export`).
-
-        Raises
-        ------
-        TypeError
-            A keyword that is no option; the message lists the options.
-        """
-        unknown = set(changes) - {f.name for f in fields(self)}
-        if unknown:
-            names = ", ".join(f.name for f in fields(self))
-            raise TypeError(f"Unknown export option(s) {', '.join(sorted(unknown))}; the options are {names}")
-        return replace(self, **changes) if changes else self
-
-
-def options_of(options: ExportOptions | None, changes: dict[str, Any]) -> ExportOptions:
-    """``options`` (the defaults when None) with the keyword ``changes`` applied."""
-    return (options or ExportOptions()).with_changes(**changes)
