@@ -1,7 +1,8 @@
-"""The mapping table of a pseudonymised download: what each study's identifiers became, and where it may lie.
+"""What a pseudonymised download keeps outside its output folder: the mapping table, and the originals' state.
 
-The table re-identifies, so it must not lie in the output folder that is
-meant to hold pseudonymised data only (:func:`refuse_mapping_inside`).
+Both re-identify, so neither may lie in the output folder that is meant to
+hold pseudonymised data only (:func:`refuse_mapping_inside`,
+:func:`originals_folder`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dicomtrolley._originals import default_state_folder
 from dicomtrolley.exceptions import DeidentificationError
 
 if TYPE_CHECKING:
@@ -34,6 +36,27 @@ def refuse_mapping_inside(options: DeidentifyOptions, folder: Path | None) -> No
             f"The mapping table {mapping} re-identifies, but lies inside the output folder {folder}; "
             "write it elsewhere, or allow it with mapping_in_output"
         )
+
+
+def originals_folder(state_dir: Path | None, mapping: Path | None, folder: Path | None) -> Path | None:
+    """Where the originals' identifying values are recorded for the audit: ``state_dir``, or beside ``folder``.
+
+    ``folder`` is the output folder of the storage pseudonymised into; a storage
+    that writes no files (another archive) records them only in a ``state_dir``
+    given, and ``None`` says there is none.
+
+    Raises
+    ------
+    DeidentificationError
+        The state folder lies inside the output folder.
+    """
+    state = state_dir or (default_state_folder(folder, mapping) if folder is not None else None)
+    if state is not None and folder is not None and state.resolve().is_relative_to(folder.resolve()):
+        raise DeidentificationError(
+            f"The state folder {state} holds the originals' identifying values, but lies inside the output "
+            f"folder {folder}; choose one outside it"
+        )
+    return state
 
 
 class MappingTable:
