@@ -15,6 +15,7 @@ executor runs), :mod:`~dicomtrolley.export.politeness` (rate and time window),
 :mod:`~dicomtrolley.export.prefetch` (one search for the series counts of many studies),
 :mod:`~dicomtrolley.export.rows` (worklist rows into studies),
 :mod:`~dicomtrolley.export.options` (:class:`ExportOptions`, how it runs),
+:mod:`~dicomtrolley.export.retry` (which failures are worth another attempt, and when),
 :mod:`~dicomtrolley.export.runner` (the driver) and
 :mod:`~dicomtrolley.export.report` (report, index, :class:`ExportReport`).
 It works on anything with a Trolley's ``find_studies`` and ``download``, and
@@ -60,6 +61,7 @@ def export(
     executor: Executor | None = ExportOptions.executor,
     template: str | None = ExportOptions.template,
     max_attempts: int = ExportOptions.max_attempts,
+    retry_delay: float = ExportOptions.retry_delay,
     refresh: bool = ExportOptions.refresh,
     skip_bad_rows: bool = ExportOptions.skip_bad_rows,
     max_rate: float | str | None = ExportOptions.max_rate,
@@ -84,7 +86,7 @@ def export(
         (see :mod:`dicomtrolley.export.worklist`).
     output_dir
         The folder; it holds the files, the state database, ``report.csv`` and the index.
-    studies, executor, template, max_attempts, refresh, skip_bad_rows, max_rate, window, progress, \
+    studies, executor, template, max_attempts, retry_delay, refresh, skip_bad_rows, max_rate, window, progress, \
 index_format, deidentify, state_dir
         How the export runs: the fields of :class:`ExportOptions`, which says what
         each does and holds their defaults (the one place they are declared).
@@ -101,7 +103,8 @@ index_format, deidentify, state_dir
         After Ctrl-C, once the state and the report are saved.
     """
     options = ExportOptions(
-        studies=studies, executor=executor, template=template, max_attempts=max_attempts, refresh=refresh,
+        studies=studies, executor=executor, template=template, max_attempts=max_attempts,
+        retry_delay=retry_delay, refresh=refresh,
         skip_bad_rows=skip_bad_rows, max_rate=parse_rate(max_rate) if isinstance(max_rate, str) else max_rate,
         window=TimeWindow.parse(window) if isinstance(window, str) else window, progress=progress,
         index_format=index_format, deidentify=deidentify, state_dir=Path(state_dir) if state_dir else None,

@@ -40,7 +40,14 @@ class ExportOptions:
     template
         A storage path template (see :class:`~dicomtrolley.storage.StorageDir`).
     max_attempts
-        Attempts a failing study gets in all, counted across runs.
+        Attempts a failing study gets in all, counted across runs. Within a run, a study
+        whose failure may pass (a connection cut, a 5xx, a truncated body) goes back
+        in the queue until it has had them; one that cannot (a 404, a refused
+        login, a full disk) fails at once (see :mod:`~dicomtrolley.export.retry`).
+    retry_delay
+        Seconds a study whose failure may pass waits before its next attempt in
+        the same run; doubled after each attempt, jittered, at most
+        :data:`~dicomtrolley.export.retry.MAX_RETRY_DELAY`.
     refresh
         Search again the rows an earlier run resolved.
     skip_bad_rows
@@ -69,13 +76,14 @@ class ExportOptions:
     Raises
     ------
     ValueError
-        ``studies`` or ``max_attempts`` below 1, or a rate or window that cannot be read.
+        ``studies`` or ``max_attempts`` below 1, or ``retry_delay`` below 0.
     """
 
     studies: int | None = None
     executor: Executor | None = None
     template: str | None = None
     max_attempts: int = 3
+    retry_delay: float = 5.0
     refresh: bool = False
     skip_bad_rows: bool = False
     max_rate: float | None = None
@@ -90,6 +98,8 @@ class ExportOptions:
             raise ValueError(f"studies must be at least 1, got {self.studies}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.retry_delay < 0:
+            raise ValueError(f"retry_delay must be 0 or more, got {self.retry_delay}")
 
     @property
     def in_flight(self) -> int:

@@ -35,6 +35,7 @@ from dicomtrolley.export.options import ExportOptions
 from dicomtrolley.export.politeness import RateLimiter
 from dicomtrolley.export.prefetch import looking_ahead
 from dicomtrolley.export.report import ExportReport, write_outputs
+from dicomtrolley.export.retry import Backoff, RetryQueue
 from dicomtrolley.export.rows import RowResolver, RowSearch, StudyRun
 from dicomtrolley.export.state import FAILED, FolderLock, StateDatabase
 from dicomtrolley.export.tasks import (
@@ -169,6 +170,7 @@ class _Driver:
         self.in_flight: dict[Future[Any], Task] = {}
         self.finished: SimpleQueue[Future[Any]] = SimpleQueue()  # tasks tell it when they end
         self.after_crash: set[str] = set()
+        self.retries = RetryQueue(Backoff(options.retry_delay))
 
     def run(self) -> bool:
         """Run until all is done or Ctrl-C; True when interrupted."""
@@ -179,8 +181,9 @@ class _Driver:
         # The bar's total grows as rows are resolved into studies.
         with _sigint_sets(self.controls.stop), _Bar(self.options.progress, len(studies)) as bar:
             try:
-                while (self.rows or studies or self.in_flight) and not self.controls.stop.is_set():
+                while (self.rows or studies or self.in_flight or self.retries) and not self.controls.stop.is_set():
                     self._wait_for_window(bar)
+                    studies.extend(self.retries.due())
                     if studies and self.ahead is not None:
                         self.ahead.ahead(studies)
                     # What finished and what starts next: one commit, made before the new tasks run.
@@ -280,10 +283,20 @@ class _Driver:
             self.totals.bytes += outcome.bytes_written
         if outcome.status == "done":
             self.totals.done += 1
-        else:
+        elif not self._retry_later(outcome):
             self.totals.failed += 1
             logger.warning("Study %s: %s: %s", task.uid, outcome.status, outcome.error)
         return []
+
+    def _retry_later(self, outcome: StudyOutcome) -> bool:
+        """Queue a failed study for another attempt if its failure may pass and it has attempts left."""
+        attempts = self.state.attempts(outcome.study_uid)
+        if not outcome.retry or attempts >= self.options.max_attempts:
+            return False
+        wait = self.retries.put(outcome.study_uid, attempts)
+        logger.info("Study %s: attempt %d of %d failed, the next in %.1f s: %s", outcome.study_uid, attempts,
+                    self.options.max_attempts, wait, outcome.error)
+        return True
 
     def _stop_in_flight(self) -> None:
         """After Ctrl-C: give running tasks a moment, record what finished, the rest is pending."""
