@@ -22,13 +22,13 @@ def test_every_export_function_takes_the_options_with_their_declared_defaults(fu
     assert set(named) >= {f.name for f in dataclasses.fields(ExportOptions)} - {"executor"}
 
 
-def test_text_from_the_command_line_is_read_into_typed_options(tmp_path: Path) -> None:
+def test_text_from_the_command_line_is_read_into_typed_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[ExportOptions] = []
 
     def run(source: object, worklist: object, output_dir: object, options: ExportOptions) -> None:
         seen.append(options)
 
-    pytest.MonkeyPatch().setattr("dicomtrolley.export.run_export", run)
+    monkeypatch.setattr("dicomtrolley.export.run_export", run)
     export(lambda: None, [], tmp_path, max_rate="50MB/s", window="19:00-07:00", state_dir="state")  # type: ignore[arg-type]
 
     (options,) = seen
