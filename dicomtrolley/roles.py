@@ -1,16 +1,17 @@
-"""The two roles a protocol can play: a :class:`Searcher` finds studies, a :class:`Downloader` fetches them.
+"""The roles a protocol can play: a :class:`Searcher` finds studies, a :class:`Downloader` fetches
+them, a :class:`Sender` stores instances in an archive.
 
-A :class:`~dicomtrolley.trolley.Trolley` joins one of each and knows nothing
-else of the protocols behind them; each protocol module (QIDO-RS, WADO-RS,
-C-FIND, C-GET, ...) implements one role on the model of
-:mod:`dicomtrolley.core`.
+A :class:`~dicomtrolley.trolley.Trolley` joins a searcher and a downloader and
+knows nothing else of the protocols behind them; each protocol module
+(QIDO-RS, WADO-RS, C-FIND, C-GET, STOW-RS, C-STORE, ...) implements one role
+on the model of :mod:`dicomtrolley.core`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydicom.dataset import Dataset
 
@@ -30,6 +31,10 @@ from dicomtrolley.core import (
     to_reference,
 )
 from dicomtrolley.exceptions import AmbiguousQueryError, MalformedResponseError, NoQueryResultsError
+
+if TYPE_CHECKING:
+    from dicomtrolley.progress import ProgressCallback
+    from dicomtrolley.sending import Sendable, SendSummary
 
 
 class Searcher(ABC):
@@ -115,3 +120,27 @@ class Downloader(ABC):
         finally:
             if isinstance(datasets, Generator):
                 datasets.close()  # ends the fetch now, not when the generator is collected
+
+
+class Sender(ABC):
+    """Something that stores instances in an archive: STOW-RS, C-STORE.
+
+    Implementations build on :class:`dicomtrolley.sending.InstanceSender`,
+    which turns what is given into instances and counts what arrived.
+    """
+
+    @abstractmethod
+    def send(
+        self,
+        items: Sendable | Iterable[Sendable],
+        *,
+        on_error: Literal["raise", "collect"] = "raise",
+        progress: bool | ProgressCallback | None = False,
+    ) -> SendSummary:
+        """Send files, folders (walked recursively), pydicom Datasets or the bytes of DICOM files.
+
+        A file that is not DICOM is counted as skipped. With
+        ``on_error="raise"`` a failure raises
+        :class:`~dicomtrolley.exceptions.SendError` carrying the summary, as
+        :class:`~dicomtrolley.exceptions.DownloadError` does for downloads.
+        """

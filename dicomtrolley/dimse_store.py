@@ -1,0 +1,194 @@
+"""C-STORE (DICOM PS3.4 Annex B, PS3.7 9.1.1): store instances in an archive over DIMSE.
+
+:class:`DICOMCStore` proposes presentation contexts from the instances
+themselves: one per (SOP class, transfer syntax) pair found in their file
+meta, so every instance goes out in the syntax it is stored in, never
+transcoded. More than 128 pairs (the most an association carries) are sent
+over several associations in turn. An instance whose pair the peer refused
+fails alone, with that reason; the others go on.
+
+Needs pynetdicom (``pip install dicomtrolley[dimse]``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from dicomtrolley._dimse import (
+    DEFAULT_ACSE_TIMEOUT,
+    DEFAULT_AEC,
+    DEFAULT_AET,
+    DEFAULT_DIMSE_TIMEOUT,
+    DEFAULT_NETWORK_TIMEOUT,
+    DIMSEPeer,
+    status_category,
+    status_text,
+)
+from dicomtrolley._get_contexts import MAX_PRESENTATION_CONTEXTS
+from dicomtrolley.exceptions import ConnectionFailedError, DIMSEError
+from dicomtrolley.sending import InstanceSender, SendItem, Tally
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+    from pynetdicom.association import Association
+
+logger = logging.getLogger(__name__)
+
+Pair = tuple[str, str]
+"""(SOP class UID, transfer syntax UID): what one presentation context proposes."""
+
+
+def context_groups(items: Sequence[SendItem], limit: int = MAX_PRESENTATION_CONTEXTS) -> list[list[SendItem]]:
+    """``items`` in groups whose (SOP class, transfer syntax) pairs fit in one association each.
+
+    Pairs are taken in the order they first appear; the items keep their order within a group.
+    """
+    group_of: dict[Pair, int] = {}
+    groups: list[list[SendItem]] = []
+    for item in items:
+        pair = (item.sop_class_uid, item.transfer_syntax)
+        if pair not in group_of:
+            group_of[pair] = len(group_of) // limit
+            if group_of[pair] == len(groups):
+                groups.append([])
+        groups[group_of[pair]].append(item)
+    return groups
+
+
+def _shards(items: Sequence[SendItem], count: int) -> Iterator[list[SendItem]]:
+    """``items`` in ``count`` runs of about equal length (fewer when there are fewer items)."""
+    size, extra = divmod(len(items), count)
+    start = 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        if end > start:
+            yield list(items[start:end])
+        start = end
+
+
+class DICOMCStore(DIMSEPeer, InstanceSender):
+    """Send instances to a Storage SCP with C-STORE, on ``workers`` associations at once.
+
+    Parameters
+    ----------
+    host, port
+        The peer's DICOM address.
+    aet
+        Our (calling) AE title.
+    called_aet
+        The peer's AE title.
+    workers
+        Associations open at once, each sending its share of the instances.
+    acse_timeout, dimse_timeout, network_timeout
+        Seconds to have the association accepted, to wait for each C-STORE
+        response, and an association may stay silent (see :class:`~dicomtrolley._dimse.DIMSEPeer`).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        aet: str = DEFAULT_AET,
+        called_aet: str = DEFAULT_AEC,
+        workers: int = 2,
+        acse_timeout: float = DEFAULT_ACSE_TIMEOUT,
+        dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT,
+        network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT,
+    ) -> None:
+        super().__init__(host, port, aet, called_aet, acse_timeout=acse_timeout, dimse_timeout=dimse_timeout,
+                         network_timeout=network_timeout)
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.workers = workers
+
+    def __repr__(self) -> str:
+        return f"DICOMCStore({self.address!r}, aet={self.aet!r}, workers={self.workers})"
+
+    @property
+    def destination(self) -> str:
+        """``AEC@host:port``."""
+        return self.address
+
+    def send_items(self, items: Sequence[SendItem], tally: Tally) -> None:
+        """Send every group of items on :attr:`workers` associations; each instance ends in ``tally``."""
+        for group in context_groups(items):
+            shards = list(_shards(group, self.workers))
+            if len(shards) == 1:
+                self._send_shard(shards[0], tally)
+                continue
+            with ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="dicomtrolley-cstore") as pool:
+                for _ in pool.map(lambda shard: self._send_shard(shard, tally), shards):
+                    pass
+
+    def _send_shard(self, items: list[SendItem], tally: Tally) -> None:
+        """One association proposing the items' own contexts; every item sent on it, in order."""
+        from pynetdicom import evt
+        from pynetdicom.presentation import build_context
+
+        pairs = list(dict.fromkeys((item.sop_class_uid, item.transfer_syntax) for item in items))
+        contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in pairs]
+        ae = self.application_entity()
+        try:
+            assoc = self.open_association(ae, contexts, evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)])
+        except DIMSEError as error:
+            for item in items:
+                tally.failed(item, str(error), unreachable=isinstance(error, ConnectionFailedError))
+            return
+        clean = False
+        try:
+            accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts}
+            for number, item in enumerate(items):
+                if not assoc.is_established:
+                    for rest in items[number:]:
+                        tally.failed(rest, f"{self.address} ended the association before this instance was sent")
+                    return
+                self._send_one(assoc, item, accepted, number, tally)
+            clean = True
+        finally:
+            self.close_association(assoc, clean=clean)
+
+    def _send_one(self, assoc: Association, item: SendItem, accepted: set[Pair], number: int, tally: Tally) -> None:
+        """C-STORE one instance as it is stored, and file the peer's answer."""
+        if (item.sop_class_uid, item.transfer_syntax) not in accepted:
+            tally.failed(item, f"{self.address} accepted no presentation context for SOP class "
+                               f"{item.sop_class_uid} in transfer syntax {item.transfer_syntax}")
+            return
+        try:
+            dataset = _read(item)
+        except (OSError, InvalidDicomError, ValueError) as error:
+            tally.failed(item, f"cannot be read: {error}")
+            return
+        status = assoc.send_c_store(dataset, msg_id=number % 0xFFFF + 1)
+        if "Status" not in status:
+            tally.failed(item, f"{self.address} sent no answer within {self.dimse_timeout} s, or aborted")
+            return
+        category = status_category(int(status.Status))
+        if category == "Success":
+            tally.delivered(item)
+        elif category == "Warning":
+            tally.delivered(item, status_text(status, "store"))
+        else:
+            tally.failed(item, status_text(status, "store"))
+
+
+def _no_delay(event: Any) -> None:
+    """Send each PDU at once (TCP_NODELAY): with Nagle's algorithm every C-STORE waited ~40 ms for an ACK."""
+    sock = event.assoc.dul.socket.socket
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _read(item: SendItem) -> Dataset:
+    """The instance as pydicom reads it: elements kept raw, so it is encoded again byte for byte."""
+    if item.path is not None:
+        return dcmread(item.path)
+    return dcmread(io.BytesIO(item.data or b""))
