@@ -9,18 +9,20 @@ argument, so ``ps`` cannot show it.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
 from dicomtrolley._version import __version__
+from dicomtrolley.cli_upload import add_upload_parser, run_upload
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import (
@@ -169,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--state-dir", metavar="DIR", type=Path,
                      help="state database and report.csv here (default: the output folder; with --deidentify "
                      "<output>.state beside the mapping, or beside the output folder)")
+    add_upload_parser(sub, server_options, _positive_int)
     return parser
 
 
@@ -317,7 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("argument --login-url: needs --user")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    commands = {"search": _search, "download": _download, "export": _export}
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "search": _search, "download": _download, "export": _export,
+        "upload": functools.partial(run_upload, profile=_profile),
+    }
     # What the imports built (pydicom's data dictionary above all) lives as long as the command:
     # kept out of the garbage collector's sweeps, which a long download otherwise repeats.
     gc.freeze()

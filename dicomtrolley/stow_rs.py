@@ -186,14 +186,27 @@ class StowRS(InstanceSender):
         return redact_url(f"{self.url}/studies")
 
     def send_items(self, items: Sequence[SendItem], tally: Tally) -> None:
-        """Post ``items`` in batches on :attr:`workers` threads; every instance ends in ``tally``."""
+        """Post ``items`` in batches on :attr:`workers` threads; every instance ends in ``tally``.
+
+        Once a request finds the server unreachable (after its retries), the
+        batches not yet sent fail at once with the same reason.
+        """
         batches = list(self.batches(items))
+        gone: list[str] = []
+
+        def store(batch: list[SendItem]) -> None:
+            if gone:
+                for item in batch:
+                    tally.failed(item, f"not sent: {gone[0]}", unreachable=True)
+                return
+            self._store(batch, tally, gone)
+
         if self.workers == 1 or len(batches) == 1:
             for batch in batches:
-                self._store(batch, tally)
+                store(batch)
             return
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dicomtrolley-stow") as pool:
-            for _ in pool.map(lambda batch: self._store(batch, tally), batches):
+            for _ in pool.map(store, batches):
                 pass
 
     def batches(self, items: Sequence[SendItem]) -> Iterator[list[SendItem]]:
@@ -209,13 +222,17 @@ class StowRS(InstanceSender):
         if batch:
             yield batch
 
-    def _store(self, batch: list[SendItem], tally: Tally) -> None:
-        """Post one body and file each of its instances as delivered or failed; a 413 splits it."""
+    def _store(self, batch: list[SendItem], tally: Tally, gone: list[str]) -> None:
+        """Post one body and file each of its instances as delivered or failed; a 413 splits it.
+
+        A server that cannot be reached is noted in ``gone``.
+        """
         body = MultipartBody(batch)
         headers = {"Content-Type": body.content_type, "Accept": "application/dicom+json"}
         try:
             response = self.http.send("POST", self.destination, data=body, headers=headers)
         except ConnectionFailedError as error:
+            gone.append(str(error))
             for item in batch:
                 tally.failed(item, str(error), unreachable=True)
             return
@@ -228,8 +245,8 @@ class StowRS(InstanceSender):
                 middle = len(batch) // 2
                 logger.info("%s answered 413 to %d instances; sending them in two halves",
                             self.destination, len(batch))
-                self._store(batch[:middle], tally)
-                self._store(batch[middle:], tally)
+                self._store(batch[:middle], tally, gone)
+                self._store(batch[middle:], tally, gone)
                 return
             self._file_answer(batch, response, tally)
 

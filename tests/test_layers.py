@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"trolley"},
     {"_trolley_profile"},
     {"export", "profiles", "servers"},
-    {"cli", "__init__"},
+    {"cli", "cli_upload", "__init__"},
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""
 
