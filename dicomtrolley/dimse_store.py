@@ -119,22 +119,26 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
         return self.address
 
     def send_items(self, items: Sequence[SendItem], tally: Tally) -> None:
-        """Send every group of items on :attr:`workers` associations; each instance ends in ``tally``."""
+        """Send every group of items on :attr:`workers` associations; each instance ends in ``tally``.
+
+        Every association of a group proposes the whole group's contexts, so
+        which worker sends an instance never decides whether it can go.
+        """
         for group in context_groups(items):
+            pairs = list(dict.fromkeys((item.sop_class_uid, item.transfer_syntax) for item in group))
             shards = list(_shards(group, self.workers))
             if len(shards) == 1:
-                self._send_shard(shards[0], tally)
+                self._send_shard(shards[0], pairs, tally)
                 continue
             with ThreadPoolExecutor(max_workers=len(shards), thread_name_prefix="dicomtrolley-cstore") as pool:
-                for _ in pool.map(lambda shard: self._send_shard(shard, tally), shards):
+                for _ in pool.map(self._send_shard, shards, [pairs] * len(shards), [tally] * len(shards)):
                     pass
 
-    def _send_shard(self, items: list[SendItem], tally: Tally) -> None:
-        """One association proposing the items' own contexts; every item sent on it, in order."""
+    def _send_shard(self, items: list[SendItem], pairs: list[Pair], tally: Tally) -> None:
+        """One association proposing ``pairs``; every item sent on it, in order."""
         from pynetdicom import evt
         from pynetdicom.presentation import build_context
 
-        pairs = list(dict.fromkeys((item.sop_class_uid, item.transfer_syntax) for item in items))
         contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in pairs]
         ae = self.application_entity()
         try:
