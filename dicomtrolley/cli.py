@@ -21,8 +21,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
+from dicomtrolley._cli_upload import add_upload_parser, run_upload
 from dicomtrolley._version import __version__
-from dicomtrolley.cli_upload import add_upload_parser, run_upload
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import (

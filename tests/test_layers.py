@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"trolley"},
     {"_trolley_profile"},
     {"export", "profiles", "servers"},
-    {"cli", "cli_upload", "__init__"},
+    {"cli", "_cli_upload", "__init__"},
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""
 
