@@ -153,12 +153,16 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
             for number, item in enumerate(items):
                 if not assoc.is_established:
                     for rest in items[number:]:
-                        tally.failed(rest, f"{self.address} ended the association before this instance was sent")
+                        tally.failed(rest, self._ended)
                     return
                 self._send_one(assoc, item, accepted, number, tally)
             clean = True
         finally:
             self.close_association(assoc, clean=clean)
+
+    @property
+    def _ended(self) -> str:
+        return f"{self.address} ended the association before this instance was sent"
 
     def _send_one(self, assoc: Association, item: SendItem, accepted: set[Pair], number: int, tally: Tally) -> None:
         """C-STORE one instance as it is stored, and file the peer's answer."""
@@ -171,7 +175,14 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
         except (OSError, InvalidDicomError, ValueError) as error:
             tally.failed(item, f"cannot be read: {error}")
             return
-        status = assoc.send_c_store(dataset, msg_id=number % 0xFFFF + 1)
+        try:
+            status = assoc.send_c_store(dataset, msg_id=number % 0xFFFF + 1)
+        except RuntimeError:  # the peer released or aborted the association since the last instance
+            tally.failed(item, self._ended)
+            return
+        except (ValueError, AttributeError) as error:  # pynetdicom could not encode it for the accepted context
+            tally.failed(item, f"cannot be sent: {error}")
+            return
         if "Status" not in status:
             tally.failed(item, f"{self.address} sent no answer within {self.dimse_timeout} s, or aborted")
             return
