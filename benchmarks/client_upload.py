@@ -24,7 +24,7 @@ from clientlib import report
 
 from dicomtrolley.dimse_store import DICOMCStore
 from dicomtrolley.sending import SendItem, SendSummary, collect
-from dicomtrolley.stow_rs import StowRS
+from dicomtrolley.stow_rs import DEFAULT_BATCH_INSTANCES, StowRS
 
 
 def _sent(summary: SendSummary) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def _sent(summary: SendSummary) -> dict[str, Any]:
 
 def stow_rs(args: argparse.Namespace) -> None:
     """``StowRS(session, url).send(folder)``."""
-    sender = StowRS(requests.Session(), args.dicomweb, workers=args.workers)
+    sender = StowRS(requests.Session(), args.dicomweb, workers=args.workers, batch_instances=args.batch_instances)
     report(lambda: sender.send(args.folder), _sent)
 
 
@@ -41,7 +41,7 @@ def stow_rs_toolbelt(args: argparse.Namespace) -> None:
     """The same batches and workers, each body a requests-toolbelt ``MultipartEncoder`` reading the files."""
     from requests_toolbelt.multipart.encoder import MultipartEncoder
 
-    sender = StowRS(requests.Session(), args.dicomweb, workers=args.workers)
+    sender = StowRS(requests.Session(), args.dicomweb, workers=args.workers, batch_instances=args.batch_instances)
     session = requests.Session()
 
     def post(batch: list[SendItem]) -> int:
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         command = commands.add_parser(name)
         command.add_argument("--dicomweb", required=True)
         command.add_argument("--workers", type=int, default=4)
+        command.add_argument("--batch-instances", type=int, default=DEFAULT_BATCH_INSTANCES)
     store = commands.add_parser("c-store")
     store.add_argument("--host", required=True)
     store.add_argument("--port", type=int, required=True)

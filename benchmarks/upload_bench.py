@@ -98,11 +98,11 @@ def instance_count(server: OrthancServer) -> int:
         return int(session.get(f"{server.base_url}/statistics", timeout=30).json()["CountInstances"])
 
 
-def run_all(runs: int, sizes: data.Sizes, reference: bool) -> tuple[list[Row], int, int]:
+def run_all(runs: int, sizes: data.Sizes, reference: bool, work: Path = WORK) -> tuple[list[Row], int, int]:
     """Every client ``runs`` times in turns; returns the rows, the file count and the bytes."""
-    ct = data.ct_study(WORK / "data", sizes)
+    ct = data.ct_study(work / "data", sizes)
     folder = ct.directory
-    scratch = WORK / "upload"
+    scratch = work / "upload"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     files = sorted(item.path for item in ct.items)
@@ -118,6 +118,9 @@ def run_all(runs: int, sizes: data.Sizes, reference: bool) -> tuple[list[Row], i
         clients: list[tuple[str, str, list[str], dict[str, str], bool]] = [
             ("dicomtrolley StowRS.send (4 workers)", "stow", [python, str(HERE / "client_upload.py"), "stow-rs",
              "--dicomweb", server.dicomweb_url, "--folder", str(folder)], env, True),
+            ("dicomtrolley StowRS.send, one instance per body", "stow", [python, str(HERE / "client_upload.py"),
+             "stow-rs", "--batch-instances", "1", "--dicomweb", server.dicomweb_url, "--folder", str(folder)], env,
+             True),
             ("same batches, requests-toolbelt MultipartEncoder", "stow", [python, str(HERE / "client_upload.py"),
              "stow-rs-toolbelt", "--dicomweb", server.dicomweb_url, "--folder", str(folder)], env, True),
             ("curl, one prebuilt body per series, --parallel-max 4", "curl", ["curl", "--parallel", "--parallel-max",

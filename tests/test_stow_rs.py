@@ -144,3 +144,13 @@ def test_upload_to_an_unreachable_server_exits_three(folder: Path, capsys: pytes
     status = main(["upload", url, str(folder), "--no-progress"])
     assert status == 3
     assert "6 instances not sent" in capsys.readouterr().err
+
+
+def test_progress_counts_instances_and_bytes_as_the_answers_come(server: FaultServer, folder: Path) -> None:
+    from dicomtrolley.progress import Progress
+
+    seen: list[Progress] = []
+    summary = stow(server, workers=1, batch_instances=2).send(folder, progress=seen.append)
+    assert [p.instances for p in seen] == [1, 2, 3, 4, 5, 6]
+    assert seen[-1].total == 6
+    assert seen[-1].bytes_written == summary.bytes_sent
