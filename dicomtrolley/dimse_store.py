@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+ASSOCIATION_ATTEMPTS = 3
+"""Associations a worker opens in all when the peer ends one before every instance was answered."""
+
 Pair = tuple[str, str]
 """(SOP class UID, transfer syntax UID): what one presentation context proposes."""
 
@@ -135,57 +138,69 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
                     pass
 
     def _send_shard(self, items: list[SendItem], pairs: list[Pair], tally: Tally) -> None:
-        """One association proposing ``pairs``; every item sent on it, in order."""
+        """Send ``items`` in order on an association proposing ``pairs``.
+
+        When the peer ends the association before answering (an abort, a
+        timeout, a server that closes idle associations), another is opened
+        for the instance without an answer and those after it, up to
+        :data:`ASSOCIATION_ATTEMPTS` associations in all; storing an instance
+        twice stores it once.
+        """
         from pynetdicom import evt
         from pynetdicom.presentation import build_context
 
         contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in pairs]
-        ae = self.application_entity()
-        try:
-            assoc = self.open_association(ae, contexts, evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)])
-        except DIMSEError as error:
-            for item in items:
-                tally.failed(item, str(error), unreachable=isinstance(error, ConnectionFailedError))
-            return
+        left = items
+        for attempt in range(1, ASSOCIATION_ATTEMPTS + 1):
+            try:
+                assoc = self.open_association(self.application_entity(), contexts,
+                                              evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)])
+            except DIMSEError as error:
+                for item in left:
+                    tally.failed(item, str(error), unreachable=isinstance(error, ConnectionFailedError))
+                return
+            left = self._send_on(assoc, left, tally)
+            if not left:
+                return
+            logger.warning("%s ended the association with %d instances left; %s", self.address, len(left),
+                           "opening another" if attempt < ASSOCIATION_ATTEMPTS else "giving up")
+        for item in left:
+            tally.failed(item, f"{self.address} ended the association {ASSOCIATION_ATTEMPTS} times "
+                               "before this instance was stored")
+
+    def _send_on(self, assoc: Association, items: list[SendItem], tally: Tally) -> list[SendItem]:
+        """Send ``items`` on one association; return those left when the association ended first."""
         clean = False
         try:
             accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts}
             for number, item in enumerate(items):
-                if not assoc.is_established:
-                    for rest in items[number:]:
-                        tally.failed(rest, self._ended)
-                    return
-                self._send_one(assoc, item, accepted, number, tally)
+                if not (assoc.is_established and self._send_one(assoc, item, accepted, number, tally)):
+                    return items[number:]
             clean = True
+            return []
         finally:
             self.close_association(assoc, clean=clean)
 
-    @property
-    def _ended(self) -> str:
-        return f"{self.address} ended the association before this instance was sent"
-
-    def _send_one(self, assoc: Association, item: SendItem, accepted: set[Pair], number: int, tally: Tally) -> None:
-        """C-STORE one instance as it is stored, and file the peer's answer."""
+    def _send_one(self, assoc: Association, item: SendItem, accepted: set[Pair], number: int, tally: Tally) -> bool:
+        """C-STORE one instance as it is stored and file the peer's answer; False when no answer came."""
         if (item.sop_class_uid, item.transfer_syntax) not in accepted:
             tally.failed(item, f"{self.address} accepted no presentation context for SOP class "
                                f"{item.sop_class_uid} in transfer syntax {item.transfer_syntax}")
-            return
+            return True
         try:
             dataset = _read(item)
         except (OSError, InvalidDicomError, ValueError) as error:
             tally.failed(item, f"cannot be read: {error}")
-            return
+            return True
         try:
             status = assoc.send_c_store(dataset, msg_id=number % 0xFFFF + 1)
         except RuntimeError:  # the peer released or aborted the association since the last instance
-            tally.failed(item, self._ended)
-            return
+            return False
         except (ValueError, AttributeError) as error:  # pynetdicom could not encode it for the accepted context
             tally.failed(item, f"cannot be sent: {error}")
-            return
-        if "Status" not in status:
-            tally.failed(item, f"{self.address} sent no answer within {self.dimse_timeout} s, or aborted")
-            return
+            return True
+        if "Status" not in status:  # no answer within the DIMSE timeout, or the association ended
+            return False
         category = status_category(int(status.Status))
         if category == "Success":
             tally.delivered(item)
@@ -193,6 +208,7 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
             tally.delivered(item, status_text(status, "store"))
         else:
             tally.failed(item, status_text(status, "store"))
+        return True
 
 
 def _no_delay(event: Any) -> None:
