@@ -341,8 +341,8 @@ class Tally:
         self._reporter.update(progress)
 
     def failed(self, item: SendItem, reason: str, *, unreachable: bool = False) -> None:
-        """``item`` did not arrive, for ``reason``."""
-        logger.warning("Sending %s failed: %s", item.name, reason)
+        """``item`` did not arrive, for ``reason`` (logged as a warning, unless the server could not be reached)."""
+        logger.log(logging.DEBUG if unreachable else logging.WARNING, "Sending %s failed: %s", item.name, reason)
         with self._lock:
             self.failures.append(SendFailure(item.name, item.sop_instance_uid, reason, unreachable))
 
