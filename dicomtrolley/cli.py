@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from dicomtrolley._cli_upload import add_upload_parser, run_upload
+from dicomtrolley._values import parse_date
 from dicomtrolley._version import __version__
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
@@ -65,6 +66,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def _date(text: str) -> date:
+    try:
+        return parse_date(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _template(text: str) -> str:
@@ -121,9 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     searcher_options(search)
     for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
-    search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
-    search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
-    search.add_argument("--level", choices=[lvl.value.lower() for lvl in QueryLevels], default="study")
+    search.add_argument("--from", dest="min_study_date", type=_date, help="earliest StudyDate, YYYYMMDD or YYYY-MM-DD")
+    search.add_argument("--to", dest="max_study_date", type=_date, help="latest StudyDate, YYYYMMDD or YYYY-MM-DD")
+    search.add_argument("--level", type=str.lower, choices=[lvl.value.lower() for lvl in QueryLevels], default="study")
     search.add_argument("--limit", type=_positive_int, help="at most this many results")
     search.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
 
@@ -181,7 +189,7 @@ def _search(args: argparse.Namespace) -> int:
         **fields,
         min_study_date=args.min_study_date,
         max_study_date=args.max_study_date,
-        query_level=QueryLevels(args.level.upper()),
+        query_level=QueryLevels(args.level),
         limit=args.limit,
     )
     studies = _profile(args).trolley().find_studies(query)
@@ -198,10 +206,9 @@ def _deidentifier(args: argparse.Namespace) -> Deidentifier | None:
         if args.mapping or args.mapping_in_output:
             raise DICOMTrolleyError("--mapping needs --deidentify")
         return None
-    updates = {"mapping": args.mapping} if args.mapping else {}
-    if args.mapping_in_output:
-        updates["mapping_in_output"] = True
-    return Deidentifier.from_toml(args.deidentify, **updates)
+    return Deidentifier.from_toml(
+        args.deidentify, mapping=args.mapping, mapping_in_output=True if args.mapping_in_output else None
+    )
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -303,9 +303,27 @@ class Deidentifier:
         self._local = threading.local()
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike[str], **updates: Any) -> Deidentifier:
-        """A deidentifier with the options of a TOML file, ``updates`` applied on top (e.g. ``mapping``)."""
-        return cls(DeidentifyOptions.from_toml(path).model_copy(update=updates))
+    def from_toml(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        mapping: str | os.PathLike[str] | None = None,
+        mapping_in_output: bool | None = None,
+    ) -> Deidentifier:
+        """A deidentifier with the options of a TOML file, and where the mapping table goes on top.
+
+        Parameters
+        ----------
+        path
+            The TOML file of :class:`DeidentifyOptions` (an empty file: the defaults).
+        mapping, mapping_in_output
+            Override the file's (the command line's ``--mapping`` and ``--mapping-in-output``);
+            ``None`` keeps the file's.
+        """
+        options = DeidentifyOptions.from_toml(path)
+        updates = {"mapping": mapping, "mapping_in_output": mapping_in_output}
+        given = {name: value for name, value in updates.items() if value is not None}
+        return cls(DeidentifyOptions.model_validate({**options.model_dump(), **given}) if given else options)
 
     def __repr__(self) -> str:
         return f"Deidentifier({self.options!r})"
