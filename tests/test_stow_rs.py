@@ -78,6 +78,13 @@ def test_a_202_answer_names_each_refused_instance_with_its_reason_and_the_rest_c
     assert "0xA700 (out of resources)" in failure.reason
 
 
+def test_a_warning_reason_keeps_the_instance_stored_and_names_the_warning(server: FaultServer, folder: Path) -> None:
+    server.add_fault(Fault.REFUSE, route=Route.STOW_RS, after_parts=1, status=0xB000, times=1)
+    summary = stow(server, workers=1).send(folder)
+    assert summary.sent == 6
+    assert summary.warnings == [(str(folder / "IM0.dcm"), "0xB000 (coercion of data elements)")]
+
+
 def test_failures_raise_a_send_error_carrying_the_summary_by_default(server: FaultServer, folder: Path) -> None:
     server.add_fault(Fault.REFUSE, route=Route.STOW_RS, after_parts=1, status=0xC000, times=1)
     with pytest.raises(SendError, match="cannot understand") as caught:

@@ -212,7 +212,8 @@ class Fault(enum.Enum):
     """Answer 200 with ``Content-Encoding: gzip``: a small body that inflates to ``size`` bytes of JSON."""
     REFUSE = "refuse"
     """STOW-RS: answer 202, refusing the first k instances of the body (FailedSOPSequence, FailureReason
-    ``status``) and storing the others; ``status`` 409 refuses them all with HTTP 409."""
+    ``status``) and storing the others; ``status`` 409 refuses them all with HTTP 409; a warning
+    ``status`` (0xBxxx) stores them all, the first k with that WarningReason."""
     TOO_LARGE = "too large"
     """STOW-RS: answer 413 to a body of more than k instances; store a smaller one."""
 
@@ -587,12 +588,14 @@ class _Handler(BaseHTTPRequestHandler):
             answer = stow_answers.answer([], {uid: 0x0111 for uid in uids})
             self._send_bytes(409, json.dumps(answer).encode(), {"Content-Type": "application/dicom+json"})
             return
-        refused = {uid: (rule.status if rule is not None else 0) for uid in uids[:k]} if refusing else {}
+        code = rule.status if rule is not None else 0
+        warned = {uid: code for uid in uids[:k]} if refusing and code >> 12 == 0xB else {}
+        refused = {uid: code for uid in uids[:k]} if refusing and not warned else {}
         with self.owner._lock:
             self.owner.stored.extend(data for data, uid in zip(files, uids, strict=True) if uid not in refused)
-        answer = stow_answers.answer([uid for uid in uids if uid not in refused], refused)
+        answer = stow_answers.answer([uid for uid in uids if uid not in refused], refused, warned)
         body = json.dumps(answer).encode()
-        self._send_bytes(202 if refused else 200, body, {"Content-Type": "application/dicom+json"})
+        self._send_bytes(202 if refused or warned else 200, body, {"Content-Type": "application/dicom+json"})
 
     def _select(self, study: str = "", series: str = "", sop: str = "") -> list[ServedInstance]:
         return [
