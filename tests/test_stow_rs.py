@@ -161,3 +161,10 @@ def test_progress_counts_instances_and_bytes_as_the_answers_come(server: FaultSe
     assert [p.instances for p in seen] == [1, 2, 3, 4, 5, 6]
     assert seen[-1].total == 6
     assert seen[-1].bytes_written == summary.bytes_sent
+
+
+def test_upload_without_a_path_is_a_usage_mistake_and_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["upload", "http://127.0.0.1:9/dicom-web"])
+    assert stopped.value.code == 2
+    assert "PATH" in capsys.readouterr().err
