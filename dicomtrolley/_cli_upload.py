@@ -15,6 +15,7 @@ from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.sending import SendSummary
 
 EXIT_FAILURES = 1
+EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 
@@ -26,7 +27,7 @@ def add_upload_parser(sub: Any, server_options: Callable[[argparse.ArgumentParse
         usage="dicomtrolley upload (URL | --server NAME) PATH [...] [options]",
     )
     server_options(upload)
-    upload.add_argument("paths", nargs="+", metavar="PATH",
+    upload.add_argument("paths", nargs="*", metavar="PATH",
                         help="DICOM files, or folders searched recursively (files that are not DICOM are skipped)")
     upload.add_argument("--workers", type=positive_int, help="requests (STOW-RS) or associations (C-STORE) at once")
     upload.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -36,6 +37,10 @@ def run_upload(args: argparse.Namespace, profile: Callable[[argparse.Namespace],
     """Send ``args.paths`` to the server ``profile(args)`` describes; print the summary and every failure."""
     if args.server and args.url:  # with --server, every positional is a path
         args.url, args.paths = None, [args.url, *args.paths]
+    if not args.paths:
+        print("dicomtrolley upload: error: give the files or folders to send: "
+              "dicomtrolley upload (URL | --server NAME) PATH [...]", file=sys.stderr)
+        return EXIT_USAGE
     sender = profile(args).build_sender()
     return report(sender.send(args.paths, on_error="collect", progress=False if args.no_progress else None))
 
