@@ -22,6 +22,8 @@ from dicomtrolley.export.state import BAD_ROW, DONE, FAILED, INDEX_COLUMNS, NOT_
 if TYPE_CHECKING:
     import pandas
 
+    from dicomtrolley.audit import AuditResult
+
 REPORT_NAME = "report.csv"
 REPORT_COLUMNS: tuple[str, ...] = (
     "row", "query", "study_uid", "status", "instances_expected", "instances_written", "instances_skipped",
@@ -33,6 +35,10 @@ PSEUDONYMISED_REPORT_COLUMNS: tuple[str, ...] = (
     *REPORT_COLUMNS[:7], "instances_quarantined", *REPORT_COLUMNS[7:]
 )
 """The columns of a pseudonymised export's ``report.csv``: also the instances held back (quarantined)."""
+
+AUDIT_NAME = "audit.csv"
+AUDIT_COLUMNS = ("file", "where", "kind", "reason")
+"""``audit.csv``, beside ``report.csv``: a pseudonymised export's audit findings, never a value."""
 
 IndexFormat = Literal["auto", "csv", "parquet"]
 
@@ -72,7 +78,13 @@ class ExportReport:
         (see :mod:`dicomtrolley.deidentify`), and the bytes of the files written;
         each by the last attempt at each study.
     ok
-        True when every row is done: nothing failed, was not found, or was skipped as a bad row.
+        True when every row is done: nothing failed, was not found, or was skipped as a bad row;
+        for a pseudonymised export, also when its audit found nothing.
+    audit
+        A pseudonymised export's audit of its output folder (see :mod:`dicomtrolley.audit`), run at
+        the end of each run that was not interrupted; ``None`` when there was nothing to audit.
+        Its findings (file, where, kind: never a value) are also written to ``audit.csv`` beside
+        ``report.csv``.
     """
 
     columns: tuple[str, ...] = REPORT_COLUMNS
@@ -88,6 +100,27 @@ class ExportReport:
     instances_quarantined: int = 0
     bytes_written: int = 0
     ok: bool = False
+    audit: AuditResult | None = None
+
+    def record_audit(self, result: AuditResult | None) -> None:
+        """Keep the audit's result and write its findings beside ``report.csv``; a finding makes the export not ok.
+
+        ``audit.csv`` has a line per finding (``file``, ``where``, ``kind``, ``reason``), none when
+        the output is clean; without an audit it is removed, so it never describes an older run.
+        """
+        self.audit = result
+        if self.report_path is None:
+            return
+        path = self.report_path.with_name(AUDIT_NAME)
+        if result is None:
+            path.unlink(missing_ok=True)
+            return
+        with _Atomic(path) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(AUDIT_COLUMNS)
+            writer.writerows((f.file, f.where, f.kind, f.reason) for f in result.findings)
+        if not result.ok:
+            self.ok = False
 
     @property
     def lines(self) -> list[dict[str, Any]]:
@@ -118,6 +151,8 @@ class ExportReport:
         text += f"; {self.instances_written} instances written ({self.bytes_written / 1e6:.1f} MB)"
         if self.instances_quarantined:
             text += f", {self.instances_quarantined} quarantined"
+        if self.audit is not None:
+            text += "; audit: clean" if self.audit.ok else f"; audit: {len(self.audit.findings)} findings"
         return text
 
 
