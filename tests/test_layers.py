@@ -15,7 +15,8 @@ LAYERS: list[set[str]] = [
     {"_version", "exceptions", "_compat", "_values"},
     {"core", "roles", "_concurrency"},
     {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e", "_get_contexts",
-     "_jsonstream", "_spooled", "_originals", "_processes"},
+     "_jsonstream", "_spooled", "_annex_e_table", "_annex_e_profile", "_safe_attributes", "_free_text", "_pseudonyms",
+     "_originals", "_processes"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
      "storage", "results", "progress", "caching", "deidentify", "metadata", "preview", "audit", "sending",
      "stow_rs", "dimse_store"},
@@ -23,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"trolley"},
     {"_trolley_profile"},
     {"export", "profiles", "servers"},
-    {"cli", "_cli_upload", "__init__"},
+    {"cli", "_cli_upload", "__init__", "demo"},
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""
 
