@@ -155,8 +155,7 @@ class ServerProfile(BaseModel):
             raise ValueError(f"downloader {self.downloader!r} is not one of {sorted(DOWNLOADERS)}")
         if self.sender not in SENDERS:
             raise ValueError(f"sender {self.sender!r} is not one of {sorted(SENDERS)}")
-        needs = {*_NEEDS[self.searcher], *_NEEDS[self.downloader]}
-        missing = sorted(key for key in needs if getattr(self, key) is None)
+        missing = sorted(key for key in required_settings(self.searcher, self.downloader) if getattr(self, key) is None)
         if missing:
             raise ValueError(
                 f"{self.searcher} search and {self.downloader} download need {', '.join(missing)}"
@@ -272,7 +271,7 @@ class ServerProfile(BaseModel):
             session.mount("https://", capped)
         return session
 
-    def trolley(self, secret: str | None = None) -> Trolley:
+    def trolley(self, secret: str | None = None, *, download: bool = True) -> Trolley:
         """A :class:`~dicomtrolley.trolley.Trolley` for this server: its searcher and downloader on one session.
 
         Parameters
@@ -280,10 +279,15 @@ class ServerProfile(BaseModel):
         secret
             The password or token; looked up with :meth:`secret` when the
             login needs one and none is given.
+        download
+            ``False``: a trolley that only searches (no downloader is built, so
+            none of its settings are needed).
         """
-        http = {"qido-rs", "wado-rs", "wado-uri", "mint", "rad69"} & {self.searcher, self.downloader}
+        kinds = {self.searcher, self.downloader} if download else {self.searcher}
+        http = {"qido-rs", "wado-rs", "wado-uri", "mint", "rad69"} & kinds
         session = self.session(secret) if http else requests.Session()
-        return Trolley(SEARCHERS[self.searcher](self, session), DOWNLOADERS[self.downloader](self, session))
+        searcher = SEARCHERS[self.searcher](self, session)
+        return Trolley(searcher, DOWNLOADERS[self.downloader](self, session) if download else None)
 
 
     def build_sender(self, secret: str | None = None) -> Sender:
@@ -467,6 +471,15 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "c-store": ("host", "port"),
 }
 """The profile fields each kind cannot do without (a kind missing here needs none)."""
+
+
+def required_settings(*kinds: str) -> tuple[str, ...]:
+    """The profile fields these searcher and downloader kinds cannot do without, in the order they are named.
+
+    The command line asks for what is missing before it builds a profile, so it
+    can name its own options (``--host``) rather than the profile's fields.
+    """
+    return tuple(dict.fromkeys(name for kind in kinds for name in _NEEDS.get(kind, ())))
 
 
 # ------------------------------------------------------------ the servers file

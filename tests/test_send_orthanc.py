@@ -109,6 +109,14 @@ def test_upload_to_a_named_server_sends_with_its_c_store_sender(
     assert set(stored_files(destination)) == {i.uid for i in study.instances}
 
 
+def test_upload_to_a_dimse_address_sends_with_c_store(destination: OrthancServer, small: SampleData) -> None:
+    study = small.studies[2]
+    paths = [str(i.path) for i in study.instances]
+    argv = ["upload", "--host", "127.0.0.1", "--port", str(destination.dicom_port), "--called-aet", destination.aet]
+    assert main([*argv, *paths, "--no-progress"]) == 0
+    assert set(stored_files(destination)) == {i.uid for i in study.instances}
+
+
 def test_c_store_to_a_port_where_nothing_listens_fails_every_instance_as_unreachable(small: SampleData) -> None:
     from tests.support.orthanc import free_ports
 

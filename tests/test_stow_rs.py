@@ -164,5 +164,16 @@ def test_progress_counts_instances_and_bytes_as_the_answers_come(server: FaultSe
 
 
 def test_upload_without_a_path_is_a_usage_mistake_and_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["upload", "http://127.0.0.1:9/dicom-web"]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["upload", "http://127.0.0.1:9/dicom-web"])
+    assert stopped.value.code == 2
     assert "give the files or folders to send" in capsys.readouterr().err
+
+
+def test_upload_with_c_store_and_no_address_names_the_options_it_lacks(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["upload", "--sender", "c-store", "http://127.0.0.1:9/dicom-web", str(folder)])
+    assert stopped.value.code == 2
+    assert "--sender c-store needs --host and --port" in capsys.readouterr().err
