@@ -110,9 +110,11 @@ class DatasetStorage(Storage):
         return SavedInstance(reference, Path(self.output_dir or "."), 0, str(transfer_syntax))
 
 def storage_for(
-    given: Storage | DICOMDiskStorage | None, output_dir: str | os.PathLike[str] | None, template: str | None
+    given: Storage | DICOMDiskStorage | None, output_dir: str | os.PathLike[str] | Storage | None,
+    template: str | None,
 ) -> Storage:
-    """The storage of one download: the trolley's (under ``output_dir`` when given), or a folder of its own.
+    """The storage of one download: the trolley's (under ``output_dir`` when given), or a folder of its own,
+    or ``output_dir`` itself when it is a storage.
 
     A :class:`StorageDir` is copied for the download, so that its record of
     paths written ends with it and a batch of thousands of studies does not
@@ -123,6 +125,10 @@ def storage_for(
     DICOMTrolleyError
         No output folder at all, or a ``template`` or ``output_dir`` that this storage cannot take.
     """
+    if isinstance(output_dir, Storage):  # a download to another archive (a Destination), given for the one call
+        if template is not None:
+            raise DICOMTrolleyError(f"template applies to a folder; {output_dir!r} chooses where instances go")
+        return output_dir
     saver = dataset_saver(given, folder=StorageDir, protocol=Storage) if given is not None else None
     if saver is not None:
         if template is not None:

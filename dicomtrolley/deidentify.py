@@ -539,6 +539,11 @@ class DeidentifyingStorage(Storage):
         dataset = self._pseudonymised(attributes)
         return dataset is not None and self.storage.has(dataset)
 
+    def held(self, study_uid: str) -> int | None:
+        """Asks the wrapped storage how many instances it holds of this StudyInstanceUID's pseudonym."""
+        pseudonym = self._pseudonymise({"StudyInstanceUID": study_uid})
+        return None if pseudonym is None else self.storage.held(str(pseudonym.StudyInstanceUID))
+
     def locate(self, attributes: Attributes) -> str:
         """Where the instance with these *original* attributes goes, pseudonymised, relative to the wrapped storage.
 

@@ -222,4 +222,7 @@ def _read(item: SendItem) -> Dataset:
     """The instance as pydicom reads it: elements kept raw, so it is encoded again byte for byte."""
     if item.path is not None:
         return dcmread(item.path)
+    if item.stream is not None:
+        with item.open() as file:
+            return dcmread(file)
     return dcmread(io.BytesIO(item.data or b""))

@@ -261,6 +261,15 @@ class Storage(ABC):
         body = encode_dataset(dataset)
         return self.save(InstancePart(body, body.getbuffer().nbytes))
 
+    def held(self, study_uid: str) -> int | None:
+        """How many instances of this study the storage holds, asked afresh; ``None`` when it cannot say.
+
+        An export to another archive asks it once a study is sent, to check that
+        every instance arrived (an archive may answer "stored" and keep nothing).
+        A folder does not say (``None``): its files were checked as they were written.
+        """
+        return None
+
     def parallel(self, sink: PartSink, failures: list[FetchFailure]) -> AbstractContextManager[PartSink]:
         """How parts reach this storage during one fetch: the parallelism its saves allow.
 

@@ -26,7 +26,7 @@ from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -38,8 +38,9 @@ from dicomtrolley.roles import Sender
 
 logger = logging.getLogger(__name__)
 
-Sendable = str | os.PathLike[str] | bytes | bytearray | memoryview | Dataset
-"""One thing :meth:`~dicomtrolley.roles.Sender.send` takes: a file or folder, the bytes of a file, a dataset."""
+Sendable = str | os.PathLike[str] | bytes | bytearray | memoryview | Dataset | io.IOBase
+"""One thing :meth:`~dicomtrolley.roles.Sender.send` takes: a file or folder, the bytes of a file, a dataset,
+or an open seekable binary file of one instance (sent from where it is, as a download spooled it)."""
 
 OnError = Literal["raise", "collect"]
 
@@ -69,6 +70,9 @@ class SendItem:
         The file, for items on disk.
     data
         The Part 10 bytes, for items given in memory.
+    stream
+        An open seekable binary file of the Part 10 bytes, read from its start each time it is sent
+        and never closed here (its owner closes it).
     """
 
     name: str
@@ -78,12 +82,31 @@ class SendItem:
     transfer_syntax: str
     path: Path | None = None
     data: bytes | None = field(default=None, repr=False)
+    stream: IO[bytes] | None = field(default=None, repr=False)
 
     def open(self) -> IO[bytes]:
         """The Part 10 bytes as a binary file object, read from disk only now."""
         if self.path is not None:
             return self.path.open("rb")
+        if self.stream is not None:
+            self.stream.seek(0)
+            return _Lent(self.stream)  # type: ignore[return-value]
         return io.BytesIO(self.data or b"")
+
+
+class _Lent(io.RawIOBase):
+    """A file lent to a send: read through, but left open when the send closes it."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._file.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
 
 @dataclass(frozen=True)
@@ -186,11 +209,14 @@ def collect(items: Sendable | Iterable[Sendable]) -> Collected:
     file that cannot be read, or whose file meta lacks the UIDs, fails.
     """
     found = Collected()
-    counts = {"dataset": 0, "bytes": 0}
+    counts = {"dataset": 0, "bytes": 0, "stream": 0}
     for item in _each(items):
         if isinstance(item, Dataset):
             counts["dataset"] += 1
             _add_bytes(found, f"dataset #{counts['dataset']}", _encode(item))
+        elif isinstance(item, io.IOBase):
+            counts["stream"] += 1
+            _add_stream(found, f"stream #{counts['stream']}", item)  # type: ignore[arg-type]
         elif isinstance(item, (bytes, bytearray, memoryview)):
             counts["bytes"] += 1
             _add_bytes(found, f"bytes #{counts['bytes']}", bytes(item))
@@ -205,7 +231,7 @@ def collect(items: Sendable | Iterable[Sendable]) -> Collected:
 
 
 def _each(items: Sendable | Iterable[Sendable]) -> Iterator[Sendable]:
-    if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, Dataset)):
+    if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, Dataset, io.IOBase)):
         yield items
         return
     yield from items
@@ -250,6 +276,19 @@ def _add_file(found: Collected, path: Path) -> None:
     _add(found, name, head, size, path=path)
 
 
+def _add_stream(found: Collected, name: str, stream: IO[bytes]) -> None:
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(0)
+    head = stream.read(META_BYTES)
+    if head[_MAGIC_AT:_MAGIC_AT + 4] != b"DICM":
+        found.skipped.append((name, "not a DICOM file"))
+        return
+    if not _meta_complete(head):
+        stream.seek(0)
+        head = stream.read(size)
+    _add(found, name, head, size, stream=stream)
+
+
 def _add_bytes(found: Collected, name: str, data: bytes) -> None:
     if data[_MAGIC_AT:_MAGIC_AT + 4] != b"DICM":
         found.skipped.append((name, "not a DICOM file"))
@@ -258,7 +297,7 @@ def _add_bytes(found: Collected, name: str, data: bytes) -> None:
 
 
 def _add(found: Collected, name: str, head: bytes, size: int, *, path: Path | None = None,
-         data: bytes | None = None) -> None:
+         data: bytes | None = None, stream: IO[bytes] | None = None) -> None:
     meta = read_file_meta(head)
     missing = [keyword for keyword in _META_TAGS.values() if not meta.get(keyword)]
     if missing:
@@ -268,7 +307,7 @@ def _add(found: Collected, name: str, head: bytes, size: int, *, path: Path | No
     if meta["sop_class_uid"] == MEDIA_STORAGE_DIRECTORY:
         found.skipped.append((name, "a DICOMDIR (an index of files, not an instance)"))
         return
-    found.items.append(SendItem(name, size, path=path, data=data, **meta))
+    found.items.append(SendItem(name, size, path=path, data=data, stream=stream, **meta))
 
 
 def _meta_complete(head: bytes) -> bool:

@@ -42,12 +42,13 @@ from dicomtrolley.metadata import Metadata, MetadataSource
 from dicomtrolley.preview import DEFAULT_SIZE, PreviewSource, RenderedImage, as_image, representative_instance
 from dicomtrolley.progress import ProgressCallback
 from dicomtrolley.results import DownloadSummary, StudyList
-from dicomtrolley.roles import Downloader, SavedInstance, Searcher, Storage
+from dicomtrolley.roles import Downloader, SavedInstance, Searcher, Sender, Storage
 from dicomtrolley.storage import DICOMDiskStorage
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
+    from dicomtrolley.destination import Destination
     from dicomtrolley.export import ExportReport
     from dicomtrolley.export.politeness import TimeWindow
     from dicomtrolley.export.report import IndexFormat
@@ -143,7 +144,7 @@ class Trolley:
     def download(
         self,
         objects: Downloadable | Iterable[Downloadable],
-        output_dir: str | os.PathLike[str] | None = None,
+        output_dir: str | os.PathLike[str] | Storage | None = None,
         *,
         template: str | None = None,
         on_error: Literal["raise", "collect"] = "raise",
@@ -163,7 +164,9 @@ class Trolley:
         objects
             A StudyInstanceUID, a reference, a Study/Series/Instance, or a list of them.
         output_dir
-            The folder to write to; defaults to the trolley's ``storage``.
+            The folder to write to, or another :class:`~dicomtrolley.roles.Storage` for this
+            download (a :class:`~dicomtrolley.destination.Destination`: another archive);
+            defaults to the trolley's ``storage``.
         template
             A path template, e.g. ``"{PatientID}/{StudyDate}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm"``.
         on_error
@@ -205,7 +208,7 @@ class Trolley:
     def export(
         self,
         worklist: WorklistSource,
-        output_dir: str | os.PathLike[str],
+        output_dir: str | os.PathLike[str] | Sender | Destination,
         *,
         studies: int | None = None,
         executor: Executor | None = None,
@@ -232,6 +235,8 @@ class Trolley:
             A CSV file, a pandas DataFrame, or a list of StudyInstanceUIDs or Queries.
         output_dir
             The folder; it holds the files, the state database, ``report.csv`` and the index.
+            Or another archive (a STOW-RS sender, a :class:`~dicomtrolley.destination.Destination`),
+            verified study by study; ``state_dir`` is then required.
         studies, executor, template, max_attempts, retry_delay, refresh, skip_bad_rows, max_rate, window, progress, \
 index_format, deidentify, state_dir
             How the export runs (studies in flight, attempts, politeness, the index's
@@ -241,7 +246,8 @@ index_format, deidentify, state_dir
         from dicomtrolley.export import export  # the one upward edge: the export builds on the facade
 
         return export(
-            self, worklist, Path(output_dir), studies=studies, executor=executor, template=template,
+            self, worklist, output_dir if isinstance(output_dir, (Sender, Storage)) else Path(output_dir),
+            studies=studies, executor=executor, template=template,
             max_attempts=max_attempts, retry_delay=retry_delay, refresh=refresh, skip_bad_rows=skip_bad_rows,
             max_rate=max_rate, window=window, progress=progress, index_format=index_format, deidentify=deidentify,
             state_dir=state_dir,

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
      "_originals", "_processes", "_mapping"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
      "storage", "results", "progress", "caching", "deidentify", "metadata", "preview", "audit", "sending",
-     "stow_rs", "dimse_store"},
+     "stow_rs", "dimse_store", "destination"},
     {"_planning", "_download", "_dataset_storage"},
     {"trolley"},
     {"_trolley_profile"},

@@ -29,6 +29,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from dicomtrolley.deidentify import Deidentifier
+from dicomtrolley.destination import Destination
 from dicomtrolley.export.options import ExportOptions
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
 from dicomtrolley.export.remote import ProfileTrolley
@@ -38,6 +39,7 @@ from dicomtrolley.export.state import INDEX_COLUMNS
 from dicomtrolley.export.tasks import Exporter, SharedTrolley, TrolleySource
 from dicomtrolley.export.worklist import WorklistSource
 from dicomtrolley.profiles import ServerProfile
+from dicomtrolley.roles import Sender
 
 __all__ = [
     "INDEX_COLUMNS",
@@ -55,7 +57,7 @@ __all__ = [
 def export(
     trolley: Exporter | TrolleySource | ServerProfile,
     worklist: WorklistSource,
-    output_dir: str | Path,
+    output_dir: str | Path | Sender | Destination,
     *,
     studies: int | None = ExportOptions.studies,
     executor: Executor | None = ExportOptions.executor,
@@ -86,6 +88,10 @@ def export(
         (see :mod:`dicomtrolley.export.worklist`).
     output_dir
         The folder; it holds the files, the state database, ``report.csv`` and the index.
+        Or another archive: a :class:`~dicomtrolley.stow_rs.StowRS` sender (searched with
+        QIDO-RS at its URL) or a :class:`~dicomtrolley.destination.Destination`; each study
+        is sent as it is downloaded, and is done only when the archive, asked afterwards,
+        holds every instance the source holds. ``state_dir`` is then required.
     studies, executor, template, max_attempts, retry_delay, refresh, skip_bad_rows, max_rate, window, progress, \
 index_format, deidentify, state_dir
         How the export runs: the fields of :class:`ExportOptions`, which says what
@@ -99,6 +105,8 @@ index_format, deidentify, state_dir
         ``template`` names something that is not a DICOM keyword; nothing was downloaded.
     OutputFolderError
         ``output_dir`` (or the state folder) cannot be made or written in; nothing was downloaded.
+    DICOMTrolleyError
+        An export to another archive without ``state_dir``, or with a ``template``; nothing was sent.
     ExportLockedError
         Another export is using ``output_dir``.
     DeidentificationError

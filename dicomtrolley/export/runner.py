@@ -30,6 +30,7 @@ from typing import Any
 from dicomtrolley._originals import default_state_folder
 from dicomtrolley.audit import audit, recorded_values
 from dicomtrolley.deidentify import refuse_mapping_inside
+from dicomtrolley.destination import Destination, as_destination
 from dicomtrolley.exceptions import DeidentificationError, DICOMTrolleyError
 from dicomtrolley.export.options import ExportOptions
 from dicomtrolley.export.politeness import RateLimiter
@@ -48,7 +49,7 @@ from dicomtrolley.export.tasks import (
 )
 from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
 from dicomtrolley.progress import is_watched
-from dicomtrolley.roles import SavedInstance
+from dicomtrolley.roles import SavedInstance, Sender
 from dicomtrolley.storage import PathTemplate, check_output_folder
 
 logger = logging.getLogger(__name__)
@@ -101,12 +102,42 @@ def state_folder(output_dir: Path, options: ExportOptions) -> Path:
     return folder
 
 
+def destination_of(target: Sender | Destination, options: ExportOptions) -> tuple[Path, Destination]:
+    """The state folder and the :class:`~dicomtrolley.destination.Destination` of an export to another archive.
+
+    Raises
+    ------
+    DICOMTrolleyError
+        No ``state_dir`` (an archive has no folder for the state), a ``template``
+        (the archive names instances itself), an executor that ships tasks to other
+        processes, or a sender whose archive cannot be searched; nothing was sent.
+    """
+    if options.state_dir is None:
+        raise DICOMTrolleyError(
+            f"An export to {target!r} keeps its state database and report in a folder: give state_dir"
+        )
+    if options.template is not None:
+        raise DICOMTrolleyError(f"template applies to a folder; {target!r} names the instances it stores")
+    if options.executor is not None and not isinstance(options.executor, ThreadPoolExecutor):
+        raise DICOMTrolleyError(f"An export to {target!r} runs on this process's threads: give no executor")
+    return options.state_dir, as_destination(target)
+
+
 def run_export(
-    source: TrolleySource, worklist: WorklistSource, output_dir: str | Path, options: ExportOptions
+    source: TrolleySource, worklist: WorklistSource, output_dir: str | Path | Sender | Destination,
+    options: ExportOptions,
 ) -> ExportReport:
-    """Export every study of ``worklist`` into ``output_dir``; see :func:`dicomtrolley.export.export`."""
-    folder = Path(output_dir)
-    state_dir = state_folder(folder, options)
+    """Export every study of ``worklist`` into ``output_dir``, or send it to another archive.
+
+    See :func:`dicomtrolley.export.export`.
+    """
+    destination: Destination | None = None
+    if isinstance(output_dir, (Sender, Destination)):
+        folder, destination = destination_of(output_dir, options)
+        state_dir = folder
+    else:
+        folder = Path(output_dir)
+        state_dir = state_folder(folder, options)
     if options.template is not None:
         PathTemplate(options.template)  # a typo in a keyword fails here, not once per study
     if options.deidentify is not None and options.deidentify.options.state_dir is None:
@@ -131,14 +162,14 @@ def run_export(
             resolver = RowResolver(state, queries, options.max_attempts)
             del rows, queries  # the resolver keeps the rows it still has to search, and no more
             # Absolute: a task may run in a process with another working folder.
-            interrupted = _Driver(source, state, str(folder.resolve()), options, resolver).run()
+            interrupted = _Driver(source, state, str(folder.resolve()), options, resolver, destination).run()
         finally:
             report = write_outputs(state, folder, options.index_format, report_folder=state_dir,
                                    pseudonymised=options.deidentify is not None)
             state.close()
-        if options.deidentify is not None and not interrupted:
+        if options.deidentify is not None and not interrupted and destination is None:
             report.record_audit(audit(folder, state_dir) if recorded_values(state_dir) else None)
-    logger.info("Export to %s: %s", folder, report)
+    logger.info("Export to %s: %s", destination or folder, report)
     if interrupted:
         raise KeyboardInterrupt
     return report
@@ -157,8 +188,10 @@ class _Driver:
     """
 
     def __init__(
-        self, source: TrolleySource, state: StateDatabase, folder: str, options: ExportOptions, rows: RowResolver
+        self, source: TrolleySource, state: StateDatabase, folder: str, options: ExportOptions, rows: RowResolver,
+        destination: Destination | None = None,
     ) -> None:
+        self.destination = destination
         self.state = state
         self.folder = folder
         self.options = options
@@ -250,6 +283,7 @@ class _Driver:
                 task.uid, self.folder, self.options.template, after_crash=task.uid in self.after_crash,
                 # A task shipped to another process carries the options, not the key: its worker loads the key.
                 deidentify=deidentify if self.in_process or deidentify is None else deidentify.options,
+                destination=self.destination,
             )
             controls = self.controls if self.in_process else None
             future = executor.submit(export_study, self.source, study, controls)

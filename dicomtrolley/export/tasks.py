@@ -51,7 +51,7 @@ class Exporter(Protocol):
     def download(
         self,
         objects: Downloadable,
-        output_dir: str | os.PathLike[str] | None = None,
+        output_dir: str | os.PathLike[str] | Storage | None = None,
         *,
         template: str | None = None,
         on_error: Literal["raise", "collect"] = "raise",
@@ -100,6 +100,8 @@ class StudyTask:
     template: str | None = None
     after_crash: bool = False
     deidentify: Deidentifier | DeidentifyOptions | None = None
+    destination: Storage | None = None
+    """Another archive the study is sent to instead of ``output_dir`` (then only this process runs the task)."""
 
     def deidentifier(self) -> Deidentifier | None:
         """The task's deidentifier, its key loaded here when the task carries only options."""
@@ -168,11 +170,16 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
     # Passed only when set, so an exporter that never pseudonymises need not take the argument.
     deidentifier = task.deidentifier()
     pseudonymise = {"deidentify": deidentifier} if deidentifier is not None else {}
+    target: str | Storage = task.output_dir
+    if task.destination is not None:  # the archive is wrapped here, to be asked what arrived afterwards
+        target = task.destination if deidentifier is None else deidentifier.storage(task.destination)
+        pseudonymise = {}
     try:
         summary = source().download(
-            task.study_uid, task.output_dir, template=task.template, on_error="collect", progress=False,
+            task.study_uid, target, template=task.template, on_error="collect", progress=False,
             on_saved=saved, **pseudonymise,
         )
+        held = target.held(task.study_uid) if isinstance(target, Storage) else None
     except DICOMTrolleyError as error:  # the plan's search failed, or the key is missing: nothing was fetched
         return StudyOutcome(
             task.study_uid, FAILED, error=str(error), elapsed=time.perf_counter() - started, retry=worth_retrying(error)
@@ -183,7 +190,7 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
         transfer_syntaxes=dict(summary.transfer_syntaxes),
         elapsed=time.perf_counter() - started, instances=instances,
     )
-    if task.after_crash and summary.skipped:
+    if task.after_crash and summary.skipped and task.destination is None:
         written = {row.path for row in instances}
         instances.extend(row for row in _files_on_disk(source(), task, deidentifier) if row.path not in written)
     errors = [failure.error for failure in summary.failures]
@@ -194,7 +201,20 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
     elif errors or summary.missing:
         outcome.status, outcome.retry = FAILED, all_worth_retrying(errors)
         outcome.error = str(summary.failures[0]) if errors else f"{len(summary.missing)} instance(s) missing"
+    elif held is not None:
+        _verify_arrival(outcome, held)
     return outcome
+
+
+def _verify_arrival(outcome: StudyOutcome, held: int) -> None:
+    """Fail a study sent to an archive that holds fewer of its instances than the source (less those held back)."""
+    sent = outcome.expected if outcome.expected is not None else outcome.written + outcome.skipped
+    wanted = sent - outcome.quarantined
+    if held < wanted:
+        outcome.status = FAILED
+        outcome.error = (
+            f"the destination holds {held} of the study's {wanted} instances, though it answered that they were stored"
+        )
 
 
 def index_row(instance: SavedInstance) -> IndexRow:
