@@ -1,4 +1,4 @@
-"""``dicomtrolley export``: every study of a worklist into a folder; run again to continue."""
+"""``dicomtrolley export``: every study of a worklist into a folder, or to another archive; run again to continue."""
 
 from __future__ import annotations
 
@@ -21,18 +21,25 @@ from dicomtrolley._cli.options import (
     server_options,
 )
 from dicomtrolley._cli.server import deidentifier, positionals, profile
+from dicomtrolley.destination import Destination
 from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
+from dicomtrolley.profiles import ServerProfile, load_profile
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``export`` subcommand and its options."""
     job = sub.add_parser("export", help="export every study of a worklist; run again to continue",
-                         usage="dicomtrolley export (URL | --server NAME) WORKLIST -o DIR [options]")
+                         usage="dicomtrolley export (URL | --server NAME) WORKLIST "
+                               "(-o DIR | --to URL --state-dir DIR | --to-server NAME --state-dir DIR) [options]")
     server_options(job, url_help="DICOMweb root URL (or --server NAME; none for MINT with RAD-69, or DIMSE)")
     job.add_argument("worklist", nargs="?", help="CSV file: StudyInstanceUID, AccessionNumber, PatientID, ...")
-    output_options(job, output_help="output folder (state, report.csv, index; made if missing)")
+    output_options(job, output_help="output folder (state, report.csv, index; made if missing)", required=False)
+    job.add_argument("--to", metavar="URL",
+                     help="send the studies to this archive instead (STOW-RS; checked with QIDO-RS at the same URL)")
+    job.add_argument("--to-server", metavar="NAME",
+                     help="send the studies to this server of the servers file instead (its sender and searcher)")
     searcher_options(job)
     downloader_options(job)
     job.add_argument("--workers", type=positive_int, help="parallel requests per study")
@@ -69,7 +76,25 @@ def check(args: argparse.Namespace) -> None:
     args.worklist = words[0] if words else None
     if not args.worklist:
         raise UsageError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
+    places = [name for name, value in (("-o", args.output), ("--to", args.to), ("--to-server", args.to_server))
+              if value]
+    if len(places) != 1:
+        raise UsageError("give one place for the studies: -o DIR, --to URL or --to-server NAME"
+                         + (f", not {' and '.join(places)}" if places else ""))
+    if args.output is None and args.state_dir is None:
+        raise UsageError(f"{places[0]} needs --state-dir DIR: the state database and report.csv go there")
+    if args.output is None and args.template is not None:
+        raise UsageError(f"--template applies to -o; {places[0]} names the instances it stores")
+    if args.output is None and args.dask:
+        raise UsageError(f"{places[0]} runs on this machine's threads; --dask applies to -o")
     args.profile = profile(args, download=True)
+    args.destination = None
+    if args.output is None:
+        target = load_profile(args.to_server, args.config) if args.to_server else ServerProfile(url=args.to)
+        searcher = target.trolley(download=False).searcher
+        if searcher is None:  # pragma: no cover - a profile always names a searcher
+            raise UsageError(f"{target} has no searcher to check what arrived")
+        args.destination = Destination(target.build_sender(), searcher)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                 announce=lambda line: print(line, file=sys.stderr), **options,
             )
         else:
-            report = export(args.profile.trolley(), args.worklist, args.output, **options)
+            report = export(args.profile.trolley(), args.worklist, args.destination or args.output, **options)
     except KeyboardInterrupt:
         print("dicomtrolley: interrupted; state saved; run the same command to continue",
               file=sys.stderr)

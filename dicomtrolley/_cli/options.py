@@ -110,9 +110,9 @@ def downloader_options(parser: argparse.ArgumentParser) -> None:
                         "--aet at this host and port")
 
 
-def output_options(parser: argparse.ArgumentParser, *, output_help: str) -> None:
-    """The output folder and its path template."""
-    parser.add_argument("-o", "--output", required=True, help=output_help)
+def output_options(parser: argparse.ArgumentParser, *, output_help: str, required: bool = True) -> None:
+    """The output folder (``required``: unless the command has another place to put instances) and its template."""
+    parser.add_argument("-o", "--output", required=required, help=output_help)
     parser.add_argument(
         "--template", type=template,
         help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'",

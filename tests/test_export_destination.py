@@ -1,0 +1,158 @@
+"""Exports whose destination is another archive: Orthanc to Orthanc over STOW-RS, checked with QIDO-RS."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import requests
+from pydicom import dcmread
+
+from dicomtrolley.cli import main
+from dicomtrolley.deidentify import Deidentifier
+from dicomtrolley.destination import Destination
+from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.profiles import ServerProfile
+from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.sending import InstanceSender, SendItem, Tally
+from dicomtrolley.stow_rs import StowRS
+from dicomtrolley.trolley import Trolley
+from tests.support.orthanc import OrthancFactory, OrthancServer
+from tests.support.sample_data import SampleStudy
+
+pytestmark = pytest.mark.integration
+
+KEY = "a test key of thirty-two bytes!!"
+
+
+def trolley_for(server: OrthancServer) -> Trolley:
+    return ServerProfile(url=server.dicomweb_url).trolley()
+
+
+def stored_files(server: OrthancServer) -> dict[str, bytes]:
+    """Every file the server holds, by SOPInstanceUID."""
+    with server.session() as session:
+        files = {}
+        for orthanc_id in session.get(f"{server.base_url}/instances", timeout=30).json():
+            data = session.get(f"{server.base_url}/instances/{orthanc_id}/file", timeout=30).content
+            files[str(dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)] = data
+        return files
+
+
+class CountingStowRS(StowRS):
+    """STOW-RS that counts the instances it was asked to send."""
+
+    asked = 0
+
+    def send_items(self, items: Sequence[SendItem], tally: Tally) -> None:
+        CountingStowRS.asked += len(items)
+        super().send_items(items, tally)
+
+
+class Forgetful(InstanceSender):
+    """An archive that answers "stored" to everything and keeps nothing."""
+
+    def send_items(self, items: Sequence[SendItem], tally: Tally) -> None:
+        for item in items:
+            tally.delivered(item)
+
+
+@pytest.fixture
+def archive(orthanc_factory: OrthancFactory) -> OrthancServer:
+    return orthanc_factory(load=False)
+
+
+@pytest.fixture
+def studies(orthanc: OrthancServer) -> list[SampleStudy]:
+    return orthanc.sample.small_studies[:3]
+
+
+def test_an_export_to_an_archive_stores_every_instance_of_every_study(
+    orthanc: OrthancServer, archive: OrthancServer, studies: list[SampleStudy], tmp_path: Path
+) -> None:
+    sender = StowRS(requests.Session(), archive.dicomweb_url)
+    report = trolley_for(orthanc).export([s.uid for s in studies], sender, state_dir=tmp_path, progress=False)
+    assert report.ok
+    assert report.studies_done == 3
+    arrived = stored_files(archive)
+    assert set(arrived) == {i.uid for s in studies for i in s.instances}
+    one = studies[0].instances[0]
+    assert arrived[one.uid] == one.path.read_bytes()
+
+
+def test_a_rerun_sends_nothing_and_a_fresh_state_asks_the_archive(
+    orthanc: OrthancServer, archive: OrthancServer, studies: list[SampleStudy], tmp_path: Path
+) -> None:
+    uids = [s.uid for s in studies]
+    sender = CountingStowRS(requests.Session(), archive.dicomweb_url)
+    trolley_for(orthanc).export(uids, sender, state_dir=tmp_path / "first", progress=False)
+    CountingStowRS.asked = 0
+    again = trolley_for(orthanc).export(uids, sender, state_dir=tmp_path / "first", progress=False)
+    fresh = trolley_for(orthanc).export(uids, sender, state_dir=tmp_path / "fresh", progress=False)
+    assert CountingStowRS.asked == 0
+    assert again.ok
+    assert fresh.ok
+    assert fresh.studies_done == 3  # every study verified at the archive, none sent again
+
+
+def test_an_archive_that_answers_stored_but_keeps_nothing_fails_the_study(
+    orthanc: OrthancServer, archive: OrthancServer, studies: list[SampleStudy], tmp_path: Path
+) -> None:
+    destination = Destination(Forgetful(), QidoRS(requests.Session(), archive.dicomweb_url))
+    report = trolley_for(orthanc).export([studies[0].uid], destination, state_dir=tmp_path, progress=False)
+    assert not report.ok
+    assert report.studies_failed == 1
+    with (tmp_path / "report.csv").open(newline="") as file:
+        (row,) = csv.DictReader(file)
+    assert f"holds 0 of the study's {len(studies[0].instances)} instances" in row["error"]
+
+
+def test_an_export_to_an_archive_without_a_state_folder_is_refused_before_any_request(
+    orthanc: OrthancServer, studies: list[SampleStudy]
+) -> None:
+    sender = CountingStowRS(requests.Session(), "http://127.0.0.1:9/dicom-web")  # discard port: nothing listens
+    with pytest.raises(DICOMTrolleyError, match="state_dir"):
+        trolley_for(orthanc).export([studies[0].uid], sender, progress=False)
+
+
+def test_a_pseudonymised_transfer_leaves_no_original_identifier_at_the_archive(
+    orthanc: OrthancServer, archive: OrthancServer, studies: list[SampleStudy], tmp_path: Path
+) -> None:
+    sender = StowRS(requests.Session(), archive.dicomweb_url)
+    report = trolley_for(orthanc).export(
+        [s.uid for s in studies], sender, state_dir=tmp_path, progress=False, deidentify=Deidentifier(key=KEY)
+    )
+    assert report.ok
+    arrived = [dcmread(io.BytesIO(data), stop_before_pixels=True) for data in stored_files(archive).values()]
+    assert len(arrived) == sum(len(s.instances) for s in studies)
+    originals = {s.patient_id for s in studies} | {s.patient_name for s in studies} | {s.uid for s in studies}
+    held = {str(ds.PatientID) for ds in arrived} | {str(ds.PatientName) for ds in arrived} | {
+        str(ds.StudyInstanceUID) for ds in arrived}
+    assert not originals & held
+
+
+def test_the_command_line_exports_a_worklist_to_an_archive(
+    orthanc: OrthancServer, archive: OrthancServer, studies: list[SampleStudy], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    worklist = tmp_path / "worklist.csv"
+    worklist.write_text("StudyInstanceUID\n" + "".join(f"{s.uid}\n" for s in studies[:2]))
+    code = main(["export", orthanc.dicomweb_url, str(worklist), "--to", archive.dicomweb_url,
+                 "--state-dir", str(tmp_path / "state"), "--no-progress"])
+    assert code == 0
+    assert set(stored_files(archive)) == {i.uid for s in studies[:2] for i in s.instances}
+    assert "2 studies done" in capsys.readouterr().out
+
+
+def test_the_command_line_refuses_an_archive_without_a_state_folder(
+    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    worklist = tmp_path / "worklist.csv"
+    worklist.write_text("StudyInstanceUID\n1.2.3\n")
+    with pytest.raises(SystemExit) as stopped:
+        main(["export", orthanc.dicomweb_url, str(worklist), "--to", "http://127.0.0.1:9/dicom-web"])
+    assert stopped.value.code == 2
+    assert "--state-dir" in capsys.readouterr().err
