@@ -20,6 +20,7 @@ from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.sending import InstanceSender, SendItem, Tally
 from dicomtrolley.stow_rs import StowRS
 from dicomtrolley.trolley import Trolley
+from tests.support.fault_server import FaultServer
 from tests.support.orthanc import OrthancFactory, OrthancServer
 from tests.support.sample_data import SampleStudy
 
@@ -145,6 +146,19 @@ def test_the_command_line_exports_a_worklist_to_an_archive(
     assert code == 0
     assert set(stored_files(archive)) == {i.uid for s in studies[:2] for i in s.instances}
     assert "2 studies done" in capsys.readouterr().out
+
+
+def test_the_command_line_exits_1_when_the_archive_answers_stored_but_holds_nothing(
+    orthanc: OrthancServer, studies: list[SampleStudy], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    worklist = tmp_path / "worklist.csv"
+    worklist.write_text(f"StudyInstanceUID\n{studies[0].uid}\n")
+    with FaultServer([]) as archive:  # answers 200 to STOW-RS, and its searches find nothing
+        code = main(["export", orthanc.dicomweb_url, str(worklist), "--to", archive.dicomweb_url,
+                     "--state-dir", str(tmp_path / "state"), "--no-progress"])
+        assert len(archive.stored) == len(studies[0].instances)
+    assert code == 1
+    assert "1 failed" in capsys.readouterr().out
 
 
 def test_the_command_line_refuses_an_archive_without_a_state_folder(
