@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,18 +19,20 @@ from dicomtrolley.cli import main
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.destination import Destination
 from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.export.state import DATABASE_NAME
 from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.sending import InstanceSender, SendItem, Tally
 from dicomtrolley.stow_rs import StowRS
 from dicomtrolley.trolley import Trolley
-from tests.support.fault_server import FaultServer
+from tests.support.fault_server import FaultServer, make_instances
 from tests.support.orthanc import OrthancFactory, OrthancServer
 from tests.support.sample_data import SampleStudy
 
 pytestmark = pytest.mark.integration
 
 KEY = "a test key of thirty-two bytes!!"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def trolley_for(server: OrthancServer) -> Trolley:
@@ -170,3 +176,67 @@ def test_the_command_line_refuses_an_archive_without_a_state_folder(
         main(["export", orthanc.dicomweb_url, str(worklist), "--to", "http://127.0.0.1:9/dicom-web"])
     assert stopped.value.code == 2
     assert "--state-dir" in capsys.readouterr().err
+
+
+@pytest.fixture
+def twenty_studies(
+    orthanc_factory: OrthancFactory, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[OrthancServer, set[str], Path]:
+    """An Orthanc holding 20 small studies, their SOPInstanceUIDs, and a worklist of them."""
+    server = orthanc_factory(load=False)
+    folder = tmp_path_factory.mktemp("twenty")
+    paths, uids, sops = [], [], set()
+    for number in range(20):
+        instances = make_instances(series_sizes=(3,), pixels=64, name=f"twenty-{number}", patient_id=f"T{number:03d}")
+        uids.append(instances[0].study_uid)
+        for instance in instances:
+            path = folder / f"{instance.sop_uid}.dcm"
+            path.write_bytes(instance.data)
+            paths.append(path)
+            sops.add(instance.sop_uid)
+    server.upload(paths)
+    worklist = folder / "worklist.csv"
+    worklist.write_text("StudyInstanceUID\n" + "".join(f"{uid}\n" for uid in uids))
+    return server, sops, worklist
+
+
+def studies_done(state: Path) -> int:
+    if not (state / DATABASE_NAME).exists():
+        return 0
+    with sqlite3.connect(state / DATABASE_NAME) as db:
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM studies WHERE status = 'done'").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+def start_transfer(source: OrthancServer, worklist: Path, archive: OrthancServer, state: Path,
+                   *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dicomtrolley.cli", "export", source.dicomweb_url, str(worklist),
+         "--to", archive.dicomweb_url, "--state-dir", str(state), "--no-progress", "--studies", "2", *extra],
+        cwd=REPO, stderr=subprocess.PIPE,
+    )
+
+
+def test_kill_9_mid_transfer_then_the_same_command_completes_it(
+    twenty_studies: tuple[OrthancServer, set[str], Path], archive: OrthancServer, tmp_path: Path
+) -> None:
+    source, sops, worklist = twenty_studies
+    state = tmp_path / "state"
+    process = start_transfer(source, worklist, archive, state, "--max-rate", "100KB/s")
+    deadline = time.monotonic() + 60
+    while studies_done(state) < 5:
+        assert process.poll() is None, "the transfer ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert 5 <= studies_done(state) < 20
+    rerun = start_transfer(source, worklist, archive, state)
+    assert rerun.wait(timeout=120) == 0, rerun.stderr.read() if rerun.stderr else ""
+    assert studies_done(state) == 20
+    with sqlite3.connect(state / DATABASE_NAME) as db:
+        attempts = dict(db.execute("SELECT uid, attempts FROM studies").fetchall())
+    assert sum(1 for a in attempts.values() if a > 1) <= 2  # only those in flight at the kill ran twice
+    assert set(stored_files(archive)) == sops
