@@ -13,13 +13,23 @@ answered.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from dicomtrolley._header import read_header
-from dicomtrolley.core import InstancePart, InstanceReference, Query, QueryLevels
+from dicomtrolley.core import (
+    FetchFailure,
+    InstancePart,
+    InstanceReference,
+    PartSink,
+    Query,
+    QueryLevels,
+    StudyReference,
+)
 from dicomtrolley.exceptions import DICOMTrolleyError, HeaderError, StorageError
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.roles import Attributes, SavedInstance, Searcher, Sender, Storage
@@ -29,6 +39,10 @@ from dicomtrolley.stow_rs import StowRS
 logger = logging.getLogger(__name__)
 
 _UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+HANDOVER_BYTES = 4 << 20
+"""An instance up to this size is copied and sent on the destination's threads while the download goes on;
+a larger one is sent from its spooled file in the thread that fetched it (memory stays bounded)."""
 
 
 class Destination(Storage):
@@ -43,13 +57,21 @@ class Destination(Storage):
         Searches the same archive (:class:`~dicomtrolley.qido_rs.QidoRS`,
         :class:`~dicomtrolley.dicom_qr.DICOMQR`): which instances it already
         holds, and whether what was sent arrived.
+    workers
+        Instances sent at once, shared by every download that sends here: sending
+        one at a time in the fetching thread would leave the download waiting for
+        each answer.
     """
 
-    def __init__(self, sender: Sender, searcher: Searcher) -> None:
+    def __init__(self, sender: Sender, searcher: Searcher, *, workers: int = 4) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self.sender = sender
         self.searcher = searcher
+        self.workers = workers
         self._known: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"Destination({self.sender!r})"
@@ -117,6 +139,17 @@ class Destination(Storage):
             header.transfer_syntax, header.attributes, relative=relative,
         )
 
+    def parallel(self, sink: PartSink, failures: list[FetchFailure]) -> _Handover:
+        """A sink that hands each part of up to :data:`HANDOVER_BYTES` to the destination's threads and returns.
+
+        On exit it waits for the parts it handed over, and appends those whose ``sink`` raised to ``failures``.
+        """
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="dicomtrolley-destination")
+            pool = self._pool
+        return _Handover(pool, self.workers, sink, failures)
+
     def _instances(self, study_uid: str) -> frozenset[str]:
         with self._lock:
             known = self._known.get(study_uid)
@@ -129,6 +162,50 @@ class Destination(Storage):
         return frozenset(
             instance.uid for study in self.searcher.find_studies(query) for instance in study.all_instances()
         )
+
+
+class _Handover:
+    """One download's parts, sent on the destination's shared threads, at most ``depth`` of them at once."""
+
+    def __init__(self, pool: ThreadPoolExecutor, depth: int, sink: PartSink, failures: list[FetchFailure]) -> None:
+        self._pool = pool
+        self._sink = sink
+        self._failures = failures
+        self._slots = threading.BoundedSemaphore(depth)
+        self._pending: list[tuple[InstancePart, Future[None]]] = []
+
+    def __enter__(self) -> PartSink:
+        return self
+
+    def __call__(self, part: InstancePart) -> None:
+        if part.size > HANDOVER_BYTES:
+            self._sink(part)  # sent from where it was spooled; the fetching thread waits for it
+            return
+        part.body.seek(0)
+        copy = InstancePart(  # the downloader closes its part once this returns
+            io.BytesIO(part.body.read()), part.size, part.content_type, part.source, part.reference, part.headers
+        )
+        self._slots.acquire()
+        future = self._pool.submit(self._send, copy)
+        self._pending.append((copy, future))
+
+    def _send(self, part: InstancePart) -> None:
+        try:
+            self._sink(part)
+        finally:
+            part.close()
+            self._slots.release()
+
+    def __exit__(self, *exc: object) -> None:
+        wait([future for _, future in self._pending])
+        for part, future in self._pending:
+            error = future.exception()
+            if error is not None and not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt, SystemExit: not a failure of one instance
+            if error is not None:
+                target = part.reference or part.source or StudyReference("unknown")
+                self._failures.append(FetchFailure(target, error))
+        self._pending.clear()
 
 
 def as_destination(target: Sender | Destination) -> Destination:
