@@ -25,7 +25,7 @@ from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.sending import InstanceSender, SendItem, Tally
 from dicomtrolley.stow_rs import StowRS
 from dicomtrolley.trolley import Trolley
-from tests.support.fault_server import FaultServer, make_instances
+from tests.support.fault_server import Fault, FaultServer, Route, make_instances
 from tests.support.orthanc import OrthancFactory, OrthancServer
 from tests.support.sample_data import SampleStudy
 
@@ -115,6 +115,22 @@ def test_an_archive_that_answers_stored_but_keeps_nothing_fails_the_study(
     with (tmp_path / "report.csv").open(newline="") as file:
         (row,) = csv.DictReader(file)
     assert f"holds 0 of the study's {len(studies[0].instances)} instances" in row["error"]
+
+
+def test_an_instance_the_archive_refuses_fails_the_study_with_the_archive_reason(
+    orthanc: OrthancServer, studies: list[SampleStudy], tmp_path: Path
+) -> None:
+    with FaultServer([]) as archive:
+        archive.add_fault(Fault.REFUSE, route=Route.STOW_RS, after_parts=1, status=0xA700, times=1)
+        report = trolley_for(orthanc).export(
+            [studies[0].uid], StowRS(requests.Session(), archive.dicomweb_url), state_dir=tmp_path, progress=False,
+            max_attempts=1,
+        )
+    assert report.studies_failed == 1
+    with (tmp_path / "report.csv").open(newline="") as file:
+        (row,) = csv.DictReader(file)
+    assert "did not store" in row["error"]
+    assert "0xA700" in row["error"]
 
 
 def test_an_export_to_an_archive_without_a_state_folder_is_refused_before_any_request(
