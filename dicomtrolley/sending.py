@@ -95,7 +95,7 @@ class SendItem:
 
 
 class _Lent(io.RawIOBase):
-    """A file lent to a send: read through, but left open when the send closes it."""
+    """A file lent to a send: read and sought through, but left open when the send closes it."""
 
     def __init__(self, file: IO[bytes]) -> None:
         self._file = file
@@ -107,6 +107,15 @@ class _Lent(io.RawIOBase):
         data = self._file.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
 
 
 @dataclass(frozen=True)

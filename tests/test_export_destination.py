@@ -18,6 +18,8 @@ from pydicom import dcmread
 from dicomtrolley.cli import main
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.destination import Destination
+from dicomtrolley.dicom_qr import DICOMQR
+from dicomtrolley.dimse_store import DICOMCStore
 from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.export.state import DATABASE_NAME
 from dicomtrolley.profiles import ServerProfile
@@ -88,6 +90,19 @@ def test_an_export_to_an_archive_stores_every_instance_of_every_study(
     assert set(arrived) == {i.uid for s in studies for i in s.instances}
     one = studies[0].instances[0]
     assert arrived[one.uid] == one.path.read_bytes()
+
+
+def test_an_export_over_c_store_checked_with_c_find_stores_every_instance(
+    orthanc: OrthancServer, archive: OrthancServer, studies: list[SampleStudy], tmp_path: Path
+) -> None:
+    destination = Destination(
+        DICOMCStore("127.0.0.1", archive.dicom_port, called_aet=archive.aet),
+        DICOMQR("127.0.0.1", archive.dicom_port, aec=archive.aet),
+    )
+    report = trolley_for(orthanc).export([s.uid for s in studies], destination, state_dir=tmp_path, progress=False)
+    assert report.ok
+    assert report.studies_done == 3
+    assert set(stored_files(archive)) == {i.uid for s in studies for i in s.instances}
 
 
 def test_a_rerun_sends_nothing_and_a_fresh_state_asks_the_archive(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from pydicom import dcmread
@@ -62,3 +63,17 @@ def test_the_summary_is_one_line_with_counts_size_and_rate() -> None:
     assert not summary.ok
     assert summary.failed == 1
     assert str(summary.failures[0]) == "b.dcm (1.2.3): 0xA700 (out of resources)"
+
+
+def test_an_open_file_is_read_from_its_start_each_time_and_left_open_for_its_owner() -> None:
+    data = dicom_bytes("1.2.7")
+    stream = io.BytesIO(data)
+    stream.seek(100)
+    (item,) = collect(stream).items
+    assert (item.sop_instance_uid, item.size) == ("1.2.7", len(data))
+    for _ in range(2):  # a retried request reads it again
+        with item.open() as file:
+            assert dcmread(file).SOPInstanceUID == "1.2.7"
+    assert not stream.closed
+    with item.open() as file:
+        assert file.read() == data
