@@ -19,10 +19,11 @@ import requests
 from requests.auth import HTTPBasicAuth
 
 from dicomtrolley._http import HTTPClient
-from dicomtrolley.auth import VitreaAuth
+from dicomtrolley.auth import AzureCredentials, BearerAuth, GoogleCredentials, TokenCommand, VitreaAuth
 from dicomtrolley.core import Downloader, Searcher
 from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.tokens import AZURE_DICOM_SCOPE, GOOGLE_SCOPES, TokenProvider
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import AS_STORED, WadoRS
 from dicomtrolley.wado_uri import WadoURI
@@ -126,6 +127,8 @@ def _describe_http(clients: list[HTTPClient], fields: dict[str, Any]) -> None:
 def _login(session: requests.Session) -> dict[str, Any]:
     auth = session.auth
     bearer = str(session.headers.get("Authorization", ""))
+    if isinstance(auth, BearerAuth):
+        return _token_login(auth.provider)
     if isinstance(auth, VitreaAuth):
         return {"auth": "vitrea", "user": auth.user, "login_url": auth.login_url, "realm": auth.realm}
     if isinstance(auth, HTTPBasicAuth):
@@ -137,3 +140,17 @@ def _login(session: requests.Session) -> dict[str, Any]:
     if auth is None and not bearer:
         return {"auth": "none"}
     raise DICOMTrolleyError(f"A profile cannot describe the session's login ({type(auth).__name__})")
+
+
+def _token_login(provider: TokenProvider) -> dict[str, Any]:
+    """The profile's login for a BearerAuth: only providers that each process can build for itself."""
+    if isinstance(provider, GoogleCredentials) and provider.from_environment and provider.scopes == GOOGLE_SCOPES:
+        return {"auth": "google"}
+    if isinstance(provider, AzureCredentials) and provider.from_environment and provider.scope == AZURE_DICOM_SCOPE:
+        return {"auth": "azure"}
+    if isinstance(provider, TokenCommand):
+        return {"auth": "token-command", "token_command": provider.command}
+    raise DICOMTrolleyError(
+        f"A profile cannot describe the bearer tokens of {provider!r}: use GoogleCredentials(), "
+        "AzureCredentials() or a TokenCommand, which each process can build for itself"
+    )

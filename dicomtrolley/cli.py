@@ -89,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
         p.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
         p.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
+        tokens = p.add_mutually_exclusive_group()
+        tokens.add_argument("--auth", choices=["google", "azure"],
+                            help="bearer tokens from Google's Application Default Credentials, or from Azure's "
+                            "DefaultAzureCredential for its DICOM service; renewed as they expire")
+        tokens.add_argument("--token-command", metavar="CMD",
+                            help="bearer tokens printed by this command, e.g. 'gcloud auth print-access-token'")
         tls = p.add_mutually_exclusive_group()
         tls.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
         tls.add_argument("--ca-file", help="verify TLS certificates with this CA file (default: $REQUESTS_CA_BUNDLE, "
@@ -242,7 +248,11 @@ def _profile(args: argparse.Namespace) -> ServerProfile:
     settings = {key: value for key, value in given.items() if value is not None}
     if args.no_verify:
         settings["verify"] = False
-    if args.login_url:
+    if args.auth:
+        settings["auth"] = args.auth
+    elif args.token_command:
+        settings.update(auth="token-command", token_command=args.token_command)
+    elif args.login_url:
         settings.update(auth="vitrea", realm=args.realm)
     elif args.user:
         settings["auth"] = "basic"
@@ -315,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("argument --server: give a URL or --server NAME, not both")
     if args.login_url and not args.user:
         parser.error("argument --login-url: needs --user")
+    if (args.auth or args.token_command) and args.user:
+        parser.error(f"argument {'--auth' if args.auth else '--token-command'}: not allowed with --user")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     commands = {"search": _search, "download": _download, "export": _export}

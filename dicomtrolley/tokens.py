@@ -93,6 +93,11 @@ class GoogleCredentials:
         self._credentials = credentials
         self._own = credentials is None
 
+    @property
+    def from_environment(self) -> bool:
+        """Whether the credentials are ADC, found in the environment of each process, not given by hand."""
+        return self._own
+
     def __repr__(self) -> str:
         if self._own:
             return f"{type(self).__name__}(scopes={self.scopes!r})"
@@ -138,6 +143,11 @@ class AzureCredentials:
         self.scope = scope
         self._credential = credential
         self._own = credential is None
+
+    @property
+    def from_environment(self) -> bool:
+        """Whether the credential is ``DefaultAzureCredential``, found in the environment of each process."""
+        return self._own
 
     def __repr__(self) -> str:
         if self._own:

@@ -32,7 +32,7 @@ from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError, Sh
 from dicomtrolley.export import export
 from dicomtrolley.export.report import ExportReport
 from dicomtrolley.export.worklist import WorklistSource
-from dicomtrolley.profiles import PASSWORD_VARIABLE, TOKEN_VARIABLE, ServerProfile
+from dicomtrolley.profiles import PASSWORD_VARIABLE, SECRET_AUTHS, TOKEN_VARIABLE, ServerProfile
 from dicomtrolley.trolley import Trolley
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ def check_worker_secrets(client: Client, profile: ServerProfile) -> None:
 def _secret_problem(profile: ServerProfile) -> str:
     """Run on each worker: why it has no secret for ``profile``, or an empty string."""
     try:
-        profile.secret()
+        profile.check_credentials()
     except DICOMTrolleyError as error:
         return f"{socket.gethostname()}: {error}"
     return ""
@@ -333,7 +333,7 @@ def export_on_dask(
     spec = DaskSpec.parse(dask) if isinstance(dask, str) else dask
     profile = trolley if isinstance(trolley, ServerProfile) else ServerProfile.from_trolley(trolley)
     worker_env: dict[str, str] = {}
-    if spec.local_workers is not None and profile.auth != "none":
+    if spec.local_workers is not None and profile.auth in SECRET_AUTHS:
         worker_env[TOKEN_VARIABLE if profile.auth == "bearer" else PASSWORD_VARIABLE] = profile.secret()
     with dask_client(spec, worker_env=worker_env) as client:
         threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
