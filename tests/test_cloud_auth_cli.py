@@ -105,7 +105,7 @@ def test_download_with_a_token_command_asks_it_again_after_a_401(
         "import json, urllib.request\n"
         f"request = urllib.request.Request('{endpoints.azure_environment()['IDENTITY_ENDPOINT']}?resource=x',\n"
         f"    headers={{'X-IDENTITY-HEADER': '{endpoints.azure_environment()['IDENTITY_HEADER']}'}})\n"
-        "print(json.load(urllib.request.urlopen(request))['access_token'])\n",  # noqa: S310 - loopback
+        "print(json.load(urllib.request.urlopen(request))['access_token'])\n",
         encoding="utf-8",
     )
     study = orthanc.sample.large_study
