@@ -15,6 +15,7 @@ LAYERS: list[set[str]] = [
     {"_version", "exceptions", "_compat"},
     {"core", "roles", "_concurrency"},
     {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e", "_get_contexts", "tokens",
+     "_accept",
      "_jsonstream", "_spooled"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
      "storage", "results", "progress", "caching", "deidentify", "metadata", "preview"},
