@@ -23,14 +23,18 @@ from tests.support.quirk_server import QuirkServer
 pytestmark = pytest.mark.integration
 
 LIFETIME = 1.5
-"""Seconds a token lives: shorter than the download of the large study (300 requests) and than the export."""
+"""Seconds a token lives (announced): about a third of the download of the large study (300 requests)."""
 
 TEMPLATE = "{StudyInstanceUID}/{SOPInstanceUID}.dcm"
 
 
+MAX_USES = 60
+"""Requests a token is good for: 300 instances, one request each, need at least five tokens."""
+
+
 @pytest.fixture
 def issuer() -> TokenIssuer:
-    return TokenIssuer(lifetime=LIFETIME)
+    return TokenIssuer(lifetime=LIFETIME, max_uses=MAX_USES)
 
 
 @pytest.fixture

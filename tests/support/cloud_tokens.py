@@ -44,12 +44,17 @@ class TokenIssuer:
     ----------
     lifetime
         Seconds a token is valid; what the endpoints advertise too.
+    max_uses
+        Requests a token is good for, then refused as expired (unannounced): makes
+        a token expire during a download however fast the machine is.
     """
 
-    def __init__(self, lifetime: float) -> None:
+    def __init__(self, lifetime: float, max_uses: int | None = None) -> None:
         self.lifetime = lifetime
+        self.max_uses = max_uses
         self._lock = threading.Lock()
         self._expiry: dict[str, float] = {}
+        self._uses: dict[str, int] = {}
         self.issued: list[tuple[str, str]] = []
         """``(who asked, token)`` in the order issued: ``"google"`` or ``"azure"``."""
 
@@ -63,10 +68,12 @@ class TokenIssuer:
         return token, expires
 
     def valid(self, token: str) -> bool:
-        """Whether ``token`` was issued here and has not expired."""
+        """Whether ``token`` was issued here and has not expired (by time or by use); counts a use."""
         with self._lock:
             expires = self._expiry.get(token)
-        return expires is not None and time.time() < expires
+            uses = self._uses[token] = self._uses.get(token, 0) + 1
+        worn = self.max_uses is not None and uses > self.max_uses
+        return expires is not None and time.time() < expires and not worn
 
     def count(self, asker: str) -> int:
         """Tokens issued to ``asker``."""
