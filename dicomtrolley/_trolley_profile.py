@@ -59,6 +59,8 @@ def _merge(fields: dict[str, Any], **values: Any) -> None:
 
 
 def _describe_searcher(searcher: Searcher, fields: dict[str, Any]) -> HTTPClient | None:
+    if searcher.result_cap is not None:
+        _merge(fields, search_cap=searcher.result_cap)
     if isinstance(searcher, QidoRS):
         _merge(fields, searcher="qido-rs", url=searcher.url)
         return searcher.http

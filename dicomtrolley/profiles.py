@@ -121,6 +121,10 @@ class ServerProfile(BaseModel):
         Seconds to connect, and to wait for data (HTTP) or a message (DIMSE).
     workers
         Requests a downloader runs at once (the downloader's default when unset).
+    search_cap
+        The most results the server answers one search with (its C-FIND or
+        QIDO-RS cap), when known: a search that finds that many over a date
+        range is split by date (:mod:`dicomtrolley.capped`).
     max_connections
         A cap on the HTTP connections open to the server at once, across every
         thread that shares the trolley (a batch export's studies included):
@@ -152,6 +156,7 @@ class ServerProfile(BaseModel):
     read_timeout: float = Field(default=300.0, gt=0)
     workers: int | None = Field(default=None, ge=1)
     max_connections: int | None = Field(default=None, ge=1)
+    search_cap: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _complete(self) -> ServerProfile:
@@ -315,7 +320,9 @@ class ServerProfile(BaseModel):
         """
         http = {"qido-rs", "wado-rs", "wado-uri", "mint", "rad69"} & {self.searcher, self.downloader}
         session = self.session(secret) if http else requests.Session()
-        return Trolley(SEARCHERS[self.searcher](self, session), DOWNLOADERS[self.downloader](self, session))
+        searcher = SEARCHERS[self.searcher](self, session)
+        searcher.result_cap = self.search_cap
+        return Trolley(searcher, DOWNLOADERS[self.downloader](self, session))
 
 
 _TOKEN_PROVIDERS: dict[str, Callable[[ServerProfile], TokenProvider]] = {

@@ -259,10 +259,15 @@ class QidoRS(Searcher):
                 break
             if first_row is not None and page[0] == first_row:
                 logger.warning(
-                    "QIDO-RS %s ignores offset (the page at %d repeats the first); stopping",
+                    "QIDO-RS %s ignores offset (the page at %d repeats the first); stopping (the server may cap "
+                    "its answers at %d)",
                     redact_url(url),
                     offset,
+                    offset - query.offset,
                 )
+                # What cannot be paged past may be a cap: a search over dates that finds as many
+                # is then split (capped.py). The largest such page is the likeliest cap.
+                self.result_cap = max(self.result_cap or 0, offset - query.offset)
                 break
             if first_row is None:
                 first_row = page[0]

@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._download import DownloadJob, download
 from dicomtrolley._planning import count_series, find_instances
+from dicomtrolley.capped import find_uncapped
 from dicomtrolley.core import (
     DICOMObject,
     DICOMObjectLevels,
@@ -105,8 +106,12 @@ class Trolley:
         return self.searcher
 
     def find_studies(self, query: Query) -> StudyList:
-        """Every study matching ``query``, down to its query level; prints as a table."""
-        return StudyList(self._require_searcher().find_studies(query), previewer=self.rendered)
+        """Every study matching ``query``, down to its query level; prints as a table.
+
+        An answer cut at the server's cap is searched again over the halves of
+        its StudyDate range, until no part is cut (:func:`~dicomtrolley.capped.find_uncapped`).
+        """
+        return StudyList(find_uncapped(self._require_searcher(), query), previewer=self.rendered)
 
     def find_study(self, query: Query) -> Study:
         """The one study matching ``query``; an error if none or several match."""

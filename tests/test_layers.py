@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
      "_accept",
      "_jsonstream", "_spooled"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
-     "storage", "results", "progress", "caching", "deidentify", "metadata", "preview"},
+     "storage", "results", "progress", "caching", "deidentify", "metadata", "preview", "capped"},
     {"_planning", "_download"},
     {"trolley"},
     {"_trolley_profile"},

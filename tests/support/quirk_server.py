@@ -9,6 +9,7 @@ Each quirk is switched on by a constructor argument, so a test names the one it 
   ``transfer-syntax=*`` is refused with 406 (as Azure's DICOM service does);
 - ``qido_cap``: a QIDO-RS answer stops at this many results, with the
   standard's ``Warning`` header when ``cap_warning`` is set, silently otherwise;
+  with ``ignore_offset`` it cannot be paged past either (every page is the first);
 - ``throttle_every``: every n-th request is answered 429 with ``Retry-After``.
 
 Everything else is proxied to the upstream, and every request is recorded with
@@ -49,6 +50,8 @@ class QuirkServer(VitreaGateway):
         At most this many QIDO-RS results per answer.
     cap_warning
         Say so in a Warning header when an answer was cut.
+    ignore_offset
+        Answer every QIDO-RS page from the first result, whatever its ``offset``.
     throttle_every
         Answer every n-th request 429.
     retry_after
@@ -63,6 +66,7 @@ class QuirkServer(VitreaGateway):
         refuse_any_syntax: bool = False,
         qido_cap: int | None = None,
         cap_warning: bool = False,
+        ignore_offset: bool = False,
         throttle_every: int | None = None,
         retry_after: int = 1,
     ) -> None:
@@ -71,6 +75,7 @@ class QuirkServer(VitreaGateway):
         self.refuse_any_syntax = refuse_any_syntax
         self.qido_cap = qido_cap
         self.cap_warning = cap_warning
+        self.ignore_offset = ignore_offset
         self.throttle_every = throttle_every
         self.retry_after = retry_after
         self._counter = 0
@@ -123,9 +128,13 @@ class _QuirkHandler(_Handler):
 
     def _capped(self, quirks: QuirkServer, cap: int) -> None:
         """Ask the upstream, and answer at most ``cap`` of its results."""
+        path, _, query = self.path.partition("?")
+        if quirks.ignore_offset:
+            query = "&".join(pair for pair in query.split("&") if not pair.startswith("offset="))
         upstream = http.client.HTTPConnection(quirks.upstream_host, quirks.upstream_port, timeout=60)
         try:
-            upstream.request("GET", quirks.upstream_prefix + self.path, headers={"Accept": "application/dicom+json"})
+            target = f"{quirks.upstream_prefix}{path}?{query}" if query else quirks.upstream_prefix + path
+            upstream.request("GET", target, headers={"Accept": "application/dicom+json"})
             answer = upstream.getresponse()
             status, raw = answer.status, answer.read()
         finally:
