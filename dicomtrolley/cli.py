@@ -175,7 +175,27 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--state-dir", metavar="DIR", type=Path,
                      help="state database and report.csv here (default: the output folder; with --deidentify "
                      "<output>.state beside the mapping, or beside the output folder)")
+    probing = sub.add_parser("probe", help="ask a DICOMweb server what it supports (read-only) and print a table",
+                             usage="dicomtrolley probe (URL | --server NAME) [--json] [--save NAME]")
+    server_options(probing)
+    probing.add_argument("--json", action="store_true", help="print the findings as JSON")
+    probing.add_argument("--save", metavar="NAME",
+                         help="write a server profile with what was learned into the servers file (see --config)")
     return parser
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from dicomtrolley.probe import probe, save_profile
+
+    profile = _profile(args)
+    if not profile.url:
+        raise DICOMTrolleyError(f"{profile}: the probe asks DICOMweb servers; this one has no url")
+    report = probe(profile.session(), profile.url, timeout=profile.timeout)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.to_table())
+    if args.save:
+        path = save_profile(report.profile(profile), args.save, args.config)
+        print(f"saved server {args.save!r} to {path}", file=sys.stderr)
+    return 0 if report.supports("QIDO-RS studies") else EXIT_FAILURES
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -329,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"argument {'--auth' if args.auth else '--token-command'}: not allowed with --user")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    commands = {"search": _search, "download": _download, "export": _export}
+    commands = {"search": _search, "download": _download, "export": _export, "probe": _probe}
     # What the imports built (pydicom's data dictionary above all) lives as long as the command:
     # kept out of the garbage collector's sweeps, which a long download otherwise repeats.
     gc.freeze()

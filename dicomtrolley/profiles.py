@@ -125,6 +125,9 @@ class ServerProfile(BaseModel):
         The most results the server answers one search with (its C-FIND or
         QIDO-RS cap), when known: a search that finds that many over a date
         range is split by date (:mod:`dicomtrolley.capped`).
+    accept
+        The Accept header WADO-RS retrieves start with, when the server is
+        known to refuse the default (``dicomtrolley probe --save`` writes it).
     max_connections
         A cap on the HTTP connections open to the server at once, across every
         thread that shares the trolley (a batch export's studies included):
@@ -157,6 +160,7 @@ class ServerProfile(BaseModel):
     workers: int | None = Field(default=None, ge=1)
     max_connections: int | None = Field(default=None, ge=1)
     search_cap: int | None = Field(default=None, ge=1)
+    accept: str | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> ServerProfile:
@@ -370,9 +374,10 @@ def _wado_rs(profile: ServerProfile, session: requests.Session) -> Downloader:
     from dicomtrolley.wado_rs import WadoRS
 
     url = _dicomweb_root(profile)
-    if profile.workers:
-        return WadoRS(session, url, timeout=profile.timeout, workers=profile.workers)
-    return WadoRS(session, url, timeout=profile.timeout)
+    wado = WadoRS(session, url, timeout=profile.timeout, workers=profile.workers)
+    if profile.accept:
+        wado.prefer_accept(profile.accept)
+    return wado
 
 
 def _wado_uri(profile: ServerProfile, session: requests.Session) -> Downloader:

@@ -94,6 +94,11 @@ class WadoRS(HTTPDownloader):
         """
         return self._accept_forms.current
 
+    def prefer_accept(self, form: str) -> None:
+        """Start retrieves with ``form`` (one a probe found the server takes); the others stay behind it."""
+        forms = self._accept_forms.forms
+        self._accept_forms = AcceptForms([form, *(f for f in forms if f != form)])
+
     @functools.cached_property
     def _accept_forms(self) -> AcceptForms:
         if self.transfer_syntax == AS_STORED:

@@ -97,6 +97,15 @@ class QuirkServer(VitreaGateway):
 
 
 class _QuirkHandler(_Handler):
+    def do_OPTIONS(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
     def _handle(self) -> None:
         quirks = self.server.gateway
         assert isinstance(quirks, QuirkServer)
