@@ -202,7 +202,8 @@ class _Asker:
             return False
         response = self.send("GET", url, accept)
         ok = response is not None and response.status_code < 300
-        detail = _why(response) if not ok or response is None else response.headers.get("Content-Type", "")
+        served = re.sub(r";\s*boundary=[^;]*", "", response.headers.get("Content-Type", "")) if response else ""
+        detail = served if ok else _why(response)
         self.add(name, ok, detail)
         if response is not None:
             response.close()
