@@ -19,6 +19,7 @@ from dicomtrolley import QidoRS, Query, Trolley, WadoRS
 from dicomtrolley.capped import SearchCapped, find_uncapped, split_dates
 from dicomtrolley.export import export
 from dicomtrolley.profiles import ServerProfile
+from tests.support.capped_find_scp import CappedFindSCP
 from tests.support.orthanc import OrthancServer
 from tests.support.quirk_server import QuirkServer
 
@@ -100,3 +101,18 @@ def test_an_export_of_a_date_range_row_finds_every_study_through_the_cap(
     assert report.ok
     assert {p.parent.name for p in (tmp_path / "out").rglob("*.dcm")} == {s.uid for s in wanted}
     assert len(wanted) > CAP
+
+
+@pytest.mark.integration
+def test_a_c_find_cut_at_its_cap_is_split_by_date_until_every_study_is_found(
+    orthanc: OrthancServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="dicomtrolley")
+    with CappedFindSCP("127.0.0.1", orthanc.dicom_port, orthanc.aet, cap=CAP) as scp:
+        profile = ServerProfile(searcher="c-find", downloader="c-get", host="127.0.0.1", port=scp.port,
+                                aec=scp.aet, search_cap=CAP)
+        studies = profile.trolley().find_studies(EVERY_DATE)
+        searches = scp.searches
+    assert sorted(s.uid for s in studies) == sorted(s.uid for s in orthanc.sample.studies)
+    assert searches > 1
+    assert "as many as the server's cap; searching" in caplog.text
