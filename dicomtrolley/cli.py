@@ -188,14 +188,18 @@ def _probe(args: argparse.Namespace) -> int:
     from dicomtrolley.probe import probe, save_profile
 
     profile = _profile(args)
-    if not profile.url:
-        raise DICOMTrolleyError(f"{profile}: the probe asks DICOMweb servers; this one has no url")
-    report = probe(profile.session(), profile.url, timeout=profile.timeout)
+    report = probe(profile.session(), profile.url, timeout=profile.timeout) if profile.url else None
+    if profile.host and profile.port:
+        from dicomtrolley.probe_dimse import probe_dimse
+
+        report = probe_dimse(profile, report)
+    if report is None:
+        raise DICOMTrolleyError(f"{profile}: nothing to probe: no DICOMweb url, no DIMSE host and port")
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.to_table())
     if args.save:
         path = save_profile(report.profile(profile), args.save, args.config)
         print(f"saved server {args.save!r} to {path}", file=sys.stderr)
-    return 0 if report.supports("QIDO-RS studies") else EXIT_FAILURES
+    return 0 if report.supports("QIDO-RS studies") or report.supports("C-ECHO") else EXIT_FAILURES
 
 
 def _search(args: argparse.Namespace) -> int:

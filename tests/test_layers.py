@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"_planning", "_download"},
     {"trolley"},
     {"_trolley_profile"},
-    {"export", "profiles", "servers", "probe"},
+    {"export", "profiles", "servers", "probe", "probe_dimse"},
     {"cli", "__init__"},
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""

@@ -109,3 +109,19 @@ def test_saving_replaces_its_table_and_keeps_the_others(tmp_path: Path) -> None:
         "http://b/dicom-web", AS_STORED_FORMS[2], False,
     )
     assert config.read_text().startswith("# my servers\n")
+
+
+def test_a_dimse_server_is_probed_with_echo_one_match_per_level_and_one_retrieve(
+    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    aet, move_port = orthanc.move_destination
+    config = tmp_path / "servers.toml"
+    config.write_text(
+        f'[servers.dimse]\nsearcher = "c-find"\ndownloader = "c-get"\nhost = "127.0.0.1"\n'
+        f'port = {orthanc.dicom_port}\naec = "{orthanc.aet}"\naet = "{aet}"\nmove_port = {move_port}\n'
+    )
+    assert main(["probe", "--server", "dimse", "--config", str(config), "--json"]) == 0
+    findings = {f["name"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert [findings[name]["supported"] for name in ("C-ECHO", "C-FIND STUDY", "C-FIND SERIES", "C-FIND IMAGE",
+                                                     "C-GET", "C-MOVE")] == [True] * 6
+    assert "PatientID" in findings["C-FIND STUDY"]["detail"]
