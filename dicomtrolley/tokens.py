@@ -22,6 +22,7 @@ given by hand cannot be pickled, since it may hold a private key.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shlex
 import subprocess
@@ -143,6 +144,7 @@ class AzureCredentials:
         self.scope = scope
         self._credential = credential
         self._own = credential is None
+        self._last = ""  # a digest of the last token given, never the token
 
     @property
     def from_environment(self) -> bool:
@@ -167,15 +169,25 @@ class AzureCredentials:
             raise DICOMTrolleyAuthError(
                 "auth 'azure' needs azure-identity: pip install 'dicomtrolley[azure]'"
             ) from None
+        try:
+            token = self._get_token()
+            if self._own and _digest(token.token) == self._last:
+                # azure-identity serves a cached token until shortly before it expires, also one
+                # the server has just refused: a credential of our own is built anew to get another.
+                logger.info("Azure's credential gave the token just refused again; asking a new credential")
+                self._credential = None
+                token = self._get_token()
+        except ClientAuthenticationError as error:
+            raise DICOMTrolleyAuthError(f"no Azure token for {self.scope}: {error.message}") from None
+        self._last = _digest(token.token)
+        return BearerToken(token.token, float(token.expires_on))
+
+    def _get_token(self) -> Any:
         if self._credential is None:
             from azure.identity import DefaultAzureCredential
 
             self._credential = DefaultAzureCredential()
-        try:
-            token = self._credential.get_token(self.scope)
-        except ClientAuthenticationError as error:
-            raise DICOMTrolleyAuthError(f"no Azure token for {self.scope}: {error.message}") from None
-        return BearerToken(token.token, float(token.expires_on))
+        return self._credential.get_token(self.scope)
 
 
 class TokenCommand:
@@ -245,6 +257,10 @@ def as_provider(source: object) -> TokenProvider:
         f"a bearer token source must be a callable returning a BearerToken, google-auth credentials or an "
         f"azure TokenCredential, not {type(source).__name__}"
     )
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _import_google() -> tuple[Any, Any]:

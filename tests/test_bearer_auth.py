@@ -231,3 +231,16 @@ def test_a_profile_cannot_describe_a_provider_only_this_process_has() -> None:
 def test_a_token_command_profile_needs_its_command() -> None:
     with pytest.raises(ValueError, match="token-command"):
         ServerProfile(url="http://127.0.0.1:9/dicom-web", auth="token-command")
+
+
+def test_an_azure_token_refused_before_its_expiry_is_replaced_not_served_again_from_the_cache(
+    server: QuirkServer, issuer: TokenIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issuer.lifetime, issuer.max_uses = 3600, 2  # azure-identity caches an hour-long token
+    with CloudTokenEndpoints(issuer) as endpoints:
+        for name, value in endpoints.azure_environment().items():
+            monkeypatch.setenv(name, value)
+        session = session_with(BearerAuth(AzureCredentials()))
+        statuses = [session.get(studies_url(server), timeout=10).status_code for _ in range(5)]
+    assert statuses == [200] * 5
+    assert issuer.count("azure") == 3

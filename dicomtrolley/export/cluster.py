@@ -275,7 +275,8 @@ def check_worker_secrets(client: Client, profile: ServerProfile) -> None:
     if failed:
         raise DICOMTrolleyAuthError(
             "Dask workers cannot log in to the server:\n  " + "\n  ".join(failed)
-            + "\nEvery worker needs the password in its own environment: see 'Running on a cluster' in the docs."
+            + "\nEvery worker needs the password (or its cloud credentials) in its own environment: see "
+            "'Running on a cluster' in the docs."
         )
 
 
