@@ -99,6 +99,19 @@ def parse_content_type(value: str | None) -> tuple[str, dict[str, str]]:
     return media_type.strip().lower(), parameters
 
 
+MULTIPART_MEDIA_TYPES: frozenset[str] = frozenset({"multipart/related", "multipart/mixed", "multipart/form-data"})
+"""The labels under which a server sends a body of parts.
+
+DICOMweb says ``multipart/related``; some servers and proxies label the same
+body ``multipart/mixed`` or ``multipart/form-data``. The framing is the same
+(RFC 2046), so the parts are read alike, whatever the label."""
+
+
+def is_multipart(media_type: str) -> bool:
+    """True for a media type (lower case, as :func:`parse_content_type` gives it) whose body is read as parts."""
+    return media_type in MULTIPART_MEDIA_TYPES
+
+
 def boundary_of(content_type: str | None) -> str:
     """Return the boundary of a multipart Content-Type.
 

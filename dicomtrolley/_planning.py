@@ -30,6 +30,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from dicomtrolley._values import whole_number
 from dicomtrolley.core import (
     UID_KEYWORDS,
     DICOMObjectLevels,
@@ -188,10 +189,11 @@ def count_series(
             reference = series.reference()
             if not any(covers(t, reference) for t in wanted):
                 continue
-            count = series.first_value("NumberOfSeriesRelatedInstances")  # from the JSON: no Dataset built
-            if count is None or count == "":
+            # From the JSON (no Dataset built); a count that is missing or no whole number tells nothing.
+            count = whole_number(series.first_value("NumberOfSeriesRelatedInstances"))
+            if count is None:
                 return None
-            counts[reference] = int(count)
+            counts[reference] = count
     return counts
 
 

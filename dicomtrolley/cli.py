@@ -20,7 +20,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
+from dicomtrolley._values import parse_date
 from dicomtrolley._version import __version__
+from dicomtrolley.audit import AuditError, AuditResult, audit
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import (
@@ -38,7 +40,7 @@ from dicomtrolley.results import DownloadSummary, StudyList
 from dicomtrolley.storage import PathTemplate
 
 EXIT_FAILURES = 1
-EXIT_BAD_WORKLIST = 2
+EXIT_BAD_WORKLIST = EXIT_USAGE = 2
 EXIT_ERROR = 3
 EXIT_INTERRUPTED = 130
 
@@ -63,6 +65,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def _date(text: str) -> date:
+    try:
+        return parse_date(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _template(text: str) -> str:
@@ -125,9 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     searcher_options(search)
     for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")
-    search.add_argument("--from", dest="min_study_date", type=date.fromisoformat, help="earliest StudyDate, YYYY-MM-DD")
-    search.add_argument("--to", dest="max_study_date", type=date.fromisoformat, help="latest StudyDate, YYYY-MM-DD")
-    search.add_argument("--level", choices=[lvl.value.lower() for lvl in QueryLevels], default="study")
+    search.add_argument("--from", dest="min_study_date", type=_date, help="earliest StudyDate, YYYYMMDD or YYYY-MM-DD")
+    search.add_argument("--to", dest="max_study_date", type=_date, help="latest StudyDate, YYYYMMDD or YYYY-MM-DD")
+    search.add_argument("--level", type=str.lower, choices=[lvl.value.lower() for lvl in QueryLevels], default="study")
     search.add_argument("--limit", type=_positive_int, help="at most this many results")
     search.add_argument("--json", action="store_true", help="print DICOM JSON instead of a table")
 
@@ -175,6 +184,16 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--state-dir", metavar="DIR", type=Path,
                      help="state database and report.csv here (default: the output folder; with --deidentify "
                      "<output>.state beside the mapping, or beside the output folder)")
+    download.add_argument("--state-dir", metavar="DIR", type=Path,
+                          help="with --deidentify: record the originals' identifying values here for the audit "
+                          "(default: <output>.state beside the mapping, or beside the output folder)")
+
+    check = sub.add_parser("audit", help="search a pseudonymised output for the originals' identifying values",
+                           usage="dicomtrolley audit OUTPUT [--state-dir DIR]")
+    check.add_argument("output", metavar="OUTPUT", help="the output folder of a pseudonymised download or export")
+    check.add_argument("--state-dir", metavar="DIR", type=Path,
+                       help="where its values were recorded (default: <OUTPUT>.state beside the output folder)")
+
     probing = sub.add_parser("probe", help="ask a DICOMweb server what it supports (read-only) and print a table",
                              usage="dicomtrolley probe (URL | --server NAME) [--json] [--save NAME]")
     server_options(probing)
@@ -208,7 +227,7 @@ def _search(args: argparse.Namespace) -> int:
         **fields,
         min_study_date=args.min_study_date,
         max_study_date=args.max_study_date,
-        query_level=QueryLevels(args.level.upper()),
+        query_level=QueryLevels(args.level),
         limit=args.limit,
     )
     studies = _profile(args).trolley().find_studies(query)
@@ -224,11 +243,15 @@ def _deidentifier(args: argparse.Namespace) -> Deidentifier | None:
     if args.deidentify is None:
         if args.mapping or args.mapping_in_output:
             raise DICOMTrolleyError("--mapping needs --deidentify")
+        if args.command == "download" and args.state_dir:
+            raise DICOMTrolleyError("--state-dir needs --deidentify")
         return None
-    updates = {"mapping": args.mapping} if args.mapping else {}
-    if args.mapping_in_output:
-        updates["mapping_in_output"] = True
-    return Deidentifier.from_toml(args.deidentify, **updates)
+    return Deidentifier.from_toml(
+        args.deidentify,
+        mapping=args.mapping,
+        mapping_in_output=True if args.mapping_in_output else None,
+        state_dir=args.state_dir if args.command == "download" else None,
+    )
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -318,10 +341,29 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(report)
     print(f"report: {report.report_path}\nindex: {report.index_path}")
+    if report.audit is not None:
+        _print_audit(report.audit)
     if report.instances_quarantined:
         print(f"{report.instances_quarantined} instances quarantined (not written: their pixels may show identities)",
               file=sys.stderr)
     return 0 if report.ok else EXIT_FAILURES
+
+
+def _audit(args: argparse.Namespace) -> int:
+    try:
+        result = audit(args.output, args.state_dir)
+    except AuditError as error:
+        print(f"dicomtrolley: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    _print_audit(result)
+    return 0 if result.ok else EXIT_FAILURES
+
+
+def _print_audit(result: AuditResult) -> None:
+    """Each finding on a line of its own (file, where, kind: never a value), then the one-line summary."""
+    for finding in result.findings:
+        print(f"finding: {finding}", file=sys.stderr)
+    print(result)
 
 
 def _unreachable(summary: DownloadSummary) -> bool:
@@ -335,11 +377,15 @@ def _unreachable(summary: DownloadSummary) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
-    0 ok, 1 failures (a download, or an export row failed, not found or skipped),
-    2 usage or a bad worklist, 3 other errors, 130 an export interrupted by Ctrl-C.
+    0 ok, 1 failures (a download, or an export row failed, not found or skipped; the
+    audit of a pseudonymised output found something), 2 usage or a bad worklist (the audit:
+    no output folder or no recorded values), 3 other errors, 130 an export interrupted by Ctrl-C.
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
+        return _audit(args)
     if args.command == "search" and args.min_study_date and args.max_study_date \
             and args.min_study_date > args.max_study_date:
         parser.error(f"argument --from: {args.min_study_date} is after --to {args.max_study_date}")

@@ -17,7 +17,7 @@ import copy
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from enum import Enum, IntEnum
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -27,6 +27,13 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicomtrolley._values import (
+    dicom_date_range,
+    lenient_dataset,
+    normalise_date_criterion,
+    parse_date,
+    parse_date_range,
+)
 from dicomtrolley.exceptions import (
     DICOMTrolleyError,
     MalformedResponseError,
@@ -67,6 +74,14 @@ class QueryLevels(str, Enum):
     STUDY = "STUDY"
     SERIES = "SERIES"
     INSTANCE = "INSTANCE"
+
+    @classmethod
+    def _missing_(cls, value: object) -> QueryLevels | None:
+        """A level written in any case (``"series"``), or as C-FIND names the finest one (``"IMAGE"``)."""
+        if not isinstance(value, str):
+            return None
+        name = value.strip().upper()
+        return cls.__members__.get("INSTANCE" if name == "IMAGE" else name)
 
     @property
     def object_level(self) -> DICOMObjectLevels:
@@ -214,16 +229,13 @@ class DICOMObject:
         Raises
         ------
         MalformedResponseError
-            The server's DICOM JSON is not valid (a sequence of strings, a number that is none, ...).
+            The server's answer is not DICOM JSON at all (a key that is no tag). An
+            attribute whose value breaks its type (a number that is none, a sequence
+            of strings) is kept as text instead, with a warning naming it.
         """
         if self._data is None:
-            try:
-                self._data = Dataset.from_json(dict(self._json)) if self._json else Dataset()
-            except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as error:
-                raise MalformedResponseError(
-                    f"The result for {type(self).__name__} {self.uid} from {self.json_source or 'a search'} "
-                    f"is not valid DICOM JSON: {type(error).__name__}: {error}"
-                ) from None
+            where = f"The result for {type(self).__name__} {self.uid} from {self.json_source or 'a search'}"
+            self._data = lenient_dataset(self._json, where) if self._json else Dataset()
             self._json = None
         return self._data
 
@@ -241,11 +253,14 @@ class DICOMObject:
         if self._json is not None:
             tag = tag_for_keyword(keyword)
             element = self._json.get(f"{tag:08X}") if tag is not None else None
-            values = element.get("Value") if element else None
-            if not values:
+            if not element or not (values := element.get("Value")):
                 return None
-            first = values[0]
-            return first.get("Alphabetic", "") if isinstance(first, dict) else first
+            first = values[0] if isinstance(values, list) else None
+            if first is not None and not isinstance(first, dict):
+                return first
+            if isinstance(first, dict) and element.get("vr") == "PN":
+                return first.get("Alphabetic", "")
+            # A sequence, or a value that breaks its type: as the Dataset reads it (see ``data``).
         value = self.data.get(keyword)
         if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
             return value[0] if len(value) else None
@@ -552,10 +567,18 @@ class Query(BaseModel):
     its server raises :class:`~dicomtrolley.exceptions.UnSupportedParameterError`
     rather than widening the search silently.
 
+    Dates are read by one set of rules, also for worklists and the command
+    line: ``min_study_date`` and ``max_study_date`` take a ``date`` or text
+    (``"20200101"``, ``"2020-01-01"``); ``StudyDate`` takes a DICOM day or
+    range (``"A-B"``, ``"-B"``, ``"A-"``) and sets both. ``query_level`` is
+    read in any case (``"series"``).
+
     Examples
     --------
-    >>> Query(PatientName="DOE*", query_level=QueryLevels.SERIES).query_level.value
+    >>> Query(PatientName="DOE*", query_level="series").query_level.value
     'SERIES'
+    >>> Query(StudyDate="2020-01-01-").study_date_range()
+    '20200101-'
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -581,16 +604,31 @@ class Query(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     offset: int = Field(default=0, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _study_date(cls, values: Any) -> Any:
+        # StudyDate="A-B", as a worklist and DICOM write it, is the range min_study_date..max_study_date.
+        if not isinstance(values, dict) or "StudyDate" not in values:
+            return values
+        values = dict(values)
+        text = values.pop("StudyDate")
+        if values.get("min_study_date") or values.get("max_study_date"):
+            raise ValueError("give StudyDate or min_study_date/max_study_date, not both")
+        if text:
+            values["min_study_date"], values["max_study_date"] = parse_date_range(text)
+        return values
+
     @field_validator("min_study_date", "max_study_date", mode="before")
     @classmethod
     def _date_only(cls, value: Any) -> Any:
-        return value.date() if isinstance(value, datetime) else value
+        # "20200101" and "2020-01-01" alike; pydantic alone reads the first as seconds since 1970.
+        return None if value is None or value == "" else parse_date(value)
 
     @field_validator("PatientBirthDate", mode="before")
     @classmethod
     def _dicom_date(cls, value: Any) -> Any:
         # 4.x took a date here; a DICOM DA string (or range) is what goes to the server.
-        return value.strftime("%Y%m%d") if isinstance(value, date) else value
+        return normalise_date_criterion(value) if isinstance(value, (str, date)) else value
 
     @field_validator("include_fields")
     @classmethod
@@ -615,11 +653,7 @@ class Query(BaseModel):
 
     def study_date_range(self) -> str:
         """The StudyDate criterion as a DICOM range (``YYYYMMDD-YYYYMMDD``; either end open), or ''."""
-        if not (self.min_study_date or self.max_study_date):
-            return ""
-        low = self.min_study_date.strftime("%Y%m%d") if self.min_study_date else ""
-        high = self.max_study_date.strftime("%Y%m%d") if self.max_study_date else ""
-        return low if low == high else f"{low}-{high}"
+        return dicom_date_range(self.min_study_date, self.max_study_date)
 
     @classmethod
     def init_from_query(cls: type[_Q], query: Query) -> _Q:

@@ -66,6 +66,8 @@ from dicomtrolley._annex_e import (
     remove_what_dicognito_leaves,
 )
 from dicomtrolley._header import pixel_data_span
+from dicomtrolley._originals import OriginalValues, Recorded, default_state_folder, replaced, snapshot
+from dicomtrolley._processes import process_context
 from dicomtrolley.core import (
     FetchFailure,
     InstancePart,
@@ -183,6 +185,11 @@ class DeidentifyOptions(BaseModel):
     mapping_in_output
         Allow ``mapping`` inside the output folder (refused by default: the output folder is meant
         to hold only pseudonymised data).
+    state_dir
+        The state folder, outside the output folder, where the originals' identifying values are
+        recorded for the audit (:mod:`dicomtrolley.audit`); default ``<output name>.state`` beside
+        the mapping table, or beside the output folder without one (where an export keeps its
+        state). It re-identifies, as the mapping table does.
     processes
         Worker processes that decode and re-encode instances (one core each); 0 or 1 works in the
         downloading thread. Defaults to the number of cores, at most 4.
@@ -197,6 +204,7 @@ class DeidentifyOptions(BaseModel):
     quarantine_sop_classes: tuple[str, ...] = ("Secondary Capture", "Ultrasound", "US Volume")
     mapping: Path | None = None
     mapping_in_output: bool = False
+    state_dir: Path | None = None
     processes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=0, le=64)
 
     @field_validator("keep_private_tags")
@@ -241,7 +249,7 @@ class DeidentifyOptions(BaseModel):
             raise DeidentificationError(f"{source}: {problems}") from None
         relative = {
             name: source.parent / value
-            for name in ("key_file", "mapping")
+            for name in ("key_file", "mapping", "state_dir")
             if (value := getattr(options, name)) is not None and not value.is_absolute()
         }
         return options.model_copy(update=relative)
@@ -303,12 +311,35 @@ class Deidentifier:
         self._local = threading.local()
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike[str], **updates: Any) -> Deidentifier:
-        """A deidentifier with the options of a TOML file, ``updates`` applied on top (e.g. ``mapping``)."""
-        return cls(DeidentifyOptions.from_toml(path).model_copy(update=updates))
+    def from_toml(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        mapping: str | os.PathLike[str] | None = None,
+        mapping_in_output: bool | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+    ) -> Deidentifier:
+        """A deidentifier with the options of a TOML file, and where the mapping table goes on top.
+
+        Parameters
+        ----------
+        path
+            The TOML file of :class:`DeidentifyOptions` (an empty file: the defaults).
+        mapping, mapping_in_output, state_dir
+            Override the file's (the command line's ``--mapping``, ``--mapping-in-output`` and
+            ``--state-dir``); ``None`` keeps the file's.
+        """
+        options = DeidentifyOptions.from_toml(path)
+        updates = {"mapping": mapping, "mapping_in_output": mapping_in_output, "state_dir": state_dir}
+        given = {name: value for name, value in updates.items() if value is not None}
+        return cls(DeidentifyOptions.model_validate({**options.model_dump(), **given}) if given else options)
 
     def __repr__(self) -> str:
         return f"Deidentifier({self.options!r})"
+
+    def with_state_dir(self, state_dir: str | os.PathLike[str]) -> Deidentifier:
+        """The same key and options, recording originals in ``state_dir``: what an export hands its studies."""
+        return Deidentifier(self.options.model_copy(update={"state_dir": Path(state_dir)}), key=self._key)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"options": self.options, "_key": self._key}
@@ -378,7 +409,7 @@ class Deidentifier:
         ------
         DeidentificationError
             The mapping table would be written inside the output folder, and
-            ``mapping_in_output`` does not allow it.
+            ``mapping_in_output`` does not allow it; or the state folder would be.
         """
         return DeidentifyingStorage(storage, self)
 
@@ -401,6 +432,8 @@ class _Outcome:
     quarantine: str | None = None
     encoded: bytes = b""
     pseudonyms: Pseudonyms | None = None
+    originals: tuple[Recorded, ...] = ()
+    """The values pseudonymisation replaced or removed, for the audit (see :mod:`dicomtrolley._originals`)."""
 
 
 def _pseudonymise(deidentifier: Deidentifier, data: bytes) -> _Outcome:
@@ -415,11 +448,13 @@ def _pseudonymise(deidentifier: Deidentifier, data: bytes) -> _Outcome:
     reason = deidentifier.quarantine_reason(dataset)
     if reason is not None:
         return _Outcome(original, quarantine=reason)
+    before = snapshot(dataset)
     pseudonyms = deidentifier.deidentify(dataset)
+    originals = tuple(replaced(before, dataset))
     encoded = io.BytesIO()
     # As it was read: its preamble and file meta (whose group length pydicom recomputes).
     pydicom.dcmwrite(encoded, dataset, enforce_file_format=False)
-    return _Outcome(original, encoded=encoded.getvalue(), pseudonyms=pseudonyms)
+    return _Outcome(original, encoded=encoded.getvalue(), pseudonyms=pseudonyms, originals=originals)
 
 
 _WORKER: Deidentifier | None = None
@@ -472,6 +507,13 @@ class DeidentifyingStorage(StorageDir):
                 "write it elsewhere, or allow it with mapping_in_output"
             )
         self.mapping = MappingTable(mapping) if mapping is not None else None
+        state = deidentifier.options.state_dir or default_state_folder(storage.path, mapping)
+        if _inside(state, storage.path):
+            raise DeidentificationError(
+                f"The state folder {state} holds the originals' identifying values, but lies inside the output "
+                f"folder {storage.path}; choose one outside it"
+            )
+        self.originals = OriginalValues(state)
         self.processes = deidentifier.options.processes
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -558,6 +600,7 @@ class DeidentifyingStorage(StorageDir):
             raise InstanceQuarantinedError(Quarantined(outcome.original, outcome.quarantine))
         if self.mapping is not None and outcome.pseudonyms is not None:
             self.mapping.add(outcome.pseudonyms)  # before the file, so every file written can be re-identified
+        self.originals.add(outcome.originals)  # before the file, so the audit knows what to look for in it
         body = io.BytesIO(outcome.encoded)
         body.seek(0, io.SEEK_END)
         body.write(memoryview(data)[span[0]:])
@@ -578,9 +621,13 @@ class DeidentifyingStorage(StorageDir):
             if self._pool is None and not self._closed:
                 # Forking a process that runs a single thread is safe (no lock can be held
                 # by another thread) and starts workers at once; otherwise a fork server.
-                single = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
-                context = multiprocessing.get_context("fork" if single else "forkserver")
-                if not single:
+                # Either way the workers never import the caller's __main__ again: an unguarded
+                # script would run itself once per worker (see dicomtrolley._processes).
+                methods = multiprocessing.get_all_start_methods()
+                single = threading.active_count() == 1 and "fork" in methods
+                method = "fork" if single else "forkserver" if "forkserver" in methods else "spawn"
+                context = process_context(method)
+                if method == "forkserver":
                     multiprocessing.set_forkserver_preload([__name__])
                 self._pool = ProcessPoolExecutor(
                     self.processes, mp_context=context, initializer=_start_worker, initargs=(self.deidentifier,)

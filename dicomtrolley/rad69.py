@@ -46,7 +46,7 @@ from dicomtrolley._http import (
     redact_url,
 )
 from dicomtrolley._http_downloader import HTTPDownloader
-from dicomtrolley._multipart import SPILL_THRESHOLD, Part, boundary_of, iter_parts, parse_content_type
+from dicomtrolley._multipart import SPILL_THRESHOLD, Part, boundary_of, is_multipart, iter_parts, parse_content_type
 from dicomtrolley.core import (
     DICOMObjectLevels,
     FetchFailure,
@@ -304,7 +304,7 @@ class Rad69(HTTPDownloader):
                 self.spill_threshold,
             )
             media_type, parameters = parse_content_type(response.headers.get("Content-Type") or "unknown/unknown")
-            if media_type == "multipart/related":
+            if is_multipart(media_type):
                 raise_for_status(response)
                 parts = iter_parts(
                     iter_body(response), boundary_of(response.headers["Content-Type"]),

@@ -2,26 +2,43 @@
 
 :class:`StudyList` is a plain ``list`` of studies that also prints as a table,
 renders as an HTML table in Jupyter, and turns into a pandas DataFrame;
-:meth:`StudyList.series` gives a :class:`SeriesList` of their series that does
-the same. Lists made by a trolley also show previews of what they hold
-(:meth:`StudyList.show_previews`). :class:`DownloadSummary` says what a
-download wrote, skipped, and missed.
+:meth:`StudyList.series` gives a :class:`SeriesList` of their series, and
+:meth:`SeriesList.instances` an :class:`InstanceList`, that do the same. Lists
+made by a trolley search deeper for what their search did not return, and show
+previews of what they hold (:meth:`StudyList.show_previews`).
+:class:`DownloadSummary` says what a download wrote, skipped, and missed.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from dicomtrolley.core import FetchFailure, InstanceReference, Quarantined, Series, Study
+from dicomtrolley._values import whole_number
+from dicomtrolley.core import (
+    DICOMObject,
+    FetchFailure,
+    Instance,
+    InstanceReference,
+    Quarantined,
+    Query,
+    QueryLevels,
+    Series,
+    Study,
+)
+from dicomtrolley.exceptions import NonInstanceParameterError, NonSeriesParameterError
 from dicomtrolley.preview import DEFAULT_SIZE, Previewer, PreviewGallery, gallery
+from dicomtrolley.roles import Searcher
 
 if TYPE_CHECKING:
     import pandas
+
+logger = logging.getLogger(__name__)
 
 COLUMNS: tuple[str, ...] = (
     "StudyInstanceUID",
@@ -52,33 +69,49 @@ def _attribute(study: Study, name: str) -> str | None:
     return _text(study.data.get(name)) if name in study.data else None
 
 
-def _series_count(study: Study) -> int | None:
+def _count(value: Any) -> int | str | None:
+    """A count as the server reported it: an int; the text it sent when that is no one whole number
+    (``[123, 3]``), which the table shows as it is; ``None`` when it sent none."""
+    if value is None or value == "":
+        return None
+    number = whole_number(value)
+    return number if number is not None else _text(value)
+
+
+def _series_count(study: Study) -> int | str | None:
     """What the server says the study holds, or else how many series the search found; ``None``: unknown."""
-    reported = study.data.get("NumberOfStudyRelatedSeries")
-    if reported not in (None, ""):
-        return int(reported)
+    reported = _count(study.data.get("NumberOfStudyRelatedSeries"))
+    if reported is not None:
+        return reported
     return len(study.series) or None  # a study search lists no series; a study has at least one
 
 
-def _instance_count(study: Study) -> int | None:
+def _instance_count(study: Study) -> int | str | None:
     """What the server says, or the sum over the series (their counts, or the instances found); else ``None``."""
-    reported = study.data.get("NumberOfStudyRelatedInstances")
-    if reported not in (None, ""):
-        return int(reported)
+    reported = _count(study.data.get("NumberOfStudyRelatedInstances"))
+    if reported is not None:
+        return reported
     counts: list[int] = []
     for series in study.series:
-        number = series.data.get("NumberOfSeriesRelatedInstances")
-        count = int(number) if number not in (None, "") else len(series.instances)
-        if not count:
-            return None  # neither reported nor searched: a series has at least one instance
+        count = _series_instances(series)
+        if not isinstance(count, int):
+            return None  # neither reported nor searched (a series has at least one instance), or unreadable
         counts.append(count)
     return sum(counts) or None
 
 
+def _series_instances(series: Series) -> int | str | None:
+    """What the server says the series holds, or else how many instances the search found; ``None``: unknown."""
+    reported = _count(series.data.get("NumberOfSeriesRelatedInstances"))
+    return reported if reported is not None else len(series.instances) or None
+
+
 class _ResultList:
-    """Table output shared by study and series lists: text, Jupyter HTML, pandas, previews."""
+    """Table output shared by study, series and instance lists: text, Jupyter HTML, pandas, previews."""
 
     noun = "objects"
+    columns: tuple[str, ...] = ()
+    """The columns of the table, also when it has no rows (an empty DataFrame has them too)."""
 
     def __init__(self, items: Iterable[Any] = (), *, previewer: Previewer | None = None) -> None:
         super().__init__(items)  # type: ignore[call-arg]  # list's, next in the method order
@@ -123,7 +156,8 @@ class _ResultList:
             import pandas
         except ImportError:
             raise ImportError("to_dataframe needs pandas: pip install dicomtrolley[pandas]") from None
-        return pandas.DataFrame(self.rows())
+        rows = self.rows()
+        return pandas.DataFrame(rows) if rows else pandas.DataFrame(columns=list(self.columns))
 
     def show_previews(self, size: int = DEFAULT_SIZE) -> PreviewGallery:
         """A row of previews, one per entry, rendered by the server; shows itself in Jupyter.
@@ -135,10 +169,10 @@ class _ResultList:
         return gallery(self._captioned(), self._previewer, size)
 
 
-def _total(counts: Iterable[int | None]) -> str:
-    """A sum for a caption; unknown when any part is."""
+def _total(counts: Iterable[int | str | None]) -> str:
+    """A sum for a caption; unknown when any part is unknown or unreadable."""
     values = list(counts)
-    return UNKNOWN if any(v is None for v in values) else str(sum(v for v in values if v is not None))
+    return str(sum(v for v in values if isinstance(v, int))) if all(isinstance(v, int) for v in values) else UNKNOWN
 
 
 def _modalities(values: Iterable[str | None]) -> str:
@@ -146,7 +180,17 @@ def _modalities(values: Iterable[str | None]) -> str:
     return ", ".join(found) or UNKNOWN
 
 
-class StudyList(_ResultList, list[Study]):
+class _SearchableList(_ResultList):
+    """A list that can search deeper for what its search did not return, when it knows its searcher."""
+
+    def __init__(
+        self, items: Iterable[Any] = (), *, previewer: Previewer | None = None, searcher: Searcher | None = None
+    ) -> None:
+        super().__init__(items, previewer=previewer)
+        self._searcher = searcher
+
+
+class StudyList(_SearchableList, list[Study]):
     """A list of studies that shows itself as a table.
 
     Each row is a study: the attributes in :data:`COLUMNS`, then how many
@@ -170,9 +214,13 @@ class StudyList(_ResultList, list[Study]):
         The studies.
     previewer
         Renders previews for :meth:`show_previews`; a trolley passes its own.
+    searcher
+        Searches deeper for :meth:`series` and :meth:`instances` when the
+        studies were found without them; a trolley passes its own.
     """
 
     noun = "studies"
+    columns = (*COLUMNS, "series", "instances")
     _sizes: Mapping[str, int] = MappingProxyType({})
 
     def with_sizes(self, sizes: Mapping[str, int]) -> StudyList:
@@ -180,7 +228,7 @@ class StudyList(_ResultList, list[Study]):
 
         Pass :attr:`DownloadSummary.study_sizes` after downloading the studies.
         """
-        shown = StudyList(self, previewer=self._previewer)
+        shown = StudyList(self, previewer=self._previewer, searcher=self._searcher)
         shown._sizes = {study.uid: sizes[study.uid] for study in self if study.uid in sizes}
         return shown
 
@@ -217,8 +265,51 @@ class StudyList(_ResultList, list[Study]):
         return [(f"{_text(s.first_value('PatientID'))} {_text(s.first_value('StudyDescription'))}", s) for s in self]
 
     def series(self) -> SeriesList:
-        """Every series the search returned under these studies, as a table of its own."""
-        return SeriesList((one for study in self for one in study.series), previewer=self._previewer)
+        """Every series of these studies, as a table of its own.
+
+        A study found without its series (by a study-level search) is searched
+        at series level, one search per study, when this list knows its
+        searcher (a list from :meth:`Trolley.find_studies
+        <dicomtrolley.trolley.Trolley.find_studies>` does); the series found
+        are added to the study.
+
+        Raises
+        ------
+        NonSeriesParameterError
+            A study lacks its series and this list has no searcher to find them.
+        """
+        self._search_deeper([s for s in self if not s.series], QueryLevels.SERIES)
+        return SeriesList(
+            (one for study in self for one in study.series), previewer=self._previewer, searcher=self._searcher
+        )
+
+    def instances(self) -> InstanceList:
+        """Every instance of these studies, as a table of its own; see :meth:`SeriesList.instances`.
+
+        A study found without its series is searched at instance level at
+        once (one search per study), when this list knows its searcher.
+
+        Raises
+        ------
+        NonInstanceParameterError
+            Some series or study lacks its instances and this list has no searcher to find them.
+        """
+        self._search_deeper([s for s in self if not s.series], QueryLevels.INSTANCE)
+        return self.series().instances()
+
+    def _search_deeper(self, studies: list[Study], level: QueryLevels) -> None:
+        """Give each of ``studies`` (found without series) what a search at ``level`` finds below it."""
+        if not studies:
+            return
+        if self._searcher is None:
+            error = NonSeriesParameterError if level is QueryLevels.SERIES else NonInstanceParameterError
+            raise error(
+                f"{len(studies)} of these studies were found without their series (a study-level search), and "
+                f"this list has no searcher to find them: search with query_level={level.value!r}, or with a Trolley"
+            )
+        for study in studies:
+            logger.info("Searching study %s at %s level for what its search did not return", study.uid, level.value)
+            study.series = self._searcher.find_study_by_id(study.uid, level).series
 
 
 SERIES_COLUMNS: tuple[str, ...] = (
@@ -232,7 +323,18 @@ SERIES_COLUMNS: tuple[str, ...] = (
 """The series attributes a series table shows after the two UIDs, in order."""
 
 
-class SeriesList(_ResultList, list[Series]):
+def _inherited(obj: DICOMObject, name: str) -> Any:
+    """An attribute of ``obj``, or else of its series or study (a series row shows its study's date)."""
+    node: DICOMObject | None = obj
+    while node is not None:
+        value = node.first_value(name)
+        if value is not None:
+            return value if isinstance(value, int) else _text(value)
+        node = getattr(node, "parent", None)
+    return None
+
+
+class SeriesList(_SearchableList, list[Series]):
     """A list of series that shows itself as a table: one row per series, with its study's attributes.
 
     Parameters
@@ -241,9 +343,13 @@ class SeriesList(_ResultList, list[Series]):
         The series.
     previewer
         Renders previews for :meth:`show_previews`; a trolley passes its own.
+    searcher
+        Searches for the instances of :meth:`instances` when the series were
+        found without them; a trolley passes its own.
     """
 
     noun = "series"
+    columns = ("StudyInstanceUID", "SeriesInstanceUID", *SERIES_COLUMNS, "instances")
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per series: UIDs, :data:`SERIES_COLUMNS`, and an ``instances`` count; ``None``: unknown."""
@@ -255,12 +361,8 @@ class SeriesList(_ResultList, list[Series]):
                 "SeriesInstanceUID": series.uid,
             }
             for name in SERIES_COLUMNS:
-                value = series.first_value(name)
-                if value is None and study is not None:
-                    value = study.first_value(name)
-                row[name] = value if value is None or isinstance(value, int) else _text(value)
-            reported = series.first_value("NumberOfSeriesRelatedInstances")
-            row["instances"] = int(reported) if reported not in (None, "") else len(series.instances) or None
+                row[name] = _inherited(series, name)
+            row["instances"] = _series_instances(series)
             out.append(row)
         return out
 
@@ -274,6 +376,95 @@ class SeriesList(_ResultList, list[Series]):
     def _captioned(self) -> list[tuple[str, Any]]:
         return [
             (f"{_text(s.first_value('SeriesNumber'))} {_text(s.first_value('SeriesDescription'))}", s) for s in self
+        ]
+
+    def instances(self) -> InstanceList:
+        """Every instance of these series, as a table of its own.
+
+        A series found without its instances (by a study- or series-level
+        search) is searched at instance level, one search per study for all
+        its series in this list, when this list knows its searcher; the
+        instances found are added to the series.
+
+        Raises
+        ------
+        NonInstanceParameterError
+            A series lacks its instances and this list has no searcher to find them.
+        """
+        lacking = [s for s in self if not s.instances]
+        if lacking and self._searcher is None:
+            raise NonInstanceParameterError(
+                f"{len(lacking)} of these series were found without their instances, and this list has no "
+                "searcher to find them: search with query_level='INSTANCE', or with a Trolley"
+            )
+        by_study: dict[str, list[Series]] = {}
+        for series in lacking:
+            by_study.setdefault(series.reference().study_uid, []).append(series)
+        for study_uid, wanted in by_study.items():
+            assert self._searcher is not None  # refused above
+            query = Query(
+                StudyInstanceUID=study_uid,
+                SeriesInstanceUID=",".join(s.uid for s in wanted),
+                query_level=QueryLevels.INSTANCE,
+            )
+            found = {s.uid: s for study in self._searcher.find_studies(query) for s in study.series}
+            for series in wanted:
+                series.instances = found[series.uid].instances if series.uid in found else []
+        return InstanceList(
+            (one for series in self for one in series.instances), previewer=self._previewer
+        )
+
+
+INSTANCE_COLUMNS: tuple[str, ...] = (
+    "PatientID",
+    "StudyDate",
+    "SeriesNumber",
+    "Modality",
+    "InstanceNumber",
+    "SOPClassUID",
+)
+"""The instance attributes an instance table shows after the three UIDs, in order (from the series or
+study when the instance's own search row lacks them)."""
+
+
+class InstanceList(_ResultList, list[Instance]):
+    """A list of instances that shows itself as a table: one row per instance, with its series' and study's attributes.
+
+    Parameters
+    ----------
+    instances
+        The instances.
+    previewer
+        Renders previews for :meth:`show_previews`; a trolley passes its own.
+    """
+
+    noun = "instances"
+    columns = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", *INSTANCE_COLUMNS)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per instance: its three UIDs and :data:`INSTANCE_COLUMNS`; ``None``: unknown."""
+        out = []
+        for instance in self:
+            series = instance.parent
+            study = series.parent if series is not None else None
+            row: dict[str, Any] = {
+                "StudyInstanceUID": study.uid if study is not None else None,
+                "SeriesInstanceUID": series.uid if series is not None else None,
+                "SOPInstanceUID": instance.uid,
+            }
+            for name in INSTANCE_COLUMNS:
+                row[name] = _inherited(instance, name)
+            out.append(row)
+        return out
+
+    def _summary(self) -> str:
+        rows = self.rows()
+        series = {r["SeriesInstanceUID"] for r in rows}
+        return f"{len(rows)} instances in {len(series)} series; modalities: {_modalities(r['Modality'] for r in rows)}"
+
+    def _captioned(self) -> list[tuple[str, Any]]:
+        return [
+            (f"{_text(i.first_value('SeriesNumber'))} {_text(i.first_value('InstanceNumber'))}", i) for i in self
         ]
 
 

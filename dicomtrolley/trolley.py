@@ -47,7 +47,11 @@ from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.storage import DICOMDiskStorage, SavedInstance, StorageDir, saves_datasets
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from dicomtrolley.export import ExportReport
+    from dicomtrolley.export.politeness import TimeWindow
+    from dicomtrolley.export.report import IndexFormat
     from dicomtrolley.export.worklist import WorklistSource
 
 logger = logging.getLogger(__name__)
@@ -110,8 +114,11 @@ class Trolley:
 
         An answer cut at the server's cap is searched again over the halves of
         its StudyDate range, until no part is cut (:func:`~dicomtrolley.capped.find_uncapped`).
+        Its ``series()`` and ``instances()`` search deeper, with this trolley's
+        searcher, for the studies and series found without them.
         """
-        return StudyList(find_uncapped(self._require_searcher(), query), previewer=self.rendered)
+        searcher = self._require_searcher()
+        return StudyList(find_uncapped(searcher, query), previewer=self.rendered, searcher=searcher)
 
     def find_study(self, query: Query) -> Study:
         """The one study matching ``query``; an error if none or several match."""
@@ -197,16 +204,48 @@ class Trolley:
         return download(job, progress)
 
     def export(
-        self, worklist: WorklistSource, output_dir: str | os.PathLike[str], **options: Any
+        self,
+        worklist: WorklistSource,
+        output_dir: str | os.PathLike[str],
+        *,
+        studies: int = 4,
+        executor: Executor | None = None,
+        template: str | None = None,
+        max_attempts: int = 3,
+        refresh: bool = False,
+        skip_bad_rows: bool = False,
+        max_rate: float | str | None = None,
+        window: TimeWindow | str | None = None,
+        progress: bool | None = None,
+        index_format: IndexFormat = "auto",
+        deidentify: Deidentifier | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> ExportReport:
         """Export every study of a worklist into ``output_dir``, resumably; see :func:`dicomtrolley.export.export`.
 
         Run it again to continue after a crash or Ctrl-C: finished studies cost
         no request, and ``report.csv`` and the instance index are written to the folder.
+
+        Parameters
+        ----------
+        worklist
+            A CSV file, a pandas DataFrame, or a list of StudyInstanceUIDs or Queries.
+        output_dir
+            The folder; it holds the files, the state database, ``report.csv`` and the index.
+        studies, executor, template, max_attempts, refresh, skip_bad_rows, max_rate, window, progress, \
+index_format, deidentify, state_dir
+            How the export runs (studies in flight, attempts, politeness, the index's
+            format, pseudonymisation, where the state goes): as for
+            :func:`dicomtrolley.export.export`, which says what each does.
         """
         from dicomtrolley.export import export
 
-        return export(self, worklist, Path(output_dir), **options)
+        return export(
+            self, worklist, Path(output_dir), studies=studies, executor=executor, template=template,
+            max_attempts=max_attempts, refresh=refresh, skip_bad_rows=skip_bad_rows, max_rate=max_rate,
+            window=window, progress=progress, index_format=index_format, deidentify=deidentify,
+            state_dir=Path(state_dir) if state_dir is not None else None,
+        )
 
     def _download_datasets(
         self,

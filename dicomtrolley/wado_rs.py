@@ -21,7 +21,7 @@ from dicomtrolley._accept import AcceptForms
 from dicomtrolley._concurrency import interleave
 from dicomtrolley._http import iter_body, spool
 from dicomtrolley._http_downloader import HTTPDownloader
-from dicomtrolley._multipart import boundary_of, iter_parts, parse_content_type
+from dicomtrolley._multipart import boundary_of, is_multipart, iter_parts, parse_content_type
 from dicomtrolley.core import (
     Downloadable,
     InstancePart,
@@ -157,7 +157,7 @@ class WadoRS(HTTPDownloader):
             body, size = spool(iter_body(response), self.spill_threshold)
             self._deliver(InstancePart(body, size, content_type, target, known), sink, url)
             return 1
-        if media_type == "multipart/related":
+        if is_multipart(media_type):
             count = 0
             parts = iter_parts(iter_body(response), boundary_of(content_type), spill_threshold=self.spill_threshold)
             # Read on this thread: the socket's buffer reads ahead already, and a reading
@@ -173,7 +173,7 @@ class WadoRS(HTTPDownloader):
             return count
         raise MalformedResponseError(
             f"{url} answered with Content-Type {content_type!r}, "
-            "expected multipart/related or application/dicom"
+            "expected multipart/related (or mixed, or form-data) or application/dicom"
         )
 
     def _deliver(self, part: InstancePart, sink: PartSink, url: str) -> None:

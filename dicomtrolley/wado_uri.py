@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 import requests
 from pydicom.dataset import Dataset
 
 from dicomtrolley._compat import warn_parallelism_moved
-from dicomtrolley._http import iter_body, spool
+from dicomtrolley._http import DEFAULT_TIMEOUT, RetryPolicy, Timeout, iter_body, spool
 from dicomtrolley._http_downloader import HTTPDownloader
+from dicomtrolley._multipart import SPILL_THRESHOLD
 from dicomtrolley.core import (
     DICOMObjectLevels,
     Downloadable,
@@ -37,11 +37,22 @@ class WadoURI(HTTPDownloader):
 
     Parameters
     ----------
-    session, url, transfer_syntax, workers, timeout, retry, spill_threshold
-        As for :class:`~dicomtrolley._http_downloader.HTTPDownloader`. ``url``
-        is the WADO-URI endpoint, e.g. ``https://pacs.example/wado``;
-        ``transfer_syntax`` ``None`` (default) leaves the choice to the server
-        (the standard says Explicit VR Little Endian); ``workers`` defaults to 8.
+    session
+        The session to send on (auth, certificates and cookies included).
+    url
+        The WADO-URI endpoint, e.g. ``https://pacs.example/wado``.
+    transfer_syntax
+        A transfer syntax UID to ask for (``transferSyntax=``); ``None`` (the
+        default) leaves the choice to the server (the standard says Explicit VR Little Endian).
+    workers
+        Requests in flight at once (default 8): WADO-URI asks for one instance per
+        request, so several keep the connection busy. The connection pool is sized to match.
+    timeout
+        Seconds to connect and to wait for data (one number, or ``(connect, read)``).
+    retry
+        When a failed request is tried again (default: :class:`~dicomtrolley._http.RetryPolicy`'s).
+    spill_threshold
+        Instances larger than this many bytes are held in a temporary file, not memory.
     use_async, max_workers
         4.x's switches, accepted with a DeprecationWarning: requests always run
         in parallel; ``max_workers``, when given, sets ``workers``.
@@ -55,14 +66,21 @@ class WadoURI(HTTPDownloader):
         session: requests.Session,
         url: str,
         *,
+        transfer_syntax: str | None = None,
+        workers: int | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        spill_threshold: int = SPILL_THRESHOLD,
         use_async: bool | None = None,
         max_workers: int | None = None,
-        **settings: Any,
     ) -> None:
         if use_async is not None or max_workers is not None:
             warn_parallelism_moved("WadoURI()")
-            settings["workers"] = max_workers or settings.get("workers")
-        super().__init__(session, url, **settings)
+            workers = max_workers or workers
+        super().__init__(
+            session, url, transfer_syntax=transfer_syntax, workers=workers, timeout=timeout, retry=retry,
+            spill_threshold=spill_threshold,
+        )
 
     def params_for(self, instance: InstanceReference) -> dict[str, str]:
         """The query parameters that ask for one instance as DICOM."""

@@ -99,3 +99,14 @@ def test_the_research_benchmark_runs_every_row_of_this_package(
     assert "| live: this package, typed DataFrame |" in table
     assert "| 200 instances streamed: this package, rows |" in table
     assert "| repeated search, from the cache |" in table
+
+
+def test_the_audit_benchmark_audits_a_pseudonymised_ct_study_and_times_it(tmp_path: Path) -> None:
+    from benchmarks.audit_bench import audit_speed, pseudonymised
+
+    collection = data.ct_study(tmp_path / "data", data.Sizes.quick())
+    out = pseudonymised(collection, tmp_path / "out")
+    speeds = audit_speed(out, runs=1)
+    assert set(speeds) == {"values", "values + header check", "MB"}
+    assert speeds["MB"] == pytest.approx(collection.total_bytes / 1e6, rel=0.05)
+    assert all(speed > 0 for speed in speeds.values())

@@ -30,6 +30,20 @@ def test_search_json_lists_the_studies_with_their_attributes(
     assert studies[0]["data"]["00100020"]["Value"] == ["PAT003"]
 
 
+@pytest.mark.parametrize(("low", "high"), [("20200101", "20211231"), ("2020-01-01", "2021-12-31")])
+def test_search_dates_are_read_in_dicom_or_iso_form(
+    orthanc: OrthancServer, capsys: pytest.CaptureFixture[str], low: str, high: str
+) -> None:
+    assert main(["search", orthanc.dicomweb_url, "--from", low, "--to", high, "--json"]) == 0
+    found = {s["uid"] for s in json.loads(capsys.readouterr().out)}
+    assert found == {s.uid for s in orthanc.sample.studies if "20200101" <= s.study_date <= "20211231"}
+
+
+def test_search_level_is_read_in_any_case(orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", orthanc.dicomweb_url, "--PatientID", "PAT003", "--level", "SERIES", "--json"]) == 0
+    assert all(study.get("children") for study in json.loads(capsys.readouterr().out))
+
+
 def test_download_writes_the_study_and_exits_zero(orthanc: OrthancServer, tmp_path: Path) -> None:
     study = next(s for s in orthanc.sample.small_studies if s.patient_id == "PAT001")
     status = main(["download", orthanc.dicomweb_url, study.uid, "-o", str(tmp_path), "--no-progress",
@@ -85,6 +99,7 @@ def test_password_comes_from_the_environment_not_the_command_line(
         pytest.param(["download", "http://127.0.0.1:9/dicom-web", "1.2", "-o", "x", "--workers", "0"],
                      "--workers", id="zero-workers"),
         pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--limit", "0"], "--limit", id="zero-limit"),
+        pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--from", "20200231"], "--from", id="no-such-day"),
         pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--from", "2024-02-02", "--to", "2024-01-01"],
                      "--from", id="from-after-to"),
         pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--no-verify", "--ca-file", "ca.pem"],

@@ -154,6 +154,66 @@ def test_reversed_date_range_is_refused() -> None:
         Query(min_study_date=date(2021, 1, 1), max_study_date=date(2020, 1, 1))
 
 
+@pytest.mark.parametrize("text", ["20200101", "2020-01-01", " 20200101 "])
+def test_study_date_bounds_take_dicom_and_iso_date_strings(text: str) -> None:
+    query = Query(min_study_date=text, max_study_date=text)
+
+    assert (query.min_study_date, query.max_study_date) == (date(2020, 1, 1), date(2020, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("20200101-20201231", "20200101-20201231"),
+        ("2020-01-01-2020-12-31", "20200101-20201231"),
+        ("20200101 - 2020-12-31", "20200101-20201231"),
+        ("-20201231", "-20201231"),
+        ("2020-01-01-", "20200101-"),
+        ("20200505", "20200505"),
+        ("2020-05-05", "20200505"),
+    ],
+)
+def test_study_date_takes_a_day_or_a_range_open_at_either_end(text: str, expected: str) -> None:
+    assert Query(StudyDate=text).study_date_range() == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["yesterday", "2020-1-1", "20200231", "-", "20200101-20200101-20200101", "20201231-20200101", "2020"]
+)
+def test_study_date_that_is_no_day_or_range_is_refused_quoting_it(text: str) -> None:
+    with pytest.raises(ValidationError, match=repr(text).replace("-", r"\-") if text == "-" else "date"):
+        Query(StudyDate=text)
+
+
+def test_study_date_and_min_study_date_together_are_refused() -> None:
+    with pytest.raises(ValidationError, match="not both"):
+        Query(StudyDate="20200101-", min_study_date="20210101")
+
+
+def test_a_study_date_bound_that_is_no_day_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match=r"min_study_date\n.*'20200231' is not a valid date"):
+        Query(min_study_date="20200231")
+
+
+@pytest.mark.parametrize("text", ["series", "Series", "SERIES", " series "])
+def test_query_level_is_read_in_any_case(text: str) -> None:
+    assert Query(query_level=text).query_level is QueryLevels.SERIES
+
+
+def test_query_level_image_is_the_instance_level_as_c_find_calls_it() -> None:
+    assert QueryLevels("image") is QueryLevels.INSTANCE
+
+
+def test_an_unknown_query_level_is_refused() -> None:
+    with pytest.raises(ValidationError, match="query_level"):
+        Query(query_level="patient")
+
+
+def test_patient_birth_date_written_in_iso_is_sent_as_dicom_writes_it() -> None:
+    assert Query(PatientBirthDate="1970-01-31").PatientBirthDate == "19700131"
+    assert Query(PatientBirthDate="1970-01-01-1979-12-31").PatientBirthDate == "19700101-19791231"
+
+
 def test_attributes_lists_only_the_set_dicom_fields() -> None:
     query = Query(PatientID="P1", Modality="CT", query_level=QueryLevels.SERIES, limit=5)
     assert query.attributes() == {"PatientID": "P1", "Modality": "CT"}

@@ -111,11 +111,12 @@ def test_every_option_is_a_key_of_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "deid.toml").write_text(
         'key_file = "deid.key"\nmax_date_shift_days = 30\nkeep_private_tags = ["0019,ACME 1.0,0C"]\n'
         'allow_burned_in = true\nquarantine_sop_classes = ["Ultrasound"]\nmapping = "/secure/map.csv"\n'
-        "mapping_in_output = true\nprocesses = 0\n",
+        'mapping_in_output = true\nprocesses = 0\nstate_dir = "state"\n',
         encoding="utf-8",
     )
     options = DeidentifyOptions.from_toml(tmp_path / "deid.toml")
     assert options.key_file == tmp_path / "deid.key"  # relative to the config file
+    assert options.state_dir == tmp_path / "state"
     assert options.mapping == Path("/secure/map.csv")
     assert options.keep_private_tags == ("0019,ACME 1.0,0C",)
     assert set(options.model_fields_set) == set(DeidentifyOptions.model_fields)

@@ -8,7 +8,7 @@ import pickle
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -390,8 +390,9 @@ def test_a_pseudonymised_exports_index_names_the_pseudonymised_files(
     assert len(index) == report.instances_written
     for row in index:
         ds = pydicom.dcmread(tmp_path / "out" / row["path"])
+        iso_date = datetime.strptime(ds.StudyDate, "%Y%m%d").date().isoformat()  # the index's form: pandas reads it
         assert (row["StudyInstanceUID"], row["SOPInstanceUID"], row["PatientID"], row["StudyDate"]) == (
-            ds.StudyInstanceUID, ds.SOPInstanceUID, ds.PatientID, ds.StudyDate
+            ds.StudyInstanceUID, ds.SOPInstanceUID, ds.PatientID, iso_date
         )
         assert row["path"] == f"{ds.PatientID}/{ds.StudyDate}/{ds.SOPInstanceUID}.dcm"
 

@@ -188,6 +188,24 @@ def test_find_with_open_date_range_returns_studies_after_it(searcher: DICOMQR, s
     assert sorted(s.uid for s in studies) == study_uids([s for s in sample.studies if s.study_date >= "20230101"])
 
 
+@pytest.mark.parametrize(
+    ("text", "first", "last"),
+    [
+        pytest.param("2020-01-01-20211231", "20200101", "20211231", id="closed-mixed-forms"),
+        pytest.param("-20201231", "00010101", "20201231", id="open-low"),
+        pytest.param("2022-01-01-", "20220101", "99991231", id="open-high-iso"),
+    ],
+)
+def test_find_with_study_date_written_as_text_returns_studies_inside_it(
+    searcher: DICOMQR, sample: SampleData, text: str, first: str, last: str
+) -> None:
+    studies = searcher.find_studies(Query(StudyDate=text))
+
+    expected = [s for s in sample.studies if first <= s.study_date <= last]
+    assert expected
+    assert sorted(s.uid for s in studies) == study_uids(expected)
+
+
 def test_find_series_by_modality_returns_matching_series_under_their_studies(
     searcher: DICOMQR, sample: SampleData
 ) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from dicomtrolley.cli import main
 from dicomtrolley.core import Query, QueryLevels
 from dicomtrolley.exceptions import ExportLockedError, WorklistError
 from dicomtrolley.export import REPORT_COLUMNS, export
+from dicomtrolley.export.report import write_index
 from dicomtrolley.export.state import DATABASE_NAME, FolderLock, StateDatabase
 from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.storage import TEMPORARY_SUFFIX, temporary_name
@@ -80,6 +81,43 @@ def test_the_index_can_be_csv(orthanc: OrthancServer, tmp_path: Path) -> None:
     index = pandas.read_csv(report.index_path, dtype=str)
     assert set(index["SOPInstanceUID"]) == {i.uid for i in study.instances}
     assert set(index["PatientID"]) == {study.patient_id}
+
+
+@pytest.mark.parametrize("index_format", ["parquet", "csv"])
+def test_the_index_types_numbers_as_integers_and_the_study_date_as_a_date(
+    orthanc: OrthancServer, tmp_path: Path, index_format: str
+) -> None:
+    study = next(s for s in orthanc.sample.small_studies if len(s.instances) >= 2)
+    report = export(trolley_for(orthanc), [study.uid], tmp_path, progress=False, index_format=index_format)
+
+    study_date = datetime.strptime(study.study_date, "%Y%m%d").date()
+    if index_format == "parquet":
+        index = pandas.read_parquet(report.index_path)
+        assert set(index["StudyDate"]) == {study_date}  # datetime.date values: a date32 column
+    else:
+        index = pandas.read_csv(report.index_path, parse_dates=["StudyDate"], date_format="%Y-%m-%d")
+        assert {d.date() for d in index["StudyDate"]} == {study_date}
+    assert str(index["SeriesNumber"].dtype) == "int64"
+    assert str(index["InstanceNumber"].dtype) == "int64"
+    by_number = index.sort_values(["SeriesNumber", "InstanceNumber"])
+    assert by_number["SOPInstanceUID"].tolist() == [
+        i.uid for s in sorted(study.series, key=lambda s: s.number) for i in s.instances
+    ]
+
+
+def test_an_index_value_that_is_no_number_or_date_is_left_empty_and_the_column_keeps_its_type(
+    tmp_path: Path,
+) -> None:
+    good = ("a.dcm", "1", "1.1", "1.1.1", "P", "20200102", "CT", "2", "10", "1.2.840.10008.1.2.1", 100)
+    odd = ("b.dcm", "1", "1.1", "1.1.2", "P", "2020-02-31", "CT", "1\\2", "x", "1.2.840.10008.1.2.1", 100)
+
+    index = pandas.read_parquet(write_index([good, odd], tmp_path, "parquet"))
+
+    assert index["SeriesNumber"].tolist()[0] == 2
+    assert pandas.isna(index["SeriesNumber"].tolist()[1])
+    assert pandas.isna(index["InstanceNumber"].tolist()[1])
+    assert index["StudyDate"].tolist()[0] == date(2020, 1, 2)
+    assert index["StudyDate"].tolist()[1] is None
 
 
 def test_a_row_that_matches_nothing_is_reported_not_found(orthanc: OrthancServer, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas
 import pytest
+from pydantic import ValidationError
 
 from dicomtrolley.core import Query
 from dicomtrolley.exceptions import WorklistError
@@ -44,6 +45,23 @@ def test_study_date_is_a_day_or_a_range_open_at_either_end(tmp_path: Path) -> No
         (None, date(2020, 12, 31)),
         (date(2020, 1, 1), None),
     ]
+
+
+STUDY_DATE_TEXTS = ["20200105", "2020-01-05", "20200101-20201231", "2020-01-01 - 2020-12-31", "-20201231", "20200101-",
+                    "yesterday", "20200231", "20201231-20200101"]
+
+
+def test_a_study_date_is_read_as_a_query_reads_it(tmp_path: Path) -> None:
+    worklist = read_worklist(csv_file(tmp_path, "StudyDate\n" + "\n".join(STUDY_DATE_TEXTS) + "\n"))
+
+    read = {row.line: row.query.study_date_range() for row in worklist.rows}
+    for line, text in enumerate(STUDY_DATE_TEXTS, start=2):
+        try:
+            expected = Query(StudyDate=text).study_date_range()
+        except ValidationError:
+            assert line in {bad.line for bad in worklist.bad}, text
+        else:
+            assert read[line] == expected, text
 
 
 def test_an_unknown_column_is_refused_naming_line_one(tmp_path: Path) -> None:

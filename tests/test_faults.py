@@ -22,6 +22,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -228,7 +229,9 @@ def test_broken_stream_keeps_the_whole_parts_and_fetches_only_the_missing_ones_o
 
 
 @pytest.mark.parametrize(
-    "fault", [Fault.PREAMBLE_EPILOGUE, Fault.QUOTED_BOUNDARY], ids=["preamble-and-epilogue", "quoted-boundary"]
+    "fault",
+    [Fault.PREAMBLE_EPILOGUE, Fault.QUOTED_BOUNDARY, Fault.MULTIPART_MIXED, Fault.FORM_DATA],
+    ids=["preamble-and-epilogue", "quoted-boundary", "labelled-multipart-mixed", "labelled-multipart-form-data"],
 )
 def test_legal_multipart_variants_download_completely_with_one_request_per_series(
     fault: Fault, server: FaultServer, session: requests.Session, tmp_path: Path
@@ -714,15 +717,41 @@ INVALID_DICOM_JSON = [
     pytest.param({"00280010": {"vr": "US", "Value": ["abc"]}}, id="number-that-is-text"),
     pytest.param({"00100020": {"vr": "LO", "Value": "PAT"}}, id="value-not-a-list"),
     pytest.param({"7FE00010": {"vr": "OB", "InlineBinary": 5}}, id="inline-binary-number"),
-    pytest.param({"ZZZZ": {"vr": "LO", "Value": ["a"]}}, id="tag-not-hex"),
 ]
 
 
 @pytest.mark.parametrize("attribute", INVALID_DICOM_JSON)
-def test_invalid_dicom_json_in_a_result_is_a_malformed_response_naming_url_and_result(
-    attribute: dict[str, object], server: FaultServer, session: requests.Session, capsys: pytest.CaptureFixture[str]
+def test_an_attribute_that_breaks_its_type_is_kept_as_text_named_in_a_warning_and_the_rest_read(
+    attribute: dict[str, Any],
+    server: FaultServer,
+    session: requests.Session,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    row = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}, **attribute}
+    row = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}, "00080050": {"vr": "SH", "Value": ["ACC9"]}, **attribute}
+    server.add_fault(Fault.BODY, route=Route.QIDO, payload=json.dumps([row]).encode())
+    searcher = QidoRS(session, server.dicomweb_url, timeout=TIMEOUT, retry=FAST_RETRY)
+    ((tag, element),) = attribute.items()
+
+    (study,) = searcher.find_studies(Query(PatientID="PAT*"))
+    with caplog.at_level(logging.WARNING, logger="dicomtrolley"):
+        data = study.data
+
+    assert data.AccessionNumber == "ACC9"
+    kept = data[int(tag, 16)]
+    assert (kept.VR, json.loads(kept.value)) == ("UT", element.get("Value", element.get("InlineBinary")))
+    assert f"({tag}) is not valid DICOM JSON" in caplog.text
+    assert server.dicomweb_url in caplog.text
+    assert main(["search", server.dicomweb_url, "--PatientID", "PAT*"]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    assert "1.2.3" in out.out
+
+
+def test_a_result_whose_key_is_no_tag_is_a_malformed_response_naming_url_and_result(
+    server: FaultServer, session: requests.Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    row = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}, "ZZZZ": {"vr": "LO", "Value": ["a"]}}
     server.add_fault(Fault.BODY, route=Route.QIDO, payload=json.dumps([row]).encode())
     searcher = QidoRS(session, server.dicomweb_url, timeout=TIMEOUT, retry=FAST_RETRY)
 

@@ -12,13 +12,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "dicomtrolley"
 
 LAYERS: list[set[str]] = [
-    {"_version", "exceptions", "_compat"},
+    {"_version", "exceptions", "_compat", "_values"},
     {"core", "roles", "_concurrency"},
-    {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e", "_get_contexts", "tokens",
-     "_accept",
-     "_jsonstream", "_spooled"},
+    {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e", "_get_contexts",
+     "_jsonstream", "_spooled", "_originals", "_processes", "tokens", "_accept"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
-     "storage", "results", "progress", "caching", "deidentify", "metadata", "preview", "capped"},
+     "storage", "results", "progress", "caching", "deidentify", "metadata", "preview", "audit", "capped"},
     {"_planning", "_download"},
     {"trolley"},
     {"_trolley_profile"},
@@ -110,5 +109,5 @@ def test_no_modules_import_each_other_in_a_circle() -> None:
         visit(module, ())
 
 
-def test_the_core_imports_nothing_of_the_package_but_the_exceptions() -> None:
-    assert import_graph()["core"] - {"roles"} == {"exceptions"}
+def test_the_core_imports_nothing_of_the_package_but_the_exceptions_and_the_value_rules() -> None:
+    assert import_graph()["core"] - {"roles"} == {"exceptions", "_values"}

@@ -20,7 +20,7 @@ import requests
 from dicomtrolley.auth import create_session
 from dicomtrolley.core import Query, QueryLevels, Study
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
-from dicomtrolley.mint import LATEST_DATE, Mint, MintQuery, MintReader, mint_parameters
+from dicomtrolley.mint import EARLIEST_DATE, LATEST_DATE, Mint, MintQuery, MintReader, mint_parameters
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
@@ -123,6 +123,11 @@ def test_an_open_date_range_is_sent_closed_and_matches(mint: Mint) -> None:
     assert sorted(s.data.StudyDate for s in studies) == ["20210602", "20230120"]
     sent = parse_qs(urlsplit(urls[-1]).query)
     assert (sent["min_study_date"], sent["max_study_date"]) == (["20210101"], [LATEST_DATE])
+
+
+def test_a_study_date_range_written_as_text_is_sent_as_both_ends() -> None:
+    params = mint_parameters(Query(StudyDate="-2020-12-31"))
+    assert (params["min_study_date"], params["max_study_date"]) == (EARLIEST_DATE, "20201231")
 
 
 def test_open_date_ends_are_filled_in() -> None:

@@ -120,6 +120,33 @@ def test_study_date_ranges_find_the_studies_inside(
     assert uids(found) == only(sample, lambda s: first <= s.study_date <= last)
 
 
+STUDY_DATE_TEXTS = [
+    pytest.param("20200101-20211231", "20200101", "20211231", id="closed"),
+    pytest.param("2020-01-01-2021-12-31", "20200101", "20211231", id="closed-iso"),
+    pytest.param("20220101-", "20220101", "99991231", id="open-high"),
+    pytest.param("-2020-12-31", "00010101", "20201231", id="open-low-iso"),
+    pytest.param("2023-01-20", "20230120", "20230120", id="single-day-iso"),
+]
+"""A StudyDate criterion as a user writes it, and the first and last day it covers."""
+
+
+@pytest.mark.parametrize(("text", "first", "last"), STUDY_DATE_TEXTS)
+def test_study_date_written_as_text_finds_the_studies_inside(
+    qido: QidoRS, sample: SampleData, text: str, first: str, last: str
+) -> None:
+    found = qido.find_studies(Query(StudyDate=text))
+
+    assert found
+    assert uids(found) == only(sample, lambda s: first <= s.study_date <= last)
+
+
+@pytest.mark.parametrize("level", ["series", "Series", "SERIES"])
+def test_a_query_level_in_any_case_searches_that_deep(qido: QidoRS, sample: SampleData, level: str) -> None:
+    (study,) = qido.find_studies(Query(AccessionNumber="ACC2001", query_level=level))
+
+    assert study.series
+
+
 @pytest.mark.parametrize("modalities", ["PT", "CT,PT"])
 def test_modalities_in_study_finds_studies_with_those_modalities(
     qido: QidoRS, sample: SampleData, modalities: str

@@ -8,9 +8,10 @@ import pytest
 import requests
 from pydicom.dataset import Dataset
 
-from dicomtrolley.core import Query, Series, Study
+from dicomtrolley.core import Instance, Query, Series, Study
+from dicomtrolley.exceptions import NonInstanceParameterError, NonSeriesParameterError
 from dicomtrolley.qido_rs import QidoRS
-from dicomtrolley.results import COLUMNS, UNKNOWN, StudyList
+from dicomtrolley.results import COLUMNS, UNKNOWN, InstanceList, SeriesList, StudyList
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from tests.support.orthanc import OrthancServer
@@ -172,3 +173,79 @@ def test_a_study_partly_on_disk_before_the_download_has_no_size(orthanc: Orthanc
     again = trolley.download(studies[0], tmp_path, progress=False)
     assert (again.written, again.skipped) == (1, first.written - 1)
     assert again.study_sizes == {}
+
+
+# ---------------------------------------------------------------- deeper than the search went
+
+
+def test_series_of_studies_found_without_them_and_no_searcher_is_refused_saying_why() -> None:
+    with pytest.raises(NonSeriesParameterError, match=r"found without their series.*query_level='SERIES'"):
+        StudyList([study("1.1", "P1")]).series()
+
+
+def test_instances_of_series_found_without_them_and_no_searcher_is_refused_saying_why() -> None:
+    with pytest.raises(NonInstanceParameterError, match=r"without their instances.*query_level='INSTANCE'"):
+        two_studies().instances()
+
+
+def test_instances_of_a_tree_found_to_instance_level_need_no_searcher() -> None:
+    found = study("1.1", "P1")
+    one = found.add(series("1.1.1", 4, "CT"))
+    for number in (2, 1):
+        one.add(Instance(f"1.1.1.{number}", json_data={"00200013": {"vr": "IS", "Value": [number]}}))
+
+    rows = StudyList([found]).instances().rows()
+
+    assert [(r["SOPInstanceUID"], r["InstanceNumber"], r["SeriesNumber"], r["PatientID"]) for r in rows] == [
+        ("1.1.1.2", 2, 4, "P1"),
+        ("1.1.1.1", 1, 4, "P1"),
+    ]
+
+
+@pytest.mark.parametrize("empty", [StudyList(), StudyList().series(), StudyList().instances()])
+def test_an_empty_list_gives_a_dataframe_with_the_tables_columns(empty: StudyList | SeriesList | InstanceList) -> None:
+    frame = empty.to_dataframe()
+
+    assert frame.empty
+    assert list(frame.columns) == list(empty.columns)
+    assert "StudyInstanceUID" in frame.columns
+
+
+@pytest.mark.integration
+def test_series_of_a_study_level_search_are_searched_for(orthanc: OrthancServer, sample_data: SampleData) -> None:
+    _, studies = patient_studies(orthanc)
+    assert not any(s.series for s in studies)
+
+    found = studies.series()
+
+    assert {s.uid for s in found} == {se.uid for st in sample_data.studies if st.patient_id == "PAT001"
+                                      for se in st.series}
+    assert all(row["Modality"] and row["instances"] for row in found.rows())
+
+
+@pytest.mark.integration
+def test_instances_of_a_study_level_search_are_searched_for(orthanc: OrthancServer, sample_data: SampleData) -> None:
+    _, studies = patient_studies(orthanc)
+
+    found = studies.instances()
+
+    expected = {i.uid for st in sample_data.studies if st.patient_id == "PAT001" for se in st.series
+                for i in se.instances}
+    assert {i.uid for i in found} == expected
+    assert all(isinstance(row["InstanceNumber"], int) for row in found.rows())
+
+
+@pytest.mark.integration
+def test_instances_of_a_series_level_search_are_those_of_its_series_only(
+    orthanc: OrthancServer, sample_data: SampleData
+) -> None:
+    session = requests.Session()
+    trolley = Trolley(QidoRS(session, orthanc.dicomweb_url), WadoRS(session, orthanc.dicomweb_url))
+    ct = trolley.find_studies(Query(PatientID="PAT001", Modality="CT", query_level="series")).series()
+
+    found = ct.instances()
+
+    expected = {i.uid for st in sample_data.studies if st.patient_id == "PAT001" for se in st.series
+                if se.modality == "CT" for i in se.instances}
+    assert expected
+    assert {i.uid for i in found} == expected

@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicomtrolley._version import __version__
+from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError, SharedFolderError
 from dicomtrolley.export import export
-from dicomtrolley.export.report import ExportReport
+from dicomtrolley.export.politeness import TimeWindow
+from dicomtrolley.export.report import ExportReport, IndexFormat
 from dicomtrolley.export.worklist import WorklistSource
 from dicomtrolley.profiles import PASSWORD_VARIABLE, SECRET_AUTHS, TOKEN_VARIABLE, ServerProfile
 from dicomtrolley.trolley import Trolley
@@ -297,7 +299,16 @@ def export_on_dask(
     *,
     studies: int | None = None,
     announce: Callable[[str], None] | None = None,
-    **options: Any,
+    template: str | None = None,
+    max_attempts: int = 3,
+    refresh: bool = False,
+    skip_bad_rows: bool = False,
+    max_rate: float | str | None = None,
+    window: TimeWindow | str | None = None,
+    progress: bool | None = None,
+    index_format: IndexFormat = "auto",
+    deidentify: Deidentifier | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
 ) -> ExportReport:
     """Export a worklist on a Dask cluster: one task per study, run on the workers.
 
@@ -323,8 +334,9 @@ def export_on_dask(
     announce
         Called with a line naming the cluster and its dashboard, once connected
         (the command line prints it); the line is logged either way.
-    **options
-        The other options of :func:`~dicomtrolley.export.export`.
+    template, max_attempts, refresh, skip_bad_rows, max_rate, window, progress, index_format, deidentify, \
+state_dir
+        As for :func:`~dicomtrolley.export.export`, which says what each does.
 
     Raises
     ------
@@ -346,5 +358,8 @@ def export_on_dask(
         check_worker_secrets(client, profile)
         executor = client.get_executor(pure=False)  # type: ignore[no-untyped-call]
         return export(
-            profile, worklist, Path(output_dir), executor=executor, studies=studies or max(2 * threads, 1), **options
+            profile, worklist, Path(output_dir), executor=executor, studies=studies or max(2 * threads, 1),
+            template=template, max_attempts=max_attempts, refresh=refresh, skip_bad_rows=skip_bad_rows,
+            max_rate=max_rate, window=window, progress=progress, index_format=index_format, deidentify=deidentify,
+            state_dir=Path(state_dir) if state_dir is not None else None,
         )

@@ -8,6 +8,7 @@ and always describe every run so far.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import os
 from collections.abc import Iterable, Iterator
@@ -15,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from dicomtrolley._values import parse_date, whole_number
 from dicomtrolley.export.state import BAD_ROW, DONE, FAILED, INDEX_COLUMNS, NOT_FOUND, StateDatabase
 
 if TYPE_CHECKING:
     import pandas
+
+    from dicomtrolley.audit import AuditResult
 
 REPORT_NAME = "report.csv"
 REPORT_COLUMNS: tuple[str, ...] = (
@@ -31,6 +35,10 @@ PSEUDONYMISED_REPORT_COLUMNS: tuple[str, ...] = (
     *REPORT_COLUMNS[:7], "instances_quarantined", *REPORT_COLUMNS[7:]
 )
 """The columns of a pseudonymised export's ``report.csv``: also the instances held back (quarantined)."""
+
+AUDIT_NAME = "audit.csv"
+AUDIT_COLUMNS = ("file", "where", "kind", "reason")
+"""``audit.csv``, beside ``report.csv``: a pseudonymised export's audit findings, never a value."""
 
 IndexFormat = Literal["auto", "csv", "parquet"]
 
@@ -70,7 +78,13 @@ class ExportReport:
         (see :mod:`dicomtrolley.deidentify`), and the bytes of the files written;
         each by the last attempt at each study.
     ok
-        True when every row is done: nothing failed, was not found, or was skipped as a bad row.
+        True when every row is done: nothing failed, was not found, or was skipped as a bad row;
+        for a pseudonymised export, also when its audit found nothing.
+    audit
+        A pseudonymised export's audit of its output folder (see :mod:`dicomtrolley.audit`), run at
+        the end of each run that was not interrupted; ``None`` when there was nothing to audit.
+        Its findings (file, where, kind: never a value) are also written to ``audit.csv`` beside
+        ``report.csv``.
     """
 
     columns: tuple[str, ...] = REPORT_COLUMNS
@@ -86,6 +100,27 @@ class ExportReport:
     instances_quarantined: int = 0
     bytes_written: int = 0
     ok: bool = False
+    audit: AuditResult | None = None
+
+    def record_audit(self, result: AuditResult | None) -> None:
+        """Keep the audit's result and write its findings beside ``report.csv``; a finding makes the export not ok.
+
+        ``audit.csv`` has a line per finding (``file``, ``where``, ``kind``, ``reason``), none when
+        the output is clean; without an audit it is removed, so it never describes an older run.
+        """
+        self.audit = result
+        if self.report_path is None:
+            return
+        path = self.report_path.with_name(AUDIT_NAME)
+        if result is None:
+            path.unlink(missing_ok=True)
+            return
+        with _Atomic(path) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(AUDIT_COLUMNS)
+            writer.writerows((f.file, f.where, f.kind, f.reason) for f in result.findings)
+        if not result.ok:
+            self.ok = False
 
     @property
     def lines(self) -> list[dict[str, Any]]:
@@ -116,6 +151,8 @@ class ExportReport:
         text += f"; {self.instances_written} instances written ({self.bytes_written / 1e6:.1f} MB)"
         if self.instances_quarantined:
             text += f", {self.instances_quarantined} quarantined"
+        if self.audit is not None:
+            text += "; audit: clean" if self.audit.ok else f"; audit: {len(self.audit.findings)} findings"
         return text
 
 
@@ -208,11 +245,50 @@ def write_outputs(
     return report
 
 
+INDEX_INTEGERS: tuple[str, ...] = ("SeriesNumber", "InstanceNumber", "size")
+"""The index columns that hold whole numbers (int64 in parquet; empty where a file has none)."""
+
+INDEX_DATES: tuple[str, ...] = ("StudyDate",)
+"""The index columns that hold dates (date32 in parquet, ``YYYY-MM-DD`` in CSV; empty where unreadable)."""
+
+_INDEX_POSITIONS = {name: INDEX_COLUMNS.index(name) for name in (*INDEX_INTEGERS, *INDEX_DATES)}
+
+
+def _typed_index_row(row: tuple[Any, ...]) -> list[Any]:
+    """An index row with its numbers as numbers and its date in ISO form, as pandas and pyarrow read them.
+
+    A file's own value that is no whole number (``"1\\2"``) or no date is left
+    empty, so that one odd file cannot make the column text again.
+    """
+    cells = list(row)
+    for name in INDEX_INTEGERS:
+        position = _INDEX_POSITIONS[name]
+        value = cells[position]
+        if not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+            number = whole_number(value)
+            cells[position] = "" if number is None else number
+    for name in INDEX_DATES:
+        position = _INDEX_POSITIONS[name]
+        cells[position] = _iso_day(cells[position])
+    return cells
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_day(value: Any) -> str:
+    """A DICOM date as ``YYYY-MM-DD``, or '' (cached: an export holds few distinct study dates)."""
+    try:
+        return parse_date(value).isoformat() if value else ""
+    except ValueError:
+        return ""
+
+
 def write_index(rows: Iterable[tuple[Any, ...]], folder: Path, index_format: IndexFormat = "auto") -> Path:
     """``instances.parquet`` (when pyarrow is installed, or asked for) or ``instances.csv``.
 
-    The parquet file is converted from the CSV by pyarrow's own reader, which
-    streams and needs no pandas (building arrays from Python lists would import it).
+    :data:`INDEX_INTEGERS` are integers and :data:`INDEX_DATES` dates in both:
+    sorting by InstanceNumber sorts by number, not as text. The parquet file
+    is converted from the CSV by pyarrow's own reader, which streams and
+    needs no pandas (building arrays from Python lists would import it).
     """
     if index_format == "auto":
         index_format = "parquet" if importlib.util.find_spec("pyarrow") is not None else "csv"
@@ -220,14 +296,17 @@ def write_index(rows: Iterable[tuple[Any, ...]], folder: Path, index_format: Ind
     with _Atomic(csv_path) as temporary, temporary.open("w", encoding="utf-8", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(INDEX_COLUMNS)
-        writer.writerows(rows)
+        writer.writerows(_typed_index_row(row) for row in rows)
     if index_format == "csv":
         return csv_path
     from pyarrow import csv as arrow_csv
-    from pyarrow import int64, parquet, string, system_memory_pool
+    from pyarrow import date32, int64, parquet, string, system_memory_pool
 
     path = folder / "instances.parquet"
-    types = {name: int64() if name == "size" else string() for name in INDEX_COLUMNS}
+    types = {
+        name: int64() if name in INDEX_INTEGERS else date32() if name in INDEX_DATES else string()
+        for name in INDEX_COLUMNS
+    }
     # Batch by batch on one thread, with the system allocator (arrow's own keeps what it
     # freed), from a plain file (a memory map would count the whole CSV as ours), in blocks
     # below malloc's mmap threshold (larger ones grow the heap with every block read):

@@ -23,11 +23,13 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from dicomtrolley._originals import default_state_folder
+from dicomtrolley.audit import audit, recorded_values
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DeidentificationError, DICOMTrolleyError
 from dicomtrolley.export.politeness import RateLimiter, TimeWindow
@@ -142,9 +144,7 @@ def state_folder(output_dir: Path, options: ExportOptions) -> Path:
         return options.state_dir or output_dir
     deidentify.storage(StorageDir(output_dir, options.template))  # refuses a mapping table inside the folder
     output = output_dir.resolve()
-    mapping = deidentify.options.mapping
-    beside = mapping.resolve().parent if mapping is not None else output.parent
-    folder = options.state_dir or beside / f"{output.name}.state"
+    folder = options.state_dir or default_state_folder(output, deidentify.options.mapping)
     if folder.resolve().is_relative_to(output):
         raise DeidentificationError(
             f"The state folder {folder} holds original identifiers, but lies inside the output folder "
@@ -159,6 +159,9 @@ def run_export(
     """Export every study of ``worklist`` into ``output_dir``; see :func:`dicomtrolley.export.export`."""
     folder = Path(output_dir)
     state_dir = state_folder(folder, options)
+    if options.deidentify is not None and options.deidentify.options.state_dir is None:
+        # Every study records the originals' identifying values in the export's state folder, for the audit.
+        options = replace(options, deidentify=options.deidentify.with_state_dir(state_dir))
     rows = read_worklist(worklist)
     if not options.skip_bad_rows:
         rows.check()
@@ -181,6 +184,8 @@ def run_export(
             report = write_outputs(state, folder, options.index_format, report_folder=state_dir,
                                    pseudonymised=options.deidentify is not None)
             state.close()
+        if options.deidentify is not None and not interrupted:
+            report.record_audit(audit(folder, state_dir) if recorded_values(state_dir) else None)
     logger.info("Export to %s: %s", folder, report)
     if interrupted:
         raise KeyboardInterrupt

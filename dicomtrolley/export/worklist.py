@@ -6,7 +6,8 @@ the export at once, naming the line, instead of after hours of work.
 
 Columns (any subset, in any order, with a header row): ``StudyInstanceUID``,
 ``AccessionNumber``, ``PatientID``, ``StudyDate`` (``YYYYMMDD``,
-``YYYY-MM-DD``, or a range ``YYYYMMDD-YYYYMMDD`` with either end open),
+``YYYY-MM-DD``, or a range ``A-B`` with either end open, read by the rules
+a :class:`~dicomtrolley.core.Query` reads ``StudyDate`` by),
 ``ModalitiesInStudy``, ``StudyDescription``. A CSV file may be separated by
 commas or tabs, and may start with a UTF-8 byte order mark.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dicomtrolley._values import parse_date_range
 from dicomtrolley.core import Query
 from dicomtrolley.exceptions import WorklistError
 
@@ -37,9 +38,6 @@ COLUMNS: tuple[str, ...] = (
     "StudyDescription",
 )
 """The columns a worklist may have."""
-
-_DATE = r"(\d{8}|\d{4}-\d{2}-\d{2})"
-_DATE_RANGE = re.compile(rf"^(?:{_DATE})?\s*(-)?\s*(?:{_DATE})?$")
 
 
 @dataclass(frozen=True)
@@ -193,7 +191,10 @@ def _query(record: Mapping[str, Any]) -> Query:
     study_date = values.pop("StudyDate", "")
     if not any(values.values()) and not study_date:
         raise ValueError("the row is empty")
-    low, high = _date_range(study_date) if study_date else (None, None)
+    try:
+        low, high = parse_date_range(study_date) if study_date else (None, None)
+    except ValueError as error:
+        raise ValueError(f"StudyDate {error}") from None
     fields: dict[str, Any] = {k: v for k, v in values.items() if v}
     return Query(**fields, min_study_date=low, max_study_date=high)
 
@@ -202,23 +203,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, (date, datetime)):
         return value.strftime("%Y%m%d")
     return "" if value is None else str(value).strip()
-
-
-def _date_range(text: str) -> tuple[date | None, date | None]:
-    """``YYYYMMDD``, ``YYYY-MM-DD`` or a range of them, either end open."""
-    if re.fullmatch(_DATE, text):
-        day = _day(text)
-        return day, day
-    match = _DATE_RANGE.match(text)
-    if not match or not match.group(2) or not (match.group(1) or match.group(3)):
-        raise ValueError(f"StudyDate {text!r} is not a date (YYYYMMDD) or a range (YYYYMMDD-YYYYMMDD)")
-    return _day(match.group(1)), _day(match.group(3))
-
-
-def _day(text: str | None) -> date | None:
-    if not text:
-        return None
-    try:
-        return datetime.strptime(text.replace("-", ""), "%Y%m%d").date()
-    except ValueError:
-        raise ValueError(f"StudyDate {text!r} is not a valid date") from None

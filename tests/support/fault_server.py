@@ -179,6 +179,10 @@ class Fault(enum.Enum):
     """The multipart body without any Content-Type header."""
     PREAMBLE_EPILOGUE = "preamble and epilogue"
     """Text before the first delimiter and after the last (legal: must work)."""
+    MULTIPART_MIXED = "multipart/mixed"
+    """The body labelled ``multipart/mixed`` instead of ``multipart/related`` (seen in the field: must work)."""
+    FORM_DATA = "multipart/form-data"
+    """Labelled ``multipart/form-data``, each part with a Content-Disposition (seen in the field: must work)."""
     NOT_DICOM_PART = "not DICOM part"
     """Part k+1 holds text, not DICOM; the others are fine."""
     HUGE_PART_HEADER = "huge part header"
@@ -665,6 +669,11 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [_part(i.data, boundary) for i in instances]
         if fault is Fault.NOT_DICOM_PART and k < len(parts):
             parts[k] = _part(b"This is a text file, not a DICOM instance.\r\n", boundary)
+        if fault is Fault.FORM_DATA:
+            parts = [
+                _part(i.data, boundary, {"Content-Disposition": f'form-data; name="file"; filename="{i.sop_uid}.dcm"'})
+                for i in instances
+            ]
         if fault is Fault.HUGE_PART_HEADER and k < len(parts):
             parts[k] = _part(instances[k].data, boundary, {"X-Padding": "a" * (rule.size if rule else 0)})
         closing = f"--{boundary}--\r\n".encode()
@@ -690,6 +699,8 @@ class _Handler(BaseHTTPRequestHandler):
             content_type = 'multipart/related; type="application/dicom"'
         elif fault is Fault.NO_CONTENT_TYPE:
             content_type = None
+        elif fault in (Fault.MULTIPART_MIXED, Fault.FORM_DATA):
+            content_type = f"{fault.value}; boundary={boundary}"
 
         self.send_response(status)
         if content_type is not None:

@@ -195,6 +195,16 @@ def _instance(study: StudySpec, kind: str, series_uid: str, instance_uid: str, n
     ds.OtherPatientIDsSequence = Sequence([other])
 
     ds.ReferringPhysicianName = REFERRER
+    # More of the text attributes PS3.15 Table E.1-1 removes or replaces, holding the same identities.
+    ds.PerformingPhysicianName = OPERATOR
+    ds.NameOfPhysiciansReadingStudy = ds.RequestingPhysician = ds.PhysiciansOfRecord = REFERRER
+    ds.ConsultingPhysicianName = REFERRER
+    ds.OtherPatientNames = ds.PatientBirthName = ds.PatientMotherBirthName = ds.ResponsiblePerson = patient.name
+    ds.MedicalRecordLocator = patient.patient_id
+    ds.PlacerOrderNumberImagingServiceRequest = ds.FillerOrderNumberImagingServiceRequest = study.accession
+    ds.InstitutionalDepartmentName = INSTITUTION
+    ds.PatientTelecomInformation = patient.phone
+    ds.StudyComments = f"Follow-up for {patient.name.split('^')[0]}, {patient.patient_id}"
     ds.OperatorsName = OPERATOR
     ds.InstitutionName = INSTITUTION
     ds.InstitutionAddress = INSTITUTION_ADDRESS

@@ -1,0 +1,72 @@
+"""Signatures an IDE can read: no public callable hides its parameters behind ``**kwargs``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import requests
+
+import dicomtrolley
+from dicomtrolley.export import export
+from dicomtrolley.export.cluster import export_on_dask
+from dicomtrolley.trolley import Trolley
+from dicomtrolley.wado_uri import WadoURI
+
+
+def public_callables() -> Iterator[tuple[str, Callable[..., Any]]]:
+    """Every public function, and every public method (``__init__`` too) of every public class, by name."""
+    for module_info in pkgutil.walk_packages(dicomtrolley.__path__, "dicomtrolley."):
+        if any(part.startswith("_") for part in module_info.name.split(".")[1:]):
+            continue
+        module = importlib.import_module(module_info.name)
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if inspect.isfunction(obj):
+                yield f"{module.__name__}.{name}", obj
+            elif inspect.isclass(obj):
+                for attribute, member in vars(obj).items():
+                    function = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
+                    if (
+                        inspect.isfunction(function)
+                        and function.__module__ == module.__name__  # not typing's __init__ of a Protocol
+                        and (attribute == "__init__" or not attribute.startswith("_"))
+                    ):
+                        yield f"{module.__name__}.{name}.{attribute}", function
+
+
+def test_no_public_callable_takes_keyword_arguments_it_does_not_name() -> None:
+    hiding = [
+        name for name, function in public_callables()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(function).parameters.values())
+    ]
+
+    assert hiding == []
+
+
+def keywords(function: Callable[..., Any]) -> set[str]:
+    return {name for name, p in inspect.signature(function).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def test_trolley_export_names_every_option_of_export() -> None:
+    assert keywords(Trolley.export) == keywords(export)
+
+
+def test_export_on_dask_names_every_option_of_export_but_the_executor_it_brings() -> None:
+    assert keywords(export_on_dask) - {"announce"} == keywords(export) - {"executor"}
+
+
+def test_wado_uri_names_the_http_settings_and_keeps_4x_keywords() -> None:
+    assert {"transfer_syntax", "workers", "timeout", "retry", "spill_threshold", "use_async", "max_workers"} <= (
+        keywords(WadoURI.__init__)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        downloader = WadoURI(requests.Session(), "http://pacs/wado", use_async=True, max_workers=3)
+    assert downloader.workers == 3
+    assert [w.category for w in caught] == [DeprecationWarning]
