@@ -132,8 +132,16 @@ class RetryPolicy:
                 # Retry-After at once must not all come back in the same instant.
                 spread = after * RETRY_AFTER_SPREAD * random.random()  # noqa: S311 - jitter, not crypto
                 return float(min(after + spread, self.max_backoff))
-        base: float = self.backoff * 2.0 ** (attempt - 1)
-        return min(base * (0.5 + random.random()), self.max_backoff)  # noqa: S311 - jitter, not crypto
+        return backoff_delay(attempt, self.backoff, self.max_backoff)
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Seconds to wait after failure number ``attempt``: ``base`` doubled per failure, jittered, at most ``cap``.
+
+    The jitter (0.5 to 1.5 times) keeps clients that failed together from coming back together.
+    """
+    grown: float = base * 2.0 ** (attempt - 1)
+    return min(grown * (0.5 + random.random()), cap)  # noqa: S311 - jitter, not crypto
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from dicomtrolley._spooled import SpooledChunks
-from dicomtrolley.exceptions import MultipartError
+from dicomtrolley.exceptions import MultipartError, TruncatedBodyError
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ class _Parser:
             where = f"after the {self._size} bytes (Content-Length) but before the delimiter"
         else:
             where = f"after {self._size} bytes of the content"
-        raise MultipartError(
+        raise TruncatedBodyError(
             f"the multipart body is truncated: it ended {where} of part {self._completed + 1}; "
             f"{self._completed} part(s) completed before"
         )
@@ -558,8 +558,8 @@ class _Parser:
         self._ready.append(Part(headers=self._headers, body=body, size=self._size))
         self._completed += 1
 
-    def _missing_close(self) -> MultipartError:
-        return MultipartError(
+    def _missing_close(self) -> TruncatedBodyError:
+        return TruncatedBodyError(
             f"the multipart body ended without its closing delimiter '--{self._boundary}--'; "
             f"{self._completed} part(s) completed before"
         )

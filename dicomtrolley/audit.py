@@ -45,6 +45,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicomtrolley._annex_e import declared_violations
 from dicomtrolley._header import pixel_data_span
 from dicomtrolley._originals import VALUES_NAME, OriginalValues, default_state_folder
 from dicomtrolley.exceptions import DeidentificationError
@@ -86,9 +87,9 @@ class Violation(Protocol):
 Check = Callable[[Dataset], Iterable[Violation]]
 """A check of one file's header: the attributes it holds that must be gone (never their values)."""
 
-TABLE_CHECKS: tuple[Check, ...] = ()
-"""The checks an audit runs unless given others: where the rules engine's check of PS3.15 Table E.1-1
-(``_annex_e.violations``) is plugged in, once it exists, by this one line."""
+TABLE_CHECKS: tuple[Check, ...] = (declared_violations,)
+"""The checks an audit runs unless given others: the rules engine's check of PS3.15 Table E.1-1, under the
+options each file declares it was pseudonymised with (:func:`dicomtrolley._annex_e.declared_violations`)."""
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def _date(text: str) -> date:
     try:
         return parse_date(text)
@@ -172,7 +182,10 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--dask", metavar="ADDRESS",
                      help="run the studies on a Dask cluster: tcp://scheduler:8786, or local:N to start N worker "
                           "processes here (local: one per core); workers need the password in their environment")
-    job.add_argument("--max-attempts", type=_positive_int, default=3, help="attempts per study, across runs")
+    job.add_argument("--max-attempts", type=_positive_int, default=3,
+                     help="attempts per study, across runs; a failure that may pass is retried within the run")
+    job.add_argument("--retry-delay", type=_seconds, default=5.0, metavar="SECONDS",
+                     help="wait before a failed study's next attempt, doubled each time (default: %(default)s)")
     job.add_argument("--refresh", action="store_true", help="search rows resolved by an earlier run again")
     job.add_argument("--skip-bad-rows", action="store_true", help="report unreadable rows and go on")
     job.add_argument("--max-rate", type=parse_rate, help="bytes per second for the whole job, e.g. 50MB/s")
@@ -317,7 +330,8 @@ def _export(args: argparse.Namespace) -> int:
         raise WorklistError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
     options: dict[str, Any] = dict(
         template=args.template,
-        max_attempts=args.max_attempts, refresh=args.refresh, skip_bad_rows=args.skip_bad_rows,
+        max_attempts=args.max_attempts, retry_delay=args.retry_delay, refresh=args.refresh,
+        skip_bad_rows=args.skip_bad_rows,
         max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
         index_format=args.index_format, deidentify=_deidentifier(args), state_dir=args.state_dir,
     )

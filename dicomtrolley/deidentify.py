@@ -8,24 +8,19 @@ then hands it to storage. Identifiable bytes never reach the output folder,
 not even as a temporary file there; the paths, the template and anything
 storage writes see pseudonymised values only.
 
-The options applied:
+Every action comes from Table E.1-1 itself (edition 2026c, every row, at every
+depth; :mod:`dicomtrolley._annex_e`), under the options of
+:class:`DeidentifyOptions`: by default UIDs replaced, modified dates (each
+patient's dates move back by the same number of days), patient
+characteristics and device identity retained, descriptors cleaned of every
+identifying value of the dataset, private attributes removed except those in
+``keep_private_tags``. What the table does not name goes too when it can hold
+text, unless a reviewed allow list keeps it.
 
-- **UIDs replaced** (retain UIDs off); class and transfer-syntax UIDs stay.
-- **Retain longitudinal temporal information, modified dates**: every date of
-  a patient moves back by the same number of days, so intervals survive.
-- **Retain patient characteristics** (sex, age, size, weight) and **retain
-  device identity** (station name, serial numbers).
-- **Clean descriptors**: free text that holds a value the profile replaced
-  (a name, an ID, a date) has that value cut out.
-- Private attributes removed, except those listed in ``keep_private_tags``.
-
-The rules are dicognito's (a maintained, typed, pure-pydicom library);
-this module adds the Annex E options dicognito does not have (per-patient date
-shift, private attributes, descriptor cleaning, the profile's codes) and
-makes every pseudonym a keyed function of the original: HMAC-SHA256 under a
+Every pseudonym is a keyed function of the original: HMAC-SHA256 under a
 secret key, so two runs, two machines and two batches give the same
 PatientID, UIDs and date shift for the same input, and nobody without the key
-can reverse or link them.
+can reverse or link them (the values are dicognito's, keyed).
 
 The key comes from ``$DICOMTROLLEY_DEID_KEY``, a key file or the system
 keyring (service ``dicomtrolley``, user ``deidentify``); it is never written
@@ -46,9 +41,8 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydicom
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -57,17 +51,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from dicomtrolley._annex_e import (
-    PRIVATE_TAG,
-    clean_descriptors,
-    declare_profile,
-    keyed_anonymizer,
-    parse_private_tag,
-    remove_what_dicognito_leaves,
-)
+from dicomtrolley._annex_e import PRIVATE_TAG, Application, columns_of, parse_private_tag, rules_for
+from dicomtrolley._annex_e_profile import declare_profile
 from dicomtrolley._header import pixel_data_span
 from dicomtrolley._originals import OriginalValues, Recorded, default_state_folder, replaced, snapshot
 from dicomtrolley._processes import process_context
+from dicomtrolley._pseudonyms import Pseudonymiser
 from dicomtrolley.core import (
     FetchFailure,
     InstancePart,
@@ -84,10 +73,6 @@ from dicomtrolley.exceptions import (
     StorageError,
 )
 from dicomtrolley.storage import SavedInstance, StorageDir
-
-if TYPE_CHECKING:
-    from dicognito.anonymizer import Anonymizer
-    from dicognito.datetimeanonymizer import DateTimeAnonymizer
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +178,20 @@ class DeidentifyOptions(BaseModel):
     processes
         Worker processes that decode and re-encode instances (one core each); 0 or 1 works in the
         downloading thread. Defaults to the number of cores, at most 4.
+    retain_modified_dates
+        Retain Longitudinal Temporal Information with Modified Dates: dates move back by the patient's
+        shift (times stay) instead of being removed or emptied.
+    retain_patient_characteristics
+        Retain Patient Characteristics: sex, age, size, weight, ethnic group, smoking and pregnancy status.
+    retain_device_identity
+        Retain Device Identity: station names, serial numbers, device IDs and labels.
+    retain_institution_identity
+        Retain Institution Identity: institution and department names and addresses (off: replaced or removed).
+    clean_descriptors
+        Clean Descriptors: descriptions and comments stay, with every identifying value of the dataset cut
+        out (off: removed as the Basic Profile says).
+    retain_uids
+        Retain UIDs: study, series, instance and other UIDs keep their values (off: replaced by keyed UIDs).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -206,6 +205,12 @@ class DeidentifyOptions(BaseModel):
     mapping_in_output: bool = False
     state_dir: Path | None = None
     processes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 4), ge=0, le=64)
+    retain_modified_dates: bool = True
+    retain_patient_characteristics: bool = True
+    retain_device_identity: bool = True
+    retain_institution_identity: bool = False
+    clean_descriptors: bool = True
+    retain_uids: bool = False
 
     @field_validator("keep_private_tags")
     @classmethod
@@ -308,7 +313,8 @@ class Deidentifier:
             self._key = _checked(key.encode("utf-8") if isinstance(key, str) else bytes(key), "the key argument")
         _require_dicognito()
         self._keep = {parse_private_tag(tag) for tag in self.options.keep_private_tags}
-        self._local = threading.local()
+        self._pseudonymiser = Pseudonymiser(self._key)
+        self._rules = rules_for(columns_of(self.options))
 
     @classmethod
     def from_toml(
@@ -379,26 +385,14 @@ class Deidentifier:
         study_uid = str(dataset.get("StudyInstanceUID", ""))
         accession = str(dataset.get("AccessionNumber", ""))
         shift = self.date_shift_days(patient_id)
-        before = remove_what_dicognito_leaves(dataset, self._keep)
-        anonymizer, dates = self._anonymizer()
-        dates.offset = timedelta(days=-shift)
-        anonymizer.anonymize(dataset)
-        clean_descriptors(before)
-        declare_profile(dataset)
+        Application(self._rules, self._pseudonymiser, shift, self._keep).run(dataset)
+        declare_profile(dataset, self._rules.columns)
         return Pseudonyms(
             patient_id, str(dataset.get("PatientID", "")),
             study_uid, str(dataset.get("StudyInstanceUID", "")),
             accession, str(dataset.get("AccessionNumber", "")),
             shift,
         )
-
-    def _anonymizer(self) -> tuple[Anonymizer, DateTimeAnonymizer]:
-        """This thread's dicognito anonymizer (its date handler is set per patient, so threads don't share it)."""
-        made: tuple[Anonymizer, DateTimeAnonymizer] | None = getattr(self._local, "anonymizer", None)
-        if made is None:
-            made = keyed_anonymizer(self._key)
-            self._local.anonymizer = made
-        return made
 
     # ------------------------------------------------------------ storage
 

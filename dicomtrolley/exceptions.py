@@ -103,6 +103,14 @@ class MultipartError(MalformedResponseError):
     """A multipart/related body is malformed: no boundary, truncated, unterminated."""
 
 
+class TruncatedBodyError(MultipartError):
+    """A multipart body ended early: cut mid-part, or before its closing delimiter.
+
+    Usually the connection was cut (a server that ends its answers at close
+    cannot say otherwise), so asking again may well succeed.
+    """
+
+
 class HeaderError(MalformedResponseError):
     """The bytes of an instance are not a readable DICOM file: its header cannot be read."""
 

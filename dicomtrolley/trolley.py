@@ -212,6 +212,7 @@ class Trolley:
         executor: Executor | None = None,
         template: str | None = None,
         max_attempts: int = 3,
+        retry_delay: float = 5.0,
         refresh: bool = False,
         skip_bad_rows: bool = False,
         max_rate: float | str | None = None,
@@ -232,7 +233,7 @@ class Trolley:
             A CSV file, a pandas DataFrame, or a list of StudyInstanceUIDs or Queries.
         output_dir
             The folder; it holds the files, the state database, ``report.csv`` and the index.
-        studies, executor, template, max_attempts, refresh, skip_bad_rows, max_rate, window, progress, \
+        studies, executor, template, max_attempts, retry_delay, refresh, skip_bad_rows, max_rate, window, progress, \
 index_format, deidentify, state_dir
             How the export runs (studies in flight, attempts, politeness, the index's
             format, pseudonymisation, where the state goes): as for
@@ -242,8 +243,8 @@ index_format, deidentify, state_dir
 
         return export(
             self, worklist, Path(output_dir), studies=studies, executor=executor, template=template,
-            max_attempts=max_attempts, refresh=refresh, skip_bad_rows=skip_bad_rows, max_rate=max_rate,
-            window=window, progress=progress, index_format=index_format, deidentify=deidentify,
+            max_attempts=max_attempts, retry_delay=retry_delay, refresh=refresh, skip_bad_rows=skip_bad_rows,
+            max_rate=max_rate, window=window, progress=progress, index_format=index_format, deidentify=deidentify,
             state_dir=Path(state_dir) if state_dir is not None else None,
         )
 

@@ -10,8 +10,8 @@ rm -rf "$WORK/orthanc" "$WORK/download" "$WORK/export"
 mkdir -p "$WORK/orthanc"
 
 echo "== starting a local Orthanc with sample studies"
-python -m tests.support.orthanc serve --data "$REPO/.data/sample-demo" --workdir "$WORK/orthanc" \
-  > "$WORK/orthanc.out" 2>&1 &
+python -m dicomtrolley.demo serve --data "$REPO/.data/sample-demo" --workdir "$WORK/orthanc" \
+  --port 0 --dicom-port 0 > "$WORK/orthanc.out" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do

@@ -13,7 +13,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dicomtrolley._originals import VALUES_NAME, OriginalValues
-from dicomtrolley.audit import AuditError, audit, forms
+from dicomtrolley.audit import AuditError, AuditResult, audit, forms
 from dicomtrolley.cli import main
 from dicomtrolley.core import InstancePart
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
@@ -69,12 +69,17 @@ def test_the_originals_values_are_recorded_outside_the_output_folder(output: Pat
     assert not any(VALUES_NAME in str(path) for path in output.rglob("*"))
 
 
+def audit_of_a_plain_copy(identifying: IdentifyingData, output: Path, tmp_path: Path) -> AuditResult:
+    """The audit of a copy of the identifying data itself, with the pseudonymised output's recorded values."""
+    plain = tmp_path / "plain"
+    shutil.copytree(identifying.paths[0].parent, plain)
+    return audit(plain, output.parent / "out.state")
+
+
 def test_every_planted_value_of_a_plain_copy_is_found(
     identifying: IdentifyingData, output: Path, tmp_path: Path
 ) -> None:
-    plain = tmp_path / "plain"
-    shutil.copytree(identifying.paths[0].parent, plain)
-    result = audit(plain, output.parent / "out.state")
+    result = audit_of_a_plain_copy(identifying, output, tmp_path)
     assert not result.ok
     assert {"PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "SeriesInstanceUID", "SOPInstanceUID",
             "ReferringPhysicianName", "PatientAddress", "OtherPatientIDs"} <= {f.kind for f in result.findings}
@@ -188,3 +193,12 @@ def test_digits_inside_a_longer_number_are_no_finding(output: Path, tmp_path: Pa
     patients = sorted({str(pydicom.dcmread(p).PatientID) for p in instances(out)})
     (out / "numbers.txt").write_text(f"{' '.join(patients)} 9{birth} {birth}7 x{birth}x\n", encoding="utf-8")
     assert [f.kind for f in audit(out).findings] == ["PatientBirthDate"]  # only the one standing alone
+
+
+def test_the_default_check_is_table_e11_under_the_options_each_file_declares(
+    identifying: IdentifyingData, output: Path, tmp_path: Path
+) -> None:
+    result = audit_of_a_plain_copy(identifying, output, tmp_path)
+    checked = {(f.where, f.reason) for f in result.findings if f.reason}
+    assert ("PatientAddress", "removed by Table E.1-1 (2026c)") in checked
+    assert ("(0011,0010)", "private attribute that Retain Safe Private does not keep") in checked

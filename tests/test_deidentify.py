@@ -111,7 +111,9 @@ def test_every_option_is_a_key_of_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "deid.toml").write_text(
         'key_file = "deid.key"\nmax_date_shift_days = 30\nkeep_private_tags = ["0019,ACME 1.0,0C"]\n'
         'allow_burned_in = true\nquarantine_sop_classes = ["Ultrasound"]\nmapping = "/secure/map.csv"\n'
-        'mapping_in_output = true\nprocesses = 0\nstate_dir = "state"\n',
+        'mapping_in_output = true\nprocesses = 0\nstate_dir = "state"\nretain_modified_dates = false\n'
+        "retain_patient_characteristics = false\nretain_device_identity = false\nretain_institution_identity = true\n"
+        "clean_descriptors = false\nretain_uids = true\n",
         encoding="utf-8",
     )
     options = DeidentifyOptions.from_toml(tmp_path / "deid.toml")
@@ -147,6 +149,26 @@ def test_pseudonyms_are_a_function_of_key_and_original(instance: Dataset) -> Non
     for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "SOPInstanceUID", "AccessionNumber", "StudyDate"):
         assert first[keyword].value == second[keyword].value != instance[keyword].value
         assert other[keyword].value != first[keyword].value
+
+
+def test_pseudonyms_are_those_earlier_versions_gave_under_the_same_key(instance: Dataset) -> None:
+    # Recorded from 4.x's dicognito pipeline: resumed exports and mapping tables must stay right.
+    Deidentifier(key=KEY).deidentify(instance)
+    assert instance.PatientID == "8SGJCTFY9CDC"
+    assert instance.PatientName == "RANDALL^ERIN^CHESTER"
+    assert instance.AccessionNumber == "CA6B5E7YLPA0"
+    assert instance.StudyID == "5OS5Q1UBP6QP"
+    assert instance.StudyInstanceUID == "2.1081769221832909595481413334439366798093"
+    assert instance.StudyDate == "20151030"
+    assert instance.ReferringPhysicianName == "DAUGHERTY^CHANDRA^FLORINE"
+
+
+def test_what_the_issue_found_kept_is_removed_or_cleaned(instance: Dataset) -> None:
+    instance.ReferringPhysicianTelephoneNumbers = "+41 44 555 12 34"
+    instance.PatientComments = "Referred by Quirinus Pemberton-Hale"
+    Deidentifier(key=KEY).deidentify(instance)
+    assert "ReferringPhysicianTelephoneNumbers" not in instance
+    assert instance.PatientComments == "Referred by ***"
 
 
 def test_a_deidentifier_survives_pickling_with_its_key(instance: Dataset) -> None:

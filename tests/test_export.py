@@ -286,18 +286,17 @@ def test_a_study_that_fails_on_the_server_does_not_stop_the_others(tmp_path: Pat
             series_path = f"{study_path}/series/{series_uid}"
             server.add_fault(Fault.STATUS, status=500, route=Route.WADO_RS_SERIES, path=series_path)
         trolley = ServerProfile(url=server.dicomweb_url).trolley()
-        report = export(trolley, [bad[0].study_uid, good[0].study_uid], tmp_path, progress=False, max_attempts=2)
+        uids = [bad[0].study_uid, good[0].study_uid]
+        report = export(trolley, uids, tmp_path, progress=False, max_attempts=2, retry_delay=0)
         frame = report.to_dataframe().set_index("study_uid")
         assert frame.loc[good[0].study_uid, "status"] == "done"
         assert frame.loc[bad[0].study_uid, "status"] == "failed"
         assert "500" in frame.loc[bad[0].study_uid, "error"]
-        # A second run tries the failed study again, once: two attempts in all.
-        again = export(trolley, [bad[0].study_uid, good[0].study_uid], tmp_path, progress=False, max_attempts=2)
-        assert again.to_dataframe().set_index("study_uid").loc[bad[0].study_uid, "attempts"] == 2
+        assert frame.loc[bad[0].study_uid, "attempts"] == 2  # a 500 may pass: tried again within the run
         server.clear_faults()
-        third = export(trolley, [bad[0].study_uid, good[0].study_uid], tmp_path, progress=False, max_attempts=2)
-        assert third.studies_failed == 1  # out of attempts
-        fixed = export(trolley, [bad[0].study_uid, good[0].study_uid], tmp_path, progress=False, max_attempts=3)
+        again = export(trolley, uids, tmp_path, progress=False, max_attempts=2)
+        assert again.studies_failed == 1  # out of attempts
+        fixed = export(trolley, uids, tmp_path, progress=False, max_attempts=3)
         assert fixed.ok
 
 

@@ -50,6 +50,7 @@ from dicomtrolley.exceptions import (
     ResponseTooLargeError,
     ServerError,
     StorageError,
+    TruncatedBodyError,
 )
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.storage import TEMPORARY_SUFFIX
@@ -173,12 +174,12 @@ def uids(instances: list[ServedInstance]) -> set[str]:
 # fault, the error it raises, how many parts of series 1 (three) arrive whole before it.
 # Each fault strikes after one whole part (after_parts=1).
 STREAM_FAULTS = [
-    pytest.param(Fault.TRUNCATE, MultipartError, 1, id="truncated-mid-part"),
+    pytest.param(Fault.TRUNCATE, TruncatedBodyError, 1, id="truncated-mid-part"),
     pytest.param(Fault.SHORT_BODY, ConnectionFailedError, 1, id="shorter-than-content-length"),
     pytest.param(Fault.RESET, ConnectionFailedError, 1, id="connection-reset-mid-part"),
     pytest.param(Fault.SLOW_DRIP, ConnectionFailedError, 1, id="slow-drip-past-read-timeout"),
-    pytest.param(Fault.NO_CLOSING_DELIMITER, MultipartError, 2, id="ends-after-last-content"),
-    pytest.param(Fault.UNCLOSED, MultipartError, 3, id="closing-delimiter-without-dashes"),
+    pytest.param(Fault.NO_CLOSING_DELIMITER, TruncatedBodyError, 2, id="ends-after-last-content"),
+    pytest.param(Fault.UNCLOSED, TruncatedBodyError, 3, id="closing-delimiter-without-dashes"),
     pytest.param(Fault.WRONG_BOUNDARY, MultipartError, 0, id="wrong-boundary"),
     pytest.param(Fault.MISSING_BOUNDARY, MultipartError, 0, id="missing-boundary"),
     pytest.param(Fault.NO_CONTENT_TYPE, MultipartError, 0, id="no-content-type"),

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from dicomtrolley._http import encode_query
+from dicomtrolley.demo import orthanc as demo_orthanc
 from tests.support import orthanc as orthanc_module
 from tests.support.orthanc import OrthancFactory, OrthancServer, running_orthanc
 from tests.support.sample_data import SampleData, generate_sample_data
@@ -209,14 +210,14 @@ def test_extra_orthanc_clear_removes_every_study(orthanc_factory: OrthancFactory
 def test_start_retries_with_other_ports_when_the_http_or_dicom_port_is_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_free_ports = orthanc_module.free_ports
+    real_free_ports = demo_orthanc.free_ports
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
         http_taken, dicom_taken = real_free_ports(2)
         choices = iter([[busy, dicom_taken, 1], [http_taken, busy, 1]])
-        monkeypatch.setattr(orthanc_module, "free_ports", lambda count: next(choices, None) or real_free_ports(count))
+        monkeypatch.setattr(demo_orthanc, "free_ports", lambda count: next(choices, None) or real_free_ports(count))
 
         with running_orthanc(tmp_path, stop_timeout=0.3) as server:
             status = requests.get(f"{server.base_url}/system", timeout=10).status_code
@@ -249,9 +250,9 @@ def test_orthanc_stops_when_the_process_that_started_it_is_killed(tmp_path: Path
 @pytest.mark.integration
 def test_serve_command_writes_ready_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
-    command = [sys.executable, "-m", "tests.support.orthanc", "serve", "--data", str(tmp_path / "data")]
+    command = [sys.executable, "-m", "dicomtrolley.demo", "serve", "--data", str(tmp_path / "data")]
     serve = subprocess.Popen(
-        [*command, "--workdir", str(workdir)],
+        [*command, "--workdir", str(workdir), "--port", "0", "--dicom-port", "0"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

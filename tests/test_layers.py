@@ -15,14 +15,15 @@ LAYERS: list[set[str]] = [
     {"_version", "exceptions", "_compat", "_values"},
     {"core", "roles", "_concurrency"},
     {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e", "_get_contexts",
-     "_jsonstream", "_spooled", "_originals", "_processes", "tokens", "_accept"},
+     "_jsonstream", "_spooled", "_annex_e_table", "_annex_e_profile", "_safe_attributes", "_free_text", "_pseudonyms",
+     "_originals", "_processes", "tokens", "_accept"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
      "storage", "results", "progress", "caching", "deidentify", "metadata", "preview", "audit", "capped"},
     {"_planning", "_download"},
     {"trolley"},
     {"_trolley_profile"},
     {"export", "profiles", "servers", "probe", "probe_dimse"},
-    {"cli", "__init__"},
+    {"cli", "__init__", "demo"},
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""
 

@@ -13,6 +13,7 @@ The subpackage, one job per module: :mod:`~dicomtrolley.export.worklist`
 the folder's lock), :mod:`~dicomtrolley.export.tasks` (the units of work an
 executor runs), :mod:`~dicomtrolley.export.politeness` (rate and time window),
 :mod:`~dicomtrolley.export.prefetch` (one search for the series counts of many studies),
+:mod:`~dicomtrolley.export.retry` (which failures are worth another attempt, and when),
 :mod:`~dicomtrolley.export.runner` (the driver) and
 :mod:`~dicomtrolley.export.report` (report, index, :class:`ExportReport`).
 It works on anything with a Trolley's ``find_studies`` and ``download``, and
@@ -56,6 +57,7 @@ def export(
     executor: Executor | None = None,
     template: str | None = None,
     max_attempts: int = 3,
+    retry_delay: float = 5.0,
     refresh: bool = False,
     skip_bad_rows: bool = False,
     max_rate: float | str | None = None,
@@ -87,7 +89,13 @@ def export(
     template
         A storage path template (see :class:`~dicomtrolley.storage.StorageDir`).
     max_attempts
-        Attempts a failing study gets in all, across runs.
+        Attempts a failing study gets in all, across runs. Within a run, a study
+        whose failure may pass (a connection cut, a 5xx, a truncated body) goes back
+        in the queue until it has had them; one that cannot (a 404, a refused
+        login, a full disk) fails at once (see :mod:`~dicomtrolley.export.retry`).
+    retry_delay
+        Seconds before a failed study's next attempt in the same run; doubled after
+        each attempt, jittered, at most five minutes.
     refresh
         Search again the rows an earlier run resolved.
     skip_bad_rows
@@ -126,7 +134,8 @@ def export(
     """
     source = _source(trolley)
     options = ExportOptions(
-        studies=studies, executor=executor, template=template, max_attempts=max_attempts, refresh=refresh,
+        studies=studies, executor=executor, template=template, max_attempts=max_attempts,
+        retry_delay=retry_delay, refresh=refresh,
         skip_bad_rows=skip_bad_rows, max_rate=parse_rate(max_rate) if isinstance(max_rate, str) else max_rate,
         window=TimeWindow.parse(window) if isinstance(window, str) else window, progress=progress,
         index_format=index_format, deidentify=deidentify, state_dir=Path(state_dir) if state_dir else None,

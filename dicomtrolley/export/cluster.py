@@ -301,6 +301,7 @@ def export_on_dask(
     announce: Callable[[str], None] | None = None,
     template: str | None = None,
     max_attempts: int = 3,
+    retry_delay: float = 5.0,
     refresh: bool = False,
     skip_bad_rows: bool = False,
     max_rate: float | str | None = None,
@@ -334,7 +335,7 @@ def export_on_dask(
     announce
         Called with a line naming the cluster and its dashboard, once connected
         (the command line prints it); the line is logged either way.
-    template, max_attempts, refresh, skip_bad_rows, max_rate, window, progress, index_format, deidentify, \
+    template, max_attempts, retry_delay, refresh, skip_bad_rows, max_rate, window, progress, index_format, deidentify, \
 state_dir
         As for :func:`~dicomtrolley.export.export`, which says what each does.
 
@@ -359,7 +360,8 @@ state_dir
         executor = client.get_executor(pure=False)  # type: ignore[no-untyped-call]
         return export(
             profile, worklist, Path(output_dir), executor=executor, studies=studies or max(2 * threads, 1),
-            template=template, max_attempts=max_attempts, refresh=refresh, skip_bad_rows=skip_bad_rows,
-            max_rate=max_rate, window=window, progress=progress, index_format=index_format, deidentify=deidentify,
+            template=template, max_attempts=max_attempts, retry_delay=retry_delay, refresh=refresh,
+            skip_bad_rows=skip_bad_rows, max_rate=max_rate, window=window, progress=progress,
+            index_format=index_format, deidentify=deidentify,
             state_dir=Path(state_dir) if state_dir is not None else None,
         )

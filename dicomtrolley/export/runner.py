@@ -35,6 +35,7 @@ from dicomtrolley.exceptions import DeidentificationError, DICOMTrolleyError
 from dicomtrolley.export.politeness import RateLimiter, TimeWindow
 from dicomtrolley.export.prefetch import BATCH, SeriesPrefetcher
 from dicomtrolley.export.report import ExportReport, IndexFormat, write_outputs
+from dicomtrolley.export.retry import Backoff, RetryQueue
 from dicomtrolley.export.state import FAILED, RUNNING, FolderLock, StateDatabase
 from dicomtrolley.export.tasks import (
     Controls,
@@ -72,6 +73,10 @@ class ExportOptions:
         The storage path template (see :class:`~dicomtrolley.storage.StorageDir`).
     max_attempts
         Attempts a study gets in all, counted across runs.
+    retry_delay
+        Seconds a study whose failure may pass waits before its next attempt in
+        the same run; doubled after each attempt, jittered, at most
+        :data:`~dicomtrolley.export.retry.MAX_RETRY_DELAY` (see :mod:`~dicomtrolley.export.retry`).
     refresh
         Search rows that were resolved in an earlier run again.
     skip_bad_rows
@@ -95,6 +100,7 @@ class ExportOptions:
     executor: Executor | None = None
     template: str | None = None
     max_attempts: int = 3
+    retry_delay: float = 5.0
     refresh: bool = False
     skip_bad_rows: bool = False
     max_rate: float | None = None
@@ -109,6 +115,8 @@ class ExportOptions:
             raise ValueError(f"studies must be at least 1, got {self.studies}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.retry_delay < 0:
+            raise ValueError(f"retry_delay must be 0 or more, got {self.retry_delay}")
 
 
 @dataclass
@@ -224,6 +232,7 @@ class _Driver:
         self.finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()  # tasks tell it when they end
         self.queued: set[str] = set()
         self.after_crash: set[str] = set()
+        self.retries = RetryQueue(Backoff(options.retry_delay))
 
     def run(self) -> bool:
         """Run until all is done or Ctrl-C; True when interrupted."""
@@ -244,8 +253,9 @@ class _Driver:
         done: list[Future[Any]] = []
         with _sigint_sets(self.controls.stop), _Bar(self.options.progress, total) as bar:
             try:
-                while (to_resolve or studies or self.in_flight) and not self.controls.stop.is_set():
+                while (to_resolve or studies or self.in_flight or self.retries) and not self.controls.stop.is_set():
                     self._wait_for_window(bar)
+                    studies.extend(self.retries.due())
                     if studies:
                         self._prefetch(studies)
                     # What finished and what starts next: one commit, made before the new tasks run.
@@ -383,10 +393,20 @@ class _Driver:
             self.totals.bytes += outcome.bytes_written
         if outcome.status == "done":
             self.totals.done += 1
-        else:
+        elif not self._retry_later(outcome):
             self.totals.failed += 1
             logger.warning("Study %s: %s: %s", key, outcome.status, outcome.error)
         return []
+
+    def _retry_later(self, outcome: StudyOutcome) -> bool:
+        """Queue a failed study for another attempt if its failure may pass and it has attempts left."""
+        attempts = self.state.attempts(outcome.study_uid)
+        if not outcome.retry or attempts >= self.options.max_attempts:
+            return False
+        wait = self.retries.put(outcome.study_uid, attempts)
+        logger.info("Study %s: attempt %d of %d failed, the next in %.1f s: %s", outcome.study_uid, attempts,
+                    self.options.max_attempts, wait, outcome.error)
+        return True
 
     def _stop_in_flight(self) -> None:
         """After Ctrl-C: give running tasks a moment, record what finished, the rest is pending."""

@@ -296,6 +296,11 @@ class StateDatabase:
             (RUNNING, now(), uid),
         )
 
+    def attempts(self, uid: str) -> int:
+        """The attempts a study has had, in this run and the runs before."""
+        row = self._db.execute("SELECT attempts FROM studies WHERE uid = ?", (uid,)).fetchone()
+        return int(row[0]) if row else 0
+
     def interrupt_study(self, uid: str) -> None:
         """A study stopped by Ctrl-C: pending again, the attempt not counted."""
         self._db.execute(

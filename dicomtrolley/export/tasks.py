@@ -20,6 +20,7 @@ from dicomtrolley.core import Downloadable, Query, QueryLevels
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError, NoQueryResultsError, StorageError
 from dicomtrolley.export.politeness import RateLimiter
+from dicomtrolley.export.retry import all_worth_retrying, worth_retrying
 from dicomtrolley.export.state import DONE, FAILED, NOT_FOUND
 from dicomtrolley.storage import INDEX_KEYWORDS, SavedInstance, StorageDir, read_header_of_file
 
@@ -119,7 +120,8 @@ class Controls:
 class StudyOutcome:
     """How one attempt at a study ended: small and picklable.
 
-    ``instances`` holds one tuple of :data:`~dicomtrolley.export.state.INDEX_COLUMNS` per file written.
+    ``instances`` holds one tuple of :data:`~dicomtrolley.export.state.INDEX_COLUMNS` per file written;
+    ``retry`` says that a failure may pass if the study is tried again (see :mod:`~dicomtrolley.export.retry`).
     """
 
     study_uid: str
@@ -133,6 +135,7 @@ class StudyOutcome:
     error: str = ""
     elapsed: float = 0.0
     interrupted: bool = False
+    retry: bool = False
     instances: list[tuple[Any, ...]] = field(default_factory=list)
 
 
@@ -170,7 +173,9 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
             on_saved=saved, **pseudonymise,
         )
     except DICOMTrolleyError as error:  # the plan's search failed, or the key is missing: nothing was fetched
-        return StudyOutcome(task.study_uid, FAILED, error=str(error), elapsed=time.perf_counter() - started)
+        return StudyOutcome(
+            task.study_uid, FAILED, error=str(error), elapsed=time.perf_counter() - started, retry=worth_retrying(error)
+        )
     outcome = StudyOutcome(
         task.study_uid, DONE, expected=summary.expected, written=summary.written, skipped=summary.skipped,
         quarantined=len(summary.quarantined), bytes_written=summary.bytes_written,
@@ -186,7 +191,7 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
     elif errors and all(isinstance(e, NoQueryResultsError) for e in errors) and not summary.written + summary.skipped:
         outcome.status, outcome.error = NOT_FOUND, str(errors[0])
     elif errors or summary.missing:
-        outcome.status = FAILED
+        outcome.status, outcome.retry = FAILED, all_worth_retrying(errors)
         outcome.error = str(summary.failures[0]) if errors else f"{len(summary.missing)} instance(s) missing"
     return outcome
 

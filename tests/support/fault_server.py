@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import random
 import secrets
 import socket
 import ssl
@@ -224,6 +225,9 @@ class FaultRule:
         Only requests for exactly this path (no query); ``None`` for any path.
     times
         How many answers go wrong; ``None`` for all of them.
+    chance
+        The probability that a request it matches goes wrong (drawn from the server's seeded
+        generator); a request it spares is matched against the next rules.
     after_parts
         Whole parts sent before a mid-stream fault (``k`` in :class:`Fault`).
     status, retry_after, location, payload, content_type, size, interval, duration
@@ -234,6 +238,7 @@ class FaultRule:
     route: Route | None = None
     path: str | None = None
     times: int | None = None
+    chance: float = 1.0
     after_parts: int = 1
     status: int = 503
     retry_after: str | None = None
@@ -296,6 +301,8 @@ class FaultServer:
         The credentials ``POST /login`` accepts (``X-Userid``/``X-Password``).
     tls
         Serve HTTPS with this server-side context (a self-signed certificate, say).
+    seed
+        Seeds the draws of rules with a ``chance``: the same requests in the same order meet the same faults.
     """
 
     def __init__(
@@ -307,6 +314,7 @@ class FaultServer:
         user: str = "fault-user",
         password: str = "fault-Pa55-4e1d",  # noqa: S107 - a test credential
         tls: ssl.SSLContext | None = None,
+        seed: int = 0,
     ) -> None:
         self.instances = list(instances)
         self.tls = tls
@@ -315,6 +323,7 @@ class FaultServer:
         self.user = user
         self.password = password
         self.rules: list[FaultRule] = []
+        self._random = random.Random(seed)
         self._sessions: set[str] = set()
         self._seen: list[SeenRequest] = []
         self._lock = threading.Lock()
@@ -330,6 +339,18 @@ class FaultServer:
         with self._lock:
             self.rules.append(rule)
         return rule
+
+    def add_random_faults(
+        self, share: float, faults: Sequence[tuple[Fault, dict[str, Any]]], routes: Iterable[Route]
+    ) -> None:
+        """Make ``share`` of the requests on ``routes`` go wrong, each with one of ``faults`` (fault, settings).
+
+        Every fault gets the same chance, drawn in turn, so that one at least strikes ``share`` of the requests.
+        """
+        chance = 1 - (1 - share) ** (1 / len(faults))
+        for route in routes:
+            for fault, settings in faults:
+                self.add_fault(fault, route=route, chance=chance, **settings)
 
     def clear_faults(self) -> None:
         """Answer normally from now on."""
@@ -446,7 +467,7 @@ class FaultServer:
     def _rule_for(self, route: Route, path: str) -> FaultRule | None:
         with self._lock:
             for rule in self.rules:
-                if rule.matches(route, path):
+                if rule.matches(route, path) and (rule.chance >= 1 or self._random.random() < rule.chance):
                     rule.applied += 1
                     return rule
         return None
