@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 from pydicom.dataset import Dataset
 
 from dicomtrolley.core import FetchFailure, InstancePart, PartSink, Reference
-from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError
+from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError, OutputFolderError
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,10 @@ def run_targets(
         What to fetch; consumed lazily.
     work
         Fetches one target. A :class:`~dicomtrolley.exceptions.DICOMTrolleyError`
-        it raises becomes a :class:`FetchFailure`; any other exception is a bug
-        and propagates once the running work has finished.
+        it raises becomes a :class:`FetchFailure`; an
+        :class:`~dicomtrolley.exceptions.OutputFolderError` (nothing more can be
+        written) or any other exception (a bug) propagates once the running
+        work has finished, and no target starts after it.
     workers
         Threads in the pool; at most ``2 * workers`` targets are pending at once.
     stop_on_failure
@@ -112,8 +114,10 @@ def run_targets(
         for each in itertools.chain(first, queue):
             try:
                 work(each)
+            except OutputFolderError:
+                raise
             except DICOMTrolleyError as error:
-                logger.warning("Fetching %s failed: %s", each, error)
+                logger.info("Fetching %s failed: %s", each, error)
                 failures.append(FetchFailure(each, error))
                 if stop_on_failure:
                     break
@@ -128,9 +132,9 @@ def run_targets(
             error = future.exception()
             if error is None:
                 continue
-            if not isinstance(error, DICOMTrolleyError):
+            if not isinstance(error, DICOMTrolleyError) or isinstance(error, OutputFolderError):
                 raise error
-            logger.warning("Fetching %s failed: %s", target, error)
+            logger.info("Fetching %s failed: %s", target, error)
             failures.append(FetchFailure(target, error))
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dicomtrolley") as pool:

@@ -22,6 +22,7 @@ from dicomtrolley.exceptions import (
     DownloadError,
     InstanceQuarantinedError,
     MultipartError,
+    OutputFolderError,
     StorageError,
 )
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
@@ -70,7 +71,8 @@ class Receiver:
     Downloaders call it from their worker threads, so its counts sit behind a lock.
     Unless the download stops on failure, an instance that cannot be read or
     written is a failure of that instance alone (in ``failures``), and the
-    stream it came in goes on.
+    stream it came in goes on; but an output folder that cannot be written
+    (:class:`~dicomtrolley.exceptions.OutputFolderError`) stops the download.
     """
 
     def __init__(
@@ -105,9 +107,12 @@ class Receiver:
             return
         except StorageError as error:
             target = part.reference or part.source
-            if self.stop_on_failure or target is None:
+            if isinstance(error, OutputFolderError) and target is not None:
+                with self._lock:  # every later write would fail too: the download stops, naming this one
+                    self.failures.append(FetchFailure(target, error))
+            if self.stop_on_failure or target is None or isinstance(error, OutputFolderError):
                 raise
-            logger.warning("Could not save an instance of %s: %s", target, error)
+            logger.info("Could not save an instance of %s: %s", target, error)
             with self._lock:
                 self.failures.append(FetchFailure(target, error))
             return
@@ -132,7 +137,9 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
     Raises
     ------
     DownloadError
-        With ``job.stop_on_failure``, when anything failed or is missing.
+        With ``job.stop_on_failure``, when anything failed or is missing; and
+        always when the output folder turned out not writable (its first
+        :class:`~dicomtrolley.exceptions.OutputFolderError` is the cause).
     """
     started = time.perf_counter()
     plan = make_plan(job)
@@ -147,14 +154,21 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
         receiver = Receiver(
             job.storage, summary, reporter, started, job.on_saved, stop_on_failure=job.stop_on_failure
         )
-        failures = fetch(job, plan, receiver)
+        stopped: OutputFolderError | None = None
+        try:
+            failures = fetch(job, plan, receiver)
+        except OutputFolderError as error:  # nothing more can be written: no recovery either
+            failures, stopped = [], error
         expected, unlisted = verify_counts(plan, job.searcher, receiver.received)
-        failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
+        if stopped is None:
+            failures = recover(job, failures + unlisted, still_missing(expected, plan, receiver), receiver)
         summary.failures.extend(receiver.failures + failures)
         summary.downloader_report = job.downloader.report()
     summary.missing = sorted(still_missing(expected, plan, receiver), key=reference_key)
     summary.study_sizes = whole_study_sizes(receiver.study_bytes, plan, summary)
     summary.elapsed = time.perf_counter() - started
+    if stopped is not None:
+        raise DownloadError(f"Download stopped: {stopped}", summary) from stopped
     return summarise(job, summary)
 
 

@@ -147,7 +147,7 @@ def _search_each_study(
         except DICOMTrolleyError as error:
             if failures is None:
                 raise
-            logger.warning("Searching study %s failed: %s", study_uid, error)
+            logger.info("Searching study %s failed: %s", study_uid, error)  # told again in the summary
             failures.extend(FetchFailure(target, error) for target in wanted)
             continue
         yield wanted, studies

@@ -56,7 +56,7 @@ from dicomtrolley.core import (
     SeriesReference,
 )
 from dicomtrolley.dicom_qr import DICOMQR
-from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError
+from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError, OutputFolderError
 from dicomtrolley.roles import Downloader
 
 if TYPE_CHECKING:
@@ -174,8 +174,8 @@ class _Receiver:
         """Hand one instance to the sink; answer 0x0000, or a failure if the sink raised."""
         with self.lock:
             target = self.target
-            bug = any(not isinstance(error, DICOMTrolleyError) for error in self.errors)
-            refuse = self.closed or bug or (self.stop_on_failure and bool(self.errors))
+            fatal = any(_ends_retrieve(error) for error in self.errors)
+            refuse = self.closed or fatal or (self.stop_on_failure and bool(self.errors))
         if refuse:
             return STORE_FAILED
         stream = event.encoded_dataset()
@@ -190,7 +190,7 @@ class _Receiver:
         try:
             self.sink(part)
         except Exception as error:  # noqa: BLE001 - recorded, answered with a failure, raised to the caller
-            logger.warning("Could not take instance %s: %s", instance_uid, error)
+            logger.info("Could not take instance %s: %s", instance_uid, error)
             with self.lock:
                 self.errors.append(error)
             return STORE_FAILED
@@ -199,6 +199,11 @@ class _Receiver:
         with self.lock:
             self.received += 1
         return 0x0000
+
+
+def _ends_retrieve(error: Exception) -> bool:
+    """A bug (not a DICOMTrolleyError), or an output folder that takes nothing more: the retrieve is aborted."""
+    return not isinstance(error, DICOMTrolleyError) or isinstance(error, OutputFolderError)
 
 
 def _known_reference(target: Reference | None, instance_uid: str) -> InstanceReference | None:
@@ -234,8 +239,8 @@ class _Retriever(DIMSEPeer, Downloader):
         A target fails when the server's final status is not Success, when any
         sub-operation failed (the sink's error is the cause), or when it matched
         nothing. If the association cannot be opened, every target left fails
-        with that error. An error in the sink that is not a DICOMTrolleyError is
-        a bug: the association is aborted and the error raised.
+        with that error. An error in the sink that is not a DICOMTrolleyError (a
+        bug), or an OutputFolderError, aborts the association and is raised.
         """
         receiver = _Receiver(sink, stop_on_failure)
         failures: list[FetchFailure] = []
@@ -257,7 +262,7 @@ class _Retriever(DIMSEPeer, Downloader):
                     counts, error = self._retrieve(assoc, target, receiver)
                     self.last_suboperations += counts
                     if error is not None:
-                        logger.warning("%s", error)
+                        logger.info("%s", error)
                         failures.append(FetchFailure(target, error))
                 clean = True
             finally:
@@ -291,9 +296,9 @@ class _Retriever(DIMSEPeer, Downloader):
                 final = status_ds
                 break
         taken = receiver.taken()
-        bug = next((e for e in taken.errors if not isinstance(e, DICOMTrolleyError)), None)
-        if bug is not None:
-            raise bug
+        fatal = next((e for e in taken.errors if _ends_retrieve(e)), None)
+        if fatal is not None:
+            raise fatal
         counts = SubOperations(
             int(last.get("NumberOfCompletedSuboperations", taken.received) or 0),
             int(last.get("NumberOfFailedSuboperations", 0) or 0),

@@ -119,6 +119,24 @@ class StorageError(DICOMTrolleyError):
     """A file could not be written, or its path would be unsafe."""
 
 
+class OutputFolderError(StorageError):
+    """The output folder cannot be made or written in: every later write would fail as well.
+
+    Raised by :func:`~dicomtrolley.storage.check_output_folder` before a
+    download or an export starts, and by a write that finds its folder is a file,
+    forbidden, read-only or full; a download then stops at once rather than
+    failing instance after instance.
+    """
+
+
+class TemplateError(StorageError, ValueError):
+    """A path template is malformed or names something that is not a DICOM keyword.
+
+    Raised when the template is read, before anything is downloaded; the
+    message suggests the closest keyword for a typo (``PatientId``: ``PatientID``).
+    """
+
+
 class StorageCollisionError(StorageError):
     """Two different instances map to one file path under a storage template."""
 

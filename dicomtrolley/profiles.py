@@ -168,8 +168,7 @@ class ServerProfile(BaseModel):
             raise ValueError(f"searcher {self.searcher!r} is not one of {sorted(SEARCHERS)}")
         if self.downloader not in DOWNLOADERS:
             raise ValueError(f"downloader {self.downloader!r} is not one of {sorted(DOWNLOADERS)}")
-        needs = {*_NEEDS[self.searcher], *_NEEDS[self.downloader]}
-        missing = sorted(key for key in needs if getattr(self, key) is None)
+        missing = sorted(key for key in required_settings(self.searcher, self.downloader) if getattr(self, key) is None)
         if missing:
             raise ValueError(
                 f"{self.searcher} search and {self.downloader} download need {', '.join(missing)}"
@@ -313,7 +312,7 @@ class ServerProfile(BaseModel):
             session.mount("https://", capped)
         return session
 
-    def trolley(self, secret: str | None = None) -> Trolley:
+    def trolley(self, secret: str | None = None, *, download: bool = True) -> Trolley:
         """A :class:`~dicomtrolley.trolley.Trolley` for this server: its searcher and downloader on one session.
 
         Parameters
@@ -321,12 +320,16 @@ class ServerProfile(BaseModel):
         secret
             The password or token; looked up with :meth:`secret` when the
             login needs one and none is given.
+        download
+            ``False``: a trolley that only searches (no downloader is built, so
+            none of its settings are needed).
         """
-        http = {"qido-rs", "wado-rs", "wado-uri", "mint", "rad69"} & {self.searcher, self.downloader}
+        kinds = {self.searcher, self.downloader} if download else {self.searcher}
+        http = {"qido-rs", "wado-rs", "wado-uri", "mint", "rad69"} & kinds
         session = self.session(secret) if http else requests.Session()
         searcher = SEARCHERS[self.searcher](self, session)
         searcher.result_cap = self.search_cap
-        return Trolley(searcher, DOWNLOADERS[self.downloader](self, session))
+        return Trolley(searcher, DOWNLOADERS[self.downloader](self, session) if download else None)
 
 
 _TOKEN_PROVIDERS: dict[str, Callable[[ServerProfile], TokenProvider]] = {
@@ -473,6 +476,15 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "rad69": ("rad69_url",),
 }
 """The profile fields each kind cannot do without (a kind missing here needs none)."""
+
+
+def required_settings(*kinds: str) -> tuple[str, ...]:
+    """The profile fields these searcher and downloader kinds cannot do without, in the order they are named.
+
+    The command line asks for what is missing before it builds a profile, so it
+    can name its own options (``--host``) rather than the profile's fields.
+    """
+    return tuple(dict.fromkeys(name for kind in kinds for name in _NEEDS.get(kind, ())))
 
 
 # ------------------------------------------------------------ the servers file

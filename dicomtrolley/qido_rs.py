@@ -247,6 +247,7 @@ class QidoRS(Searcher):
         offset = query.offset
         largest_page = 0
         first_row: Any = None
+        more_known = False  # the next page is asked for because the server said, or a full page showed, there is more
         while True:
             ask = _smallest(self.page_size, None if query.limit is None else query.limit - len(rows))
             params = dict(plan.params)
@@ -258,11 +259,14 @@ class QidoRS(Searcher):
             if not page:
                 break
             if first_row is not None and page[0] == first_row:
-                logger.warning(
-                    "QIDO-RS %s ignores offset (the page at %d repeats the first); stopping (the server may cap "
+                # Incomplete results are worth a warning; a probe past a first page that was all there is is not.
+                logger.log(
+                    logging.WARNING if more_known else logging.DEBUG,
+                    "QIDO-RS %s ignores offset (the page at %d repeats the first); stopping%s (the server may cap "
                     "its answers at %d)",
                     redact_url(url),
                     offset,
+                    ": results after the first page are missing" if more_known else "",
                     offset - query.offset,
                 )
                 # What cannot be paged past may be a cap: a search over dates that finds as many
@@ -276,7 +280,8 @@ class QidoRS(Searcher):
             if query.limit is not None and len(rows) >= query.limit:
                 del rows[query.limit :]
                 break
-            if more or (ask is not None and len(page) >= ask):
+            more_known = more or (ask is not None and len(page) >= ask)
+            if more_known:
                 continue
             if self.page_size is not None or len(page) < largest_page:
                 break

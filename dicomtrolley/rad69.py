@@ -216,7 +216,7 @@ class Rad69(HTTPDownloader):
         def report(failure: FetchFailure) -> None:
             if self._ignored(failure.target, failure.error):
                 return
-            logger.warning("RAD-69 could not deliver %s: %s", failure.target, failure.error)
+            logger.info("RAD-69 could not deliver %s: %s", failure.target, failure.error)  # told in the summary
             with lock:
                 reported.append(failure)
 

@@ -100,6 +100,21 @@ def _instance_count(study: Study) -> int | str | None:
     return sum(counts) or None
 
 
+def text_table(rows: list[dict[str, Any]], *, noun: str = "rows") -> str:
+    """Rows of the same keys as a fixed-width text table, one line per row; ``(no <noun>)`` for none.
+
+    A value the search did not bring back (``None``) shows as :data:`UNKNOWN`.
+    """
+    if not rows:
+        return f"(no {noun})"
+    headers = list(rows[0])
+    cells = [[_text(row[h]) for h in headers] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
 def _series_instances(series: Series) -> int | str | None:
     """What the server says the series holds, or else how many instances the search found; ``None``: unknown."""
     reported = _count(series.data.get("NumberOfSeriesRelatedInstances"))
@@ -128,15 +143,7 @@ class _ResultList:
 
     def to_table(self) -> str:
         """The rows as a fixed-width text table."""
-        rows = self.rows()
-        if not rows:
-            return f"(no {self.noun})"
-        headers = list(rows[0])
-        cells = [[_text(row[h]) for h in headers] for row in rows]
-        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-        return "\n".join(lines)
+        return text_table(self.rows(), noun=self.noun)
 
     def _repr_html_(self) -> str:
         rows = self.rows()

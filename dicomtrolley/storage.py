@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import errno
 import hashlib
 import inspect
@@ -52,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from pydicom.datadict import keyword_dict
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian
@@ -59,7 +61,13 @@ from pydicom.uid import ExplicitVRLittleEndian
 from dicomtrolley._header import Header, read_header
 from dicomtrolley._spooled import copy_to_descriptor
 from dicomtrolley.core import UID_KEYWORDS, InstancePart, InstanceReference
-from dicomtrolley.exceptions import HeaderError, StorageCollisionError, StorageError
+from dicomtrolley.exceptions import (
+    HeaderError,
+    OutputFolderError,
+    StorageCollisionError,
+    StorageError,
+    TemplateError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +139,16 @@ def _plain_value(value: Any) -> Any:
     return str(value)
 
 
+def _closest(name: str) -> str:
+    """``; did you mean X?`` for the DICOM keyword nearest to a mistyped one, or nothing."""
+    by_case = {keyword.lower(): keyword for keyword in keyword_dict}
+    match = by_case.get(name.lower())
+    if match is None:
+        close = difflib.get_close_matches(name, keyword_dict, n=1, cutoff=0.75)
+        match = close[0] if close else None
+    return f"; did you mean {match}?" if match else ""
+
+
 class PathTemplate:
     """Turns an instance's attributes into a relative path.
 
@@ -140,6 +158,13 @@ class PathTemplate:
         A ``str.format`` pattern over DICOM keywords, folders separated by ``/``.
     uid_underscores
         Write the dots of ``...UID`` attributes as underscores (the reference's layout).
+
+    Raises
+    ------
+    TemplateError
+        Unbalanced braces, no field, or a field that is not a keyword of
+        pydicom's DICOM dictionary (the closest one is suggested): checked
+        here, so a typo costs no download.
     """
 
     def __init__(self, template: str, *, uid_underscores: bool = False) -> None:
@@ -148,12 +173,15 @@ class PathTemplate:
         try:
             self._pieces = list(string.Formatter().parse(template))
         except ValueError as error:  # an unbalanced brace
-            raise StorageError(f"Template {template!r}: {error}") from error
+            raise TemplateError(f"Template {template!r}: {error}") from error
         self.fields = tuple(name for _, name, _, _ in self._pieces if name)
         if not self.fields:
-            raise StorageError(f"Template {template!r} names no attribute, so every file would collide")
+            raise TemplateError(f"Template {template!r} names no attribute, so every file would collide")
         if any(not name.isidentifier() for name in self.fields):
-            raise StorageError(f"Template {template!r}: fields must be plain DICOM keywords")
+            raise TemplateError(f"Template {template!r}: fields must be plain DICOM keywords")
+        for name in self.fields:
+            if name not in keyword_dict:
+                raise TemplateError(f"Template {template!r}: {name!r} is not a DICOM keyword{_closest(name)}")
 
     def render(self, attributes: Mapping[str, Any] | Dataset) -> Path:
         """The relative path for an instance with these attributes."""
@@ -612,6 +640,46 @@ def _create_temporary(target: str) -> tuple[int, str]:
             continue
 
 
+_FOLDER_ERRORS = frozenset(
+    {errno.EEXIST, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+     getattr(errno, "EDQUOT", errno.ENOSPC)}
+)
+"""Why a write fails that every other write into the output folder would fail for as well
+(EEXIST: only the folders are made with an existing name; the file's own name is a fresh temporary)."""
+
+
+def check_output_folder(folder: str | os.PathLike[str]) -> Path:
+    """Make the output folder, with its parents as ``mkdir -p`` does, and try a write in it; return it.
+
+    Run before a download or an export sends its first request, so that a
+    folder that is a file, lies under a file, is read-only or forbidden costs
+    no download; a folder that does not exist yet is made.
+
+    Raises
+    ------
+    OutputFolderError
+        The folder cannot be made, or a file cannot be written in it (the message says why).
+    """
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputFolderError(f"{path} is a file, not a folder") from None
+    except NotADirectoryError:
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), path)
+        raise OutputFolderError(f"cannot make {path}: {blocking} is a file, not a folder") from None
+    except OSError as error:
+        raise OutputFolderError(f"cannot make {path}: {error.strerror}") from None
+    try:
+        handle, probe = _create_temporary(os.path.join(path, "probe"))
+    except OSError as error:
+        reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror
+        raise OutputFolderError(f"cannot write in {path}: {reason}") from None
+    os.close(handle)
+    os.unlink(probe)
+    return path
+
+
 def _write_atomically(body: IO[bytes], target: str, *, make_folder: bool) -> None:
     """Copy ``body`` to a temporary file beside ``target``, then rename it into place."""
     temporary: str | None = None
@@ -627,8 +695,10 @@ def _write_atomically(body: IO[bytes], target: str, *, make_folder: bool) -> Non
         os.replace(temporary, target)
         temporary = None
     except OSError as error:
-        reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
-        raise StorageError(f"Could not write {target}: {reason}") from error
+        reason = {errno.ENOSPC: "the disk is full", errno.EEXIST: "a file stands where its folder should be",
+                  errno.ENOTDIR: "a file stands where one of its folders should be"}.get(error.errno or 0, str(error))
+        kind = OutputFolderError if error.errno in _FOLDER_ERRORS else StorageError
+        raise kind(f"Could not write {target}: {reason}") from error
     finally:
         if temporary is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -59,7 +59,7 @@ def test_one_day_or_no_range_cannot_be_split() -> None:
 def test_a_search_cut_at_the_cap_is_split_by_date_until_every_study_is_found(
     orthanc: OrthancServer, capped_server: QuirkServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="dicomtrolley")
+    caplog.set_level(logging.DEBUG, logger="dicomtrolley")
     studies = trolley_at(capped_server).find_studies(EVERY_DATE)
     assert sorted(s.uid for s in studies) == sorted(s.uid for s in orthanc.sample.studies)
     assert "the server may cap its answers at 3" in caplog.text

@@ -128,19 +128,27 @@ def test_download_from_an_unreachable_server_exits_three_as_documented(
     assert "127.0.0.1:9" in capsys.readouterr().err
 
 
-def test_series_level_search_table_counts_instances_and_shows_what_it_lacks_as_unknown(
+def test_series_level_search_prints_one_row_per_series_with_its_instance_count(
     orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["search", orthanc.dicomweb_url, "--PatientID", "PAT002", "--level", "series"]) == 0
-    out = capsys.readouterr().out
-    _, *rows = [line.split("  ") for line in out.splitlines()]
-    studies = {s.uid: s for s in orthanc.sample.studies if s.patient_id == "PAT002"}
-    assert len(rows) == len(studies)
-    for row in rows:
-        cells = [cell.strip() for cell in row if cell.strip()]
-        assert cells[0] in studies
-        assert int(cells[-1]) == len(studies[cells[0]].instances)  # summed over the series, not 0
-        assert "?" in cells  # ModalitiesInStudy: not returned by a series-level search, so unknown
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:2] == ["StudyInstanceUID", "SeriesInstanceUID"]
+    expected = {
+        (study.uid, series.uid): len(series.instances)
+        for study in orthanc.sample.studies if study.patient_id == "PAT002" for series in study.series
+    }
+    assert {(line.split()[0], line.split()[1]): int(line.split()[-1]) for line in lines} == expected
+
+
+def test_instance_level_search_prints_one_row_per_instance(
+    orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["search", orthanc.dicomweb_url, "--PatientID", "PAT003", "--level", "instance"]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+    expected = {i.uid for s in orthanc.sample.studies if s.patient_id == "PAT003" for i in s.instances}
+    assert sorted(line.split()[2] for line in lines) == sorted(expected)
 
 
 def servers_file(tmp_path: Path, orthanc: OrthancServer) -> Path:

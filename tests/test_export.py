@@ -22,7 +22,7 @@ import pytest
 
 from dicomtrolley.cli import main
 from dicomtrolley.core import Query, QueryLevels
-from dicomtrolley.exceptions import ExportLockedError, WorklistError
+from dicomtrolley.exceptions import ExportLockedError, OutputFolderError, TemplateError, WorklistError
 from dicomtrolley.export import REPORT_COLUMNS, export
 from dicomtrolley.export.report import write_index
 from dicomtrolley.export.state import DATABASE_NAME, FolderLock, StateDatabase
@@ -73,6 +73,20 @@ def test_an_export_writes_every_study_a_report_and_an_index(orthanc: OrthancServ
         assert (tmp_path / "out" / line["path"]).read_bytes() == original.path.read_bytes()
         assert line["size"] == original.size
     assert len(on_disk) >= len(index)
+
+
+def test_a_template_typo_fails_the_export_before_any_study_spends_an_attempt(tmp_path: Path) -> None:
+    trolley = ServerProfile(url="http://127.0.0.1:9/dicom-web").trolley()
+    with pytest.raises(TemplateError, match="did you mean PatientID"):
+        export(trolley, ["1.2.3"], tmp_path / "out", template="{PatientId}/{SOPInstanceUID}.dcm")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_export_into_a_file_is_refused_before_its_state_is_kept(tmp_path: Path) -> None:
+    trolley = ServerProfile(url="http://127.0.0.1:9/dicom-web").trolley()
+    (tmp_path / "out").write_bytes(b"")
+    with pytest.raises(OutputFolderError, match="is a file, not a folder"):
+        export(trolley, ["1.2.3"], tmp_path / "out")
 
 
 def test_the_index_can_be_csv(orthanc: OrthancServer, tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""Reading worklists: CSV (comma, tab, BOM), DataFrames, lists; bad input named by line before any download."""
+"""Reading worklists: CSV (comma, semicolon or tab; BOM, UTF-8 or cp1252), DataFrames, lists;
+bad input named by line before any download."""
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -34,6 +36,49 @@ def test_a_comma_separated_file_with_a_bom_gives_one_query_per_row(tmp_path: Pat
 def test_a_tab_separated_file_is_read_too(tmp_path: Path) -> None:
     rows = read_worklist(csv_file(tmp_path, "PatientID\tModalitiesInStudy\nPAT1\tCT\n")).rows
     assert rows[0].query.attributes() == {"PatientID": "PAT1", "ModalitiesInStudy": "CT"}
+
+
+EXCEL_ROWS = "PatientID;StudyDescription\r\nPAT1;Schädel CT\r\nPAT2;Thorax\r\n"
+"""A worklist as Excel writes one in Western Europe: semicolons, CRLF, a non-ASCII letter."""
+
+
+@pytest.mark.parametrize(
+    ("encoding", "said"),
+    [("cp1252", "Windows-1252"), ("latin-1", "Windows-1252"), ("utf-16", "utf-16"), ("utf-8-sig", "utf-8-sig"),
+     ("utf-8", "utf-8")],
+)
+def test_a_worklist_saved_by_excel_is_read_in_its_encoding_and_says_which(
+    encoding: str, said: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "worklist.csv"
+    path.write_bytes(EXCEL_ROWS.encode(encoding))
+    with caplog.at_level(logging.INFO, logger="dicomtrolley.export.worklist"):
+        rows = read_worklist(path).rows
+    assert [r.query.attributes() for r in rows] == [
+        {"PatientID": "PAT1", "StudyDescription": "Schädel CT"},
+        {"PatientID": "PAT2", "StudyDescription": "Thorax"},
+    ]
+    assert any(said in record.getMessage() for record in caplog.records)
+
+
+def test_the_separator_is_what_the_header_holds_most_of(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "PatientID;StudyDescription\nPAT1;CT, with contrast\n")
+    attributes = read_worklist(path).rows[0].query.attributes()
+    assert attributes == {"PatientID": "PAT1", "StudyDescription": "CT, with contrast"}
+
+
+def test_a_file_that_is_no_text_is_refused_saying_how_to_save_it(tmp_path: Path) -> None:
+    path = tmp_path / "worklist.xlsx"
+    path.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00")
+    with pytest.raises(WorklistError, match=r"not text .*CSV UTF-8"):
+        read_worklist(path)
+
+
+def test_a_file_neither_utf8_nor_cp1252_is_refused_saying_how_to_save_it(tmp_path: Path) -> None:
+    path = tmp_path / "worklist.csv"
+    path.write_bytes(b"PatientID\nPAT\x81\n")  # 0x81: not UTF-8, and undefined in cp1252
+    with pytest.raises(WorklistError, match=r"neither UTF-8 nor Windows-1252 \(byte 0x81 at 13\); save it"):
+        read_worklist(path)
 
 
 def test_study_date_is_a_day_or_a_range_open_at_either_end(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"trolley"},
     {"_trolley_profile"},
     {"export", "profiles", "servers", "probe", "probe_dimse"},
-    {"cli", "__init__", "demo"},
+    {"cli", "_cli", "__init__", "demo"},
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""
 

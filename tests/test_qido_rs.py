@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from datetime import date
@@ -589,6 +590,31 @@ def test_a_server_that_ignores_offset_does_not_loop_or_duplicate() -> None:
 
     assert [s.uid for s in found] == ["1.2.3.0", "1.2.3.1"]
     assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_a_server_ignoring_offset_after_all_it_had_is_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    responses.add_callback(responses.GET, ANY_URL, callback=paging_server(studies(2), cap=2, honour_offset=False))
+
+    with caplog.at_level(logging.DEBUG, logger="dicomtrolley.qido_rs"):
+        found = searcher().find_studies(Query())
+
+    assert len(found) == 2
+    assert [r.levelname for r in caplog.records if "ignores offset" in r.getMessage()] == ["DEBUG"]
+
+
+@responses.activate
+def test_a_server_ignoring_offset_when_it_said_there_is_more_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    responses.add_callback(
+        responses.GET, ANY_URL, callback=paging_server(studies(3), cap=2, warn=True, honour_offset=False)
+    )
+
+    with caplog.at_level(logging.DEBUG, logger="dicomtrolley.qido_rs"):
+        searcher().find_studies(Query())
+
+    warned = [r for r in caplog.records if "ignores offset" in r.getMessage()]
+    assert [r.levelname for r in warned] == ["WARNING"]
+    assert "results after the first page are missing" in warned[0].getMessage()
 
 
 @responses.activate

@@ -422,6 +422,22 @@ def test_command_line_searches_with_mint_and_downloads_with_rad69(
     assert_written_as_stored(orthanc, tmp_path, study)
 
 
+def test_the_command_line_needs_no_dicomweb_url_for_mint_and_rad69(
+    orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    study = study_of(orthanc, "PAT003")
+    monkeypatch.setenv(PASSWORD_VARIABLE, vitrea.password)
+    login = ["--login-url", vitrea.login_url, "--user", vitrea.user,
+             "--searcher", "mint", "--mint-url", vitrea.mint_url]
+    assert main(["search", *login, "--PatientID", "PAT003"]) == 0
+    assert study.uid in capsys.readouterr().out
+    status = main(["download", study.uid, "-o", str(tmp_path), "--no-progress", *login,
+                   "--downloader", "rad69", "--rad69-url", vitrea.rad69_url])
+    assert status == 0
+    assert_written_as_stored(orthanc, tmp_path, study)
+
+
 def test_a_server_profile_searches_with_mint_and_downloads_with_rad69(
     orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path
 ) -> None:

@@ -14,12 +14,13 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomtrolley.core import InstancePart
-from dicomtrolley.exceptions import StorageCollisionError, StorageError
+from dicomtrolley.exceptions import OutputFolderError, StorageCollisionError, StorageError, TemplateError
 from dicomtrolley.storage import (
     TEMPORARY_SUFFIX,
     FlatStorageDir,
     PathTemplate,
     StorageDir,
+    check_output_folder,
     remove_stale_temporaries,
     safe_segment,
     temporary_name,
@@ -102,6 +103,37 @@ def test_template_renders_text_with_slashes_and_the_same_path_as_render() -> Non
 def test_template_with_a_climbing_literal_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="unsafe path"):
         StorageDir(tmp_path, template="../{SOPInstanceUID}").path_for({"SOPInstanceUID": "1"})
+
+
+@pytest.mark.parametrize(
+    ("field", "meant"),
+    [("PatientId", "; did you mean PatientID?"), ("SeriesNumbr", "; did you mean SeriesNumber?"), ("Foo", "")],
+)
+def test_a_template_field_that_is_no_dicom_keyword_is_refused_with_the_closest(field: str, meant: str) -> None:
+    with pytest.raises(TemplateError) as refused:
+        PathTemplate(f"{{{field}}}/{{SOPInstanceUID}}.dcm")
+    assert str(refused.value).endswith(f"{field!r} is not a DICOM keyword{meant}")
+    assert isinstance(refused.value, ValueError)
+
+
+def test_the_output_folder_is_made_with_its_parents_and_left_empty(tmp_path: Path) -> None:
+    folder = check_output_folder(tmp_path / "a" / "b")
+    assert folder.is_dir()
+    assert list(folder.iterdir()) == []
+
+
+def test_an_output_folder_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(OutputFolderError, match="is a file, not a folder"):
+        check_output_folder(tmp_path / "f")
+
+
+def test_a_write_into_a_folder_that_is_a_file_stops_as_an_output_folder_error(tmp_path: Path) -> None:
+    (tmp_path / "P1").write_bytes(b"")
+    storage = StorageDir(tmp_path, template="{PatientID}/{SOPInstanceUID}.dcm")
+    data = dicom_bytes(PatientID="P1")
+    with pytest.raises(OutputFolderError, match="a file stands where its folder should be"):
+        storage.save(part(data))
 
 
 def test_template_without_fields_is_refused() -> None:

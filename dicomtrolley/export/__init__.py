@@ -125,6 +125,10 @@ def export(
     ------
     WorklistError
         The worklist has unknown columns or bad rows (unless ``skip_bad_rows``); nothing was downloaded.
+    TemplateError
+        ``template`` names something that is not a DICOM keyword; nothing was downloaded.
+    OutputFolderError
+        ``output_dir`` (or the state folder) cannot be made or written in; nothing was downloaded.
     ExportLockedError
         Another export is using ``output_dir``.
     DeidentificationError

@@ -48,7 +48,7 @@ from dicomtrolley.export.tasks import (
 )
 from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
 from dicomtrolley.progress import is_watched
-from dicomtrolley.storage import SavedInstance, StorageDir
+from dicomtrolley.storage import PathTemplate, SavedInstance, StorageDir, check_output_folder
 from dicomtrolley.trolley import Trolley
 
 logger = logging.getLogger(__name__)
@@ -167,12 +167,16 @@ def run_export(
     """Export every study of ``worklist`` into ``output_dir``; see :func:`dicomtrolley.export.export`."""
     folder = Path(output_dir)
     state_dir = state_folder(folder, options)
+    if options.template is not None:
+        PathTemplate(options.template)  # a typo in a keyword fails here, not once per study
     if options.deidentify is not None and options.deidentify.options.state_dir is None:
         # Every study records the originals' identifying values in the export's state folder, for the audit.
         options = replace(options, deidentify=options.deidentify.with_state_dir(state_dir))
     rows = read_worklist(worklist)
     if not options.skip_bad_rows:
         rows.check()
+    for writable in dict.fromkeys((folder, state_dir)):
+        check_output_folder(writable)
     with FolderLock(folder):
         state = StateDatabase(state_dir)
         try:

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from dicomtrolley.exceptions import ExportLockedError
+from dicomtrolley.exceptions import ExportLockedError, OutputFolderError
 
 DATABASE_NAME = ".dicomtrolley-export.sqlite"
 """The state database, in the state folder (the output folder unless the export says otherwise)."""
@@ -119,6 +119,8 @@ class FolderLock:
     ------
     ExportLockedError
         On :meth:`acquire`, when another process holds the lock; the message names it.
+    OutputFolderError
+        On :meth:`acquire`, when the lock file cannot be opened (the message says why).
     """
 
     def __init__(self, folder: Path) -> None:
@@ -127,8 +129,11 @@ class FolderLock:
 
     def acquire(self) -> None:
         """Take the lock or raise at once; never waits."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        file = self.path.open("a+", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            file = self.path.open("a+", encoding="utf-8")
+        except OSError as error:
+            raise OutputFolderError(f"cannot open the export's lock file {self.path}: {error.strerror}") from None
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -9,13 +9,20 @@ Columns (any subset, in any order, with a header row): ``StudyInstanceUID``,
 ``YYYY-MM-DD``, or a range ``A-B`` with either end open, read by the rules
 a :class:`~dicomtrolley.core.Query` reads ``StudyDate`` by),
 ``ModalitiesInStudy``, ``StudyDescription``. A CSV file may be separated by
-commas or tabs, and may start with a UTF-8 byte order mark.
+commas, semicolons or tabs (whichever its header line holds most of), and is
+read in the encoding its byte order mark names (UTF-8, UTF-16, UTF-32), else as
+UTF-8, else as Windows-1252: what Excel saves as "CSV UTF-8", "Unicode Text"
+and "CSV" in Western Europe. A file that fits none is refused, saying how to
+save it.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +35,8 @@ from pydantic import ValidationError
 from dicomtrolley._values import parse_date_range
 from dicomtrolley.core import Query
 from dicomtrolley.exceptions import WorklistError
+
+logger = logging.getLogger(__name__)
 
 COLUMNS: tuple[str, ...] = (
     "StudyInstanceUID",
@@ -134,27 +143,84 @@ def read_worklist(source: WorklistSource) -> Worklist:
 
 
 def _from_csv(path: Path) -> Worklist:
+    text = _decoded(path)
+    delimiter = _delimiter(text.partition("\n")[0])
+    if delimiter != ",":
+        logger.info("Worklist %s: separated by %r", path, delimiter)
     try:
-        with path.open(encoding="utf-8-sig", newline="") as file:
-            first = file.readline()
-            file.seek(0)
-            delimiter = "\t" if "\t" in first else ","
-            reader = csv.reader(file, delimiter=delimiter)
-            header = [name.strip() for name in next(reader, [])]
-            if not any(header):
-                raise WorklistError(f"{path} is empty: a worklist needs a header row", [(1, "no header row")])
-            _check_columns(header, line=1)
-            records: list[tuple[int, dict[str, Any]]] = []
-            for cells in reader:
-                if not any(cell.strip() for cell in cells):
-                    continue  # a blank line
-                if len(cells) != len(header):
-                    records.append((reader.line_num, {"": f"{len(cells)} fields, the header has {len(header)}"}))
-                    continue
-                records.append((reader.line_num, dict(zip(header, cells, strict=True))))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        header = [name.strip() for name in next(reader, [])]
+        if not any(header):
+            raise WorklistError(f"{path} is empty: a worklist needs a header row", [(1, "no header row")])
+        _check_columns(header, line=1)
+        records: list[tuple[int, dict[str, Any]]] = []
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue  # a blank line
+            if len(cells) != len(header):
+                records.append((reader.line_num, {"": f"{len(cells)} fields, the header has {len(header)}"}))
+                continue
+            records.append((reader.line_num, dict(zip(header, cells, strict=True))))
+    except csv.Error as error:
         raise WorklistError(f"Cannot read worklist {path}: {error}") from error
     return _from_records(records)
+
+
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+"""Longest first: a UTF-32 little-endian mark starts as the UTF-16 one does."""
+
+SAVE_AS = "save it from Excel as 'CSV UTF-8 (Comma delimited)', or from any editor as UTF-8 text"
+"""How to save a worklist that cannot be read, as the refusal says."""
+
+
+def _decoded(path: Path) -> str:
+    """The file's text: in the encoding its byte order mark names, else UTF-8, else Windows-1252 (cp1252).
+
+    Excel saves "CSV" in the system's ANSI code page (cp1252 in Western
+    Europe, a superset of Latin-1's printable characters), "Unicode Text" as
+    UTF-16 with a mark, and "CSV UTF-8" with a UTF-8 mark. The encoding used is
+    logged; a guess (cp1252) as a warning.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise WorklistError(f"Cannot read worklist {path}: {error}") from error
+    for mark, codec in _BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            try:
+                text = data.decode(codec)
+            except UnicodeDecodeError as error:
+                raise WorklistError(f"Cannot read worklist {path}: its byte order mark says {codec}, "
+                                    f"but {error.reason} at byte {error.start}; {SAVE_AS}") from None
+            logger.info("Worklist %s: read as %s (its byte order mark says so)", path, codec)
+            return text
+    if b"\x00" in data:
+        raise WorklistError(f"Cannot read worklist {path}: it is not text (NUL bytes and no byte order mark; "
+                            f"an Excel workbook?); {SAVE_AS}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        logger.info("Worklist %s: read as utf-8", path)
+        return text
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError as error:
+        raise WorklistError(f"Cannot read worklist {path}: neither UTF-8 nor Windows-1252 "
+                            f"(byte 0x{data[error.start]:02x} at {error.start}); {SAVE_AS}") from None
+    logger.warning("Worklist %s is not UTF-8: read as Windows-1252 (cp1252), as Excel saves CSV", path)
+    return text
+
+
+def _delimiter(header: str) -> str:
+    """The separator of the header line: the most frequent of comma, semicolon and tab (a comma for one column)."""
+    counts = {candidate: header.count(candidate) for candidate in (",", ";", "\t")}
+    best = max(counts, key=lambda candidate: counts[candidate])
+    return best if counts[best] else ","
 
 
 def _check_columns(columns: list[str], line: int) -> None:

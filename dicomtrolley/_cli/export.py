@@ -1,0 +1,109 @@
+"""``dicomtrolley export``: every study of a worklist into a folder; run again to continue."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from dicomtrolley._cli.audit import print_audit
+from dicomtrolley._cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from dicomtrolley._cli.options import (
+    deidentify_options,
+    downloader_options,
+    output_options,
+    positive_int,
+    searcher_options,
+    seconds,
+    server_options,
+)
+from dicomtrolley._cli.server import deidentifier, positionals, profile
+from dicomtrolley.export import export
+from dicomtrolley.export.cluster import export_on_dask
+from dicomtrolley.export.politeness import TimeWindow, parse_rate
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``export`` subcommand and its options."""
+    job = sub.add_parser("export", help="export every study of a worklist; run again to continue",
+                         usage="dicomtrolley export (URL | --server NAME) WORKLIST -o DIR [options]")
+    server_options(job, url_help="DICOMweb root URL (or --server NAME; none for MINT with RAD-69, or DIMSE)")
+    job.add_argument("worklist", nargs="?", help="CSV file: StudyInstanceUID, AccessionNumber, PatientID, ...")
+    output_options(job, output_help="output folder (state, report.csv, index; made if missing)")
+    searcher_options(job)
+    downloader_options(job)
+    job.add_argument("--workers", type=positive_int, help="parallel requests per study")
+    job.add_argument("--max-connections", type=positive_int, help="at most this many HTTP connections at once")
+    job.add_argument("--studies", type=positive_int,
+                     help="studies in flight (default: 4; with --dask: two per worker thread)")
+    job.add_argument("--dask", metavar="ADDRESS",
+                     help="run the studies on a Dask cluster: tcp://scheduler:8786, or local:N to start N worker "
+                          "processes here (local: one per core); workers need the password in their environment")
+    job.add_argument("--max-attempts", type=positive_int, default=3,
+                     help="attempts per study, across runs; a failure that may pass is retried within the run")
+    job.add_argument("--retry-delay", type=seconds, default=5.0, metavar="SECONDS",
+                     help="wait before a failed study's next attempt, doubled each time (default: %(default)s)")
+    job.add_argument("--refresh", action="store_true", help="search rows resolved by an earlier run again")
+    job.add_argument("--skip-bad-rows", action="store_true", help="report unreadable rows and go on")
+    job.add_argument("--max-rate", type=parse_rate, help="bytes per second for the whole job, e.g. 50MB/s")
+    job.add_argument("--window", type=TimeWindow.parse, help="start studies only in this window, e.g. 19:00-07:00")
+    job.add_argument("--index-format", choices=["auto", "csv", "parquet"], default="auto",
+                     help="instances.parquet (with pyarrow) or instances.csv (default: %(default)s)")
+    job.add_argument("--no-progress", action="store_true", help="no progress bar")
+    deidentify_options(job)
+    job.add_argument("--state-dir", metavar="DIR", type=Path,
+                     help="state database and report.csv here (default: the output folder; with --deidentify "
+                     "<output>.state beside the mapping, or beside the output folder)")
+
+
+def check(args: argparse.Namespace) -> None:
+    """The positionals sorted into URL and worklist, and the server complete."""
+    words = positionals(args, args.worklist)
+    if len(words) > 1:
+        what = f"argument url: {words[0]!r} is not a URL (http://host/dicom-web)" if args.url is None and \
+            not args.server else f"unrecognized arguments: {' '.join(words[1:])}"
+        raise UsageError(what)
+    args.worklist = words[0] if words else None
+    if not args.worklist:
+        raise UsageError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
+    args.profile = profile(args, download=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the export; print its report, or how to continue after Ctrl-C."""
+    options: dict[str, Any] = dict(
+        template=args.template,
+        max_attempts=args.max_attempts, retry_delay=args.retry_delay, refresh=args.refresh,
+        skip_bad_rows=args.skip_bad_rows,
+        max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
+        index_format=args.index_format, deidentify=deidentifier(args), state_dir=args.state_dir,
+    )
+    try:
+        if args.dask:
+            report = export_on_dask(
+                args.profile, args.worklist, args.output, args.dask, studies=args.studies,
+                announce=lambda line: print(line, file=sys.stderr), **options,
+            )
+        else:
+            report = export(args.profile.trolley(), args.worklist, args.output, studies=args.studies or 4, **options)
+    except KeyboardInterrupt:
+        print("dicomtrolley: interrupted; state saved; run the same command to continue",
+              file=sys.stderr)
+        if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+            # A request still waits on a silent server; the state is saved and the folder
+            # unlocked, so end now rather than when its read timeout expires.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
+    print(report)
+    print(f"report: {report.report_path}\nindex: {report.index_path}")
+    if report.audit is not None:
+        print_audit(report.audit)
+    if report.instances_quarantined:
+        print(f"{report.instances_quarantined} instances quarantined (not written: their pixels may show identities)",
+              file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_FAILURES

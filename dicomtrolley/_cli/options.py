@@ -1,0 +1,135 @@
+"""The options the subcommands share, and the types that check their values while parsing.
+
+A value that cannot be right (``--workers 0``, a template naming no DICOM
+keyword) is refused by argparse in one line that names the option, with exit
+status 2, before anything is sent to a server.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+from typing import NoReturn
+
+from dicomtrolley._cli.exits import EXIT_USAGE
+from dicomtrolley._values import parse_date
+from dicomtrolley.exceptions import StorageError
+from dicomtrolley.profiles import DOWNLOADERS, PASSWORD_VARIABLE, SEARCHERS
+from dicomtrolley.storage import PathTemplate
+
+
+class Parser(argparse.ArgumentParser):
+    """Reports a user's mistake in one line that names the option, and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (workers, limits, attempts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 1 to 65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, not {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more (a delay)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def day(text: str) -> date:
+    """A day, ``YYYYMMDD`` or ``YYYY-MM-DD``, by the rules every date of the package follows."""
+    try:
+        return parse_date(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def template(text: str) -> str:
+    """A path template whose fields are DICOM keywords (a typo gets the closest keyword)."""
+    try:
+        PathTemplate(text)
+    except StorageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def server_options(parser: argparse.ArgumentParser, *, url_help: str) -> None:
+    """Where the server is (a URL, a named server, or a DIMSE address), how to log in, how to check TLS."""
+    parser.add_argument("url", nargs="?", help=url_help)
+    parser.add_argument("--server", help="a server named in the servers file instead of a URL")
+    parser.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
+    parser.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
+    parser.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
+    parser.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument("--auth", choices=["google", "azure"],
+                        help="bearer tokens from Google's Application Default Credentials, or from Azure's "
+                        "DefaultAzureCredential for its DICOM service; renewed as they expire")
+    tokens.add_argument("--token-command", metavar="CMD",
+                        help="bearer tokens printed by this command, e.g. 'gcloud auth print-access-token'")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
+    tls.add_argument("--ca-file", help="verify TLS certificates with this CA file (default: $REQUESTS_CA_BUNDLE, "
+                                       "$SSL_CERT_FILE, or the system's)")
+    dimse = parser.add_argument_group("DIMSE (with --searcher c-find, --downloader c-get or c-move)")
+    dimse.add_argument("--host", help="the DICOM server's host name or address")
+    dimse.add_argument("--port", type=port, help="its DICOM port")
+    dimse.add_argument("--aet", help="our AE title (default: DICOMTROLLEY); C-MOVE sends to it")
+    dimse.add_argument("--called-aet", dest="aec", metavar="AET", help="the server's AE title (default: ANY-SCP)")
+
+
+def searcher_options(parser: argparse.ArgumentParser) -> None:
+    """Which protocol searches."""
+    parser.add_argument("--searcher", choices=sorted(SEARCHERS),
+                        help="search protocol (default: qido-rs, or the server's)")
+    parser.add_argument("--mint-url", help="MINT root, e.g. https://vitrea/MINTApi (with --searcher mint)")
+
+
+def downloader_options(parser: argparse.ArgumentParser) -> None:
+    """Which protocol downloads."""
+    parser.add_argument("--downloader", choices=sorted(DOWNLOADERS),
+                        help="download protocol (default: wado-rs, or the server's)")
+    parser.add_argument("--wado-uri-url", help="WADO-URI endpoint (default: <server>/wado next to the DICOMweb root)")
+    parser.add_argument("--rad69-url", help="IHE RAD-69 endpoint, e.g. https://vitrea/rids (with --downloader rad69)")
+    parser.add_argument("--move-port", type=port, metavar="PORT",
+                        help="with --downloader c-move: the port we receive on; the server must know "
+                        "--aet at this host and port")
+
+
+def output_options(parser: argparse.ArgumentParser, *, output_help: str) -> None:
+    """The output folder and its path template."""
+    parser.add_argument("-o", "--output", required=True, help=output_help)
+    parser.add_argument(
+        "--template", type=template,
+        help="path template, e.g. '{PatientID}/{SeriesNumber:03d}/{InstanceNumber:05d}.dcm'",
+    )
+
+
+def deidentify_options(parser: argparse.ArgumentParser) -> None:
+    """Pseudonymisation on the way to disk."""
+    parser.add_argument("--deidentify", metavar="CONFIG.toml", type=Path,
+                        help="pseudonymise on the way to disk with these options (an empty file: the defaults); "
+                        "the key comes from $DICOMTROLLEY_DEID_KEY, the config's key_file, or the keyring")
+    parser.add_argument("--mapping", metavar="FILE", type=Path,
+                        help="with --deidentify: write the original -> pseudonym table (CSV) here")
+    parser.add_argument("--mapping-in-output", action="store_true", help="allow --mapping inside the output folder")
