@@ -86,8 +86,9 @@ def bookkeeping_probe(rows: int, out: Path) -> dict[str, float]:
                 reference = InstanceReference(objects, f"{objects}.1", f"{objects}.1.{number}")
                 attributes = {"PatientID": "P", "StudyDate": "20240101", "Modality": "CT", "SeriesNumber": 1,
                               "InstanceNumber": number}
-                path = Path(output_dir) / objects / f"{number}.dcm"
-                on_saved(SavedInstance(reference, path, 2600, "1.2.840.10008.1.2.1", attributes))
+                relative = f"{objects}/{number}.dcm"
+                path = Path(output_dir) / relative
+                on_saved(SavedInstance(reference, path, 2600, "1.2.840.10008.1.2.1", attributes, relative))
             summary = DownloadSummary(written=INSTANCES_PER_STUDY, bytes_written=26000, expected=INSTANCES_PER_STUDY)
             summary.transfer_syntaxes = Counter({"1.2.840.10008.1.2.1": INSTANCES_PER_STUDY})
             return summary

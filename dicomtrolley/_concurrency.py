@@ -107,11 +107,11 @@ def run_targets(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     failures: list[FetchFailure] = []
-    queue = iter(targets)
-    first = list(itertools.islice(queue, 2))
+    remaining = iter(targets)
+    first = list(itertools.islice(remaining, 2))
     if len(first) < 2 or workers == 1:
         # One target (a study in one request), or one worker: a pool would only add a thread.
-        for each in itertools.chain(first, queue):
+        for each in itertools.chain(first, remaining):
             try:
                 work(each)
             except OutputFolderError:
@@ -122,7 +122,7 @@ def run_targets(
                 if stop_on_failure:
                     break
         return failures
-    queue = itertools.chain(first, queue)
+    upcoming = itertools.chain(first, remaining)
     pending: dict[Future[None], T] = {}
     exhausted = False
 
@@ -141,7 +141,7 @@ def run_targets(
         try:
             while True:
                 while not exhausted and len(pending) < 2 * workers and not (stop_on_failure and failures):
-                    target = next(queue, None)
+                    target = next(upcoming, None)
                     if target is None:
                         exhausted = True
                         break

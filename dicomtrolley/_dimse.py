@@ -169,6 +169,28 @@ class DIMSEPeer:
         self.dimse_timeout = dimse_timeout
         self.network_timeout = network_timeout
 
+    def settings(self) -> dict[str, Any]:
+        """This peer's constructor arguments: another peer on the same server, as the same caller, takes them."""
+        return {
+            "host": self.host, "port": self.port, "aet": self.aet, "aec": self.aec, "acse_timeout": self.acse_timeout,
+            "dimse_timeout": self.dimse_timeout, "network_timeout": self.network_timeout,
+        }
+
+    def profile_address(self) -> dict[str, Any]:
+        """The profile fields of this peer's address, titles and timeouts (a profile has one read timeout).
+
+        Raises
+        ------
+        DICOMTrolleyError
+            Its DIMSE and network timeouts differ, which a profile cannot say.
+        """
+        if self.dimse_timeout != self.network_timeout:
+            raise DICOMTrolleyError(f"A profile cannot describe {self!r}: its DIMSE and network timeouts differ")
+        return {
+            "host": self.host, "port": self.port, "aet": self.aet, "aec": self.aec,
+            "connect_timeout": self.acse_timeout, "read_timeout": self.dimse_timeout,
+        }
+
     @property
     def address(self) -> str:
         """``AEC@host:port``, for messages."""

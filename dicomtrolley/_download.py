@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from dicomtrolley._planning import Plan, covers, plan_download
 from dicomtrolley.core import FetchFailure, InstancePart, InstanceReference, Reference, reference_key
-from dicomtrolley.deidentify import DeidentifyingStorage
 from dicomtrolley.exceptions import (
     ConnectionFailedError,
     DownloadError,
@@ -27,8 +26,7 @@ from dicomtrolley.exceptions import (
 )
 from dicomtrolley.progress import Progress, ProgressCallback, ProgressReporter
 from dicomtrolley.results import DownloadSummary
-from dicomtrolley.roles import Downloader, Searcher
-from dicomtrolley.storage import SavedInstance, StorageDir
+from dicomtrolley.roles import Downloader, SavedInstance, Searcher, Storage
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +48,7 @@ class DownloadJob:
     downloader
         Fetches the instances.
     storage
-        Writes them to disk.
+        Where they go (a folder, a pseudonymising wrapper around one, another archive).
     stop_on_failure
         Stop at the first failure and raise :class:`~dicomtrolley.exceptions.DownloadError`.
     on_saved
@@ -60,7 +58,7 @@ class DownloadJob:
     targets: Sequence[Reference]
     searcher: Searcher | None
     downloader: Downloader
-    storage: StorageDir
+    storage: Storage
     stop_on_failure: bool
     on_saved: Callable[[SavedInstance], None] | None = None
 
@@ -77,7 +75,7 @@ class Receiver:
 
     def __init__(
         self,
-        storage: StorageDir,
+        storage: Storage,
         summary: DownloadSummary,
         reporter: ProgressReporter,
         started: float,
@@ -180,18 +178,17 @@ def make_plan(job: DownloadJob) -> Plan:
         job.searcher,
         job.downloader.finest_level_needed,
         on_disk=storage.has if storage.may_hold({t.study_uid for t in job.targets}) else None,
-        fields=storage.template.fields,
+        fields=storage.fields,
     )
 
 
 def fetch(job: DownloadJob, plan: Plan, receiver: Receiver) -> list[FetchFailure]:
     """Fetch what the plan says into the receiver; return the targets that failed.
 
-    A pseudonymising storage works on several instances at once (in worker
-    processes), so its parts are handed over without waiting for each to be written.
+    The storage says how parts reach it (:meth:`~dicomtrolley.roles.Storage.parallel`):
+    a pseudonymising one works on several instances at once, in worker
+    processes, so its parts are handed over without waiting for each to be written.
     """
-    if not isinstance(job.storage, DeidentifyingStorage):
-        return job.downloader.fetch(plan.fetch, receiver, stop_on_failure=job.stop_on_failure)
     late: list[FetchFailure] = []
     with job.storage.parallel(receiver, late) as sink:
         failures = job.downloader.fetch(plan.fetch, sink, stop_on_failure=job.stop_on_failure)
@@ -248,7 +245,7 @@ def whole_study_sizes(written: Counter[str], plan: Plan, summary: DownloadSummar
 
 def summarise(job: DownloadJob, summary: DownloadSummary) -> DownloadSummary:
     """Log the summary; raise it as a :class:`DownloadError` when the job stops on failure and one happened."""
-    logger.info("Download to %s: %s", job.storage.path, summary)
+    logger.info("Download to %r: %s", job.storage, summary)
     if job.stop_on_failure and not summary.ok:
         first = summary.failures[0] if summary.failures else f"{len(summary.missing)} instances missing"
         raise DownloadError(f"Download incomplete: {first}", summary)

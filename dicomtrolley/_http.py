@@ -23,10 +23,9 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from dicomtrolley._multipart import SPILL_THRESHOLD
-from dicomtrolley._spooled import SpooledChunks
+from dicomtrolley._spooled import SPILL_THRESHOLD, SpooledChunks
 from dicomtrolley._version import __version__
-from dicomtrolley.exceptions import ConnectionFailedError, ServerError
+from dicomtrolley.exceptions import ConnectionFailedError, ResponseTooLargeError, ServerError
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +343,26 @@ def ensure_pool_size(session: requests.Session, size: int) -> None:
 
 CHUNK_SIZE = 1 << 20
 """Bytes read from a response body at a time."""
+
+def read_bounded(chunks: Iterable[bytes], limit: int, too_large: str) -> bytes:
+    """A whole answer from its ``chunks``, refused once it passes ``limit`` bytes.
+
+    For answers read whole before they are parsed (a search's JSON, a SOAP
+    envelope): a runaway answer, or a decompression bomb, stops at the limit
+    instead of filling memory.
+
+    Raises
+    ------
+    ResponseTooLargeError
+        More than ``limit`` bytes came; ``too_large`` is the message.
+    """
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise ResponseTooLargeError(too_large)
+    return bytes(body)
+
 
 def iter_body(response: requests.Response, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """The body of a streamed response in chunks, each handed on as soon as it arrives.

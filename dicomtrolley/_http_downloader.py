@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import requests
 
 from dicomtrolley._concurrency import run_targets
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, RetryPolicy, Timeout, redact_url
-from dicomtrolley._multipart import SPILL_THRESHOLD
+from dicomtrolley._spooled import SPILL_THRESHOLD
 from dicomtrolley.core import FetchFailure, PartSink, Reference
-from dicomtrolley.roles import Downloader
+from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.roles import Downloader, ProfileParts
 
 
 class HTTPDownloader(Downloader):
@@ -69,6 +70,21 @@ class HTTPDownloader(Downloader):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({redact_url(self.url)!r}, transfer_syntax={self.transfer_syntax!r})"
+
+    def _described(self, **fields: Any) -> ProfileParts:
+        """These profile fields, the number of workers and the HTTP client, for :meth:`describe`.
+
+        Raises
+        ------
+        DICOMTrolleyError
+            The downloader asks for a transfer syntax; a profile downloads as stored (or as the server chooses).
+        """
+        if self.transfer_syntax not in ("*", None):
+            raise DICOMTrolleyError(
+                f"A profile cannot describe {self!r}: it asks for transfer syntax "
+                f"{self.transfer_syntax}, a profile downloads as the server stores it"
+            )
+        return ProfileParts({**fields, "workers": self.workers}, self.http)
 
     @staticmethod
     def _endpoint(url: str) -> str:

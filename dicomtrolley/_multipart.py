@@ -21,13 +21,10 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from dicomtrolley._spooled import SpooledChunks
+from dicomtrolley._spooled import SPILL_THRESHOLD, SpooledChunks
 from dicomtrolley.exceptions import MultipartError, TruncatedBodyError
 
 logger = logging.getLogger(__name__)
-
-SPILL_THRESHOLD = 16 << 20
-"""Bytes of one part kept in memory before it moves to a temporary file."""
 
 MAX_HEADER_SIZE = 64 * 1024
 """Most bytes one part's header block may take, so a broken body cannot exhaust memory."""

@@ -21,6 +21,9 @@ from typing import IO, BinaryIO
 
 Buffer = bytes | bytearray | memoryview
 
+SPILL_THRESHOLD = 16 << 20
+"""Bytes of one part kept in memory before it moves to a temporary file."""
+
 _KEEP_FRACTION = 2
 """A slice is kept by reference when it is at least 1/2 of its chunk; a smaller one is copied,
 so a short part never holds a large chunk in memory."""

@@ -20,17 +20,17 @@ from requests.auth import HTTPBasicAuth
 
 from dicomtrolley._http import HTTPClient
 from dicomtrolley.auth import AzureCredentials, BearerAuth, GoogleCredentials, TokenCommand, VitreaAuth
-from dicomtrolley.core import Downloader, Searcher
 from dicomtrolley.exceptions import DICOMTrolleyError
-from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.tokens import AZURE_DICOM_SCOPE, GOOGLE_SCOPES, TokenProvider
 from dicomtrolley.trolley import Trolley
-from dicomtrolley.wado_rs import AS_STORED, WadoRS
-from dicomtrolley.wado_uri import WadoURI
 
 
 def profile_fields(trolley: Trolley) -> dict[str, Any]:
     """The fields of the secret-free profile that builds a trolley like ``trolley`` (same server, protocols, login).
+
+    The searcher and the downloader each describe themselves
+    (:meth:`~dicomtrolley.roles.Searcher.describe`); this adds their HTTP
+    session's login, TLS and timeouts, and refuses two halves that disagree.
 
     Raises
     ------
@@ -40,8 +40,12 @@ def profile_fields(trolley: Trolley) -> dict[str, Any]:
     if trolley.searcher is None or trolley.downloader is None:
         raise DICOMTrolleyError("Only a Trolley with a searcher and a downloader can be described by a profile")
     fields: dict[str, Any] = {}
-    clients = [_describe_searcher(trolley.searcher, fields), _describe_downloader(trolley.downloader, fields)]
-    http = [c for c in clients if c is not None]
+    parts = [trolley.searcher.describe(), trolley.downloader.describe()]
+    for part in parts:
+        _merge(fields, **part.fields)
+    if trolley.searcher.result_cap is not None:
+        _merge(fields, search_cap=trolley.searcher.result_cap)
+    http: list[HTTPClient] = [part.http for part in parts if part.http is not None]
     if http:
         _describe_http(http, fields)
     return fields
@@ -56,64 +60,6 @@ def _merge(fields: dict[str, Any], **values: Any) -> None:
                 "a profile describes one server"
             )
         fields[key] = value
-
-
-def _describe_searcher(searcher: Searcher, fields: dict[str, Any]) -> HTTPClient | None:
-    if searcher.result_cap is not None:
-        _merge(fields, search_cap=searcher.result_cap)
-    if isinstance(searcher, QidoRS):
-        _merge(fields, searcher="qido-rs", url=searcher.url)
-        return searcher.http
-    from_dimse = _dimse_fields(searcher, "DICOMQR")
-    if from_dimse is not None:
-        _merge(fields, searcher="c-find", **from_dimse)
-        return None
-    raise DICOMTrolleyError(f"A profile cannot describe the searcher {searcher!r}")
-
-
-def _describe_downloader(downloader: Downloader, fields: dict[str, Any]) -> HTTPClient | None:
-    if isinstance(downloader, (WadoRS, WadoURI)):
-        if downloader.transfer_syntax not in (AS_STORED, None):
-            raise DICOMTrolleyError(
-                f"A profile cannot describe {downloader!r}: it asks for transfer syntax "
-                f"{downloader.transfer_syntax}, a profile downloads as stored"
-            )
-        if isinstance(downloader, WadoRS):
-            _merge(fields, downloader="wado-rs", url=downloader.url.rstrip("/"))
-        else:
-            _merge(fields, downloader="wado-uri", wado_uri_url=downloader.url)
-        _merge(fields, workers=downloader.workers)
-        return downloader.http
-    from_dimse = _dimse_fields(downloader, "DICOMCGet", "DICOMCMove")
-    if from_dimse is None:
-        raise DICOMTrolleyError(f"A profile cannot describe the downloader {downloader!r}")
-    if type(downloader).__name__ == "DICOMCGet":
-        _merge(fields, downloader="c-get", **from_dimse)
-        return None
-    if downloader.destination_aet != downloader.aet or downloader.listen_address:  # type: ignore[attr-defined]
-        raise DICOMTrolleyError(
-            f"A profile cannot describe {downloader!r}: its move destination is named or bound apart from its AE title"
-        )
-    _merge(fields, downloader="c-move", move_port=downloader.destination_port, **from_dimse)  # type: ignore[attr-defined]
-    return None
-
-
-def _dimse_fields(peer: object, *class_names: str) -> dict[str, Any] | None:
-    """Address, titles and timeouts of a DIMSE searcher or downloader of these classes, else None.
-
-    Matched by class name so that describing an HTTP trolley needs no pynetdicom.
-    """
-    if type(peer).__name__ not in class_names or type(peer).__module__ not in (
-        "dicomtrolley.dicom_qr", "dicomtrolley.dimse_retrieve",
-    ):
-        return None
-    attrs = vars(peer)
-    if attrs["dimse_timeout"] != attrs["network_timeout"]:
-        raise DICOMTrolleyError(f"A profile cannot describe {peer!r}: its DIMSE and network timeouts differ")
-    return {
-        "host": attrs["host"], "port": attrs["port"], "aet": attrs["aet"], "aec": attrs["aec"],
-        "connect_timeout": attrs["acse_timeout"], "read_timeout": attrs["dimse_timeout"],
-    }
 
 
 def _describe_http(clients: list[HTTPClient], fields: dict[str, Any]) -> None:

@@ -53,13 +53,13 @@ from dicomtrolley.core import (
     InstanceReference,
     Query,
     Reference,
-    Searcher,
     Series,
     SeriesReference,
     Study,
     StudyReference,
 )
 from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.roles import Searcher
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from dicomtrolley.exceptions import (
 from dicomtrolley.exceptions import NonInstanceParameterError as NonInstanceParameterError
 from dicomtrolley.exceptions import NonSeriesParameterError as NonSeriesParameterError
 
-if TYPE_CHECKING:  # 4.x imported the roles from here; see __getattr__ at the end
+if TYPE_CHECKING:  # 4.x imported the roles from here; see lend_roles() at the end
     from dicomtrolley.roles import Downloader as Downloader
     from dicomtrolley.roles import Searcher as Searcher
 
@@ -778,18 +778,28 @@ PartSink = Callable[[InstancePart], None]
 """Receives each part as it completes; called from worker threads, so it must be thread-safe."""
 
 
+_LENT: dict[str, Any] = {}
+"""Names of other modules that 4.x scripts import from here (``Searcher``, ``Downloader``), lent by them."""
+
+
+def lend_roles(searcher: type, downloader: type) -> None:
+    """Let 4.x scripts import ``Searcher`` and ``Downloader`` from this module, where 4.x defined them.
+
+    :mod:`dicomtrolley.roles` lends them when it loads, which importing any
+    part of the package does (the package root loads it), so this module never
+    imports the roles that build on it.
+    """
+    _LENT.update(Searcher=searcher, Downloader=downloader)
+
+
 if not TYPE_CHECKING:  # type checkers read the imports at the top instead
 
     def __getattr__(name: str) -> Any:
-        """``Searcher`` and ``Downloader`` for 4.x imports; they live in :mod:`dicomtrolley.roles`.
-
-        Imported on first use, because the roles build on this module.
-        """
-        if name in ("Searcher", "Downloader"):
-            from dicomtrolley import roles
-
-            return getattr(roles, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        """``Searcher`` and ``Downloader`` for 4.x imports; they live in :mod:`dicomtrolley.roles`."""
+        try:
+            return _LENT[name]
+        except KeyError:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
 # ---------------------------------------------------------------- 4.x names

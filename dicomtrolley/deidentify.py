@@ -29,7 +29,6 @@ to outputs or logs. Needs ``pip install dicomtrolley[deidentify]``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
 import io
@@ -38,7 +37,7 @@ import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,7 +53,10 @@ from pydicom.uid import UID
 from dicomtrolley._annex_e import PRIVATE_TAG, Application, columns_of, parse_private_tag, rules_for
 from dicomtrolley._annex_e_profile import declare_profile
 from dicomtrolley._header import pixel_data_span
-from dicomtrolley._originals import OriginalValues, Recorded, default_state_folder, replaced, snapshot
+from dicomtrolley._mapping import MappingTable as MappingTable
+from dicomtrolley._mapping import originals_folder
+from dicomtrolley._mapping import refuse_mapping_inside as refuse_mapping_inside
+from dicomtrolley._originals import OriginalValues, Recorded, replaced, snapshot
 from dicomtrolley._processes import process_context
 from dicomtrolley._pseudonyms import Pseudonymiser
 from dicomtrolley.core import (
@@ -72,7 +74,7 @@ from dicomtrolley.exceptions import (
     InstanceQuarantinedError,
     StorageError,
 )
-from dicomtrolley.storage import SavedInstance, StorageDir
+from dicomtrolley.roles import Attributes, SavedInstance, Storage
 
 logger = logging.getLogger(__name__)
 
@@ -396,8 +398,8 @@ class Deidentifier:
 
     # ------------------------------------------------------------ storage
 
-    def storage(self, storage: StorageDir) -> DeidentifyingStorage:
-        """``storage``, pseudonymising each instance before it is written.
+    def storage(self, storage: Storage) -> DeidentifyingStorage:
+        """``storage`` (any :class:`~dicomtrolley.roles.Storage`), pseudonymising each instance before it gets it.
 
         Raises
         ------
@@ -471,43 +473,39 @@ def _pseudonymise_in_worker(data: bytes) -> _Outcome:
 # ---------------------------------------------------------------- on the way to disk
 
 
-class DeidentifyingStorage(StorageDir):
-    """A storage that pseudonymises each instance, then lets the storage it wraps write it.
+class DeidentifyingStorage(Storage):
+    """A :class:`~dicomtrolley.roles.Storage` around any other: it pseudonymises each instance, then hands it on.
 
-    :meth:`save` returns the instance's *original* reference (what the
-    download asked for and checks arrival against) with the pseudonymised
-    path. An instance to quarantine raises :class:`InstanceQuarantinedError`
-    and is not written. The decoding and encoding run in a bounded pool of
-    worker processes (``processes``), so several cores share them.
+    The wrapped storage (a folder, another archive) sees pseudonymised values
+    only: bytes, paths, and what it is asked it holds. :meth:`save` returns
+    the instance's *original* reference (what the download asked for and
+    checks arrival against) with the pseudonymised path. An instance to
+    quarantine raises :class:`InstanceQuarantinedError` and is not written.
+    The decoding and encoding run in a bounded pool of worker processes
+    (``processes``), so several cores share them.
 
     Parameters
     ----------
     storage
-        Where the pseudonymised files go; its template sees pseudonymised values.
+        Where the pseudonymised instances go; its template sees pseudonymised values.
     deidentifier
         What pseudonymises them.
+
+    Raises
+    ------
+    DeidentificationError
+        The mapping table would be written inside the wrapped storage's folder, and
+        ``mapping_in_output`` does not allow it; or the state folder lies inside it.
     """
 
-    def __init__(self, storage: StorageDir, deidentifier: Deidentifier) -> None:
-        # Not StorageDir.__init__: everything on disk is the wrapped storage's.
+    def __init__(self, storage: Storage, deidentifier: Deidentifier) -> None:
         self.storage = storage
         self.deidentifier = deidentifier
-        self.path = storage.path
-        self.template = storage.template
+        refuse_mapping_inside(deidentifier.options, storage.folder)
         mapping = deidentifier.options.mapping
-        if mapping is not None and not deidentifier.options.mapping_in_output and _inside(mapping, storage.path):
-            raise DeidentificationError(
-                f"The mapping table {mapping} re-identifies, but lies inside the output folder {storage.path}; "
-                "write it elsewhere, or allow it with mapping_in_output"
-            )
         self.mapping = MappingTable(mapping) if mapping is not None else None
-        state = deidentifier.options.state_dir or default_state_folder(storage.path, mapping)
-        if _inside(state, storage.path):
-            raise DeidentificationError(
-                f"The state folder {state} holds the originals' identifying values, but lies inside the output "
-                f"folder {storage.path}; choose one outside it"
-            )
-        self.originals = OriginalValues(state)
+        state = originals_folder(deidentifier.options.state_dir, mapping, storage.folder)
+        self.originals = OriginalValues(state) if state is not None else None
         self.processes = deidentifier.options.processes
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -516,15 +514,22 @@ class DeidentifyingStorage(StorageDir):
     def __repr__(self) -> str:
         return f"DeidentifyingStorage({self.storage!r})"
 
-    def at(self, path: str | os.PathLike[str]) -> DeidentifyingStorage:
-        """The same pseudonymisation, writing under another folder."""
-        return DeidentifyingStorage(self.storage.at(path), self.deidentifier)
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The wrapped storage's fields (given original values, it is asked with their pseudonyms)."""
+        return self.storage.fields
 
-    def is_occupied(self) -> bool:
-        """True when the output folder exists and holds anything."""
-        return self.storage.is_occupied()
+    @property
+    def folder(self) -> Path | None:
+        """The wrapped storage's folder."""
+        return self.storage.folder
 
-    def has(self, attributes: Mapping[str, Any] | Dataset) -> bool:
+    def may_hold(self, study_uids: Collection[str]) -> bool:
+        """Asks the wrapped storage about the pseudonyms of these StudyInstanceUIDs (a keyed function of each)."""
+        pseudonyms = [self._pseudonymise({"StudyInstanceUID": uid}) for uid in study_uids]
+        return self.storage.may_hold([str(p.StudyInstanceUID) for p in pseudonyms if p is not None])
+
+    def has(self, attributes: Attributes) -> bool:
         """True when the instance with these *original* attributes is complete on disk, pseudonymised.
 
         Pseudonyms are keyed functions of the originals, so the path can be
@@ -534,8 +539,8 @@ class DeidentifyingStorage(StorageDir):
         dataset = self._pseudonymised(attributes)
         return dataset is not None and self.storage.has(dataset)
 
-    def path_for(self, attributes: Mapping[str, Any] | Dataset) -> Path:
-        """The path that the instance with these *original* attributes is written to, pseudonymised.
+    def locate(self, attributes: Attributes) -> str:
+        """Where the instance with these *original* attributes goes, pseudonymised, relative to the wrapped storage.
 
         Raises
         ------
@@ -545,21 +550,25 @@ class DeidentifyingStorage(StorageDir):
         """
         dataset = self._pseudonymised(attributes)
         if dataset is None:
-            raise StorageError(f"The pseudonymised path needs {', '.join(self.template.fields)} (and the PatientID)")
-        return self.storage.path_for(dataset)
+            raise StorageError(f"The pseudonymised path needs {', '.join(self.fields)} (and the PatientID)")
+        return self.storage.locate(dataset)
 
-    def _pseudonymised(self, attributes: Mapping[str, Any] | Dataset) -> Dataset | None:
+    def _pseudonymised(self, attributes: Attributes) -> Dataset | None:
         """The template's fields, pseudonymised; None when a field (or the PatientID a date needs) is missing."""
-        fields = set(self.template.fields)
+        fields = set(self.fields)
         if any(attributes.get(name) in (None, "") for name in fields):
             return None
+        return self._pseudonymise({name: attributes.get(name) for name in fields | {"PatientID", "PatientSex"}})
+
+    def _pseudonymise(self, values: Mapping[str, Any]) -> Dataset | None:
+        """A Dataset of these values (empty ones left out), pseudonymised; None when a date
+        lacks the PatientID that its shift is a function of."""
         dataset = Dataset()
         dataset.file_meta = FileMetaDataset()
-        for name in fields | {"PatientID", "PatientSex"}:
-            value = attributes.get(name)
+        for name, value in values.items():
             if value not in (None, ""):
                 setattr(dataset, name, value.value if isinstance(value, DataElement) else value)
-        if "PatientID" not in dataset and any(dataset[name].VR in ("DA", "DT", "TM") for name in fields):
+        if "PatientID" not in dataset and any(element.VR in ("DA", "DT", "TM") for element in dataset):
             return None
         self.deidentifier.deidentify(dataset)
         return dataset
@@ -594,7 +603,8 @@ class DeidentifyingStorage(StorageDir):
             raise InstanceQuarantinedError(Quarantined(outcome.original, outcome.quarantine))
         if self.mapping is not None and outcome.pseudonyms is not None:
             self.mapping.add(outcome.pseudonyms)  # before the file, so every file written can be re-identified
-        self.originals.add(outcome.originals)  # before the file, so the audit knows what to look for in it
+        if self.originals is not None:  # before the file, so the audit knows what to look for in it
+            self.originals.add(outcome.originals)
         body = io.BytesIO(outcome.encoded)
         body.seek(0, io.SEEK_END)
         body.write(memoryview(data)[span[0]:])
@@ -691,47 +701,3 @@ class _ParallelSink:
             target: Reference = part.reference or part.source or StudyReference("unknown")
             self._failures.append(FetchFailure(target, error))
         self._errors.clear()
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
-
-
-class MappingTable:
-    """The CSV table from original to pseudonymous identifiers, one row per study, appended as studies arrive.
-
-    Rows already in the file are not written again, so one table can collect
-    many runs and batches.
-    """
-
-    COLUMNS = (
-        "PatientID", "PseudonymousPatientID", "StudyInstanceUID", "PseudonymousStudyInstanceUID",
-        "AccessionNumber", "PseudonymousAccessionNumber", "DateShiftDays",
-    )
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._studies: set[str] = set()
-        if self.path.is_file():
-            with self.path.open(newline="", encoding="utf-8") as file:
-                self._studies = {row["StudyInstanceUID"] for row in csv.DictReader(file) if row.get("StudyInstanceUID")}
-
-    def add(self, pseudonyms: Pseudonyms) -> None:
-        """Append the row of this instance's study, unless the table has it."""
-        with self._lock:
-            if pseudonyms.study_uid in self._studies:
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.path.is_file() or self.path.stat().st_size == 0
-            with self.path.open("a", newline="", encoding="utf-8") as file:
-                writer = csv.writer(file)
-                if new:
-                    writer.writerow(self.COLUMNS)
-                writer.writerow([
-                    pseudonyms.patient_id, pseudonyms.pseudonymous_patient_id,
-                    pseudonyms.study_uid, pseudonyms.pseudonymous_study_uid,
-                    pseudonyms.accession_number, pseudonyms.pseudonymous_accession_number,
-                    pseudonyms.date_shift_days,
-                ])
-            self._studies.add(pseudonyms.study_uid)

@@ -25,7 +25,7 @@ from dicomtrolley._dimse import RETRIEVE_LEVELS, STUDY_ROOT_FIND, DIMSEPeer, sta
 from dicomtrolley._tree import attribute_level, tree_from_datasets
 from dicomtrolley.core import DICOMObjectLevels, ExtendedQuery, Query, QueryLevels, Study
 from dicomtrolley.exceptions import DIMSEError, UnSupportedParameterError
-from dicomtrolley.roles import Searcher
+from dicomtrolley.roles import ProfileParts, Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ class DICOMQR(DIMSEPeer, Searcher):
 
     def __repr__(self) -> str:
         return f"DICOMQR({self.host!r}, {self.port}, aet={self.aet!r}, aec={self.aec!r})"
+
+    def describe(self) -> ProfileParts:
+        """``searcher = "c-find"`` and the peer's address; see :meth:`Searcher.describe`."""
+        return ProfileParts({"searcher": "c-find", **self.profile_address()})
 
     def find_studies(self, query: Query) -> list[Study]:
         """Every study matching ``query``, with series and instances down to its query level.

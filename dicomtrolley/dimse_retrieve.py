@@ -57,7 +57,7 @@ from dicomtrolley.core import (
 )
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError, OutputFolderError
-from dicomtrolley.roles import Downloader
+from dicomtrolley.roles import Downloader, ProfileParts
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -362,6 +362,10 @@ class DICOMCGet(_Retriever):
     operation = "C-GET"
     service = "get"
 
+    def describe(self) -> ProfileParts:
+        """``downloader = "c-get"`` and the peer's address; see :meth:`Downloader.describe`."""
+        return ProfileParts({"downloader": "c-get", **self.profile_address()})
+
     @contextmanager
     def _association_opener(
         self, receiver: _Receiver, targets: Sequence[Reference]
@@ -383,10 +387,7 @@ class DICOMCGet(_Retriever):
     def _sop_classes_of(self, targets: Sequence[Reference]) -> list[str]:
         """The SOP classes the targets' studies hold, as a C-FIND for SOPClassesInStudy says; [] if unknown."""
         studies = sorted({target.study_uid for target in targets})
-        finder = DICOMQR(
-            self.host, self.port, self.aet, self.aec,
-            acse_timeout=self.acse_timeout, dimse_timeout=self.dimse_timeout, network_timeout=self.network_timeout,
-        )
+        finder = DICOMQR(**self.settings())
         found: list[str] = []
         for start in range(0, len(studies), _STUDIES_PER_FIND):
             identifier = Dataset()
@@ -495,6 +496,20 @@ class DICOMCMove(_Retriever):
         self.destination_port = int(destination_port)
         self.destination_aet = check_ae_title(destination_aet or self.aet, "destination_aet")
         self.listen_address = listen_address
+
+    def describe(self) -> ProfileParts:
+        """``downloader = "c-move"``, the peer's address and the move port; see :meth:`Downloader.describe`.
+
+        Raises
+        ------
+        DICOMTrolleyError
+            The move destination is named or bound apart from ``aet``, which a profile cannot say.
+        """
+        if self.destination_aet != self.aet or self.listen_address:
+            raise DICOMTrolleyError(
+                f"A profile cannot describe {self!r}: its move destination is named or bound apart from its AE title"
+            )
+        return ProfileParts({"downloader": "c-move", "move_port": self.destination_port, **self.profile_address()})
 
     def __repr__(self) -> str:
         return (

@@ -61,7 +61,7 @@ from dicomtrolley._tree import attribute_level, gc_paused
 from dicomtrolley.core import Instance, Query, Series, Study, is_hex_tag
 from dicomtrolley.core import QueryLevels as QueryLevels  # 4.x's examples import it from here
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
-from dicomtrolley.roles import Searcher
+from dicomtrolley.roles import ProfileParts, Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +265,10 @@ class Mint(Searcher):
 
     def __repr__(self) -> str:
         return f"Mint({redact_url(self.url)!r})"
+
+    def describe(self) -> ProfileParts:
+        """``searcher = "mint"`` at this MINT root; see :meth:`Searcher.describe`."""
+        return ProfileParts({"searcher": "mint", "mint_url": self.url}, self.http)
 
     def find_studies(self, query: Query) -> list[Study]:
         """Every study matching ``query``, with series and instances down to its query level.

@@ -2,7 +2,8 @@
 
 DICOMweb servers render an instance to JPEG or PNG themselves (WADO-RS
 ``/rendered`` with a ``viewport``, or ``/thumbnail``), so a preview costs one
-small request instead of a download. :func:`fetch_rendered` asks for one;
+small request instead of a download. A downloader that can ask for one is a
+:class:`PreviewSource` (:meth:`WadoRS.rendered <dicomtrolley.wado_rs.WadoRS.rendered>`);
 :func:`as_image` turns the bytes into a PIL Image when Pillow is installed;
 :class:`PreviewGallery` shows a row of them in Jupyter.
 """
@@ -17,22 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from dicomtrolley._http import HTTPClient
 from dicomtrolley.core import Instance, InstanceReference
-from dicomtrolley.exceptions import DICOMTrolleyError, ServerError
+from dicomtrolley.exceptions import DICOMTrolleyError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 128
 """Pixels along the longer edge of a preview."""
-
-IMAGE_TYPE = "image/jpeg"
-"""The one media type asked for: every rendering server has it, and Orthanc 1.10 answers
-400 to an Accept header that lists several types."""
-
-_NOT_THERE = frozenset({400, 404, 405, 406, 501})
-"""Statuses by which a server says it does not offer a rendering resource (Orthanc 1.10: /thumbnail is 404)."""
-
 
 @dataclass(frozen=True)
 class RenderedImage:
@@ -52,35 +44,6 @@ class PreviewSource(Protocol):
     def rendered(self, instance: InstanceReference, size: int) -> RenderedImage:
         """One instance rendered to fit ``size`` x ``size`` pixels."""
         ...
-
-
-def fetch_rendered(http: HTTPClient, instance_url: str, size: int) -> RenderedImage:
-    """Ask for ``/rendered?viewport=size,size`` of an instance; ``/thumbnail`` where that is missing.
-
-    ``/rendered`` comes first: it is in every WADO-RS server since 2017, while
-    ``/thumbnail`` is newer and missing in Orthanc 1.10.
-
-    Raises
-    ------
-    ServerError
-        Neither resource gave an image (the error of ``/rendered`` is raised).
-    """
-    if size < 1:
-        raise ValueError(f"A preview needs a size of at least 1 pixel, not {size}")
-    headers = {"Accept": IMAGE_TYPE}
-    params = {"viewport": f"{size},{size}"}
-    try:
-        response = http.get(f"{instance_url}/rendered", params=params, headers=headers)
-    except ServerError as error:
-        if error.status not in _NOT_THERE:
-            raise
-        logger.info("%s/rendered answered %d; asking for /thumbnail", instance_url, error.status)
-        try:
-            response = http.get(f"{instance_url}/thumbnail", params=params, headers=headers)
-        except ServerError:
-            raise error from None
-    content_type = response.headers.get("Content-Type", "").split(";")[0].strip() or "image/jpeg"
-    return RenderedImage(response.content, content_type)
 
 
 def as_image(rendered: RenderedImage, size: int) -> Any:

@@ -250,10 +250,13 @@ class ServerProfile(BaseModel):
     def from_trolley(cls, trolley: Trolley, name: str = "") -> ServerProfile:
         """The secret-free profile of a Trolley built by hand, so that other processes can build its like.
 
-        It describes QIDO-RS, WADO-RS, WADO-URI, C-FIND, C-GET and C-MOVE, and
-        sessions with no login, basic auth, a Vitrea login or a bearer token;
-        what a profile cannot say (another transfer syntax, another kind of
-        login, a searcher and downloader on different servers) is refused, not dropped.
+        A trolley built from a profile gives that profile. Otherwise its searcher
+        and downloader describe themselves (QIDO-RS, WADO-RS, WADO-URI, MINT,
+        RAD-69, C-FIND, C-GET and C-MOVE can), and its session's login (none,
+        basic auth, a Vitrea login or a bearer token) is read; what a profile
+        cannot say (another transfer syntax, another kind of login, a searcher
+        and downloader on different servers, a searcher or downloader of another
+        kind, named) is refused, not dropped.
 
         Parameters
         ----------
@@ -267,6 +270,8 @@ class ServerProfile(BaseModel):
         DICOMTrolleyError
             The trolley has a part, or a setting, that a profile cannot describe.
         """
+        if trolley.profile is not None:  # built from a profile: that one, as it is
+            return trolley.profile.model_copy(update={"name": name}) if name else trolley.profile
         from dicomtrolley._trolley_profile import profile_fields
 
         return cls(name=name, **profile_fields(trolley))
@@ -329,7 +334,7 @@ class ServerProfile(BaseModel):
         session = self.session(secret) if http else requests.Session()
         searcher = SEARCHERS[self.searcher](self, session)
         searcher.result_cap = self.search_cap
-        return Trolley(searcher, DOWNLOADERS[self.downloader](self, session) if download else None)
+        return Trolley(searcher, DOWNLOADERS[self.downloader](self, session) if download else None, profile=self)
 
 
 _TOKEN_PROVIDERS: dict[str, Callable[[ServerProfile], TokenProvider]] = {
@@ -414,43 +419,35 @@ def _dicomweb_root(profile: ServerProfile) -> str:
     return profile.url
 
 
-def _dimse_address(profile: ServerProfile) -> tuple[str, int]:
+def _dimse_peer(profile: ServerProfile) -> dict[str, Any]:
+    """The arguments every DIMSE searcher and downloader of this profile is built with."""
     if profile.host is None or profile.port is None:
         raise DICOMTrolleyError(f"{profile}: no DIMSE host and port")
-    return profile.host, profile.port
+    return {
+        "host": profile.host, "port": profile.port, "aet": profile.aet, "aec": profile.aec,
+        "acse_timeout": profile.connect_timeout, "dimse_timeout": profile.read_timeout,
+        "network_timeout": profile.read_timeout,
+    }
 
 
 def _c_find(profile: ServerProfile, session: requests.Session) -> Searcher:
     from dicomtrolley.dicom_qr import DICOMQR
 
-    host, port = _dimse_address(profile)
-    return DICOMQR(
-        host, port, profile.aet, profile.aec, acse_timeout=profile.connect_timeout,
-        dimse_timeout=profile.read_timeout, network_timeout=profile.read_timeout,
-    )
+    return DICOMQR(**_dimse_peer(profile))
 
 
 def _c_get(profile: ServerProfile, session: requests.Session) -> Downloader:
     from dicomtrolley.dimse_retrieve import DICOMCGet
 
-    host, port = _dimse_address(profile)
-    return DICOMCGet(
-        host, port, profile.aet, profile.aec, acse_timeout=profile.connect_timeout,
-        dimse_timeout=profile.read_timeout, network_timeout=profile.read_timeout,
-    )
+    return DICOMCGet(**_dimse_peer(profile))
 
 
 def _c_move(profile: ServerProfile, session: requests.Session) -> Downloader:
     from dicomtrolley.dimse_retrieve import DICOMCMove
 
-    host, port = _dimse_address(profile)
     if profile.move_port is None:
         raise DICOMTrolleyError(f"{profile}: C-MOVE needs move_port")
-    return DICOMCMove(
-        host, port, profile.aet, profile.aec, destination_port=profile.move_port,
-        acse_timeout=profile.connect_timeout, dimse_timeout=profile.read_timeout,
-        network_timeout=profile.read_timeout,
-    )
+    return DICOMCMove(**_dimse_peer(profile), destination_port=profile.move_port)
 
 
 SEARCHERS: dict[str, SearcherBuilder] = {"qido-rs": _qido_rs, "c-find": _c_find, "mint": _mint}

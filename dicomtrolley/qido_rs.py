@@ -65,11 +65,19 @@ from urllib.parse import quote
 import requests
 from pydantic import model_validator
 
-from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, redact_url
+from dicomtrolley._http import (
+    DEFAULT_TIMEOUT,
+    HTTPClient,
+    QueryValue,
+    RetryPolicy,
+    Timeout,
+    read_bounded,
+    redact_url,
+)
 from dicomtrolley._tree import attribute_level, gc_paused, tree_from_json
 from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Study
-from dicomtrolley.exceptions import MalformedResponseError, ResponseTooLargeError, UnSupportedParameterError
-from dicomtrolley.roles import Searcher
+from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
+from dicomtrolley.roles import ProfileParts, Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +221,10 @@ class QidoRS(Searcher):
     def __repr__(self) -> str:
         return f"QidoRS({redact_url(self.url)!r})"
 
+    def describe(self) -> ProfileParts:
+        """``searcher = "qido-rs"`` at this DICOMweb root; see :meth:`Searcher.describe`."""
+        return ProfileParts({"searcher": "qido-rs", "url": self.url}, self.http)
+
     def find_studies(self, query: Query) -> list[Study]:
         """Every study matching ``query``, with series and instances down to its query level.
 
@@ -298,7 +310,11 @@ class QidoRS(Searcher):
             more = _warns_of_more(response, where)
             if response.status_code == 204:
                 return [], more
-            body = self._read_bounded(response, where)
+            too_large = (
+                f"QIDO-RS answer from {where} is larger than {self.max_answer_bytes} bytes "
+                "(max_answer_bytes); narrow the query or set page_size"
+            )
+            body = read_bounded(response.iter_content(_READ_CHUNK), self.max_answer_bytes, too_large)
         if not body.strip():
             return [], more
         try:
@@ -314,19 +330,6 @@ class QidoRS(Searcher):
                 f"QIDO-RS answer from {where} is not a list of DICOM JSON objects: {body[:200]!r}"
             )
         return rows, more
-
-
-    def _read_bounded(self, response: requests.Response, where: str) -> bytes:
-        """The decompressed body, read in small steps up to ``max_answer_bytes``."""
-        body = bytearray()
-        for chunk in response.iter_content(_READ_CHUNK):
-            body += chunk
-            if len(body) > self.max_answer_bytes:
-                raise ResponseTooLargeError(
-                    f"QIDO-RS answer from {where} is larger than {self.max_answer_bytes} bytes "
-                    "(max_answer_bytes); narrow the query or set page_size"
-                )
-        return bytes(body)
 
 
 def _smallest(*limits: int | None) -> int | None:

@@ -43,10 +43,12 @@ from dicomtrolley._http import (
     Timeout,
     iter_body,
     raise_for_status,
+    read_bounded,
     redact_url,
 )
 from dicomtrolley._http_downloader import HTTPDownloader
-from dicomtrolley._multipart import SPILL_THRESHOLD, Part, boundary_of, is_multipart, iter_parts, parse_content_type
+from dicomtrolley._multipart import Part, boundary_of, is_multipart, iter_parts, parse_content_type
+from dicomtrolley._spooled import SPILL_THRESHOLD
 from dicomtrolley.core import (
     DICOMObjectLevels,
     FetchFailure,
@@ -62,6 +64,7 @@ from dicomtrolley.exceptions import (
     Rad69ServerError,
     XDSMissingDocumentError,
 )
+from dicomtrolley.roles import ProfileParts
 
 __all__ = [
     "DEFAULT_TRANSFER_SYNTAXES",
@@ -180,6 +183,21 @@ class Rad69(HTTPDownloader):
         self.request_per_series = request_per_series
         self.repository_uid = repository_uid
         self.errors_to_ignore = tuple(errors_to_ignore)
+
+    def describe(self) -> ProfileParts:
+        """``downloader = "rad69"`` at this endpoint; see :meth:`Downloader.describe`.
+
+        Raises
+        ------
+        DICOMTrolleyError
+            A setting a profile cannot say: other transfer syntaxes, one request per study,
+            another repository, or errors to ignore.
+        """
+        defaults = (DEFAULT_TRANSFER_SYNTAXES, True, DEFAULT_REPOSITORY_UID, ())
+        settings = (self.transfer_syntaxes, self.request_per_series, self.repository_uid, self.errors_to_ignore)
+        if settings != defaults:
+            raise DICOMTrolleyError(f"A profile cannot describe {self!r}: only the default RAD-69 settings")
+        return self._described(downloader="rad69", rad69_url=self.url)
 
     def __repr__(self) -> str:
         return f"Rad69({redact_url(self.url)!r}, request_per_series={self.request_per_series})"
@@ -312,7 +330,8 @@ class Rad69(HTTPDownloader):
                 )
                 documents = answer.documents(parts, parameters.get("start", ""))
             elif media_type in SOAP_MEDIA_TYPES:
-                documents = answer.inline_documents(_read_limited(response, MAX_ENVELOPE_BYTES))
+                too_large = f"The SOAP answer from {redact_url(response.url)} is larger than {MAX_ENVELOPE_BYTES} bytes"
+                documents = answer.inline_documents(read_bounded(iter_body(response), MAX_ENVELOPE_BYTES, too_large))
             else:
                 raise_for_status(response)
                 start = next(iter_body(response, EXCERPT_BYTES), b"")[:EXCERPT_BYTES]
@@ -333,17 +352,6 @@ class Rad69(HTTPDownloader):
                         part.close()
                     count += 1
         logger.debug("Received %d of %d instance(s) from %s", count, len(instances), source)
-
-
-def _read_limited(response: requests.Response, limit: int) -> bytes:
-    data = bytearray()
-    for chunk in iter_body(response):
-        data += chunk
-        if len(data) > limit:
-            raise MalformedResponseError(
-                f"The SOAP answer from {redact_url(response.url)} is larger than {limit} bytes"
-            )
-    return bytes(data)
 
 
 # ---------------------------------------------------------------- the answer

@@ -1,16 +1,23 @@
-"""The two roles a protocol can play: a :class:`Searcher` finds studies, a :class:`Downloader` fetches them.
+"""The roles a download joins: a :class:`Searcher` finds studies, a :class:`Downloader` fetches them,
+a :class:`Storage` is where they go.
 
 A :class:`~dicomtrolley.trolley.Trolley` joins one of each and knows nothing
 else of the protocols behind them; each protocol module (QIDO-RS, WADO-RS,
 C-FIND, C-GET, ...) implements one role on the model of
-:mod:`dicomtrolley.core`.
+:mod:`dicomtrolley.core`, and each storage (a folder, the pseudonymising
+wrapper, another archive) implements the third.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Iterable, Iterator, Sequence
-from typing import ClassVar
+from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeAlias
 
 from pydicom.dataset import Dataset
 
@@ -20,6 +27,7 @@ from dicomtrolley.core import (
     Downloadable,
     FetchFailure,
     Instance,
+    InstancePart,
     InstanceReference,
     PartSink,
     Query,
@@ -27,9 +35,37 @@ from dicomtrolley.core import (
     Reference,
     Study,
     as_list,
+    lend_roles,
     to_reference,
 )
-from dicomtrolley.exceptions import AmbiguousQueryError, MalformedResponseError, NoQueryResultsError
+from dicomtrolley.exceptions import (
+    AmbiguousQueryError,
+    DICOMTrolleyError,
+    MalformedResponseError,
+    NoQueryResultsError,
+    StorageError,
+)
+
+
+@dataclass(frozen=True)
+class ProfileParts:
+    """What of a :class:`~dicomtrolley.profiles.ServerProfile` builds one searcher or downloader.
+
+    Parameters
+    ----------
+    fields
+        The profile's fields for it: its kind, its address, its settings.
+    http
+        Its HTTP client (a ``dicomtrolley._http.HTTPClient``), whose login, TLS and
+        timeouts the profile describes too; ``None`` for a DIMSE peer.
+    """
+
+    fields: Mapping[str, Any]
+    http: Any = None
+
+
+def _refuse_profile(role: str, part: object) -> ProfileParts:
+    raise DICOMTrolleyError(f"A profile cannot describe the {role} {type(part).__name__} ({part!r})")
 
 
 class Searcher(ABC):
@@ -63,6 +99,16 @@ class Searcher(ABC):
             )
         return studies[0]
 
+    def describe(self) -> ProfileParts:
+        """The profile fields that build a searcher like this one (what an export ships to other processes).
+
+        Raises
+        ------
+        DICOMTrolleyError
+            A profile cannot describe this searcher, or one of its settings; by default none can.
+        """
+        return _refuse_profile("searcher", self)
+
     def find_study_by_id(
         self, study_uid: str, query_level: QueryLevels = QueryLevels.STUDY
     ) -> Study:
@@ -90,6 +136,13 @@ class Downloader(ABC):
         delivered before failing stay delivered). With ``stop_on_failure``
         no new target is started after the first failure.
         """
+
+    def describe(self) -> ProfileParts:
+        """As :meth:`Searcher.describe`, for a downloader: WADO-RS, WADO-URI, RAD-69, C-GET and C-MOVE can.
+
+        A downloader of another kind is refused by name (a ``DICOMTrolleyError``).
+        """
+        return _refuse_profile("downloader", self)
 
     def report(self) -> dict[str, int]:
         """Counts the protocol itself keeps about the last :meth:`fetch` (C-GET's
@@ -120,3 +173,119 @@ class Downloader(ABC):
         finally:
             if isinstance(datasets, Generator):
                 datasets.close()  # ends the fetch now, not when the generator is collected
+
+
+
+lend_roles(Searcher, Downloader)  # 4.x imported them from dicomtrolley.core
+
+Attributes: TypeAlias = Mapping[str, Any] | Dataset
+"""An instance's attributes by keyword: a search result's, a header's, or a pydicom Dataset."""
+
+
+@dataclass(frozen=True)
+class SavedInstance:
+    """One instance a :class:`Storage` saved: what it was, where it went, what its header said."""
+
+    reference: InstanceReference
+    path: Path
+    size: int
+    transfer_syntax: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    """The index keywords and template fields the instance has, as read from its header."""
+    relative: str = ""
+    """Where it went below the storage's folder, folders separated by ``/``: the text the storage
+    rendered, so that an index of the files need not derive it from :attr:`path` again."""
+
+
+class Storage(ABC):
+    """Where fetched instances go: a folder, a pseudonymising wrapper around another storage, another archive.
+
+    A download asks its storage what is already there (:meth:`may_hold`,
+    :meth:`has`, which need the attributes :attr:`fields` names), lets it
+    choose how parts reach it (:meth:`parallel`), and hands it every part
+    that arrives (:meth:`save`); it asks nothing else, so every storage goes
+    through the same download, resume rule and summary. Like ``requests``'
+    ``BaseAdapter``: a few verbs, several implementations, chosen by type and
+    never by inspection. A 4.x storage fed parsed datasets is adapted to this
+    once, where the trolley is handed it.
+    """
+
+    @property
+    @abstractmethod
+    def fields(self) -> tuple[str, ...]:
+        """The attributes :meth:`has` and :meth:`locate` need of an instance (a path template's fields)."""
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder files are written under; ``None`` for a storage that writes none (another archive)."""
+        return None
+
+    def may_hold(self, study_uids: Collection[str]) -> bool:
+        """False when nothing of these studies can be there yet, so :meth:`has` need not be asked.
+
+        True by default: the download then asks :meth:`has` of every instance.
+        """
+        return True
+
+    @abstractmethod
+    def has(self, attributes: Attributes) -> bool:
+        """True when the instance with these attributes is already there, complete (a resumed download skips it)."""
+
+    @abstractmethod
+    def locate(self, attributes: Attributes) -> str:
+        """Where the instance with these attributes goes, as text relative to the storage, folders separated by ``/``.
+
+        Raises
+        ------
+        StorageError
+            The attributes lack what the place needs, or it would be unsafe.
+        """
+
+    @abstractmethod
+    def save(self, part: InstancePart) -> SavedInstance:
+        """Keep one instance's bytes; called from the fetch's worker threads, so it must be thread-safe.
+
+        Raises
+        ------
+        StorageError
+            The bytes cannot be kept (not DICOM, disk full, refused); a failure of this instance alone.
+        """
+
+    def save_dataset(self, dataset: Dataset) -> SavedInstance:
+        """Encode a pydicom Dataset and :meth:`save` it: slower than keeping the bytes a server sent.
+
+        Raises
+        ------
+        StorageError
+            The dataset cannot be encoded, or not kept.
+        """
+        body = encode_dataset(dataset)
+        return self.save(InstancePart(body, body.getbuffer().nbytes))
+
+    def parallel(self, sink: PartSink, failures: list[FetchFailure]) -> AbstractContextManager[PartSink]:
+        """How parts reach this storage during one fetch: the parallelism its saves allow.
+
+        By default ``sink`` itself, called in the thread that fetched each part.
+        A storage whose saves are slow and can run side by side (pseudonymisation
+        on several cores, sending to another archive) gives a sink that hands each
+        part to workers and returns; on exit it waits for them, and appends the
+        parts whose ``sink`` raised to ``failures``.
+        """
+        return contextlib.nullcontext(sink)
+
+
+def encode_dataset(dataset: Dataset) -> io.BytesIO:
+    """A pydicom Dataset as bytes: a Part-10 file when its file meta has a transfer syntax, else as it is (as 4.x did).
+
+    Raises
+    ------
+    StorageError
+        pydicom cannot encode it.
+    """
+    body = io.BytesIO()
+    part10 = "TransferSyntaxUID" in getattr(dataset, "file_meta", {})
+    try:
+        dataset.save_as(body, enforce_file_format=part10)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise StorageError(f"Could not encode {dataset.get('SOPInstanceUID', 'a dataset')}: {error}") from error
+    return body

@@ -37,8 +37,6 @@ import copy
 import difflib
 import errno
 import hashlib
-import inspect
-import io
 import itertools
 import logging
 import os
@@ -49,7 +47,6 @@ import string
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,6 +65,25 @@ from dicomtrolley.exceptions import (
     StorageError,
     TemplateError,
 )
+from dicomtrolley.roles import Attributes, SavedInstance, Storage, encode_dataset
+
+__all__ = [
+    "INDEX_KEYWORDS",
+    "PLACEHOLDER",
+    "TEMPORARY_SUFFIX",
+    "DICOMDiskStorage",
+    "FlatStorageDir",
+    "PathTemplate",
+    "SavedInstance",
+    "Storage",
+    "StorageDir",
+    "check_output_folder",
+    "make_writable",
+    "read_header_of_file",
+    "remove_stale_temporaries",
+    "safe_segment",
+    "temporary_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +103,6 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _MAX_SEGMENT_BYTES = 200
 _PLAIN_SEGMENT = re.compile(rf"[0-9A-Za-z._+-]{{1,{_MAX_SEGMENT_BYTES}}}")
 """Values :func:`safe_segment` keeps as they are: printable ASCII without separators, short enough."""
-
-
-@dataclass(frozen=True)
-class SavedInstance:
-    """One instance written to disk."""
-
-    reference: InstanceReference
-    path: Path
-    size: int
-    transfer_syntax: str
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    """The :data:`INDEX_KEYWORDS` and template fields the instance has, as read from its header."""
 
 
 def safe_segment(value: str) -> str:
@@ -236,8 +240,8 @@ class DICOMDiskStorage(ABC):
         """Write one dataset, under ``path`` (the download's output folder) when given."""
 
 
-class StorageDir:
-    """Writes instances under a folder, in a layout chosen by a template.
+class StorageDir(Storage):
+    """Writes instances under a folder, in a layout chosen by a template: the :class:`Storage` of files.
 
     Parameters
     ----------
@@ -265,6 +269,16 @@ class StorageDir:
         self._lock = threading.Lock()
 
     @property
+    def fields(self) -> tuple[str, ...]:
+        """The attributes the template names: what :meth:`has` and :meth:`locate` need."""
+        return self.template.fields
+
+    @property
+    def folder(self) -> Path:
+        """The output folder."""
+        return self.path
+
+    @property
     def _header_keywords(self) -> tuple[str, ...]:
         """What :meth:`save` reads of each instance: :data:`INDEX_KEYWORDS` and the template's fields."""
         return (*INDEX_KEYWORDS, *self.template.fields)
@@ -282,7 +296,20 @@ class StorageDir:
         clone._lock = threading.Lock()
         return clone
 
-    def path_for(self, attributes: Mapping[str, Any] | Dataset) -> Path:
+    def locate(self, attributes: Attributes) -> str:
+        """The path, relative to the output folder, that an instance with these attributes is written to.
+
+        Raises
+        ------
+        StorageError
+            The template gives an unsafe path.
+        """
+        # render_text() makes every value a single safe segment and refuses empty,
+        # "." and ".." segments, so the path stays below self.path without
+        # asking the file system (resolve() costs several lstat calls a file).
+        return self.template.render_text(attributes)
+
+    def path_for(self, attributes: Attributes) -> Path:
         """The path below the output folder that an instance with these attributes is written to.
 
         Raises
@@ -290,10 +317,7 @@ class StorageDir:
         StorageError
             The template gives an unsafe path.
         """
-        # render() makes every value a single safe segment and refuses empty,
-        # "." and ".." segments, so the path stays below self.path without
-        # asking the file system (resolve() costs several lstat calls a file).
-        return self.path / self.template.render(attributes)
+        return self.path / self.locate(attributes)
 
     def is_occupied(self) -> bool:
         """True when the output folder exists and holds anything."""
@@ -309,18 +333,16 @@ class StorageDir:
         A layout whose first folder is the StudyInstanceUID (the default one)
         looks for those folders: in a batch export into one folder, a study not
         yet begun is then fetched as fast as into an empty folder. Other
-        layouts, and storages that decide for themselves what is on disk
-        (pseudonymising ones), ask whether the output folder holds anything at all.
+        layouts ask whether the output folder holds anything at all.
         """
-        overridden = type(self).has is not StorageDir.has  # e.g. pseudonymised paths: the subclass knows
-        if overridden or not self.template.template.startswith("{StudyInstanceUID}/"):
+        if not self.template.template.startswith("{StudyInstanceUID}/"):
             return self.is_occupied()
         underscores = self.template.uid_underscores
         return any(
             (self.path / safe_segment(uid.replace(".", "_") if underscores else uid)).exists() for uid in study_uids
         )
 
-    def has(self, attributes: Mapping[str, Any] | Dataset) -> bool:
+    def has(self, attributes: Attributes) -> bool:
         """True when this instance is already complete on disk.
 
         Needs every attribute the template names; a file under its final name
@@ -401,7 +423,8 @@ class StorageDir:
                 f"Downloaded bytes are not a readable DICOM instance: no SOPInstanceUID ({part.size} bytes)"
             )
         # Paths as text until the end: each pathlib object costs microseconds, per instance.
-        folder_text, _, name = self.template.render_text(header.attributes).rpartition("/")
+        relative = self.template.render_text(header.attributes)
+        folder_text, _, name = relative.rpartition("/")
         folder = self._folders.get(folder_text)
         first_in_folder = folder is None
         if folder is None:
@@ -414,7 +437,9 @@ class StorageDir:
         self._folders[folder_text] = folder
         reference = InstanceReference(header.text("StudyInstanceUID"), header.text("SeriesInstanceUID"), sop_uid)
         logger.debug("Wrote %s (%d bytes)", target, part.size)
-        return SavedInstance(reference, folder / name, part.size, header.transfer_syntax, header.attributes)
+        return SavedInstance(
+            reference, folder / name, part.size, header.transfer_syntax, header.attributes, relative=relative
+        )
 
     def save_dataset(self, dataset: Dataset, path: str | os.PathLike[str] | None = None) -> SavedInstance:
         """Encode a pydicom Dataset and write it at :meth:`generate_path`, atomically (4.x's ``save``).
@@ -439,13 +464,9 @@ class StorageDir:
         """
         if path is not None:
             return self.at(path).save_dataset(dataset)
-        body = io.BytesIO()
-        part10 = "TransferSyntaxUID" in getattr(dataset, "file_meta", {})
-        try:
-            dataset.save_as(body, enforce_file_format=part10)
-        except (ValueError, TypeError, AttributeError) as error:
-            raise StorageError(f"Could not encode {dataset.get('SOPInstanceUID', 'a dataset')}: {error}") from error
-        target = self.path / self.generate_path(dataset)
+        body = encode_dataset(dataset)
+        relative = self.generate_path(dataset)
+        target = self.path / relative
         self._check_inside(target.parent)
         remove_stale_temporaries(target.parent)
         sop_uid = str(dataset.get("SOPInstanceUID", ""))
@@ -455,7 +476,9 @@ class StorageDir:
             str(dataset.get("StudyInstanceUID", "")), str(dataset.get("SeriesInstanceUID", "")), sop_uid
         )
         transfer_syntax = dataset.file_meta.get("TransferSyntaxUID", "") if hasattr(dataset, "file_meta") else ""
-        return SavedInstance(reference, target, body.getbuffer().nbytes, str(transfer_syntax))
+        return SavedInstance(
+            reference, target, body.getbuffer().nbytes, str(transfer_syntax), relative=Path(relative).as_posix()
+        )
 
     def _claim(self, target: str, sop_uid: str) -> None:
         with self._lock:
@@ -505,25 +528,6 @@ def make_writable(dataset: Dataset) -> Dataset:
 
 
 DICOMDiskStorage.register(StorageDir)  # a StorageDir is a DICOMDiskStorage, as in 4.x
-
-
-def saves_datasets(storage: StorageDir | DICOMDiskStorage) -> bool:
-    """True for a storage that must be fed parsed Datasets.
-
-    That is a 4.x :class:`DICOMDiskStorage` that is no :class:`StorageDir`, and
-    a :class:`StorageDir` subclass written for 4.x: one that chooses paths with
-    ``generate_path``, or whose ``save`` takes 4.x's ``(dataset, path)``.
-    A subclass whose ``save`` takes the bytes of an instance is fed bytes.
-    """
-    if not isinstance(storage, StorageDir):
-        return True
-    kind = type(storage)
-    if kind.generate_path is not StorageDir.generate_path:
-        return True
-    if kind.save is StorageDir.save:
-        return False
-    parameters = list(inspect.signature(kind.save).parameters)[1:]
-    return parameters[:1] == ["dataset"] or "path" in parameters
 
 
 class FlatStorageDir(StorageDir):

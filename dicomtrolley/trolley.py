@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydicom.dataset import Dataset
 
-from dicomtrolley._compat import warn_parallelism_moved
+from dicomtrolley._compat import warn_arguments_swapped, warn_parallelism_moved
+from dicomtrolley._dataset_storage import storage_for
 from dicomtrolley._download import DownloadJob, download
 from dicomtrolley._planning import count_series, find_instances
 from dicomtrolley.capped import find_uncapped
@@ -38,13 +38,13 @@ from dicomtrolley.core import (
     to_reference,
 )
 from dicomtrolley.deidentify import Deidentifier
-from dicomtrolley.exceptions import DICOMTrolleyError, NoReferencesFoundError, StorageError
+from dicomtrolley.exceptions import DICOMTrolleyError, NoReferencesFoundError
 from dicomtrolley.metadata import Metadata, MetadataSource
 from dicomtrolley.preview import DEFAULT_SIZE, PreviewSource, RenderedImage, as_image, representative_instance
 from dicomtrolley.progress import ProgressCallback
 from dicomtrolley.results import DownloadSummary, StudyList
-from dicomtrolley.roles import Downloader, Searcher
-from dicomtrolley.storage import DICOMDiskStorage, SavedInstance, StorageDir, saves_datasets
+from dicomtrolley.roles import Downloader, SavedInstance, Searcher, Storage
+from dicomtrolley.storage import DICOMDiskStorage
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -53,12 +53,11 @@ if TYPE_CHECKING:
     from dicomtrolley.export.politeness import TimeWindow
     from dicomtrolley.export.report import IndexFormat
     from dicomtrolley.export.worklist import WorklistSource
+    from dicomtrolley.profiles import ServerProfile
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DownloadSummary", "Trolley"]
-
-logger = logging.getLogger(__name__)
 
 
 class Trolley:
@@ -72,9 +71,14 @@ class Trolley:
     downloader
         Fetches instances. Optional when the trolley only searches.
     storage
-        The default storage for :meth:`download`: a :class:`StorageDir`, or a
-        4.x-style :class:`~dicomtrolley.storage.DICOMDiskStorage` that saves
-        parsed Datasets (slower; see there).
+        The default storage for :meth:`download`: a :class:`~dicomtrolley.storage.StorageDir`,
+        another :class:`~dicomtrolley.roles.Storage`, or a 4.x-style
+        :class:`~dicomtrolley.storage.DICOMDiskStorage` that saves parsed
+        Datasets (slower; see there).
+    profile
+        The :class:`~dicomtrolley.profiles.ServerProfile` the trolley was built
+        from (:meth:`ServerProfile.trolley <dicomtrolley.profiles.ServerProfile.trolley>`
+        sets it), so that an export ships it to other processes as it is.
 
     Examples
     --------
@@ -90,14 +94,18 @@ class Trolley:
         self,
         searcher: Searcher | None = None,
         downloader: Downloader | None = None,
-        storage: StorageDir | DICOMDiskStorage | None = None,
+        storage: Storage | DICOMDiskStorage | None = None,
+        *,
+        profile: ServerProfile | None = None,
     ) -> None:
         if isinstance(searcher, Downloader) and (downloader is None or isinstance(downloader, Searcher)):
-            # The public reference took (downloader, searcher); accept that order too.
+            # The public reference took (downloader, searcher); accept that order too, and say so.
+            warn_arguments_swapped()
             searcher, downloader = downloader, searcher
         self.searcher = searcher
         self.downloader = downloader
         self.storage = storage
+        self.profile = profile
 
     def __repr__(self) -> str:
         return f"Trolley(searcher={self.searcher!r}, downloader={self.downloader!r})"
@@ -186,13 +194,7 @@ class Trolley:
             raise ValueError(f"on_error must be 'raise' or 'collect', not {on_error!r}")
         if use_async is not None or max_workers is not None:
             warn_parallelism_moved("Trolley.download")
-        storage = self._storage_for(output_dir, template)
-        if not isinstance(storage, StorageDir) or saves_datasets(storage):
-            if deidentify is not None or on_saved is not None:
-                raise DICOMTrolleyError(
-                    f"deidentify and on_saved need a StorageDir that writes bytes; {storage!r} saves datasets"
-                )
-            return self._download_datasets(storage, objects, output_dir, on_error)
+        storage = storage_for(self.storage, output_dir, template)
         job = DownloadJob(
             targets=[to_reference(o) for o in as_list(objects)],
             searcher=self.searcher,
@@ -208,7 +210,7 @@ class Trolley:
         worklist: WorklistSource,
         output_dir: str | os.PathLike[str],
         *,
-        studies: int = 4,
+        studies: int | None = None,
         executor: Executor | None = None,
         template: str | None = None,
         max_attempts: int = 3,
@@ -239,45 +241,14 @@ index_format, deidentify, state_dir
             format, pseudonymisation, where the state goes): as for
             :func:`dicomtrolley.export.export`, which says what each does.
         """
-        from dicomtrolley.export import export
+        from dicomtrolley.export import export  # the one upward edge: the export builds on the facade
 
         return export(
             self, worklist, Path(output_dir), studies=studies, executor=executor, template=template,
             max_attempts=max_attempts, retry_delay=retry_delay, refresh=refresh, skip_bad_rows=skip_bad_rows,
             max_rate=max_rate, window=window, progress=progress, index_format=index_format, deidentify=deidentify,
-            state_dir=Path(state_dir) if state_dir is not None else None,
+            state_dir=state_dir,
         )
-
-    def _download_datasets(
-        self,
-        storage: StorageDir | DICOMDiskStorage,
-        objects: Downloadable | Iterable[Downloadable],
-        output_dir: str | os.PathLike[str] | None,
-        on_error: str,
-    ) -> DownloadSummary:
-        """Feed a storage that saves parsed Datasets (4.x's extension point), one by one.
-
-        Every instance is parsed before it is written, which is slower than
-        writing the bytes as they arrive; the first failure stops the download.
-        """
-        if on_error != "raise":
-            raise DICOMTrolleyError(f"on_error={on_error!r} needs a StorageDir; {storage!r} saves datasets")
-        save: Callable[..., object]
-        if isinstance(storage, StorageDir) and type(storage).save is StorageDir.save:
-            save = storage.save_dataset  # a subclass that only chooses paths (generate_path)
-        else:
-            save = cast(DICOMDiskStorage, storage).save
-        started = time.perf_counter()
-        summary = DownloadSummary()
-        for dataset in self.fetch_all_datasets(objects):
-            try:
-                save(dataset=dataset, path=output_dir)  # keywords, as 4.x called it
-            except (OSError, ValueError) as error:
-                raise StorageError(f"{storage!r} could not save {dataset.get('SOPInstanceUID')}: {error}") from error
-            summary.written += 1
-        summary.elapsed = time.perf_counter() - started
-        logger.info("Download through %r: %s", storage, summary)
-        return summary
 
     def fetch_all_datasets(self, objects: Downloadable | Iterable[Downloadable]) -> Iterator[Dataset]:
         """Yield a pydicom Dataset for every instance in ``objects``, nothing written to disk.
@@ -375,22 +346,3 @@ index_format, deidentify, state_dir
                 found = find_instances(self._require_searcher(), [reference], ["InstanceNumber", "SeriesNumber"])
             reference = representative_instance(found).reference()
         return downloader.rendered(reference, size)
-
-    def _storage_for(
-        self, output_dir: str | os.PathLike[str] | None, template: str | None
-    ) -> StorageDir | DICOMDiskStorage:
-        """A storage for one download: its record of paths written ends with the download,
-        so a batch of thousands of studies does not grow it without bound."""
-        if self.storage is not None and not isinstance(self.storage, StorageDir):
-            if template is not None:
-                raise DICOMTrolleyError("template applies to a StorageDir; this storage chooses its own paths")
-            return self.storage
-        if output_dir is None:
-            if self.storage is None:
-                raise DICOMTrolleyError("No output folder: pass output_dir, or Trolley(storage=...)")
-            if template is not None:
-                raise DICOMTrolleyError("template applies to output_dir; set it on the storage instead")
-            return self.storage.at(self.storage.path)
-        if self.storage is not None and template is None:
-            return self.storage.at(output_dir)
-        return StorageDir(output_dir, template=template)

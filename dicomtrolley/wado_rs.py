@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from dicomtrolley._accept import AcceptForms
 from dicomtrolley._concurrency import interleave
-from dicomtrolley._http import iter_body, spool
+from dicomtrolley._http import HTTPClient, iter_body, spool
 from dicomtrolley._http_downloader import HTTPDownloader
 from dicomtrolley._multipart import boundary_of, is_multipart, iter_parts, parse_content_type
 from dicomtrolley.core import (
@@ -32,9 +32,10 @@ from dicomtrolley.core import (
     as_list,
     to_reference,
 )
-from dicomtrolley.exceptions import MalformedResponseError
+from dicomtrolley.exceptions import MalformedResponseError, ServerError
 from dicomtrolley.metadata import JSONObject, dataset_from_json, stream_metadata
-from dicomtrolley.preview import RenderedImage, fetch_rendered
+from dicomtrolley.preview import RenderedImage
+from dicomtrolley.roles import ProfileParts
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,43 @@ AS_STORED_FORMS = (
 """The Accept forms of an as-stored retrieve, in the order tried: any syntax, the server's default, a list."""
 
 
+IMAGE_TYPE = "image/jpeg"
+"""The one media type asked for: every rendering server has it, and Orthanc 1.10 answers
+400 to an Accept header that lists several types."""
+
+_NOT_THERE = frozenset({400, 404, 405, 406, 501})
+"""Statuses by which a server says it does not offer a rendering resource (Orthanc 1.10: /thumbnail is 404)."""
+
+
+def fetch_rendered(http: HTTPClient, instance_url: str, size: int) -> RenderedImage:
+    """Ask for ``/rendered?viewport=size,size`` of an instance; ``/thumbnail`` where that is missing.
+
+    ``/rendered`` comes first: it is in every WADO-RS server since 2017, while
+    ``/thumbnail`` is newer and missing in Orthanc 1.10.
+
+    Raises
+    ------
+    ServerError
+        Neither resource gave an image (the error of ``/rendered`` is raised).
+    """
+    if size < 1:
+        raise ValueError(f"A preview needs a size of at least 1 pixel, not {size}")
+    headers = {"Accept": IMAGE_TYPE}
+    params = {"viewport": f"{size},{size}"}
+    try:
+        response = http.get(f"{instance_url}/rendered", params=params, headers=headers)
+    except ServerError as error:
+        if error.status not in _NOT_THERE:
+            raise
+        logger.info("%s/rendered answered %d; asking for /thumbnail", instance_url, error.status)
+        try:
+            response = http.get(f"{instance_url}/thumbnail", params=params, headers=headers)
+        except ServerError:
+            raise error from None
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip() or "image/jpeg"
+    return RenderedImage(response.content, content_type)
+
+
 class WadoRS(HTTPDownloader):
     """Fetches studies, series and instances over WADO-RS.
 
@@ -83,6 +121,10 @@ class WadoRS(HTTPDownloader):
     @staticmethod
     def _endpoint(url: str) -> str:
         return url.rstrip("/")
+
+    def describe(self) -> ProfileParts:
+        """``downloader = "wado-rs"`` at this DICOMweb root; see :meth:`Downloader.describe`."""
+        return self._described(downloader="wado-rs", url=self.url)
 
     @property
     def accept(self) -> str:

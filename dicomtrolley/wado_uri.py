@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._http import DEFAULT_TIMEOUT, RetryPolicy, Timeout, iter_body, spool
 from dicomtrolley._http_downloader import HTTPDownloader
-from dicomtrolley._multipart import SPILL_THRESHOLD
+from dicomtrolley._spooled import SPILL_THRESHOLD
 from dicomtrolley.core import (
     DICOMObjectLevels,
     Downloadable,
@@ -28,6 +28,7 @@ from dicomtrolley.core import (
     Reference,
 )
 from dicomtrolley.exceptions import NonInstanceParameterError
+from dicomtrolley.roles import ProfileParts
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class WadoURI(HTTPDownloader):
 
     finest_level_needed = DICOMObjectLevels.INSTANCE
     default_workers = 8
+
+    def describe(self) -> ProfileParts:
+        """``downloader = "wado-uri"`` at this endpoint; see :meth:`Downloader.describe`."""
+        return self._described(downloader="wado-uri", wado_uri_url=self.url)
 
     def __init__(
         self,

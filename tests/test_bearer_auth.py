@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from dicomtrolley import QidoRS, Trolley, WadoRS
 from dicomtrolley.auth import AzureCredentials, BearerAuth, BearerToken, GoogleCredentials, TokenCommand
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError
 from dicomtrolley.profiles import ServerProfile
@@ -220,12 +221,10 @@ def test_a_profile_with_cloud_auth_builds_a_bearer_auth_and_describes_it_again(
 
 
 def test_a_profile_cannot_describe_a_provider_only_this_process_has() -> None:
-    profile = ServerProfile(url="http://127.0.0.1:9/dicom-web")
-    trolley = profile.trolley()
-    trolley.searcher.http.session.auth = BearerAuth(lambda: "x")  # type: ignore[union-attr]
-    trolley.downloader.http.session.auth = BearerAuth(lambda: "x")  # type: ignore[union-attr]
+    session = session_with(BearerAuth(lambda: "x"))
+    url = "http://127.0.0.1:9/dicom-web"
     with pytest.raises(DICOMTrolleyError, match="cannot describe the bearer tokens"):
-        ServerProfile.from_trolley(trolley)
+        ServerProfile.from_trolley(Trolley(QidoRS(session, url), WadoRS(session, url)))
 
 
 def test_a_token_command_profile_needs_its_command() -> None:

@@ -208,7 +208,7 @@ def test_the_series_of_many_studies_are_searched_with_one_request(
 def test_every_batch_of_studies_is_searched_once_ahead_of_its_downloads(
     orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("dicomtrolley.export.runner.BATCH", 2)
+    monkeypatch.setattr("dicomtrolley.export.prefetch.BATCH", 2)
     trolley = trolley_for(orthanc)
     searcher = trolley.searcher
     assert searcher is not None

@@ -16,10 +16,10 @@ LAYERS: list[set[str]] = [
     {"core", "roles", "_concurrency"},
     {"_http", "_multipart", "_header", "_tree", "_dimse", "_http_downloader", "_annex_e", "_get_contexts",
      "_jsonstream", "_spooled", "_annex_e_table", "_annex_e_profile", "_safe_attributes", "_free_text", "_pseudonyms",
-     "_originals", "_processes", "tokens", "_accept"},
+     "_originals", "_processes", "_mapping", "tokens", "_accept"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
      "storage", "results", "progress", "caching", "deidentify", "metadata", "preview", "audit", "capped"},
-    {"_planning", "_download"},
+    {"_planning", "_download", "_dataset_storage"},
     {"trolley"},
     {"_trolley_profile"},
     {"export", "profiles", "servers", "probe", "probe_dimse"},
@@ -27,9 +27,8 @@ LAYERS: list[set[str]] = [
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""
 
-UPWARD_EXCEPTIONS = {("core", "roles"), ("trolley", "export")}
-"""core.__getattr__ lends Searcher and Downloader to 4.x imports, importing roles on first use;
-Trolley.export hands over to the export subpackage, importing it on first use."""
+UPWARD_EXCEPTIONS = {("trolley", "export")}
+"""Trolley.export hands over to the export subpackage, importing it on first use."""
 
 
 def layer_of(module: str) -> int:
@@ -111,4 +110,20 @@ def test_no_modules_import_each_other_in_a_circle() -> None:
 
 
 def test_the_core_imports_nothing_of_the_package_but_the_exceptions_and_the_value_rules() -> None:
-    assert import_graph()["core"] - {"roles"} == {"exceptions", "_values"}
+    assert import_graph()["core"] == {"exceptions", "_values"}
+
+
+COMPATIBILITY_ALIASES = {"core": {"Searcher", "Downloader"}}
+"""Names a module lends only for 4.x imports (``core.__getattr__``); the package imports them from where they live."""
+
+
+def test_the_package_imports_nothing_through_a_compatibility_alias() -> None:
+    through_alias = [
+        f"{path.relative_to(PACKAGE)}: {name} from dicomtrolley.{node.module.split('.')[1]}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dicomtrolley.")
+        for name in (alias.name for alias in node.names)
+        if name in COMPATIBILITY_ALIASES.get(node.module.split(".")[1], set())
+    ]
+    assert through_alias == []

@@ -16,12 +16,12 @@ from requests_toolbelt import MultipartEncoder
 import dicomtrolley._multipart as multipart
 from dicomtrolley._multipart import (
     MAX_HEADER_SIZE,
-    SPILL_THRESHOLD,
     Part,
     boundary_of,
     iter_parts,
     parse_content_type,
 )
+from dicomtrolley._spooled import SPILL_THRESHOLD
 from dicomtrolley.exceptions import MultipartError
 
 BOUNDARY = "8f1c2a9e-boundary-0123456789abcdef"

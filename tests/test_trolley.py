@@ -92,9 +92,10 @@ def test_series_short_of_its_count_raises_naming_how_many_are_missing(tmp_path: 
     assert raised.value.summary.missing == [InstanceReference(STUDY, "1.1.1", "1.1.1.3")]
 
 
-def test_reference_argument_order_downloader_then_searcher_is_accepted() -> None:
+def test_reference_argument_order_downloader_then_searcher_is_accepted_with_a_warning() -> None:
     searcher, downloader = FakeSearcher(), FakeDownloader()
-    trolley = Trolley(downloader, searcher)  # type: ignore[arg-type]
+    with pytest.warns(DeprecationWarning, match=r"Trolley\(downloader, searcher\) is 4.x's order"):
+        trolley = Trolley(downloader, searcher)  # type: ignore[arg-type]
     assert trolley.searcher is searcher
     assert trolley.downloader is downloader
 

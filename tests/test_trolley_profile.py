@@ -17,11 +17,14 @@ from dicomtrolley.auth import create_session
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError
+from dicomtrolley.mint import Mint
 from dicomtrolley.profiles import PASSWORD_VARIABLE, ServerProfile
 from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.rad69 import Rad69
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
+from tests.support.fakes import FakeSearcher
 
 URL = "https://pacs.example/dicom-web"
 SECRET = "s3cret-Pa55"
@@ -120,6 +123,35 @@ def test_a_login_a_profile_cannot_describe_is_refused() -> None:
 def test_a_trolley_without_a_downloader_cannot_be_described() -> None:
     with pytest.raises(DICOMTrolleyError, match="searcher and a downloader"):
         ServerProfile.from_trolley(Trolley(QidoRS(requests.Session(), URL)))
+
+
+def test_a_trolley_built_from_a_profile_gives_that_profile_back_as_it_is() -> None:
+    profile = ServerProfile(name="pacs", url=URL, max_connections=3, workers=2)
+
+    assert ServerProfile.from_trolley(profile.trolley()) is profile
+
+
+def test_a_mint_and_rad69_trolley_reads_back_into_its_profile() -> None:
+    session = create_session("https://vitrea.example/login", "me", SECRET, realm="Radiology")
+    trolley = Trolley(Mint(session, "https://vitrea.example/mint"), Rad69(session, "https://vitrea.example/rids"))
+
+    profile = ServerProfile.from_trolley(trolley)
+
+    assert (profile.searcher, profile.mint_url) == ("mint", "https://vitrea.example/mint")
+    assert (profile.downloader, profile.rad69_url, profile.auth) == ("rad69", "https://vitrea.example/rids", "vitrea")
+
+
+def test_a_rad69_setting_a_profile_cannot_carry_is_refused_not_dropped() -> None:
+    session = requests.Session()
+    trolley = Trolley(Mint(session, URL), Rad69(session, URL, request_per_series=False))
+
+    with pytest.raises(DICOMTrolleyError, match="only the default RAD-69 settings"):
+        ServerProfile.from_trolley(trolley)
+
+
+def test_a_searcher_of_another_kind_is_refused_by_name() -> None:
+    with pytest.raises(DICOMTrolleyError, match="cannot describe the searcher FakeSearcher"):
+        ServerProfile.from_trolley(Trolley(FakeSearcher(), WadoRS(requests.Session(), URL)))
 
 
 # ------------------------------------------------------------ where a worker finds the password

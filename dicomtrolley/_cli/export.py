@@ -74,8 +74,8 @@ def check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the export; print its report, or how to continue after Ctrl-C."""
-    options: dict[str, Any] = dict(
-        template=args.template,
+    options: dict[str, Any] = dict(  # the fields of ExportOptions, by the export's keywords
+        studies=args.studies, template=args.template,
         max_attempts=args.max_attempts, retry_delay=args.retry_delay, refresh=args.refresh,
         skip_bad_rows=args.skip_bad_rows,
         max_rate=args.max_rate, window=args.window, progress=False if args.no_progress else None,
@@ -84,11 +84,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.dask:
             report = export_on_dask(
-                args.profile, args.worklist, args.output, args.dask, studies=args.studies,
+                args.profile, args.worklist, args.output, args.dask,
                 announce=lambda line: print(line, file=sys.stderr), **options,
             )
         else:
-            report = export(args.profile.trolley(), args.worklist, args.output, studies=args.studies or 4, **options)
+            report = export(args.profile.trolley(), args.worklist, args.output, **options)
     except KeyboardInterrupt:
         print("dicomtrolley: interrupted; state saved; run the same command to continue",
               file=sys.stderr)

@@ -13,6 +13,8 @@ The subpackage, one job per module: :mod:`~dicomtrolley.export.worklist`
 the folder's lock), :mod:`~dicomtrolley.export.tasks` (the units of work an
 executor runs), :mod:`~dicomtrolley.export.politeness` (rate and time window),
 :mod:`~dicomtrolley.export.prefetch` (one search for the series counts of many studies),
+:mod:`~dicomtrolley.export.rows` (worklist rows into studies),
+:mod:`~dicomtrolley.export.options` (:class:`ExportOptions`, how it runs),
 :mod:`~dicomtrolley.export.retry` (which failures are worth another attempt, and when),
 :mod:`~dicomtrolley.export.runner` (the driver) and
 :mod:`~dicomtrolley.export.report` (report, index, :class:`ExportReport`).
@@ -22,14 +24,16 @@ imports no protocol.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Executor
 from pathlib import Path
 
 from dicomtrolley.deidentify import Deidentifier
+from dicomtrolley.export.options import ExportOptions
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
 from dicomtrolley.export.remote import ProfileTrolley
 from dicomtrolley.export.report import REPORT_COLUMNS, ExportReport, IndexFormat
-from dicomtrolley.export.runner import ExportOptions, run_export
+from dicomtrolley.export.runner import run_export
 from dicomtrolley.export.state import INDEX_COLUMNS
 from dicomtrolley.export.tasks import Exporter, SharedTrolley, TrolleySource
 from dicomtrolley.export.worklist import WorklistSource
@@ -53,19 +57,19 @@ def export(
     worklist: WorklistSource,
     output_dir: str | Path,
     *,
-    studies: int = 4,
-    executor: Executor | None = None,
-    template: str | None = None,
-    max_attempts: int = 3,
-    retry_delay: float = 5.0,
-    refresh: bool = False,
-    skip_bad_rows: bool = False,
-    max_rate: float | str | None = None,
-    window: TimeWindow | str | None = None,
-    progress: bool | None = None,
-    index_format: IndexFormat = "auto",
-    deidentify: Deidentifier | None = None,
-    state_dir: str | Path | None = None,
+    studies: int | None = ExportOptions.studies,
+    executor: Executor | None = ExportOptions.executor,
+    template: str | None = ExportOptions.template,
+    max_attempts: int = ExportOptions.max_attempts,
+    retry_delay: float = ExportOptions.retry_delay,
+    refresh: bool = ExportOptions.refresh,
+    skip_bad_rows: bool = ExportOptions.skip_bad_rows,
+    max_rate: float | str | None = ExportOptions.max_rate,
+    window: TimeWindow | str | None = ExportOptions.window,
+    progress: bool | None = ExportOptions.progress,
+    index_format: IndexFormat = ExportOptions.index_format,
+    deidentify: Deidentifier | None = ExportOptions.deidentify,
+    state_dir: str | os.PathLike[str] | None = ExportOptions.state_dir,
 ) -> ExportReport:
     """Export every study of a worklist into ``output_dir``; run it again to continue.
 
@@ -82,44 +86,10 @@ def export(
         (see :mod:`dicomtrolley.export.worklist`).
     output_dir
         The folder; it holds the files, the state database, ``report.csv`` and the index.
-    studies
-        Studies (or row searches) in flight at once.
-    executor
-        Where tasks run; a thread pool by default.
-    template
-        A storage path template (see :class:`~dicomtrolley.storage.StorageDir`).
-    max_attempts
-        Attempts a failing study gets in all, across runs. Within a run, a study
-        whose failure may pass (a connection cut, a 5xx, a truncated body) goes back
-        in the queue until it has had them; one that cannot (a 404, a refused
-        login, a full disk) fails at once (see :mod:`~dicomtrolley.export.retry`).
-    retry_delay
-        Seconds before a failed study's next attempt in the same run; doubled after
-        each attempt, jittered, at most five minutes.
-    refresh
-        Search again the rows an earlier run resolved.
-    skip_bad_rows
-        Report unreadable rows and go on instead of refusing the worklist.
-    max_rate
-        A cap for the whole export, in bytes per second or as text (``"50MB/s"``).
-    window
-        Start new studies only in this daily window (``"19:00-07:00"``).
-    progress
-        A progress bar; ``None``: when somebody watches.
-    index_format
-        ``"auto"`` (parquet with pyarrow, else csv), ``"csv"`` or ``"parquet"``.
-    deidentify
-        Pseudonymise every instance on the way to disk (see :mod:`dicomtrolley.deidentify`):
-        files, paths and the instance index hold pseudonymised values only. Tasks
-        run on this process's threads share this deidentifier; tasks an executor
-        ships to other processes carry its options without the key, and each
-        worker loads the key itself (``$DICOMTROLLEY_DEID_KEY``, the options'
-        ``key_file`` or its keyring), as it logs in itself.
-    state_dir
-        The folder of the state database and ``report.csv`` (they hold the
-        worklist and the original StudyInstanceUIDs). Default: the output folder;
-        when pseudonymising, ``<output>.state`` beside the mapping table, or beside
-        the output folder without one. Inside the output folder it is refused then.
+    studies, executor, template, max_attempts, retry_delay, refresh, skip_bad_rows, max_rate, window, progress, \
+index_format, deidentify, state_dir
+        How the export runs: the fields of :class:`ExportOptions`, which says what
+        each does and holds their defaults (the one place they are declared).
 
     Raises
     ------
@@ -136,7 +106,6 @@ def export(
     KeyboardInterrupt
         After Ctrl-C, once the state and the report are saved.
     """
-    source = _source(trolley)
     options = ExportOptions(
         studies=studies, executor=executor, template=template, max_attempts=max_attempts,
         retry_delay=retry_delay, refresh=refresh,
@@ -144,7 +113,7 @@ def export(
         window=TimeWindow.parse(window) if isinstance(window, str) else window, progress=progress,
         index_format=index_format, deidentify=deidentify, state_dir=Path(state_dir) if state_dir else None,
     )
-    return run_export(source, worklist, output_dir, options)
+    return run_export(_source(trolley), worklist, output_dir, options)
 
 
 def _source(trolley: Exporter | TrolleySource | ServerProfile) -> TrolleySource:

@@ -31,6 +31,7 @@ from dicomtrolley._version import __version__
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError, SharedFolderError
 from dicomtrolley.export import export
+from dicomtrolley.export.options import ExportOptions
 from dicomtrolley.export.politeness import TimeWindow
 from dicomtrolley.export.report import ExportReport, IndexFormat
 from dicomtrolley.export.worklist import WorklistSource
@@ -297,19 +298,19 @@ def export_on_dask(
     output_dir: str | os.PathLike[str],
     dask: DaskSpec | str,
     *,
-    studies: int | None = None,
+    studies: int | None = ExportOptions.studies,
     announce: Callable[[str], None] | None = None,
-    template: str | None = None,
-    max_attempts: int = 3,
-    retry_delay: float = 5.0,
-    refresh: bool = False,
-    skip_bad_rows: bool = False,
-    max_rate: float | str | None = None,
-    window: TimeWindow | str | None = None,
-    progress: bool | None = None,
-    index_format: IndexFormat = "auto",
-    deidentify: Deidentifier | None = None,
-    state_dir: str | os.PathLike[str] | None = None,
+    template: str | None = ExportOptions.template,
+    max_attempts: int = ExportOptions.max_attempts,
+    retry_delay: float = ExportOptions.retry_delay,
+    refresh: bool = ExportOptions.refresh,
+    skip_bad_rows: bool = ExportOptions.skip_bad_rows,
+    max_rate: float | str | None = ExportOptions.max_rate,
+    window: TimeWindow | str | None = ExportOptions.window,
+    progress: bool | None = ExportOptions.progress,
+    index_format: IndexFormat = ExportOptions.index_format,
+    deidentify: Deidentifier | None = ExportOptions.deidentify,
+    state_dir: str | os.PathLike[str] | None = ExportOptions.state_dir,
 ) -> ExportReport:
     """Export a worklist on a Dask cluster: one task per study, run on the workers.
 
@@ -337,7 +338,8 @@ def export_on_dask(
         (the command line prints it); the line is logged either way.
     template, max_attempts, retry_delay, refresh, skip_bad_rows, max_rate, window, progress, index_format, deidentify, \
 state_dir
-        As for :func:`~dicomtrolley.export.export`, which says what each does.
+        As for :func:`~dicomtrolley.export.export`: the fields of
+        :class:`~dicomtrolley.export.ExportOptions`, which says what each does; the executor is the cluster's.
 
     Raises
     ------
@@ -362,6 +364,5 @@ state_dir
             profile, worklist, Path(output_dir), executor=executor, studies=studies or max(2 * threads, 1),
             template=template, max_attempts=max_attempts, retry_delay=retry_delay, refresh=refresh,
             skip_bad_rows=skip_bad_rows, max_rate=max_rate, window=window, progress=progress,
-            index_format=index_format, deidentify=deidentify,
-            state_dir=Path(state_dir) if state_dir is not None else None,
+            index_format=index_format, deidentify=deidentify, state_dir=state_dir,
         )

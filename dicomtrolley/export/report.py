@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from dicomtrolley._values import parse_date, whole_number
-from dicomtrolley.export.state import BAD_ROW, DONE, FAILED, INDEX_COLUMNS, NOT_FOUND, StateDatabase
+from dicomtrolley.export.state import BAD_ROW, DONE, FAILED, INDEX_COLUMNS, NOT_FOUND, IndexRow, StateDatabase
 
 if TYPE_CHECKING:
     import pandas
@@ -282,7 +282,7 @@ def _iso_day(value: Any) -> str:
         return ""
 
 
-def write_index(rows: Iterable[tuple[Any, ...]], folder: Path, index_format: IndexFormat = "auto") -> Path:
+def write_index(rows: Iterable[IndexRow], folder: Path, index_format: IndexFormat = "auto") -> Path:
     """``instances.parquet`` (when pyarrow is installed, or asked for) or ``instances.csv``.
 
     :data:`INDEX_INTEGERS` are integers and :data:`INDEX_DATES` dates in both:

@@ -14,9 +14,7 @@ the rest as pending, writes the report and raises ``KeyboardInterrupt``.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import queue
 import signal
 import threading
 import time
@@ -25,21 +23,23 @@ from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from types import FrameType
 from typing import Any
 
 from dicomtrolley._originals import default_state_folder
 from dicomtrolley.audit import audit, recorded_values
-from dicomtrolley.deidentify import Deidentifier
+from dicomtrolley.deidentify import refuse_mapping_inside
 from dicomtrolley.exceptions import DeidentificationError, DICOMTrolleyError
-from dicomtrolley.export.politeness import RateLimiter, TimeWindow
-from dicomtrolley.export.prefetch import BATCH, SeriesPrefetcher
-from dicomtrolley.export.report import ExportReport, IndexFormat, write_outputs
+from dicomtrolley.export.options import ExportOptions
+from dicomtrolley.export.politeness import RateLimiter
+from dicomtrolley.export.prefetch import looking_ahead
+from dicomtrolley.export.report import ExportReport, write_outputs
 from dicomtrolley.export.retry import Backoff, RetryQueue
-from dicomtrolley.export.state import FAILED, RUNNING, FolderLock, StateDatabase
+from dicomtrolley.export.rows import RowResolver, RowSearch, StudyRun
+from dicomtrolley.export.state import FAILED, FolderLock, StateDatabase
 from dicomtrolley.export.tasks import (
     Controls,
-    SharedTrolley,
     StudyOutcome,
     StudyTask,
     TrolleySource,
@@ -48,8 +48,8 @@ from dicomtrolley.export.tasks import (
 )
 from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
 from dicomtrolley.progress import is_watched
-from dicomtrolley.storage import PathTemplate, SavedInstance, StorageDir, check_output_folder
-from dicomtrolley.trolley import Trolley
+from dicomtrolley.roles import SavedInstance
+from dicomtrolley.storage import PathTemplate, check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -57,66 +57,6 @@ STOP_GRACE = 2.0
 """Seconds the running downloads get to stop after Ctrl-C before their state is recorded as pending."""
 
 _TICK = 0.25
-
-
-@dataclass
-class ExportOptions:
-    """How an export runs; the keyword arguments of :func:`~dicomtrolley.export.export`.
-
-    Parameters
-    ----------
-    studies
-        Tasks (study downloads, row searches) in flight at once.
-    executor
-        Where tasks run; a thread pool of ``studies`` threads by default.
-    template
-        The storage path template (see :class:`~dicomtrolley.storage.StorageDir`).
-    max_attempts
-        Attempts a study gets in all, counted across runs.
-    retry_delay
-        Seconds a study whose failure may pass waits before its next attempt in
-        the same run; doubled after each attempt, jittered, at most
-        :data:`~dicomtrolley.export.retry.MAX_RETRY_DELAY` (see :mod:`~dicomtrolley.export.retry`).
-    refresh
-        Search rows that were resolved in an earlier run again.
-    skip_bad_rows
-        Report unreadable rows and go on, instead of refusing the worklist.
-    max_rate
-        Bytes per second for the whole export.
-    window
-        Start new studies only in this time window (``"19:00-07:00"``).
-    progress
-        A bar of studies, instances, MB and failures; ``None``: when somebody watches.
-    index_format
-        ``"auto"`` (parquet when pyarrow is installed), ``"csv"`` or ``"parquet"``.
-    deidentify
-        Pseudonymise every study on the way to disk (see :mod:`dicomtrolley.deidentify`).
-    state_dir
-        The folder of the state database and ``report.csv``: the output folder,
-        unless the export pseudonymises; then see :func:`state_folder`.
-    """
-
-    studies: int = 4
-    executor: Executor | None = None
-    template: str | None = None
-    max_attempts: int = 3
-    retry_delay: float = 5.0
-    refresh: bool = False
-    skip_bad_rows: bool = False
-    max_rate: float | None = None
-    window: TimeWindow | None = None
-    progress: bool | None = None
-    index_format: IndexFormat = "auto"
-    deidentify: Deidentifier | None = None
-    state_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.studies < 1:
-            raise ValueError(f"studies must be at least 1, got {self.studies}")
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        if self.retry_delay < 0:
-            raise ValueError(f"retry_delay must be 0 or more, got {self.retry_delay}")
 
 
 @dataclass
@@ -150,7 +90,7 @@ def state_folder(output_dir: Path, options: ExportOptions) -> Path:
     deidentify = options.deidentify
     if deidentify is None:
         return options.state_dir or output_dir
-    deidentify.storage(StorageDir(output_dir, options.template))  # refuses a mapping table inside the folder
+    refuse_mapping_inside(deidentify.options, output_dir)
     output = output_dir.resolve()
     folder = options.state_dir or default_state_folder(output, deidentify.options.mapping)
     if folder.resolve().is_relative_to(output):
@@ -188,10 +128,10 @@ def run_export(
                 logger.warning("Worklist line %d skipped: %s", bad.line, bad.error)
                 state.add_bad_row(bad.line, bad.error)
             state.unresolve_failed_rows()
+            resolver = RowResolver(state, queries, options.max_attempts)
+            del rows, queries  # the resolver keeps the rows it still has to search, and no more
             # Absolute: a task may run in a process with another working folder.
-            driver = _Driver(source, state, str(folder.resolve()), options, queries)
-            del rows, queries  # the driver keeps the rows it still has to search, and no more
-            interrupted = driver.run()
+            interrupted = _Driver(source, state, str(folder.resolve()), options, resolver).run()
         finally:
             report = write_outputs(state, folder, options.index_format, report_folder=state_dir,
                                    pseudonymised=options.deidentify is not None)
@@ -204,13 +144,21 @@ def run_export(
     return report
 
 
+Task = StudyRun | RowSearch
+"""What the driver has in flight: a study's download, or a worklist row's search."""
+
+
 class _Driver:
-    """Keeps the executor busy, records outcomes; one per run."""
+    """Keeps the executor busy and records outcomes, until all is done or Ctrl-C; one per run.
+
+    Rows become studies in :class:`~dicomtrolley.export.rows.RowResolver`, and the
+    series counts of the next studies are searched ahead in
+    :class:`~dicomtrolley.export.prefetch.LookAhead`; the driver keeps the loop.
+    """
 
     def __init__(
-        self, source: TrolleySource, state: StateDatabase, folder: str, options: ExportOptions, rows: dict[str, Any]
+        self, source: TrolleySource, state: StateDatabase, folder: str, options: ExportOptions, rows: RowResolver
     ) -> None:
-        self.source = source
         self.state = state
         self.folder = folder
         self.options = options
@@ -218,68 +166,47 @@ class _Driver:
         self.totals = _Totals()
         limiter = RateLimiter(options.max_rate) if options.max_rate else None
         self.controls = Controls(limiter=limiter, on_saved=self.totals.saved)
-        # Tasks on this process's threads share the controls (stop, pace, count per instance);
-        # an executor that ships tasks elsewhere gets none: Ctrl-C and the window then act
-        # between studies, and the counts arrive with each outcome.
+        # Tasks on this process's threads share the controls (stop, pace, count per instance)
+        # and one trolley that searches ahead; an executor that ships tasks elsewhere gets
+        # neither: Ctrl-C and the window then act between studies, and the counts arrive
+        # with each outcome.
         self.in_process = options.executor is None or isinstance(options.executor, ThreadPoolExecutor)
-        self.prefetcher: SeriesPrefetcher | None = None
-        self.prefetched: dict[str, Future[None]] = {}  # study: the batch search that fetches its series counts
-        self._searching: Future[None] | None = None
-        self._searches = ThreadPoolExecutor(1, "dicomtrolley-prefetch")
-        trolley = source() if self.in_process else None
-        if isinstance(trolley, Trolley) and trolley.searcher is not None:
-            # The studies' downloads share one trolley whose searcher answers their
-            # series-count searches from one search per batch of studies.
-            self.prefetcher = SeriesPrefetcher(trolley.searcher)
-            self.source = SharedTrolley(Trolley(self.prefetcher, trolley.downloader, trolley.storage))
-        self.in_flight: dict[Future[Any], tuple[str, str]] = {}
-        self.finished: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()  # tasks tell it when they end
-        self.queued: set[str] = set()
+        self.source, self.ahead = looking_ahead(source) if self.in_process else (source, None)
+        self.in_flight: dict[Future[Any], Task] = {}
+        self.finished: SimpleQueue[Future[Any]] = SimpleQueue()  # tasks tell it when they end
         self.after_crash: set[str] = set()
         self.retries = RetryQueue(Backoff(options.retry_delay))
 
     def run(self) -> bool:
         """Run until all is done or Ctrl-C; True when interrupted."""
-        unresolved = self.state.unresolved_rows()
-        # Rows of only a StudyInstanceUID need no search: resolved at once, in one transaction.
-        direct = [(row.key, [uid]) for row in unresolved if (uid := self.rows[row.key].study_uid) is not None]
-        self.state.resolve_rows(direct, self.options.max_attempts)
-        to_resolve = deque(row for row in unresolved if self.rows[row.key].study_uid is None)
-        self.rows = {row.key: self.rows[row.key] for row in to_resolve}
-        del unresolved, direct
-        runnable = self.state.studies_to_run(self.options.max_attempts)
-        self.after_crash = {uid for uid, status in runnable if status == RUNNING}
-        studies = deque(uid for uid, _ in runnable)
-        self.queued.update(studies)
-        total = len(studies)  # grows as rows are resolved into studies
+        studies, self.after_crash = self.rows.studies_to_run()
         owned = self.options.executor is None
-        executor = self.options.executor or ThreadPoolExecutor(self.options.studies, "dicomtrolley-export")
+        executor = self.options.executor or ThreadPoolExecutor(self.options.in_flight, "dicomtrolley-export")
         done: list[Future[Any]] = []
-        with _sigint_sets(self.controls.stop), _Bar(self.options.progress, total) as bar:
+        # The bar's total grows as rows are resolved into studies.
+        with _sigint_sets(self.controls.stop), _Bar(self.options.progress, len(studies)) as bar:
             try:
-                while (to_resolve or studies or self.in_flight or self.retries) and not self.controls.stop.is_set():
+                while (self.rows or studies or self.in_flight or self.retries) and not self.controls.stop.is_set():
                     self._wait_for_window(bar)
                     studies.extend(self.retries.due())
-                    if studies:
-                        self._prefetch(studies)
+                    if studies and self.ahead is not None:
+                        self.ahead.ahead(studies)
                     # What finished and what starts next: one commit, made before the new tasks run.
                     with self.state.batch():
                         for future in done:
                             new = self._record(future)
                             studies.extend(new)
                             bar.total += len(new)
-                        starting = self._next_tasks(studies, to_resolve)
-                    for kind, item in starting:
-                        if kind == "study":
-                            self._submit_study(executor, item)
-                        else:
-                            self._start_search(executor, item)
+                        starting = self._next_tasks(studies)
+                    for task in starting:
+                        self._submit(executor, task)
                     done = self._finished_tasks()
                     bar.show(self.totals)
                 if self.controls.stop.is_set():
                     self._stop_in_flight()
             finally:
-                self._searches.shutdown(wait=False, cancel_futures=True)
+                if self.ahead is not None:
+                    self.ahead.close()
                 if owned:
                     executor.shutdown(wait=False, cancel_futures=True)
         return self.controls.stop.is_set()
@@ -297,61 +224,35 @@ class _Driver:
                 return
         bar.note("")
 
-    def _prefetch(self, studies: deque[str]) -> None:
-        """Search the series of the studies next in line, a batch at a time, on a thread of its own.
-
-        Up to two batches ahead, one search at a time: the downloads go on
-        while the next batch is searched, instead of waiting for it.
-        """
-        if self.prefetcher is None or (self._searching is not None and not self._searching.done()):
-            return
-        if all(uid in self.prefetched for uid in itertools.islice(studies, BATCH)):
-            return  # the next batch to start is searched (or being searched) already
-        batch = [uid for uid in itertools.islice(studies, 2 * BATCH) if uid not in self.prefetched][:BATCH]
-        if batch:
-            self._searching = self._searches.submit(self.prefetcher.prefetch, batch)
-            self._searching.add_done_callback(_log_failure)
-            self.prefetched.update(dict.fromkeys(batch, self._searching))
-
-    def _searched(self, uid: str) -> None:
-        """Wait for the search of ``uid``'s batch, if one runs: the study's download then needs no search.
-
-        A search that broke is logged; the studies of its batch then search for themselves.
-        """
-        search = self.prefetched.get(uid)
-        if search is not None:
-            wait([search])
-
-    def _next_tasks(self, studies: deque[str], to_resolve: deque[Any]) -> list[tuple[str, Any]]:
+    def _next_tasks(self, studies: deque[str]) -> list[Task]:
         """The tasks to start now, up to the limit in flight; the studies among them are recorded as running."""
-        starting: list[tuple[str, Any]] = []
-        while len(self.in_flight) + len(starting) < self.options.studies and (studies or to_resolve):
+        starting: list[Task] = []
+        while len(self.in_flight) + len(starting) < self.options.in_flight and (studies or self.rows):
             if self.controls.stop.is_set() or not self._window_open():
                 break
             if studies:
                 uid = studies.popleft()
-                self._searched(uid)
+                if self.ahead is not None:
+                    self.ahead.wait_for(uid)
                 self.state.start_study(uid)
-                starting.append(("study", uid))
+                starting.append(StudyRun(uid))
             else:
-                starting.append(("row", to_resolve.popleft()))
+                starting.append(self.rows.next_search())
         return starting
 
-    def _submit_study(self, executor: Executor, uid: str) -> None:
-        deidentify = self.options.deidentify
-        task = StudyTask(
-            uid, self.folder, self.options.template, after_crash=uid in self.after_crash,
-            # A task shipped to another process carries the options, not the key: its worker loads the key.
-            deidentify=deidentify if self.in_process or deidentify is None else deidentify.options,
-        )
-        controls = self.controls if self.in_process else None
-        self._track(executor.submit(export_study, self.source, task, controls), ("study", uid))
-
-    def _start_search(self, executor: Executor, row: Any) -> None:
-        future = executor.submit(find_row_studies, self.source, self.rows[row.key].query)
-        self._track(future, ("row", row.key))
-
-    def _track(self, future: Future[Any], task: tuple[str, str]) -> None:
+    def _submit(self, executor: Executor, task: Task) -> None:
+        future: Future[Any]
+        if isinstance(task, RowSearch):
+            future = executor.submit(find_row_studies, self.source, task.query)
+        else:
+            deidentify = self.options.deidentify
+            study = StudyTask(
+                task.uid, self.folder, self.options.template, after_crash=task.uid in self.after_crash,
+                # A task shipped to another process carries the options, not the key: its worker loads the key.
+                deidentify=deidentify if self.in_process or deidentify is None else deidentify.options,
+            )
+            controls = self.controls if self.in_process else None
+            future = executor.submit(export_study, self.source, study, controls)
         self.in_flight[future] = task
         future.add_done_callback(self.finished.put)
 
@@ -359,37 +260,27 @@ class _Driver:
         """The tasks that ended since the last call, waiting up to a tick for the first."""
         try:
             done = [self.finished.get(timeout=_TICK)]
-        except queue.Empty:
+        except Empty:
             return []
         while True:
             try:
                 done.append(self.finished.get_nowait())
-            except queue.Empty:
+            except Empty:
                 return done
 
     def _record(self, future: Future[Any]) -> list[str]:
         """Write one finished task to the database; return the studies that are new to run."""
-        kind, key = self.in_flight.pop(future)
+        task = self.in_flight.pop(future)
         result, error = _result(future)
-        if kind == "row":
+        if isinstance(task, RowSearch):
             if error is not None:
-                logger.warning("Worklist row %s: search failed: %s", key, error)
-                self.state.fail_row(key, error)
                 self.totals.failed += 1
-                return []
-            uids: list[str] = result
-            if len(uids) > 1:
-                logger.info("Worklist row %s matched %d studies; exporting all", key, len(uids))
-            runnable = self.state.resolve_rows([(key, uids)], self.options.max_attempts)
-            new = [u for u in runnable if u not in self.queued]
-            self.queued.update(new)
-            return new
-        outcome: StudyOutcome = result if error is None else StudyOutcome(key, FAILED, error=error)
-        if self.prefetcher is not None:
-            self.prefetcher.forget(key)
-            self.prefetched.pop(key, None)
+            return self.rows.record(task, result, error)
+        outcome: StudyOutcome = result if error is None else StudyOutcome(task.uid, FAILED, error=error)
+        if self.ahead is not None:
+            self.ahead.forget(task.uid)
         if outcome.interrupted:
-            self.state.interrupt_study(key)
+            self.state.interrupt_study(task.uid)
             return []
         self.state.finish_study(outcome, outcome.instances)
         if not self.in_process:
@@ -399,7 +290,7 @@ class _Driver:
             self.totals.done += 1
         elif not self._retry_later(outcome):
             self.totals.failed += 1
-            logger.warning("Study %s: %s: %s", key, outcome.status, outcome.error)
+            logger.warning("Study %s: %s: %s", task.uid, outcome.status, outcome.error)
         return []
 
     def _retry_later(self, outcome: StudyOutcome) -> bool:
@@ -417,17 +308,10 @@ class _Driver:
         done, _ = wait(self.in_flight, timeout=STOP_GRACE)
         for future in done:
             self._record(future)
-        for _future, (kind, key) in list(self.in_flight.items()):
-            if kind == "study":
-                self.state.interrupt_study(key)
+        for task in self.in_flight.values():
+            if isinstance(task, StudyRun):
+                self.state.interrupt_study(task.uid)
         self.in_flight.clear()
-
-
-def _log_failure(search: Future[None]) -> None:
-    """Log a batch search that broke (a bug: a server's refusal is handled in the prefetcher)."""
-    error = None if search.cancelled() else search.exception()
-    if error is not None:
-        logger.error("Searching the series of a batch of studies failed; each searches alone", exc_info=error)
 
 
 def _result(future: Future[Any]) -> tuple[Any, str | None]:

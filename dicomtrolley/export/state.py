@@ -24,9 +24,12 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dicomtrolley.exceptions import ExportLockedError, OutputFolderError
+
+if TYPE_CHECKING:
+    from dicomtrolley.export.tasks import StudyOutcome
 
 DATABASE_NAME = ".dicomtrolley-export.sqlite"
 """The state database, in the state folder (the output folder unless the export says otherwise)."""
@@ -42,6 +45,23 @@ INDEX_COLUMNS: tuple[str, ...] = (
     "Modality", "SeriesNumber", "InstanceNumber", "TransferSyntaxUID", "size",
 )
 """The columns of the instance index, in order."""
+
+
+class IndexRow(NamedTuple):
+    """One file in the instance index: the :data:`INDEX_COLUMNS`, in order (a tuple, as the database takes it)."""
+
+    path: str
+    """Relative to the output folder, folders separated by ``/``."""
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    patient_id: str
+    study_date: str
+    modality: str
+    series_number: str
+    instance_number: str
+    transfer_syntax: str
+    size: int
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -312,13 +332,11 @@ class StateDatabase:
             "UPDATE studies SET status = ?, attempts = MAX(attempts - 1, 0) WHERE uid = ?", (PENDING, uid)
         )
 
-    def finish_study(self, outcome: Any, instances: Iterable[tuple[Any, ...]]) -> None:
+    def finish_study(self, outcome: StudyOutcome, instances: Iterable[IndexRow]) -> None:
         """Record how a study's attempt ended and the files it wrote, in one transaction.
 
         Counts, bytes and transfer syntaxes are the last attempt's: what it
-        wrote, and what it found complete on disk. ``outcome`` is a
-        :class:`~dicomtrolley.export.tasks.StudyOutcome`; ``instances`` are
-        rows of :data:`INDEX_COLUMNS`.
+        wrote, and what it found complete on disk.
         """
         with self._transaction() as db:
             db.execute(
@@ -350,9 +368,10 @@ class StateDatabase:
             row, study = raw[:width], raw[width:]
             yield self._row(row), (self._study(study) if study[0] is not None else None)
 
-    def index_rows(self) -> Iterator[tuple[Any, ...]]:
-        """Every instance file written by this export, in :data:`INDEX_COLUMNS` order."""
-        yield from self._db.execute("SELECT * FROM instances ORDER BY study_uid, series_uid, sop_uid")
+    def index_rows(self) -> Iterator[IndexRow]:
+        """Every instance file written by this export."""
+        for raw in self._db.execute("SELECT * FROM instances ORDER BY study_uid, series_uid, sop_uid"):
+            yield IndexRow(*raw)
 
     @staticmethod
     def _row(raw: tuple[Any, ...]) -> RowState:

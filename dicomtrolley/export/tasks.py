@@ -21,8 +21,9 @@ from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
 from dicomtrolley.exceptions import DICOMTrolleyError, DownloadCancelledError, NoQueryResultsError, StorageError
 from dicomtrolley.export.politeness import RateLimiter
 from dicomtrolley.export.retry import all_worth_retrying, worth_retrying
-from dicomtrolley.export.state import DONE, FAILED, NOT_FOUND
-from dicomtrolley.storage import INDEX_KEYWORDS, SavedInstance, StorageDir, read_header_of_file
+from dicomtrolley.export.state import DONE, FAILED, NOT_FOUND, IndexRow
+from dicomtrolley.roles import SavedInstance, Storage
+from dicomtrolley.storage import INDEX_KEYWORDS, StorageDir, read_header_of_file
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +121,8 @@ class Controls:
 class StudyOutcome:
     """How one attempt at a study ended: small and picklable.
 
-    ``instances`` holds one tuple of :data:`~dicomtrolley.export.state.INDEX_COLUMNS` per file written;
-    ``retry`` says that a failure may pass if the study is tried again (see :mod:`~dicomtrolley.export.retry`).
+    ``instances`` holds the index row of each file written; ``retry`` says that a
+    failure may pass if the study is tried again (see :mod:`~dicomtrolley.export.retry`).
     """
 
     study_uid: str
@@ -136,7 +137,7 @@ class StudyOutcome:
     elapsed: float = 0.0
     interrupted: bool = False
     retry: bool = False
-    instances: list[tuple[Any, ...]] = field(default_factory=list)
+    instances: list[IndexRow] = field(default_factory=list)
 
 
 def find_row_studies(source: TrolleySource, query: Query) -> list[str]:
@@ -149,12 +150,12 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
 
     A failure of the server or the network is an outcome, not an exception.
     """
-    instances: list[tuple[Any, ...]] = []
+    instances: list[IndexRow] = []
     lock = threading.Lock()
 
     def saved(instance: SavedInstance) -> None:
         with lock:
-            instances.append(index_row(instance, task.output_dir))
+            instances.append(index_row(instance))
         if controls is not None:
             if controls.on_saved is not None:
                 controls.on_saved(instance)
@@ -183,8 +184,8 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
         elapsed=time.perf_counter() - started, instances=instances,
     )
     if task.after_crash and summary.skipped:
-        written = {row[0] for row in instances}
-        instances.extend(row for row in _files_on_disk(source(), task, deidentifier) if row[0] not in written)
+        written = {row.path for row in instances}
+        instances.extend(row for row in _files_on_disk(source(), task, deidentifier) if row.path not in written)
     errors = [failure.error for failure in summary.failures]
     if any(isinstance(e, DownloadCancelledError) for e in errors):
         outcome.status, outcome.interrupted, outcome.error = FAILED, True, "interrupted"
@@ -196,8 +197,8 @@ def export_study(source: TrolleySource, task: StudyTask, controls: Controls | No
     return outcome
 
 
-def index_row(instance: SavedInstance, output_dir: str) -> tuple[Any, ...]:
-    """One line of the instance index, path relative to the output folder.
+def index_row(instance: SavedInstance) -> IndexRow:
+    """One line of the instance index, path relative to the output folder (as the storage rendered it).
 
     The values are the file's own (read from its header), so a pseudonymised
     file is indexed under its pseudonymised UIDs, not the reference it was downloaded by.
@@ -209,12 +210,8 @@ def index_row(instance: SavedInstance, output_dir: str) -> tuple[Any, ...]:
         return "" if value is None else str(value)
 
     reference = instance.reference
-    path = str(instance.path)
-    # The storage writes below the output folder: cutting its prefix off is what relpath does, faster.
-    inside = path.startswith(output_dir) and path[len(output_dir):len(output_dir) + 1] == os.sep
-    relative = path[len(output_dir) + 1:] if inside else os.path.relpath(path, output_dir)
-    return (
-        relative, text("StudyInstanceUID") or reference.study_uid,
+    return IndexRow(
+        instance.relative, text("StudyInstanceUID") or reference.study_uid,
         text("SeriesInstanceUID") or reference.series_uid, text("SOPInstanceUID") or reference.instance_uid,
         text("PatientID"), text("StudyDate"), text("Modality"),
         text("SeriesNumber"), text("InstanceNumber"), instance.transfer_syntax, instance.size,
@@ -223,12 +220,12 @@ def index_row(instance: SavedInstance, output_dir: str) -> tuple[Any, ...]:
 
 def _files_on_disk(
     exporter: Exporter, task: StudyTask, deidentifier: Deidentifier | None
-) -> Iterator[tuple[Any, ...]]:
+) -> Iterator[IndexRow]:
     """Index rows for the study's files already on disk, found through an instance-level search."""
     plain = StorageDir(task.output_dir, task.template)
-    storage = plain if deidentifier is None else deidentifier.storage(plain)
+    storage: Storage = plain if deidentifier is None else deidentifier.storage(plain)
     # A pseudonymised path of dates needs the PatientID too (the date shift is the patient's).
-    fields = list(dict.fromkeys([*storage.template.fields, "PatientID"]))
+    fields = list(dict.fromkeys([*storage.fields, "PatientID"]))
     query = Query(StudyInstanceUID=task.study_uid, query_level=QueryLevels.INSTANCE, include_fields=fields)
     for study in exporter.find_studies(query):
         for instance in study.all_instances():
@@ -240,12 +237,13 @@ def _files_on_disk(
                 "SOPInstanceUID": reference.instance_uid,
             }
             try:
-                path = storage.path_for(attributes)
+                relative = storage.locate(attributes)
             except StorageError as error:  # the search lacks a field the path needs: the file is not indexed
                 logger.debug("Not indexed after the crash: %s: %s", reference.instance_uid, error)
                 continue
+            path = plain.path / relative
             if not path.is_file():
                 continue
             header = read_header_of_file(path, INDEX_KEYWORDS)
-            saved = SavedInstance(reference, path, path.stat().st_size, header.transfer_syntax, header.attributes)
-            yield index_row(saved, task.output_dir)
+            size = path.stat().st_size
+            yield index_row(SavedInstance(reference, path, size, header.transfer_syntax, header.attributes, relative))

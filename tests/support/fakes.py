@@ -1,4 +1,4 @@
-"""In-memory stand-ins for a searcher and a downloader, over one small study.
+"""In-memory stand-ins for a searcher, a downloader and a storage, over one small study.
 
 They answer as a server would (series-level searches with instance counts,
 instance-level searches with every instance; streams that can break), so the
@@ -8,7 +8,9 @@ trolley's and the planner's decisions can be tested without a server.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import threading
+from collections.abc import Collection, Sequence
+from pathlib import Path
 
 from keyring.backend import KeyringBackend
 from pydicom.dataset import Dataset
@@ -29,7 +31,7 @@ from dicomtrolley.core import (
     Study,
 )
 from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
-from dicomtrolley.roles import Downloader, Searcher
+from dicomtrolley.roles import Attributes, Downloader, SavedInstance, Searcher, Storage
 from tests.support.dicom_files import dicom_bytes
 
 STUDY = "1.1"
@@ -111,6 +113,40 @@ class FakeDownloader(Downloader):
                 data = data[:132] + b"\x02\x00\x10\x00UI\x16\x001.2.840.10008.1.2.1.99" + b"\x78\x9c\xff" * 9
             known = instance if isinstance(target, InstanceReference) else None
             sink(InstancePart(io.BytesIO(data), len(data), source=target, reference=known))
+
+
+class MemoryStorage(Storage):
+    """A :class:`Storage` of one's own: keeps each instance's bytes in a dict, by SOPInstanceUID (no folder)."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, bytes] = {}
+        self.asked: list[str] = []  # the SOPInstanceUIDs has() was asked about
+        self._lock = threading.Lock()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return ("SOPInstanceUID",)
+
+    def may_hold(self, study_uids: Collection[str]) -> bool:
+        return bool(self.held)
+
+    def has(self, attributes: Attributes) -> bool:
+        uid = str(attributes.get("SOPInstanceUID"))
+        self.asked.append(uid)
+        return uid in self.held
+
+    def locate(self, attributes: Attributes) -> str:
+        return f"memory/{attributes.get('SOPInstanceUID')}"
+
+    def save(self, part: InstancePart) -> SavedInstance:
+        part.body.seek(0)
+        data = part.body.read()
+        dataset = part.dataset()
+        reference = InstanceReference(dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID)
+        with self._lock:
+            self.held[reference.instance_uid] = data
+        relative = self.locate(dataset)
+        return SavedInstance(reference, Path(relative), len(data), "", {}, relative)
 
 
 class MemoryKeyring(KeyringBackend):
