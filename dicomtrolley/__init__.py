@@ -26,15 +26,18 @@ from dicomtrolley.core import (
 )
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_retrieve import DICOMCGet, DICOMCMove
-from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError
+from dicomtrolley.dimse_store import DICOMCStore
+from dicomtrolley.exceptions import DICOMTrolleyError, DownloadError, SendError
 from dicomtrolley.export import ExportReport
 from dicomtrolley.mint import Mint
 from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.rad69 import Rad69
 from dicomtrolley.results import DownloadSummary
-from dicomtrolley.roles import Downloader, Searcher
+from dicomtrolley.roles import Downloader, Searcher, Sender
+from dicomtrolley.sending import SendSummary
 from dicomtrolley.storage import FlatStorageDir, StorageDir
+from dicomtrolley.stow_rs import StowRS
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
@@ -45,6 +48,7 @@ __all__ = [
     "DICOMQR",
     "DICOMCGet",
     "DICOMCMove",
+    "DICOMCStore",
     "DICOMTrolleyError",
     "DownloadError",
     "DownloadSummary",
@@ -60,10 +64,14 @@ __all__ = [
     "Rad69",
     "RetryPolicy",
     "Searcher",
+    "SendError",
+    "SendSummary",
+    "Sender",
     "Series",
     "SeriesReference",
     "ServerProfile",
     "StorageDir",
+    "StowRS",
     "Study",
     "StudyReference",
     "Timeout",

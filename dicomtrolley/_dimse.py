@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 
 from dicomtrolley.core import DICOMObjectLevels
-from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError
+from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEConnectionError, DIMSEError
 
 if TYPE_CHECKING:
     from pynetdicom import AE
@@ -94,7 +94,7 @@ def status_meaning(status: int, service: str) -> str:
     status
         The (0000,0900) Status value.
     service
-        Which table of PS3.4 to read it in: codes such as 0xA801 only exist for some services.
+        Which table of PS3.4 to read it in ("store" too): codes such as 0xA801 only exist for some services.
     """
     from pynetdicom import status as statuses
 
@@ -102,6 +102,7 @@ def status_meaning(status: int, service: str) -> str:
         "find": statuses.QR_FIND_SERVICE_CLASS_STATUS,
         "get": statuses.QR_GET_SERVICE_CLASS_STATUS,
         "move": statuses.QR_MOVE_SERVICE_CLASS_STATUS,
+        "store": statuses.STORAGE_SERVICE_CLASS_STATUS,
     }[service]
     category, meaning = table.get(status, (statuses.code_to_category(status), ""))
     return meaning or category
@@ -280,7 +281,7 @@ class DIMSEPeer:
                 f"{answer.reason_str}. Check the called AE title and that the server knows ours."
             )
         if not connected:
-            return DIMSEError(
+            return DIMSEConnectionError(
                 f"Cannot connect to {self.host}:{self.port} for {self.aec}: "
                 f"nothing listens there, or it is unreachable within {self.acse_timeout} s"
             )

@@ -7,11 +7,16 @@ and address the table removes or replaces, wherever it sits) before anything
 is cleaned; its :meth:`~IdentifyingValues.clean` then cuts out of a text:
 
 - each name part, with the initials and separators around it, in any order and
-  case (``DOE^JOHN``, ``John Doe``, ``J. Doe``, ``Doe, John`` all become ``***``);
+  case (``DOE^JOHN``, ``John Doe``, ``J. Doe``, ``Doe, John`` all become ``***``); a
+  compound name also by its halves (``Pemberton-Hale`` as ``Pemberton Hale`` or ``Hale``);
 - each ID, also with other separators or none (``MRN-4711`` as ``MRN 4711``, ``mrn4711``);
+- each part of a value that lists several (an address: ``Lindenstrasse 12`` of
+  ``Lindenstrasse 12, 8001 Zurich``), when it holds three letters or digits or more;
+- each number of five digits or more in an ID, also alone (``88231`` of ``ACC-88231``);
 - each date, as ``20200131``, ``2020-01-31``, ``31.01.2020``, ``01/31/2020``, ``31/01/2020``,
-  ``31 Jan 2020`` or ``January 31, 2020``, with or without leading zeros, with two-digit years;
-- and, when in doubt, anything that looks like a date or a telephone number, whoever's it is.
+  ``31 Jan 2020``, ``31-Jan-2020``, ``31st of January 2020``, ``2020 Jan 31`` or ``January 31, 2020``,
+  with or without leading zeros, with two-digit years;
+- and, when in doubt, anything that looks like a UID, a date or a telephone number, whoever's it is.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ _SEPARATORS = r"[\s\-./]"
 _ANY_DATE = rf"\d{{1,4}}{_SEPARATORS}\d{{1,2}}{_SEPARATORS}\d{{2,4}}"
 _ANY_PHONE = r"\+?\(?\d(?:[\s\-./()]*\d){6,}"
 """Seven digits or more, separated or not: a telephone number, an ID or a date, never harmless in a description."""
+_ANY_UID = r"\d+(?:\.\d+){3,}"
+"""Four numbers or more joined by dots: a UID (or its root), which names a study or a patient's image."""
+_DIGIT_RUN = re.compile(r"\d{5,}")
+"""The number of an ID (``88231`` of ``ACC-88231``), which is written alone too."""
+_NAMED_SEPARATORS = r"(?:\s*of)?[\s\-./,]*"
+"""Between a day and a month's name: ``31 Jan``, ``31-Jan``, ``31st of January``."""
 
 
 class IdentifyingValues:
@@ -48,11 +59,15 @@ class IdentifyingValues:
                 continue
             self._pattern = None
             if vr == "PN":
-                self._names.update(part for part in re.split(r"[\^=\s,]+", text.lower()) if len(part) >= 2)
+                parts = [part for part in re.split(r"[\^=\s,]+", text.lower()) if len(part) >= 2]
+                # A compound name is also written with a space or by one of its halves: "Pemberton Hale".
+                self._names.update(parts, (half for part in parts for half in part.split("-") if len(half) >= 2))
             elif vr in ("DA", "DT"):
                 self._add_date(text.replace(".", "")[:8])
             elif vr != "TM":
-                self._words.add(text)
+                # An address or a list is also written in parts: "Lindenstrasse 12" of "Lindenstrasse 12, 8001 Zurich".
+                self._words.update([text, *(part.strip() for part in re.split(r"[,;\n\r]+", text))])
+                self._words.update(_DIGIT_RUN.findall(text))
 
     def _add_date(self, text: str) -> None:
         try:
@@ -78,7 +93,8 @@ class IdentifyingValues:
             alternatives.append(
                 rf"(?<!\w)(?:(?:{initial}|{part})[\s,^]+)*(?:{part})(?:[\s,^]+(?:{part}|{initial}(?!\w)))*(?!\w)"
             )
-        alternatives += [rf"(?<!\w){_ANY_DATE}(?!\w)", rf"(?<![\w.]){_ANY_PHONE}(?!\w)"]
+        alternatives += [rf"(?<![\w.]){_ANY_UID}(?!\w|\.\d)", rf"(?<!\w){_ANY_DATE}(?!\w)",
+                         rf"(?<![\w.]){_ANY_PHONE}(?!\w)"]
         return "|".join(f"(?:{a})" for a in alternatives)
 
 
@@ -102,7 +118,8 @@ def _date_regex(day: date) -> str:
         rf"{day.year}{_SEPARATORS}{m}{_SEPARATORS}{d}",
         rf"{d}{_SEPARATORS}{m}{_SEPARATORS}{y}",
         rf"{m}{_SEPARATORS}{d}{_SEPARATORS}{y}",
-        rf"{d}\.?\s*{named},?\s*{y}",
-        rf"{named}\s*{d}(?:st|nd|rd|th)?,?\s*{y}",
+        rf"{d}(?:st|nd|rd|th|\.)?{_NAMED_SEPARATORS}{named}[\s\-./,]*{y}",
+        rf"{named}[\s\-./,]*{d}(?:st|nd|rd|th)?[\s\-./,]*{y}",
+        rf"{y}[\s\-./,]*{named}[\s\-./,]*{d}",
     ]
     return r"(?<!\d)(?:" + "|".join(forms) + r")(?!\d)"

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 USER_AGENT = f"dicomtrolley/{__version__} python-requests/{requests.__version__}"
 
 Timeout = float | tuple[float, float]
+Body = bytes | Iterable[bytes | bytearray]
+"""A request body: bytes, or an iterable that yields the same pieces each time it is iterated."""
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 300.0)
 """Seconds to connect, and seconds to wait between bytes once connected."""
 
@@ -217,15 +219,17 @@ class HTTPClient:
         method: str,
         url: str,
         *,
-        data: bytes | None = None,
+        data: Body | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
     ) -> requests.Response:
         """Send a request that is safe to repeat, with retries; return the response whatever its status.
 
         For requests that only read, also when sent as a POST (a RAD-69
-        retrieve, say), so that a caller can read an error answer before
-        :func:`raise_for_status`. ``data`` is sent as it is, again on a retry.
+        retrieve, say), and for requests whose repetition changes nothing (a
+        STOW-RS store), so that a caller can read an error answer before
+        :func:`raise_for_status`. ``data`` is sent as it is, again on a retry:
+        an iterable body must yield the same bytes each time it is iterated.
 
         Raises
         ------
@@ -263,7 +267,7 @@ class HTTPClient:
             return response
 
     def _send(
-        self, method: str, url: str, headers: dict[str, str], data: bytes | None, stream: bool
+        self, method: str, url: str, headers: dict[str, str], data: Body | None, stream: bool
     ) -> requests.Response:
         """What ``session.request`` does, with the proxy settings of the environment looked up once per host.
 

@@ -9,8 +9,9 @@ were recorded in the state folder as the output was written (see
 A value is searched in the forms a file or a person writes it: as it is, in
 upper and lower case (the search ignores ASCII case), in UTF-8 and Latin-1; a
 person's name also by its components, with spaces for ``^``, given name
-first, and ``Family, Given``; a date also as ``2023-04-05``, ``05.04.2023``,
-``05/04/2023``, ``04/05/2023`` and ``2023/04/05``. Values and forms of digits
+first, and ``Family, Given``, a compound name also by its halves; a date also as
+``2023-04-05``, ``05.04.2023``, ``05/04/2023``, ``04/05/2023``, ``2023/04/05``,
+``05-Apr-2023``, ``05 Apr 2023``, ``05 April 2023`` and ``April 05, 2023``. Values and forms of digits
 only match where no digit stands beside them (a date inside a longer number is
 no date). A date is a patient's: another patient's shifted dates may fall on
 it, so it counts only where that patient's pseudonymous PatientID stands too
@@ -61,7 +62,8 @@ SHORT_FORM = 5
 _WINDOW = 64 << 20
 """Files are searched in windows of this many bytes (a larger file is not read into memory whole)."""
 
-_DATE_FORMATS = ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d")
+_DATE_FORMATS = ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d-%b-%Y", "%d %b %Y", "%d %B %Y",
+                 "%B %d, %Y")
 _DIGITS = re.compile(rb"[0-9./\-]+")
 _IN = 0x61
 """What a byte of a form's alphabet becomes in the translated data (any byte but 0 would do)."""
@@ -415,6 +417,7 @@ def _name_forms(name: str) -> set[str]:
         if not parts:
             continue
         found.update(parts)
+        found.update(half for part in parts if "-" in part for half in part.split("-"))  # "Pemberton Hale"
         found.add(" ".join(parts))
         if len(parts) >= 2:
             family, given = parts[0], parts[1]

@@ -1,4 +1,5 @@
-"""The ``dicomtrolley`` command: search a server, download from it, export a worklist, audit a pseudonymised output.
+"""The ``dicomtrolley`` command: search a server, download from it, export a worklist, audit a pseudonymised output,
+upload files to an archive.
 
 Everything here is a thin layer over the library; see ``dicomtrolley --help``.
 This module builds the parser and dispatches; each subcommand is a module of
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from dicomtrolley._cli import audit, download, export, probe, search
+from dicomtrolley._cli import audit, download, export, probe, search, upload
 from dicomtrolley._cli.exits import (
     EXIT_BAD_WORKLIST,
     EXIT_ERROR,
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 COMMANDS: dict[str, ModuleType] = {
-    "search": search, "download": download, "export": export, "audit": audit, "probe": probe,
+    "search": search, "download": download, "export": export, "audit": audit, "upload": upload, "probe": probe,
 }
 """Each subcommand's module: ``add_parser(subparsers)``, ``check(args)``, ``run(args) -> exit status``."""
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     # For the annotations only: both are made far above this module.
     from dicomtrolley.core import Quarantined
     from dicomtrolley.results import DownloadSummary
+    from dicomtrolley.sending import SendSummary
 
 
 class DICOMTrolleyError(Exception):
@@ -157,6 +158,22 @@ class DownloadError(DICOMTrolleyError):
         self.summary = summary
 
 
+class SendError(DICOMTrolleyError):
+    """A send (STOW-RS, C-STORE) finished with failures; ``summary`` says which instances and why.
+
+    Parameters
+    ----------
+    message
+        What went wrong, in one line.
+    summary
+        The :class:`~dicomtrolley.sending.SendSummary` of the run.
+    """
+
+    def __init__(self, message: str, summary: SendSummary | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 class DownloadCancelledError(DICOMTrolleyError):
     """A download stopped because its consumer stopped reading (an abandoned ``datasets()`` loop)."""
 
@@ -175,6 +192,10 @@ class DIMSEError(DICOMTrolleyError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class DIMSEConnectionError(DIMSEError, ConnectionFailedError):
+    """A DIMSE server could not be reached: nothing listens at its address, or it did not answer in time."""
 
 
 class Rad69ServerError(ServerError):

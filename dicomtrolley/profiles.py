@@ -23,13 +23,14 @@ A file of named servers (``servers.toml`` in the user's config folder, see
     [servers.archive]
     searcher = "c-find"
     downloader = "c-get"
+    sender = "c-store"
     host = "archive.example"
     port = 104
     aec = "ARCHIVE"
 
-The kinds of searcher and downloader are the keys of :data:`SEARCHERS` and
-:data:`DOWNLOADERS`; a protocol module that is added later joins by adding an
-entry there.
+The kinds of searcher, downloader and sender are the keys of
+:data:`SEARCHERS`, :data:`DOWNLOADERS` and :data:`SENDERS`; a protocol module
+that is added later joins by adding an entry there.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from requests.adapters import HTTPAdapter
 
 from dicomtrolley.auth import AzureCredentials, BearerAuth, GoogleCredentials, TokenCommand, create_session
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError
-from dicomtrolley.roles import Downloader, Searcher
+from dicomtrolley.roles import Downloader, Searcher, Sender
 from dicomtrolley.tokens import TokenProvider
 from dicomtrolley.trolley import Trolley
 
@@ -102,6 +103,10 @@ class ServerProfile(BaseModel):
         ``downloader = "rad69"``).
     searcher, downloader
         Which protocol to use, a key of :data:`SEARCHERS` / :data:`DOWNLOADERS`.
+    sender
+        How instances are stored on this server (``dicomtrolley upload``, an
+        export to it): ``"stow-rs"`` (at ``url``) or ``"c-store"`` (at ``host``,
+        ``port``, ``aec``), a key of :data:`SENDERS`.
     auth
         ``"none"``, ``"basic"`` (HTTP basic), ``"vitrea"`` (a Vitrea Connection
         login at ``login_url``), ``"bearer"`` (a fixed ``Authorization: Bearer`` token),
@@ -120,7 +125,7 @@ class ServerProfile(BaseModel):
     connect_timeout, read_timeout
         Seconds to connect, and to wait for data (HTTP) or a message (DIMSE).
     workers
-        Requests a downloader runs at once (the downloader's default when unset).
+        Requests a downloader (or a sender) runs at once (its default when unset).
     search_cap
         The most results the server answers one search with (its C-FIND or
         QIDO-RS cap), when known: a search that finds that many over a date
@@ -148,6 +153,7 @@ class ServerProfile(BaseModel):
     rad69_url: str | None = None
     searcher: str = "qido-rs"
     downloader: str = "wado-rs"
+    sender: str = "stow-rs"
     auth: AuthKind = "none"
     token_command: str | None = None
     user: str | None = None
@@ -168,6 +174,8 @@ class ServerProfile(BaseModel):
             raise ValueError(f"searcher {self.searcher!r} is not one of {sorted(SEARCHERS)}")
         if self.downloader not in DOWNLOADERS:
             raise ValueError(f"downloader {self.downloader!r} is not one of {sorted(DOWNLOADERS)}")
+        if self.sender not in SENDERS:
+            raise ValueError(f"sender {self.sender!r} is not one of {sorted(SENDERS)}")
         missing = sorted(key for key in required_settings(self.searcher, self.downloader) if getattr(self, key) is None)
         if missing:
             raise ValueError(
@@ -337,6 +345,27 @@ class ServerProfile(BaseModel):
         return Trolley(searcher, DOWNLOADERS[self.downloader](self, session) if download else None, profile=self)
 
 
+    def build_sender(self, secret: str | None = None) -> Sender:
+        """The :class:`~dicomtrolley.roles.Sender` that stores instances on this server (its ``sender``).
+
+        Parameters
+        ----------
+        secret
+            The password or token; looked up with :meth:`secret` when the
+            login needs one and none is given.
+
+        Raises
+        ------
+        DICOMTrolleyError
+            The profile lacks what its sender needs (a url; a host and port).
+        """
+        missing = sorted(key for key in _NEEDS[self.sender] if getattr(self, key) is None)
+        if missing:
+            raise DICOMTrolleyError(f"{self}: sending with {self.sender} needs {', '.join(missing)}")
+        session = self.session(secret) if self.sender == "stow-rs" else requests.Session()
+        return SENDERS[self.sender](self, session)
+
+
 _TOKEN_PROVIDERS: dict[str, Callable[[ServerProfile], TokenProvider]] = {
     "google": lambda profile: GoogleCredentials(),
     "azure": lambda profile: AzureCredentials(),
@@ -450,6 +479,23 @@ def _c_move(profile: ServerProfile, session: requests.Session) -> Downloader:
     return DICOMCMove(**_dimse_peer(profile), destination_port=profile.move_port)
 
 
+def _stow_rs(profile: ServerProfile, session: requests.Session) -> Sender:
+    from dicomtrolley.stow_rs import StowRS
+
+    url = _dicomweb_root(profile)
+    if profile.workers:
+        return StowRS(session, url, timeout=profile.timeout, workers=profile.workers)
+    return StowRS(session, url, timeout=profile.timeout)
+
+
+def _c_store(profile: ServerProfile, session: requests.Session) -> Sender:
+    from dicomtrolley.dimse_store import DICOMCStore
+
+    peer = _dimse_peer(profile)
+    options: dict[str, Any] = {"workers": profile.workers} if profile.workers else {}
+    return DICOMCStore(peer.pop("host"), peer.pop("port"), called_aet=peer.pop("aec"), **peer, **options)
+
+
 SEARCHERS: dict[str, SearcherBuilder] = {"qido-rs": _qido_rs, "c-find": _c_find, "mint": _mint}
 """Searcher kinds a profile can name, and how each is built from the profile and its session."""
 
@@ -462,6 +508,9 @@ DOWNLOADERS: dict[str, DownloaderBuilder] = {
 }
 """Downloader kinds a profile can name, and how each is built from the profile and its session."""
 
+SENDERS: dict[str, Callable[[ServerProfile, requests.Session], Sender]] = {"stow-rs": _stow_rs, "c-store": _c_store}
+"""Sender kinds a profile can name, and how each is built from the profile and its session."""
+
 _NEEDS: dict[str, tuple[str, ...]] = {
     "qido-rs": ("url",),
     "wado-rs": ("url",),
@@ -471,6 +520,8 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "c-move": ("host", "port", "move_port"),
     "mint": ("mint_url",),
     "rad69": ("rad69_url",),
+    "stow-rs": ("url",),
+    "c-store": ("host", "port"),
 }
 """The profile fields each kind cannot do without (a kind missing here needs none)."""
 

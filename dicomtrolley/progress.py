@@ -76,7 +76,9 @@ class ProgressReporter:
         """Report one step."""
         if self._bar is not None:
             self._bar.n = progress.instances
-            self._bar.set_postfix_str(f"{progress.bytes_written / 1e6:.0f} MB", refresh=False)
+            megabytes = progress.bytes_written / 1e6
+            rate = f", {megabytes / progress.elapsed:.0f} MB/s" if progress.elapsed > 0 else ""
+            self._bar.set_postfix_str(f"{megabytes:.0f} MB{rate}", refresh=False)
             self._bar.refresh()
         if self.callback is not None:
             self.callback(progress)

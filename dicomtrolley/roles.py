@@ -1,11 +1,11 @@
 """The roles a download joins: a :class:`Searcher` finds studies, a :class:`Downloader` fetches them,
-a :class:`Storage` is where they go.
+a :class:`Storage` is where they go; and a :class:`Sender` stores instances in an archive.
 
-A :class:`~dicomtrolley.trolley.Trolley` joins one of each and knows nothing
-else of the protocols behind them; each protocol module (QIDO-RS, WADO-RS,
-C-FIND, C-GET, ...) implements one role on the model of
-:mod:`dicomtrolley.core`, and each storage (a folder, the pseudonymising
-wrapper, another archive) implements the third.
+A :class:`~dicomtrolley.trolley.Trolley` joins a searcher, a downloader and a
+storage and knows nothing else of the protocols behind them; each protocol
+module (QIDO-RS, WADO-RS, C-FIND, C-GET, STOW-RS, C-STORE, ...) implements
+one role on the model of :mod:`dicomtrolley.core`, and each storage (a
+folder, the pseudonymising wrapper, another archive) implements the third.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from pydicom.dataset import Dataset
 
@@ -66,6 +66,10 @@ class ProfileParts:
 
 def _refuse_profile(role: str, part: object) -> ProfileParts:
     raise DICOMTrolleyError(f"A profile cannot describe the {role} {type(part).__name__} ({part!r})")
+
+if TYPE_CHECKING:
+    from dicomtrolley.progress import ProgressCallback
+    from dicomtrolley.sending import Sendable, SendSummary
 
 
 class Searcher(ABC):
@@ -289,3 +293,27 @@ def encode_dataset(dataset: Dataset) -> io.BytesIO:
     except (ValueError, TypeError, AttributeError) as error:
         raise StorageError(f"Could not encode {dataset.get('SOPInstanceUID', 'a dataset')}: {error}") from error
     return body
+
+
+class Sender(ABC):
+    """Something that stores instances in an archive: STOW-RS, C-STORE.
+
+    Implementations build on :class:`dicomtrolley.sending.InstanceSender`,
+    which turns what is given into instances and counts what arrived.
+    """
+
+    @abstractmethod
+    def send(
+        self,
+        items: Sendable | Iterable[Sendable],
+        *,
+        on_error: Literal["raise", "collect"] = "raise",
+        progress: bool | ProgressCallback | None = False,
+    ) -> SendSummary:
+        """Send files, folders (walked recursively), pydicom Datasets or the bytes of DICOM files.
+
+        A file that is not DICOM is counted as skipped. With
+        ``on_error="raise"`` a failure raises
+        :class:`~dicomtrolley.exceptions.SendError` carrying the summary, as
+        :class:`~dicomtrolley.exceptions.DownloadError` does for downloads.
+        """

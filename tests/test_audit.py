@@ -139,6 +139,11 @@ def test_the_forms_a_value_is_searched_in() -> None:
     assert b"li" not in forms("Li^Wu")
 
 
+def test_a_compound_name_is_searched_by_its_halves_and_a_date_with_its_months_name() -> None:
+    assert {b"pemberton", b"hale", b"quirinus"} <= forms("Pemberton-Hale^Quirinus")
+    assert {b"04-mar-1961", b"04 mar 1961", b"04 march 1961", b"march 04, 1961"} <= forms("19610304")
+
+
 def test_checks_report_attributes_that_must_be_gone(output: Path) -> None:
     @dataclass(frozen=True)
     class Gone:

@@ -47,6 +47,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from tests.support import stow_answers
 from tests.support.dicom_files import CT_IMAGE_STORAGE, part10_bytes, part10_dataset
 from tests.support.http_server import TrackingHTTPServer
 
@@ -153,6 +154,7 @@ class Route(enum.Enum):
     WADO_RS_SERIES = "wado-rs series"
     WADO_RS_INSTANCE = "wado-rs instance"
     WADO_URI = "wado-uri"
+    STOW_RS = "stow-rs"
     UNKNOWN = "unknown"
 
 
@@ -209,6 +211,12 @@ class Fault(enum.Enum):
     """Answer 200 with ``size`` bytes of a DICOM JSON list, streamed until the connection closes."""
     GZIP_BOMB = "gzip bomb"
     """Answer 200 with ``Content-Encoding: gzip``: a small body that inflates to ``size`` bytes of JSON."""
+    REFUSE = "refuse"
+    """STOW-RS: answer 202, refusing the first k instances of the body (FailedSOPSequence, FailureReason
+    ``status``) and storing the others; ``status`` 409 refuses them all with HTTP 409; a warning
+    ``status`` (0xBxxx) stores them all, the first k with that WarningReason."""
+    TOO_LARGE = "too large"
+    """STOW-RS: answer 413 to a body of more than k instances; store a smaller one."""
 
 
 @dataclass
@@ -326,6 +334,8 @@ class FaultServer:
         self._random = random.Random(seed)
         self._sessions: set[str] = set()
         self._seen: list[SeenRequest] = []
+        self.stored: list[bytes] = []
+        """The files STOW-RS requests stored, in order of arrival."""
         self._lock = threading.Lock()
         self.stopping = threading.Event()
         self._server: _Server | None = None
@@ -516,6 +526,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 10
     server: _Server
+    body: bytes = b""
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the tests read :attr:`FaultServer.seen` instead."""
@@ -543,7 +554,7 @@ class _Handler(BaseHTTPRequestHandler):
                 rule.fault if rule else None,
             )
         )
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))  # a login's credentials are headers
+        self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # a login's: in headers
         try:
             if refused:
                 self._send_text(401, "Unauthorized: log in first")
@@ -559,6 +570,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer_login(rule)
             return
         if rule is not None and self._answer_without_content(rule):
+            return
+        if route is Route.STOW_RS:
+            self._answer_stow(rule)
             return
         if route is Route.QIDO:
             self._answer_qido(path, query, rule)
@@ -582,6 +596,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _has_session(self) -> bool:
         return self.owner._has_session(self.headers.get("Cookie"))
+
+    def _answer_stow(self, rule: FaultRule | None) -> None:
+        files = stow_answers.split_body(self.headers.get("Content-Type", ""), self.body)
+        k = rule.after_parts if rule is not None else len(files)
+        if rule is not None and rule.fault is Fault.TOO_LARGE and len(files) > k:
+            self._send_text(413, f"fault server: at most {k} instances per request")
+            return
+        refusing = rule is not None and rule.fault is Fault.REFUSE
+        uids = [stow_answers.sop_instance_uid(data) for data in files]
+        if refusing and rule is not None and rule.status == 409:
+            answer = stow_answers.answer([], {uid: 0x0111 for uid in uids})
+            self._send_bytes(409, json.dumps(answer).encode(), {"Content-Type": "application/dicom+json"})
+            return
+        code = rule.status if rule is not None else 0
+        warned = {uid: code for uid in uids[:k]} if refusing and code >> 12 == 0xB else {}
+        refused = {uid: code for uid in uids[:k]} if refusing and not warned else {}
+        with self.owner._lock:
+            self.owner.stored.extend(data for data, uid in zip(files, uids, strict=True) if uid not in refused)
+        answer = stow_answers.answer([uid for uid in uids if uid not in refused], refused, warned)
+        body = json.dumps(answer).encode()
+        self._send_bytes(202 if refused or warned else 200, body, {"Content-Type": "application/dicom+json"})
 
     def _select(self, study: str = "", series: str = "", sop: str = "") -> list[ServedInstance]:
         return [
@@ -821,6 +856,8 @@ def _route_of(method: str, path: str) -> Route:
         return Route.WADO_URI
     if not path.startswith(DICOMWEB_ROOT + "/"):
         return Route.UNKNOWN
+    if method == "POST" and path == f"{DICOMWEB_ROOT}/studies":
+        return Route.STOW_RS
     segments = path[len(DICOMWEB_ROOT) + 1:].split("/")
     names = segments[0::2]
     if segments[-1] in ("studies", "series", "instances") and len(segments) % 2 == 1:
