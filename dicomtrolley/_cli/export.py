@@ -20,7 +20,7 @@ from dicomtrolley._cli.options import (
     seconds,
     server_options,
 )
-from dicomtrolley._cli.server import deidentifier, positionals, profile
+from dicomtrolley._cli.server import check_deidentify_options, deidentifier, positionals, profile
 from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
@@ -70,6 +70,7 @@ def check(args: argparse.Namespace) -> None:
     if not args.worklist:
         raise UsageError("give a worklist: dicomtrolley export (URL | --server NAME) WORKLIST -o DIR")
     args.profile = profile(args, download=True)
+    check_deidentify_options(args)
 
 
 def run(args: argparse.Namespace) -> int:
