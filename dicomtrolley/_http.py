@@ -98,6 +98,10 @@ def raise_for_status(response: requests.Response) -> None:
     raise ServerError(redact_url(response.url), response.status_code, response.reason or "", message)
 
 
+RETRY_AFTER_SPREAD = 0.25
+"""How much later than a server's Retry-After a retry may go, as a share of it (jitter)."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """When and how often an idempotent request is tried again.
@@ -107,7 +111,8 @@ class RetryPolicy:
     attempts
         Tries in all, the first included; 1 switches retrying off.
     backoff
-        Seconds before the first retry; doubles each time, with jitter.
+        Seconds before the first retry; doubles each time, with jitter. A
+        Retry-After header replaces it, also with jitter (never sooner than it says).
     max_backoff
         The longest wait between tries, Retry-After included.
     statuses
@@ -124,7 +129,10 @@ class RetryPolicy:
         if response is not None:
             after = _retry_after(response.headers.get("Retry-After"))
             if after is not None:
-                return float(min(after, self.max_backoff))
+                # Never sooner than asked, up to a quarter later: workers told the same
+                # Retry-After at once must not all come back in the same instant.
+                spread = after * RETRY_AFTER_SPREAD * random.random()  # noqa: S311 - jitter, not crypto
+                return float(min(after + spread, self.max_backoff))
         return backoff_delay(attempt, self.backoff, self.max_backoff)
 
 

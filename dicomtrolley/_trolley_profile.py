@@ -19,8 +19,9 @@ import requests
 from requests.auth import HTTPBasicAuth
 
 from dicomtrolley._http import HTTPClient
-from dicomtrolley.auth import VitreaAuth
+from dicomtrolley.auth import AzureCredentials, BearerAuth, GoogleCredentials, TokenCommand, VitreaAuth
 from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.tokens import AZURE_DICOM_SCOPE, GOOGLE_SCOPES, TokenProvider
 from dicomtrolley.trolley import Trolley
 
 
@@ -42,6 +43,8 @@ def profile_fields(trolley: Trolley) -> dict[str, Any]:
     parts = [trolley.searcher.describe(), trolley.downloader.describe()]
     for part in parts:
         _merge(fields, **part.fields)
+    if trolley.searcher.result_cap is not None:
+        _merge(fields, search_cap=trolley.searcher.result_cap)
     http: list[HTTPClient] = [part.http for part in parts if part.http is not None]
     if http:
         _describe_http(http, fields)
@@ -72,6 +75,8 @@ def _describe_http(clients: list[HTTPClient], fields: dict[str, Any]) -> None:
 def _login(session: requests.Session) -> dict[str, Any]:
     auth = session.auth
     bearer = str(session.headers.get("Authorization", ""))
+    if isinstance(auth, BearerAuth):
+        return _token_login(auth.provider)
     if isinstance(auth, VitreaAuth):
         return {"auth": "vitrea", "user": auth.user, "login_url": auth.login_url, "realm": auth.realm}
     if isinstance(auth, HTTPBasicAuth):
@@ -83,3 +88,17 @@ def _login(session: requests.Session) -> dict[str, Any]:
     if auth is None and not bearer:
         return {"auth": "none"}
     raise DICOMTrolleyError(f"A profile cannot describe the session's login ({type(auth).__name__})")
+
+
+def _token_login(provider: TokenProvider) -> dict[str, Any]:
+    """The profile's login for a BearerAuth: only providers that each process can build for itself."""
+    if isinstance(provider, GoogleCredentials) and provider.from_environment and provider.scopes == GOOGLE_SCOPES:
+        return {"auth": "google"}
+    if isinstance(provider, AzureCredentials) and provider.from_environment and provider.scope == AZURE_DICOM_SCOPE:
+        return {"auth": "azure"}
+    if isinstance(provider, TokenCommand):
+        return {"auth": "token-command", "token_command": provider.command}
+    raise DICOMTrolleyError(
+        f"A profile cannot describe the bearer tokens of {provider!r}: use GoogleCredentials(), "
+        "AzureCredentials() or a TokenCommand, which each process can build for itself"
+    )

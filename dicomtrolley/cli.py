@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from dicomtrolley._cli import audit, download, export, search, upload
+from dicomtrolley._cli import audit, download, export, probe, search, upload
 from dicomtrolley._cli.exits import (
     EXIT_BAD_WORKLIST,
     EXIT_ERROR,
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 COMMANDS: dict[str, ModuleType] = {
-    "search": search, "download": download, "export": export, "audit": audit, "upload": upload,
+    "search": search, "download": download, "export": export, "audit": audit, "upload": upload, "probe": probe,
 }
 """Each subcommand's module: ``add_parser(subparsers)``, ``check(args)``, ``run(args) -> exit status``."""
 

@@ -47,9 +47,10 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from requests.adapters import HTTPAdapter
 
-from dicomtrolley.auth import create_session
+from dicomtrolley.auth import AzureCredentials, BearerAuth, GoogleCredentials, TokenCommand, create_session
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError
 from dicomtrolley.roles import Downloader, Searcher, Sender
+from dicomtrolley.tokens import TokenProvider
 from dicomtrolley.trolley import Trolley
 
 if sys.version_info >= (3, 11):
@@ -73,7 +74,11 @@ CONFIG_VARIABLE = "DICOMTROLLEY_CONFIG"
 
 _SECRET_KEYS = frozenset({"password", "token", "secret", "bearer_token"})
 
-AuthKind = Literal["none", "basic", "vitrea", "bearer"]
+AuthKind = Literal["none", "basic", "vitrea", "bearer", "google", "azure", "token-command"]
+
+SECRET_AUTHS = frozenset({"basic", "vitrea", "bearer"})
+"""The kinds of login that need a password or token looked up (:meth:`ServerProfile.secret`); the
+cloud kinds and a token command find their tokens themselves, in each process."""
 
 
 class ServerProfile(BaseModel):
@@ -104,7 +109,13 @@ class ServerProfile(BaseModel):
         ``port``, ``aec``), a key of :data:`SENDERS`.
     auth
         ``"none"``, ``"basic"`` (HTTP basic), ``"vitrea"`` (a Vitrea Connection
-        login at ``login_url``) or ``"bearer"`` (an ``Authorization: Bearer`` token).
+        login at ``login_url``), ``"bearer"`` (a fixed ``Authorization: Bearer`` token),
+        ``"google"`` (Google's Application Default Credentials), ``"azure"``
+        (``DefaultAzureCredential`` for Azure's DICOM service) or ``"token-command"``
+        (a program that prints a token: ``token_command``); the last three renew
+        their tokens as they expire (:class:`~dicomtrolley.auth.BearerAuth`).
+    token_command
+        The command of ``auth = "token-command"``, e.g. ``gcloud auth print-access-token``.
     user, login_url, realm
         Who logs in, where (Vitrea), and in which Vitrea realm.
     verify
@@ -115,6 +126,13 @@ class ServerProfile(BaseModel):
         Seconds to connect, and to wait for data (HTTP) or a message (DIMSE).
     workers
         Requests a downloader (or a sender) runs at once (its default when unset).
+    search_cap
+        The most results the server answers one search with (its C-FIND or
+        QIDO-RS cap), when known: a search that finds that many over a date
+        range is split by date (:mod:`dicomtrolley.capped`).
+    accept
+        The Accept header WADO-RS retrieves start with, when the server is
+        known to refuse the default (``dicomtrolley probe --save`` writes it).
     max_connections
         A cap on the HTTP connections open to the server at once, across every
         thread that shares the trolley (a batch export's studies included):
@@ -137,6 +155,7 @@ class ServerProfile(BaseModel):
     downloader: str = "wado-rs"
     sender: str = "stow-rs"
     auth: AuthKind = "none"
+    token_command: str | None = None
     user: str | None = None
     login_url: str | None = None
     realm: str = "DefaultSystemRealm"
@@ -146,6 +165,8 @@ class ServerProfile(BaseModel):
     read_timeout: float = Field(default=300.0, gt=0)
     workers: int | None = Field(default=None, ge=1)
     max_connections: int | None = Field(default=None, ge=1)
+    search_cap: int | None = Field(default=None, ge=1)
+    accept: str | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> ServerProfile:
@@ -164,6 +185,8 @@ class ServerProfile(BaseModel):
             raise ValueError(f"auth {self.auth!r} needs a user")
         if self.auth == "vitrea" and not self.login_url:
             raise ValueError("auth 'vitrea' needs a login_url")
+        if (self.auth == "token-command") != bool(self.token_command):
+            raise ValueError("auth 'token-command' and a token_command go together")
         return self
 
     def __str__(self) -> str:
@@ -206,6 +229,30 @@ class ServerProfile(BaseModel):
             f"{self}: no {'token' if self.auth == 'bearer' else 'password'}: set ${variable} (or ${variable}_FILE), "
             f"store one with `keyring set {KEYRING_SERVICE} {self._keyring_user()}`, or run in a terminal"
         )
+
+    def token_provider(self) -> TokenProvider | None:
+        """Where this profile's bearer tokens come from (``google``, ``azure``, ``token-command``), else None.
+
+        A new provider each call: it finds its credentials in this process's environment.
+        """
+        build = _TOKEN_PROVIDERS.get(self.auth)
+        return build(self) if build is not None else None
+
+    def check_credentials(self) -> None:
+        """Make sure this process can log in without asking anyone: a secret is found, or a token is given.
+
+        What a cluster's workers run before an export; the secret or token stays here.
+
+        Raises
+        ------
+        DICOMTrolleyAuthError
+            No secret is found, or the token provider fails.
+        """
+        provider = self.token_provider()
+        if provider is not None:
+            provider()
+        elif self.auth in SECRET_AUTHS:
+            self.secret()
 
     @classmethod
     def from_trolley(cls, trolley: Trolley, name: str = "") -> ServerProfile:
@@ -269,6 +316,8 @@ class ServerProfile(BaseModel):
                 session.auth = (self.user or "", secret or self.secret())
             elif self.auth == "bearer":
                 session.headers["Authorization"] = f"Bearer {secret or self.secret()}"
+            elif (provider := self.token_provider()) is not None:
+                session.auth = BearerAuth(provider)
         session.verify = str(self.ca_file) if self.ca_file and self.verify else self.verify
         if self.max_connections:
             capped = _CappedAdapter(self.max_connections)
@@ -292,6 +341,7 @@ class ServerProfile(BaseModel):
         http = {"qido-rs", "wado-rs", "wado-uri", "mint", "rad69"} & kinds
         session = self.session(secret) if http else requests.Session()
         searcher = SEARCHERS[self.searcher](self, session)
+        searcher.result_cap = self.search_cap
         return Trolley(searcher, DOWNLOADERS[self.downloader](self, session) if download else None, profile=self)
 
 
@@ -314,6 +364,14 @@ class ServerProfile(BaseModel):
             raise DICOMTrolleyError(f"{self}: sending with {self.sender} needs {', '.join(missing)}")
         session = self.session(secret) if self.sender == "stow-rs" else requests.Session()
         return SENDERS[self.sender](self, session)
+
+
+_TOKEN_PROVIDERS: dict[str, Callable[[ServerProfile], TokenProvider]] = {
+    "google": lambda profile: GoogleCredentials(),
+    "azure": lambda profile: AzureCredentials(),
+    "token-command": lambda profile: TokenCommand(profile.token_command or ""),
+}
+"""The logins that take their bearer tokens from a provider, and the provider each builds."""
 
 
 class _CappedAdapter(HTTPAdapter):
@@ -353,9 +411,10 @@ def _wado_rs(profile: ServerProfile, session: requests.Session) -> Downloader:
     from dicomtrolley.wado_rs import WadoRS
 
     url = _dicomweb_root(profile)
-    if profile.workers:
-        return WadoRS(session, url, timeout=profile.timeout, workers=profile.workers)
-    return WadoRS(session, url, timeout=profile.timeout)
+    wado = WadoRS(session, url, timeout=profile.timeout, workers=profile.workers)
+    if profile.accept:
+        wado.prefer_accept(profile.accept)
+    return wado
 
 
 def _wado_uri(profile: ServerProfile, session: requests.Session) -> Downloader:

@@ -274,11 +274,16 @@ class QidoRS(Searcher):
                 # Incomplete results are worth a warning; a probe past a first page that was all there is is not.
                 logger.log(
                     logging.WARNING if more_known else logging.DEBUG,
-                    "QIDO-RS %s ignores offset (the page at %d repeats the first); stopping%s",
+                    "QIDO-RS %s ignores offset (the page at %d repeats the first); stopping%s (the server may cap "
+                    "its answers at %d)",
                     redact_url(url),
                     offset,
                     ": results after the first page are missing" if more_known else "",
+                    offset - query.offset,
                 )
+                # What cannot be paged past may be a cap: a search over dates that finds as many
+                # is then split (capped.py). The largest such page is the likeliest cap.
+                self.result_cap = max(self.result_cap or 0, offset - query.offset)
                 break
             if first_row is None:
                 first_row = page[0]

@@ -75,6 +75,11 @@ if TYPE_CHECKING:
 class Searcher(ABC):
     """Something that finds studies: QIDO-RS, C-FIND, MINT."""
 
+    result_cap: int | None = None
+    """The most results the server gives for one search, when known (a server profile's
+    ``search_cap``): an answer that large is taken as cut, and a date range is split
+    (:mod:`dicomtrolley.capped`). None: the round numbers servers cap at are watched for."""
+
     @abstractmethod
     def find_studies(self, query: Query) -> list[Study]:
         """Every study matching ``query``, with series and instances down to its query level."""

@@ -22,6 +22,7 @@ from dicomtrolley._compat import warn_arguments_swapped, warn_parallelism_moved
 from dicomtrolley._dataset_storage import storage_for
 from dicomtrolley._download import DownloadJob, download
 from dicomtrolley._planning import count_series, find_instances
+from dicomtrolley.capped import find_uncapped
 from dicomtrolley.core import (
     DICOMObject,
     DICOMObjectLevels,
@@ -120,11 +121,13 @@ class Trolley:
     def find_studies(self, query: Query) -> StudyList:
         """Every study matching ``query``, down to its query level; prints as a table.
 
+        An answer cut at the server's cap is searched again over the halves of
+        its StudyDate range, until no part is cut (:func:`~dicomtrolley.capped.find_uncapped`).
         Its ``series()`` and ``instances()`` search deeper, with this trolley's
         searcher, for the studies and series found without them.
         """
         searcher = self._require_searcher()
-        return StudyList(searcher.find_studies(query), previewer=self.rendered, searcher=searcher)
+        return StudyList(find_uncapped(searcher, query), previewer=self.rendered, searcher=searcher)
 
     def find_study(self, query: Query) -> Study:
         """The one study matching ``query``; an error if none or several match."""

@@ -9,6 +9,7 @@ fetched in parallel on a bounded pool.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
@@ -16,6 +17,7 @@ from functools import partial
 import requests
 from pydicom.dataset import Dataset
 
+from dicomtrolley._accept import AcceptForms
 from dicomtrolley._concurrency import interleave
 from dicomtrolley._http import HTTPClient, iter_body, spool
 from dicomtrolley._http_downloader import HTTPDownloader
@@ -42,6 +44,24 @@ METADATA_DEPTH = 256
 
 AS_STORED = "*"
 """Ask for each instance in the transfer syntax it is stored in: no transcoding, byte-exact."""
+
+_MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
+
+EXPLICIT_SYNTAXES = (
+    "1.2.840.10008.1.2.1",  # explicit VR little endian
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.5",  # RLE lossless
+)
+"""The syntaxes named, in the last Accept form, to a server that takes neither ``*`` nor no syntax."""
+
+AS_STORED_FORMS = (
+    f"{_MULTIPART_DICOM}; transfer-syntax=*",
+    _MULTIPART_DICOM,
+    ", ".join(f"{_MULTIPART_DICOM}; transfer-syntax={uid}" for uid in EXPLICIT_SYNTAXES),
+)
+"""The Accept forms of an as-stored retrieve, in the order tried: any syntax, the server's default, a list."""
 
 
 IMAGE_TYPE = "image/jpeg"
@@ -108,8 +128,24 @@ class WadoRS(HTTPDownloader):
 
     @property
     def accept(self) -> str:
-        """The Accept header: ``type`` quoted, ``transfer-syntax`` outside the quotes."""
-        return f'multipart/related; type="application/dicom"; transfer-syntax={self.transfer_syntax}'
+        """The Accept header the next retrieve sends: ``type`` quoted, ``transfer-syntax`` outside the quotes.
+
+        As stored, it starts as ``transfer-syntax=*``; a server that refuses
+        that (406 or 400) is asked with the next of :data:`AS_STORED_FORMS`,
+        and the form it takes is kept for this downloader.
+        """
+        return self._accept_forms.current
+
+    def prefer_accept(self, form: str) -> None:
+        """Start retrieves with ``form`` (one a probe found the server takes); the others stay behind it."""
+        forms = self._accept_forms.forms
+        self._accept_forms = AcceptForms([form, *(f for f in forms if f != form)])
+
+    @functools.cached_property
+    def _accept_forms(self) -> AcceptForms:
+        if self.transfer_syntax == AS_STORED:
+            return AcceptForms(AS_STORED_FORMS)
+        return AcceptForms([f'{_MULTIPART_DICOM}; transfer-syntax={self.transfer_syntax}'])
 
     def wado_rs_instance_uri(self, target: Reference) -> str:
         """4.x's name for :meth:`url_for`."""
@@ -142,9 +178,7 @@ class WadoRS(HTTPDownloader):
 
     def _fetch_one(self, target: Reference, sink: PartSink) -> None:
         url = self.url_for(target)
-        response = self.http.get(
-            url, headers={"Accept": self.accept, "Accept-Encoding": "identity"}, stream=True
-        )
+        response = self._accept_forms.get(self.http, url, {"Accept-Encoding": "identity"})
         # Closed however the body ends, also when its Content-Type is unusable
         # and the body is never read: a streamed response holds its connection.
         with response:

@@ -344,11 +344,12 @@ def test_command_line_names_a_wrong_option(
     assert "max_date_shift: unknown option" in capsys.readouterr().err
 
 
-def test_command_line_refuses_a_mapping_without_deidentify(
+def test_command_line_refuses_a_mapping_without_deidentify_as_a_usage_error(
     server: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status = main(["download", server.dicomweb_url, STUDY_UIDS[0], "-o", str(tmp_path), "--mapping", "map.csv"])
-    assert status == 3
+    with pytest.raises(SystemExit) as stopped:
+        main(["download", server.dicomweb_url, STUDY_UIDS[0], "-o", str(tmp_path), "--mapping", "map.csv"])
+    assert stopped.value.code == 2
     assert "--mapping needs --deidentify" in capsys.readouterr().err
 
 

@@ -185,7 +185,18 @@ def test_retry_after_in_seconds_replaces_the_backoff(mocked: responses.RequestsM
 
     client(backoff=0.01).get(URL)
 
-    assert sleeps == [7.0]
+    assert len(sleeps) == 1
+    assert 7.0 <= sleeps[0] <= 7.0 * 1.25
+
+
+def test_clients_told_the_same_retry_after_do_not_come_back_in_lockstep() -> None:
+    answer = requests.Response()
+    answer.status_code = 429
+    answer.headers["Retry-After"] = "4"
+    waits = [RetryPolicy().delay(1, answer) for _ in range(20)]
+    assert min(waits) >= 4.0
+    assert max(waits) <= 5.0
+    assert len(set(waits)) > 15
 
 
 def test_retry_after_as_an_http_date_is_waited_until(mocked: responses.RequestsMock, sleeps: list[float]) -> None:
@@ -195,7 +206,7 @@ def test_retry_after_as_an_http_date_is_waited_until(mocked: responses.RequestsM
 
     client(backoff=0.01).get(URL)
 
-    assert 18.0 <= sleeps[0] <= 20.0
+    assert 18.0 <= sleeps[0] <= 20.0 * 1.25
 
 
 def test_retry_after_is_capped_by_max_backoff(mocked: responses.RequestsMock, sleeps: list[float]) -> None:

@@ -20,7 +20,7 @@ from dicomtrolley._cli.options import (
     searcher_options,
     server_options,
 )
-from dicomtrolley._cli.server import deidentifier, positionals, profile
+from dicomtrolley._cli.server import check_deidentify_options, deidentifier, positionals, profile
 from dicomtrolley._planning import covers
 from dicomtrolley.core import Reference, SeriesReference, StudyReference
 from dicomtrolley.exceptions import ConnectionFailedError, DownloadError
@@ -60,6 +60,7 @@ def check(args: argparse.Namespace) -> None:
     if args.series and len(args.study_uids) != 1:
         raise UsageError(f"argument --series: give the one study the series belong to, not {len(args.study_uids)}")
     args.profile = profile(args, download=True)
+    check_deidentify_options(args)
 
 
 def targets(args: argparse.Namespace) -> list[Reference]:

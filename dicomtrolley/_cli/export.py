@@ -20,7 +20,7 @@ from dicomtrolley._cli.options import (
     seconds,
     server_options,
 )
-from dicomtrolley._cli.server import deidentifier, positionals, profile
+from dicomtrolley._cli.server import check_deidentify_options, deidentifier, positionals, profile
 from dicomtrolley.destination import Destination
 from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
@@ -88,6 +88,7 @@ def check(args: argparse.Namespace) -> None:
     if args.output is None and args.dask:
         raise UsageError(f"{places[0]} runs on this machine's threads; --dask applies to -o")
     args.profile = profile(args, download=True)
+    check_deidentify_options(args)
     args.destination = None
     if args.output is None:
         target = load_profile(args.to_server, args.config) if args.to_server else ServerProfile(url=args.to)

@@ -81,6 +81,12 @@ def server_options(parser: argparse.ArgumentParser, *, url_help: str) -> None:
     parser.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
     parser.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
     parser.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument("--auth", choices=["google", "azure"],
+                        help="bearer tokens from Google's Application Default Credentials, or from Azure's "
+                        "DefaultAzureCredential for its DICOM service; renewed as they expire")
+    tokens.add_argument("--token-command", metavar="CMD",
+                        help="bearer tokens printed by this command, e.g. 'gcloud auth print-access-token'")
     tls = parser.add_mutually_exclusive_group()
     tls.add_argument("--no-verify", action="store_true", help="do not verify TLS certificates")
     tls.add_argument("--ca-file", help="verify TLS certificates with this CA file (default: $REQUESTS_CA_BUNDLE, "

@@ -15,7 +15,6 @@ from pydantic import ValidationError
 
 from dicomtrolley._cli.exits import UsageError
 from dicomtrolley.deidentify import Deidentifier
-from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.profiles import ServerProfile, load_profile, required_settings
 
 _SETTINGS = ("searcher", "downloader", "wado_uri_url", "mint_url", "rad69_url", "workers", "max_connections", "user",
@@ -58,7 +57,13 @@ def profile(args: argparse.Namespace, *, download: bool) -> ServerProfile:
     settings = {key: value for key, value in given.items() if value is not None}
     if args.no_verify:
         settings["verify"] = False
-    if args.login_url:
+    if (args.auth or args.token_command) and args.user:
+        raise UsageError(f"argument {'--auth' if args.auth else '--token-command'}: not allowed with --user")
+    if args.auth:
+        settings["auth"] = args.auth
+    elif args.token_command:
+        settings.update(auth="token-command", token_command=args.token_command)
+    elif args.login_url:
         settings.update(auth="vitrea", realm=args.realm)
     elif args.user:
         settings["auth"] = "basic"
@@ -92,13 +97,18 @@ def _check_needs(fields: dict[str, Any], *, download: bool) -> None:
         raise UsageError("; ".join(problems))
 
 
+def check_deidentify_options(args: argparse.Namespace) -> None:
+    """Refuse, at parsing, the options of ``--deidentify`` given without it (exit 2)."""
+    if args.deidentify is None:
+        if args.mapping or args.mapping_in_output:
+            raise UsageError("--mapping needs --deidentify")
+        if args.command == "download" and args.state_dir:
+            raise UsageError("--state-dir needs --deidentify")
+
+
 def deidentifier(args: argparse.Namespace) -> Deidentifier | None:
     """The deidentifier of ``--deidentify``, its key loaded: a missing key fails before any download."""
     if args.deidentify is None:
-        if args.mapping or args.mapping_in_output:
-            raise DICOMTrolleyError("--mapping needs --deidentify")
-        if args.command == "download" and args.state_dir:
-            raise DICOMTrolleyError("--state-dir needs --deidentify")
         return None
     return Deidentifier.from_toml(
         args.deidentify,

@@ -35,7 +35,7 @@ from dicomtrolley.export.options import ExportOptions
 from dicomtrolley.export.politeness import TimeWindow
 from dicomtrolley.export.report import ExportReport, IndexFormat
 from dicomtrolley.export.worklist import WorklistSource
-from dicomtrolley.profiles import PASSWORD_VARIABLE, TOKEN_VARIABLE, ServerProfile
+from dicomtrolley.profiles import PASSWORD_VARIABLE, SECRET_AUTHS, TOKEN_VARIABLE, ServerProfile
 from dicomtrolley.trolley import Trolley
 
 if TYPE_CHECKING:
@@ -278,14 +278,15 @@ def check_worker_secrets(client: Client, profile: ServerProfile) -> None:
     if failed:
         raise DICOMTrolleyAuthError(
             "Dask workers cannot log in to the server:\n  " + "\n  ".join(failed)
-            + "\nEvery worker needs the password in its own environment: see 'Running on a cluster' in the docs."
+            + "\nEvery worker needs the password (or its cloud credentials) in its own environment: see "
+            "'Running on a cluster' in the docs."
         )
 
 
 def _secret_problem(profile: ServerProfile) -> str:
     """Run on each worker: why it has no secret for ``profile``, or an empty string."""
     try:
-        profile.secret()
+        profile.check_credentials()
     except DICOMTrolleyError as error:
         return f"{socket.gethostname()}: {error}"
     return ""
@@ -348,7 +349,7 @@ state_dir
     spec = DaskSpec.parse(dask) if isinstance(dask, str) else dask
     profile = trolley if isinstance(trolley, ServerProfile) else ServerProfile.from_trolley(trolley)
     worker_env: dict[str, str] = {}
-    if spec.local_workers is not None and profile.auth != "none":
+    if spec.local_workers is not None and profile.auth in SECRET_AUTHS:
         worker_env[TOKEN_VARIABLE if profile.auth == "bearer" else PASSWORD_VARIABLE] = profile.secret()
     with dask_client(spec, worker_env=worker_env) as client:
         threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())

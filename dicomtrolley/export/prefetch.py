@@ -50,6 +50,15 @@ class SeriesPrefetcher(Searcher):
     def __repr__(self) -> str:
         return f"SeriesPrefetcher({self.searcher!r})"
 
+    @property
+    def result_cap(self) -> int | None:
+        """The wrapped searcher's cap: a capped search is split the same through the prefetcher."""
+        return self.searcher.result_cap
+
+    @result_cap.setter
+    def result_cap(self, cap: int | None) -> None:
+        self.searcher.result_cap = cap
+
     def prefetch(self, study_uids: Sequence[str]) -> None:
         """Search the series (with counts) of these studies in one request, for their downloads to use.
 

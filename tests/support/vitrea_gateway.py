@@ -198,11 +198,15 @@ class VitreaGateway:
         """Listen on a free loopback port and serve in a background thread."""
         if self._server is not None:
             raise RuntimeError("the gateway is already running")
-        self._server = _Server(("127.0.0.1", 0), _Handler, self)
+        self._server = _Server(("127.0.0.1", 0), self._handler_class(), self)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="vitrea-gateway", daemon=True
         )
         self._thread.start()
+
+    def _handler_class(self) -> type[_Handler]:
+        """How a connection is answered: a gateway in front of another server gives its own subclass."""
+        return _Handler
 
     def stop(self) -> None:
         """Stop serving and close every open connection."""

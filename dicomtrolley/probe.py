@@ -1,0 +1,303 @@
+"""Ask a DICOMweb server, cheaply and read-only, what it supports.
+
+:func:`probe` sends a handful of small requests (``limit=1`` searches, one
+instance's retrieve with each Accept form, headers only) and never stores
+anything: STOW-RS is asked with ``OPTIONS``. Each answer becomes a
+:class:`Finding`; the :class:`ProbeReport` prints as a table, dumps as JSON,
+and suggests the server profile that uses what was learned (the Accept form
+a retrieve should start with, a downloader that works when WADO-RS does not),
+which :func:`save_profile` writes into the servers file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, RetryPolicy, Timeout, encode_query, redact_url
+from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
+from dicomtrolley.profiles import ServerProfile, default_config_path
+from dicomtrolley.wado_rs import AS_STORED_FORMS
+
+logger = logging.getLogger(__name__)
+
+DICOM_JSON = "application/dicom+json"
+_FRAMES = 'multipart/related; type="application/octet-stream"'
+_UID = "0020000D", "0020000E", "00080018"  # study, series, SOP instance
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One capability asked about.
+
+    Attributes
+    ----------
+    name
+        What was asked (``QIDO-RS studies``, ``WADO-RS Accept ...``).
+    supported
+        True: it worked; False: refused or failed; None: not asked (nothing to ask with).
+    detail
+        The status, count or reason.
+    """
+
+    name: str
+    supported: bool | None
+    detail: str = ""
+
+
+@dataclass
+class ProbeReport:
+    """What a probe found, in the order asked.
+
+    Attributes
+    ----------
+    url
+        The DICOMweb root probed (without credentials).
+    findings
+        One per capability.
+    accept
+        The first Accept form a retrieve was served with, if any.
+    """
+
+    url: str
+    findings: list[Finding] = field(default_factory=list)
+    accept: str | None = None
+
+    def supports(self, name: str) -> bool | None:
+        """Whether the capability called ``name`` worked (None: not asked)."""
+        return next((f.supported for f in self.findings if f.name == name), None)
+
+    def to_table(self) -> str:
+        """The findings as an aligned text table."""
+        marks = {True: "yes", False: "no", None: "-"}
+        width = max((len(f.name) for f in self.findings), default=10)
+        lines = [f"{'capability':<{width}}  ok   detail"]
+        lines += [f"{f.name:<{width}}  {marks[f.supported]:<4} {f.detail}" for f in self.findings]
+        if self.accept and self.accept != AS_STORED_FORMS[0]:
+            lines.append(f"\nretrieve with Accept: {self.accept}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data, for ``--json``."""
+        return {"url": self.url, "accept": self.accept, "findings": [asdict(f) for f in self.findings]}
+
+    def profile(self, base: ServerProfile) -> ServerProfile:
+        """``base`` with what was learned: the Accept form to start with, WADO-URI when only it retrieves."""
+        updates: dict[str, Any] = {}
+        if self.accept and self.accept != AS_STORED_FORMS[0]:
+            updates["accept"] = self.accept
+        if self.accept is None and self.supports("WADO-URI retrieve"):
+            updates["downloader"] = "wado-uri"
+        return base.model_copy(update=updates)
+
+
+def probe(session: requests.Session, url: str, *, timeout: Timeout = DEFAULT_TIMEOUT) -> ProbeReport:
+    """Ask the DICOMweb server at ``url`` what it supports; read-only.
+
+    Raises
+    ------
+    ConnectionFailedError
+        The server cannot be reached at all (the first search could not connect).
+    """
+    root = url.rstrip("/")
+    http = HTTPClient(session, timeout=timeout, retry=RetryPolicy(attempts=2, backoff=0.2))
+    report = ProbeReport(redact_url(root))
+    asker = _Asker(http, root, report)
+    study = asker.search("QIDO-RS studies", "/studies", _UID[0], {"limit": 1}, reach=True)
+    asker.paging()
+    asker.search("QIDO-RS includefield=all", "/studies", None, {"limit": 1, "includefield": "all"})
+    asker.search("QIDO-RS fuzzy matching", "/studies", None, {"limit": 1, "fuzzymatching": "true"})
+    asker.search("QIDO-RS relational series", "/series", None, {"limit": 1})
+    asker.search("QIDO-RS relational instances", "/instances", None, {"limit": 1})
+    series = asker.search("QIDO-RS series", f"/studies/{study}/series", _UID[1], {"limit": 1}, needs=study)
+    path = f"/studies/{study}/series/{series}"
+    instance = asker.search("QIDO-RS instances", f"{path}/instances", _UID[2], {"limit": 1}, needs=series)
+    target = f"{root}{path}/instances/{instance}" if instance else None
+    for form in AS_STORED_FORMS:
+        if asker.retrieve(f"WADO-RS Accept {_short(form)}", target, form) and report.accept is None:
+            report.accept = form
+    asker.retrieve("WADO-RS metadata", target and f"{target}/metadata", DICOM_JSON)
+    asker.retrieve("WADO-RS rendered", target and f"{target}/rendered", "image/jpeg")
+    asker.retrieve("WADO-RS thumbnail", target and f"{target}/thumbnail", "image/jpeg")
+    asker.retrieve("WADO-RS frames", target and f"{target}/frames/1", _FRAMES)
+    asker.stow()
+    asker.wado_uri(study, series, instance)
+    return report
+
+
+class _Asker:
+    """The probe's requests, each turned into a finding."""
+
+    def __init__(self, http: HTTPClient, root: str, report: ProbeReport) -> None:
+        self.http = http
+        self.root = root
+        self.report = report
+
+    def add(self, name: str, supported: bool | None, detail: str) -> None:
+        self.report.findings.append(Finding(name, supported, detail))
+        logger.info("probe %s: %s (%s)", name, supported, detail)
+
+    def send(self, method: str, url: str, accept: str, *, reach: str = "") -> requests.Response | None:
+        """One request; None (and a finding by the caller) when it could not be sent.
+
+        With ``reach`` (the step's name), a request that cannot connect ends the probe.
+        """
+        try:
+            return self.http.send(method, url, headers={"Accept": accept}, stream=True)
+        except ConnectionFailedError as error:
+            if reach:
+                raise ConnectionFailedError(f"probe step {reach!r}: {error}") from error
+            return None
+
+    def search(
+        self, name: str, path: str, uid_tag: str | None, params: dict[str, Any], *,
+        needs: str | None = "", reach: bool = False,
+    ) -> str | None:
+        """A QIDO-RS search; returns the UID ``uid_tag`` of its first result, if asked for one.
+
+        ``needs`` is the UID the search is within: None when an earlier search found none.
+        """
+        if needs is None:
+            self.add(name, None, "nothing found to search within")
+            return None
+        url = f"{self.root}{path}?{encode_query(params)}"
+        response = self.send("GET", url, DICOM_JSON, reach=name if reach else "")
+        rows = _json_rows(response)
+        if response is None or rows is None:
+            self.add(name, False, _why(response))
+            return None
+        warning = response.headers.get("Warning", "")
+        self.add(name, True, f"{len(rows)} result(s)" + (f"; Warning: {warning}" if warning else ""))
+        if uid_tag is None or not rows:
+            return None
+        values = rows[0].get(uid_tag, {}).get("Value", [None])
+        return str(values[0]) if values and values[0] else None
+
+    def paging(self) -> None:
+        """Whether ``limit`` and ``offset`` are honoured: two one-result pages must differ."""
+        pages = [_json_rows(self.send("GET", f"{self.root}/studies?{query}", DICOM_JSON))
+                 for query in ("limit=1", "limit=1&offset=1")]
+        first, second = pages
+        if first is None or second is None:
+            self.add("QIDO-RS limit/offset", False, "a page with limit or offset was refused")
+        elif len(first) > 1:
+            self.add("QIDO-RS limit/offset", False, f"limit=1 answered {len(first)} results")
+        elif first and second and first[0] == second[0]:
+            self.add("QIDO-RS limit/offset", False, "offset is ignored: answers past the server's cap are lost")
+        else:
+            self.add("QIDO-RS limit/offset", True, "honoured" if second else "honoured (one study to page)")
+
+    def retrieve(self, name: str, url: str | None, accept: str) -> bool:
+        """GET ``url`` with ``accept``, reading the status only."""
+        if url is None:
+            self.add(name, None, "no instance found to retrieve")
+            return False
+        response = self.send("GET", url, accept)
+        ok = response is not None and response.status_code < 300
+        served = re.sub(r";\s*boundary=[^;]*", "", response.headers.get("Content-Type", "")) if response else ""
+        detail = served if ok else _why(response)
+        self.add(name, ok, detail)
+        if response is not None:
+            response.close()
+        return ok
+
+    def stow(self) -> None:
+        """STOW-RS, asked with OPTIONS only: the probe never stores."""
+        response = self.send("OPTIONS", f"{self.root}/studies", "*/*")
+        if response is None:
+            self.add("STOW-RS (OPTIONS)", False, "no answer")
+            return
+        allow = response.headers.get("Allow", "")
+        response.close()
+        if allow:
+            self.add("STOW-RS (OPTIONS)", "POST" in allow.upper(), f"Allow: {allow}")
+        else:
+            self.add("STOW-RS (OPTIONS)", None, f"{response.status_code}: OPTIONS says nothing; not tried with a POST")
+
+    def wado_uri(self, study: str | None, series: str | None, instance: str | None) -> None:
+        """WADO-URI at ``wado`` beside the DICOMweb root, for the instance found."""
+        if not (study and series and instance):
+            self.add("WADO-URI retrieve", None, "no instance found to retrieve")
+            return
+        endpoint = self.root.rsplit("/", 1)[0] + "/wado"
+        params = {"requestType": "WADO", "studyUID": study, "seriesUID": series, "objectUID": instance,
+                  "contentType": "application/dicom"}
+        self.retrieve("WADO-URI retrieve", f"{endpoint}?{encode_query(params)}", "application/dicom")
+
+
+def _short(form: str) -> str:
+    syntax = re.findall(r"transfer-syntax=([^,;\s]+)", form)
+    if not syntax:
+        return "(no transfer syntax)"
+    return f"transfer-syntax={syntax[0]}" + (f" (+{len(syntax) - 1})" if len(syntax) > 1 else "")
+
+
+def _json_rows(response: requests.Response | None) -> list[dict[str, Any]] | None:
+    """The DICOM JSON results of a search answer, or None when it failed or is not a list."""
+    if response is None or response.status_code >= 300:
+        return None
+    with response:
+        if response.status_code == 204:
+            return []
+        try:
+            rows = json.loads(response.content or b"[]")
+        except ValueError:
+            return None
+    return rows if isinstance(rows, list) else None
+
+
+def _why(response: requests.Response | None) -> str:
+    if response is None:
+        return "could not connect"
+    return f"{response.status_code} {response.reason or ''}".strip()
+
+
+# ------------------------------------------------------------ the servers file
+
+
+def save_profile(profile: ServerProfile, name: str, path: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``profile`` as ``[servers.NAME]`` into the servers file, replacing a table of that name.
+
+    Only the settings that differ from the defaults are written; the rest of
+    the file (comments included) is kept as it is. Returns the file's path.
+    """
+    file = Path(path) if path is not None else default_config_path()
+    text = file.read_text(encoding="utf-8") if file.exists() else ""
+    kept = _without_table(text.splitlines(), f"servers.{name}")
+    values = profile.model_dump(exclude_defaults=True, exclude={"name"}, mode="json")
+    table = [f"[servers.{name}]", *(f"{key} = {_toml_value(value)}" for key, value in values.items())]
+    content = "\n".join([*kept, *([""] if kept and kept[-1].strip() else []), *table]) + "\n"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(content, encoding="utf-8")
+    return file
+
+
+def _without_table(lines: Iterable[str], table: str) -> list[str]:
+    kept: list[str] = []
+    inside = False
+    for line in lines:
+        header = line.strip()
+        if header.startswith("["):
+            inside = header.strip("[] ") == table
+        if not inside:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return kept
+
+
+def _toml_value(value: Any) -> str:
+    convert: dict[type, Callable[[Any], str]] = {bool: lambda v: "true" if v else "false", int: str, float: repr}
+    if type(value) in convert:
+        return convert[type(value)](value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    raise DICOMTrolleyError(f"A profile setting of type {type(value).__name__} cannot be written to TOML")
