@@ -185,6 +185,31 @@ def test_the_command_line_exports_a_worklist_to_an_archive(
     assert "2 studies done" in capsys.readouterr().out
 
 
+def test_the_command_line_sends_to_a_server_of_the_servers_file_with_its_sender_and_searcher(
+    orthanc: OrthancServer, archive: OrthancServer, studies: list[SampleStudy], tmp_path: Path
+) -> None:
+    config = tmp_path / "servers.toml"
+    config.write_text(
+        f'[servers.source]\nurl = "{orthanc.dicomweb_url}"\n\n'
+        f'[servers.research]\nsender = "c-store"\nhost = "127.0.0.1"\nport = {archive.dicom_port}\n'
+        f'aec = "{archive.aet}"\nsearcher = "c-find"\ndownloader = "c-get"\n'
+    )
+    worklist = tmp_path / "worklist.csv"
+    worklist.write_text(f"StudyInstanceUID\n{studies[0].uid}\n")
+    code = main(["export", "--server", "source", "--config", str(config), str(worklist), "--to-server", "research",
+                 "--state-dir", str(tmp_path / "state"), "--no-progress"])
+    assert code == 0
+    assert set(stored_files(archive)) == {i.uid for i in studies[0].instances}
+
+
+def test_a_sender_without_a_known_searcher_is_refused_before_any_request(
+    orthanc: OrthancServer, studies: list[SampleStudy], tmp_path: Path
+) -> None:
+    sender = DICOMCStore("127.0.0.1", 9)
+    with pytest.raises(DICOMTrolleyError, match="Destination"):
+        trolley_for(orthanc).export([studies[0].uid], sender, state_dir=tmp_path, progress=False)
+
+
 def test_the_command_line_exits_1_when_the_archive_answers_stored_but_holds_nothing(
     orthanc: OrthancServer, studies: list[SampleStudy], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,6 +72,7 @@ class ExportOptions:
         worklist and the original StudyInstanceUIDs). Default: the output folder;
         when pseudonymising, ``<output>.state`` beside the mapping table, or beside
         the output folder without one. Inside the output folder it is refused then.
+        Required for an export to another archive (which has no folder for them).
 
     Raises
     ------
