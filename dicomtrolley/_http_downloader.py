@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import requests
 
+from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._concurrency import run_targets
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, RetryPolicy, Timeout, redact_url
 from dicomtrolley._spooled import SPILL_THRESHOLD
@@ -43,6 +44,9 @@ class HTTPDownloader(Downloader):
         When a failed request is tried again.
     spill_threshold
         Instances larger than this many bytes are held in a temporary file, not memory.
+    use_async, max_workers
+        4.x's switches, accepted with a DeprecationWarning: requests always run
+        in parallel; ``max_workers``, when given, sets ``workers``.
     """
 
     default_transfer_syntax: ClassVar[str | None] = None
@@ -61,7 +65,16 @@ class HTTPDownloader(Downloader):
         timeout: Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         spill_threshold: int = SPILL_THRESHOLD,
+        use_async: bool | None = None,
+        max_workers: int | None = None,
     ) -> None:
+        if use_async is not None or max_workers is not None:
+            # Point the warning at the caller: past this __init__ and each subclass's that passed them on.
+            overrides = sum(
+                "__init__" in vars(klass) for klass in type(self).__mro__ if issubclass(klass, HTTPDownloader)
+            )
+            warn_parallelism_moved(f"{type(self).__name__}()", stacklevel=2 + overrides)
+            workers = max_workers or workers
         self.url = self._endpoint(url)
         self.transfer_syntax = transfer_syntax or self.default_transfer_syntax
         self.workers = workers or self.default_workers

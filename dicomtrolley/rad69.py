@@ -35,7 +35,6 @@ from urllib.parse import unquote
 
 import requests
 
-from dicomtrolley._compat import warn_parallelism_moved
 from dicomtrolley._concurrency import run_targets
 from dicomtrolley._http import (
     DEFAULT_TIMEOUT,
@@ -171,11 +170,9 @@ class Rad69(HTTPDownloader):
         use_async: bool | None = None,
         max_workers: int | None = None,
     ) -> None:
-        if use_async is not None or max_workers is not None:
-            warn_parallelism_moved("Rad69()")
-            workers = max_workers or workers
         super().__init__(
-            session, url, workers=workers, timeout=timeout, retry=retry, spill_threshold=spill_threshold
+            session, url, workers=workers, timeout=timeout, retry=retry, spill_threshold=spill_threshold,
+            use_async=use_async, max_workers=max_workers,
         )
         if not transfer_syntaxes:
             raise ValueError("transfer_syntaxes must name at least one transfer syntax")

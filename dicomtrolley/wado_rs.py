@@ -106,7 +106,7 @@ class WadoRS(HTTPDownloader):
 
     Parameters
     ----------
-    session, url, transfer_syntax, workers, timeout, retry, spill_threshold
+    session, url, transfer_syntax, workers, timeout, retry, spill_threshold, use_async, max_workers
         As for :class:`~dicomtrolley._http_downloader.HTTPDownloader`. ``url``
         is the DICOMweb root, e.g. ``https://pacs.example/dicom-web``;
         ``transfer_syntax`` is ``"*"`` (default) for the bytes as stored, or a

@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 
-import requests
 from pydicom.dataset import Dataset
 
 from dicomtrolley._compat import warn_parallelism_moved
-from dicomtrolley._http import DEFAULT_TIMEOUT, RetryPolicy, Timeout, iter_body, spool
+from dicomtrolley._http import iter_body, spool
 from dicomtrolley._http_downloader import HTTPDownloader
-from dicomtrolley._spooled import SPILL_THRESHOLD
 from dicomtrolley.core import (
     DICOMObjectLevels,
     Downloadable,
@@ -65,27 +63,6 @@ class WadoURI(HTTPDownloader):
     def describe(self) -> ProfileParts:
         """``downloader = "wado-uri"`` at this endpoint; see :meth:`Downloader.describe`."""
         return self._described(downloader="wado-uri", wado_uri_url=self.url)
-
-    def __init__(
-        self,
-        session: requests.Session,
-        url: str,
-        *,
-        transfer_syntax: str | None = None,
-        workers: int | None = None,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        spill_threshold: int = SPILL_THRESHOLD,
-        use_async: bool | None = None,
-        max_workers: int | None = None,
-    ) -> None:
-        if use_async is not None or max_workers is not None:
-            warn_parallelism_moved("WadoURI()")
-            workers = max_workers or workers
-        super().__init__(
-            session, url, transfer_syntax=transfer_syntax, workers=workers, timeout=timeout, retry=retry,
-            spill_threshold=spill_threshold,
-        )
 
     def params_for(self, instance: InstanceReference) -> dict[str, str]:
         """The query parameters that ask for one instance as DICOM."""

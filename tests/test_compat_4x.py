@@ -650,3 +650,13 @@ def test_parse_mint_studies_response_reads_the_text_of_a_test_double_as_4x_did()
     [study] = parse_mint_studies_response(Answer())  # type: ignore[arg-type]
 
     assert (study.uid, study.mint_uuid) == ("1.2", "u")
+
+
+@pytest.mark.parametrize("downloader", [WadoURI, Rad69])
+def test_4x_parallelism_warning_of_a_downloader_points_at_the_line_that_built_it(
+    downloader: type[WadoURI | Rad69],
+) -> None:
+    with pytest.warns(DeprecationWarning, match=f"{downloader.__name__}\\(\\)") as caught:
+        downloader(requests.Session(), "http://pacs.test/x", max_workers=2)
+
+    assert [Path(w.filename).name for w in caught] == [Path(__file__).name]
