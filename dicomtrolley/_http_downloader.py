@@ -39,9 +39,9 @@ class HTTPDownloader(Downloader):
         Requests in flight at once; the connection pool is sized to match.
         The default is the protocol's (:attr:`default_workers`).
     timeout
-        Seconds to connect and to wait for data.
+        Seconds to connect and to wait for data (one number, or ``(connect, read)``).
     retry
-        When a failed request is tried again.
+        When a failed request is tried again (default: :class:`~dicomtrolley._http.RetryPolicy`'s).
     spill_threshold
         Instances larger than this many bytes are held in a temporary file, not memory.
     use_async, max_workers

@@ -36,25 +36,15 @@ class WadoURI(HTTPDownloader):
 
     Parameters
     ----------
-    session
-        The session to send on (auth, certificates and cookies included).
-    url
-        The WADO-URI endpoint, e.g. ``https://pacs.example/wado``.
+    session, url, timeout, retry, spill_threshold, use_async, max_workers
+        As for :class:`~dicomtrolley._http_downloader.HTTPDownloader`. ``url``
+        is the WADO-URI endpoint, e.g. ``https://pacs.example/wado``.
     transfer_syntax
         A transfer syntax UID to ask for (``transferSyntax=``); ``None`` (the
         default) leaves the choice to the server (the standard says Explicit VR Little Endian).
     workers
         Requests in flight at once (default 8): WADO-URI asks for one instance per
         request, so several keep the connection busy. The connection pool is sized to match.
-    timeout
-        Seconds to connect and to wait for data (one number, or ``(connect, read)``).
-    retry
-        When a failed request is tried again (default: :class:`~dicomtrolley._http.RetryPolicy`'s).
-    spill_threshold
-        Instances larger than this many bytes are held in a temporary file, not memory.
-    use_async, max_workers
-        4.x's switches, accepted with a DeprecationWarning: requests always run
-        in parallel; ``max_workers``, when given, sets ``workers``.
     """
 
     finest_level_needed = DICOMObjectLevels.INSTANCE
