@@ -24,6 +24,7 @@ import types
 from collections.abc import Iterator
 from multiprocessing import context as mp_context
 from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 _LOCK = threading.Lock()
@@ -63,13 +64,20 @@ def _main_hidden() -> Iterator[None]:
             sys.modules["__main__"] = main
 
 
-class _SpawnProcess(mp_context.SpawnProcess):
-    """A spawned process launched with ``__main__`` hidden (module level: the child unpickles it)."""
+class _MainHidden(BaseProcess):
+    """Launches its process with ``__main__`` hidden: listed before a context's process class.
 
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - multiprocessing's name
+    Its subclasses stay at module level: the child unpickles them.
+    """
+
+    @classmethod
+    def _Popen(cls, process_obj: Any) -> Any:  # noqa: N802 - multiprocessing's name
         with _main_hidden():
-            return mp_context.SpawnProcess._Popen(process_obj)
+            return super()._Popen(process_obj)  # type: ignore[misc]
+
+
+class _SpawnProcess(_MainHidden, mp_context.SpawnProcess):
+    """A spawned process launched with ``__main__`` hidden."""
 
 
 class _SpawnContext(mp_context.SpawnContext):
@@ -80,13 +88,8 @@ _CONTEXTS: dict[str, type[BaseContext]] = {"spawn": _SpawnContext}
 
 if sys.platform != "win32":
 
-    class _ForkServerProcess(mp_context.ForkServerProcess):
+    class _ForkServerProcess(_MainHidden, mp_context.ForkServerProcess):
         """A process of the fork server launched with ``__main__`` hidden."""
-
-        @staticmethod
-        def _Popen(process_obj: Any) -> Any:  # noqa: N802 - multiprocessing's name
-            with _main_hidden():
-                return mp_context.ForkServerProcess._Popen(process_obj)
 
     class _ForkServerContext(mp_context.ForkServerContext):
         Process = _ForkServerProcess
