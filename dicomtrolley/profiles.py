@@ -331,8 +331,7 @@ class ServerProfile(BaseModel):
         Parameters
         ----------
         secret
-            The password or token; looked up with :meth:`secret` when the
-            login needs one and none is given.
+            As for :meth:`session`.
         download
             ``False``: a trolley that only searches (no downloader is built, so
             none of its settings are needed).
@@ -351,8 +350,7 @@ class ServerProfile(BaseModel):
         Parameters
         ----------
         secret
-            The password or token; looked up with :meth:`secret` when the
-            login needs one and none is given.
+            As for :meth:`session`.
 
         Raises
         ------
