@@ -177,3 +177,13 @@ def test_upload_with_c_store_and_no_address_names_the_options_it_lacks(
         main(["upload", "--sender", "c-store", "http://127.0.0.1:9/dicom-web", str(folder)])
     assert stopped.value.code == 2
     assert "--sender c-store needs --host and --port" in capsys.readouterr().err
+
+
+def test_upload_of_a_path_that_does_not_exist_is_a_usage_error_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "not-there"
+    with pytest.raises(SystemExit) as stopped:
+        main(["upload", "http://127.0.0.1:9/dicom-web", str(missing), "--no-progress"])
+    assert stopped.value.code == 2
+    assert f"no such file or folder: {missing}" in capsys.readouterr().err

@@ -10,6 +10,7 @@ as skipped.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pydantic import ValidationError
@@ -44,6 +45,9 @@ def check(args: argparse.Namespace) -> None:
     args.paths = positionals(args, *args.paths)
     if not args.paths:
         raise UsageError("give the files or folders to send: dicomtrolley upload (URL | --server NAME) PATH [...]")
+    missing = [path for path in args.paths if not os.path.exists(path)]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
     sender = args.sender or ("c-store" if args.host and not args.url and not args.server else None)
     if sender == "c-store" and args.host and not args.server:
         args.searcher = "c-find"  # a profile needs a searcher: at a DIMSE address, C-FIND, which needs nothing more
