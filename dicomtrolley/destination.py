@@ -4,7 +4,10 @@ A :class:`Destination` joins a :class:`~dicomtrolley.roles.Sender` (STOW-RS,
 C-STORE) with a :class:`~dicomtrolley.roles.Searcher` of the same archive
 (QIDO-RS, C-FIND). The download hands it each instance as it arrives, and it
 sends the bytes from where the download spooled them (in memory, or a
-temporary file past the spill threshold), never a whole study at once. It asks
+temporary file past the spill threshold), never a whole study at once, in
+batches shaped by the sender's own limits (:attr:`~dicomtrolley.roles.Sender.batch_limits`:
+a STOW-RS body of up to 8 instances or 1 MB), each instance still saved, or
+failed with the archive's reason, on its own. It asks
 the archive once per study which instances it already holds, so that a rerun
 sends nothing, and, through :meth:`Destination.held`, how many it holds once
 a study is sent, so that an export trusts what arrived rather than what was
@@ -16,9 +19,12 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from collections import deque
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from dicomtrolley._header import read_header
 from dicomtrolley.core import (
@@ -33,6 +39,7 @@ from dicomtrolley.core import (
 from dicomtrolley.exceptions import DICOMTrolleyError, HeaderError, StorageError
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.roles import Attributes, SavedInstance, Searcher, Sender, Storage
+from dicomtrolley.sending import SendItem, collect
 from dicomtrolley.storage import INDEX_KEYWORDS
 from dicomtrolley.stow_rs import StowRS
 
@@ -42,7 +49,8 @@ _UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 HANDOVER_BYTES = 4 << 20
 """An instance up to this size is copied and sent on the destination's threads while the download goes on;
-a larger one is sent from its spooled file in the thread that fetched it (memory stays bounded)."""
+a larger one is sent from its spooled file in the thread that fetched it (memory stays bounded). The copies
+waiting to be sent to one destination hold at most ``workers`` times this many bytes."""
 
 
 class Destination(Storage):
@@ -58,9 +66,10 @@ class Destination(Storage):
         :class:`~dicomtrolley.dicom_qr.DICOMQR`): which instances it already
         holds, and whether what was sent arrived.
     workers
-        Instances sent at once, shared by every download that sends here: sending
-        one at a time in the fetching thread would leave the download waiting for
-        each answer.
+        Requests in flight at once (each a batch of up to the sender's
+        :attr:`~dicomtrolley.roles.Sender.batch_limits`), shared by every download
+        that sends here: sending one at a time in the fetching thread would leave
+        the download waiting for each answer.
     """
 
     def __init__(self, sender: Sender, searcher: Searcher, *, workers: int = 4) -> None:
@@ -71,6 +80,9 @@ class Destination(Storage):
         self.workers = workers
         self._known: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
+        self._batches = _Batches(sender, workers)
+        # Enough instances waiting to fill the next batch of every request in flight.
+        self._budget = _Budget(workers * HANDOVER_BYTES, 2 * workers * sender.batch_limits.instances)
         self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
@@ -114,7 +126,10 @@ class Destination(Storage):
         return "/".join(str(value) for value in values)
 
     def save(self, part: InstancePart) -> SavedInstance:
-        """Send one instance, from the file or memory the download spooled it to.
+        """Send one instance, from the file or memory the download spooled it to; return once it is stored.
+
+        Instances saved at the same time, from several threads, go in one batch
+        (see :class:`_Batches`); the answer is read for each of them.
 
         Raises
         ------
@@ -126,11 +141,13 @@ class Destination(Storage):
         except HeaderError as error:
             raise StorageError(str(error)) from error
         relative = self.locate(header.attributes)
-        summary = self.sender.send(part.body, on_error="collect", progress=False)
-        if summary.failures:
-            raise StorageError(f"{self!r} did not store {relative}: {summary.failures[0].reason}")
-        if not summary.sent:
-            raise StorageError(f"Not sent to {self!r}: {relative} is not a Part 10 DICOM file")
+        found = collect(part.body)
+        if not found.items:
+            problem = found.failures[0].reason if found.failures else "is not a Part 10 DICOM file"
+            raise StorageError(f"Not sent to {self!r}: {relative} {problem}")
+        reason = self._batches.send(found.items[0])
+        if reason:
+            raise StorageError(f"{self!r} did not store {relative}: {reason}")
         study_uid, series_uid, sop_uid = relative.split("/")
         with self._lock:
             self._known.pop(study_uid, None)  # what was remembered of the study is out of date
@@ -146,9 +163,9 @@ class Destination(Storage):
         """
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="dicomtrolley-destination")
+                self._pool = ThreadPoolExecutor(self._budget.parts, thread_name_prefix="dicomtrolley-destination")
             pool = self._pool
-        return _Handover(pool, self.workers, sink, failures)
+        return _Handover(pool, self._budget, sink, failures)
 
     def _instances(self, study_uid: str) -> frozenset[str]:
         with self._lock:
@@ -164,14 +181,116 @@ class Destination(Storage):
         )
 
 
-class _Handover:
-    """One download's parts, sent on the destination's shared threads, at most ``depth`` of them at once."""
+@dataclass(eq=False)
+class _Waiting:
+    """An instance waiting in :class:`_Batches`: ``reason`` is ``""`` once it is stored."""
 
-    def __init__(self, pool: ThreadPoolExecutor, depth: int, sink: PartSink, failures: list[FetchFailure]) -> None:
+    item: SendItem
+    reason: str = "not sent: the thread sending it stopped"
+    done: bool = False
+
+
+class _Batches:
+    """Instances on their way to one archive, sent in batches of the sender's limits, ``workers`` batches at once.
+
+    It has no thread of its own: the threads waiting for their instances do the
+    sending. Whenever fewer than ``workers`` requests are out, a waiting thread
+    takes the oldest waiting instances, as many as
+    :attr:`~dicomtrolley.roles.Sender.batch_limits` allow, and sends them in one
+    call of the sender. So an instance goes at once while the archive keeps up,
+    and instances gather into full batches while it does not. The sender's
+    summary names each failed instance by its SOPInstanceUID, and so each
+    waiting thread learns the fate of its own.
+    """
+
+    def __init__(self, sender: Sender, workers: int) -> None:
+        self._sender = sender
+        self._limits = sender.batch_limits
+        self._free = workers
+        self._waiting: deque[_Waiting] = deque()
+        self._changed = threading.Condition()
+
+    def send(self, item: SendItem) -> str:
+        """Send ``item`` in a batch; ``""`` once the archive stored it, else the reason it did not."""
+        waiting = _Waiting(item)
+        with self._changed:
+            self._waiting.append(waiting)
+            while not waiting.done:
+                if not self._free:
+                    self._changed.wait()
+                    continue
+                self._free -= 1
+                batch = self._take()
+                self._changed.release()
+                try:
+                    self._post(batch)
+                finally:
+                    self._changed.acquire()
+                    self._free += 1
+                    for each in batch:
+                        each.done = True
+                    self._changed.notify_all()
+        return waiting.reason
+
+    def _take(self) -> list[_Waiting]:
+        """The oldest waiting instances, as many as fit in one batch (one at least)."""
+        batch: list[_Waiting] = []
+        size = 0
+        while self._waiting and not self._limits.closes(len(batch), size, self._waiting[0].item.size):
+            waiting = self._waiting.popleft()
+            batch.append(waiting)
+            size += waiting.item.size
+        return batch
+
+    def _post(self, batch: list[_Waiting]) -> None:
+        # Each item holds the open file it was collected from (a download's part: an io.IOBase).
+        streams = cast("list[io.IOBase]", [waiting.item.stream for waiting in batch])
+        summary = self._sender.send(streams, on_error="collect", progress=False)
+        reasons = {failure.sop_instance_uid: failure.reason for failure in summary.failures}
+        for waiting in batch:
+            waiting.reason = reasons.get(waiting.item.sop_instance_uid, "")
+        logger.debug("Sent %d instances to %r in one call: %s", len(batch), self._sender, summary)
+
+
+class _Budget:
+    """What is handed over to one destination and not yet sent: at most ``size`` bytes in ``parts`` instances.
+
+    Shared by every download sending there, so that memory stays bounded however many studies are in flight.
+    """
+
+    def __init__(self, size: int, parts: int) -> None:
+        self.size = size
+        self.parts = parts
+        self._used = 0
+        self._count = 0
+        self._changed = threading.Condition()
+
+    def take(self, size: int) -> None:
+        """Wait until ``size`` more bytes fit (an instance alone always fits), and count them."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: not self._count or (self._count < self.parts and self._used + size <= self.size)
+            )
+            self._used += size
+            self._count += 1
+
+    def give(self, size: int) -> None:
+        """``size`` bytes were sent (or failed): they no longer count."""
+        with self._changed:
+            self._used -= size
+            self._count -= 1
+            self._changed.notify_all()
+
+
+class _Handover:
+    """One download's parts, sent on the destination's shared threads, within the destination's budget."""
+
+    def __init__(self, pool: ThreadPoolExecutor, budget: _Budget, sink: PartSink,
+                 failures: list[FetchFailure]) -> None:
         self._pool = pool
+        self._budget = budget
         self._sink = sink
         self._failures = failures
-        self._slots = threading.BoundedSemaphore(depth)
         self._pending: list[tuple[InstancePart, Future[None]]] = []
 
     def __enter__(self) -> PartSink:
@@ -185,7 +304,7 @@ class _Handover:
         copy = InstancePart(  # the downloader closes its part once this returns
             io.BytesIO(part.body.read()), part.size, part.content_type, part.source, part.reference, part.headers
         )
-        self._slots.acquire()
+        self._budget.take(copy.size)
         future = self._pool.submit(self._send, copy)
         self._pending.append((copy, future))
 
@@ -194,7 +313,7 @@ class _Handover:
             self._sink(part)
         finally:
             part.close()
-            self._slots.release()
+            self._budget.give(part.size)
 
     def __exit__(self, *exc: object) -> None:
         wait([future for _, future in self._pending])

@@ -304,12 +304,49 @@ def encode_dataset(dataset: Dataset) -> io.BytesIO:
     return body
 
 
+@dataclass(frozen=True)
+class BatchLimits:
+    """How many instances, and bytes of them, one request of a :class:`Sender` carries.
+
+    A sender given many instances at once splits them by these limits itself; an export
+    to another archive gathers the instances arriving from the source into batches by
+    the same limits, so that what it sends is shaped as the sender would shape it.
+
+    Parameters
+    ----------
+    instances
+        At most this many instances in a batch.
+    bytes
+        A batch closes before an instance that would take it past this many bytes
+        (an instance larger than that goes alone).
+    """
+
+    instances: int = 1
+    bytes: int = 0
+
+    def closes(self, count: int, size: int, next_size: int) -> bool:
+        """True when a batch of ``count`` instances and ``size`` bytes must close before one of ``next_size``.
+
+        A batch holds one instance at least, whatever its size.
+        """
+        return count > 0 and (count >= self.instances or size + next_size > self.bytes)
+
+
 class Sender(ABC):
     """Something that stores instances in an archive: STOW-RS, C-STORE.
 
     Implementations build on :class:`dicomtrolley.sending.InstanceSender`,
     which turns what is given into instances and counts what arrived.
     """
+
+    @property
+    def batch_limits(self) -> BatchLimits:
+        """How many instances one request carries (STOW-RS: a multipart body of several).
+
+        One by default: a protocol that stores one instance per request (C-STORE)
+        gains nothing from batches, and is sent each instance as it arrives.
+        """
+        return BatchLimits()
 
     @abstractmethod
     def send(

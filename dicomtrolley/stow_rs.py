@@ -27,6 +27,7 @@ import requests
 
 from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, RetryPolicy, Timeout, redact_url
 from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
+from dicomtrolley.roles import BatchLimits
 from dicomtrolley.sending import InstanceSender, SendItem, Tally
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,11 @@ class StowRS(InstanceSender):
         return f"StowRS({redact_url(self.url)!r}, workers={self.workers})"
 
     @property
+    def batch_limits(self) -> BatchLimits:
+        """:attr:`batch_instances` and :attr:`batch_bytes`: how a body is filled, here and in an export."""
+        return BatchLimits(self.batch_instances, self.batch_bytes)
+
+    @property
     def destination(self) -> str:
         """The STOW-RS endpoint, without credentials."""
         return redact_url(f"{self.url}/studies")
@@ -211,10 +217,11 @@ class StowRS(InstanceSender):
 
     def batches(self, items: Sequence[SendItem]) -> Iterator[list[SendItem]]:
         """``items`` in bodies of at most :attr:`batch_bytes` bytes and :attr:`batch_instances` instances."""
+        limits = self.batch_limits
         batch: list[SendItem] = []
         size = 0
         for item in items:
-            if batch and (size + item.size > self.batch_bytes or len(batch) >= self.batch_instances):
+            if limits.closes(len(batch), size, item.size):
                 yield batch
                 batch, size = [], 0
             batch.append(item)
