@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,19 @@ ACCEPT_IN_CURL_CONFIG = r'multipart/related; type=\"application/dicom\"; transfe
 """The WADO-RS Accept header, its quotes escaped for a curl config file."""
 
 
-def generate(count: int) -> tuple[Path, list[str]]:
-    """``count`` studies of 10 small CT instances each, cached; their folder and StudyInstanceUIDs."""
-    folder = WORK / f"data-{count}"
+def ten_small_instances(number: int) -> tuple[tuple[int, ...], int]:
+    """Study ``number`` of this benchmark: one series of 10 CT instances of 32 x 32 pixels."""
+    return (INSTANCES_PER_STUDY,), 32
+
+
+def generate(count: int, work: Path = WORK, shape: Callable[[int], tuple[tuple[int, ...], int]] = ten_small_instances,
+             name: str = "export-bench") -> tuple[Path, list[str]]:
+    """``count`` studies, cached; their folder and StudyInstanceUIDs.
+
+    ``shape`` gives the series sizes and the image size (rows and columns) of study ``number``;
+    ``name`` seeds the UIDs.
+    """
+    folder = work / f"data-{count}"
     manifest = folder / "studies.json"
     if manifest.is_file():
         return folder, json.loads(manifest.read_text())
@@ -56,7 +67,8 @@ def generate(count: int) -> tuple[Path, list[str]]:
     folder.mkdir(parents=True)
     uids = []
     for number in range(count):
-        instances = make_instances(series_sizes=(INSTANCES_PER_STUDY,), pixels=32, name=f"export-bench-{number}",
+        series, pixels = shape(number)
+        instances = make_instances(series_sizes=series, pixels=pixels, name=f"{name}-{number}",
                                    patient_id=f"B{number:05d}")
         uids.append(instances[0].study_uid)
         for instance in instances:

@@ -187,6 +187,7 @@ class _Waiting:
 
     item: SendItem
     reason: str = "not sent: the thread sending it stopped"
+    taken: bool = False
     done: bool = False
 
 
@@ -194,8 +195,8 @@ class _Batches:
     """Instances on their way to one archive, sent in batches of the sender's limits, ``workers`` batches at once.
 
     It has no thread of its own: the threads waiting for their instances do the
-    sending. Whenever fewer than ``workers`` requests are out, a waiting thread
-    takes the oldest waiting instances, as many as
+    sending. Whenever fewer than ``workers`` requests are out, a thread whose
+    instance still waits takes the oldest waiting instances, as many as
     :attr:`~dicomtrolley.roles.Sender.batch_limits` allow, and sends them in one
     call of the sender. So an instance goes at once while the archive keeps up,
     and instances gather into full batches while it does not. The sender's
@@ -216,7 +217,7 @@ class _Batches:
         with self._changed:
             self._waiting.append(waiting)
             while not waiting.done:
-                if not self._free:
+                if waiting.taken or not self._free:  # its batch is out, or no request may start yet
                     self._changed.wait()
                     continue
                 self._free -= 1
@@ -238,6 +239,7 @@ class _Batches:
         size = 0
         while self._waiting and not self._limits.closes(len(batch), size, self._waiting[0].item.size):
             waiting = self._waiting.popleft()
+            waiting.taken = True
             batch.append(waiting)
             size += waiting.item.size
         return batch

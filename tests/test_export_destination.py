@@ -28,7 +28,7 @@ from dicomtrolley.sending import InstanceSender, SendItem, Tally
 from dicomtrolley.stow_rs import StowRS
 from dicomtrolley.trolley import Trolley
 from tests.support.fault_server import Fault, FaultServer, Route, make_instances
-from tests.support.orthanc import OrthancFactory, OrthancServer
+from tests.support.orthanc import OrthancFactory, OrthancServer, stored_files
 from tests.support.sample_data import SampleStudy
 
 pytestmark = pytest.mark.integration
@@ -39,16 +39,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 def trolley_for(server: OrthancServer) -> Trolley:
     return ServerProfile(url=server.dicomweb_url).trolley()
-
-
-def stored_files(server: OrthancServer) -> dict[str, bytes]:
-    """Every file the server holds, by SOPInstanceUID."""
-    with server.session() as session:
-        files = {}
-        for orthanc_id in session.get(f"{server.base_url}/instances", timeout=30).json():
-            data = session.get(f"{server.base_url}/instances/{orthanc_id}/file", timeout=30).content
-            files[str(dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)] = data
-        return files
 
 
 class CountingStowRS(StowRS):

@@ -13,20 +13,10 @@ from dicomtrolley.cli import main
 from dicomtrolley.dimse_store import DICOMCStore
 from dicomtrolley.stow_rs import StowRS
 from tests.support.dicom_files import dicom_bytes
-from tests.support.orthanc import OrthancFactory, OrthancServer
+from tests.support.orthanc import OrthancFactory, OrthancServer, stored_files
 from tests.support.sample_data import SampleData
 
 pytestmark = pytest.mark.integration
-
-
-def stored_files(server: OrthancServer) -> dict[str, bytes]:
-    """Every file the server holds, by SOPInstanceUID, as its REST API returns it."""
-    with server.session() as session:
-        files = {}
-        for orthanc_id in session.get(f"{server.base_url}/instances", timeout=30).json():
-            data = session.get(f"{server.base_url}/instances/{orthanc_id}/file", timeout=30).content
-            files[str(dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)] = data
-        return files
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ tests' tools) with apt on first use, and the type of the ``orthanc_factory`` fix
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
+
+from pydicom import dcmread
 
 from dicomtrolley.demo.orthanc import (
     ORTHANC_BINARY,
@@ -28,7 +31,7 @@ from dicomtrolley.demo.orthanc import (
 from dicomtrolley.demo.orthanc import running_orthanc as _running_orthanc
 
 __all__ = ["APT_PACKAGES", "OrthancFactory", "OrthancHarnessError", "OrthancServer", "ensure_installed",
-           "free_ports", "running_orthanc"]
+           "free_ports", "running_orthanc", "stored_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +105,13 @@ def running_orthanc(
     ensure_installed()
     with _running_orthanc(workdir, stop_timeout=stop_timeout, config=config_overrides) as server:
         yield server
+
+
+def stored_files(server: OrthancServer) -> dict[str, bytes]:
+    """Every file the server holds, by SOPInstanceUID, as its REST API returns it."""
+    with server.session() as session:
+        files = {}
+        for orthanc_id in session.get(f"{server.base_url}/instances", timeout=30).json():
+            data = session.get(f"{server.base_url}/instances/{orthanc_id}/file", timeout=30).content
+            files[str(dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)] = data
+        return files
