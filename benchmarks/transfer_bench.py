@@ -27,12 +27,13 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.export_bench import generate
 from benchmarks.measure import ClientFailedError, run_process
 from benchmarks.upload_bench import Row, instance_count
-from tests.support.orthanc import running_orthanc
+from tests.support.orthanc import OrthancServer, running_orthanc
 
 logger = logging.getLogger("benchmarks.transfer")
 
@@ -45,6 +46,16 @@ PIXELS = (64, 128, 256)
 def study_shape(number: int) -> tuple[tuple[int, ...], int]:
     """The series sizes and image size of study ``number``: 8 to 46 instances in two series."""
     return (6 + number % 25, 2 + number * 7 % 15), PIXELS[number % len(PIXELS)]
+
+
+def server_cpu(*servers: OrthancServer) -> float:
+    """User + system CPU seconds the servers' processes have used so far (from /proc)."""
+    total = 0
+    for server in servers:
+        assert server.process is not None
+        fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime and stime, fields 14 and 15 of stat(5)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 DOWNLOAD = "download alone (export -o DIR)"
@@ -95,7 +106,9 @@ def run_all(studies: int, small: int, runs: int, work: Path = WORK) -> tuple[lis
                 out = scratch / f"out-{round_number}-{len(rows[name].samples)}-{abs(hash(name)) % 1000}"
                 if arrives:
                     destination.clear()
+                servers = server_cpu(source, destination)
                 sample = run_process(argv(out), cwd=REPO, reports_json=False, scratch=scratch, timeout=3600)
+                sample = replace(sample, output={"servers_cpu": server_cpu(source, destination) - servers})
                 # A download writes study/series/instance files, and its report beside them.
                 got = instance_count(destination) if arrives else sum(1 for p in out.glob("*/*/*") if p.is_file())
                 if got != wanted[arrives or studies]:
@@ -113,14 +126,14 @@ def table(rows: list[Row], count: int, size: int, studies: int) -> str:
         f"{studies} studies, {count} instances, {size / 1e6:.1f} MB; medians over {len(rows[0].samples)} rounds "
         "(min-max).",
         "",
-        "| client | wall s | MB/s | peak RSS MB | CPU s |",
-        "|---|---|---|---|---|",
+        "| client | wall s | MB/s | peak RSS MB | CPU s | both Orthancs' CPU s |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         walls = [s.wall for s in row.samples]
         lines.append(f"| {row.client} | {row.wall:.2f} ({min(walls):.2f}-{max(walls):.2f}) "
                      f"| {size / row.wall / 1e6:.1f} | {row.median(lambda s: s.peak_rss) / 1e6:.0f} "
-                     f"| {row.median(lambda s: s.cpu):.2f} |")
+                     f"| {row.median(lambda s: s.cpu):.2f} | {row.median(lambda s: s.output['servers_cpu']):.2f} |")
     down, up, both = by_name[DOWNLOAD], by_name[UPLOAD], by_name[TRANSFER]
     rounds = [t.wall / (d.wall + u.wall) for d, u, t in zip(down.samples, up.samples, both.samples, strict=True)]
     lines += ["", f"transfer / (download + upload), from the medians: {both.wall / (down.wall + up.wall):.2f}x; "
@@ -140,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, count, size, args.studies)
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "transfer.md").write_text(text + "\n")
-    raw = {r.client: [{"wall": s.wall, "cpu": s.cpu, "peak_rss": s.peak_rss} for s in r.samples] for r in rows}
+    raw = {r.client: [{"wall": s.wall, "cpu": s.cpu, "peak_rss": s.peak_rss, **s.output} for s in r.samples]
+           for r in rows}
     (WORK / "transfer.json").write_text(json.dumps(raw, indent=1))
     print(text)
     return 0

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import cast
 
 from dicomtrolley._header import read_header
+from dicomtrolley._values import whole_number
 from dicomtrolley.core import (
     FetchFailure,
     InstancePart,
@@ -46,6 +47,7 @@ from dicomtrolley.stow_rs import StowRS
 logger = logging.getLogger(__name__)
 
 _UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_SERIES_COUNT = "NumberOfSeriesRelatedInstances"
 
 HANDOVER_BYTES = 4 << 20
 """An instance up to this size is copied and sent on the destination's threads while the download goes on;
@@ -94,8 +96,13 @@ class Destination(Storage):
         return _UIDS
 
     def may_hold(self, study_uids: Collection[str]) -> bool:
-        """True when the archive holds any instance of these studies (one search per study, remembered)."""
-        return any(self._instances(uid) for uid in study_uids)
+        """True when the archive holds any instance of these studies (searches per study, remembered).
+
+        A study-level search first: an archive answers it from its index, where an
+        instance-level one may cost it a read of every file (Orthanc: five times the
+        CPU). Only a study the archive has is then searched instance by instance.
+        """
+        return any(self._instances(uid) for uid in study_uids if self._present(uid))
 
     def has(self, attributes: Attributes) -> bool:
         """True when the archive holds this instance, by what one search of its study found."""
@@ -108,7 +115,7 @@ class Destination(Storage):
         """How many instances of the study the archive holds now: a new search, not the remembered one."""
         with self._lock:
             self._known.pop(study_uid, None)
-        count = len(self._search(study_uid))
+        count = self._count(study_uid)
         logger.debug("%r holds %d instances of %s", self, count, study_uid)
         return count
 
@@ -173,6 +180,32 @@ class Destination(Storage):
             if known is None:
                 known = self._known[study_uid] = self._search(study_uid)
             return known
+
+    def _present(self, study_uid: str) -> bool:
+        """Whether the archive has the study at all (a study-level search); an absent one is remembered empty."""
+        with self._lock:
+            if study_uid in self._known:
+                return True  # what _instances remembers answers
+        if self.searcher.find_studies(Query(StudyInstanceUID=study_uid)):
+            return True
+        with self._lock:
+            self._known.setdefault(study_uid, frozenset())
+        return False
+
+    def _count(self, study_uid: str) -> int:
+        """Instances of the study at the archive, as its series count them; else by an instance-level search.
+
+        NumberOfSeriesRelatedInstances is optional in an answer: without it for
+        every series, only the instances themselves can tell.
+        """
+        query = Query(StudyInstanceUID=study_uid, query_level=QueryLevels.SERIES, include_fields=[_SERIES_COUNT])
+        counts = [
+            whole_number(series.first_value(_SERIES_COUNT))
+            for study in self.searcher.find_studies(query) for series in study.all_series()
+        ]
+        if all(count is not None for count in counts):
+            return sum(count for count in counts if count is not None)
+        return len(self._search(study_uid))
 
     def _search(self, study_uid: str) -> frozenset[str]:
         query = Query(StudyInstanceUID=study_uid, query_level=QueryLevels.INSTANCE)
