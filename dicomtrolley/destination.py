@@ -35,6 +35,7 @@ from dicomtrolley.core import (
     PartSink,
     Query,
     QueryLevels,
+    Study,
     StudyReference,
 )
 from dicomtrolley.exceptions import DICOMTrolleyError, HeaderError, StorageError
@@ -47,7 +48,7 @@ from dicomtrolley.stow_rs import StowRS
 logger = logging.getLogger(__name__)
 
 _UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-_SERIES_COUNT = "NumberOfSeriesRelatedInstances"
+_STUDY_COUNT = "NumberOfStudyRelatedInstances"
 
 HANDOVER_BYTES = 4 << 20
 """An instance up to this size is copied and sent on the destination's threads while the download goes on;
@@ -112,7 +113,7 @@ class Destination(Storage):
         return str(sop_uid) in self._instances(str(study_uid))
 
     def held(self, study_uid: str) -> int:
-        """How many instances of the study the archive holds now: a new search, not the remembered one."""
+        """How many instances of the study the archive holds now: a new study-level search, not the remembered one."""
         with self._lock:
             self._known.pop(study_uid, None)
         count = self._count(study_uid)
@@ -186,26 +187,27 @@ class Destination(Storage):
         with self._lock:
             if study_uid in self._known:
                 return True  # what _instances remembers answers
-        if self.searcher.find_studies(Query(StudyInstanceUID=study_uid)):
+        if self._study(study_uid):
             return True
         with self._lock:
             self._known.setdefault(study_uid, frozenset())
         return False
 
     def _count(self, study_uid: str) -> int:
-        """Instances of the study at the archive, as its series count them; else by an instance-level search.
+        """Instances of the study at the archive, as it counts them; else by an instance-level search.
 
-        NumberOfSeriesRelatedInstances is optional in an answer: without it for
-        every series, only the instances themselves can tell.
+        NumberOfStudyRelatedInstances is optional in an answer: without it, only
+        the instances themselves can tell.
         """
-        query = Query(StudyInstanceUID=study_uid, query_level=QueryLevels.SERIES, include_fields=[_SERIES_COUNT])
-        counts = [
-            whole_number(series.first_value(_SERIES_COUNT))
-            for study in self.searcher.find_studies(query) for series in study.all_series()
-        ]
+        studies = self._study(study_uid)
+        counts = [whole_number(study.first_value(_STUDY_COUNT)) for study in studies]
         if all(count is not None for count in counts):
             return sum(count for count in counts if count is not None)
         return len(self._search(study_uid))
+
+    def _study(self, study_uid: str) -> list[Study]:
+        """The study as a study-level search finds it (none or one), with the archive's count of its instances."""
+        return self.searcher.find_studies(Query(StudyInstanceUID=study_uid, include_fields=[_STUDY_COUNT]))
 
     def _search(self, study_uid: str) -> frozenset[str]:
         query = Query(StudyInstanceUID=study_uid, query_level=QueryLevels.INSTANCE)
