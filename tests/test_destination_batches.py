@@ -11,13 +11,17 @@ import io
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 from pydicom import dcmread
 
+from dicomtrolley.cli import main
 from dicomtrolley.destination import Destination
+from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.export.runner import ON_THIS_PROCESS_ONLY
 from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.roles import BatchLimits
@@ -138,3 +142,27 @@ def test_a_batch_closes_at_its_count_or_before_an_instance_that_would_overflow_i
     assert limits.closes(2, 60, 41)
     assert limits.closes(3, 3, 1)
     assert BatchLimits().closes(1, 1, 1)  # one instance a request by default
+
+
+def test_an_export_to_an_archive_on_an_executor_of_other_processes_is_refused_naming_why(
+    orthanc: OrthancServer, studies: list[SampleStudy], tmp_path: Path
+) -> None:
+    sender = SlowRecordingStowRS(requests.Session(), "http://127.0.0.1:9/dicom-web")  # discard port: nothing listens
+    with ProcessPoolExecutor(1) as executor, pytest.raises(DICOMTrolleyError) as refused:
+        trolley_for(orthanc).export([studies[0].uid], sender, state_dir=tmp_path, executor=executor, progress=False)
+    assert "not on an executor that ships tasks elsewhere (Dask)" in str(refused.value)
+    assert ON_THIS_PROCESS_ONLY in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert sender.requests == []
+
+
+def test_the_command_line_refuses_dask_for_an_archive_naming_why(
+    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    worklist = tmp_path / "worklist.csv"
+    worklist.write_text("StudyInstanceUID\n1.2.3\n")
+    with pytest.raises(SystemExit) as stopped:
+        main(["export", orthanc.dicomweb_url, str(worklist), "--to", "http://127.0.0.1:9/dicom-web",
+              "--state-dir", str(tmp_path / "state"), "--dask", "local:1"])
+    assert stopped.value.code == 2
+    assert f"--to runs on this machine's threads, not on --dask: {ON_THIS_PROCESS_ONLY}" in capsys.readouterr().err

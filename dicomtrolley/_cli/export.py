@@ -25,6 +25,7 @@ from dicomtrolley.destination import Destination
 from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
+from dicomtrolley.export.runner import ON_THIS_PROCESS_ONLY
 from dicomtrolley.profiles import ServerProfile, load_profile
 
 
@@ -86,7 +87,7 @@ def check(args: argparse.Namespace) -> None:
     if args.output is None and args.template is not None:
         raise UsageError(f"--template applies to -o; {places[0]} names the instances it stores")
     if args.output is None and args.dask:
-        raise UsageError(f"{places[0]} runs on this machine's threads; --dask applies to -o")
+        raise UsageError(f"{places[0]} runs on this machine's threads, not on --dask: {ON_THIS_PROCESS_ONLY}")
     args.profile = profile(args, download=True)
     check_deidentify_options(args)
     args.destination = None

@@ -54,6 +54,12 @@ from dicomtrolley.storage import PathTemplate, check_output_folder
 
 logger = logging.getLogger(__name__)
 
+ON_THIS_PROCESS_ONLY = (
+    "the archive's intake bounds a transfer, and one process keeps it busy, while workers elsewhere "
+    "would each need the archive's login beside the source's"
+)
+"""Why an export to another archive runs on this process's threads alone (docs/send.md says more)."""
+
 STOP_GRACE = 2.0
 """Seconds the running downloads get to stop after Ctrl-C before their state is recorded as pending."""
 
@@ -119,7 +125,8 @@ def destination_of(target: Sender | Destination, options: ExportOptions) -> tupl
     if options.template is not None:
         raise DICOMTrolleyError(f"template applies to a folder; {target!r} names the instances it stores")
     if options.executor is not None and not isinstance(options.executor, ThreadPoolExecutor):
-        raise DICOMTrolleyError(f"An export to {target!r} runs on this process's threads: give no executor")
+        raise DICOMTrolleyError(f"An export to {target!r} runs on this process's threads, not on an executor "
+                                f"that ships tasks elsewhere (Dask): {ON_THIS_PROCESS_ONLY}")
     return options.state_dir, as_destination(target)
 
 
