@@ -18,7 +18,6 @@ import pytest
 import requests
 from pydicom import dcmread
 
-from dicomtrolley.cli import main
 from dicomtrolley.destination import Destination
 from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.export.runner import ON_THIS_PROCESS_ONLY
@@ -155,14 +154,3 @@ def test_an_export_to_an_archive_on_an_executor_of_other_processes_is_refused_na
     assert "\n" not in str(refused.value)
     assert sender.requests == []
 
-
-def test_the_command_line_refuses_dask_for_an_archive_naming_why(
-    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    worklist = tmp_path / "worklist.csv"
-    worklist.write_text("StudyInstanceUID\n1.2.3\n")
-    with pytest.raises(SystemExit) as stopped:
-        main(["export", orthanc.dicomweb_url, str(worklist), "--to", "http://127.0.0.1:9/dicom-web",
-              "--state-dir", str(tmp_path / "state"), "--dask", "local:1"])
-    assert stopped.value.code == 2
-    assert f"--to runs on this machine's threads, not on --dask: {ON_THIS_PROCESS_ONLY}" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from dicomtrolley.destination import Destination
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_store import DICOMCStore
 from dicomtrolley.exceptions import DICOMTrolleyError
+from dicomtrolley.export.runner import ON_THIS_PROCESS_ONLY
 from dicomtrolley.export.state import DATABASE_NAME
 from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
@@ -213,15 +214,20 @@ def test_the_command_line_exits_1_when_the_archive_answers_stored_but_holds_noth
     assert "1 failed" in capsys.readouterr().out
 
 
-def test_the_command_line_refuses_an_archive_without_a_state_folder(
-    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("options", "message"), [
+    ([], "--state-dir"),
+    (["--state-dir", "state", "--dask", "local:1"],
+     f"--to runs on this machine's threads, not on --dask: {ON_THIS_PROCESS_ONLY}"),
+], ids=["without a state folder", "on a Dask cluster"])
+def test_the_command_line_refuses_an_archive_export_it_cannot_run_naming_why(
+    orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
 ) -> None:
     worklist = tmp_path / "worklist.csv"
     worklist.write_text("StudyInstanceUID\n1.2.3\n")
     with pytest.raises(SystemExit) as stopped:
-        main(["export", orthanc.dicomweb_url, str(worklist), "--to", "http://127.0.0.1:9/dicom-web"])
+        main(["export", orthanc.dicomweb_url, str(worklist), "--to", "http://127.0.0.1:9/dicom-web", *options])
     assert stopped.value.code == 2
-    assert "--state-dir" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 @pytest.fixture
