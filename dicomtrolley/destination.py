@@ -251,22 +251,30 @@ class _Batches:
         waiting = _Waiting(item)
         with self._changed:
             self._waiting.append(waiting)
-            while not waiting.done:
-                if waiting.taken or not self._free:  # its batch is out, or no request may start yet
-                    self._changed.wait()
-                    continue
-                self._free -= 1
-                batch = self._take()
-                self._changed.release()
-                try:
-                    self._post(batch)
-                finally:
-                    self._changed.acquire()
-                    self._free += 1
-                    for each in batch:
-                        each.done = True
-                    self._changed.notify_all()
+            try:
+                while not waiting.done:
+                    if waiting.taken or not self._free:  # its batch is out, or no request may start yet
+                        self._changed.wait()
+                        continue
+                    self._send_next()
+            finally:
+                if not waiting.taken:  # a send of others' instances raised: this one is not sent either
+                    self._waiting.remove(waiting)
         return waiting.reason
+
+    def _send_next(self) -> None:
+        """Send the next batch in one request slot; called, and returning, with the lock held."""
+        self._free -= 1
+        batch = self._take()
+        self._changed.release()
+        try:
+            self._post(batch)
+        finally:
+            self._changed.acquire()
+            self._free += 1
+            for each in batch:
+                each.done = True
+            self._changed.notify_all()
 
     def _take(self) -> list[_Waiting]:
         """The oldest waiting instances, as many as fit in one batch (one at least)."""

@@ -23,7 +23,6 @@ from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.export.runner import ON_THIS_PROCESS_ONLY
 from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.qido_rs import QidoRS
-from dicomtrolley.roles import BatchLimits
 from dicomtrolley.sending import SendItem, Tally
 from dicomtrolley.stow_rs import StowRS
 from dicomtrolley.trolley import Trolley
@@ -131,16 +130,6 @@ def test_a_rerun_of_a_batched_transfer_sends_nothing(
     assert report.ok
     assert report.studies_done == len(studies)
     assert again.requests == []
-
-
-def test_a_batch_closes_at_its_count_or_before_an_instance_that_would_overflow_its_bytes() -> None:
-    limits = BatchLimits(instances=3, bytes=100)
-    assert not limits.closes(0, 0, 500)  # an instance larger than the limit still goes, alone
-    assert limits.closes(1, 500, 1)
-    assert not limits.closes(2, 60, 40)
-    assert limits.closes(2, 60, 41)
-    assert limits.closes(3, 3, 1)
-    assert BatchLimits().closes(1, 1, 1)  # one instance a request by default
 
 
 def test_an_export_to_an_archive_on_an_executor_of_other_processes_is_refused_naming_why(
