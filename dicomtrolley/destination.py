@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -218,12 +218,13 @@ class Destination(Storage):
 
 @dataclass(eq=False)
 class _Waiting:
-    """An instance waiting in :class:`_Batches`: ``reason`` is ``""`` once it is stored."""
+    """An instance waiting in :class:`_Batches`; ``wake`` is set when its batch is done, or when its thread may lead."""
 
     item: SendItem
     reason: str = "not sent: the thread sending it stopped"
     taken: bool = False
     done: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
 
 
 class _Batches:
@@ -236,7 +237,9 @@ class _Batches:
     call of the sender. So an instance goes at once while the archive keeps up,
     and instances gather into full batches while it does not. The sender's
     summary names each failed instance by its SOPInstanceUID, and so each
-    waiting thread learns the fate of its own.
+    waiting thread learns the fate of its own. Each thread sleeps on an event
+    of its own: a request that ends wakes the threads of its batch and the
+    thread of the oldest instance still waiting, not every thread.
     """
 
     def __init__(self, sender: Sender, workers: int) -> None:
@@ -244,37 +247,50 @@ class _Batches:
         self._limits = sender.batch_limits
         self._free = workers
         self._waiting: deque[_Waiting] = deque()
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
 
     def send(self, item: SendItem) -> str:
         """Send ``item`` in a batch; ``""`` once the archive stored it, else the reason it did not."""
         waiting = _Waiting(item)
-        with self._changed:
+        with self._lock:
             self._waiting.append(waiting)
-            try:
-                while not waiting.done:
-                    if waiting.taken or not self._free:  # its batch is out, or no request may start yet
-                        self._changed.wait()
-                        continue
-                    self._send_next()
-            finally:
+        try:
+            while True:
+                with self._lock:
+                    if waiting.done:
+                        return waiting.reason
+                    batch = self._start() if not waiting.taken and self._free else None
+                    if batch is None:
+                        waiting.wake.clear()  # under the lock: a wake-up set after this is not lost
+                if batch is None:
+                    waiting.wake.wait()
+                else:
+                    self._send(batch)
+        finally:
+            with self._lock:
                 if not waiting.taken:  # a send of others' instances raised: this one is not sent either
                     self._waiting.remove(waiting)
-        return waiting.reason
 
-    def _send_next(self) -> None:
-        """Send the next batch in one request slot; called, and returning, with the lock held."""
+    def _start(self) -> list[_Waiting]:
+        """Take a request slot and the next batch; wake the next thread to lead if a slot is still free."""
         self._free -= 1
         batch = self._take()
-        self._changed.release()
+        if self._free and self._waiting:
+            self._waiting[0].wake.set()
+        return batch
+
+    def _send(self, batch: list[_Waiting]) -> None:
+        """Send ``batch``, then give its slot back: wake its threads, and the oldest waiting instance's to lead."""
         try:
             self._post(batch)
         finally:
-            self._changed.acquire()
-            self._free += 1
-            for each in batch:
-                each.done = True
-            self._changed.notify_all()
+            with self._lock:
+                self._free += 1
+                for each in batch:
+                    each.done = True
+                    each.wake.set()
+                if self._waiting:
+                    self._waiting[0].wake.set()
 
     def _take(self) -> list[_Waiting]:
         """The oldest waiting instances, as many as fit in one batch (one at least)."""
