@@ -6,7 +6,8 @@ anything: STOW-RS is asked with ``OPTIONS``. Each answer becomes a
 :class:`Finding`; the :class:`ProbeReport` prints as a table, dumps as JSON,
 and suggests the server profile that uses what was learned (the Accept form
 a retrieve should start with, a downloader that works when WADO-RS does not),
-which :func:`save_profile` writes into the servers file.
+and the cap a search cannot get past (:mod:`dicomtrolley.probe_cap`), which
+:func:`save_profile` writes into the servers file.
 """
 
 from __future__ import annotations
@@ -22,9 +23,19 @@ from typing import Any
 
 import requests
 
-from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, RetryPolicy, Timeout, encode_query, redact_url
+from dicomtrolley._http import (
+    DEFAULT_TIMEOUT,
+    HTTPClient,
+    QueryValue,
+    RetryPolicy,
+    Timeout,
+    encode_query,
+    redact_url,
+)
 from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
+from dicomtrolley.probe_cap import CEILING, check_cap
 from dicomtrolley.profiles import ServerProfile, default_config_path
+from dicomtrolley.qido_rs import _MORE_RESULTS
 from dicomtrolley.wado_rs import AS_STORED_FORMS
 
 logger = logging.getLogger(__name__)
@@ -32,6 +43,7 @@ logger = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"
 _FRAMES = 'multipart/related; type="application/octet-stream"'
 _UID = "0020000D", "0020000E", "00080018"  # study, series, SOP instance
+_STUDY_DATE = "00080020"
 
 
 @dataclass(frozen=True)
@@ -65,11 +77,15 @@ class ProbeReport:
         One per capability.
     accept
         The first Accept form a retrieve was served with, if any.
+    search_caps
+        The cap each kind of searcher (``qido-rs``, ``c-find``) was found cut
+        at and cannot get past by paging: a profile's ``search_cap``.
     """
 
     url: str
     findings: list[Finding] = field(default_factory=list)
     accept: str | None = None
+    search_caps: dict[str, int] = field(default_factory=dict)
 
     def supports(self, name: str) -> bool | None:
         """Whether the capability called ``name`` worked (None: not asked)."""
@@ -81,21 +97,30 @@ class ProbeReport:
         width = max((len(f.name) for f in self.findings), default=10)
         lines = [f"{'capability':<{width}}  ok   detail"]
         lines += [f"{f.name:<{width}}  {marks[f.supported]:<4} {f.detail}" for f in self.findings]
+        learned = [f"{searcher} searches capped at {cap}" for searcher, cap in self.search_caps.items()]
         if self.accept and self.accept != AS_STORED_FORMS[0]:
-            lines.append(f"\nretrieve with Accept: {self.accept}")
-        return "\n".join(lines)
+            learned.append(f"retrieve with Accept: {self.accept}")
+        return "\n".join([*lines, *([""] if learned else []), *learned])
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data, for ``--json``."""
-        return {"url": self.url, "accept": self.accept, "findings": [asdict(f) for f in self.findings]}
+        return {"url": self.url, "accept": self.accept, "search_caps": self.search_caps,
+                "findings": [asdict(f) for f in self.findings]}
 
     def profile(self, base: ServerProfile) -> ServerProfile:
-        """``base`` with what was learned: the Accept form to start with, WADO-URI when only it retrieves."""
+        """``base`` with what was learned.
+
+        The Accept form to start with, WADO-URI when only it retrieves, and
+        the cap of the profile's searcher as ``search_cap``, so that its
+        searches over a date range are split without asking again.
+        """
         updates: dict[str, Any] = {}
         if self.accept and self.accept != AS_STORED_FORMS[0]:
             updates["accept"] = self.accept
         if self.accept is None and self.supports("WADO-URI retrieve"):
             updates["downloader"] = "wado-uri"
+        if base.searcher in self.search_caps:
+            updates["search_cap"] = self.search_caps[base.searcher]
         return base.model_copy(update=updates)
 
 
@@ -112,7 +137,7 @@ def probe(session: requests.Session, url: str, *, timeout: Timeout = DEFAULT_TIM
     report = ProbeReport(redact_url(root))
     asker = _Asker(http, root, report)
     study = asker.search("QIDO-RS studies", "/studies", _UID[0], {"limit": 1}, reach=True)
-    asker.paging()
+    asker.cap(pageable=asker.paging())
     asker.search("QIDO-RS includefield=all", "/studies", None, {"limit": 1, "includefield": "all"})
     asker.search("QIDO-RS fuzzy matching", "/studies", None, {"limit": 1, "fuzzymatching": "true"})
     asker.search("QIDO-RS relational series", "/series", None, {"limit": 1})
@@ -176,12 +201,9 @@ class _Asker:
             return None
         warning = response.headers.get("Warning", "")
         self.add(name, True, f"{len(rows)} result(s)" + (f"; Warning: {warning}" if warning else ""))
-        if uid_tag is None or not rows:
-            return None
-        values = rows[0].get(uid_tag, {}).get("Value", [None])
-        return str(values[0]) if values and values[0] else None
+        return _value(rows[0], uid_tag) if uid_tag is not None and rows else None
 
-    def paging(self) -> None:
+    def paging(self) -> bool:
         """Whether ``limit`` and ``offset`` are honoured: two one-result pages must differ."""
         pages = [_json_rows(self.send("GET", f"{self.root}/studies?{query}", DICOM_JSON))
                  for query in ("limit=1", "limit=1&offset=1")]
@@ -194,6 +216,39 @@ class _Asker:
             self.add("QIDO-RS limit/offset", False, "offset is ignored: answers past the server's cap are lost")
         else:
             self.add("QIDO-RS limit/offset", True, "honoured" if second else "honoured (one study to page)")
+            return True
+        return False
+
+    def cap(self, *, pageable: bool) -> None:
+        """The most studies one answer holds (:func:`~dicomtrolley.probe_cap.check_cap`).
+
+        A cap that ``offset`` pages past (``pageable``, and a page just past
+        the cap finds a new study) costs searches nothing; one it cannot is
+        kept as the report's ``qido-rs`` search cap.
+        """
+        name = "QIDO-RS result cap"
+        response = self.send("GET", f"{self.root}/studies?limit={CEILING}", DICOM_JSON)
+        warning = response.headers.get("Warning", "") if response is not None else ""
+        rows = _json_rows(response)
+        if rows is None:
+            self.add(name, False, _why(response))
+            return
+        answer = {uid: _value(row, _STUDY_DATE) or "" for row in rows if (uid := _value(row, _UID[0]))}
+        check = check_cap(answer, self.studies_in, told=warning if _MORE_RESULTS.search(warning) else "")
+        if not check.cut:
+            self.add(name, None if check.cut is None else True, check.detail)
+        elif pageable and (self.studies_in("", 1, offset=check.found) or set()) - set(answer):
+            self.add(name, True, f"{check.detail}; offset pages past it")
+        else:
+            self.report.search_caps["qido-rs"] = check.found
+            self.add(name, False, f"{check.detail}; offset cannot page past it: searches over dates are split")
+
+    def studies_in(self, date_range: str, most: int, *, offset: int = 0) -> set[str] | None:
+        """The UIDs of up to ``most`` studies in a StudyDate range (all with ''), from ``offset`` on."""
+        params: dict[str, QueryValue] = {"StudyDate": date_range, "limit": most, "offset": offset}
+        url = f"{self.root}/studies?{encode_query({key: value for key, value in params.items() if value})}"
+        rows = _json_rows(self.send("GET", url, DICOM_JSON))
+        return None if rows is None else {uid for row in rows if (uid := _value(row, _UID[0]))}
 
     def retrieve(self, name: str, url: str | None, accept: str) -> bool:
         """GET ``url`` with ``accept``, reading the status only."""
@@ -238,6 +293,12 @@ def _short(form: str) -> str:
     if not syntax:
         return "(no transfer syntax)"
     return f"transfer-syntax={syntax[0]}" + (f" (+{len(syntax) - 1})" if len(syntax) > 1 else "")
+
+
+def _value(row: dict[str, Any], tag: str) -> str | None:
+    """The first value of ``tag`` in a DICOM JSON result, as text."""
+    values = row.get(tag, {}).get("Value", [None])
+    return str(values[0]) if values and values[0] else None
 
 
 def _json_rows(response: requests.Response | None) -> list[dict[str, Any]] | None:

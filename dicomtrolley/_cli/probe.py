@@ -32,7 +32,11 @@ def check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Probe over DICOMweb (a URL) and DIMSE (a host and port); 0 when the first search or C-ECHO worked."""
+    """Probe over DICOMweb (a URL) and DIMSE (a host and port); 0 when the first search or C-ECHO worked.
+
+    A server that cannot be reached at all raises (exit 3, the step named); one
+    that refuses is reported in the table (exit 1 when nothing worked).
+    """
     server = args.profile
     report: ProbeReport | None = None
     if server.url:
@@ -47,4 +51,5 @@ def run(args: argparse.Namespace) -> int:
     if args.save:
         path = save_profile(report.profile(server), args.save, args.config)
         print(f"saved server {args.save!r} to {path}", file=sys.stderr)
-    return EXIT_OK if report.supports("QIDO-RS studies") or report.supports("C-ECHO") else EXIT_FAILURES
+    answered = any(report.supports(first) for first in ("QIDO-RS studies", "C-ECHO", "C-FIND STUDY"))
+    return EXIT_OK if answered else EXIT_FAILURES
