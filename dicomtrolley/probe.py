@@ -1,8 +1,9 @@
 """Ask a DICOMweb server, cheaply and read-only, what it supports.
 
 :func:`probe` sends a handful of small requests (``limit=1`` searches, one
-instance's retrieve with each Accept form, headers only) and never stores
-anything: STOW-RS is asked with ``OPTIONS``. Each answer becomes a
+search for up to :data:`~dicomtrolley.probe_cap.CEILING` studies to see a cap,
+one instance's retrieve with each Accept form and each common transfer syntax,
+headers only) and never stores anything: STOW-RS is asked with ``OPTIONS``. Each answer becomes a
 :class:`Finding`; the :class:`ProbeReport` prints as a table, dumps as JSON,
 and suggests the server profile that uses what was learned (the Accept form
 a retrieve should start with, a downloader that works when WADO-RS does not),
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from dicomtrolley._http import (
     DEFAULT_TIMEOUT,
@@ -36,7 +38,7 @@ from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
 from dicomtrolley.probe_cap import CEILING, check_cap
 from dicomtrolley.profiles import ServerProfile, default_config_path
 from dicomtrolley.qido_rs import _MORE_RESULTS
-from dicomtrolley.wado_rs import AS_STORED_FORMS
+from dicomtrolley.wado_rs import AS_STORED_FORMS, EXPLICIT_SYNTAXES
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,9 @@ class ProbeReport:
 def probe(session: requests.Session, url: str, *, timeout: Timeout = DEFAULT_TIMEOUT) -> ProbeReport:
     """Ask the DICOMweb server at ``url`` what it supports; read-only.
 
+    Every step is a finding in the report, refusals included (with their
+    status); only a first search that cannot connect ends the probe.
+
     Raises
     ------
     ConnectionFailedError
@@ -149,6 +154,9 @@ def probe(session: requests.Session, url: str, *, timeout: Timeout = DEFAULT_TIM
     for form in AS_STORED_FORMS:
         if asker.retrieve(f"WADO-RS Accept {_short(form)}", target, form) and report.accept is None:
             report.accept = form
+    for syntax in (ImplicitVRLittleEndian, *EXPLICIT_SYNTAXES):
+        asker.retrieve(f"WADO-RS transfer-syntax={syntax}", target, f"{AS_STORED_FORMS[1]}; transfer-syntax={syntax}",
+                       about=UID(syntax).name)
     asker.retrieve("WADO-RS metadata", target and f"{target}/metadata", DICOM_JSON)
     asker.retrieve("WADO-RS rendered", target and f"{target}/rendered", "image/jpeg")
     asker.retrieve("WADO-RS thumbnail", target and f"{target}/thumbnail", "image/jpeg")
@@ -234,7 +242,8 @@ class _Asker:
             self.add(name, False, _why(response))
             return
         answer = {uid: _value(row, _STUDY_DATE) or "" for row in rows if (uid := _value(row, _UID[0]))}
-        check = check_cap(answer, self.studies_in, told=warning if _MORE_RESULTS.search(warning) else "")
+        told = "its Warning header says more results exist" if _MORE_RESULTS.search(warning) else ""
+        check = check_cap(answer, self.studies_in, told=told)
         if not check.cut:
             self.add(name, None if check.cut is None else True, check.detail)
         elif pageable and (self.studies_in("", 1, offset=check.found) or set()) - set(answer):
@@ -250,8 +259,8 @@ class _Asker:
         rows = _json_rows(self.send("GET", url, DICOM_JSON))
         return None if rows is None else {uid for row in rows if (uid := _value(row, _UID[0]))}
 
-    def retrieve(self, name: str, url: str | None, accept: str) -> bool:
-        """GET ``url`` with ``accept``, reading the status only."""
+    def retrieve(self, name: str, url: str | None, accept: str, *, about: str = "") -> bool:
+        """GET ``url`` with ``accept``, reading the status only; ``about`` prefixes the detail."""
         if url is None:
             self.add(name, None, "no instance found to retrieve")
             return False
@@ -259,7 +268,7 @@ class _Asker:
         ok = response is not None and response.status_code < 300
         served = re.sub(r";\s*boundary=[^;]*", "", response.headers.get("Content-Type", "")) if response else ""
         detail = served if ok else _why(response)
-        self.add(name, ok, detail)
+        self.add(name, ok, f"{about}: {detail}" if about else detail)
         if response is not None:
             response.close()
         return ok
