@@ -2,13 +2,14 @@
 
 :func:`probe` sends a handful of small requests (``limit=1`` searches, one
 search for up to :data:`~dicomtrolley.probe_cap.CEILING` studies to see a cap,
-one instance's retrieve with each Accept form and each common transfer syntax,
-headers only) and never stores anything: STOW-RS is asked with ``OPTIONS``. Each answer becomes a
-:class:`Finding`; the :class:`ProbeReport` prints as a table, dumps as JSON,
-and suggests the server profile that uses what was learned (the Accept form
-a retrieve should start with, a downloader that works when WADO-RS does not),
-and the cap a search cannot get past (:mod:`dicomtrolley.probe_cap`), which
-:func:`save_profile` writes into the servers file.
+one instance's retrieve with each Accept form and each common transfer
+syntax, headers only) and never stores anything: STOW-RS is asked with
+``OPTIONS``. Each answer becomes a :class:`Finding`; the
+:class:`ProbeReport` prints as a table, dumps as JSON, and suggests the
+server profile that uses what was learned (the Accept form a retrieve should
+start with, a downloader that works when WADO-RS does not, the cap a search
+cannot get past: :mod:`dicomtrolley.probe_cap`), which :func:`save_profile`
+writes into the servers file.
 """
 
 from __future__ import annotations
