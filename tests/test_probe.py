@@ -161,3 +161,10 @@ def test_a_rejected_dimse_association_is_reported_per_step_and_exits_one(
     for step in ("C-ECHO", "C-FIND STUDY"):
         assert findings[step]["supported"] is False
         assert "rejected the association" in findings[step]["detail"]
+
+
+def test_a_dimse_address_alone_is_probed_over_dimse(orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "--host", "127.0.0.1", "--port", str(orthanc.dicom_port), "--called-aet", orthanc.aet,
+                 "--json"]) == 0
+    findings = {f["name"]: f["supported"] for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert (findings["C-ECHO"], findings["C-FIND STUDY"], findings["C-GET"]) == (True, True, True)
