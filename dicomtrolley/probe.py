@@ -142,15 +142,16 @@ def probe(session: requests.Session, url: str, *, timeout: Timeout = DEFAULT_TIM
     http = HTTPClient(session, timeout=timeout, retry=RetryPolicy(attempts=2, backoff=0.2))
     report = ProbeReport(redact_url(root))
     asker = _Asker(http, root, report)
-    study = asker.search("QIDO-RS studies", "/studies", _UID[0], {"limit": 1}, reach=True)
+    first = asker.search("QIDO-RS studies", "/studies", {"limit": 1}, reach=True)
+    study = _value(first, _UID[0])
     asker.cap(pageable=asker.paging())
-    asker.search("QIDO-RS includefield=all", "/studies", None, {"limit": 1, "includefield": "all"})
-    asker.search("QIDO-RS fuzzy matching", "/studies", None, {"limit": 1, "fuzzymatching": "true"})
-    asker.search("QIDO-RS relational series", "/series", None, {"limit": 1})
-    asker.search("QIDO-RS relational instances", "/instances", None, {"limit": 1})
-    series = asker.search("QIDO-RS series", f"/studies/{study}/series", _UID[1], {"limit": 1}, needs=study)
+    asker.search("QIDO-RS includefield=all", "/studies", {"limit": 1, "includefield": "all"})
+    asker.fuzzy(first)
+    asker.search("QIDO-RS relational series", "/series", {"limit": 1})
+    asker.search("QIDO-RS relational instances", "/instances", {"limit": 1})
+    series = _value(asker.search("QIDO-RS series", f"/studies/{study}/series", {"limit": 1}, needs=study), _UID[1])
     path = f"/studies/{study}/series/{series}"
-    instance = asker.search("QIDO-RS instances", f"{path}/instances", _UID[2], {"limit": 1}, needs=series)
+    instance = _value(asker.search("QIDO-RS instances", f"{path}/instances", {"limit": 1}, needs=series), _UID[2])
     target = f"{root}{path}/instances/{instance}" if instance else None
     for form in AS_STORED_FORMS:
         if asker.retrieve(f"WADO-RS Accept {_short(form)}", target, form) and report.accept is None:
@@ -192,10 +193,9 @@ class _Asker:
             return None
 
     def search(
-        self, name: str, path: str, uid_tag: str | None, params: dict[str, Any], *,
-        needs: str | None = "", reach: bool = False,
-    ) -> str | None:
-        """A QIDO-RS search; returns the UID ``uid_tag`` of its first result, if asked for one.
+        self, name: str, path: str, params: dict[str, Any], *, needs: str | None = "", reach: bool = False,
+    ) -> dict[str, Any] | None:
+        """A QIDO-RS search; returns its first result, if any.
 
         ``needs`` is the UID the search is within: None when an earlier search found none.
         """
@@ -210,7 +210,31 @@ class _Asker:
             return None
         warning = response.headers.get("Warning", "")
         self.add(name, True, f"{len(rows)} result(s)" + (f"; Warning: {warning}" if warning else ""))
-        return _value(rows[0], uid_tag) if uid_tag is not None and rows else None
+        return rows[0] if rows else None
+
+    def fuzzy(self, study: dict[str, Any] | None) -> None:
+        """Fuzzy matching, applied or only accepted: is a study found by a word of its PatientName in lower case?
+
+        Literal matching finds no study that way, fuzzy matching as servers
+        implement it (a case-insensitive match of a name's words, or of
+        their beginnings) does. The name itself is never reported.
+        """
+        name = "QIDO-RS fuzzy matching"
+        uid, word = _value(study, _UID[0]), _fuzzy_word(study)
+        if not (uid and word):
+            self.search(name, "/studies", {"limit": 1, "fuzzymatching": "true"})
+            return
+        query: dict[str, QueryValue] = {"PatientName": word, "StudyInstanceUID": uid, "fuzzymatching": "true",
+                                        "limit": 1}
+        response = self.send("GET", f"{self.root}/studies?{encode_query(query)}", DICOM_JSON)
+        rows = _json_rows(response)
+        if rows is None:
+            self.add(name, False, _why(response))
+        elif rows:
+            self.add(name, True, "a study found by one word of its patient's name, in lower case")
+        else:
+            self.add(name, False, "accepted, but a study is not found by one word of its patient's name in lower "
+                                  "case: literal matching only")
 
     def paging(self) -> bool:
         """Whether ``limit`` and ``offset`` are honoured: two one-result pages must differ."""
@@ -305,10 +329,25 @@ def _short(form: str) -> str:
     return f"transfer-syntax={syntax[0]}" + (f" (+{len(syntax) - 1})" if len(syntax) > 1 else "")
 
 
-def _value(row: dict[str, Any], tag: str) -> str | None:
+def _value(row: dict[str, Any] | None, tag: str) -> str | None:
     """The first value of ``tag`` in a DICOM JSON result, as text."""
-    values = row.get(tag, {}).get("Value", [None])
+    values = (row or {}).get(tag, {}).get("Value", [None])
     return str(values[0]) if values and values[0] else None
+
+
+def _fuzzy_word(study: dict[str, Any] | None) -> str | None:
+    """One word of the study's PatientName, in lower case, that literal matching cannot match the name with.
+
+    The last name component (a given name) when there are two or more; else
+    the name without its last letter, which fuzzy matching finds as the
+    beginning of a word.
+    """
+    values = (study or {}).get("00100010", {}).get("Value") or [{}]
+    alphabetic = values[0].get("Alphabetic", "") if isinstance(values[0], dict) else ""
+    words = [part for part in re.split(r"[\^\s]+", alphabetic) if part]
+    if len(words) > 1:
+        return words[-1].lower()
+    return words[0][:-1].lower() if words and len(words[0]) > 2 else None
 
 
 def _json_rows(response: requests.Response | None) -> list[dict[str, Any]] | None:

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from dicomtrolley.cli import main
-from dicomtrolley.probe import probe, save_profile
+from dicomtrolley.probe import Finding, ProbeReport, probe, save_profile
 from dicomtrolley.profiles import ServerProfile, load_profile, load_profiles
 from dicomtrolley.wado_rs import AS_STORED_FORMS, EXPLICIT_SYNTAXES
 from tests.support.orthanc import OrthancServer
@@ -168,3 +168,20 @@ def test_a_dimse_address_alone_is_probed_over_dimse(orthanc: OrthancServer, caps
                  "--json"]) == 0
     findings = {f["name"]: f["supported"] for f in json.loads(capsys.readouterr().out)["findings"]}
     assert (findings["C-ECHO"], findings["C-FIND STUDY"], findings["C-GET"]) == (True, True, True)
+
+
+def finding_named(report: ProbeReport, name: str) -> Finding:
+    return next(f for f in report.findings if f.name == name)
+
+
+def test_fuzzy_matching_a_server_only_accepts_is_reported_as_literal_matching(plain: QuirkServer) -> None:
+    fuzzy = finding_named(probe(requests.Session(), f"{plain.url}/dicom-web"), "QIDO-RS fuzzy matching")
+    assert (fuzzy.supported, fuzzy.detail.endswith("literal matching only")) == (False, True)
+
+
+def test_fuzzy_matching_a_server_applies_is_reported_without_naming_the_patient(orthanc: OrthancServer) -> None:
+    with QuirkServer(orthanc.base_url, fuzzy_names=True) as fuzzy_server:
+        fuzzy = finding_named(probe(requests.Session(), f"{fuzzy_server.url}/dicom-web"), "QIDO-RS fuzzy matching")
+    assert fuzzy.supported is True
+    words = {word.lower() for study in orthanc.sample.studies for word in study.patient_name.split("^")}
+    assert not [word for word in words if word in fuzzy.detail.lower()]
