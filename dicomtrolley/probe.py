@@ -38,7 +38,7 @@ from dicomtrolley._http import (
 from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
 from dicomtrolley.probe_cap import CEILING, check_cap
 from dicomtrolley.profiles import ServerProfile, default_config_path
-from dicomtrolley.qido_rs import _MORE_RESULTS
+from dicomtrolley.qido_rs import MORE_RESULTS_WARNING
 from dicomtrolley.wado_rs import AS_STORED_FORMS, EXPLICIT_SYNTAXES
 
 logger = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ class _Asker:
             self.add(name, False, _why(response))
             return
         answer = {uid: _value(row, _STUDY_DATE) or "" for row in rows if (uid := _value(row, _UID[0]))}
-        told = "its Warning header says more results exist" if _MORE_RESULTS.search(warning) else ""
+        told = "its Warning header says more results exist" if MORE_RESULTS_WARNING.search(warning) else ""
         check = check_cap(answer, self.studies_in, told=told)
         if not check.cut:
             self.add(name, None if check.cut is None else True, check.detail)
