@@ -123,7 +123,7 @@ DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
 _READ_CHUNK = 8 * 1024  # compressed bytes per read: one read inflates to at most ~8 MB
 
 MORE_RESULTS_WARNING = re.compile(r"\b299\b.*\badditional\s+results?\b", re.IGNORECASE | re.DOTALL)
-"""A QIDO-RS Warning header saying the answer was cut short (PS3.18 8.3.4.4): searches and the probe read it."""
+"""A QIDO-RS Warning header (code 299) saying more results exist than were answered: searches and the probe read it."""
 
 
 class HierarchicalQuery(Query):
