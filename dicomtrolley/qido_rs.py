@@ -67,17 +67,16 @@ from pydantic import model_validator
 
 from dicomtrolley._http import (
     DEFAULT_TIMEOUT,
-    HTTPClient,
     QueryValue,
     RetryPolicy,
     Timeout,
     read_bounded,
     redact_url,
 )
+from dicomtrolley._http_searcher import HTTPSearcher
 from dicomtrolley._tree import attribute_level, gc_paused, tree_from_json
 from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Study
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
-from dicomtrolley.roles import ProfileParts, Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +122,8 @@ DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 _READ_CHUNK = 8 * 1024  # compressed bytes per read: one read inflates to at most ~8 MB
 
-_MORE_RESULTS = re.compile(r"\b299\b.*\badditional\s+results?\b", re.IGNORECASE | re.DOTALL)
+MORE_RESULTS_WARNING = re.compile(r"\b299\b.*\badditional\s+results?\b", re.IGNORECASE | re.DOTALL)
+"""A QIDO-RS Warning header (code 299) saying more results exist than were answered: searches and the probe read it."""
 
 
 class HierarchicalQuery(Query):
@@ -167,7 +167,7 @@ class RelationalQuery(Query):
         return self
 
 
-class QidoRS(Searcher):
+class QidoRS(HTTPSearcher):
     """Searches a DICOMweb server with QIDO-RS.
 
     Parameters
@@ -199,6 +199,8 @@ class QidoRS(Searcher):
     [Study('1.2.826...', series=0), ...]
     """
 
+    profile_fields = ("qido-rs", "url")
+
     def __init__(
         self,
         session: requests.Session,
@@ -213,17 +215,9 @@ class QidoRS(Searcher):
             raise ValueError(f"page_size must be at least 1, got {page_size}")
         if max_answer_bytes < 1:
             raise ValueError(f"max_answer_bytes must be at least 1, got {max_answer_bytes}")
-        self.url = url.rstrip("/")
+        super().__init__(session, url, timeout=timeout, retry=retry)
         self.page_size = page_size
         self.max_answer_bytes = max_answer_bytes
-        self.http = HTTPClient(session, timeout=timeout, retry=retry)
-
-    def __repr__(self) -> str:
-        return f"QidoRS({redact_url(self.url)!r})"
-
-    def describe(self) -> ProfileParts:
-        """``searcher = "qido-rs"`` at this DICOMweb root; see :meth:`Searcher.describe`."""
-        return ProfileParts({"searcher": "qido-rs", "url": self.url}, self.http)
 
     def find_studies(self, query: Query) -> list[Study]:
         """Every study matching ``query``, with series and instances down to its query level.
@@ -342,7 +336,7 @@ def _warns_of_more(response: requests.Response, where: str) -> bool:
     warning = response.headers.get("Warning")
     if not warning:
         return False
-    if _MORE_RESULTS.search(warning):
+    if MORE_RESULTS_WARNING.search(warning):
         logger.info("QIDO-RS %s: %s; asking for the next page", where, warning)
         return True
     logger.warning("QIDO-RS %s warns: %s", where, warning)
