@@ -289,7 +289,7 @@ class QidoRS(HTTPSearcher):
             more_known = more or (ask is not None and len(page) >= ask)
             if more_known:
                 continue
-            if self.page_size is not None or len(page) < largest_page:
+            if self.page_size is not None or len(page) < largest_page or _names_one_object(query):
                 break
             largest_page = max(largest_page, len(page))
         logger.debug("QIDO-RS %s: %d result(s)", redact_url(url), len(rows))
@@ -344,6 +344,23 @@ def _warns_of_more(response: requests.Response, where: str) -> bool:
 
 
 # ---------------------------------------------------------------- planning
+
+
+_UNIQUE_KEYS = {
+    QueryLevels.STUDY: "StudyInstanceUID",
+    QueryLevels.SERIES: "SeriesInstanceUID",
+    QueryLevels.INSTANCE: "SOPInstanceUID",
+}
+
+
+def _names_one_object(query: Query) -> bool:
+    """True when ``query`` matches the unique key of its level to one UID (no list, no wildcard).
+
+    Its answer is one object (Orthanc may list a study twice under two PatientIDs), far below
+    any server's cap, so the empty page that looks for a silent cap is not asked for.
+    """
+    value = query.attributes().get(_UNIQUE_KEYS.get(query.query_level, ""), "")
+    return bool(value) and not any(mark in value for mark in ",*?\\")
 
 
 @dataclass(frozen=True)

@@ -570,6 +570,25 @@ def test_a_user_limit_smaller_than_the_page_size_asks_for_only_what_is_left() ->
     assert [requested(n) for n in range(len(responses.calls))] == [("2", None), ("1", "2")]
 
 
+@pytest.mark.parametrize(("query", "requests_made"), [
+    (Query(StudyInstanceUID="1.2.3.0"), 1),
+    (Query(StudyInstanceUID="1.2.3.0", query_level=QueryLevels.SERIES), 2),
+    (Query(StudyInstanceUID="1.2.3.0,1.2.3.1"), 2),
+    (Query(StudyInstanceUID="1.2.3.*"), 2),
+    (Query(PatientID="P1"), 2),
+], ids=["one study by its UID", "the series of a study", "a list of UIDs", "a wildcard", "by patient"])
+@responses.activate
+def test_an_empty_page_looks_for_a_silent_cap_unless_the_query_names_one_object(
+    query: Query, requests_made: int
+) -> None:
+    rows = [series_row("1.2.3.0", "1.2.3.0.1")] if query.query_level is QueryLevels.SERIES else studies(1)
+    responses.add_callback(responses.GET, ANY_URL, callback=paging_server(rows, cap=100))
+
+    searcher().find_studies(query)
+
+    assert len(responses.calls) == requests_made
+
+
 @responses.activate
 def test_a_user_offset_starts_the_first_page_there() -> None:
     responses.add_callback(responses.GET, ANY_URL, callback=paging_server(studies(10), cap=100))
