@@ -4,14 +4,14 @@ A :class:`Destination` joins a :class:`~dicomtrolley.roles.Sender` (STOW-RS,
 C-STORE) with a :class:`~dicomtrolley.roles.Searcher` of the same archive
 (QIDO-RS, C-FIND). The download hands it each instance as it arrives, and it
 sends the bytes from where the download spooled them (in memory, or a
-temporary file past the spill threshold), never a whole study at once, in
-batches shaped by the sender's own limits (:attr:`~dicomtrolley.roles.Sender.batch_limits`:
-a STOW-RS body of up to 8 instances or 1 MB), each instance still saved, or
-failed with the archive's reason, on its own. It asks
-the archive once per study which instances it already holds, so that a rerun
-sends nothing, and, through :meth:`Destination.held`, how many it holds once
-a study is sent, so that an export trusts what arrived rather than what was
-answered.
+temporary file past the spill threshold), never a whole study at once.
+Instances saved at the same time travel in batches shaped by the sender's own
+limits (:attr:`~dicomtrolley.roles.Sender.batch_limits`: a STOW-RS body of up
+to 8 instances or 1 MB), each still saved, or failed with the archive's
+reason, on its own. It asks the archive once per study which instances it
+already holds, so that a rerun sends nothing, and, through
+:meth:`Destination.held`, how many it holds once a study is sent, so that an
+export trusts what arrived rather than what was answered.
 """
 
 from __future__ import annotations
