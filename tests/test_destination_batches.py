@@ -36,8 +36,8 @@ pytestmark = pytest.mark.integration
 class SlowRecordingStowRS(StowRS):
     """STOW-RS that waits a moment before each request, and records the SOPInstanceUIDs of each."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, url: str) -> None:
+        super().__init__(requests.Session(), url)
         self.requests: list[list[str]] = []
         self._lock = threading.Lock()
 
@@ -53,7 +53,7 @@ def trolley_for(server: OrthancServer) -> Trolley:
 
 
 def slow_destination(url: str) -> tuple[SlowRecordingStowRS, Destination]:
-    sender = SlowRecordingStowRS(requests.Session(), url)
+    sender = SlowRecordingStowRS(url)
     return sender, Destination(sender, QidoRS(requests.Session(), url), workers=1)
 
 
@@ -135,7 +135,7 @@ def test_a_rerun_of_a_batched_transfer_sends_nothing(
 def test_an_export_to_an_archive_on_an_executor_of_other_processes_is_refused_naming_why(
     orthanc: OrthancServer, studies: list[SampleStudy], tmp_path: Path
 ) -> None:
-    sender = SlowRecordingStowRS(requests.Session(), "http://127.0.0.1:9/dicom-web")  # discard port: nothing listens
+    sender = SlowRecordingStowRS("http://127.0.0.1:9/dicom-web")  # discard port: nothing listens
     with ProcessPoolExecutor(1) as executor, pytest.raises(DICOMTrolleyError) as refused:
         trolley_for(orthanc).export([studies[0].uid], sender, state_dir=tmp_path, executor=executor, progress=False)
     assert "not on an executor that ships tasks elsewhere (Dask)" in str(refused.value)
