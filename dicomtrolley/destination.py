@@ -20,7 +20,7 @@ import io
 import logging
 import threading
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +87,7 @@ class Destination(Storage):
         # Enough instances waiting to fill the next batch of every request in flight.
         self._budget = _Budget(workers * HANDOVER_BYTES, 2 * workers * sender.batch_limits.instances)
         self._pool: ThreadPoolExecutor | None = None
+        self._handovers = 0
 
     def __repr__(self) -> str:
         return f"Destination({self.sender!r})"
@@ -168,12 +169,22 @@ class Destination(Storage):
         """A sink that hands each part of up to :data:`HANDOVER_BYTES` to the destination's threads and returns.
 
         On exit it waits for the parts it handed over, and appends those whose ``sink`` raised to ``failures``.
+        The threads are shared by the downloads sending here at the same time, and stop when the last ends.
         """
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._budget.parts, thread_name_prefix="dicomtrolley-destination")
+            self._handovers += 1
             pool = self._pool
-        return _Handover(pool, self._budget, sink, failures)
+        return _Handover(pool, self._budget, sink, failures, self._handover_ended)
+
+    def _handover_ended(self) -> None:
+        """Stop the threads once no download is handing parts over (they would outlive the destination's use)."""
+        with self._lock:
+            self._handovers -= 1
+            pool, self._pool = (self._pool, None) if not self._handovers else (None, self._pool)
+        if pool is not None:
+            pool.shutdown()  # quick: every part handed over was waited for
 
     def _instances(self, study_uid: str) -> frozenset[str]:
         with self._lock:
@@ -347,11 +358,12 @@ class _Handover:
     """One download's parts, sent on the destination's shared threads, within the destination's budget."""
 
     def __init__(self, pool: ThreadPoolExecutor, budget: _Budget, sink: PartSink,
-                 failures: list[FetchFailure]) -> None:
+                 failures: list[FetchFailure], ended: Callable[[], None]) -> None:
         self._pool = pool
         self._budget = budget
         self._sink = sink
         self._failures = failures
+        self._ended = ended
         self._pending: list[tuple[InstancePart, Future[None]]] = []
 
     def __enter__(self) -> PartSink:
@@ -378,14 +390,17 @@ class _Handover:
 
     def __exit__(self, *exc: object) -> None:
         wait([future for _, future in self._pending])
-        for part, future in self._pending:
-            error = future.exception()
-            if error is not None and not isinstance(error, Exception):
-                raise error  # KeyboardInterrupt, SystemExit: not a failure of one instance
-            if error is not None:
-                target = part.reference or part.source or StudyReference("unknown")
-                self._failures.append(FetchFailure(target, error))
-        self._pending.clear()
+        try:
+            for part, future in self._pending:
+                error = future.exception()
+                if error is not None and not isinstance(error, Exception):
+                    raise error  # KeyboardInterrupt, SystemExit: not a failure of one instance
+                if error is not None:
+                    target = part.reference or part.source or StudyReference("unknown")
+                    self._failures.append(FetchFailure(target, error))
+        finally:
+            self._pending.clear()
+            self._ended()
 
 
 def as_destination(target: Sender | Destination) -> Destination:

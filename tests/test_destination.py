@@ -14,7 +14,7 @@ from typing import Literal
 
 import pytest
 
-from dicomtrolley.core import InstancePart, Query, Study
+from dicomtrolley.core import FetchFailure, InstancePart, Query, Study
 from dicomtrolley.destination import Destination
 from dicomtrolley.exceptions import StorageError
 from dicomtrolley.progress import ProgressCallback
@@ -110,6 +110,27 @@ def test_a_sender_that_raises_gives_its_request_slot_back() -> None:
     saved = destination.save(part(2))
     assert saved.reference.instance_uid == "1.2.3.2"
     assert archive.calls == [["1.2.3.1"], ["1.2.3.2"]]
+
+
+def test_the_threads_that_send_handed_over_parts_stop_when_the_last_download_ends() -> None:
+    archive = Archive()
+    archive.go.set()
+    destination = Destination(archive, Nothing(), workers=2)
+    failures: list[FetchFailure] = []
+
+    def sending() -> set[str]:
+        return {t.name for t in threading.enumerate() if t.name.startswith("dicomtrolley-destination")}
+
+    def save(part: InstancePart) -> None:
+        destination.save(part)
+
+    with destination.parallel(save, failures) as first, destination.parallel(save, failures):
+        for number in range(6):
+            first(part(number))
+        assert sending()
+    assert not sending()
+    assert not failures
+    assert sorted(uid for call in archive.calls for uid in call) == sorted(f"1.2.3.{n}" for n in range(6))
 
 
 def test_a_batch_closes_at_its_count_or_before_an_instance_that_would_overflow_its_bytes() -> None:
