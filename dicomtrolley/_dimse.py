@@ -3,9 +3,12 @@
 The C-FIND searcher (:mod:`dicomtrolley.dicom_qr`) and the C-GET / C-MOVE
 downloaders (:mod:`dicomtrolley.dimse_retrieve`) build on :class:`DIMSEPeer`:
 
-- an association is released when its work is done and aborted on every
-  other path (an exception, a timeout, Ctrl-C), so no server is left holding
-  a half-used association;
+- operations run on associations lent by the peer's pool
+  (:mod:`dicomtrolley._associations`): kept open for the next operation that
+  fits, released when idle, aborted on every path that raises (an exception,
+  a timeout, Ctrl-C), so no server is left holding a half-used association;
+  a reused association the peer dropped in the meantime is replaced by a
+  fresh one without the caller noticing;
 - a failure status, a refused association or a timeout raises
   :class:`~dicomtrolley.exceptions.DIMSEError` naming the status in hex and
   its meaning, never an empty result.
@@ -17,20 +20,27 @@ is created.
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydicom.dataset import Dataset
 
+from dicomtrolley._associations import AssociationPool, Handlers, Proposal, discard_pool, pool_for
 from dicomtrolley.core import DICOMObjectLevels
 from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEConnectionError, DIMSEError
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pynetdicom import AE
     from pynetdicom.association import Association
     from pynetdicom.presentation import PresentationContext
+
+T = TypeVar("T")
 
 DEFAULT_AET = "DICOMTROLLEY"
 """The calling AE title (ours) unless one is given."""
@@ -131,8 +141,10 @@ def status_text(status_ds: Dataset, service: str) -> str:
 class DIMSEPeer:
     """Where a DIMSE server listens, who we are to it, and how long to wait.
 
-    The base of the searcher and the downloaders: it opens associations and
-    guarantees they are released or aborted.
+    The base of the searcher, the downloaders and the C-STORE sender: it
+    runs their operations on associations from its pool (:attr:`associations`),
+    which every DIMSE object of this process with the same address, titles
+    and timeouts shares.
 
     Parameters
     ----------
@@ -197,6 +209,62 @@ class DIMSEPeer:
         """``AEC@host:port``, for messages."""
         return f"{self.aec}@{self.host}:{self.port}"
 
+    @property
+    def associations(self) -> AssociationPool:
+        """The pool of open associations to this peer, shared with every peer object of the same settings.
+
+        Set ``associations.keep = 0`` to open an association per operation
+        (a server that mishandles a second operation on one association), or
+        change ``associations.idle_timeout``; :meth:`close` releases the idle ones.
+        """
+        settings = self.settings()
+        return pool_for(tuple(settings.items()), lambda: AssociationPool(
+            DIMSEPeer(**settings).open_for, name=self.address))
+
+    def close(self) -> None:
+        """Release the idle associations to this peer now, rather than when idle or at exit."""
+        discard_pool(tuple(self.settings().items()))
+
+    def open_for(self, proposal: Proposal) -> Association:
+        """Open a fresh association for ``proposal`` (the pool's opener).
+
+        Raises
+        ------
+        DIMSEError
+            As :meth:`open_association`.
+        """
+        return self.open_association(
+            self.application_entity(), proposal.presentation_contexts(), ext_neg=proposal.negotiation_items()
+        )
+
+    def run_pooled(
+        self,
+        proposal: Proposal,
+        operation: Callable[[Association], T],
+        *,
+        answered: Callable[[T], bool],
+        handlers: Handlers = (),
+    ) -> T:
+        """Run ``operation`` on a pooled association that covers ``proposal``, with ``handlers`` bound.
+
+        When a reused association turns out to have been dropped by the peer
+        before ``operation`` got any answer (``answered`` says), it is
+        discarded and the operation runs again on the next one, at the latest
+        on a freshly opened association, whose outcome stands whatever it is.
+
+        Raises
+        ------
+        DIMSEError
+            No association could be opened.
+        """
+        while True:
+            with self.associations.lease(proposal, handlers) as lease:
+                outcome = operation(lease.association)
+                dropped = lease.reused and not lease.association.is_established
+            if not dropped or answered(outcome):
+                return outcome
+            logger.info("%s had dropped an idle association; running the operation on another", self.address)
+
     def application_entity(self) -> AE:
         """A pynetdicom AE with our title and timeouts; one per operation, so calls never share state."""
         from pynetdicom import AE
@@ -227,6 +295,11 @@ class DIMSEPeer:
         from pynetdicom import evt
 
         connected = threading.Event()
+
+        def on_open(event: Any) -> None:
+            _no_delay(event)
+            connected.set()
+
         assoc = ae.associate(
             self.host,
             self.port,
@@ -234,7 +307,7 @@ class DIMSEPeer:
             ae_title=self.aec,
             max_pdu=MAX_PDU_SIZE,
             ext_neg=list(ext_neg) or None,
-            evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: connected.set()), *evt_handlers],
+            evt_handlers=[(evt.EVT_CONN_OPEN, on_open), *evt_handlers],
         )
         if not assoc.is_established:
             raise self._not_established(assoc, connected.is_set())
@@ -290,6 +363,14 @@ class DIMSEPeer:
             "servers reject this way; check the called AE title and that the server knows ours), sent "
             f"no answer within {self.acse_timeout} s, or accepted none of the proposed presentation contexts"
         )
+
+
+def _no_delay(event: Any) -> None:
+    """Send each PDU at once (TCP_NODELAY): with Nagle's algorithm every small message
+    (a C-STORE, or the C-STORE response of a C-GET) could wait ~40 ms for an ACK."""
+    sock = event.assoc.dul.socket.socket
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def check_ae_title(title: str, what: str) -> str:

@@ -19,15 +19,17 @@ from __future__ import annotations
 import logging
 import threading
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from io import BytesIO
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from dicomtrolley._associations import Handlers, Proposal
 from dicomtrolley._dimse import (
     DEFAULT_ACSE_TIMEOUT,
     DEFAULT_AEC,
@@ -42,7 +44,7 @@ from dicomtrolley._dimse import (
     status_category,
     status_text,
 )
-from dicomtrolley._get_contexts import DEFAULT_STORAGE_CLASSES, storage_contexts
+from dicomtrolley._get_contexts import DEFAULT_STORAGE_CLASSES, plan_contexts, storage_contexts
 from dicomtrolley._get_contexts import IMAGE_STORAGE as IMAGE_STORAGE
 from dicomtrolley._get_contexts import MAX_PRESENTATION_CONTEXTS as MAX_PRESENTATION_CONTEXTS
 from dicomtrolley._get_contexts import OTHER_STORAGE as OTHER_STORAGE
@@ -79,6 +81,22 @@ def get_storage_contexts(sop_classes: Sequence[str] = DEFAULT_STORAGE_CLASSES) -
     see :mod:`dicomtrolley._get_contexts` for how they are shared out.
     """
     return storage_contexts(sop_classes)
+
+
+MOVE_PROPOSAL = Proposal(((STUDY_ROOT_MOVE, ()),))
+"""A C-MOVE association: the move context alone (the instances come on associations of their own)."""
+
+
+def get_proposal(sop_classes: Sequence[str]) -> Proposal:
+    """What a C-GET association for studies holding ``sop_classes`` is opened with, and pooled under.
+
+    The C-GET context, then the storage contexts of :func:`get_storage_contexts`
+    with the SCP role for each of their classes. Studies whose classes are a
+    subset of an open association's get, while there are few classes, the very
+    same contexts for each class, so that association covers them.
+    """
+    storage = tuple((sop_class, tuple(syntaxes)) for sop_class, *syntaxes in plan_contexts(sop_classes))
+    return Proposal(((STUDY_ROOT_GET, ()), *storage), scp_roles=tuple(dict.fromkeys(c for c, _ in storage)))
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,19 @@ class _Taken:
     received: int
     errors: list[Exception]
     connections: int
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How one retrieve went: its counts, its error if it failed, and whether the server answered at all."""
+
+    counts: SubOperations
+    error: DIMSEError | None
+    heard: bool
+
+    def answered(self) -> bool:
+        """False when the association ended before any answer: a dropped, reused one is then replaced."""
+        return self.heard
 
 
 class _Receiver:
@@ -234,58 +265,50 @@ class _Retriever(DIMSEPeer, Downloader):
     def fetch(
         self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
     ) -> list[FetchFailure]:
-        """Retrieve each target in turn on one association; see :meth:`Downloader.fetch`.
+        """Retrieve each target in turn on the peer's pooled associations; see :meth:`Downloader.fetch`.
 
         A target fails when the server's final status is not Success, when any
         sub-operation failed (the sink's error is the cause), or when it matched
-        nothing. If the association cannot be opened, every target left fails
+        nothing. If no association can be opened, every target left fails
         with that error. An error in the sink that is not a DICOMTrolleyError (a
         bug), or an OutputFolderError, aborts the association and is raised.
         """
         receiver = _Receiver(sink, stop_on_failure)
         failures: list[FetchFailure] = []
         self.last_suboperations = SubOperations()
-        with self._association_opener(receiver, targets) as connect:
-            assoc: Association | None = None
-            clean = False
-            try:
-                for index, target in enumerate(targets):
-                    if stop_on_failure and failures:
-                        break
-                    if assoc is None or not assoc.is_established:
-                        try:
-                            assoc = connect()
-                        except DIMSEError as refused:
-                            failures.extend(FetchFailure(left, refused) for left in targets[index:])
-                            break
-                    receiver.start(target)
-                    counts, error = self._retrieve(assoc, target, receiver)
-                    self.last_suboperations += counts
-                    if error is not None:
-                        logger.info("%s", error)
-                        failures.append(FetchFailure(target, error))
-                clean = True
-            finally:
-                if assoc is not None:
-                    self.close_association(assoc, clean=clean)
+        with self._receiving(receiver, targets) as (proposal, handlers):
+            for index, target in enumerate(targets):
+                if stop_on_failure and failures:
+                    break
+                try:
+                    outcome = self.run_pooled(
+                        proposal, partial(self._retrieve, target=target, receiver=receiver),
+                        answered=_Outcome.answered, handlers=handlers,
+                    )
+                except DIMSEError as refused:
+                    failures.extend(FetchFailure(left, refused) for left in targets[index:])
+                    break
+                self.last_suboperations += outcome.counts
+                if outcome.error is not None:
+                    logger.info("%s", outcome.error)
+                    failures.append(FetchFailure(target, outcome.error))
         logger.info("%s on %s: %s sub-operations", self.operation, self.address, self.last_suboperations)
         return failures
 
     @abstractmethod
-    def _association_opener(
+    def _receiving(
         self, receiver: _Receiver, targets: Sequence[Reference]
-    ) -> AbstractContextManager[Callable[[], Association]]:
-        """Provide a function that opens an association for ``receiver`` to fetch ``targets``."""
+    ) -> AbstractContextManager[tuple[Proposal, Handlers]]:
+        """Make ready to receive ``targets`` for ``receiver``: the association's proposal and its handlers."""
 
     @abstractmethod
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
         """Send the C-GET or C-MOVE request; yield its (status, identifier) responses."""
 
-    def _retrieve(
-        self, assoc: Association, target: Reference, receiver: _Receiver
-    ) -> tuple[SubOperations, DIMSEError | None]:
+    def _retrieve(self, assoc: Association, *, target: Reference, receiver: _Receiver) -> _Outcome:
         """Run one C-GET/C-MOVE; return its counts and, if it failed, why."""
         what = f"{self.operation} of {describe(target)} from {self.address}"
+        receiver.start(target)
         final: Dataset | None = None
         last = Dataset()
         for status_ds, _identifier in self._send(assoc, retrieve_identifier(target)):
@@ -308,7 +331,7 @@ class _Retriever(DIMSEPeer, Downloader):
         error = self._judge(what, final, counts, taken)
         if error is not None and taken.errors:
             error.__cause__ = taken.errors[0]
-        return counts, error
+        return _Outcome(counts, error, final is not None or bool(taken.received or taken.errors))
 
     def _judge(
         self, what: str, final: Dataset | None, counts: SubOperations, taken: _Taken
@@ -367,19 +390,12 @@ class DICOMCGet(_Retriever):
         return ProfileParts({"downloader": "c-get", **self.profile_address()})
 
     @contextmanager
-    def _association_opener(
-        self, receiver: _Receiver, targets: Sequence[Reference]
-    ) -> Iterator[Callable[[], Association]]:
-        from pynetdicom import build_context, build_role, evt
+    def _receiving(self, receiver: _Receiver, targets: Sequence[Reference]) -> Iterator[tuple[Proposal, Handlers]]:
+        from pynetdicom import evt
 
-        storage = get_storage_contexts(self._sop_classes_of(targets) or DEFAULT_STORAGE_CLASSES)
-        contexts = [build_context(STUDY_ROOT_GET), *storage]
-        sop_classes = dict.fromkeys(str(context.abstract_syntax) for context in storage)
-        roles = [build_role(sop_class, scp_role=True) for sop_class in sop_classes]
-        ae = self.application_entity()
-        yield lambda: self.open_association(
-            ae, contexts, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, receiver.on_store)]
-        )
+        yield get_proposal(self._sop_classes_of(targets) or DEFAULT_STORAGE_CLASSES), [
+            (evt.EVT_C_STORE, receiver.on_store)
+        ]
 
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
         return assoc.send_c_get(identifier, STUDY_ROOT_GET)
@@ -387,7 +403,7 @@ class DICOMCGet(_Retriever):
     def _sop_classes_of(self, targets: Sequence[Reference]) -> list[str]:
         """The SOP classes the targets' studies hold, as a C-FIND for SOPClassesInStudy says; [] if unknown."""
         studies = sorted({target.study_uid for target in targets})
-        finder = DICOMQR(**self.settings())
+        finder = DICOMQR(**self.settings())  # same settings: the same pool of associations
         found: list[str] = []
         for start in range(0, len(studies), _STUDIES_PER_FIND):
             identifier = Dataset()
@@ -518,9 +534,7 @@ class DICOMCMove(_Retriever):
         )
 
     @contextmanager
-    def _association_opener(
-        self, receiver: _Receiver, targets: Sequence[Reference]
-    ) -> Iterator[Callable[[], Association]]:
+    def _receiving(self, receiver: _Receiver, targets: Sequence[Reference]) -> Iterator[tuple[Proposal, Handlers]]:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, build_context, evt
         from pynetdicom.presentation import AllStoragePresentationContexts
 
@@ -546,7 +560,7 @@ class DICOMCMove(_Retriever):
             ) from error
         assert server is not None  # start_server(block=False) returns the running server
         try:
-            yield lambda: self.open_association(ae, [build_context(STUDY_ROOT_MOVE)])
+            yield MOVE_PROPOSAL, ()
         finally:
             receiver.close()
             for incoming in server.active_associations:
