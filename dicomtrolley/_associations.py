@@ -180,18 +180,19 @@ class AssociationPool:
             return len(self._idle)
 
     @contextmanager
-    def lease(self, proposal: Proposal, handlers: Handlers = ()) -> Iterator[Lease]:
+    def lease(self, proposal: Proposal, handlers: Handlers = (), *, fresh: bool = False) -> Iterator[Lease]:
         """Lend an association that covers ``proposal``, with ``handlers`` bound for the block.
 
-        After the block it goes back to the pool if it is still established;
-        if the block raises, it is aborted and forgotten.
+        ``fresh`` opens a new one even when an idle one fits. After the block
+        it goes back to the pool if it is still established; if the block
+        raises, it is aborted and forgotten.
 
         Raises
         ------
         DIMSEError
             No idle association fits and a new one cannot be opened.
         """
-        lease = self._checkout(proposal)
+        lease = self._checkout(proposal, fresh)
         for event, handler in handlers:
             lease.association.bind(event, handler)
         try:
@@ -212,7 +213,7 @@ class AssociationPool:
         for entry in idle:
             _end(entry.association, clean=True)
 
-    def _checkout(self, proposal: Proposal) -> Lease:
+    def _checkout(self, proposal: Proposal, fresh: bool) -> Lease:
         stale: list[_Idle] = []
         found: _Idle | None = None
         now = time.monotonic()
@@ -220,7 +221,7 @@ class AssociationPool:
             for entry in reversed(self._idle):  # the most recently returned first
                 if not entry.association.is_established or now - entry.since >= self.idle_timeout:
                     stale.append(entry)
-                elif found is None and entry.proposal.covers(proposal):
+                elif found is None and not fresh and entry.proposal.covers(proposal):
                     found = entry
             for entry in [*stale, *([found] if found else [])]:
                 self._idle.remove(entry)

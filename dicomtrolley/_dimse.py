@@ -247,26 +247,26 @@ class DIMSEPeer:
     ) -> T:
         """Run ``operation`` on a pooled association that covers ``proposal``, with ``handlers`` bound.
 
-        When a reused association turns out to have been dropped by the peer
-        before ``operation`` got any answer (``answered`` says), it is
-        discarded and the operation runs again on the next one, at the latest
-        on a freshly opened association, whose outcome stands whatever it is.
+        When a reused association gets no answer at all (``answered`` says),
+        the peer most likely dropped it while it was idle, perhaps just as it
+        was lent: the operation runs once more on a freshly opened association,
+        whose outcome stands whatever it is.
 
         Raises
         ------
         DIMSEError
             No association could be opened.
         """
-        while True:
-            with self.associations.lease(proposal, handlers) as lease:
-                outcome = operation(lease.association)
-                dropped = lease.reused and not lease.association.is_established
-            if not dropped or answered(outcome):
-                return outcome
-            logger.info("%s had dropped an idle association; running the operation on another", self.address)
+        with self.associations.lease(proposal, handlers) as lease:
+            outcome = operation(lease.association)
+        if not lease.reused or answered(outcome):
+            return outcome
+        logger.info("%s answered nothing on a reused association; once more on a new one", self.address)
+        with self.associations.lease(proposal, handlers, fresh=True) as lease:
+            return operation(lease.association)
 
     def application_entity(self) -> AE:
-        """A pynetdicom AE with our title and timeouts; one per operation, so calls never share state."""
+        """A pynetdicom AE with our title and timeouts; one per association, so associations never share state."""
         from pynetdicom import AE
 
         ae = AE(ae_title=self.aet)
