@@ -25,6 +25,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydicom.dataset import Dataset
@@ -138,6 +139,7 @@ def status_text(status_ds: Dataset, service: str) -> str:
 # ---------------------------------------------------------------- the connection
 
 
+@dataclass(eq=False, repr=False)
 class DIMSEPeer:
     """Where a DIMSE server listens, who we are to it, and how long to wait.
 
@@ -160,27 +162,26 @@ class DIMSEPeer:
         Seconds to wait for each DIMSE message; ``None`` waits forever.
     network_timeout
         Seconds an association may stay silent before it is given up.
+
+    A dataclass, so that a subclass adding settings (:class:`~dicomtrolley.dimse_retrieve.DICOMCMove`)
+    declares only those, as keyword-only fields, and its constructor takes these too.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        aet: str = DEFAULT_AET,
-        aec: str = DEFAULT_AEC,
-        *,
-        acse_timeout: float = DEFAULT_ACSE_TIMEOUT,
-        dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT,
-        network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT,
-    ) -> None:
+    host: str
+    port: int
+    aet: str = DEFAULT_AET
+    aec: str = DEFAULT_AEC
+    _: KW_ONLY
+    acse_timeout: float = DEFAULT_ACSE_TIMEOUT
+    dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT
+    network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT
+
+    def __post_init__(self) -> None:
+        """Check the titles and say what to install when pynetdicom is missing."""
         require_pynetdicom()
-        self.host = host
-        self.port = int(port)
-        self.aet = check_ae_title(aet, "aet")
-        self.aec = check_ae_title(aec, "aec")
-        self.acse_timeout = acse_timeout
-        self.dimse_timeout = dimse_timeout
-        self.network_timeout = network_timeout
+        self.port = int(self.port)
+        self.aet = check_ae_title(self.aet, "aet")
+        self.aec = check_ae_title(self.aec, "aec")
 
     def settings(self) -> dict[str, Any]:
         """This peer's constructor arguments: another peer on the same server, as the same caller, takes them."""

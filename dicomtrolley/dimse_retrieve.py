@@ -9,7 +9,9 @@ the duration of the download.
 
 Each instance reaches the sink as it was sent: the file meta information
 pynetdicom builds for it followed by the dataset bytes, never decoded and
-re-encoded. Targets are fetched one after the other on one association;
+re-encoded (:mod:`dicomtrolley._retrieve_receiver`). Targets are fetched one
+after the other on associations from the peer's pool, which later fetches
+reuse (:mod:`dicomtrolley._associations`);
 the counts of completed, failed and warning sub-operations of the last
 :meth:`~dicomtrolley.core.Downloader.fetch` are kept in ``last_suboperations``.
 """
@@ -17,13 +19,11 @@ the counts of completed, failed and warning sub-operations of the last
 from __future__ import annotations
 
 import logging
-import threading
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from functools import partial
-from io import BytesIO
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
@@ -31,11 +31,6 @@ from pydicom.multival import MultiValue
 
 from dicomtrolley._associations import Handlers, Proposal
 from dicomtrolley._dimse import (
-    DEFAULT_ACSE_TIMEOUT,
-    DEFAULT_AEC,
-    DEFAULT_AET,
-    DEFAULT_DIMSE_TIMEOUT,
-    DEFAULT_NETWORK_TIMEOUT,
     RETRIEVE_LEVELS,
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
@@ -48,30 +43,27 @@ from dicomtrolley._get_contexts import DEFAULT_STORAGE_CLASSES, plan_contexts, s
 from dicomtrolley._get_contexts import IMAGE_STORAGE as IMAGE_STORAGE
 from dicomtrolley._get_contexts import MAX_PRESENTATION_CONTEXTS as MAX_PRESENTATION_CONTEXTS
 from dicomtrolley._get_contexts import OTHER_STORAGE as OTHER_STORAGE
+from dicomtrolley._retrieve_receiver import STORE_FAILED as STORE_FAILED
+from dicomtrolley._retrieve_receiver import Receiver, Taken, accept_senders_syntax, ends_retrieve
 from dicomtrolley.core import (
     DICOMObjectLevels,
     FetchFailure,
-    InstancePart,
     InstanceReference,
     PartSink,
     Reference,
     SeriesReference,
 )
 from dicomtrolley.dicom_qr import DICOMQR
-from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError, OutputFolderError
+from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError
 from dicomtrolley.roles import Downloader, ProfileParts
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
-    from pynetdicom.events import Event
     from pynetdicom.presentation import PresentationContext
 
 logger = logging.getLogger(__name__)
 
 _STUDIES_PER_FIND = 64  # UIDs in one C-FIND's list matching
-
-STORE_FAILED = 0x0110
-"""The C-STORE status we answer when the sink could not take an instance (Processing Failure)."""
 
 
 def get_storage_contexts(sop_classes: Sequence[str] = DEFAULT_STORAGE_CLASSES) -> list[PresentationContext]:
@@ -138,15 +130,6 @@ def describe(target: Reference) -> str:
 
 
 @dataclass(frozen=True)
-class _Taken:
-    """What the receiver saw of one target: instances the sink took, its errors, connections to us."""
-
-    received: int
-    errors: list[Exception]
-    connections: int
-
-
-@dataclass(frozen=True)
 class _Outcome:
     """How one retrieve went: its counts, its error if it failed, and whether the server answered at all."""
 
@@ -157,93 +140,6 @@ class _Outcome:
     def answered(self) -> bool:
         """False when the association ended before any answer: a dropped, reused one is then replaced."""
         return self.heard
-
-
-class _Receiver:
-    """Takes the C-STORE sub-operations of a retrieve and hands each instance to the sink.
-
-    For C-GET it runs in the thread that called ``fetch`` (pynetdicom serves
-    the C-STOREs while it waits for C-GET responses); for C-MOVE in one
-    pynetdicom thread per association the server opens to us. Its state
-    therefore sits behind a lock.
-    """
-
-    def __init__(self, sink: PartSink, stop_on_failure: bool) -> None:
-        self.sink = sink
-        self.stop_on_failure = stop_on_failure
-        self.lock = threading.Lock()
-        self.target: Reference | None = None
-        self.received = 0
-        self.errors: list[Exception] = []
-        self.connections = 0
-        self.closed = False
-
-    def start(self, target: Reference) -> None:
-        """Begin a new target: count and record errors afresh."""
-        with self.lock:
-            self.target = target
-            self.received = 0
-            self.errors = []
-            self.connections = 0
-
-    def taken(self) -> _Taken:
-        """A snapshot of what arrived for the current target."""
-        with self.lock:
-            return _Taken(self.received, list(self.errors), self.connections)
-
-    def close(self) -> None:
-        """Take no more instances: whatever arrives after the fetch is refused."""
-        with self.lock:
-            self.closed = True
-
-    def on_connection(self, _event: Event) -> None:
-        """Count the associations the server opens to us (C-MOVE)."""
-        with self.lock:
-            self.connections += 1
-
-    def on_store(self, event: Event) -> int:
-        """Hand one instance to the sink; answer 0x0000, or a failure if the sink raised."""
-        with self.lock:
-            target = self.target
-            fatal = any(_ends_retrieve(error) for error in self.errors)
-            refuse = self.closed or fatal or (self.stop_on_failure and bool(self.errors))
-        if refuse:
-            return STORE_FAILED
-        stream = event.encoded_dataset()
-        instance_uid = str(event.request.AffectedSOPInstanceUID)  # type: ignore[union-attr]
-        part = InstancePart(
-            BytesIO(stream),
-            len(stream),
-            f"application/dicom; transfer-syntax={event.context.transfer_syntax}",
-            source=target,
-            reference=_known_reference(target, instance_uid),
-        )
-        try:
-            self.sink(part)
-        except Exception as error:  # noqa: BLE001 - recorded, answered with a failure, raised to the caller
-            logger.info("Could not take instance %s: %s", instance_uid, error)
-            with self.lock:
-                self.errors.append(error)
-            return STORE_FAILED
-        finally:
-            part.close()
-        with self.lock:
-            self.received += 1
-        return 0x0000
-
-
-def _ends_retrieve(error: Exception) -> bool:
-    """A bug (not a DICOMTrolleyError), or an output folder that takes nothing more: the retrieve is aborted."""
-    return not isinstance(error, DICOMTrolleyError) or isinstance(error, OutputFolderError)
-
-
-def _known_reference(target: Reference | None, instance_uid: str) -> InstanceReference | None:
-    """The instance's reference when the target names its series; a study target would need the dataset."""
-    if isinstance(target, InstanceReference):
-        return target
-    if isinstance(target, SeriesReference):
-        return InstanceReference(target.study_uid, target.series_uid, instance_uid)
-    return None
 
 
 class _Retriever(DIMSEPeer, Downloader):
@@ -273,7 +169,7 @@ class _Retriever(DIMSEPeer, Downloader):
         with that error. An error in the sink that is not a DICOMTrolleyError (a
         bug), or an OutputFolderError, aborts the association and is raised.
         """
-        receiver = _Receiver(sink, stop_on_failure)
+        receiver = Receiver(sink, stop_on_failure)
         failures: list[FetchFailure] = []
         self.last_suboperations = SubOperations()
         with self._receiving(receiver, targets) as (proposal, handlers):
@@ -297,7 +193,7 @@ class _Retriever(DIMSEPeer, Downloader):
 
     @abstractmethod
     def _receiving(
-        self, receiver: _Receiver, targets: Sequence[Reference]
+        self, receiver: Receiver, targets: Sequence[Reference]
     ) -> AbstractContextManager[tuple[Proposal, Handlers]]:
         """Make ready to receive ``targets`` for ``receiver``: the association's proposal and its handlers."""
 
@@ -305,7 +201,7 @@ class _Retriever(DIMSEPeer, Downloader):
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
         """Send the C-GET or C-MOVE request; yield its (status, identifier) responses."""
 
-    def _retrieve(self, assoc: Association, *, target: Reference, receiver: _Receiver) -> _Outcome:
+    def _retrieve(self, assoc: Association, *, target: Reference, receiver: Receiver) -> _Outcome:
         """Run one C-GET/C-MOVE; return its counts and, if it failed, why."""
         what = f"{self.operation} of {describe(target)} from {self.address}"
         receiver.start(target)
@@ -319,7 +215,7 @@ class _Retriever(DIMSEPeer, Downloader):
                 final = status_ds
                 break
         taken = receiver.taken()
-        fatal = next((e for e in taken.errors if _ends_retrieve(e)), None)
+        fatal = next((e for e in taken.errors if ends_retrieve(e)), None)
         if fatal is not None:
             raise fatal
         counts = SubOperations(
@@ -334,7 +230,7 @@ class _Retriever(DIMSEPeer, Downloader):
         return _Outcome(counts, error, final is not None or bool(taken.received or taken.errors))
 
     def _judge(
-        self, what: str, final: Dataset | None, counts: SubOperations, taken: _Taken
+        self, what: str, final: Dataset | None, counts: SubOperations, taken: Taken
     ) -> DIMSEError | None:
         """The error of a retrieve, or None if everything it matched arrived."""
         if final is None:
@@ -352,7 +248,7 @@ class _Retriever(DIMSEPeer, Downloader):
             text += f"; {len(taken.errors)} instance(s) not taken: {taken.errors[0]}"
         return DIMSEError(text + self._hint(status, counts, taken), status=status)
 
-    def _hint(self, status: int, counts: SubOperations, taken: _Taken) -> str:
+    def _hint(self, status: int, counts: SubOperations, taken: Taken) -> str:
         """What the user should check after a failure status; nothing by default."""
         return ""
 
@@ -390,7 +286,7 @@ class DICOMCGet(_Retriever):
         return ProfileParts({"downloader": "c-get", **self.profile_address()})
 
     @contextmanager
-    def _receiving(self, receiver: _Receiver, targets: Sequence[Reference]) -> Iterator[tuple[Proposal, Handlers]]:
+    def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> Iterator[tuple[Proposal, Handlers]]:
         from pynetdicom import evt
 
         yield get_proposal(self._sop_classes_of(targets) or DEFAULT_STORAGE_CLASSES), [
@@ -422,45 +318,7 @@ class DICOMCGet(_Retriever):
         return found
 
 
-def accept_senders_syntax(event: Event) -> None:
-    """Make a Storage SCP take every SOP class offered, each in the first transfer syntax offered that it reads.
-
-    pynetdicom accepts the first syntax of the acceptor's own list that the
-    requestor offers, so a sender offering [explicit LE, explicit BE, implicit LE]
-    would be made to transcode to implicit LE; and it refuses a SOP class the
-    acceptor does not list (a retired or private one), so the instance would be
-    lost. A move destination asked for these instances: handled on
-    ``EVT_REQUESTED``, before negotiation, the supported contexts become what
-    the sender offers, in its order, within the transfer syntaxes supported.
-    """
-    from pynetdicom import build_context
-
-    acceptor = event.assoc.acceptor
-    readable = {str(syntax) for context in acceptor.supported_contexts for syntax in context.transfer_syntax}
-    order: dict[str, list[str]] = {}
-    for context in event.assoc.requestor.primitive.presentation_context_definition_list:  # type: ignore[union-attr]
-        if not _served_as_storage(str(context.abstract_syntax)):
-            continue
-        listed = order.setdefault(str(context.abstract_syntax), [])
-        listed += [s for s in map(str, context.transfer_syntax) if s in readable and s not in listed]
-    if any(order.values()):
-        acceptor.supported_contexts = [build_context(sop, syntaxes) for sop, syntaxes in order.items() if syntaxes]
-
-
-def _served_as_storage(sop_class: str) -> bool:
-    """True when pynetdicom takes C-STOREs of ``sop_class``; a class it does not know
-    (retired, private) is registered as a storage class first, as its docs advise,
-    since it would otherwise abort the association at the first such instance."""
-    from pynetdicom.service_class import ServiceClass, StorageServiceClass
-    from pynetdicom.sop_class import register_uid, uid_to_service_class
-
-    service = uid_to_service_class(sop_class)
-    if service is ServiceClass:
-        register_uid(sop_class, "DicomtrolleyStorage" + sop_class.replace(".", "_"), StorageServiceClass)
-        return True
-    return service is StorageServiceClass
-
-
+@dataclass(eq=False, repr=False)
 class DICOMCMove(_Retriever):
     """Downloads studies, series and instances with C-MOVE to a Storage SCP of our own.
 
@@ -491,27 +349,21 @@ class DICOMCMove(_Retriever):
     operation = "C-MOVE"
     service = "move"
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        aet: str = DEFAULT_AET,
-        aec: str = DEFAULT_AEC,
-        *,
-        destination_port: int,
-        destination_aet: str | None = None,
-        listen_address: str = "",
-        acse_timeout: float = DEFAULT_ACSE_TIMEOUT,
-        dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT,
-        network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT,
-    ) -> None:
-        super().__init__(
-            host, port, aet, aec,
-            acse_timeout=acse_timeout, dimse_timeout=dimse_timeout, network_timeout=network_timeout,
-        )
-        self.destination_port = int(destination_port)
-        self.destination_aet = check_ae_title(destination_aet or self.aet, "destination_aet")
-        self.listen_address = listen_address
+    _: KW_ONLY
+    destination_port: int
+    destination_aet: str | None = None
+    listen_address: str = ""
+
+    def __post_init__(self) -> None:
+        """Check the settings; the move destination's AE title is ``aet`` unless given."""
+        super().__post_init__()
+        self.destination_port = int(self.destination_port)
+        self.destination_aet = check_ae_title(self.destination_aet or self.aet, "destination_aet")
+
+    @property
+    def move_aet(self) -> str:
+        """The AE title instances are moved to: ``destination_aet``, or ``aet`` when none was given."""
+        return self.destination_aet or self.aet
 
     def describe(self) -> ProfileParts:
         """``downloader = "c-move"``, the peer's address and the move port; see :meth:`Downloader.describe`.
@@ -534,7 +386,7 @@ class DICOMCMove(_Retriever):
         )
 
     @contextmanager
-    def _receiving(self, receiver: _Receiver, targets: Sequence[Reference]) -> Iterator[tuple[Proposal, Handlers]]:
+    def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> Iterator[tuple[Proposal, Handlers]]:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, build_context, evt
         from pynetdicom.presentation import AllStoragePresentationContexts
 
@@ -570,9 +422,9 @@ class DICOMCMove(_Retriever):
             server.shutdown()
 
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
-        return assoc.send_c_move(identifier, self.destination_aet, STUDY_ROOT_MOVE)
+        return assoc.send_c_move(identifier, self.move_aet, STUDY_ROOT_MOVE)
 
-    def _hint(self, status: int, counts: SubOperations, taken: _Taken) -> str:
+    def _hint(self, status: int, counts: SubOperations, taken: Taken) -> str:
         nobody_came = taken.connections == 0
         if status == 0xA801 or (status_category(status) == "Failure" and nobody_came and not counts.completed):
             return (
