@@ -17,7 +17,10 @@ and lends them out again:
   server sends every instance in the same transfer syntax as on a fresh one.
 - **Bounded.** At most :attr:`AssociationPool.keep` idle associations per peer;
   returning one more releases the longest idle. Those in use are bounded by
-  the callers' workers (the pool never makes anyone wait).
+  the callers' workers (the pool never makes anyone wait). Opening a new
+  association first releases the longest idle one: a server serves a bounded
+  number of associations at once (Orthanc: 4), and one held idle takes a
+  place, so the pool holds no more than were in use at once.
 - **Released when idle.** An association idle for :attr:`AssociationPool.idle_timeout`
   seconds is released (A-RELEASE) by a reaper thread, which exists only while
   something is idle. A check on the next checkout alone would leave an
@@ -180,10 +183,14 @@ class AssociationPool:
             return len(self._idle)
 
     @contextmanager
-    def lease(self, proposal: Proposal, handlers: Handlers = (), *, fresh: bool = False) -> Iterator[Lease]:
+    def lease(
+        self, proposal: Proposal, handlers: Handlers = (), *, fresh: bool = False, opening: Proposal | None = None
+    ) -> Iterator[Lease]:
         """Lend an association that covers ``proposal``, with ``handlers`` bound for the block.
 
-        ``fresh`` opens a new one even when an idle one fits. After the block
+        ``fresh`` opens a new one even when an idle one fits; ``opening`` (which
+        must cover ``proposal``) is what a new one is opened with, so that it
+        fits later operations too. After the block
         it goes back to the pool if it is still established; if the block
         raises, it is aborted and forgotten.
 
@@ -192,7 +199,7 @@ class AssociationPool:
         DIMSEError
             No idle association fits and a new one cannot be opened.
         """
-        lease = self._checkout(proposal, fresh)
+        lease = self._checkout(proposal, fresh, opening or proposal)
         for event, handler in handlers:
             lease.association.bind(event, handler)
         try:
@@ -213,7 +220,7 @@ class AssociationPool:
         for entry in idle:
             _end(entry.association, clean=True)
 
-    def _checkout(self, proposal: Proposal, fresh: bool) -> Lease:
+    def _checkout(self, proposal: Proposal, fresh: bool, opening: Proposal) -> Lease:
         stale: list[_Idle] = []
         found: _Idle | None = None
         now = time.monotonic()
@@ -229,16 +236,32 @@ class AssociationPool:
             _end(entry.association, clean=True)
         if found is not None:
             logger.debug("Reusing an association to %s", self.name)
+            _wake(found.association)
             return Lease(found.association, found.proposal, reused=True)
-        association = self.opener(proposal)
+        self._release_longest_idle()
+        association = self.opener(opening)
         with self._changed:
             self.opened += 1
-        return Lease(association, proposal, reused=False)
+        return Lease(association, opening, reused=False)
+
+    def _release_longest_idle(self) -> None:
+        """Make room on the server for a new association: release the one idle longest, if any.
+
+        A server serves a bounded number of associations at once (Orthanc:
+        ``DicomThreadsCount``, 4 by default) and an idle one held open takes
+        one of them; so the pool never holds more associations than were in
+        use at once, and a new one replaces one that did not fit.
+        """
+        with self._changed:
+            oldest = self._idle.pop(0) if self._idle else None
+        if oldest is not None:
+            _end(oldest.association, clean=True)
 
     def _checkin(self, lease: Lease) -> None:
         released: list[Association] = []
         with self._changed:
             if lease.association.is_established and not self._closed and self.keep > 0:
+                _rest(lease.association)
                 self._idle.append(_Idle(lease.association, lease.proposal, time.monotonic()))
                 while len(self._idle) > self.keep:
                     released.append(self._idle.pop(0).association)
@@ -271,6 +294,32 @@ class AssociationPool:
             logger.debug("Releasing %d idle association(s) to %s", len(expired), self.name)
             for entry in expired:
                 _end(entry.association, clean=True)
+
+
+IDLE_POLL = 0.05
+"""Seconds between the checks of an idle association's socket (pynetdicom checks every 1 ms)."""
+
+
+def _rest(association: Association) -> None:
+    """Let an idle association's pynetdicom threads wake rarely.
+
+    Each association runs two threads that poll every millisecond; a dozen
+    idle ones would take the GIL 20,000 times a second from the threads that
+    move data. The connection thread now polls every :data:`IDLE_POLL`
+    seconds (a peer's abort is still seen), and the association's reactor
+    waits, as pynetdicom's own send methods make it wait, until it is lent again.
+    """
+    association.dul._run_loop_delay = IDLE_POLL
+    association._reactor_checkpoint.clear()
+
+
+def _wake(association: Association) -> None:
+    """Undo :func:`_rest` before the association carries an operation."""
+    association._reactor_checkpoint.set()
+    association.dul._run_loop_delay = _BUSY_POLL
+
+
+_BUSY_POLL = 0.001
 
 
 def _end(association: Association, *, clean: bool) -> None:

@@ -245,25 +245,27 @@ class DIMSEPeer:
         *,
         answered: Callable[[T], bool],
         handlers: Handlers = (),
+        opening: Proposal | None = None,
     ) -> T:
         """Run ``operation`` on a pooled association that covers ``proposal``, with ``handlers`` bound.
 
         When a reused association gets no answer at all (``answered`` says),
         the peer most likely dropped it while it was idle, perhaps just as it
         was lent: the operation runs once more on a freshly opened association,
-        whose outcome stands whatever it is.
+        whose outcome stands whatever it is. A new association is opened with
+        ``opening`` (covering ``proposal``) when given.
 
         Raises
         ------
         DIMSEError
             No association could be opened.
         """
-        with self.associations.lease(proposal, handlers) as lease:
+        with self.associations.lease(proposal, handlers, opening=opening) as lease:
             outcome = operation(lease.association)
         if not lease.reused or answered(outcome):
             return outcome
         logger.info("%s answered nothing on a reused association; once more on a new one", self.address)
-        with self.associations.lease(proposal, handlers, fresh=True) as lease:
+        with self.associations.lease(proposal, handlers, fresh=True, opening=opening) as lease:
             return operation(lease.association)
 
     def application_entity(self) -> AE:

@@ -53,7 +53,7 @@ from dicomtrolley.core import (
     Reference,
     SeriesReference,
 )
-from dicomtrolley.dicom_qr import DICOMQR
+from dicomtrolley.dicom_qr import DICOMQR, FIND_PROPOSAL
 from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError
 from dicomtrolley.roles import Downloader, ProfileParts
 
@@ -75,20 +75,28 @@ def get_storage_contexts(sop_classes: Sequence[str] = DEFAULT_STORAGE_CLASSES) -
     return storage_contexts(sop_classes)
 
 
-MOVE_PROPOSAL = Proposal(((STUDY_ROOT_MOVE, ()),))
-"""A C-MOVE association: the move context alone (the instances come on associations of their own)."""
+MOVE_PROPOSAL = Proposal(((STUDY_ROOT_MOVE, ()), *FIND_PROPOSAL.contexts), extended=FIND_PROPOSAL.extended)
+"""A C-MOVE association: the move context and, so that it carries searches too, C-FIND's (the
+instances come on associations of their own)."""
 
 
 def get_proposal(sop_classes: Sequence[str]) -> Proposal:
     """What a C-GET association for studies holding ``sop_classes`` is opened with, and pooled under.
 
-    The C-GET context, then the storage contexts of :func:`get_storage_contexts`
-    with the SCP role for each of their classes. Studies whose classes are a
-    subset of an open association's get, while there are few classes, the very
-    same contexts for each class, so that association covers them.
+    The C-GET context, C-FIND's (so that one association per worker carries
+    its searches and the C-FIND for SOPClassesInStudy too), then storage
+    contexts shaped as :func:`get_storage_contexts` does, with the SCP role
+    for each of their classes. Studies whose classes are a subset of an open
+    association's get, while there are few classes, the very same contexts for
+    each class, so that association covers them.
     """
-    storage = tuple((sop_class, tuple(syntaxes)) for sop_class, *syntaxes in plan_contexts(sop_classes))
-    return Proposal(((STUDY_ROOT_GET, ()), *storage), scp_roles=tuple(dict.fromkeys(c for c, _ in storage)))
+    budget = MAX_PRESENTATION_CONTEXTS - 2
+    storage = tuple((sop_class, tuple(syntaxes)) for sop_class, *syntaxes in plan_contexts(sop_classes, budget))
+    return Proposal(
+        ((STUDY_ROOT_GET, ()), *FIND_PROPOSAL.contexts, *storage),
+        scp_roles=tuple(dict.fromkeys(c for c, _ in storage)),
+        extended=FIND_PROPOSAL.extended,
+    )
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,15 @@ def describe(target: Reference) -> str:
     if isinstance(target, SeriesReference):
         return f"series {target.series_uid}"
     return f"study {target.study_uid}"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a retrieve's associations must carry, the handlers bound on them, and what a new one proposes."""
+
+    wanted: Proposal
+    handlers: Handlers = ()
+    opening: Proposal | None = None
 
 
 @dataclass(frozen=True)
@@ -172,14 +189,14 @@ class _Retriever(DIMSEPeer, Downloader):
         receiver = Receiver(sink, stop_on_failure)
         failures: list[FetchFailure] = []
         self.last_suboperations = SubOperations()
-        with self._receiving(receiver, targets) as (proposal, handlers):
+        with self._receiving(receiver, targets) as plan:
             for index, target in enumerate(targets):
                 if stop_on_failure and failures:
                     break
                 try:
                     outcome = self.run_pooled(
-                        proposal, partial(self._retrieve, target=target, receiver=receiver),
-                        answered=_Outcome.answered, handlers=handlers,
+                        plan.wanted, partial(self._retrieve, target=target, receiver=receiver),
+                        answered=_Outcome.answered, handlers=plan.handlers, opening=plan.opening,
                     )
                 except DIMSEError as refused:
                     failures.extend(FetchFailure(left, refused) for left in targets[index:])
@@ -192,10 +209,8 @@ class _Retriever(DIMSEPeer, Downloader):
         return failures
 
     @abstractmethod
-    def _receiving(
-        self, receiver: Receiver, targets: Sequence[Reference]
-    ) -> AbstractContextManager[tuple[Proposal, Handlers]]:
-        """Make ready to receive ``targets`` for ``receiver``: the association's proposal and its handlers."""
+    def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> AbstractContextManager[_Plan]:
+        """Make ready to receive ``targets`` for ``receiver``: what the associations need, and their handlers."""
 
     @abstractmethod
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
@@ -264,6 +279,12 @@ class DICOMCGet(_Retriever):
     arrive in its stored transfer syntax (:mod:`dicomtrolley._get_contexts`;
     :data:`IMAGE_STORAGE` and :data:`OTHER_STORAGE` when the server does not say).
 
+    Associations are reused across fetches (:mod:`dicomtrolley._associations`):
+    one covers a study when it proposed every context that study's classes
+    get. A new association proposes the study's classes together with those
+    of the previous one as long as that changes none of the study's contexts,
+    so after a few studies of an export one association carries them all.
+
     Parameters are those of :class:`~dicomtrolley._dimse.DIMSEPeer`.
 
     Attributes
@@ -280,18 +301,23 @@ class DICOMCGet(_Retriever):
 
     operation = "C-GET"
     service = "get"
+    _recent_classes: tuple[str, ...] = ()
+    """The SOP classes the last association opened proposed; immutable, rebound on the instance."""
 
     def describe(self) -> ProfileParts:
         """``downloader = "c-get"`` and the peer's address; see :meth:`Downloader.describe`."""
         return ProfileParts({"downloader": "c-get", **self.profile_address()})
 
     @contextmanager
-    def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> Iterator[tuple[Proposal, Handlers]]:
+    def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> Iterator[_Plan]:
         from pynetdicom import evt
 
-        yield get_proposal(self._sop_classes_of(targets) or DEFAULT_STORAGE_CLASSES), [
-            (evt.EVT_C_STORE, receiver.on_store)
-        ]
+        classes = self._sop_classes_of(targets) or list(DEFAULT_STORAGE_CLASSES)
+        wanted = get_proposal(classes)
+        widened = get_proposal([*classes, *self._recent_classes])
+        opening = widened if widened.covers(wanted) else wanted
+        self._recent_classes = tuple(opening.scp_roles)
+        yield _Plan(wanted, [(evt.EVT_C_STORE, receiver.on_store)], opening)
 
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
         return assoc.send_c_get(identifier, STUDY_ROOT_GET)
@@ -386,7 +412,7 @@ class DICOMCMove(_Retriever):
         )
 
     @contextmanager
-    def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> Iterator[tuple[Proposal, Handlers]]:
+    def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> Iterator[_Plan]:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, build_context, evt
         from pynetdicom.presentation import AllStoragePresentationContexts
 
@@ -412,7 +438,7 @@ class DICOMCMove(_Retriever):
             ) from error
         assert server is not None  # start_server(block=False) returns the running server
         try:
-            yield MOVE_PROPOSAL, ()
+            yield _Plan(MOVE_PROPOSAL)
         finally:
             receiver.close()
             for incoming in server.active_associations:

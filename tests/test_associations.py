@@ -139,9 +139,10 @@ def test_downloading_studies_one_fetch_each_opens_one_association_per_kind_not_p
     fetch_each(cget, studies, sink)
 
     assert sink.instances == {s.uid: 3 * len(s.instances) for s in sample.small_studies}
-    # one for the C-FINDs of SOPClassesInStudy, one C-GET association each for CT, MR and CT+PET
-    # (the second CT study reuses the CT+PET one)
+    # a C-FIND association for the first SOPClassesInStudy; then C-GET associations (carrying the
+    # C-FINDs too) for CT, CT+MR and CT+MR+PET, each replacing the one before; it carries the rest
     assert proxy.connections == 4
+    assert cget.associations.idle == 1
 
 
 def test_with_keep_zero_every_operation_opens_its_own_association(
@@ -153,6 +154,18 @@ def test_with_keep_zero_every_operation_opens_its_own_association(
 
     assert proxy.connections == 2 * len(sample.small_studies)  # a C-FIND and a C-GET each
     assert wait_for(lambda: proxy.open_connections == 0)
+
+
+def test_a_new_association_makes_way_for_itself_by_releasing_the_longest_idle(
+    cget: DICOMCGet, searcher: DICOMQR, proxy: LatencyProxy, doe_ct: SampleStudy
+) -> None:
+    opened = recording_opens(cget.associations)
+    searcher.find_study_by_id(doe_ct.uid)  # a C-FIND association, then idle
+
+    fetch_each(cget, [doe_ct], Counter())  # its C-FIND reuses it; its C-GET needs a new one
+
+    assert [a.is_released for a in opened] == [True, False]  # type: ignore[attr-defined]
+    assert cget.associations.idle == 1
 
 
 def test_searches_reuse_one_association(searcher: DICOMQR, proxy: LatencyProxy, sample: SampleData) -> None:
@@ -169,7 +182,7 @@ def test_the_searcher_and_the_downloader_of_one_server_share_the_pool(
     fetch_each(cget, [doe_ct], Counter())
 
     assert cget.associations is searcher.associations
-    assert proxy.connections == 2  # the C-GET's own C-FIND found the searcher's association
+    assert proxy.connections == 2  # the C-GET's own C-FIND found the searcher's association, the C-GET its own
 
 
 # ---------------------------------------------------------------- dropped, idle, closed
@@ -219,7 +232,7 @@ def test_an_idle_association_is_released_after_the_idle_timeout(
     cget.associations.idle_timeout = 0.3
     opened = recording_opens(cget.associations)
     fetch_each(cget, [doe_ct], Counter())
-    assert cget.associations.idle == 2
+    assert cget.associations.idle == 1  # the C-GET's; the C-FIND's made way for it
 
     assert wait_for(lambda: proxy.open_connections == 0)
     assert cget.associations.idle == 0
@@ -250,7 +263,7 @@ def test_an_association_whose_operation_raised_is_aborted_not_reused(
     fetch_each(cget, [doe_ct], sink)
 
     assert sink.instances == {doe_ct.uid: len(doe_ct.instances)}
-    assert proxy.connections == 3  # the C-FIND association kept; the C-GET one aborted and opened again
+    assert proxy.connections == 4  # the C-GET association was aborted: a C-FIND and a C-GET one again
 
 
 # ---------------------------------------------------------------- threads
