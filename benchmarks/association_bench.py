@@ -1,6 +1,6 @@
 """DIMSE association reuse: an export of small studies over C-GET, associations reused or one per operation.
 
-    .venv/bin/python -m benchmarks.association_bench [--studies 200] [--runs 3] [--in-flight 4]
+    .venv/bin/python -m benchmarks.association_bench [--studies 200] [--runs 3] [--in-flight 4] [--delay 0]
 
 The same export, side by side in one run, in turns, each run in a fresh
 process: a worklist of ``--studies`` StudyInstanceUIDs, each study of 1 to 3
@@ -15,7 +15,11 @@ local Orthanc into a folder (``export(..., studies=--in-flight)``):
   the study, the C-GET).
 
 Each run prints the export's wall time (interpreter start and imports
-excluded) and how many associations it opened.
+excluded), its CPU time and how many associations it opened. ``--delay``
+puts a :class:`~tests.support.latency_proxy.LatencyProxy` in front of
+Orthanc's DICOM port that holds everything the client sends that many
+seconds: an archive across a network rather than on loopback, where
+opening an association costs round trips.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from tests.support.fault_server import make_instances
+from tests.support.latency_proxy import LatencyProxy
 from tests.support.orthanc import running_orthanc
 
 logger = logging.getLogger("benchmarks.associations")
@@ -87,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--studies", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--in-flight", type=int, default=4, help="studies exported at once")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds added to each request (0: loopback)")
     parser.add_argument("--child", nargs=5, metavar=("MODE", "PORT", "AEC", "WORKLIST", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -94,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(export_once(mode, int(port), aec, Path(worklist), Path(out), args.in_flight)))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    print(run(args.studies, args.runs, args.in_flight))
+    print(run(args.studies, args.runs, args.in_flight, args.delay))
     return 0
 
 
-def run(studies: int, runs: int, in_flight: int) -> str:
+def run(studies: int, runs: int, in_flight: int, delay: float) -> str:
     """Generate and load the data, run both modes ``runs`` times in turns; the markdown table."""
     data, uids = generate(studies)
     expected = sum(1 + number % 3 for number in range(studies))
@@ -110,17 +117,20 @@ def run(studies: int, runs: int, in_flight: int) -> str:
     server_dir = WORK / f"orthanc-{studies}"
     server_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
-    with running_orthanc(server_dir) as server:
+    with running_orthanc(server_dir) as server, ExitStack() as stack:
         with server.session() as session:
             stored = int(session.get(f"{server.base_url}/statistics", timeout=10).json()["CountInstances"])
         if stored < expected:
             logger.info("uploading %d instances", expected)
             server.upload(sorted(data.glob("*.dcm")))
+        port = server.dicom_port
+        if delay:
+            port = stack.enter_context(LatencyProxy("127.0.0.1", server.dicom_port, delay=delay)).port
         for turn in range(runs + 1):  # the first turn warms Orthanc's caches and is not counted
             for mode in MODES:
                 out = scratch / f"{mode}-{turn}"
                 child = [sys.executable, "-m", "benchmarks.association_bench", "--in-flight", str(in_flight),
-                         "--child", mode, str(server.dicom_port), server.aet, str(worklist), str(out)]
+                         "--child", mode, str(port), server.aet, str(worklist), str(out)]
                 answer = subprocess.run(child, cwd=REPO, check=True, capture_output=True, text=True, timeout=3600)
                 result = json.loads(answer.stdout.splitlines()[-1])
                 if result["files"] != expected or result["studies"] != studies:
@@ -131,23 +141,28 @@ def run(studies: int, runs: int, in_flight: int) -> str:
                 if turn:
                     results[mode].append(result)
     shutil.rmtree(scratch)
-    return table(results, studies, expected, in_flight)
+    return table(results, studies, expected, in_flight, delay)
 
 
-def table(results: dict[str, list[dict[str, Any]]], studies: int, instances: int, in_flight: int) -> str:
+def table(
+    results: dict[str, list[dict[str, Any]]], studies: int, instances: int, in_flight: int, delay: float
+) -> str:
     """The figures as markdown: medians per mode, and the ratio of each run's pair."""
     runs = len(results["reused"])
+    where = f"{delay * 1000:g} ms added to each request" if delay else "loopback"
     lines = [
         f"Export of {studies} studies ({instances} instances, 1-3 each) over C-FIND + C-GET, {in_flight} in "
-        f"flight, {runs} runs each in turns (medians; the export's wall time, interpreter start excluded):",
+        f"flight, {where}, {runs} runs each in turns (medians; the export's wall time, interpreter start "
+        "excluded):",
         "",
-        "| associations | seconds | studies/s | associations opened |",
-        "|---|---:|---:|---:|",
+        "| associations | seconds | CPU seconds | studies/s | associations opened |",
+        "|---|---:|---:|---:|---:|",
     ]
     for mode, label in MODES.items():
         seconds = statistics.median(r["seconds"] for r in results[mode])
+        cpu = statistics.median(r["cpu"] for r in results[mode])
         opened = statistics.median(r["associations"] for r in results[mode])
-        lines.append(f"| {label} | {seconds:.2f} | {studies / seconds:.0f} | {opened:.0f} |")
+        lines.append(f"| {label} | {seconds:.2f} | {cpu:.2f} | {studies / seconds:.0f} | {opened:.0f} |")
     ratios = [f["seconds"] / r["seconds"] for f, r in zip(results["fresh"], results["reused"], strict=True)]
     lines += ["", "Reused is " + ", ".join(f"{ratio:.2f}x" for ratio in ratios)
               + " as fast as one association per operation (each run's pair)."]

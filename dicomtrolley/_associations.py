@@ -236,7 +236,6 @@ class AssociationPool:
             _end(entry.association, clean=True)
         if found is not None:
             logger.debug("Reusing an association to %s", self.name)
-            _wake(found.association)
             return Lease(found.association, found.proposal, reused=True)
         self._release_longest_idle()
         association = self.opener(opening)
@@ -261,7 +260,6 @@ class AssociationPool:
         released: list[Association] = []
         with self._changed:
             if lease.association.is_established and not self._closed and self.keep > 0:
-                _rest(lease.association)
                 self._idle.append(_Idle(lease.association, lease.proposal, time.monotonic()))
                 while len(self._idle) > self.keep:
                     released.append(self._idle.pop(0).association)
@@ -294,32 +292,6 @@ class AssociationPool:
             logger.debug("Releasing %d idle association(s) to %s", len(expired), self.name)
             for entry in expired:
                 _end(entry.association, clean=True)
-
-
-IDLE_POLL = 0.05
-"""Seconds between the checks of an idle association's socket (pynetdicom checks every 1 ms)."""
-
-
-def _rest(association: Association) -> None:
-    """Let an idle association's pynetdicom threads wake rarely.
-
-    Each association runs two threads that poll every millisecond; a dozen
-    idle ones would take the GIL 20,000 times a second from the threads that
-    move data. The connection thread now polls every :data:`IDLE_POLL`
-    seconds (a peer's abort is still seen), and the association's reactor
-    waits, as pynetdicom's own send methods make it wait, until it is lent again.
-    """
-    association.dul._run_loop_delay = IDLE_POLL
-    association._reactor_checkpoint.clear()
-
-
-def _wake(association: Association) -> None:
-    """Undo :func:`_rest` before the association carries an operation."""
-    association._reactor_checkpoint.set()
-    association.dul._run_loop_delay = _BUSY_POLL
-
-
-_BUSY_POLL = 0.001
 
 
 def _end(association: Association, *, clean: bool) -> None:
