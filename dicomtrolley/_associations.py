@@ -190,9 +190,9 @@ class AssociationPool:
 
         ``fresh`` opens a new one even when an idle one fits; ``opening`` (which
         must cover ``proposal``) is what a new one is opened with, so that it
-        fits later operations too. After the block
-        it goes back to the pool if it is still established; if the block
-        raises, it is aborted and forgotten.
+        fits later operations too. After the block the association goes back
+        to the pool if it is still established; if the block raises, it is
+        aborted and forgotten.
 
         Raises
         ------
