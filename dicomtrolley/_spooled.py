@@ -19,6 +19,8 @@ import tempfile
 import threading
 from typing import IO, BinaryIO
 
+from dicomtrolley.core import InstancePart
+
 Buffer = bytes | bytearray | memoryview
 
 SPILL_THRESHOLD = 16 << 20
@@ -128,6 +130,20 @@ class SpooledChunks(io.BufferedIOBase, BinaryIO):
         if self._size > self._max_size:
             self.rollover()
         return size
+
+    def write_from(self, source: IO[bytes]) -> int:
+        """Append what is left of ``source``; return how many bytes.
+
+        A :class:`SpooledChunks` in memory hands over its chunks by reference
+        (they are immutable: nothing is copied, no memory is new); anything
+        else is read through in pieces.
+        """
+        if isinstance(source, SpooledChunks) and source.in_memory:
+            source._check_open()
+            pieces = source._pieces(source._size - source._pos)
+        else:
+            pieces = iter(lambda: source.read(_COPY_BYTES), b"")  # type: ignore[assignment]
+        return sum(self.write(piece) for piece in pieces)
 
     def rollover(self) -> None:
         """Move the content to a temporary file (from now on, reads and writes go there)."""
@@ -260,3 +276,17 @@ class SpooledChunks(io.BufferedIOBase, BinaryIO):
     def _check_open(self) -> None:
         if self.closed:
             raise ValueError("I/O operation on closed file")
+
+
+def detached(part: InstancePart) -> InstancePart:
+    """A copy of ``part`` that outlives it: for work that goes on after the downloader has closed its part.
+
+    Its body shares the chunks of a :class:`SpooledChunks` in memory (no byte
+    copied) and is a copy otherwise, spilled to a temporary file past
+    :data:`SPILL_THRESHOLD` as any part is.
+    """
+    body = SpooledChunks(SPILL_THRESHOLD)
+    part.body.seek(0)
+    body.write_from(part.body)
+    body.seek(0)
+    return InstancePart(body, part.size, part.content_type, part.source, part.reference, part.headers)

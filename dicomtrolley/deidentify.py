@@ -38,10 +38,10 @@ import os
 import sys
 import threading
 from collections.abc import Collection, Mapping
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pydicom
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -52,13 +52,14 @@ from pydicom.uid import UID
 
 from dicomtrolley._annex_e import PRIVATE_TAG, Application, columns_of, parse_private_tag, rules_for
 from dicomtrolley._annex_e_profile import declare_profile
-from dicomtrolley._header import pixel_data_span
+from dicomtrolley._header import PREFIX_BYTES, encode_part10, pixel_data_span
 from dicomtrolley._mapping import MappingTable as MappingTable
 from dicomtrolley._mapping import originals_folder
 from dicomtrolley._mapping import refuse_mapping_inside as refuse_mapping_inside
 from dicomtrolley._originals import OriginalValues, Recorded, replaced, snapshot
-from dicomtrolley._processes import process_context
+from dicomtrolley._processes import WorkerPool, WorkerStoppedError, process_context
 from dicomtrolley._pseudonyms import Pseudonymiser
+from dicomtrolley._spooled import SPILL_THRESHOLD, SpooledChunks, detached
 from dicomtrolley.core import (
     FetchFailure,
     InstancePart,
@@ -447,10 +448,8 @@ def _pseudonymise(deidentifier: Deidentifier, data: bytes) -> _Outcome:
     before = snapshot(dataset)
     pseudonyms = deidentifier.deidentify(dataset)
     originals = tuple(replaced(before, dataset))
-    encoded = io.BytesIO()
-    # As it was read: its preamble and file meta (whose group length pydicom recomputes).
-    pydicom.dcmwrite(encoded, dataset, enforce_file_format=False)
-    return _Outcome(original, encoded=encoded.getvalue(), pseudonyms=pseudonyms, originals=originals)
+    # As it was read: its preamble and file meta (whose group length is recomputed).
+    return _Outcome(original, encoded=encode_part10(dataset), pseudonyms=pseudonyms, originals=originals)
 
 
 _WORKER: Deidentifier | None = None
@@ -468,6 +467,24 @@ def _start_worker(deidentifier: Deidentifier) -> None:
 def _pseudonymise_in_worker(data: bytes) -> _Outcome:
     assert _WORKER is not None, "worker process started without its deidentifier"
     return _pseudonymise(_WORKER, data)
+
+
+def _head(body: IO[bytes]) -> bytes:
+    """The bytes of an instance before its top-level pixel data: the part that is pseudonymised.
+
+    Only they are decoded, pseudonymised and re-encoded; what follows them is
+    copied as it came. The pixel data is looked for in the first bytes alone,
+    so a large instance is never joined into one piece of memory. An instance
+    the walk cannot split (encapsulated pixel data past those bytes, something
+    after the pixel data, a layout left to pydicom) is its own head, whole.
+    """
+    size = body.seek(0, io.SEEK_END)
+    body.seek(0)
+    prefix = body.read(PREFIX_BYTES)
+    span = pixel_data_span(prefix, size)
+    if span is not None and span[1] == size:
+        return prefix[:span[0]]
+    return prefix + body.read()
 
 
 # ---------------------------------------------------------------- on the way to disk
@@ -507,7 +524,7 @@ class DeidentifyingStorage(Storage):
         state = originals_folder(deidentifier.options.state_dir, mapping, storage.folder)
         self.originals = OriginalValues(state) if state is not None else None
         self.processes = deidentifier.options.processes
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._pool_lock = threading.Lock()
         self._closed = False
 
@@ -588,20 +605,13 @@ class DeidentifyingStorage(Storage):
         StorageError
             The bytes are not DICOM, or the wrapped storage could not write them.
         """
-        part.body.seek(0)
-        data = part.body.read()
-        # Only the attributes before the pixel data are decoded and re-encoded (and sent to
-        # a worker); the pixel data is copied as it came, unless something follows it.
-        span = pixel_data_span(data)
-        if span is None or span[1] != len(data):
-            span = (len(data), len(data))
-        head = data[:span[0]]
+        head = _head(part.body)
         try:
             pool = self._worker_pool()
             outcome = (
-                pool.submit(_pseudonymise_in_worker, head).result() if pool else _pseudonymise(self.deidentifier, head)
+                pool.call(head) if pool else _pseudonymise(self.deidentifier, head)
             )
-        except (InvalidDicomError, ValueError, KeyError) as error:
+        except (InvalidDicomError, ValueError, KeyError, WorkerStoppedError) as error:
             raise StorageError(f"Cannot pseudonymise the downloaded bytes ({part.size} bytes): {error}") from error
         if outcome.quarantine is not None:
             logger.info("Quarantined %s: %s", outcome.original.instance_uid, outcome.quarantine)
@@ -610,19 +620,20 @@ class DeidentifyingStorage(Storage):
             self.mapping.add(outcome.pseudonyms)  # before the file, so every file written can be re-identified
         if self.originals is not None:  # before the file, so the audit knows what to look for in it
             self.originals.add(outcome.originals)
-        body = io.BytesIO(outcome.encoded)
-        body.seek(0, io.SEEK_END)
-        body.write(memoryview(data)[span[0]:])
-        del data, head
+        body = SpooledChunks(SPILL_THRESHOLD)
+        body.write(outcome.encoded)
+        part.body.seek(len(head))
+        body.write_from(part.body)  # the pixel data, by reference: not copied
+        body.seek(0)
         try:
             saved = self.storage.save(
-                InstancePart(body, len(body.getbuffer()), part.content_type, part.source, None, part.headers)
+                InstancePart(body, body.seek(0, io.SEEK_END), part.content_type, part.source, None, part.headers)
             )
         finally:
             body.close()
         return replace(saved, reference=outcome.original)
 
-    def _worker_pool(self) -> ProcessPoolExecutor | None:
+    def _worker_pool(self) -> WorkerPool | None:
         """The worker processes, started at first use; None to work in the calling thread."""
         if self.processes < 2:
             return None
@@ -638,8 +649,9 @@ class DeidentifyingStorage(Storage):
                 context = process_context(method)
                 if method == "forkserver":
                     multiprocessing.set_forkserver_preload([__name__])
-                self._pool = ProcessPoolExecutor(
-                    self.processes, mp_context=context, initializer=_start_worker, initargs=(self.deidentifier,)
+                self._pool = WorkerPool(
+                    self.processes, context, _pseudonymise_in_worker,
+                    initializer=_start_worker, initargs=(self.deidentifier,),
                 )
             return self._pool
 
@@ -648,7 +660,7 @@ class DeidentifyingStorage(Storage):
         with self._pool_lock:
             pool, self._pool, self._closed = self._pool, None, True
         if pool is not None:
-            pool.shutdown()
+            pool.close()
 
     def parallel(self, sink: PartSink, failures: list[FetchFailure]) -> _ParallelSink:
         """``sink`` run on background threads, so one stream keeps every worker process busy.
@@ -676,16 +688,11 @@ class _ParallelSink:
     def __enter__(self) -> PartSink:
         if self._storage.processes < 2:
             return self._sink
-        pool = self._storage._worker_pool()
-        if pool is not None:
-            pool.submit(os.getpid)  # start the workers before the first part arrives
+        self._storage._worker_pool()  # the workers start before the first part arrives
         return self
 
     def __call__(self, part: InstancePart) -> None:
-        part.body.seek(0)
-        copy = InstancePart(
-            io.BytesIO(part.body.read()), part.size, part.content_type, part.source, part.reference, part.headers
-        )
+        copy = detached(part)  # the downloader closes its part once this returns
         self._slots.acquire()
         self._threads.submit(self._run, copy)
 

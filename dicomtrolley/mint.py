@@ -56,12 +56,12 @@ from pydantic import field_validator, model_validator
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
-from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, QueryValue, RetryPolicy, Timeout, iter_body, redact_url
+from dicomtrolley._http import QueryValue, iter_body, redact_url
+from dicomtrolley._http_searcher import HTTPSearcher
 from dicomtrolley._tree import attribute_level, gc_paused
 from dicomtrolley.core import Instance, Query, Series, Study, is_hex_tag
 from dicomtrolley.core import QueryLevels as QueryLevels  # 4.x's examples import it from here
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
-from dicomtrolley.roles import ProfileParts, Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def mint_parameters(query: Query) -> dict[str, QueryValue]:
     return params
 
 
-class Mint(Searcher):
+class Mint(HTTPSearcher):
     """Searches a Vitrea Connection server with MINT.
 
     Parameters
@@ -252,23 +252,7 @@ class Mint(Searcher):
     [Study('1.2.826...', series=3), ...]
     """
 
-    def __init__(
-        self,
-        session: requests.Session,
-        url: str,
-        *,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self.url = url.rstrip("/")
-        self.http = HTTPClient(session, timeout=timeout, retry=retry)
-
-    def __repr__(self) -> str:
-        return f"Mint({redact_url(self.url)!r})"
-
-    def describe(self) -> ProfileParts:
-        """``searcher = "mint"`` at this MINT root; see :meth:`Searcher.describe`."""
-        return ProfileParts({"searcher": "mint", "mint_url": self.url}, self.http)
+    profile_fields = ("mint", "mint_url")
 
     def find_studies(self, query: Query) -> list[Study]:
         """Every study matching ``query``, with series and instances down to its query level.

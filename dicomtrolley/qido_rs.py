@@ -67,17 +67,16 @@ from pydantic import model_validator
 
 from dicomtrolley._http import (
     DEFAULT_TIMEOUT,
-    HTTPClient,
     QueryValue,
     RetryPolicy,
     Timeout,
     read_bounded,
     redact_url,
 )
+from dicomtrolley._http_searcher import HTTPSearcher
 from dicomtrolley._tree import attribute_level, gc_paused, tree_from_json
 from dicomtrolley.core import DICOMObjectLevels, Query, QueryLevels, Study
 from dicomtrolley.exceptions import MalformedResponseError, UnSupportedParameterError
-from dicomtrolley.roles import ProfileParts, Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +166,7 @@ class RelationalQuery(Query):
         return self
 
 
-class QidoRS(Searcher):
+class QidoRS(HTTPSearcher):
     """Searches a DICOMweb server with QIDO-RS.
 
     Parameters
@@ -199,6 +198,8 @@ class QidoRS(Searcher):
     [Study('1.2.826...', series=0), ...]
     """
 
+    profile_fields = ("qido-rs", "url")
+
     def __init__(
         self,
         session: requests.Session,
@@ -213,17 +214,9 @@ class QidoRS(Searcher):
             raise ValueError(f"page_size must be at least 1, got {page_size}")
         if max_answer_bytes < 1:
             raise ValueError(f"max_answer_bytes must be at least 1, got {max_answer_bytes}")
-        self.url = url.rstrip("/")
+        super().__init__(session, url, timeout=timeout, retry=retry)
         self.page_size = page_size
         self.max_answer_bytes = max_answer_bytes
-        self.http = HTTPClient(session, timeout=timeout, retry=retry)
-
-    def __repr__(self) -> str:
-        return f"QidoRS({redact_url(self.url)!r})"
-
-    def describe(self) -> ProfileParts:
-        """``searcher = "qido-rs"`` at this DICOMweb root; see :meth:`Searcher.describe`."""
-        return ProfileParts({"searcher": "qido-rs", "url": self.url}, self.http)
 
     def find_studies(self, query: Query) -> list[Study]:
         """Every study matching ``query``, with series and instances down to its query level.

@@ -217,7 +217,7 @@ class StudyList(_SearchableList, list[Study]):
 
     Parameters
     ----------
-    studies
+    items
         The studies.
     previewer
         Renders previews for :meth:`show_previews`; a trolley passes its own.
@@ -346,13 +346,10 @@ class SeriesList(_SearchableList, list[Series]):
 
     Parameters
     ----------
-    series
+    items
         The series.
-    previewer
-        Renders previews for :meth:`show_previews`; a trolley passes its own.
-    searcher
-        Searches for the instances of :meth:`instances` when the series were
-        found without them; a trolley passes its own.
+    previewer, searcher
+        As for :class:`StudyList`; here the searcher finds the instances of :meth:`instances`.
     """
 
     noun = "series"
@@ -439,10 +436,10 @@ class InstanceList(_ResultList, list[Instance]):
 
     Parameters
     ----------
-    instances
+    items
         The instances.
     previewer
-        Renders previews for :meth:`show_previews`; a trolley passes its own.
+        As for :class:`StudyList`.
     """
 
     noun = "instances"

@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 
+from dicomtrolley._spooled import SPILL_THRESHOLD, SpooledChunks
 from dicomtrolley.core import InstancePart
 from dicomtrolley.deidentify import (
     KEY_VARIABLE,
@@ -222,6 +223,35 @@ def test_encapsulated_pixel_data_is_written_byte_for_byte(instance: Dataset, tmp
     assert written.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
     assert saved.reference.instance_uid == original.SOPInstanceUID
     assert written.SOPInstanceUID != original.SOPInstanceUID
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-thread", "worker-processes"])
+@pytest.mark.parametrize("encapsulated", [False, True], ids=["native", "encapsulated"])
+def test_pixel_data_far_past_the_header_is_written_byte_for_byte(
+    instance: Dataset, tmp_path: Path, processes: int, encapsulated: bool
+) -> None:
+    pixels = bytes(range(256)) * 1024  # 256 KB: the header is found in the first bytes, the pixels are not
+    if encapsulated:
+        instance.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        instance.PixelData = encapsulate([b"\xff\xd8" + pixels + b"\xff\xd9"])
+        instance["PixelData"].VR = "OB"
+    else:
+        instance.Rows, instance.Columns, instance.BitsAllocated, instance.SamplesPerPixel = 256, 512, 16, 1
+        instance.PixelData = pixels
+    encoded = _encoded(instance)
+    body = SpooledChunks(SPILL_THRESHOLD)
+    for start in range(0, len(encoded), 64 * 1024):  # the chunks a download hands over
+        body.write(encoded[start:start + 64 * 1024])
+    body.seek(0)
+    storage = Deidentifier(DeidentifyOptions(processes=processes), key=KEY).storage(StorageDir(tmp_path))
+    try:
+        saved = storage.save(InstancePart(body, len(encoded)))
+    finally:
+        storage.close()
+    written = pydicom.dcmread(saved.path)
+    assert written.PixelData == pydicom.dcmread(io.BytesIO(encoded)).PixelData
+    assert written.PatientName != instance.PatientName
+    assert saved.reference.instance_uid == instance.SOPInstanceUID
 
 
 def test_an_instance_that_is_not_dicom_is_a_storage_error(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 import dicomtrolley._spooled as spooled
 from dicomtrolley._spooled import SpooledChunks, copy_to_descriptor
+from dicomtrolley.core import InstancePart, InstanceReference
 from tests.support.dicom_files import dicom_bytes
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
@@ -148,3 +149,32 @@ def test_copy_to_descriptor_takes_any_binary_file(tmp_path: Path) -> None:
     body = io.BytesIO(DATA)
     body.seek(10)
     assert written_through(body, tmp_path) == (len(DATA) - 10, DATA[10:])
+
+
+def test_write_from_takes_the_chunks_of_a_body_in_memory_as_they_are() -> None:
+    chunk = bytes(range(256)) * 100
+    source = SpooledChunks(1 << 20)
+    source.write(chunk)
+    source.seek(0)
+    target = SpooledChunks(1 << 20)
+    assert target.write_from(source) == len(chunk)
+    target.seek(0)
+    assert target.read() is chunk
+
+
+@pytest.mark.parametrize("kind", ["spilled", "bytesio"])
+def test_write_from_reads_any_other_body_through(kind: str) -> None:
+    source = chunked(max_size=100) if kind == "spilled" else io.BytesIO(DATA)
+    source.seek(10)
+    target = SpooledChunks(1 << 20)
+    assert target.write_from(source) == len(DATA) - 10
+    target.seek(0)
+    assert target.read() == DATA[10:]
+
+
+def test_a_detached_part_outlives_the_part_it_was_taken_from() -> None:
+    part = InstancePart(chunked(), len(DATA), "application/dicom", reference=InstanceReference("1", "2", "3"))
+    copy = spooled.detached(part)
+    part.close()
+    assert copy.body.read() == DATA
+    assert (copy.size, copy.reference) == (len(DATA), part.reference)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from dicomtrolley._cli.exits import EXIT_ERROR, EXIT_FAILURES, EXIT_OK, UsageError
 from dicomtrolley._cli.options import (
@@ -46,10 +45,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
-    deidentify_options(download)
-    download.add_argument("--state-dir", metavar="DIR", type=Path,
-                          help="with --deidentify: record the originals' identifying values here for the audit "
-                          "(default: <output>.state beside the mapping, or beside the output folder)")
+    deidentify_options(download, state_help="with --deidentify: record the originals' identifying values here for "
+                       "the audit (default: {pseudonymised})")
 
 
 def check(args: argparse.Namespace) -> None:

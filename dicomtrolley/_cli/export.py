@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from dicomtrolley._cli.audit import print_audit
@@ -60,10 +59,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     job.add_argument("--index-format", choices=["auto", "csv", "parquet"], default="auto",
                      help="instances.parquet (with pyarrow) or instances.csv (default: %(default)s)")
     job.add_argument("--no-progress", action="store_true", help="no progress bar")
-    deidentify_options(job)
-    job.add_argument("--state-dir", metavar="DIR", type=Path,
-                     help="state database and report.csv here (default: the output folder; with --deidentify "
-                     "<output>.state beside the mapping, or beside the output folder)")
+    deidentify_options(job, state_help="state database and report.csv here (default: the output folder; with "
+                       "--deidentify {pseudonymised})")
 
 
 def check(args: argparse.Namespace) -> None:

@@ -125,11 +125,21 @@ def output_options(parser: argparse.ArgumentParser, *, output_help: str, require
     )
 
 
-def deidentify_options(parser: argparse.ArgumentParser) -> None:
-    """Pseudonymisation on the way to disk."""
+PSEUDONYMISED_STATE = "<output>.state beside the mapping, or beside the output folder"
+"""Where a pseudonymised download or export keeps its state when ``--state-dir`` does not say."""
+
+
+def deidentify_options(parser: argparse.ArgumentParser, *, state_help: str) -> None:
+    """Pseudonymisation on the way to disk, and ``--state-dir``, where the originals' values are recorded.
+
+    ``state_help`` says what else the command keeps in the state folder; ``{pseudonymised}``
+    in it stands for where the state goes by default when pseudonymising (:data:`PSEUDONYMISED_STATE`).
+    """
     parser.add_argument("--deidentify", metavar="CONFIG.toml", type=Path,
                         help="pseudonymise on the way to disk with these options (an empty file: the defaults); "
                         "the key comes from $DICOMTROLLEY_DEID_KEY, the config's key_file, or the keyring")
     parser.add_argument("--mapping", metavar="FILE", type=Path,
                         help="with --deidentify: write the original -> pseudonym table (CSV) here")
     parser.add_argument("--mapping-in-output", action="store_true", help="allow --mapping inside the output folder")
+    parser.add_argument("--state-dir", metavar="DIR", type=Path,
+                        help=state_help.format(pseudonymised=PSEUDONYMISED_STATE))
