@@ -36,7 +36,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from tests.support.fault_server import make_instances
+from benchmarks import export_bench
 from tests.support.latency_proxy import LatencyProxy
 from tests.support.orthanc import running_orthanc
 
@@ -49,21 +49,8 @@ MODES = {"reused": "associations reused", "fresh": "one association per operatio
 
 def generate(count: int) -> tuple[Path, list[str]]:
     """``count`` studies of 1, 2 or 3 small CT instances in turn, cached; their folder and StudyInstanceUIDs."""
-    folder = WORK / f"data-{count}"
-    manifest = folder / "studies.json"
-    if manifest.is_file():
-        return folder, json.loads(manifest.read_text())
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    uids = []
-    for number in range(count):
-        instances = make_instances(series_sizes=(1 + number % 3,), pixels=32, name=f"association-bench-{number}",
-                                   patient_id=f"A{number:05d}")
-        uids.append(instances[0].study_uid)
-        for instance in instances:
-            (folder / f"{instance.sop_uid}.dcm").write_bytes(instance.data)
-    manifest.write_text(json.dumps(uids))
-    return folder, uids
+    return export_bench.generate(count, folder=WORK / f"data-{count}", instances=lambda number: 1 + number % 3,
+                                 name="association-bench", patient="A")
 
 
 def export_once(mode: str, port: int, aec: str, worklist: Path, out: Path, in_flight: int) -> dict[str, Any]:

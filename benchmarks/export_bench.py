@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,17 @@ ACCEPT_IN_CURL_CONFIG = r'multipart/related; type=\"application/dicom\"; transfe
 """The WADO-RS Accept header, its quotes escaped for a curl config file."""
 
 
-def generate(count: int) -> tuple[Path, list[str]]:
-    """``count`` studies of 10 small CT instances each, cached; their folder and StudyInstanceUIDs."""
-    folder = WORK / f"data-{count}"
+def generate(
+    count: int,
+    *,
+    folder: Path | None = None,
+    instances: Callable[[int], int] = lambda _number: INSTANCES_PER_STUDY,
+    name: str = "export-bench",
+    patient: str = "B",
+) -> tuple[Path, list[str]]:
+    """``count`` studies of small CT instances (``instances(number)`` each, 10 by default), cached in
+    ``folder`` (``WORK/data-<count>`` by default); the folder and their StudyInstanceUIDs."""
+    folder = folder or WORK / f"data-{count}"
     manifest = folder / "studies.json"
     if manifest.is_file():
         return folder, json.loads(manifest.read_text())
@@ -56,10 +65,10 @@ def generate(count: int) -> tuple[Path, list[str]]:
     folder.mkdir(parents=True)
     uids = []
     for number in range(count):
-        instances = make_instances(series_sizes=(INSTANCES_PER_STUDY,), pixels=32, name=f"export-bench-{number}",
-                                   patient_id=f"B{number:05d}")
-        uids.append(instances[0].study_uid)
-        for instance in instances:
+        made = make_instances(series_sizes=(instances(number),), pixels=32, name=f"{name}-{number}",
+                              patient_id=f"{patient}{number:05d}")
+        uids.append(made[0].study_uid)
+        for instance in made:
             (folder / f"{instance.sop_uid}.dcm").write_bytes(instance.data)
     manifest.write_text(json.dumps(uids))
     return folder, uids
