@@ -1,12 +1,15 @@
 """Ask a DICOMweb server, cheaply and read-only, what it supports.
 
 :func:`probe` sends a handful of small requests (``limit=1`` searches, one
-instance's retrieve with each Accept form, headers only) and never stores
-anything: STOW-RS is asked with ``OPTIONS``. Each answer becomes a
-:class:`Finding`; the :class:`ProbeReport` prints as a table, dumps as JSON,
-and suggests the server profile that uses what was learned (the Accept form
-a retrieve should start with, a downloader that works when WADO-RS does not),
-which :func:`save_profile` writes into the servers file.
+search for up to :data:`~dicomtrolley.probe_cap.CEILING` studies to see a cap,
+one instance's retrieve with each Accept form and each common transfer
+syntax, headers only) and never stores anything: STOW-RS is asked with
+``OPTIONS``. Each answer becomes a :class:`Finding`; the
+:class:`ProbeReport` prints as a table, dumps as JSON, and suggests the
+server profile that uses what was learned (the Accept form a retrieve should
+start with, a downloader that works when WADO-RS does not, the cap a search
+cannot get past: :mod:`dicomtrolley.probe_cap`), which :func:`save_profile`
+writes into the servers file.
 """
 
 from __future__ import annotations
@@ -21,17 +24,29 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from pydicom.uid import UID, ImplicitVRLittleEndian
 
-from dicomtrolley._http import DEFAULT_TIMEOUT, HTTPClient, RetryPolicy, Timeout, encode_query, redact_url
+from dicomtrolley._http import (
+    DEFAULT_TIMEOUT,
+    HTTPClient,
+    QueryValue,
+    RetryPolicy,
+    Timeout,
+    encode_query,
+    redact_url,
+)
 from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
+from dicomtrolley.probe_cap import CEILING, check_cap
 from dicomtrolley.profiles import ServerProfile, default_config_path
-from dicomtrolley.wado_rs import AS_STORED_FORMS
+from dicomtrolley.qido_rs import MORE_RESULTS_WARNING
+from dicomtrolley.wado_rs import AS_STORED_FORMS, EXPLICIT_SYNTAXES
 
 logger = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
 _FRAMES = 'multipart/related; type="application/octet-stream"'
 _UID = "0020000D", "0020000E", "00080018"  # study, series, SOP instance
+_STUDY_DATE = "00080020"
 
 
 @dataclass(frozen=True)
@@ -65,11 +80,15 @@ class ProbeReport:
         One per capability.
     accept
         The first Accept form a retrieve was served with, if any.
+    search_caps
+        The cap each kind of searcher (``qido-rs``, ``c-find``) was found cut
+        at and cannot get past by paging: a profile's ``search_cap``.
     """
 
     url: str
     findings: list[Finding] = field(default_factory=list)
     accept: str | None = None
+    search_caps: dict[str, int] = field(default_factory=dict)
 
     def supports(self, name: str) -> bool | None:
         """Whether the capability called ``name`` worked (None: not asked)."""
@@ -81,26 +100,38 @@ class ProbeReport:
         width = max((len(f.name) for f in self.findings), default=10)
         lines = [f"{'capability':<{width}}  ok   detail"]
         lines += [f"{f.name:<{width}}  {marks[f.supported]:<4} {f.detail}" for f in self.findings]
+        learned = [f"{searcher} searches capped at {cap}" for searcher, cap in self.search_caps.items()]
         if self.accept and self.accept != AS_STORED_FORMS[0]:
-            lines.append(f"\nretrieve with Accept: {self.accept}")
-        return "\n".join(lines)
+            learned.append(f"retrieve with Accept: {self.accept}")
+        return "\n".join([*lines, *([""] if learned else []), *learned])
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data, for ``--json``."""
-        return {"url": self.url, "accept": self.accept, "findings": [asdict(f) for f in self.findings]}
+        return {"url": self.url, "accept": self.accept, "search_caps": self.search_caps,
+                "findings": [asdict(f) for f in self.findings]}
 
     def profile(self, base: ServerProfile) -> ServerProfile:
-        """``base`` with what was learned: the Accept form to start with, WADO-URI when only it retrieves."""
+        """``base`` with what was learned.
+
+        The Accept form to start with, WADO-URI when only it retrieves, and
+        the cap of the profile's searcher as ``search_cap``, so that its
+        searches over a date range are split without asking again.
+        """
         updates: dict[str, Any] = {}
         if self.accept and self.accept != AS_STORED_FORMS[0]:
             updates["accept"] = self.accept
         if self.accept is None and self.supports("WADO-URI retrieve"):
             updates["downloader"] = "wado-uri"
+        if base.searcher in self.search_caps:
+            updates["search_cap"] = self.search_caps[base.searcher]
         return base.model_copy(update=updates)
 
 
 def probe(session: requests.Session, url: str, *, timeout: Timeout = DEFAULT_TIMEOUT) -> ProbeReport:
     """Ask the DICOMweb server at ``url`` what it supports; read-only.
+
+    Every step is a finding in the report, refusals included (with their
+    status); only a first search that cannot connect ends the probe.
 
     Raises
     ------
@@ -111,19 +142,23 @@ def probe(session: requests.Session, url: str, *, timeout: Timeout = DEFAULT_TIM
     http = HTTPClient(session, timeout=timeout, retry=RetryPolicy(attempts=2, backoff=0.2))
     report = ProbeReport(redact_url(root))
     asker = _Asker(http, root, report)
-    study = asker.search("QIDO-RS studies", "/studies", _UID[0], {"limit": 1}, reach=True)
-    asker.paging()
-    asker.search("QIDO-RS includefield=all", "/studies", None, {"limit": 1, "includefield": "all"})
-    asker.search("QIDO-RS fuzzy matching", "/studies", None, {"limit": 1, "fuzzymatching": "true"})
-    asker.search("QIDO-RS relational series", "/series", None, {"limit": 1})
-    asker.search("QIDO-RS relational instances", "/instances", None, {"limit": 1})
-    series = asker.search("QIDO-RS series", f"/studies/{study}/series", _UID[1], {"limit": 1}, needs=study)
+    first = asker.search("QIDO-RS studies", "/studies", {"limit": 1}, reach=True)
+    study = _value(first, _UID[0])
+    asker.cap(pageable=asker.paging())
+    asker.search("QIDO-RS includefield=all", "/studies", {"limit": 1, "includefield": "all"})
+    asker.fuzzy(first)
+    asker.search("QIDO-RS relational series", "/series", {"limit": 1})
+    asker.search("QIDO-RS relational instances", "/instances", {"limit": 1})
+    series = _value(asker.search("QIDO-RS series", f"/studies/{study}/series", {"limit": 1}, needs=study), _UID[1])
     path = f"/studies/{study}/series/{series}"
-    instance = asker.search("QIDO-RS instances", f"{path}/instances", _UID[2], {"limit": 1}, needs=series)
+    instance = _value(asker.search("QIDO-RS instances", f"{path}/instances", {"limit": 1}, needs=series), _UID[2])
     target = f"{root}{path}/instances/{instance}" if instance else None
     for form in AS_STORED_FORMS:
         if asker.retrieve(f"WADO-RS Accept {_short(form)}", target, form) and report.accept is None:
             report.accept = form
+    for syntax in (ImplicitVRLittleEndian, *EXPLICIT_SYNTAXES):
+        asker.retrieve(f"WADO-RS transfer-syntax={syntax}", target, f"{AS_STORED_FORMS[1]}; transfer-syntax={syntax}",
+                       about=UID(syntax).name)
     asker.retrieve("WADO-RS metadata", target and f"{target}/metadata", DICOM_JSON)
     asker.retrieve("WADO-RS rendered", target and f"{target}/rendered", "image/jpeg")
     asker.retrieve("WADO-RS thumbnail", target and f"{target}/thumbnail", "image/jpeg")
@@ -158,10 +193,9 @@ class _Asker:
             return None
 
     def search(
-        self, name: str, path: str, uid_tag: str | None, params: dict[str, Any], *,
-        needs: str | None = "", reach: bool = False,
-    ) -> str | None:
-        """A QIDO-RS search; returns the UID ``uid_tag`` of its first result, if asked for one.
+        self, name: str, path: str, params: dict[str, Any], *, needs: str | None = "", reach: bool = False,
+    ) -> dict[str, Any] | None:
+        """A QIDO-RS search; returns its first result, if any.
 
         ``needs`` is the UID the search is within: None when an earlier search found none.
         """
@@ -176,12 +210,33 @@ class _Asker:
             return None
         warning = response.headers.get("Warning", "")
         self.add(name, True, f"{len(rows)} result(s)" + (f"; Warning: {warning}" if warning else ""))
-        if uid_tag is None or not rows:
-            return None
-        values = rows[0].get(uid_tag, {}).get("Value", [None])
-        return str(values[0]) if values and values[0] else None
+        return rows[0] if rows else None
 
-    def paging(self) -> None:
+    def fuzzy(self, study: dict[str, Any] | None) -> None:
+        """Fuzzy matching, applied or only accepted: is a study found by a word of its PatientName in lower case?
+
+        Literal matching finds no study that way, fuzzy matching as servers
+        implement it (a case-insensitive match of a name's words, or of
+        their beginnings) does. The name itself is never reported.
+        """
+        name = "QIDO-RS fuzzy matching"
+        uid, word = _value(study, _UID[0]), _fuzzy_word(study)
+        if not (uid and word):
+            self.search(name, "/studies", {"limit": 1, "fuzzymatching": "true"})
+            return
+        query: dict[str, QueryValue] = {"PatientName": word, "StudyInstanceUID": uid, "fuzzymatching": "true",
+                                        "limit": 1}
+        response = self.send("GET", f"{self.root}/studies?{encode_query(query)}", DICOM_JSON)
+        rows = _json_rows(response)
+        if rows is None:
+            self.add(name, False, _why(response))
+        elif rows:
+            self.add(name, True, "a study found by one word of its patient's name, in lower case")
+        else:
+            self.add(name, False, "accepted, but a study is not found by one word of its patient's name in lower "
+                                  "case: literal matching only")
+
+    def paging(self) -> bool:
         """Whether ``limit`` and ``offset`` are honoured: two one-result pages must differ."""
         pages = [_json_rows(self.send("GET", f"{self.root}/studies?{query}", DICOM_JSON))
                  for query in ("limit=1", "limit=1&offset=1")]
@@ -194,9 +249,43 @@ class _Asker:
             self.add("QIDO-RS limit/offset", False, "offset is ignored: answers past the server's cap are lost")
         else:
             self.add("QIDO-RS limit/offset", True, "honoured" if second else "honoured (one study to page)")
+            return True
+        return False
 
-    def retrieve(self, name: str, url: str | None, accept: str) -> bool:
-        """GET ``url`` with ``accept``, reading the status only."""
+    def cap(self, *, pageable: bool) -> None:
+        """The most studies one answer holds (:func:`~dicomtrolley.probe_cap.check_cap`).
+
+        A cap that ``offset`` pages past (``pageable``, and a page just past
+        the cap finds a new study) costs searches nothing; one it cannot is
+        kept as the report's ``qido-rs`` search cap.
+        """
+        name = "QIDO-RS result cap"
+        response = self.send("GET", f"{self.root}/studies?limit={CEILING}", DICOM_JSON)
+        warning = response.headers.get("Warning", "") if response is not None else ""
+        rows = _json_rows(response)
+        if rows is None:
+            self.add(name, False, _why(response))
+            return
+        answer = {uid: _value(row, _STUDY_DATE) or "" for row in rows if (uid := _value(row, _UID[0]))}
+        told = "its Warning header says more results exist" if MORE_RESULTS_WARNING.search(warning) else ""
+        check = check_cap(answer, self.studies_in, told=told)
+        if not check.cut:
+            self.add(name, None if check.cut is None else True, check.detail)
+        elif pageable and (self.studies_in("", 1, offset=check.found) or set()) - set(answer):
+            self.add(name, True, f"{check.detail}; offset pages past it")
+        else:
+            self.report.search_caps["qido-rs"] = check.found
+            self.add(name, False, f"{check.detail}; offset cannot page past it: searches over dates are split")
+
+    def studies_in(self, date_range: str, most: int, *, offset: int = 0) -> set[str] | None:
+        """The UIDs of up to ``most`` studies in a StudyDate range (all with ''), from ``offset`` on."""
+        params: dict[str, QueryValue] = {"StudyDate": date_range, "limit": most, "offset": offset}
+        url = f"{self.root}/studies?{encode_query({key: value for key, value in params.items() if value})}"
+        rows = _json_rows(self.send("GET", url, DICOM_JSON))
+        return None if rows is None else {uid for row in rows if (uid := _value(row, _UID[0]))}
+
+    def retrieve(self, name: str, url: str | None, accept: str, *, about: str = "") -> bool:
+        """GET ``url`` with ``accept``, reading the status only; ``about`` prefixes the detail."""
         if url is None:
             self.add(name, None, "no instance found to retrieve")
             return False
@@ -204,7 +293,7 @@ class _Asker:
         ok = response is not None and response.status_code < 300
         served = re.sub(r";\s*boundary=[^;]*", "", response.headers.get("Content-Type", "")) if response else ""
         detail = served if ok else _why(response)
-        self.add(name, ok, detail)
+        self.add(name, ok, f"{about}: {detail}" if about else detail)
         if response is not None:
             response.close()
         return ok
@@ -238,6 +327,27 @@ def _short(form: str) -> str:
     if not syntax:
         return "(no transfer syntax)"
     return f"transfer-syntax={syntax[0]}" + (f" (+{len(syntax) - 1})" if len(syntax) > 1 else "")
+
+
+def _value(row: dict[str, Any] | None, tag: str) -> str | None:
+    """The first value of ``tag`` in a DICOM JSON result, as text."""
+    values = (row or {}).get(tag, {}).get("Value", [None])
+    return str(values[0]) if values and values[0] else None
+
+
+def _fuzzy_word(study: dict[str, Any] | None) -> str | None:
+    """One word of the study's PatientName, in lower case, that literal matching cannot match the name with.
+
+    The last name component (a given name) when there are two or more; else
+    the name without its last letter, which fuzzy matching finds as the
+    beginning of a word.
+    """
+    values = (study or {}).get("00100010", {}).get("Value") or [{}]
+    alphabetic = values[0].get("Alphabetic", "") if isinstance(values[0], dict) else ""
+    words = [part for part in re.split(r"[\^\s]+", alphabetic) if part]
+    if len(words) > 1:
+        return words[-1].lower()
+    return words[0][:-1].lower() if words and len(words[0]) > 2 else None
 
 
 def _json_rows(response: requests.Response | None) -> list[dict[str, Any]] | None:

@@ -129,7 +129,8 @@ class ServerProfile(BaseModel):
     search_cap
         The most results the server answers one search with (its C-FIND or
         QIDO-RS cap), when known: a search that finds that many over a date
-        range is split by date (:mod:`dicomtrolley.capped`).
+        range is split by date (:mod:`dicomtrolley.capped`). ``dicomtrolley
+        probe --save`` finds and writes it when paging cannot get past the cap.
     accept
         The Accept header WADO-RS retrieves start with, when the server is
         known to refuse the default (``dicomtrolley probe --save`` writes it).

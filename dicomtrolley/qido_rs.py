@@ -122,7 +122,8 @@ DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 _READ_CHUNK = 8 * 1024  # compressed bytes per read: one read inflates to at most ~8 MB
 
-_MORE_RESULTS = re.compile(r"\b299\b.*\badditional\s+results?\b", re.IGNORECASE | re.DOTALL)
+MORE_RESULTS_WARNING = re.compile(r"\b299\b.*\badditional\s+results?\b", re.IGNORECASE | re.DOTALL)
+"""A QIDO-RS Warning header (code 299) saying more results exist than were answered: searches and the probe read it."""
 
 
 class HierarchicalQuery(Query):
@@ -335,7 +336,7 @@ def _warns_of_more(response: requests.Response, where: str) -> bool:
     warning = response.headers.get("Warning")
     if not warning:
         return False
-    if _MORE_RESULTS.search(warning):
+    if MORE_RESULTS_WARNING.search(warning):
         logger.info("QIDO-RS %s: %s; asking for the next page", where, warning)
         return True
     logger.warning("QIDO-RS %s warns: %s", where, warning)

@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from dicomtrolley.cli import main
-from dicomtrolley.probe import probe, save_profile
+from dicomtrolley.probe import Finding, ProbeReport, probe, save_profile
 from dicomtrolley.profiles import ServerProfile, load_profile, load_profiles
-from dicomtrolley.wado_rs import AS_STORED_FORMS
+from dicomtrolley.wado_rs import AS_STORED_FORMS, EXPLICIT_SYNTAXES
 from tests.support.orthanc import OrthancServer
 from tests.support.quirk_server import QuirkServer
 
@@ -125,3 +125,63 @@ def test_a_dimse_server_is_probed_with_echo_one_match_per_level_and_one_retrieve
     assert [findings[name]["supported"] for name in ("C-ECHO", "C-FIND STUDY", "C-FIND SERIES", "C-FIND IMAGE",
                                                      "C-GET", "C-MOVE")] == [True] * 6
     assert "PatientID" in findings["C-FIND STUDY"]["detail"]
+
+
+def test_each_common_transfer_syntax_is_asked_for_and_named(plain: QuirkServer) -> None:
+    report = probe(requests.Session(), f"{plain.url}/dicom-web")
+    syntaxes = {f.name.split("=")[1]: f for f in report.findings if f.name.startswith("WADO-RS transfer-syntax=")}
+    assert set(syntaxes) == {"1.2.840.10008.1.2", *EXPLICIT_SYNTAXES}
+    explicit = syntaxes["1.2.840.10008.1.2.1"]
+    assert explicit.supported is True
+    assert explicit.detail.startswith("Explicit VR Little Endian: multipart/related")
+
+
+@pytest.fixture
+def strict_scp() -> Iterator[int]:
+    """A DIMSE server that rejects every association not called ``STRICT``; its port."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="STRICT")
+    ae.require_called_aet = True
+    ae.add_supported_context(Verification)
+    server = ae.start_server(("127.0.0.1", 0), block=False)
+    yield int(server.server_address[1])
+    server.shutdown()
+
+
+def test_a_rejected_dimse_association_is_reported_per_step_and_exits_one(
+    strict_scp: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "servers.toml"
+    config.write_text(f'[servers.strict]\nsearcher = "c-find"\ndownloader = "c-get"\nhost = "127.0.0.1"\n'
+                      f'port = {strict_scp}\naec = "WRONG"\n')
+    assert main(["probe", "--server", "strict", "--config", str(config), "--json"]) == 1
+    findings = {f["name"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
+    for step in ("C-ECHO", "C-FIND STUDY"):
+        assert findings[step]["supported"] is False
+        assert "rejected the association" in findings[step]["detail"]
+
+
+def test_a_dimse_address_alone_is_probed_over_dimse(orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "--host", "127.0.0.1", "--port", str(orthanc.dicom_port), "--called-aet", orthanc.aet,
+                 "--json"]) == 0
+    findings = {f["name"]: f["supported"] for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert (findings["C-ECHO"], findings["C-FIND STUDY"], findings["C-GET"]) == (True, True, True)
+
+
+def finding_named(report: ProbeReport, name: str) -> Finding:
+    return next(f for f in report.findings if f.name == name)
+
+
+def test_fuzzy_matching_a_server_only_accepts_is_reported_as_literal_matching(plain: QuirkServer) -> None:
+    fuzzy = finding_named(probe(requests.Session(), f"{plain.url}/dicom-web"), "QIDO-RS fuzzy matching")
+    assert (fuzzy.supported, fuzzy.detail.endswith("literal matching only")) == (False, True)
+
+
+def test_fuzzy_matching_a_server_applies_is_reported_without_naming_the_patient(orthanc: OrthancServer) -> None:
+    with QuirkServer(orthanc.base_url, fuzzy_names=True) as fuzzy_server:
+        fuzzy = finding_named(probe(requests.Session(), f"{fuzzy_server.url}/dicom-web"), "QIDO-RS fuzzy matching")
+    assert fuzzy.supported is True
+    words = {word.lower() for study in orthanc.sample.studies for word in study.patient_name.split("^")}
+    assert not [word for word in words if word in fuzzy.detail.lower()]

@@ -16,7 +16,8 @@ from dicomtrolley.probe import ProbeReport, probe, save_profile
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``probe`` subcommand and its options."""
     probing = sub.add_parser("probe", help="ask a DICOMweb or DIMSE server what it supports (read-only)",
-                             usage="dicomtrolley probe (URL | --server NAME) [--json] [--save NAME]")
+                             usage="dicomtrolley probe (URL | --server NAME | --host HOST --port PORT) "
+                                   "[--json] [--save NAME]")
     server_options(probing, url_help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web (or --server NAME)")
     probing.add_argument("--json", action="store_true", help="print the findings as JSON")
     probing.add_argument("--save", metavar="NAME",
@@ -28,11 +29,18 @@ def check(args: argparse.Namespace) -> None:
     words = positionals(args)
     if words:
         raise UsageError(f"unrecognized arguments: {' '.join(words)}")
+    if args.host and not (args.url or args.server):
+        # A DIMSE server on its own (--host, --port): probed, and saved, with the DIMSE protocols.
+        args.searcher, args.downloader = "c-find", "c-get"
     args.profile = profile(args, download=True)  # as saved: the downloader the server's commands would use
 
 
 def run(args: argparse.Namespace) -> int:
-    """Probe over DICOMweb (a URL) and DIMSE (a host and port); 0 when the first search or C-ECHO worked."""
+    """Probe over DICOMweb (a URL) and DIMSE (a host and port); 0 when the first search or C-ECHO worked.
+
+    A server that cannot be reached at all raises (exit 3, the step named); one
+    that refuses is reported in the table (exit 1 when nothing worked).
+    """
     server = args.profile
     report: ProbeReport | None = None
     if server.url:
@@ -47,4 +55,5 @@ def run(args: argparse.Namespace) -> int:
     if args.save:
         path = save_profile(report.profile(server), args.save, args.config)
         print(f"saved server {args.save!r} to {path}", file=sys.stderr)
-    return EXIT_OK if report.supports("QIDO-RS studies") or report.supports("C-ECHO") else EXIT_FAILURES
+    answered = any(report.supports(first) for first in ("QIDO-RS studies", "C-ECHO", "C-FIND STUDY"))
+    return EXIT_OK if answered else EXIT_FAILURES

@@ -3,6 +3,7 @@
 Each C-FIND it receives is asked of the upstream (Orthanc's DICOM port) on an
 association of its own; the first ``cap`` matches are passed on, then the
 search ends with Success, as if there were no more. Nothing says it was cut.
+It answers C-ECHO too, as such archives do.
 
 Usage::
 
@@ -18,7 +19,10 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
 PENDING = 0xFF00
 SUCCESS = 0x0000
@@ -43,6 +47,7 @@ class CappedFindSCP:
         self.searches = 0
         self._ae = AE(ae_title=self.aet)
         self._ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        self._ae.add_supported_context(Verification)
         self._ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         self._server: Any = None
 

@@ -10,7 +10,10 @@ Each quirk is switched on by a constructor argument, so a test names the one it 
 - ``qido_cap``: a QIDO-RS answer stops at this many results, with the
   standard's ``Warning`` header when ``cap_warning`` is set, silently otherwise;
   with ``ignore_offset`` it cannot be paged past either (every page is the first);
-- ``throttle_every``: every n-th request is answered 429 with ``Retry-After``.
+- ``throttle_every``: every n-th request is answered 429 with ``Retry-After``;
+- ``fuzzy_names``: a QIDO-RS search with ``fuzzymatching=true`` matches its
+  PatientName as a word anywhere in the name, in any case (as Google's and
+  Azure's fuzzy matching do), by asking the upstream for ``*word*``.
 
 Everything else is proxied to the upstream, and every request is recorded with
 the status it got (:attr:`VitreaGateway.seen <tests.support.vitrea_gateway.VitreaGateway.seen>`).
@@ -56,6 +59,8 @@ class QuirkServer(VitreaGateway):
         Answer every n-th request 429.
     retry_after
         The Retry-After of a 429, in seconds.
+    fuzzy_names
+        Match PatientName fuzzily when asked to.
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class QuirkServer(VitreaGateway):
         ignore_offset: bool = False,
         throttle_every: int | None = None,
         retry_after: int = 1,
+        fuzzy_names: bool = False,
     ) -> None:
         super().__init__(upstream)
         self.issuer = issuer
@@ -78,6 +84,7 @@ class QuirkServer(VitreaGateway):
         self.ignore_offset = ignore_offset
         self.throttle_every = throttle_every
         self.retry_after = retry_after
+        self.fuzzy_names = fuzzy_names
         self._counter = 0
         self._counter_lock = threading.Lock()
 
@@ -110,6 +117,8 @@ class _QuirkHandler(_Handler):
         quirks = self.server.gateway
         assert isinstance(quirks, QuirkServer)
         path = self.path.split("?", 1)[0]
+        if quirks.fuzzy_names:
+            self.path = _fuzzy(self.path)
         body = self._read_body()
         bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
         if quirks.issuer is not None and not quirks.issuer.valid(bearer):
@@ -154,3 +163,13 @@ class _QuirkHandler(_Handler):
         results = json.loads(raw or b"[]")
         headers = {"Warning": CAP_WARNING} if quirks.cap_warning and len(results) > cap else {}
         self._reply(200, "application/dicom+json", json.dumps(results[:cap]).encode(), headers)
+
+
+def _fuzzy(target: str) -> str:
+    """``target`` with ``PatientName=word`` as ``PatientName=*word*`` when it asks for fuzzy matching."""
+    path, _, query = target.partition("?")
+    pairs = query.split("&")
+    if "fuzzymatching=true" not in pairs:
+        return target
+    fuzzy = [f"PatientName=*{pair.partition('=')[2]}*" if pair.startswith("PatientName=") else pair for pair in pairs]
+    return f"{path}?{'&'.join(fuzzy)}"
