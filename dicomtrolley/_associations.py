@@ -78,11 +78,16 @@ class Proposal:
         SOP classes we propose to take in the SCP role (C-STORE sub-operations of a C-GET).
     extended
         ``(SOP class, service class application information)`` extended negotiation items.
+    needs
+        The abstract syntax the operation cannot do without (C-GET's, say, where
+        C-FIND's is proposed too): an association that did not accept it is
+        refused when opened, and never lent for it.
     """
 
     contexts: tuple[tuple[str, tuple[str, ...]], ...]
     scp_roles: tuple[str, ...] = ()
     extended: tuple[tuple[str, bytes], ...] = ()
+    needs: str | None = None
 
     def covers(self, wanted: Proposal) -> bool:
         """True when an association opened with this proposal can carry what ``wanted`` asks for."""
@@ -123,6 +128,12 @@ class _Idle:
     association: Association
     proposal: Proposal
     since: float
+    accepted: frozenset[str]
+    """The abstract syntaxes the peer accepted (in the SCU role)."""
+
+    def carries(self, wanted: Proposal) -> bool:
+        """True when this association may be lent for an operation that asks for ``wanted``."""
+        return self.proposal.covers(wanted) and (wanted.needs is None or wanted.needs in self.accepted)
 
 
 @dataclass
@@ -228,7 +239,7 @@ class AssociationPool:
             for entry in reversed(self._idle):  # the most recently returned first
                 if not entry.association.is_established or now - entry.since >= self.idle_timeout:
                     stale.append(entry)
-                elif found is None and not fresh and entry.proposal.covers(proposal):
+                elif found is None and not fresh and entry.carries(proposal):
                     found = entry
             for entry in [*stale, *([found] if found else [])]:
                 self._idle.remove(entry)
@@ -260,7 +271,8 @@ class AssociationPool:
         released: list[Association] = []
         with self._changed:
             if lease.association.is_established and not self._closed and self.keep > 0:
-                self._idle.append(_Idle(lease.association, lease.proposal, time.monotonic()))
+                accepted = frozenset(str(c.abstract_syntax) for c in lease.association.accepted_contexts)
+                self._idle.append(_Idle(lease.association, lease.proposal, time.monotonic(), accepted))
                 while len(self._idle) > self.keep:
                     released.append(self._idle.pop(0).association)
                 self._start_reaper()

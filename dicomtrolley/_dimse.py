@@ -232,10 +232,20 @@ class DIMSEPeer:
         Raises
         ------
         DIMSEError
-            As :meth:`open_association`.
+            As :meth:`open_association`, or the peer did not accept the context the proposal ``needs``.
         """
-        return self.open_association(
+        assoc = self.open_association(
             self.application_entity(), proposal.presentation_contexts(), ext_neg=proposal.negotiation_items()
+        )
+        accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
+        if proposal.needs is None or proposal.needs in accepted:
+            return assoc
+        self.close_association(assoc, clean=True)
+        from pydicom.uid import UID
+
+        raise DIMSEError(
+            f"{self.address} (calling AE title {self.aet!r}) accepted the association but not "
+            f"{UID(proposal.needs).name}: it does not serve that to us"
         )
 
     def run_pooled(

@@ -157,7 +157,7 @@ class DICOMQR(DIMSEPeer, Searcher):
         return tree_from_datasets(responses, level, source="C-FIND")
 
 
-FIND_PROPOSAL = Proposal(((STUDY_ROOT_FIND, ()),), extended=((STUDY_ROOT_FIND, b"\x01"),))
+FIND_PROPOSAL = Proposal(((STUDY_ROOT_FIND, ()),), extended=((STUDY_ROOT_FIND, b"\x01"),), needs=STUDY_ROOT_FIND)
 """A C-FIND association: Study Root, with relational queries proposed (extended negotiation)."""
 
 

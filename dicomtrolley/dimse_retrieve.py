@@ -75,7 +75,9 @@ def get_storage_contexts(sop_classes: Sequence[str] = DEFAULT_STORAGE_CLASSES) -
     return storage_contexts(sop_classes)
 
 
-MOVE_PROPOSAL = Proposal(((STUDY_ROOT_MOVE, ()), *FIND_PROPOSAL.contexts), extended=FIND_PROPOSAL.extended)
+MOVE_PROPOSAL = Proposal(
+    ((STUDY_ROOT_MOVE, ()), *FIND_PROPOSAL.contexts), extended=FIND_PROPOSAL.extended, needs=STUDY_ROOT_MOVE
+)
 """A C-MOVE association: the move context and, so that it carries searches too, C-FIND's (the
 instances come on associations of their own)."""
 
@@ -96,6 +98,7 @@ def get_proposal(sop_classes: Sequence[str]) -> Proposal:
         ((STUDY_ROOT_GET, ()), *FIND_PROPOSAL.contexts, *storage),
         scp_roles=tuple(dict.fromkeys(c for c, _ in storage)),
         extended=FIND_PROPOSAL.extended,
+        needs=STUDY_ROOT_GET,
     )
 
 

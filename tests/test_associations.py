@@ -21,6 +21,8 @@ from dicomtrolley.core import InstancePart, Query, StudyReference
 from dicomtrolley.dicom_qr import DICOMQR
 from dicomtrolley.dimse_retrieve import DICOMCGet, get_proposal
 from dicomtrolley.dimse_store import DICOMCStore
+from dicomtrolley.exceptions import DIMSEError
+from tests.support.capped_find_scp import CappedFindSCP
 from tests.support.latency_proxy import LatencyProxy
 from tests.support.orthanc import OrthancServer
 from tests.support.sample_data import SampleData, SampleStudy
@@ -301,3 +303,23 @@ def test_sending_instance_by_instance_reuses_one_association(
             assert sender.send(path).sent == 1
 
         assert proxy.connections == 1
+
+
+# ---------------------------------------------------------------- what the peer accepted
+
+
+def test_a_cget_from_a_server_that_accepts_cfind_but_not_cget_fails_naming_it(
+    orthanc: OrthancServer, doe_ct: SampleStudy, request: pytest.FixtureRequest
+) -> None:
+    with CappedFindSCP(HOST, orthanc.dicom_port, orthanc.aet, cap=100) as finder_only:
+        downloader = DICOMCGet(HOST, finder_only.port, aec=finder_only.aet)
+        close_after(downloader, request)
+
+        failures = downloader.fetch([StudyReference(doe_ct.uid)], Counter())
+
+        assert len(failures) == 1
+        assert isinstance(failures[0].error, DIMSEError)
+        assert "accepted the association but not Study Root Query/Retrieve Information Model - GET" in str(
+            failures[0].error
+        )
+        assert downloader.associations.idle == 0  # the refused one is not kept (the C-FIND one made way for it)
