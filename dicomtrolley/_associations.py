@@ -90,11 +90,17 @@ class Proposal:
     needs: str | None = None
 
     def covers(self, wanted: Proposal) -> bool:
-        """True when an association opened with this proposal can carry what ``wanted`` asks for."""
+        """True when an association opened with this proposal can carry what ``wanted`` asks for.
+
+        Every context and extended negotiation item asked for was proposed, and
+        each class of those contexts in the same role: a C-GET association takes
+        CT in the SCP role only, so it cannot carry a C-STORE of CT.
+        """
+        roles, wanted_roles = set(self.scp_roles), set(wanted.scp_roles)
         return (
             set(wanted.contexts) <= set(self.contexts)
-            and set(wanted.scp_roles) <= set(self.scp_roles)
             and set(wanted.extended) <= set(self.extended)
+            and all((sop_class in roles) == (sop_class in wanted_roles) for sop_class, _ in wanted.contexts)
         )
 
     def presentation_contexts(self) -> list[PresentationContext]:
@@ -227,9 +233,12 @@ class AssociationPool:
         with self._changed:
             self._closed = True
             idle, self._idle = self._idle, []
+            reaper = self._reaper
             self._changed.notify_all()
         for entry in idle:
             _end(entry.association, clean=True)
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join(timeout=1)  # it finds nothing idle and ends
 
     def _checkout(self, proposal: Proposal, fresh: bool, opening: Proposal) -> Lease:
         stale: list[_Idle] = []

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from dicomtrolley._associations import close_all
 from tests.support.orthanc import OrthancFactory, OrthancServer, running_orthanc
 from tests.support.sample_data import SampleData, generate_sample_data
 from tests.support.vitrea_server import Switches, VitreaServer
@@ -29,6 +30,14 @@ FIXTURE_STOP_TIMEOUT = 0.3
 """Fixture servers' storage is thrown away, so they need not take 3.5 s to stop cleanly."""
 
 logger = logging.getLogger("tests.harness")
+
+
+@pytest.fixture(autouse=True)
+def _no_idle_associations_left() -> Iterator[None]:
+    """Release the DIMSE associations a test left idle in the pools, so none holds a server's
+    association slots (Orthanc serves 4 at once) or a reaper thread into the next test."""
+    yield
+    close_all()
 
 
 @pytest.fixture(scope="session")

@@ -122,6 +122,13 @@ def test_a_cget_association_for_fewer_classes_does_not_cover_a_study_of_more() -
     assert not get_proposal([CT]).covers(get_proposal([CT, PET]))
 
 
+def test_a_cget_association_does_not_carry_a_cstore_of_a_class_it_takes_in_the_scp_role() -> None:
+    store_ct = Proposal(((CT, ("1.2.840.10008.1.2.1",)),))
+
+    assert (CT, ("1.2.840.10008.1.2.1",)) in get_proposal([CT]).contexts
+    assert not get_proposal([CT]).covers(store_ct)
+
+
 def test_the_broad_default_proposal_does_not_cover_a_study_it_would_give_fewer_contexts_per_class() -> None:
     from dicomtrolley._get_contexts import DEFAULT_STORAGE_CLASSES
 
