@@ -7,6 +7,7 @@ its own with ``orthanc_factory`` (small sample data only, stopped after the test
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -33,11 +34,16 @@ logger = logging.getLogger("tests.harness")
 
 
 @pytest.fixture(autouse=True)
-def _no_idle_associations_left() -> Iterator[None]:
+def _nothing_left_for_the_next_test() -> Iterator[None]:
     """Release the DIMSE associations a test left idle in the pools, so none holds a server's
-    association slots (Orthanc serves 4 at once) or a reaper thread into the next test."""
+    association slots (Orthanc serves 4 at once) or a reaper thread into the next test; and undo the
+    ``gc.freeze()`` of a CLI run in this process, which would keep the garbage of earlier tests (a
+    destination's worker threads, say) alive for every later one."""
     yield
     close_all()
+    if gc.get_freeze_count():
+        gc.unfreeze()
+        gc.collect()
 
 
 @pytest.fixture(scope="session")
