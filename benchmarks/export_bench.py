@@ -47,19 +47,19 @@ ACCEPT_IN_CURL_CONFIG = r'multipart/related; type=\"application/dicom\"; transfe
 """The WADO-RS Accept header, its quotes escaped for a curl config file."""
 
 
-def ten_small_instances(number: int) -> tuple[tuple[int, ...], int]:
-    """Study ``number`` of this benchmark: one series of 10 CT instances of 32 x 32 pixels."""
-    return (INSTANCES_PER_STUDY,), 32
-
-
-def generate(count: int, work: Path = WORK, shape: Callable[[int], tuple[tuple[int, ...], int]] = ten_small_instances,
-             name: str = "export-bench") -> tuple[Path, list[str]]:
-    """``count`` studies, cached; their folder and StudyInstanceUIDs.
-
-    ``shape`` gives the series sizes and the image size (rows and columns) of study ``number``;
-    ``name`` seeds the UIDs.
-    """
-    folder = work / f"data-{count}"
+def generate(
+    count: int,
+    *,
+    folder: Path | None = None,
+    instances: Callable[[int], int] = lambda _number: INSTANCES_PER_STUDY,
+    pixels: Callable[[int], int] = lambda _number: 32,
+    name: str = "export-bench",
+    patient: str = "B",
+) -> tuple[Path, list[str]]:
+    """``count`` studies of small CT instances (``instances(number)`` each, 10 by default, of
+    ``pixels(number)`` rows and columns, 32 by default), cached in ``folder`` (``WORK/data-<count>``
+    by default); the folder and their StudyInstanceUIDs."""
+    folder = folder or WORK / f"data-{count}"
     manifest = folder / "studies.json"
     if manifest.is_file():
         return folder, json.loads(manifest.read_text())
@@ -67,11 +67,10 @@ def generate(count: int, work: Path = WORK, shape: Callable[[int], tuple[tuple[i
     folder.mkdir(parents=True)
     uids = []
     for number in range(count):
-        series, pixels = shape(number)
-        instances = make_instances(series_sizes=series, pixels=pixels, name=f"{name}-{number}",
-                                   patient_id=f"B{number:05d}")
-        uids.append(instances[0].study_uid)
-        for instance in instances:
+        made = make_instances(series_sizes=(instances(number),), pixels=pixels(number), name=f"{name}-{number}",
+                              patient_id=f"{patient}{number:05d}")
+        uids.append(made[0].study_uid)
+        for instance in made:
             (folder / f"{instance.sop_uid}.dcm").write_bytes(instance.data)
     manifest.write_text(json.dumps(uids))
     return folder, uids

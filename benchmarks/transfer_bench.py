@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.transfer_bench [--studies 100] [--small 50] [--runs 3]
 
 In one run, two Orthancs (a source loaded with ``--studies`` generated studies of
-8 to 46 instances, 8 to 130 KB each, and an empty destination), and these clients,
+8 to 46 instances in one series, 8 to 130 KB each, and an empty destination), and these clients,
 each in a fresh process under GNU time, in turns within each round:
 
 - download alone: ``dicomtrolley export SRC worklist.csv -o DIR`` (4 studies in flight);
@@ -43,9 +43,14 @@ PIXELS = (64, 128, 256)
 """Rows and columns of the studies' images, in turn: files of about 9, 34 and 132 KB."""
 
 
-def study_shape(number: int) -> tuple[tuple[int, ...], int]:
-    """The series sizes and image size of study ``number``: 8 to 46 instances in two series."""
-    return (6 + number % 25, 2 + number * 7 % 15), PIXELS[number % len(PIXELS)]
+def study_instances(number: int) -> int:
+    """Instances of study ``number``: 8 to 46."""
+    return 8 + number % 25 + number * 7 % 15
+
+
+def study_pixels(number: int) -> int:
+    """Rows and columns of the images of study ``number``."""
+    return PIXELS[number % len(PIXELS)]
 
 
 def server_cpu(*servers: OrthancServer) -> float:
@@ -65,7 +70,8 @@ TRANSFER = "transfer (export --to)"
 
 def run_all(studies: int, small: int, runs: int, work: Path = WORK) -> tuple[list[Row], int, int]:
     """Every client ``runs`` times in turns; the rows, and the instances and bytes of the whole worklist."""
-    data, uids = generate(studies, work, study_shape, "transfer-bench")
+    data, uids = generate(studies, folder=work / f"data-{studies}", instances=study_instances, pixels=study_pixels,
+                          name="transfer-bench", patient="T")
     files = sorted(data.glob("*.dcm"))
     shutil.rmtree(work / "runs", ignore_errors=True)  # see export_bench: every run writes into a new folder
     scratch = work / "runs" / f"{os.getpid()}-{int(time.time())}"
@@ -82,7 +88,7 @@ def run_all(studies: int, small: int, runs: int, work: Path = WORK) -> tuple[lis
         if instance_count(source) < len(files):
             logger.info("loading %d instances into the source", len(files))
             source.upload(files)
-        wanted = {studies: len(files), small: sum(sum(study_shape(n)[0]) for n in range(small))}
+        wanted = {studies: len(files), small: sum(study_instances(n) for n in range(small))}
         downloaded: list[Path] = []
 
         def download(out: Path, _: str) -> list[str]:

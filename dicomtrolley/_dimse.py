@@ -3,9 +3,12 @@
 The C-FIND searcher (:mod:`dicomtrolley.dicom_qr`) and the C-GET / C-MOVE
 downloaders (:mod:`dicomtrolley.dimse_retrieve`) build on :class:`DIMSEPeer`:
 
-- an association is released when its work is done and aborted on every
-  other path (an exception, a timeout, Ctrl-C), so no server is left holding
-  a half-used association;
+- operations run on associations lent by the peer's pool
+  (:mod:`dicomtrolley._associations`): kept open for the next operation that
+  fits, released when idle, aborted on every path that raises (an exception,
+  a timeout, Ctrl-C), so no server is left holding a half-used association;
+  a reused association the peer dropped in the meantime is replaced by a
+  fresh one without the caller noticing;
 - a failure status, a refused association or a timeout raises
   :class:`~dicomtrolley.exceptions.DIMSEError` naming the status in hex and
   its meaning, never an empty result.
@@ -17,20 +20,28 @@ is created.
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import KW_ONLY, dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydicom.dataset import Dataset
 
+from dicomtrolley._associations import AssociationPool, Handlers, Proposal, discard_pool, pool_for
 from dicomtrolley.core import DICOMObjectLevels
 from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEConnectionError, DIMSEError
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pynetdicom import AE
     from pynetdicom.association import Association
     from pynetdicom.presentation import PresentationContext
+
+T = TypeVar("T")
 
 DEFAULT_AET = "DICOMTROLLEY"
 """The calling AE title (ours) unless one is given."""
@@ -128,11 +139,14 @@ def status_text(status_ds: Dataset, service: str) -> str:
 # ---------------------------------------------------------------- the connection
 
 
+@dataclass(eq=False, repr=False)
 class DIMSEPeer:
     """Where a DIMSE server listens, who we are to it, and how long to wait.
 
-    The base of the searcher and the downloaders: it opens associations and
-    guarantees they are released or aborted.
+    The base of the searcher, the downloaders and the C-STORE sender: it
+    runs their operations on associations from its pool (:attr:`associations`),
+    which every DIMSE object of this process with the same address, titles
+    and timeouts shares.
 
     Parameters
     ----------
@@ -148,27 +162,26 @@ class DIMSEPeer:
         Seconds to wait for each DIMSE message; ``None`` waits forever.
     network_timeout
         Seconds an association may stay silent before it is given up.
+
+    A dataclass, so that a subclass adding settings (:class:`~dicomtrolley.dimse_retrieve.DICOMCMove`)
+    declares only those, as keyword-only fields, and its constructor takes these too.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        aet: str = DEFAULT_AET,
-        aec: str = DEFAULT_AEC,
-        *,
-        acse_timeout: float = DEFAULT_ACSE_TIMEOUT,
-        dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT,
-        network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT,
-    ) -> None:
+    host: str
+    port: int
+    aet: str = DEFAULT_AET
+    aec: str = DEFAULT_AEC
+    _: KW_ONLY
+    acse_timeout: float = DEFAULT_ACSE_TIMEOUT
+    dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT
+    network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT
+
+    def __post_init__(self) -> None:
+        """Check the titles and say what to install when pynetdicom is missing."""
         require_pynetdicom()
-        self.host = host
-        self.port = int(port)
-        self.aet = check_ae_title(aet, "aet")
-        self.aec = check_ae_title(aec, "aec")
-        self.acse_timeout = acse_timeout
-        self.dimse_timeout = dimse_timeout
-        self.network_timeout = network_timeout
+        self.port = int(self.port)
+        self.aet = check_ae_title(self.aet, "aet")
+        self.aec = check_ae_title(self.aec, "aec")
 
     def settings(self) -> dict[str, Any]:
         """This peer's constructor arguments: another peer on the same server, as the same caller, takes them."""
@@ -197,8 +210,76 @@ class DIMSEPeer:
         """``AEC@host:port``, for messages."""
         return f"{self.aec}@{self.host}:{self.port}"
 
+    @property
+    def associations(self) -> AssociationPool:
+        """The pool of open associations to this peer, shared with every peer object of the same settings.
+
+        Set ``associations.keep = 0`` to open an association per operation
+        (a server that mishandles a second operation on one association), or
+        change ``associations.idle_timeout``; :meth:`close` releases the idle ones.
+        """
+        settings = self.settings()
+        return pool_for(tuple(settings.items()), lambda: AssociationPool(
+            DIMSEPeer(**settings).open_for, name=self.address))
+
+    def close(self) -> None:
+        """Release the idle associations to this peer now, rather than when idle or at exit."""
+        discard_pool(tuple(self.settings().items()))
+
+    def open_for(self, proposal: Proposal) -> Association:
+        """Open a fresh association for ``proposal`` (the pool's opener).
+
+        Raises
+        ------
+        DIMSEError
+            As :meth:`open_association`, or the peer did not accept the context the proposal ``needs``.
+        """
+        assoc = self.open_association(
+            self.application_entity(), proposal.presentation_contexts(), ext_neg=proposal.negotiation_items()
+        )
+        accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
+        if proposal.needs is None or proposal.needs in accepted:
+            return assoc
+        self.close_association(assoc, clean=True)
+        from pydicom.uid import UID
+
+        raise DIMSEError(
+            f"{self.address} (calling AE title {self.aet!r}) accepted the association but not "
+            f"{UID(proposal.needs).name}: it does not serve that to us"
+        )
+
+    def run_pooled(
+        self,
+        proposal: Proposal,
+        operation: Callable[[Association], T],
+        *,
+        answered: Callable[[T], bool],
+        handlers: Handlers = (),
+        opening: Proposal | None = None,
+    ) -> T:
+        """Run ``operation`` on a pooled association that covers ``proposal``, with ``handlers`` bound.
+
+        When a reused association gets no answer at all (``answered`` says),
+        the peer most likely dropped it while it was idle, perhaps just as it
+        was lent: the operation runs once more on a freshly opened association,
+        whose outcome stands whatever it is. A new association is opened with
+        ``opening`` (covering ``proposal``) when given.
+
+        Raises
+        ------
+        DIMSEError
+            No association could be opened.
+        """
+        with self.associations.lease(proposal, handlers, opening=opening) as lease:
+            outcome = operation(lease.association)
+        if not lease.reused or answered(outcome):
+            return outcome
+        logger.info("%s answered nothing on a reused association; once more on a new one", self.address)
+        with self.associations.lease(proposal, handlers, fresh=True, opening=opening) as lease:
+            return operation(lease.association)
+
     def application_entity(self) -> AE:
-        """A pynetdicom AE with our title and timeouts; one per operation, so calls never share state."""
+        """A pynetdicom AE with our title and timeouts; one per association, so associations never share state."""
         from pynetdicom import AE
 
         ae = AE(ae_title=self.aet)
@@ -227,6 +308,11 @@ class DIMSEPeer:
         from pynetdicom import evt
 
         connected = threading.Event()
+
+        def on_open(event: Any) -> None:
+            _no_delay(event)
+            connected.set()
+
         assoc = ae.associate(
             self.host,
             self.port,
@@ -234,7 +320,7 @@ class DIMSEPeer:
             ae_title=self.aec,
             max_pdu=MAX_PDU_SIZE,
             ext_neg=list(ext_neg) or None,
-            evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: connected.set()), *evt_handlers],
+            evt_handlers=[(evt.EVT_CONN_OPEN, on_open), *evt_handlers],
         )
         if not assoc.is_established:
             raise self._not_established(assoc, connected.is_set())
@@ -290,6 +376,14 @@ class DIMSEPeer:
             "servers reject this way; check the called AE title and that the server knows ours), sent "
             f"no answer within {self.acse_timeout} s, or accepted none of the proposed presentation contexts"
         )
+
+
+def _no_delay(event: Any) -> None:
+    """Send each PDU at once (TCP_NODELAY): with Nagle's algorithm every small message
+    (a C-STORE, or the C-STORE response of a C-GET) could wait ~40 ms for an ACK."""
+    sock = event.assoc.dul.socket.socket
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def check_ae_title(title: str, what: str) -> str:

@@ -16,16 +16,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
+from dicomtrolley._associations import Proposal
 from dicomtrolley._dimse import RETRIEVE_LEVELS, STUDY_ROOT_FIND, DIMSEPeer, status_category, status_text
 from dicomtrolley._tree import attribute_level, tree_from_datasets
 from dicomtrolley.core import DICOMObjectLevels, ExtendedQuery, Query, QueryLevels, Study
 from dicomtrolley.exceptions import DIMSEError, UnSupportedParameterError
 from dicomtrolley.roles import ProfileParts, Searcher
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
 
 logger = logging.getLogger(__name__)
 
@@ -107,27 +114,11 @@ class DICOMQR(DIMSEPeer, Searcher):
             answer is incomplete: Orthanc cancels at its LimitFindResults), a
             timeout, or an aborted association.
         """
-        from pynetdicom import build_context
-        from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
-
-        relational = SOPClassExtendedNegotiation()
-        relational.sop_class_uid = STUDY_ROOT_FIND
-        relational.service_class_application_information = b"\x01"
         what = f"C-FIND at {identifier.QueryRetrieveLevel} level on {self.address}"
-        rows: list[Dataset] = []
-        final: Dataset | None = None
-        ae = self.application_entity()
-        with self.associate(ae, [build_context(STUDY_ROOT_FIND)], ext_neg=[relational]) as assoc:
-            for status_ds, row in assoc.send_c_find(identifier, STUDY_ROOT_FIND):
-                if "Status" not in status_ds:
-                    raise DIMSEError(
-                        f"{what}: no answer within {self.dimse_timeout} s, or the association was aborted"
-                    )
-                if status_category(status_ds.Status) != "Pending":
-                    final = status_ds
-                    break
-                if row is not None:
-                    rows.append(row)
+        answer = self.run_pooled(FIND_PROPOSAL, partial(_collect, identifier=identifier), answered=_Answer.answered)
+        rows, final = answer.rows, answer.final
+        if answer.broken:
+            raise DIMSEError(f"{what}: no answer within {self.dimse_timeout} s, or the association was aborted")
         if final is None:
             raise DIMSEError(f"{what}: the server sent no final status")
         status = int(final.Status)
@@ -164,6 +155,38 @@ class DICOMQR(DIMSEPeer, Searcher):
         elif any("SeriesInstanceUID" in row for row in responses):
             level = QueryLevels.SERIES
         return tree_from_datasets(responses, level, source="C-FIND")
+
+
+FIND_PROPOSAL = Proposal(((STUDY_ROOT_FIND, ()),), extended=((STUDY_ROOT_FIND, b"\x01"),), needs=STUDY_ROOT_FIND)
+"""A C-FIND association: Study Root, with relational queries proposed (extended negotiation)."""
+
+
+@dataclass
+class _Answer:
+    """What came back for one C-FIND: the matches, the final status, and whether the association broke."""
+
+    rows: list[Dataset] = field(default_factory=list)
+    final: Dataset | None = None
+    broken: bool = False
+
+    def answered(self) -> bool:
+        """False when the association ended before any answer: a dropped, reused one is then replaced."""
+        return self.final is not None or bool(self.rows)
+
+
+def _collect(assoc: Association, *, identifier: Dataset) -> _Answer:
+    """Send one C-FIND on ``assoc`` and gather its answer, stopping at the final status."""
+    answer = _Answer()
+    for status_ds, row in assoc.send_c_find(identifier, STUDY_ROOT_FIND):
+        if "Status" not in status_ds:
+            answer.broken = True  # pynetdicom's sign of a DIMSE timeout or an aborted association
+            break
+        if status_category(status_ds.Status) != "Pending":
+            answer.final = status_ds
+            break
+        if row is not None:
+            answer.rows.append(row)
+    return answer
 
 
 class DICOMQuery(ExtendedQuery):

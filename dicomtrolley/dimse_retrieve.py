@@ -9,7 +9,9 @@ the duration of the download.
 
 Each instance reaches the sink as it was sent: the file meta information
 pynetdicom builds for it followed by the dataset bytes, never decoded and
-re-encoded. Targets are fetched one after the other on one association;
+re-encoded (:mod:`dicomtrolley._retrieve_receiver`). Targets are fetched one
+after the other on associations from the peer's pool, which later fetches
+reuse (:mod:`dicomtrolley._associations`);
 the counts of completed, failed and warning sub-operations of the last
 :meth:`~dicomtrolley.core.Downloader.fetch` are kept in ``last_suboperations``.
 """
@@ -17,23 +19,18 @@ the counts of completed, failed and warning sub-operations of the last
 from __future__ import annotations
 
 import logging
-import threading
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
-from io import BytesIO
+from dataclasses import KW_ONLY, dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from dicomtrolley._associations import Handlers, Proposal
 from dicomtrolley._dimse import (
-    DEFAULT_ACSE_TIMEOUT,
-    DEFAULT_AEC,
-    DEFAULT_AET,
-    DEFAULT_DIMSE_TIMEOUT,
-    DEFAULT_NETWORK_TIMEOUT,
     RETRIEVE_LEVELS,
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
@@ -42,34 +39,31 @@ from dicomtrolley._dimse import (
     status_category,
     status_text,
 )
-from dicomtrolley._get_contexts import DEFAULT_STORAGE_CLASSES, storage_contexts
+from dicomtrolley._get_contexts import DEFAULT_STORAGE_CLASSES, plan_contexts, storage_contexts
 from dicomtrolley._get_contexts import IMAGE_STORAGE as IMAGE_STORAGE
 from dicomtrolley._get_contexts import MAX_PRESENTATION_CONTEXTS as MAX_PRESENTATION_CONTEXTS
 from dicomtrolley._get_contexts import OTHER_STORAGE as OTHER_STORAGE
+from dicomtrolley._retrieve_receiver import STORE_FAILED as STORE_FAILED
+from dicomtrolley._retrieve_receiver import Receiver, Taken, accept_senders_syntax, ends_retrieve
 from dicomtrolley.core import (
     DICOMObjectLevels,
     FetchFailure,
-    InstancePart,
     InstanceReference,
     PartSink,
     Reference,
     SeriesReference,
 )
-from dicomtrolley.dicom_qr import DICOMQR
-from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError, OutputFolderError
+from dicomtrolley.dicom_qr import DICOMQR, FIND_PROPOSAL
+from dicomtrolley.exceptions import DICOMTrolleyError, DIMSEError
 from dicomtrolley.roles import Downloader, ProfileParts
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
-    from pynetdicom.events import Event
     from pynetdicom.presentation import PresentationContext
 
 logger = logging.getLogger(__name__)
 
 _STUDIES_PER_FIND = 64  # UIDs in one C-FIND's list matching
-
-STORE_FAILED = 0x0110
-"""The C-STORE status we answer when the sink could not take an instance (Processing Failure)."""
 
 
 def get_storage_contexts(sop_classes: Sequence[str] = DEFAULT_STORAGE_CLASSES) -> list[PresentationContext]:
@@ -79,6 +73,33 @@ def get_storage_contexts(sop_classes: Sequence[str] = DEFAULT_STORAGE_CLASSES) -
     see :mod:`dicomtrolley._get_contexts` for how they are shared out.
     """
     return storage_contexts(sop_classes)
+
+
+MOVE_PROPOSAL = Proposal(
+    ((STUDY_ROOT_MOVE, ()), *FIND_PROPOSAL.contexts), extended=FIND_PROPOSAL.extended, needs=STUDY_ROOT_MOVE
+)
+"""A C-MOVE association: the move context and, so that it carries searches too, C-FIND's (the
+instances come on associations of their own)."""
+
+
+def get_proposal(sop_classes: Sequence[str]) -> Proposal:
+    """What a C-GET association for studies holding ``sop_classes`` is opened with, and pooled under.
+
+    The C-GET context, C-FIND's (so that one association per worker carries
+    its searches and the C-FIND for SOPClassesInStudy too), then storage
+    contexts shaped as :func:`get_storage_contexts` does, with the SCP role
+    for each of their classes. Studies whose classes are a subset of an open
+    association's get, while there are few classes, the very same contexts for
+    each class, so that association covers them.
+    """
+    budget = MAX_PRESENTATION_CONTEXTS - 2
+    storage = tuple((sop_class, tuple(syntaxes)) for sop_class, *syntaxes in plan_contexts(sop_classes, budget))
+    return Proposal(
+        ((STUDY_ROOT_GET, ()), *FIND_PROPOSAL.contexts, *storage),
+        scp_roles=tuple(dict.fromkeys(c for c, _ in storage)),
+        extended=FIND_PROPOSAL.extended,
+        needs=STUDY_ROOT_GET,
+    )
 
 
 @dataclass(frozen=True)
@@ -120,99 +141,25 @@ def describe(target: Reference) -> str:
 
 
 @dataclass(frozen=True)
-class _Taken:
-    """What the receiver saw of one target: instances the sink took, its errors, connections to us."""
+class _Plan:
+    """What a retrieve's associations must carry, the handlers bound on them, and what a new one proposes."""
 
-    received: int
-    errors: list[Exception]
-    connections: int
-
-
-class _Receiver:
-    """Takes the C-STORE sub-operations of a retrieve and hands each instance to the sink.
-
-    For C-GET it runs in the thread that called ``fetch`` (pynetdicom serves
-    the C-STOREs while it waits for C-GET responses); for C-MOVE in one
-    pynetdicom thread per association the server opens to us. Its state
-    therefore sits behind a lock.
-    """
-
-    def __init__(self, sink: PartSink, stop_on_failure: bool) -> None:
-        self.sink = sink
-        self.stop_on_failure = stop_on_failure
-        self.lock = threading.Lock()
-        self.target: Reference | None = None
-        self.received = 0
-        self.errors: list[Exception] = []
-        self.connections = 0
-        self.closed = False
-
-    def start(self, target: Reference) -> None:
-        """Begin a new target: count and record errors afresh."""
-        with self.lock:
-            self.target = target
-            self.received = 0
-            self.errors = []
-            self.connections = 0
-
-    def taken(self) -> _Taken:
-        """A snapshot of what arrived for the current target."""
-        with self.lock:
-            return _Taken(self.received, list(self.errors), self.connections)
-
-    def close(self) -> None:
-        """Take no more instances: whatever arrives after the fetch is refused."""
-        with self.lock:
-            self.closed = True
-
-    def on_connection(self, _event: Event) -> None:
-        """Count the associations the server opens to us (C-MOVE)."""
-        with self.lock:
-            self.connections += 1
-
-    def on_store(self, event: Event) -> int:
-        """Hand one instance to the sink; answer 0x0000, or a failure if the sink raised."""
-        with self.lock:
-            target = self.target
-            fatal = any(_ends_retrieve(error) for error in self.errors)
-            refuse = self.closed or fatal or (self.stop_on_failure and bool(self.errors))
-        if refuse:
-            return STORE_FAILED
-        stream = event.encoded_dataset()
-        instance_uid = str(event.request.AffectedSOPInstanceUID)  # type: ignore[union-attr]
-        part = InstancePart(
-            BytesIO(stream),
-            len(stream),
-            f"application/dicom; transfer-syntax={event.context.transfer_syntax}",
-            source=target,
-            reference=_known_reference(target, instance_uid),
-        )
-        try:
-            self.sink(part)
-        except Exception as error:  # noqa: BLE001 - recorded, answered with a failure, raised to the caller
-            logger.info("Could not take instance %s: %s", instance_uid, error)
-            with self.lock:
-                self.errors.append(error)
-            return STORE_FAILED
-        finally:
-            part.close()
-        with self.lock:
-            self.received += 1
-        return 0x0000
+    wanted: Proposal
+    handlers: Handlers = ()
+    opening: Proposal | None = None
 
 
-def _ends_retrieve(error: Exception) -> bool:
-    """A bug (not a DICOMTrolleyError), or an output folder that takes nothing more: the retrieve is aborted."""
-    return not isinstance(error, DICOMTrolleyError) or isinstance(error, OutputFolderError)
+@dataclass(frozen=True)
+class _Outcome:
+    """How one retrieve went: its counts, its error if it failed, and whether the server answered at all."""
 
+    counts: SubOperations
+    error: DIMSEError | None
+    heard: bool
 
-def _known_reference(target: Reference | None, instance_uid: str) -> InstanceReference | None:
-    """The instance's reference when the target names its series; a study target would need the dataset."""
-    if isinstance(target, InstanceReference):
-        return target
-    if isinstance(target, SeriesReference):
-        return InstanceReference(target.study_uid, target.series_uid, instance_uid)
-    return None
+    def answered(self) -> bool:
+        """False when the association ended before any answer: a dropped, reused one is then replaced."""
+        return self.heard
 
 
 class _Retriever(DIMSEPeer, Downloader):
@@ -234,58 +181,48 @@ class _Retriever(DIMSEPeer, Downloader):
     def fetch(
         self, targets: Sequence[Reference], sink: PartSink, *, stop_on_failure: bool = True
     ) -> list[FetchFailure]:
-        """Retrieve each target in turn on one association; see :meth:`Downloader.fetch`.
+        """Retrieve each target in turn on the peer's pooled associations; see :meth:`Downloader.fetch`.
 
         A target fails when the server's final status is not Success, when any
         sub-operation failed (the sink's error is the cause), or when it matched
-        nothing. If the association cannot be opened, every target left fails
+        nothing. If no association can be opened, every target left fails
         with that error. An error in the sink that is not a DICOMTrolleyError (a
         bug), or an OutputFolderError, aborts the association and is raised.
         """
-        receiver = _Receiver(sink, stop_on_failure)
+        receiver = Receiver(sink, stop_on_failure)
         failures: list[FetchFailure] = []
         self.last_suboperations = SubOperations()
-        with self._association_opener(receiver, targets) as connect:
-            assoc: Association | None = None
-            clean = False
-            try:
-                for index, target in enumerate(targets):
-                    if stop_on_failure and failures:
-                        break
-                    if assoc is None or not assoc.is_established:
-                        try:
-                            assoc = connect()
-                        except DIMSEError as refused:
-                            failures.extend(FetchFailure(left, refused) for left in targets[index:])
-                            break
-                    receiver.start(target)
-                    counts, error = self._retrieve(assoc, target, receiver)
-                    self.last_suboperations += counts
-                    if error is not None:
-                        logger.info("%s", error)
-                        failures.append(FetchFailure(target, error))
-                clean = True
-            finally:
-                if assoc is not None:
-                    self.close_association(assoc, clean=clean)
+        with self._receiving(receiver, targets) as plan:
+            for index, target in enumerate(targets):
+                if stop_on_failure and failures:
+                    break
+                try:
+                    outcome = self.run_pooled(
+                        plan.wanted, partial(self._retrieve, target=target, receiver=receiver),
+                        answered=_Outcome.answered, handlers=plan.handlers, opening=plan.opening,
+                    )
+                except DIMSEError as refused:
+                    failures.extend(FetchFailure(left, refused) for left in targets[index:])
+                    break
+                self.last_suboperations += outcome.counts
+                if outcome.error is not None:
+                    logger.info("%s", outcome.error)
+                    failures.append(FetchFailure(target, outcome.error))
         logger.info("%s on %s: %s sub-operations", self.operation, self.address, self.last_suboperations)
         return failures
 
     @abstractmethod
-    def _association_opener(
-        self, receiver: _Receiver, targets: Sequence[Reference]
-    ) -> AbstractContextManager[Callable[[], Association]]:
-        """Provide a function that opens an association for ``receiver`` to fetch ``targets``."""
+    def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> AbstractContextManager[_Plan]:
+        """Make ready to receive ``targets`` for ``receiver``: what the associations need, and their handlers."""
 
     @abstractmethod
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
         """Send the C-GET or C-MOVE request; yield its (status, identifier) responses."""
 
-    def _retrieve(
-        self, assoc: Association, target: Reference, receiver: _Receiver
-    ) -> tuple[SubOperations, DIMSEError | None]:
+    def _retrieve(self, assoc: Association, *, target: Reference, receiver: Receiver) -> _Outcome:
         """Run one C-GET/C-MOVE; return its counts and, if it failed, why."""
         what = f"{self.operation} of {describe(target)} from {self.address}"
+        receiver.start(target)
         final: Dataset | None = None
         last = Dataset()
         for status_ds, _identifier in self._send(assoc, retrieve_identifier(target)):
@@ -296,7 +233,7 @@ class _Retriever(DIMSEPeer, Downloader):
                 final = status_ds
                 break
         taken = receiver.taken()
-        fatal = next((e for e in taken.errors if _ends_retrieve(e)), None)
+        fatal = next((e for e in taken.errors if ends_retrieve(e)), None)
         if fatal is not None:
             raise fatal
         counts = SubOperations(
@@ -308,10 +245,10 @@ class _Retriever(DIMSEPeer, Downloader):
         error = self._judge(what, final, counts, taken)
         if error is not None and taken.errors:
             error.__cause__ = taken.errors[0]
-        return counts, error
+        return _Outcome(counts, error, final is not None or bool(taken.received or taken.errors))
 
     def _judge(
-        self, what: str, final: Dataset | None, counts: SubOperations, taken: _Taken
+        self, what: str, final: Dataset | None, counts: SubOperations, taken: Taken
     ) -> DIMSEError | None:
         """The error of a retrieve, or None if everything it matched arrived."""
         if final is None:
@@ -329,7 +266,7 @@ class _Retriever(DIMSEPeer, Downloader):
             text += f"; {len(taken.errors)} instance(s) not taken: {taken.errors[0]}"
         return DIMSEError(text + self._hint(status, counts, taken), status=status)
 
-    def _hint(self, status: int, counts: SubOperations, taken: _Taken) -> str:
+    def _hint(self, status: int, counts: SubOperations, taken: Taken) -> str:
         """What the user should check after a failure status; nothing by default."""
         return ""
 
@@ -344,6 +281,12 @@ class DICOMCGet(_Retriever):
     transfer syntax where the 128-context limit allows, so every instance can
     arrive in its stored transfer syntax (:mod:`dicomtrolley._get_contexts`;
     :data:`IMAGE_STORAGE` and :data:`OTHER_STORAGE` when the server does not say).
+
+    Associations are reused across fetches (:mod:`dicomtrolley._associations`):
+    one covers a study when it proposed every context that study's classes
+    get. A new association proposes the study's classes together with those
+    of the previous one as long as that changes none of the study's contexts,
+    so after a few studies of an export one association carries them all.
 
     Parameters are those of :class:`~dicomtrolley._dimse.DIMSEPeer`.
 
@@ -361,25 +304,23 @@ class DICOMCGet(_Retriever):
 
     operation = "C-GET"
     service = "get"
+    _recent_classes: tuple[str, ...] = ()
+    """The SOP classes the last association opened proposed; immutable, rebound on the instance."""
 
     def describe(self) -> ProfileParts:
         """``downloader = "c-get"`` and the peer's address; see :meth:`Downloader.describe`."""
         return ProfileParts({"downloader": "c-get", **self.profile_address()})
 
     @contextmanager
-    def _association_opener(
-        self, receiver: _Receiver, targets: Sequence[Reference]
-    ) -> Iterator[Callable[[], Association]]:
-        from pynetdicom import build_context, build_role, evt
+    def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> Iterator[_Plan]:
+        from pynetdicom import evt
 
-        storage = get_storage_contexts(self._sop_classes_of(targets) or DEFAULT_STORAGE_CLASSES)
-        contexts = [build_context(STUDY_ROOT_GET), *storage]
-        sop_classes = dict.fromkeys(str(context.abstract_syntax) for context in storage)
-        roles = [build_role(sop_class, scp_role=True) for sop_class in sop_classes]
-        ae = self.application_entity()
-        yield lambda: self.open_association(
-            ae, contexts, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, receiver.on_store)]
-        )
+        classes = self._sop_classes_of(targets) or list(DEFAULT_STORAGE_CLASSES)
+        wanted = get_proposal(classes)
+        widened = get_proposal([*classes, *self._recent_classes])
+        opening = widened if widened.covers(wanted) else wanted
+        self._recent_classes = tuple(opening.scp_roles)
+        yield _Plan(wanted, [(evt.EVT_C_STORE, receiver.on_store)], opening)
 
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
         return assoc.send_c_get(identifier, STUDY_ROOT_GET)
@@ -387,7 +328,7 @@ class DICOMCGet(_Retriever):
     def _sop_classes_of(self, targets: Sequence[Reference]) -> list[str]:
         """The SOP classes the targets' studies hold, as a C-FIND for SOPClassesInStudy says; [] if unknown."""
         studies = sorted({target.study_uid for target in targets})
-        finder = DICOMQR(**self.settings())
+        finder = DICOMQR(**self.settings())  # same settings: the same pool of associations
         found: list[str] = []
         for start in range(0, len(studies), _STUDIES_PER_FIND):
             identifier = Dataset()
@@ -406,45 +347,7 @@ class DICOMCGet(_Retriever):
         return found
 
 
-def accept_senders_syntax(event: Event) -> None:
-    """Make a Storage SCP take every SOP class offered, each in the first transfer syntax offered that it reads.
-
-    pynetdicom accepts the first syntax of the acceptor's own list that the
-    requestor offers, so a sender offering [explicit LE, explicit BE, implicit LE]
-    would be made to transcode to implicit LE; and it refuses a SOP class the
-    acceptor does not list (a retired or private one), so the instance would be
-    lost. A move destination asked for these instances: handled on
-    ``EVT_REQUESTED``, before negotiation, the supported contexts become what
-    the sender offers, in its order, within the transfer syntaxes supported.
-    """
-    from pynetdicom import build_context
-
-    acceptor = event.assoc.acceptor
-    readable = {str(syntax) for context in acceptor.supported_contexts for syntax in context.transfer_syntax}
-    order: dict[str, list[str]] = {}
-    for context in event.assoc.requestor.primitive.presentation_context_definition_list:  # type: ignore[union-attr]
-        if not _served_as_storage(str(context.abstract_syntax)):
-            continue
-        listed = order.setdefault(str(context.abstract_syntax), [])
-        listed += [s for s in map(str, context.transfer_syntax) if s in readable and s not in listed]
-    if any(order.values()):
-        acceptor.supported_contexts = [build_context(sop, syntaxes) for sop, syntaxes in order.items() if syntaxes]
-
-
-def _served_as_storage(sop_class: str) -> bool:
-    """True when pynetdicom takes C-STOREs of ``sop_class``; a class it does not know
-    (retired, private) is registered as a storage class first, as its docs advise,
-    since it would otherwise abort the association at the first such instance."""
-    from pynetdicom.service_class import ServiceClass, StorageServiceClass
-    from pynetdicom.sop_class import register_uid, uid_to_service_class
-
-    service = uid_to_service_class(sop_class)
-    if service is ServiceClass:
-        register_uid(sop_class, "DicomtrolleyStorage" + sop_class.replace(".", "_"), StorageServiceClass)
-        return True
-    return service is StorageServiceClass
-
-
+@dataclass(eq=False, repr=False)
 class DICOMCMove(_Retriever):
     """Downloads studies, series and instances with C-MOVE to a Storage SCP of our own.
 
@@ -475,27 +378,21 @@ class DICOMCMove(_Retriever):
     operation = "C-MOVE"
     service = "move"
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        aet: str = DEFAULT_AET,
-        aec: str = DEFAULT_AEC,
-        *,
-        destination_port: int,
-        destination_aet: str | None = None,
-        listen_address: str = "",
-        acse_timeout: float = DEFAULT_ACSE_TIMEOUT,
-        dimse_timeout: float | None = DEFAULT_DIMSE_TIMEOUT,
-        network_timeout: float | None = DEFAULT_NETWORK_TIMEOUT,
-    ) -> None:
-        super().__init__(
-            host, port, aet, aec,
-            acse_timeout=acse_timeout, dimse_timeout=dimse_timeout, network_timeout=network_timeout,
-        )
-        self.destination_port = int(destination_port)
-        self.destination_aet = check_ae_title(destination_aet or self.aet, "destination_aet")
-        self.listen_address = listen_address
+    _: KW_ONLY
+    destination_port: int
+    destination_aet: str | None = None
+    listen_address: str = ""
+
+    def __post_init__(self) -> None:
+        """Check the settings; the move destination's AE title is ``aet`` unless given."""
+        super().__post_init__()
+        self.destination_port = int(self.destination_port)
+        self.destination_aet = check_ae_title(self.destination_aet or self.aet, "destination_aet")
+
+    @property
+    def move_aet(self) -> str:
+        """The AE title instances are moved to: ``destination_aet``, or ``aet`` when none was given."""
+        return self.destination_aet or self.aet
 
     def describe(self) -> ProfileParts:
         """``downloader = "c-move"``, the peer's address and the move port; see :meth:`Downloader.describe`.
@@ -518,9 +415,7 @@ class DICOMCMove(_Retriever):
         )
 
     @contextmanager
-    def _association_opener(
-        self, receiver: _Receiver, targets: Sequence[Reference]
-    ) -> Iterator[Callable[[], Association]]:
+    def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> Iterator[_Plan]:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, build_context, evt
         from pynetdicom.presentation import AllStoragePresentationContexts
 
@@ -546,7 +441,7 @@ class DICOMCMove(_Retriever):
             ) from error
         assert server is not None  # start_server(block=False) returns the running server
         try:
-            yield lambda: self.open_association(ae, [build_context(STUDY_ROOT_MOVE)])
+            yield _Plan(MOVE_PROPOSAL)
         finally:
             receiver.close()
             for incoming in server.active_associations:
@@ -556,9 +451,9 @@ class DICOMCMove(_Retriever):
             server.shutdown()
 
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
-        return assoc.send_c_move(identifier, self.destination_aet, STUDY_ROOT_MOVE)
+        return assoc.send_c_move(identifier, self.move_aet, STUDY_ROOT_MOVE)
 
-    def _hint(self, status: int, counts: SubOperations, taken: _Taken) -> str:
+    def _hint(self, status: int, counts: SubOperations, taken: Taken) -> str:
         nobody_came = taken.connections == 0
         if status == 0xA801 or (status_category(status) == "Failure" and nobody_came and not counts.completed):
             return (

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from dicomtrolley._associations import Proposal
 from dicomtrolley._dimse import (
     DEFAULT_ACSE_TIMEOUT,
     DEFAULT_AEC,
@@ -138,28 +139,25 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
                     pass
 
     def _send_shard(self, items: list[SendItem], pairs: list[Pair], tally: Tally) -> None:
-        """Send ``items`` in order on an association proposing ``pairs``.
+        """Send ``items`` in order on a pooled association proposing ``pairs`` (or more).
 
         When the peer ends the association before answering (an abort, a
         timeout, a server that closes idle associations), another is opened
         for the instance without an answer and those after it, up to
         :data:`ASSOCIATION_ATTEMPTS` associations in all; storing an instance
-        twice stores it once.
+        twice stores it once. A pooled association the peer had dropped before
+        the first instance does not count.
         """
-        from pynetdicom import evt
-        from pynetdicom.presentation import build_context
-
-        contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in pairs]
+        proposal = Proposal(tuple((sop_class, (syntax,)) for sop_class, syntax in pairs))
         left = items
         for attempt in range(1, ASSOCIATION_ATTEMPTS + 1):
             try:
-                assoc = self.open_association(self.application_entity(), contexts,
-                                              evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)])
+                left = self.run_pooled(proposal, partial(self._send_on, items=left, tally=tally),
+                                       answered=partial(_answered_any, left))
             except DIMSEError as error:
                 for item in left:
                     tally.failed(item, str(error), unreachable=isinstance(error, ConnectionFailedError))
                 return
-            left = self._send_on(assoc, left, tally)
             if not left:
                 return
             logger.warning("%s ended the association with %d instances left; %s", self.address, len(left),
@@ -168,18 +166,13 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
             tally.failed(item, f"{self.address} ended the association {ASSOCIATION_ATTEMPTS} times "
                                "before this instance was stored")
 
-    def _send_on(self, assoc: Association, items: list[SendItem], tally: Tally) -> list[SendItem]:
+    def _send_on(self, assoc: Association, *, items: list[SendItem], tally: Tally) -> list[SendItem]:
         """Send ``items`` on one association; return those left when the association ended first."""
-        clean = False
-        try:
-            accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts}
-            for number, item in enumerate(items):
-                if not (assoc.is_established and self._send_one(assoc, item, accepted, number, tally)):
-                    return items[number:]
-            clean = True
-            return []
-        finally:
-            self.close_association(assoc, clean=clean)
+        accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts}
+        for number, item in enumerate(items):
+            if not (assoc.is_established and self._send_one(assoc, item, accepted, number, tally)):
+                return items[number:]
+        return []
 
     def _send_one(self, assoc: Association, item: SendItem, accepted: set[Pair], number: int, tally: Tally) -> bool:
         """C-STORE one instance as it is stored and file the peer's answer; False when no answer came."""
@@ -211,11 +204,9 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
         return True
 
 
-def _no_delay(event: Any) -> None:
-    """Send each PDU at once (TCP_NODELAY): with Nagle's algorithm every C-STORE waited ~40 ms for an ACK."""
-    sock = event.assoc.dul.socket.socket
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def _answered_any(sent: list[SendItem], left: list[SendItem]) -> bool:
+    """True when the association took at least one of the items ``sent`` on it before it ended."""
+    return len(left) < len(sent)
 
 
 def _read(item: SendItem) -> Dataset:

@@ -7,6 +7,7 @@ its own with ``orthanc_factory`` (small sample data only, stopped after the test
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dicomtrolley._associations import close_all
 from tests.support.orthanc import OrthancFactory, OrthancServer, running_orthanc
 from tests.support.sample_data import SampleData, generate_sample_data
 from tests.support.vitrea_server import Switches, VitreaServer
@@ -29,6 +31,19 @@ FIXTURE_STOP_TIMEOUT = 0.3
 """Fixture servers' storage is thrown away, so they need not take 3.5 s to stop cleanly."""
 
 logger = logging.getLogger("tests.harness")
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_for_the_next_test() -> Iterator[None]:
+    """Release the DIMSE associations a test left idle in the pools, so none holds a server's
+    association slots (Orthanc serves 4 at once) or a reaper thread into the next test; and undo the
+    ``gc.freeze()`` of a CLI run in this process, which would keep the garbage of earlier tests (a
+    destination's worker threads, say) alive for every later one."""
+    yield
+    close_all()
+    if gc.get_freeze_count():
+        gc.unfreeze()
+        gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -110,3 +110,19 @@ def test_the_audit_benchmark_audits_a_pseudonymised_ct_study_and_times_it(tmp_pa
     assert set(speeds) == {"values", "values + header check", "MB"}
     assert speeds["MB"] == pytest.approx(collection.total_bytes / 1e6, rel=0.05)
     assert all(speed > 0 for speed in speeds.values())
+
+
+def test_the_association_benchmark_exports_with_and_without_reuse(orthanc: OrthancServer, tmp_path: Path) -> None:
+    from benchmarks.association_bench import export_once
+
+    studies = orthanc.sample.small_studies
+    worklist = tmp_path / "worklist.csv"
+    worklist.write_text("StudyInstanceUID\n" + "".join(f"{s.uid}\n" for s in studies))
+    instances = sum(len(s.instances) for s in studies)
+
+    fresh = export_once("fresh", orthanc.dicom_port, orthanc.aet, worklist, tmp_path / "fresh", 1)
+    reused = export_once("reused", orthanc.dicom_port, orthanc.aet, worklist, tmp_path / "reused", 1)
+
+    assert fresh["files"] == reused["files"] == instances
+    assert fresh["associations"] >= 2 * len(studies)  # the SOP classes' C-FIND and the C-GET of each study
+    assert reused["associations"] * 2 <= fresh["associations"]  # CT, MR and PET-CT studies: a few kinds

@@ -25,6 +25,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 
+from dicomtrolley._associations import close_all
 from dicomtrolley.core import (
     Downloader,
     FetchFailure,
@@ -128,7 +129,12 @@ def assert_uploaded_bytes(sink: Collector, instances: list[Path], uids: list[str
 
 
 def live_associations() -> list[Association]:
-    """pynetdicom associations whose threads still run (each association is a thread)."""
+    """pynetdicom associations whose threads still run (each association is a thread).
+
+    The idle associations the pools keep for reuse are released first: what is
+    left is what an operation left open.
+    """
+    close_all()
     deadline = time.monotonic() + 5
     while True:
         alive = [t for t in threading.enumerate() if isinstance(t, Association) and t.is_alive()]

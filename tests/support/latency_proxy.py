@@ -55,6 +55,9 @@ class LatencyProxy:
         self.port = port
         self.requests = 0
         """Chunks the clients sent (about one per request)."""
+        self.connections = 0
+        """Connections the clients opened (one per DIMSE association)."""
+        self._doomed: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -82,6 +85,19 @@ class LatencyProxy:
         self._thread.join(timeout=10)
         self._loop.close()
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections open now."""
+        return len(self._writers) // 2
+
+    def drop_on_next_request(self) -> None:
+        """Close each connection open now, both ways, when its client next sends something.
+
+        As a server that dropped an idle connection just as the client reused it:
+        the client finds out only when its request gets no answer.
+        """
+        self._doomed = set(self._writers)
+
     def __enter__(self) -> LatencyProxy:
         return self.start()
 
@@ -107,10 +123,11 @@ class LatencyProxy:
             logger.warning("latency proxy: cannot reach %s:%d: %s", *self.target, error)
             client_writer.close()
             return
+        self.connections += 1
         self._writers |= {client_writer, server_writer}
         try:
             await asyncio.gather(
-                self._delayed(client_reader, server_writer),
+                self._delayed(client_reader, server_writer, client_writer),
                 self._pump(server_reader, client_writer),
             )
         except asyncio.CancelledError:
@@ -121,8 +138,10 @@ class LatencyProxy:
             self._writers -= {client_writer, server_writer}
             server_writer.close()
 
-    async def _delayed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Client to server: each chunk leaves ``delay`` seconds after it came, in order."""
+    async def _delayed(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: asyncio.StreamWriter
+    ) -> None:
+        """Client to server: each chunk leaves ``delay`` seconds after it came, in order (unless doomed)."""
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def deliver() -> None:
@@ -139,6 +158,10 @@ class LatencyProxy:
         delivery = asyncio.ensure_future(deliver())
         try:
             while chunk := await reader.read(_CHUNK):
+                if client in self._doomed:
+                    client.close()
+                    writer.close()
+                    break
                 self.requests += 1
                 queue.put_nowait((time.monotonic() + self.delay, chunk))
         except ConnectionError:
