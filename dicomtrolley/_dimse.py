@@ -272,6 +272,8 @@ class DIMSEPeer:
         """
         with self.associations.lease(proposal, handlers, opening=opening) as lease:
             outcome = operation(lease.association)
+            if not answered(outcome):
+                lease.association.abort()  # over, though pynetdicom may not say so yet: never lent again
         if not lease.reused or answered(outcome):
             return outcome
         logger.info("%s answered nothing on a reused association; once more on a new one", self.address)

@@ -171,6 +171,9 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
         accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts}
         for number, item in enumerate(items):
             if not (assoc.is_established and self._send_one(assoc, item, accepted, number, tally)):
+                # Over, though pynetdicom may not say so yet: aborted now, it never goes back to the pool
+                # (lent again, it would wait the whole DIMSE timeout for an answer that cannot come).
+                assoc.abort()
                 return items[number:]
         return []
 
