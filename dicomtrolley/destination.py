@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import cast
 
 from dicomtrolley._header import read_header
+from dicomtrolley._spooled import detached
 from dicomtrolley._values import whole_number
 from dicomtrolley.core import (
     FetchFailure,
@@ -373,10 +374,7 @@ class _Handover:
         if part.size > HANDOVER_BYTES:
             self._sink(part)  # sent from where it was spooled; the fetching thread waits for it
             return
-        part.body.seek(0)
-        copy = InstancePart(  # the downloader closes its part once this returns
-            io.BytesIO(part.body.read()), part.size, part.content_type, part.source, part.reference, part.headers
-        )
+        copy = detached(part)  # the downloader closes its part once this returns
         self._budget.take(copy.size)
         future = self._pool.submit(self._send, copy)
         self._pending.append((copy, future))
