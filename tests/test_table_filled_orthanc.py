@@ -21,7 +21,7 @@ import pydicom
 import pytest
 import requests
 
-from dicomtrolley._annex_e import violations
+from dicomtrolley._annex_e import OPTION_COLUMNS, columns_of, violations
 from dicomtrolley.audit import audit
 from dicomtrolley.cli import main
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
@@ -42,31 +42,18 @@ from tests.support.table_filled import (
 pytestmark = pytest.mark.integration
 
 KEY = "a test key of thirty-two bytes!!"
-SWITCHES = {
-    "retain_modified_dates": "modified_dates",
-    "retain_patient_characteristics": "patient_characteristics",
-    "retain_device_identity": "device_identity",
-    "retain_institution_identity": "institution_identity",
-    "clean_descriptors": "clean_descriptors",
-    "retain_uids": "uids",
-}
-"""DeidentifyOptions' switches -> the option column of Table E.1-1 each turns on."""
-BASIC = dict.fromkeys(SWITCHES, False)
+BASIC = dict.fromkeys(OPTION_COLUMNS, False)
 OPTION_SETS: dict[str, dict[str, bool]] = {
     "basic-profile": BASIC,
     "defaults": {},
-    **{f"only-{switch}": {**BASIC, switch: True} for switch in SWITCHES},
-    "every-option": dict.fromkeys(SWITCHES, True),
+    **{f"only-{switch}": {**BASIC, switch: True} for switch in OPTION_COLUMNS},
+    "every-option": dict.fromkeys(OPTION_COLUMNS, True),
 }
 """The option sets tested: the Basic Profile alone, the package's defaults, each option alone, all of them."""
 
 
 def options_of(switches: dict[str, bool]) -> DeidentifyOptions:
     return DeidentifyOptions.model_validate({"processes": 0, **switches})
-
-
-def columns_of(options: DeidentifyOptions) -> set[str]:
-    return {column for switch, column in SWITCHES.items() if getattr(options, switch)}
 
 
 @pytest.fixture(scope="module")
