@@ -108,6 +108,14 @@ def test_password_comes_from_the_environment_not_the_command_line(
                      "--login-url", id="login-url-without-user"),
         pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--server", "pacs"], "--server",
                      id="url-and-server"),
+        pytest.param(["search", "htp://127.0.0.1:9/dicom-web"], "htp://", id="url-scheme-typo"),
+        pytest.param(["download", "http:///dicom-web", "1.2", "-o", "x"], "http:///", id="url-without-host"),
+        pytest.param(["probe", "htps://127.0.0.1:9/dicom-web"], "htps://", id="probe-url-scheme-typo"),
+        pytest.param(["upload", "ftp://127.0.0.1:9/dicom-web", "."], "ftp://", id="upload-url-not-http"),
+        pytest.param(["export", "http://127.0.0.1:9/dicom-web", "w.csv", "--to", "htp://127.0.0.1:9/dicom-web",
+                      "--state-dir", "s"], "--to", id="destination-url-scheme-typo"),
+        pytest.param(["search", "http://127.0.0.1:9/dicom-web", "--user", "u", "--login-url", "login"],
+                     "--login-url", id="login-url-not-a-url"),
     ],
 )
 def test_a_command_line_mistake_is_one_line_naming_the_option_and_exits_two(

@@ -13,6 +13,7 @@ from dicomtrolley._cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, Us
 from dicomtrolley._cli.options import (
     deidentify_options,
     downloader_options,
+    http_url,
     output_options,
     positive_int,
     searcher_options,
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     server_options(job, url_help="DICOMweb root URL (or --server NAME; none for MINT with RAD-69, or DIMSE)")
     job.add_argument("worklist", nargs="?", help="CSV file: StudyInstanceUID, AccessionNumber, PatientID, ...")
     output_options(job, output_help="output folder (state, report.csv, index; made if missing)", required=False)
-    job.add_argument("--to", metavar="URL",
+    job.add_argument("--to", metavar="URL", type=http_url,
                      help="send the studies to this archive instead (STOW-RS; checked with QIDO-RS at the same URL)")
     job.add_argument("--to-server", metavar="NAME",
                      help="send the studies to this server of the servers file instead (its sender and searcher)")

@@ -11,6 +11,7 @@ import argparse
 from datetime import date
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 from dicomtrolley._cli.exits import EXIT_USAGE
 from dicomtrolley._values import parse_date
@@ -64,6 +65,14 @@ def day(text: str) -> date:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def http_url(text: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host: a typo in it is refused before any request."""
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {text!r}")
+    return text
+
+
 def template(text: str) -> str:
     """A path template whose fields are DICOM keywords (a typo gets the closest keyword)."""
     try:
@@ -79,7 +88,8 @@ def server_options(parser: argparse.ArgumentParser, *, url_help: str) -> None:
     parser.add_argument("--server", help="a server named in the servers file instead of a URL")
     parser.add_argument("--config", help="the servers file (default: servers.toml in the user's config folder)")
     parser.add_argument("--user", help="user name: HTTP basic auth, or a Vitrea login with --login-url")
-    parser.add_argument("--login-url", help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
+    parser.add_argument("--login-url", type=http_url,
+                        help=f"Vitrea Connection login URL (password: ${PASSWORD_VARIABLE} or prompt)")
     parser.add_argument("--realm", default="DefaultSystemRealm", help="Vitrea realm (default: %(default)s)")
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument("--auth", choices=["google", "azure"],

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dicomtrolley._cli.exits import UsageError
+from dicomtrolley._cli.options import http_url
 from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.profiles import ServerProfile, load_profile, required_settings
 
@@ -33,9 +34,19 @@ def positionals(args: argparse.Namespace, *given: str | None) -> list[str]:
     position and leaves those after an option in ``args.extra``. The first
     positional is the URL only without ``--server`` and if it looks like one
     (``scheme://``), so MINT, RAD-69 and DIMSE commands need no dummy URL.
+
+    Raises
+    ------
+    UsageError
+        That URL is not ``http://`` or ``https://`` with a host (a typo), before any request.
     """
     words = [word for word in (args.url, *given, *args.extra) if word]
     args.url = words.pop(0) if words and not args.server and "://" in words[0] else None
+    if args.url is not None:
+        try:
+            http_url(args.url)
+        except argparse.ArgumentTypeError as error:
+            raise UsageError(f"argument url: {error}") from None
     return words
 
 
