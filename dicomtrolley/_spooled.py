@@ -140,10 +140,8 @@ class SpooledChunks(io.BufferedIOBase, BinaryIO):
         """
         if isinstance(source, SpooledChunks) and source.in_memory:
             source._check_open()
-            pieces = source._pieces(source._size - source._pos)
-        else:
-            pieces = iter(lambda: source.read(_COPY_BYTES), b"")  # type: ignore[assignment]
-        return sum(self.write(piece) for piece in pieces)
+            return sum(self.write(piece) for piece in source._pieces(source._size - source._pos))
+        return sum(self.write(piece) for piece in iter(lambda: source.read(_COPY_BYTES), b""))
 
     def rollover(self) -> None:
         """Move the content to a temporary file (from now on, reads and writes go there)."""

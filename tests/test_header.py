@@ -243,6 +243,23 @@ def test_pixel_data_span_finds_the_pixel_data_element_as_pydicom_does(syntax: st
     assert header.pixel_data_span(data) == (stream.tell(), len(data))
 
 
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_pixel_data_span_of_native_pixels_is_found_from_the_first_bytes_alone(syntax: str) -> None:
+    ds = instance(syntax, Rows=64, Columns=64, BitsAllocated=16)
+    ds.PixelData = b"\x01\x02" * 64 * 64
+    data = _bytes(ds)
+    start, end = header.pixel_data_span(data) or (0, 0)
+    assert header.pixel_data_span(data[:start + 16], len(data)) == (start, end)
+
+
+def test_pixel_data_span_of_encapsulated_pixels_past_the_first_bytes_is_left_unknown() -> None:
+    ds = instance(JPEGBaseline8Bit)
+    ds.PixelData = encapsulate([b"\xff\xd8" + b"\0" * 8192 + b"\xff\xd9"])
+    data = _bytes(ds)
+    start, _ = header.pixel_data_span(data) or (0, 0)
+    assert header.pixel_data_span(data[:start + 64], len(data)) is None
+
+
 def test_pixel_data_span_without_pixel_data_is_the_end() -> None:
     ds = instance()
     del ds.PixelData
