@@ -15,6 +15,10 @@ and lends them out again:
   are a subset of another's gets the very same contexts for each class while
   there are few classes, so it reuses that study's association, and the
   server sends every instance in the same transfer syntax as on a fresh one.
+- **Tried when idle.** :meth:`AssociationPool.lease_idle` lends an idle
+  association an operation may be *tried* on, and opens none: a C-GET whose
+  study's SOP classes are not known yet runs on an idle C-GET association
+  first, and asks for them only if that fails.
 - **Bounded.** At most :attr:`AssociationPool.keep` idle associations per peer;
   returning one more releases the longest idle. Those in use are bounded by
   the callers' workers (the pool never makes anyone wait). Opening a new
@@ -216,7 +220,29 @@ class AssociationPool:
         DIMSEError
             No idle association fits and a new one cannot be opened.
         """
-        lease = self._checkout(proposal, fresh, opening or proposal)
+        with self._lent(self._checkout(proposal, fresh, opening or proposal), handlers) as lease:
+            yield lease
+
+    @contextmanager
+    def lease_idle(
+        self, proposal: Proposal, fits: Callable[[Proposal], bool], handlers: Handlers = ()
+    ) -> Iterator[Lease | None]:
+        """Lend an idle association that covers ``proposal`` and whose own proposal ``fits``; None if none waits.
+
+        For an operation worth trying on an association already open but not
+        worth opening one for (a C-GET before its study's SOP classes are
+        known). Nothing is opened; otherwise as :meth:`lease`.
+        """
+        found = self._take_idle(lambda entry: entry.carries(proposal) and fits(entry.proposal))
+        if found is None:
+            yield None
+            return
+        with self._lent(found, handlers) as lease:
+            yield lease
+
+    @contextmanager
+    def _lent(self, lease: Lease, handlers: Handlers) -> Iterator[Lease]:
+        """Bind ``handlers`` on the lease for the block; then back to the pool, or aborted if the block raised."""
         for event, handler in handlers:
             lease.association.bind(event, handler)
         try:
@@ -241,6 +267,17 @@ class AssociationPool:
             reaper.join(timeout=1)  # it finds nothing idle and ends
 
     def _checkout(self, proposal: Proposal, fresh: bool, opening: Proposal) -> Lease:
+        found = self._take_idle(lambda entry: not fresh and entry.carries(proposal))
+        if found is not None:
+            return found
+        self._release_longest_idle()
+        association = self.opener(opening)
+        with self._changed:
+            self.opened += 1
+        return Lease(association, opening, reused=False)
+
+    def _take_idle(self, wanted: Callable[[_Idle], bool]) -> Lease | None:
+        """Take out the most recently returned idle association that is ``wanted``; release the stale ones."""
         stale: list[_Idle] = []
         found: _Idle | None = None
         now = time.monotonic()
@@ -248,20 +285,16 @@ class AssociationPool:
             for entry in reversed(self._idle):  # the most recently returned first
                 if not entry.association.is_established or now - entry.since >= self.idle_timeout:
                     stale.append(entry)
-                elif found is None and not fresh and entry.carries(proposal):
+                elif found is None and wanted(entry):
                     found = entry
             for entry in [*stale, *([found] if found else [])]:
                 self._idle.remove(entry)
         for entry in stale:
             _end(entry.association, clean=True)
-        if found is not None:
-            logger.debug("Reusing an association to %s", self.name)
-            return Lease(found.association, found.proposal, reused=True)
-        self._release_longest_idle()
-        association = self.opener(opening)
-        with self._changed:
-            self.opened += 1
-        return Lease(association, opening, reused=False)
+        if found is None:
+            return None
+        logger.debug("Reusing an association to %s", self.name)
+        return Lease(found.association, found.proposal, reused=True)
 
     def _release_longest_idle(self) -> None:
         """Make room on the server for a new association: release the one idle longest, if any.

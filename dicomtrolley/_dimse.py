@@ -280,6 +280,30 @@ class DIMSEPeer:
         with self.associations.lease(proposal, handlers, fresh=True, opening=opening) as lease:
             return operation(lease.association)
 
+    def run_on_idle(
+        self,
+        proposal: Proposal,
+        fits: Callable[[Proposal], bool],
+        operation: Callable[[Association], T],
+        *,
+        answered: Callable[[T], bool],
+        handlers: Handlers = (),
+    ) -> T | None:
+        """Run ``operation`` on an idle pooled association that covers ``proposal`` and ``fits``, if one waits.
+
+        Nothing is opened: None when no idle association fits, or when the one
+        lent answered nothing (the peer dropped it; it is aborted). The caller
+        then goes the long way.
+        """
+        with self.associations.lease_idle(proposal, fits, handlers) as lease:
+            if lease is None:
+                return None
+            outcome = operation(lease.association)
+            if not answered(outcome):
+                lease.association.abort()
+                return None
+        return outcome
+
     def application_entity(self) -> AE:
         """A pynetdicom AE with our title and timeouts; one per association, so associations never share state."""
         from pynetdicom import AE

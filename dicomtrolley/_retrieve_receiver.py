@@ -56,11 +56,25 @@ class Receiver:
         self.errors: list[Exception] = []
         self.connections = 0
         self.closed = False
+        self.delivered: set[str] = set()
+        """SOPInstanceUIDs of the current target the sink took, kept across :meth:`again`."""
 
     def start(self, target: Reference) -> None:
         """Begin a new target: count and record errors afresh."""
         with self.lock:
             self.target = target
+            self.received = 0
+            self.errors = []
+            self.connections = 0
+            self.delivered = set()
+
+    def again(self) -> None:
+        """Retrieve the current target once more: count afresh, but what the sink took already is not sent to it twice.
+
+        A C-GET tried on an association that lacked a context for some of the
+        study's instances brought the others; the second try brings them all.
+        """
+        with self.lock:
             self.received = 0
             self.errors = []
             self.connections = 0
@@ -88,8 +102,12 @@ class Receiver:
             refuse = self.closed or fatal or (self.stop_on_failure and bool(self.errors))
         if refuse:
             return STORE_FAILED
-        stream = event.encoded_dataset()
         instance_uid = str(event.request.AffectedSOPInstanceUID)  # type: ignore[union-attr]
+        with self.lock:
+            if instance_uid in self.delivered:  # taken on an earlier try of this target
+                self.received += 1
+                return 0x0000
+        stream = event.encoded_dataset()
         part = InstancePart(
             BytesIO(stream),
             len(stream),
@@ -108,6 +126,7 @@ class Receiver:
             part.close()
         with self.lock:
             self.received += 1
+            self.delivered.add(instance_uid)
         return 0x0000
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import KW_ONLY, dataclass
-from functools import partial
+from functools import cached_property, lru_cache, partial
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
@@ -102,6 +102,30 @@ def get_proposal(sop_classes: Sequence[str]) -> Proposal:
     )
 
 
+ANY_GET_PROPOSAL = Proposal(((STUDY_ROOT_GET, ()),), needs=STUDY_ROOT_GET)
+"""Covered by every C-GET association, whatever storage contexts it has."""
+
+
+@lru_cache(maxsize=256)
+def _alone(sop_class: str) -> Proposal:
+    """The C-GET proposal of a study of ``sop_class`` alone."""
+    return get_proposal([sop_class])
+
+
+@lru_cache(maxsize=64)
+def takes_each_class_whole(proposal: Proposal) -> bool:
+    """True when every SOP class ``proposal`` takes has the contexts a study of that class alone would get.
+
+    Such an association receives an instance of any of its classes exactly as
+    one opened for that instance's study would (in its stored syntax when
+    proposed), so a C-GET may be tried on it before the study's classes are
+    known: an instance of a class it lacks fails, and the study is retrieved
+    again on one shaped for it. The broad default proposal shares contexts
+    among syntaxes, so it does not qualify.
+    """
+    return bool(proposal.scp_roles) and all(proposal.covers(_alone(sop_class)) for sop_class in proposal.scp_roles)
+
+
 @dataclass(frozen=True)
 class SubOperations:
     """How a C-GET or C-MOVE went, in the server's words: the final response's counts."""
@@ -141,12 +165,39 @@ def describe(target: Reference) -> str:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """What a retrieve's associations must carry, the handlers bound on them, and what a new one proposes."""
+class _Guess:
+    """An idle association a retrieve may be tried on before its own proposals are worked out.
 
-    wanted: Proposal
+    One that covers ``proposal`` and whose own proposal ``fits``; if the try
+    fails, the retrieve runs again the long way (:class:`_Plan`).
+    """
+
+    proposal: Proposal
+    fits: Callable[[Proposal], bool]
+
+
+@dataclass
+class _Plan:
+    """What a retrieve's associations must carry and the handlers bound on them.
+
+    ``shape`` works out what the associations must carry and what a new one
+    proposes (``wanted``, ``opening``), once, when first needed: for a C-GET
+    that costs a C-FIND, which a ``guess`` that succeeds spares.
+    """
+
+    shape: Callable[[], tuple[Proposal, Proposal | None]]
     handlers: Handlers = ()
-    opening: Proposal | None = None
+    guess: _Guess | None = None
+
+    @cached_property
+    def proposals(self) -> tuple[Proposal, Proposal | None]:
+        """``(wanted, opening)``, worked out on first use."""
+        return self.shape()
+
+    @property
+    def settled(self) -> bool:
+        """True once the proposals are worked out: a guess then saves nothing."""
+        return "proposals" in self.__dict__
 
 
 @dataclass(frozen=True)
@@ -156,6 +207,8 @@ class _Outcome:
     counts: SubOperations
     error: DIMSEError | None
     heard: bool
+    refused: bool = False
+    """The sink refused an instance: a failure of ours, which another try would not mend."""
 
     def answered(self) -> bool:
         """False when the association ended before any answer: a dropped, reused one is then replaced."""
@@ -197,10 +250,7 @@ class _Retriever(DIMSEPeer, Downloader):
                 if stop_on_failure and failures:
                     break
                 try:
-                    outcome = self.run_pooled(
-                        plan.wanted, partial(self._retrieve, target=target, receiver=receiver),
-                        answered=_Outcome.answered, handlers=plan.handlers, opening=plan.opening,
-                    )
+                    outcome = self._run(plan, target, receiver)
                 except DIMSEError as refused:
                     failures.extend(FetchFailure(left, refused) for left in targets[index:])
                     break
@@ -210,6 +260,27 @@ class _Retriever(DIMSEPeer, Downloader):
                     failures.append(FetchFailure(target, outcome.error))
         logger.info("%s on %s: %s sub-operations", self.operation, self.address, self.last_suboperations)
         return failures
+
+    def _run(self, plan: _Plan, target: Reference, receiver: Receiver) -> _Outcome:
+        """Retrieve one target on a pooled association: on the plan's guess first, while one may save work.
+
+        A guess is tried only on an association already open and idle; if the
+        server fails any of the target's sub-operations there, the target is
+        retrieved again on an association that covers the plan's proposals,
+        and that outcome stands (what the sink took on the try is not given to it twice).
+        """
+        retrieve = partial(self._retrieve, target=target, receiver=receiver)
+        if plan.guess is not None and not plan.settled:
+            tried = self.run_on_idle(
+                plan.guess.proposal, plan.guess.fits, retrieve, answered=_Outcome.answered, handlers=plan.handlers
+            )
+            if tried is not None and (tried.error is None or tried.refused):
+                return tried
+            if tried is not None:
+                logger.debug("%s; once more with contexts for every SOP class of the study", tried.error)
+                receiver.again()
+        wanted, opening = plan.proposals
+        return self.run_pooled(wanted, retrieve, answered=_Outcome.answered, handlers=plan.handlers, opening=opening)
 
     @abstractmethod
     def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> AbstractContextManager[_Plan]:
@@ -245,7 +316,7 @@ class _Retriever(DIMSEPeer, Downloader):
         error = self._judge(what, final, counts, taken)
         if error is not None and taken.errors:
             error.__cause__ = taken.errors[0]
-        return _Outcome(counts, error, final is not None or bool(taken.received or taken.errors))
+        return _Outcome(counts, error, final is not None or bool(taken.received or taken.errors), bool(taken.errors))
 
     def _judge(
         self, what: str, final: Dataset | None, counts: SubOperations, taken: Taken
@@ -287,6 +358,12 @@ class DICOMCGet(_Retriever):
     get. A new association proposes the study's classes together with those
     of the previous one as long as that changes none of the study's contexts,
     so after a few studies of an export one association carries them all.
+    While one such association waits idle, a study is first tried on it
+    without the C-FIND for its classes (each class there has the contexts it
+    would get alone, so an instance arrives as it would on an association of
+    its own); if the server fails any of its sub-operations (a class the
+    association lacks), the study is retrieved again the long way, and what
+    arrived on the try is not handed to the sink twice.
 
     Parameters are those of :class:`~dicomtrolley._dimse.DIMSEPeer`.
 
@@ -315,12 +392,17 @@ class DICOMCGet(_Retriever):
     def _receiving(self, receiver: Receiver, targets: Sequence[Reference]) -> Iterator[_Plan]:
         from pynetdicom import evt
 
+        handlers = [(evt.EVT_C_STORE, receiver.on_store)]
+        yield _Plan(partial(self._proposals, targets), handlers, _Guess(ANY_GET_PROPOSAL, takes_each_class_whole))
+
+    def _proposals(self, targets: Sequence[Reference]) -> tuple[Proposal, Proposal]:
+        """What the targets' associations must carry (their studies' classes) and what a new one proposes."""
         classes = self._sop_classes_of(targets) or list(DEFAULT_STORAGE_CLASSES)
         wanted = get_proposal(classes)
         widened = get_proposal([*classes, *self._recent_classes])
         opening = widened if widened.covers(wanted) else wanted
         self._recent_classes = tuple(opening.scp_roles)
-        yield _Plan(wanted, [(evt.EVT_C_STORE, receiver.on_store)], opening)
+        return wanted, opening
 
     def _send(self, assoc: Association, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
         return assoc.send_c_get(identifier, STUDY_ROOT_GET)
@@ -441,7 +523,7 @@ class DICOMCMove(_Retriever):
             ) from error
         assert server is not None  # start_server(block=False) returns the running server
         try:
-            yield _Plan(MOVE_PROPOSAL)
+            yield _Plan(lambda: (MOVE_PROPOSAL, None))
         finally:
             receiver.close()
             for incoming in server.active_associations:

@@ -19,7 +19,7 @@ from dicomtrolley._associations import AssociationPool, Proposal
 from dicomtrolley._dimse import DIMSEPeer
 from dicomtrolley.core import InstancePart, Query, StudyReference
 from dicomtrolley.dicom_qr import DICOMQR
-from dicomtrolley.dimse_retrieve import DICOMCGet, get_proposal
+from dicomtrolley.dimse_retrieve import ANY_GET_PROPOSAL, DICOMCGet, SubOperations, get_proposal, takes_each_class_whole
 from dicomtrolley.dimse_store import DICOMCStore
 from dicomtrolley.exceptions import DIMSEError
 from tests.support.capped_find_scp import CappedFindSCP
@@ -134,6 +134,17 @@ def test_the_broad_default_proposal_does_not_cover_a_study_it_would_give_fewer_c
 
     # 45 classes share 127 contexts, so CT has not a context of its own for each syntax any more
     assert not get_proposal(DEFAULT_STORAGE_CLASSES).covers(get_proposal([CT]))
+
+
+def test_an_association_of_classes_each_with_its_own_contexts_may_take_any_study_on_trial() -> None:
+    assert takes_each_class_whole(get_proposal([CT, PET, SR]))
+
+
+def test_the_broad_default_proposal_is_never_tried_without_the_study_classes() -> None:
+    from dicomtrolley._get_contexts import DEFAULT_STORAGE_CLASSES
+
+    # a JPEG 2000 CT would arrive transcoded there, where an association of its own takes it as stored
+    assert not takes_each_class_whole(get_proposal(DEFAULT_STORAGE_CLASSES))
 
 
 # ---------------------------------------------------------------- reuse, counted at the proxy
@@ -272,6 +283,76 @@ def test_an_association_whose_operation_raised_is_aborted_not_reused(
 
     assert sink.instances == {doe_ct.uid: len(doe_ct.instances)}
     assert proxy.connections == 4  # the C-GET association was aborted: a C-FIND and a C-GET one again
+
+
+# ---------------------------------------------------------------- a C-GET tried on an idle association
+
+
+def counting_class_searches(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record each C-FIND for SOPClassesInStudy a DICOMCGet makes from now on."""
+    asked: list[object] = []
+    original = DICOMCGet._sop_classes_of
+
+    def record(self: DICOMCGet, targets: list[StudyReference]) -> list[str]:
+        asked.append(targets)
+        return original(self, targets)
+
+    monkeypatch.setattr(DICOMCGet, "_sop_classes_of", record)
+    return asked
+
+
+def test_studies_of_the_classes_an_idle_association_takes_are_retrieved_without_asking_for_their_classes(
+    cget: DICOMCGet, proxy: LatencyProxy, sample: SampleData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ct_studies = [s for s in sample.small_studies if s.description.startswith("CT ")]
+    asked = counting_class_searches(monkeypatch)
+    sink = Counter()
+
+    fetch_each(cget, ct_studies * 2, sink)
+
+    assert sink.instances == {s.uid: 2 * len(s.instances) for s in ct_studies}
+    assert len(asked) == 1  # the first study's, before any association was open
+    assert proxy.connections == 2  # the C-FIND's association, then the C-GET's, which carried every study
+
+
+def test_a_study_of_a_class_the_idle_association_lacks_arrives_whole_once_on_one_that_takes_it(
+    cget: DICOMCGet, proxy: LatencyProxy, sample: SampleData, doe_ct: SampleStudy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pet_ct = next(s for s in sample.small_studies if "PT" in s.modalities)
+    sink = Counter()
+    fetch_each(cget, [doe_ct], sink)
+    asked = counting_class_searches(monkeypatch)
+
+    fetch_each(cget, [pet_ct], sink)  # tried on the CT association: Orthanc fails the PET instances there
+
+    assert sink.instances == {doe_ct.uid: len(doe_ct.instances), pet_ct.uid: len(pet_ct.instances)}
+    assert len(asked) == 1
+    # only the retrieve that stands is counted, not the one tried
+    assert cget.last_suboperations == SubOperations(completed=len(pet_ct.instances))
+    fetch_each(cget, [pet_ct], sink)  # the new association takes PET and CT: no question asked again
+    assert len(asked) == 1
+    assert proxy.connections == 3
+
+
+def test_an_idle_lease_opens_nothing_when_no_association_waits(cget: DICOMCGet, proxy: LatencyProxy) -> None:
+    with cget.associations.lease_idle(ANY_GET_PROPOSAL, lambda _proposal: True) as lease:
+        assert lease is None
+
+    assert proxy.connections == 0
+    assert cget.associations.opened == 0
+
+
+def test_an_idle_lease_skips_associations_whose_proposal_does_not_fit(
+    cget: DICOMCGet, proxy: LatencyProxy, doe_ct: SampleStudy
+) -> None:
+    fetch_each(cget, [doe_ct], Counter())
+
+    with cget.associations.lease_idle(ANY_GET_PROPOSAL, lambda proposal: SR in proposal.scp_roles) as lease:
+        assert lease is None
+    with cget.associations.lease_idle(ANY_GET_PROPOSAL, lambda proposal: CT in proposal.scp_roles) as lease:
+        assert lease is not None
+        assert lease.reused
+    assert cget.associations.idle == 1  # back in the pool
 
 
 # ---------------------------------------------------------------- threads
