@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydicom.dataset import Dataset
 
@@ -350,6 +350,7 @@ class DIMSEPeer:
         )
         if not assoc.is_established:
             raise self._not_established(assoc, connected.is_set())
+        _unless_logged(assoc)
         return assoc
 
     @staticmethod
@@ -410,6 +411,29 @@ def _no_delay(event: Any) -> None:
     sock = event.assoc.dul.socket.socket
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+_MESSAGE_EVENTS = ("EVT_DIMSE_RECV", "EVT_DIMSE_SENT", "EVT_PDU_RECV", "EVT_PDU_SENT")
+
+
+def _unless_logged(assoc: Association) -> None:
+    """Unbind pynetdicom's own logging of every message and PDU while its logger would drop it.
+
+    pynetdicom binds these on every association, and they format each message
+    whatever the level: for a C-GET of small instances, a C-STORE request and
+    its response each. Someone debugging with ``logging.getLogger("pynetdicom")``
+    at DEBUG keeps them.
+    """
+    if logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+        return
+    from pynetdicom import evt
+
+    for name in _MESSAGE_EVENTS:
+        event = getattr(evt, name)
+        bound = cast("list[tuple[Callable[..., Any], Any]]", assoc.get_handlers(event))  # a notification event's
+        for handler, _args in list(bound):
+            if getattr(handler, "__module__", "").startswith("pynetdicom."):
+                assoc.unbind(event, handler)
 
 
 def check_ae_title(title: str, what: str) -> str:

@@ -411,3 +411,36 @@ def test_a_cget_from_a_server_that_accepts_cfind_but_not_cget_fails_naming_it(
             failures[0].error
         )
         assert downloader.associations.idle == 0  # the refused one is not kept (the C-FIND one made way for it)
+
+
+# ---------------------------------------------------------------- pynetdicom's message logging
+
+
+def message_loggers(association: object) -> list[str]:
+    from pynetdicom import evt
+
+    bound = association.get_handlers(evt.EVT_DIMSE_RECV)  # type: ignore[attr-defined]
+    return [handler.__name__ for handler, _args in bound if handler.__module__.startswith("pynetdicom.")]
+
+
+def test_an_association_drops_pynetdicom_message_logging_that_its_logger_would_drop(cget: DICOMCGet) -> None:
+    from dicomtrolley.dicom_qr import FIND_PROPOSAL
+
+    association = cget.open_for(FIND_PROPOSAL)
+    try:
+        assert message_loggers(association) == []
+    finally:
+        cget.close_association(association, clean=True)
+
+
+def test_an_association_keeps_pynetdicom_message_logging_while_its_logger_shows_debug(
+    cget: DICOMCGet, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dicomtrolley.dicom_qr import FIND_PROPOSAL
+
+    caplog.set_level("DEBUG", logger="pynetdicom")
+    association = cget.open_for(FIND_PROPOSAL)
+    try:
+        assert message_loggers(association) == ["standard_dimse_recv_handler"]
+    finally:
+        cget.close_association(association, clean=True)
