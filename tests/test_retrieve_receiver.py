@@ -6,22 +6,30 @@ so which instances came before is up to it: the events are built here.
 
 from __future__ import annotations
 
+from io import BytesIO
 from types import SimpleNamespace
-from typing import Any
 
-from dicomtrolley._retrieve_receiver import Receiver
+import pytest
+from pynetdicom import build_context, evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
+
+from dicomtrolley._retrieve_receiver import Receiver, part10
 from dicomtrolley.core import InstancePart, StudyReference
 
+CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
-def store_event(instance_uid: str) -> Any:
-    """What a C-STORE sub-operation gives the handler, as far as the receiver reads it."""
-    return SimpleNamespace(
-        request=SimpleNamespace(AffectedSOPInstanceUID=instance_uid),
-        context=SimpleNamespace(transfer_syntax=EXPLICIT_LE),
-        encoded_dataset=lambda: f"bytes of {instance_uid}".encode(),
-    )
+def store_event(instance_uid: str, syntax: str = EXPLICIT_LE, dataset: bytes | None = None) -> Event:
+    """The event of a C-STORE sub-operation, as pynetdicom hands it to the handler."""
+    request = C_STORE()
+    request.AffectedSOPClassUID = CT
+    request.AffectedSOPInstanceUID = instance_uid
+    request.DataSet = BytesIO(dataset if dataset is not None else f"bytes of {instance_uid}".encode())
+    context = build_context(CT, syntax)
+    context.context_id = 1
+    return Event(SimpleNamespace(), evt.EVT_C_STORE, {"request": request, "context": context.as_tuple})  # type: ignore[arg-type]
 
 
 class Kept:
@@ -34,6 +42,11 @@ class Kept:
         self.parts.append(part.body.read())
 
 
+def written(*instance_uids: str) -> list[bytes]:
+    """The files the sink is given for these instances."""
+    return [part10(store_event(uid)) for uid in instance_uids]
+
+
 def test_a_target_retrieved_again_hands_the_sink_only_what_it_did_not_take_before() -> None:
     sink = Kept()
     receiver = Receiver(sink, stop_on_failure=True)
@@ -44,7 +57,7 @@ def test_a_target_retrieved_again_hands_the_sink_only_what_it_did_not_take_befor
     answers = [receiver.on_store(store_event(uid)) for uid in ("1.2.3.1", "1.2.3.2")]
 
     assert answers == [0x0000, 0x0000]
-    assert sink.parts == [b"bytes of 1.2.3.1", b"bytes of 1.2.3.2"]
+    assert sink.parts == written("1.2.3.1", "1.2.3.2")
     assert receiver.taken().received == 2  # this retrieve's count: both arrived, one was taken before
 
 
@@ -57,4 +70,18 @@ def test_a_new_target_hands_the_sink_every_instance_again() -> None:
     receiver.start(StudyReference("1.2.3"))
     receiver.on_store(store_event("1.2.3.1"))
 
-    assert sink.parts == [b"bytes of 1.2.3.1"] * 2
+    assert sink.parts == written("1.2.3.1", "1.2.3.1")
+
+
+@pytest.mark.parametrize(
+    ("instance_uid", "syntax"),
+    [
+        ("1.2.3.4", EXPLICIT_LE),  # even lengths
+        ("1.2.3.45", "1.2.840.10008.1.2"),  # odd: padded
+        ("1.2.826.0.1.3680043.8.498.1" * 2, "1.2.840.10008.1.2.4.90"),
+    ],
+)
+def test_an_instance_is_written_as_pynetdicom_would_write_it(instance_uid: str, syntax: str) -> None:
+    event = store_event(instance_uid, syntax, dataset=b"\x08\x00\x18\x00UI\x02\x001\x00")
+
+    assert part10(event) == event.encoded_dataset()
