@@ -57,8 +57,8 @@ def test_trolley_export_names_every_option_of_export() -> None:
     assert keywords(Trolley.export) == keywords(export)
 
 
-def test_export_on_dask_names_every_option_of_export_but_the_executor_it_brings() -> None:
-    assert keywords(export_on_dask) - {"announce"} == keywords(export) - {"executor"}
+def test_export_on_dask_takes_the_options_as_one_object_instead_of_repeating_them() -> None:
+    assert keywords(export_on_dask) == {"options", "announce"}
 
 
 def test_wado_uri_names_the_http_settings_and_keeps_4x_keywords() -> None:
