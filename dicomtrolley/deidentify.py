@@ -52,11 +52,12 @@ from pydicom.uid import UID
 
 from dicomtrolley._annex_e import PRIVATE_TAG, Application, columns_of, parse_private_tag, rules_for
 from dicomtrolley._annex_e_profile import declare_profile
-from dicomtrolley._header import PREFIX_BYTES, encode_part10, pixel_data_span
+from dicomtrolley._header import PREFIX_BYTES, pixel_data_span
 from dicomtrolley._mapping import MappingTable as MappingTable
 from dicomtrolley._mapping import originals_folder
 from dicomtrolley._mapping import refuse_mapping_inside as refuse_mapping_inside
 from dicomtrolley._originals import OriginalValues, Recorded, replaced, snapshot
+from dicomtrolley._part10 import encode_part10
 from dicomtrolley._processes import WorkerPool, WorkerStoppedError, process_context
 from dicomtrolley._pseudonyms import Pseudonymiser
 from dicomtrolley._spooled import SPILL_THRESHOLD, SpooledChunks, detached
