@@ -652,7 +652,7 @@ class DeidentifyingStorage(Storage):
                     multiprocessing.set_forkserver_preload([__name__])
                 self._pool = WorkerPool(
                     self.processes, context, _pseudonymise_in_worker,
-                    initializer=_start_worker, initargs=(self.deidentifier,),
+                    initializer=_start_worker, initargs=(self.deidentifier,), queued=_QUEUED_CALLS,
                 )
             return self._pool
 
@@ -673,6 +673,13 @@ class DeidentifyingStorage(Storage):
         return _ParallelSink(self, sink, failures)
 
 
+_QUEUED_CALLS = 2
+"""Instances a worker process holds: the one it works on and the next, waiting in its pipe."""
+
+_PARTS_PER_PROCESS = _QUEUED_CALLS + 1
+"""Parts in flight per worker process: those it holds, and one being written after its answer."""
+
+
 class _ParallelSink:
     """A part sink that hands each part to a background thread and returns; bounded in flight."""
 
@@ -680,7 +687,7 @@ class _ParallelSink:
         self._storage = storage
         self._sink = sink
         self._failures = failures
-        depth = max(1, 2 * storage.processes)
+        depth = max(1, _PARTS_PER_PROCESS * storage.processes)
         self._threads = ThreadPoolExecutor(depth, thread_name_prefix="dicomtrolley-deidentify")
         self._slots = threading.BoundedSemaphore(depth)
         self._errors: list[tuple[InstancePart, Exception]] = []
