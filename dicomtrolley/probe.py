@@ -38,7 +38,7 @@ from dicomtrolley._http import (
     encode_query,
     redact_url,
 )
-from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
+from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyAuthError, DICOMTrolleyError
 from dicomtrolley.probe_access import Access, AccessWatch, NoCredentials
 from dicomtrolley.probe_cap import CEILING, check_cap
 from dicomtrolley.profiles import ServerProfile, default_config_path
@@ -151,6 +151,8 @@ def probe(session: requests.Session, url: str, *, timeout: Timeout = DEFAULT_TIM
     ------
     ConnectionFailedError
         The server cannot be reached at all (the first search could not connect).
+    DICOMTrolleyAuthError
+        The session's auth could not get a credential, or a renewed one was refused (the step named).
     """
     root = url.rstrip("/")
     watch = AccessWatch(session, root)
@@ -219,6 +221,8 @@ class _Asker:
         except ConnectionFailedError as error:
             if reach:
                 raise ConnectionFailedError(f"probe step {reach!r}: {error}") from error
+        except DICOMTrolleyAuthError as error:  # no token, or one refused right after renewal
+            raise DICOMTrolleyAuthError(f"probe step {reach or f'{method} {redact_url(url)}'!r}: {error}") from error
         return self.last
 
     def search(

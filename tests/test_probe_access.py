@@ -91,6 +91,11 @@ def test_a_server_that_needs_credentials_none_were_given_for_says_so_and_exits_o
         True, "Bearer", None, None)
 
 
+def test_a_token_source_that_fails_exits_three_naming_the_step(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "http://127.0.0.1:9/dicom-web", "--token-command", "false"]) == 3
+    assert "probe step 'QIDO-RS studies': the token command 'false' exited with status 1" in capsys.readouterr().err
+
+
 def test_basic_credentials_are_named_as_the_scheme_orthanc_asks_for(
     orthanc_factory: Callable[..., OrthancServer],
 ) -> None:
@@ -167,6 +172,20 @@ def test_the_command_reports_and_saves_the_bearer_requirement_but_never_a_token(
     assert load_profile("cloud", config).auth == "token-command"
     assert issuer.tokens()
     assert all(token not in out + saved for token in issuer.tokens())
+
+
+def test_azure_credentials_tell_the_probe_how_long_their_tokens_live(
+    orthanc: OrthancServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issuer = TokenIssuer(lifetime=600)
+    with CloudTokenEndpoints(issuer) as endpoints, QuirkServer(orthanc.base_url, issuer=issuer) as locked:
+        for name, value in endpoints.azure_environment().items():
+            monkeypatch.setenv(name, value)
+        assert main(["probe", f"{locked.url}/dicom-web", "--auth", "azure", "--json"]) == 0
+    access = json.loads(capsys.readouterr().out)["access"]
+    assert (access["credentials"], access["accepted"], access["tokens_asked"]) == (
+        "a Bearer token from AzureCredentials", True, 1)
+    assert 590 <= access["token_lifetime"] <= 600
 
 
 def test_a_saved_profile_notes_the_rate_limit(
