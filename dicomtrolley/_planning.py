@@ -12,9 +12,9 @@ request), so a series-level search suffices: it lists the series and how
 many instances each holds (NumberOfSeriesRelatedInstances). Completeness is
 then checked by count, and only a series that comes up short is searched
 instance by instance, to name what is missing. An instance-level search
-costs the server far more (see docs/performance.md). When the instance
-list is needed for whole studies or series, one series-level search per
-study checks it: a server that cuts its answers at a cap names a large
+costs the server far more (see docs/performance.md). A study whose
+instance list is as long as a cap could make it is checked with one
+series-level search: a server that cuts its answers at a cap names a large
 series short, and that series is fetched whole.
 
 Planning does not touch the disk itself: it is told what is there by a
@@ -34,6 +34,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from dicomtrolley._values import whole_number
+from dicomtrolley.capped import ROUND_CAPS
 from dicomtrolley.core import (
     UID_KEYWORDS,
     DICOMObjectLevels,
@@ -283,12 +284,16 @@ def _cut_series(
 ) -> dict[SeriesReference, int]:
     """The series wanted whole that the instance search named fewer instances of than their count, with the count.
 
-    Asked with one series-level search per study (cheap beside the instance
-    search): a server that cuts its answers at a cap, and cannot be paged
-    past it, cuts the instance listing of a large series without a word.
-    ``whole_fetch`` says whether the downloader can fetch such a series whole (the log says what is done).
+    A server that cuts its answers at a cap, and cannot be paged past it,
+    cuts the instance listing of a large series without a word. A study
+    whose listing could have been cut (as many instances as the searcher's
+    known cap or, when none is known, as the smallest cap archives ship
+    with) is searched once more at series level for the counts. ``whole_fetch``
+    says whether the downloader can fetch such a series whole (the log says what is done).
     """
-    wholes = [t for t in targets if isinstance(t, (StudyReference, SeriesReference))]
+    cap = searcher.result_cap if searcher.result_cap is not None else min(ROUND_CAPS)
+    per_study = Counter(instance.reference().study_uid for instance in instances)
+    wholes = [t for t in targets if isinstance(t, (StudyReference, SeriesReference)) and per_study[t.study_uid] >= cap]
     counts = count_series(searcher, wholes, []) if wholes else None  # a failed count search: nothing to compare
     named = Counter(instance.reference().series_reference for instance in instances)
     cut = {series: count for series, count in (counts or {}).items() if named[series] < count}

@@ -3,10 +3,12 @@
 A download lists a study's instances with the searcher when something is on
 disk already (to resume) or when its downloader fetches instance by instance.
 A server that cuts that listing at its cap, and cannot be paged past, names
-three of a series' 300 instances without a word: the series' count (a
-series-level search) shows the cut, and the series is fetched whole, or
-reported when it cannot be. Against the real Orthanc, behind the quirk server
-(QIDO-RS) and a C-FIND server that stops at three matches.
+three of a series' 300 instances without a word. A listing as long as the
+searcher's cap (learned from a Warning header, or saved by the probe as a
+profile's ``search_cap``) is checked against the series' counts (a
+series-level search), and a series named short is fetched whole, or
+reported when it cannot be. Against the real Orthanc, behind the quirk
+server (QIDO-RS) and a C-FIND server that stops at three matches.
 """
 
 from __future__ import annotations
@@ -46,6 +48,20 @@ def capped_find(orthanc: OrthancServer) -> Iterator[CappedFindSCP]:
         yield scp
 
 
+def qido_rs_at(server: QuirkServer) -> QidoRS:
+    """A searcher of ``server``: it learns the cap from a Warning header, or is told it, as a probe saved it."""
+    searcher = QidoRS(requests.Session(), f"{server.url}/dicom-web")
+    if not server.cap_warning:
+        searcher.result_cap = CAP
+    return searcher
+
+
+def c_find_at(scp: CappedFindSCP) -> DICOMQR:
+    searcher = DICOMQR("127.0.0.1", scp.port, aec=scp.aet)
+    searcher.result_cap = CAP  # as a probe saved it: a C-FIND says nothing of a cap
+    return searcher
+
+
 def files_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.dcm") if p.is_file())
 
@@ -64,8 +80,7 @@ def test_a_resumed_download_fetches_whole_the_series_a_qido_rs_cap_cut_the_listi
 ) -> None:
     caplog.set_level(logging.WARNING, logger="dicomtrolley")
     study = orthanc.sample.large_study
-    session, url = requests.Session(), f"{capped_server.url}/dicom-web"
-    trolley = Trolley(QidoRS(session, url), WadoRS(session, url))
+    trolley = Trolley(qido_rs_at(capped_server), WadoRS(requests.Session(), f"{capped_server.url}/dicom-web"))
     download_half_then_resume(trolley, study.uid, tmp_path)
     summary = trolley.download([study.uid], tmp_path, template=TEMPLATE, progress=False)
     assert summary.ok
@@ -79,8 +94,7 @@ def test_a_resumed_download_fetches_whole_the_series_a_c_find_cap_cut_the_listin
 ) -> None:
     caplog.set_level(logging.WARNING, logger="dicomtrolley")
     study = orthanc.sample.large_study
-    trolley = Trolley(DICOMQR("127.0.0.1", capped_find.port, aec=capped_find.aet),
-                      DICOMCGet("127.0.0.1", orthanc.dicom_port, aec=orthanc.aet))
+    trolley = Trolley(c_find_at(capped_find), DICOMCGet("127.0.0.1", orthanc.dicom_port, aec=orthanc.aet))
     download_half_then_resume(trolley, study.uid, tmp_path)
     summary = trolley.download([study.uid], tmp_path, template=TEMPLATE, progress=False)
     assert summary.ok
@@ -95,9 +109,7 @@ def test_an_export_of_a_date_range_through_a_c_find_cap_finds_every_study_and_sa
     worklist = tmp_path / "worklist.csv"
     worklist.write_text("StudyDate\n20190101-20221231\n", encoding="utf-8")
     wanted = {s.uid for s in orthanc.sample.studies if s.study_date <= "20221231"}
-    searcher = DICOMQR("127.0.0.1", capped_find.port, aec=capped_find.aet)
-    searcher.result_cap = CAP  # as a probe saved it
-    trolley = Trolley(searcher, DICOMCGet("127.0.0.1", orthanc.dicom_port, aec=orthanc.aet))
+    trolley = Trolley(c_find_at(capped_find), DICOMCGet("127.0.0.1", orthanc.dicom_port, aec=orthanc.aet))
     report = export(trolley, worklist, tmp_path / "out", progress=False,
                     template="{StudyInstanceUID}/{SOPInstanceUID}.dcm")
     assert report.ok
@@ -110,8 +122,7 @@ def test_a_download_instance_by_instance_through_a_cut_listing_fails_naming_the_
     orthanc: OrthancServer, capped_server: QuirkServer, tmp_path: Path
 ) -> None:
     study = orthanc.sample.large_study
-    session = requests.Session()
-    trolley = Trolley(QidoRS(session, f"{capped_server.url}/dicom-web"), WadoURI(session, f"{capped_server.url}/wado"))
+    trolley = Trolley(qido_rs_at(capped_server), WadoURI(requests.Session(), f"{capped_server.url}/wado"))
     summary = trolley.download([study.uid], tmp_path, template=TEMPLATE, progress=False, on_error="collect")
     assert not summary.ok
     cut = [failure for failure in summary.failures if isinstance(failure.error, SearchCutError)]
