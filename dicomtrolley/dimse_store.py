@@ -17,10 +17,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING
-
-from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
+from typing import IO, TYPE_CHECKING
 
 from dicomtrolley._associations import Proposal
 from dicomtrolley._dimse import (
@@ -34,11 +31,11 @@ from dicomtrolley._dimse import (
     status_text,
 )
 from dicomtrolley._get_contexts import MAX_PRESENTATION_CONTEXTS
+from dicomtrolley._store_wire import command_set, send_store
 from dicomtrolley.exceptions import ConnectionFailedError, DIMSEError
-from dicomtrolley.sending import InstanceSender, SendItem, Tally
+from dicomtrolley.sending import META_BYTES, InstanceSender, SendItem, Tally, dataset_offset
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     from pynetdicom.association import Association
 
 logger = logging.getLogger(__name__)
@@ -168,33 +165,34 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
 
     def _send_on(self, assoc: Association, *, items: list[SendItem], tally: Tally) -> list[SendItem]:
         """Send ``items`` on one association; return those left when the association ended first."""
-        accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts}
+        contexts = {(str(c.abstract_syntax), str(c.transfer_syntax[0])): int(c.context_id or 0)
+                    for c in assoc.accepted_contexts}
         for number, item in enumerate(items):
-            if not (assoc.is_established and self._send_one(assoc, item, accepted, number, tally)):
+            if not (assoc.is_established and self._send_one(assoc, item, contexts, number, tally)):
                 # Over, though pynetdicom may not say so yet: aborted now, it never goes back to the pool
                 # (lent again, it would wait the whole DIMSE timeout for an answer that cannot come).
                 assoc.abort()
                 return items[number:]
         return []
 
-    def _send_one(self, assoc: Association, item: SendItem, accepted: set[Pair], number: int, tally: Tally) -> bool:
+    def _send_one(self, assoc: Association, item: SendItem, contexts: dict[Pair, int], number: int,
+                  tally: Tally) -> bool:
         """C-STORE one instance as it is stored and file the peer's answer; False when no answer came."""
-        if (item.sop_class_uid, item.transfer_syntax) not in accepted:
+        context_id = contexts.get((item.sop_class_uid, item.transfer_syntax))
+        if context_id is None:
             tally.failed(item, f"{self.address} accepted no presentation context for SOP class "
                                f"{item.sop_class_uid} in transfer syntax {item.transfer_syntax}")
             return True
+        command = command_set(item.sop_class_uid, item.sop_instance_uid, number % 0xFFFF + 1)
         try:
-            dataset = _read(item)
-        except (OSError, InvalidDicomError, ValueError) as error:
+            with item.open() as file:
+                length = _skip_meta(file)
+                status = send_store(assoc, context_id, command, file, length)
+        except _UnreadableError as error:
             tally.failed(item, f"cannot be read: {error}")
             return True
-        try:
-            status = assoc.send_c_store(dataset, msg_id=number % 0xFFFF + 1)
-        except RuntimeError:  # the peer released or aborted the association since the last instance
+        except OSError:  # the connection broke under the request: the peer ended the association
             return False
-        except (ValueError, AttributeError) as error:  # pynetdicom could not encode it for the accepted context
-            tally.failed(item, f"cannot be sent: {error}")
-            return True
         if "Status" not in status:  # no answer within the DIMSE timeout, or the association ended
             return False
         category = status_category(int(status.Status))
@@ -207,16 +205,35 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
         return True
 
 
+class _UnreadableError(Exception):
+    """The file could not be read, or its data set found; the instance fails alone."""
+
+
 def _answered_any(sent: list[SendItem], left: list[SendItem]) -> bool:
     """True when the association took at least one of the items ``sent`` on it before it ended."""
     return len(left) < len(sent)
 
 
-def _read(item: SendItem) -> Dataset:
-    """The instance as pydicom reads it: elements kept raw, so it is encoded again byte for byte."""
-    if item.path is not None:
-        return dcmread(item.path)
-    if item.stream is not None:
-        with item.open() as file:
-            return dcmread(file)
-    return dcmread(io.BytesIO(item.data or b""))
+def _skip_meta(file: IO[bytes]) -> int:
+    """Leave ``file`` at the start of its data set; return the data set's length in bytes.
+
+    Raises
+    ------
+    _UnreadableError
+        The file cannot be read, its file meta not walked to its end, or it holds no data set.
+    """
+    try:
+        head = file.read(META_BYTES)
+        end = file.seek(0, io.SEEK_END)
+        if len(head) < end and dataset_offset(head) is None:  # a file meta longer than the usual head
+            file.seek(0)
+            head = file.read()
+        offset = dataset_offset(head)
+        if offset is None:
+            raise _UnreadableError("its file meta cannot be read to its end")
+        if offset >= end:
+            raise _UnreadableError("it holds no data set after its file meta")
+        file.seek(offset)
+    except OSError as error:
+        raise _UnreadableError(error.strerror or str(error)) from error
+    return end - offset
