@@ -99,8 +99,12 @@ def fragment_size(assoc: Association) -> int:
     return maximum - 6 if maximum else BLOCK_BYTES
 
 
-def send_store(assoc: Association, context_id: int, command: bytes, source: IO[bytes], length: int) -> Dataset:
+def send_store(assoc: Association, context_id: int, command: bytes, source: IO[bytes], length: int, *,
+               trailer: bytes = b"") -> Dataset:
     """Write one C-STORE request, its data set ``length`` bytes read from ``source``, and wait for the answer.
+
+    ``trailer`` is sent after the data set's bytes, in its last PDU (the NUL
+    that pads a deflated data set of odd length, PS3.5 A.5).
 
     Returns
     -------
@@ -128,7 +132,8 @@ def send_store(assoc: Association, context_id: int, command: bytes, source: IO[b
             if not block:
                 raise OSError(f"the file ended {left} bytes before its data set")
             left -= len(block)
-            sock.sendall(b"".join(pdus(block, context_id, fragment, command=False, last=left == 0)))
+            sock.sendall(b"".join(pdus(block + trailer if left == 0 else block, context_id, fragment,
+                                       command=False, last=left == 0)))
         _, response = assoc.dimse.get_msg(block=True)
     finally:
         assoc._reactor_checkpoint.set()
