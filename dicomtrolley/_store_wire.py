@@ -29,6 +29,7 @@ sends nothing of its own while established except to end the association
 
 from __future__ import annotations
 
+import socket
 import struct
 import time
 from typing import IO, TYPE_CHECKING
@@ -116,28 +117,44 @@ def send_store(assoc: Association, context_id: int, command: bytes, source: IO[b
     Raises
     ------
     OSError
-        The socket failed while the request was written (the peer closed it).
+        ``source`` could not be read to the end of the data set: the request
+        was cut short, and the association cannot carry another.
     """
-    sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+    connection = assoc.dul.socket
+    sock = connection.socket if connection is not None else None
     if sock is None:
-        raise ConnectionError("the association has no connection")
+        return Dataset()
     fragment = fragment_size(assoc)
     per_block = max(BLOCK_BYTES // fragment, 1) * fragment
     _pause(assoc)
     try:
-        sock.sendall(b"".join(pdus(command, context_id, fragment, command=True, last=True)))
+        _write(sock, pdus(command, context_id, fragment, command=True, last=True))
         left = length
         while left > 0:
             block = source.read(min(per_block, left))
             if not block:
                 raise OSError(f"the file ended {left} bytes before its data set")
             left -= len(block)
-            sock.sendall(b"".join(pdus(block + trailer if left == 0 else block, context_id, fragment,
-                                       command=False, last=left == 0)))
+            _write(sock, pdus(block + trailer if left == 0 else block, context_id, fragment, command=False,
+                              last=left == 0))
         _, response = assoc.dimse.get_msg(block=True)
+    except _ConnectionLostError:
+        response = None
     finally:
         assoc._reactor_checkpoint.set()
     return _status(response)
+
+
+class _ConnectionLostError(Exception):
+    """The socket failed under a request: the peer closed or reset the connection, or it stalled past the timeout."""
+
+
+def _write(sock: socket.socket, parts: list[bytes | memoryview]) -> None:
+    """Send ``parts`` joined, in as few system calls as the socket takes."""
+    try:
+        sock.sendall(b"".join(parts))
+    except OSError as error:
+        raise _ConnectionLostError(str(error)) from error
 
 
 def _pause(assoc: Association) -> None:

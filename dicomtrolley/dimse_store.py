@@ -24,6 +24,7 @@ import io
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
 from typing import IO, TYPE_CHECKING
 
@@ -195,20 +196,13 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
                                f"{item.sop_class_uid} in transfer syntax {item.transfer_syntax}")
             return True
         command = command_set(item.sop_class_uid, item.sop_instance_uid, number % 0xFFFF + 1)
-        deflated = item.transfer_syntax == DEFLATED
         try:
-            with item.open() as file:
-                length = _skip_meta(file)
-                if length % 2 and not deflated:
-                    tally.failed(item, f"cannot be sent as stored: its data set is {length} bytes long, an odd "
-                                       "number (an element has an odd length, which PS3.5 7.1.1 forbids), and a "
-                                       "peer may wait for the missing byte")
-                    return True
+            with _data_set(item) as (file, length):
                 status = send_store(assoc, context_id, command, file, length, trailer=b"\0" * (length % 2))
-        except _UnreadableError as error:
-            tally.failed(item, f"cannot be read: {error}")
+        except _UnsendableError as error:
+            tally.failed(item, str(error))
             return True
-        except OSError:  # the connection broke under the request: the peer ended the association
+        except OSError:  # the file failed midway: the request is cut short and the association unusable
             return False
         if "Status" not in status:  # no answer within the DIMSE timeout, or the association ended
             return False
@@ -222,8 +216,8 @@ class DICOMCStore(DIMSEPeer, InstanceSender):
         return True
 
 
-class _UnreadableError(Exception):
-    """The file could not be read, or its data set found; the instance fails alone."""
+class _UnsendableError(Exception):
+    """The file cannot be read or sent as it is stored; the instance fails alone, with this reason."""
 
 
 def _answered_any(sent: list[SendItem], left: list[SendItem]) -> bool:
@@ -231,12 +225,37 @@ def _answered_any(sent: list[SendItem], left: list[SendItem]) -> bool:
     return len(left) < len(sent)
 
 
+@contextmanager
+def _data_set(item: SendItem) -> Iterator[tuple[IO[bytes], int]]:
+    """The instance's file, open at the start of its data set, and the data set's length in bytes.
+
+    Raises
+    ------
+    _UnsendableError
+        Before anything is sent: the file cannot be read, its file meta not
+        walked to its end, or its data set is empty or of odd length (only an
+        element of odd length gives one, which PS3.5 7.1.1 forbids; a peer
+        may wait for the missing byte until its timeout, as Orthanc does).
+        A deflated data set of odd length is padded instead (PS3.5 A.5).
+    """
+    try:
+        file = item.open()
+    except OSError as error:
+        raise _UnsendableError(f"cannot be read: {error.strerror or error}") from error
+    with file:
+        length = _skip_meta(file)
+        if length % 2 and item.transfer_syntax != DEFLATED:
+            raise _UnsendableError(f"cannot be sent as stored: its data set is {length} bytes long, an odd number "
+                                   "(an element has an odd length, which PS3.5 7.1.1 forbids)")
+        yield file, length
+
+
 def _skip_meta(file: IO[bytes]) -> int:
     """Leave ``file`` at the start of its data set; return the data set's length in bytes.
 
     Raises
     ------
-    _UnreadableError
+    _UnsendableError
         The file cannot be read, its file meta not walked to its end, or it holds no data set.
     """
     try:
@@ -246,11 +265,11 @@ def _skip_meta(file: IO[bytes]) -> int:
             file.seek(0)
             head = file.read()
         offset = dataset_offset(head)
-        if offset is None:
-            raise _UnreadableError("its file meta cannot be read to its end")
-        if offset >= end:
-            raise _UnreadableError("it holds no data set after its file meta")
-        file.seek(offset)
+        file.seek(offset or 0)
     except OSError as error:
-        raise _UnreadableError(error.strerror or str(error)) from error
+        raise _UnsendableError(f"cannot be read: {error.strerror or error}") from error
+    if offset is None:
+        raise _UnsendableError("cannot be read: its file meta cannot be read to its end")
+    if offset >= end:
+        raise _UnsendableError("cannot be read: it holds no data set after its file meta")
     return end - offset

@@ -15,7 +15,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 from pynetdicom import AE, StoragePresentationContexts, evt
 
 from dicomtrolley.dimse_store import ASSOCIATION_ATTEMPTS, DICOMCStore, context_groups
-from dicomtrolley.sending import collect, dataset_offset
+from dicomtrolley.progress import ProgressReporter
+from dicomtrolley.sending import Tally, collect, dataset_offset
 from tests.support.dicom_files import dicom_bytes, part10_bytes, part10_dataset
 from tests.support.fault_server import make_instances
 from tests.support.orthanc import free_ports
@@ -216,3 +217,18 @@ def test_a_deflated_data_set_of_odd_length_arrives_padded_with_a_nul(tmp_path: P
     with storage_scp() as (handler, port):
         DICOMCStore("127.0.0.1", port, called_aet="STORESCP").send(tmp_path)
     assert handler.stored["1.2.3.97"] == deflated + b"\0"
+
+
+def test_a_file_gone_since_it_was_collected_fails_alone_and_the_association_carries_the_rest(
+    scp: tuple[StorageSCP, int], folder: Path
+) -> None:
+    handler, port = scp
+    found = collect(folder)
+    (folder / "2.dcm").unlink()
+    with ProgressReporter(False, len(found.items)) as reporter:
+        tally = Tally(reporter, len(found.items))
+        DICOMCStore("127.0.0.1", port, called_aet="STORESCP", workers=1).send_items(found.items, tally)
+    assert tally.sent == 5
+    assert [(f.name.endswith("2.dcm"), f.reason) for f in tally.failures] == [
+        (True, "cannot be read: No such file or directory")]
+    assert handler.requests == 5
