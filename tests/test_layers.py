@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"_planning", "_download", "_dataset_storage"},
     {"trolley"},
     {"_trolley_profile"},
-    {"export", "profiles", "servers", "probe", "probe_dimse", "probe_cap"},
+    {"export", "profiles", "servers", "probe", "probe_dimse", "probe_cap", "probe_access"},
     {"cli", "_cli", "__init__", "demo"},
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""
