@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"_http", "_multipart", "_header", "_tree", "_associations", "_dimse", "_retrieve_receiver", "_http_downloader",
      "_http_searcher", "_annex_e", "_get_contexts", "_jsonstream", "_spooled", "_annex_e_table", "_annex_e_profile",
      "_part10", "_safe_attributes", "_free_text", "_pseudonyms", "_originals", "_processes", "_mapping", "tokens",
-     "_accept"},
+     "_accept", "_store_wire"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
      "storage", "results", "progress", "caching", "deidentify", "metadata", "preview", "audit", "capped", "sending",
      "stow_rs", "dimse_store", "destination"},
