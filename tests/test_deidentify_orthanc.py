@@ -28,6 +28,7 @@ from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.trolley import DownloadSummary, Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
+from tests.support.command_line import usage_error
 from tests.support.identifying_data import (
     HILDEGUND,
     IDENTIFYING_VALUES,
@@ -347,10 +348,9 @@ def test_command_line_names_a_wrong_option(
 def test_command_line_refuses_a_mapping_without_deidentify_as_a_usage_error(
     server: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(["download", server.dicomweb_url, STUDY_UIDS[0], "-o", str(tmp_path), "--mapping", "map.csv"])
-    assert stopped.value.code == 2
-    assert "--mapping needs --deidentify" in capsys.readouterr().err
+    err = usage_error(["download", server.dicomweb_url, STUDY_UIDS[0], "-o", str(tmp_path), "--mapping", "map.csv"],
+                      capsys)
+    assert "--mapping needs --deidentify" in err
 
 
 def _day(text: str) -> date:
