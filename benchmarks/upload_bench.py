@@ -11,7 +11,8 @@ of the process), in turns within each round, the destination emptied before each
   (the streaming encoder we did not choose; the figures say why);
 - curl posting prebuilt bodies, one per series (4) and one per file (500),
   ``--parallel --parallel-max 4`` (the ceiling of STOW-RS on this server);
-- dicomweb-client's ``store_instances``, one call per series (its documented use);
+- dicomweb-client's ``store_instances``, one call per series (its documented use), and one call
+  for the whole study (one request, every dataset in memory);
 - ``DICOMCStore(host, port).send(folder)`` and DCMTK's ``storescu`` (one association,
   ``TCP_NODELAY=1``) sending the same files.
 
@@ -134,9 +135,14 @@ def run_all(runs: int, sizes: data.Sizes, reference: bool, work: Path = WORK) ->
              "127.0.0.1", str(server.dicom_port), *map(str, files)], env, False),
         ]
         if reference:
-            clients.insert(4, ("dicomweb-client store_instances, per series", "dicomweb-client",
-                               [reference_python, str(HERE / "client_reference_stow.py"), "--dicomweb",
-                                server.dicomweb_url, "--folder", str(folder)], reference_env, True))
+            reference_stow = [reference_python, str(HERE / "client_reference_stow.py"), "--dicomweb",
+                              server.dicomweb_url, "--folder", str(folder)]
+            clients[4:4] = [
+                ("dicomweb-client store_instances, per series", "dicomweb-client", reference_stow, reference_env,
+                 True),
+                ("dicomweb-client store_instances, whole study in one call", "dicomweb-client-study",
+                 [*reference_stow, "--whole-study"], reference_env, True),
+            ]
         rows = {name: Row(name, kind) for name, kind, *_ in clients}
         for round_number in range(1, runs + 1):
             for name, _kind, argv, environment, reports_json in clients:
@@ -157,8 +163,9 @@ def table(rows: list[Row], count: int, size: int) -> str:
     lines = [
         f"{count} instances, {size / 1e6:.1f} MB; medians over {len(rows[0].samples)} runs (min-max).",
         "",
-        "| client | MB/s | wall s | peak RSS MB | CPU s | vs fastest curl | vs dicomweb-client | vs storescu |",
-        "|---|---|---|---|---|---|---|---|",
+        "| client | MB/s | wall s | peak RSS MB | CPU s | vs fastest curl | vs dicomweb-client | "
+        "vs dicomweb-client, one call | vs storescu |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         walls = [s.wall for s in row.samples]
@@ -167,12 +174,13 @@ def table(rows: list[Row], count: int, size: int) -> str:
         def ratio(other: Row | None, wall: float = wall) -> str:
             return f"{other.wall / wall:.2f}x" if other is not None else "-"
 
-        stow_like = row.kind in ("stow", "curl", "dicomweb-client")
+        stow_like = row.kind in ("stow", "curl", "dicomweb-client", "dicomweb-client-study")
         lines.append(
             f"| {row.client} | {size / wall / 1e6:.0f} ({size / max(walls) / 1e6:.0f}-{size / min(walls) / 1e6:.0f}) "
             f"| {wall:.2f} ({min(walls):.2f}-{max(walls):.2f}) | {row.median(lambda s: s.peak_rss) / 1e6:.0f} "
             f"| {row.median(lambda s: s.cpu):.2f} | {ratio(best_curl) if stow_like else '-'} "
             f"| {ratio(by_kind.get('dicomweb-client')) if stow_like else '-'} "
+            f"| {ratio(by_kind.get('dicomweb-client-study')) if stow_like else '-'} "
             f"| {ratio(by_kind.get('storescu')) if not stow_like else '-'} |"
         )
     return "\n".join(lines)

@@ -41,8 +41,6 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, PrivateTransferSyntaxes
 from pydicom.valuerep import IS, VR
@@ -258,38 +256,6 @@ def pixel_data_span(data: bytes, size: int | None = None) -> tuple[int, int] | N
         return total, total
     except (_UnhandledError, struct.error):
         return None
-
-
-def encode_part10(dataset: Dataset) -> bytes:
-    """``dataset`` as ``pydicom.dcmwrite(..., enforce_file_format=False)`` writes it, byte for byte, at half the cost.
-
-    Pseudonymisation re-encodes every header it decodes, and ``dcmwrite``
-    spends as long copying and checking the file meta as writing. A dataset in
-    a standard transfer syntax that is not deflated, with neither pixel data
-    nor group 0 or 2 elements in its body, is written here directly (preamble
-    as read, file meta, body; its group length updated in place); any other is
-    left to ``dcmwrite``, which encodes it or says why not.
-    """
-    meta = getattr(dataset, "file_meta", None)
-    syntax = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None else UID("")
-    preamble = getattr(dataset, "preamble", None)
-    if (
-        not syntax.is_transfer_syntax or syntax.is_private or syntax.is_deflated
-        or (preamble and len(preamble) != _PREAMBLE)
-        or any(tag >> 16 in (0, 2) or tag in _PIXEL_TAGS for tag in dataset.keys())  # noqa: SIM118 - tags, not values
-    ):
-        encoded = io.BytesIO()
-        pydicom.dcmwrite(encoded, dataset, enforce_file_format=False)
-        return encoded.getvalue()
-    out = DicomBytesIO()
-    if preamble:
-        out.write(preamble)
-        out.write(_MAGIC)
-    if meta:
-        write_file_meta_info(out, meta, enforce_standard=False)
-    out.is_implicit_VR, out.is_little_endian = syntax.is_implicit_VR, syntax.is_little_endian
-    write_dataset(out, dataset)
-    return out.getvalue()
 
 
 def _file_meta(data: bytes) -> tuple[dict[int, bytes], int]:

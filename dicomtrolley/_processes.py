@@ -19,11 +19,11 @@ many small calls from a few threads.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import multiprocessing
 import pickle
-import queue
 import sys
 import threading
 import types
@@ -122,15 +122,49 @@ class WorkerStoppedError(RuntimeError):
     """A worker process ended in the middle of a call (killed, out of memory, crashed); another replaces it."""
 
 
-class WorkerPool:
-    """Worker processes that each run ``function`` on the bytes one calling thread sends them.
+class _Call:
+    """One call of a worker: its answer once read, and the event its thread waits on."""
 
-    Each worker has its own pipe and serves one call at a time: the calling
-    thread sends the bytes and waits for the answer itself, with the GIL
-    released. For many small calls this costs the parent a third of what
+    __slots__ = ("answer", "done", "wake")
+
+    def __init__(self) -> None:
+        self.answer: tuple[bool, Any] | None = None
+        self.done = False
+        self.wake = threading.Event()
+
+    def deliver(self, answer: tuple[bool, Any]) -> None:
+        self.answer, self.done = answer, True
+        self.wake.set()
+
+
+class _Worker:
+    """A worker process, its pipe, and the calls sent to it whose answers are not read yet (in order)."""
+
+    def __init__(self, process: BaseProcess, connection: Connection) -> None:
+        self.process = process
+        self.connection = connection
+        self.pending: collections.deque[_Call] = collections.deque()
+        self.load = 0  # calls given to it and not answered: sent, or about to be
+        self.sending = threading.RLock()  # held to send, and to change what it holds
+        self.reading = threading.Lock()
+        self.stopped: str | None = None  # why it can take no more calls
+
+
+class WorkerPool:
+    """Worker processes that each run ``function`` on bytes the calling threads send them.
+
+    Each worker has its own pipe. A calling thread sends its bytes to the
+    worker with the fewest calls in hand, and waits for its answer with the
+    GIL released. A worker holds up to ``queued`` calls: the next one waits in
+    its pipe while it works on the current one, so it never sits idle while
+    the parent, busy with the download, gets round to handing it more work.
+    Answers come back in the order the calls were sent; whichever waiting
+    thread holds the worker's read lock reads them and hands each to its
+    caller. For many small calls this costs the parent a third of what
     :class:`concurrent.futures.ProcessPoolExecutor` costs (no manager thread,
     no futures, no selector per answer), and the parent's CPU is what a
-    download shares with its workers. A worker that dies is replaced.
+    download shares with its workers. A worker that dies is replaced; the calls
+    it held raise :class:`WorkerStoppedError`.
 
     Parameters
     ----------
@@ -143,22 +177,22 @@ class WorkerPool:
         result pickles.
     initializer, initargs
         Run once in each worker before its first call.
+    queued
+        Calls a worker holds at most, the one it works on included.
     """
 
     def __init__(
         self, size: int, context: BaseContext, function: Callable[[bytes], Any], *,
-        initializer: Callable[..., None], initargs: tuple[Any, ...] = (),
+        initializer: Callable[..., None], initargs: tuple[Any, ...] = (), queued: int = 2,
     ) -> None:
         self._context = context
         self._serve_args = (function, initializer, initargs)
-        self._idle: queue.SimpleQueue[tuple[BaseProcess, Connection]] = queue.SimpleQueue()
-        self._workers: list[tuple[BaseProcess, Connection]] = []
-        self._lock = threading.Lock()
-        for _ in range(size):
-            self._idle.put(self._start())
+        self._queued = max(1, queued)
+        self._room = threading.Condition()
+        self._workers: list[_Worker] = [self._start() for _ in range(size)]
 
     def call(self, data: bytes) -> Any:
-        """``function(data)`` in the next free worker: its result, or the exception it raised.
+        """``function(data)`` in a worker: its result, or the exception it raised.
 
         Raises
         ------
@@ -169,50 +203,99 @@ class WorkerPool:
         """
         if not data:
             raise ValueError("no bytes to work on")
-        worker = self._idle.get()
-        process, connection = worker
-        try:
-            connection.send_bytes(data)
-            ok, answer = connection.recv()
-        except (EOFError, OSError) as error:
-            process.join(5)
-            worker = self._replace(worker)
-            raise WorkerStoppedError(f"A worker process ended (exit code {process.exitcode}): {error!r}") from None
-        finally:
-            self._idle.put(worker)
+        call = _Call()
+        worker = self._send(call, data)
+        self._await(worker, call)
+        assert call.answer is not None
+        ok, answer = call.answer
         if not ok:
             raise answer
         return answer
 
+    def _send(self, call: _Call, data: bytes) -> _Worker:
+        """Give ``call`` to the worker with the fewest calls in hand, waiting for room; send its bytes."""
+        with self._room:
+            while True:
+                worker = min(self._workers, key=lambda candidate: candidate.load)
+                if worker.load < self._queued:
+                    break
+                self._room.wait()
+            worker.load += 1
+        with worker.sending:  # in the pipe in the order of the pending list
+            if worker.stopped is not None:
+                self._answered(worker, call, (False, WorkerStoppedError(worker.stopped)))
+                return worker
+            worker.pending.append(call)
+            try:
+                worker.connection.send_bytes(data)
+            except OSError as error:
+                self._stopped(worker, error)
+        return worker
+
+    def _await(self, worker: _Worker, call: _Call) -> None:
+        """Wait for ``call``'s answer, reading the worker's answers while no other thread does."""
+        while not call.done:
+            if not worker.reading.acquire(blocking=False):
+                call.wake.wait()  # answered, or asked to read: the reader left with this call first in line
+                call.wake.clear()
+                continue
+            try:
+                while not call.done:
+                    try:
+                        answer = worker.connection.recv()
+                    except (EOFError, OSError) as error:
+                        self._stopped(worker, error)
+                        break
+                    self._answered(worker, worker.pending.popleft(), answer)
+            finally:
+                worker.reading.release()
+            with worker.sending:
+                if worker.pending:
+                    worker.pending[0].wake.set()  # its answer is next: its thread reads from here on
+
+    def _answered(self, worker: _Worker, call: _Call, answer: tuple[bool, Any]) -> None:
+        call.deliver(answer)
+        with self._room:
+            worker.load -= 1
+            self._room.notify()
+
+    def _stopped(self, worker: _Worker, error: BaseException) -> None:
+        """The worker is gone: every call it held fails, and a new worker takes its place."""
+        with worker.sending:
+            if worker.stopped is not None:
+                return
+            worker.process.join(5)
+            reason = f"A worker process ended (exit code {worker.process.exitcode}): {error!r}"
+            worker.stopped = reason
+            while worker.pending:
+                self._answered(worker, worker.pending.popleft(), (False, WorkerStoppedError(reason)))
+            worker.connection.close()
+        with self._room:
+            if worker in self._workers:
+                self._workers[self._workers.index(worker)] = self._start()
+            self._room.notify_all()
+
     def close(self) -> None:
         """Ask every worker to exit, and end those that do not within seconds."""
-        with self._lock:
+        with self._room:
             workers, self._workers = self._workers, []
-        for _, connection in workers:
+        for worker in workers:
             with contextlib.suppress(OSError):
-                connection.send_bytes(_STOP)
-        for process, connection in workers:
-            process.join(5)
-            if process.is_alive():
+                worker.connection.send_bytes(_STOP)
+        for worker in workers:
+            worker.process.join(5)
+            if worker.process.is_alive():
                 logger.warning("A worker process did not exit; terminating it")
-                process.terminate()
-                process.join()
-            connection.close()
+                worker.process.terminate()
+                worker.process.join()
+            worker.connection.close()
 
-    def _start(self) -> tuple[BaseProcess, Connection]:
+    def _start(self) -> _Worker:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(target=_serve, args=(theirs, *self._serve_args), daemon=True)  # type: ignore[attr-defined]
         process.start()
         theirs.close()
-        with self._lock:
-            self._workers.append((process, ours))
-        return process, ours
-
-    def _replace(self, worker: tuple[BaseProcess, Connection]) -> tuple[BaseProcess, Connection]:
-        with self._lock:
-            self._workers.remove(worker)
-        worker[1].close()
-        return self._start()
+        return _Worker(process, ours)
 
 
 def _serve(

@@ -52,11 +52,12 @@ from pydicom.uid import UID
 
 from dicomtrolley._annex_e import PRIVATE_TAG, Application, columns_of, parse_private_tag, rules_for
 from dicomtrolley._annex_e_profile import declare_profile
-from dicomtrolley._header import PREFIX_BYTES, encode_part10, pixel_data_span
+from dicomtrolley._header import PREFIX_BYTES, pixel_data_span
 from dicomtrolley._mapping import MappingTable as MappingTable
 from dicomtrolley._mapping import originals_folder
 from dicomtrolley._mapping import refuse_mapping_inside as refuse_mapping_inside
 from dicomtrolley._originals import OriginalValues, Recorded, replaced, snapshot
+from dicomtrolley._part10 import encode_part10
 from dicomtrolley._processes import WorkerPool, WorkerStoppedError, process_context
 from dicomtrolley._pseudonyms import Pseudonymiser
 from dicomtrolley._spooled import SPILL_THRESHOLD, SpooledChunks, detached
@@ -651,7 +652,7 @@ class DeidentifyingStorage(Storage):
                     multiprocessing.set_forkserver_preload([__name__])
                 self._pool = WorkerPool(
                     self.processes, context, _pseudonymise_in_worker,
-                    initializer=_start_worker, initargs=(self.deidentifier,),
+                    initializer=_start_worker, initargs=(self.deidentifier,), queued=_QUEUED_CALLS,
                 )
             return self._pool
 
@@ -672,6 +673,13 @@ class DeidentifyingStorage(Storage):
         return _ParallelSink(self, sink, failures)
 
 
+_QUEUED_CALLS = 2
+"""Instances a worker process holds: the one it works on and the next, waiting in its pipe."""
+
+_PARTS_PER_PROCESS = _QUEUED_CALLS + 1
+"""Parts in flight per worker process: those it holds, and one being written after its answer."""
+
+
 class _ParallelSink:
     """A part sink that hands each part to a background thread and returns; bounded in flight."""
 
@@ -679,7 +687,7 @@ class _ParallelSink:
         self._storage = storage
         self._sink = sink
         self._failures = failures
-        depth = max(1, 2 * storage.processes)
+        depth = max(1, _PARTS_PER_PROCESS * storage.processes)
         self._threads = ThreadPoolExecutor(depth, thread_name_prefix="dicomtrolley-deidentify")
         self._slots = threading.BoundedSemaphore(depth)
         self._errors: list[tuple[InstancePart, Exception]] = []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -72,6 +75,91 @@ def test_a_worker_that_dies_is_named_and_replaced() -> None:
 
 def test_close_ends_every_worker() -> None:
     workers = WorkerPool(2, process_context("fork"), exits_on_exit, initializer=nothing)
-    processes = [process for process, _ in workers._workers]
+    processes = [worker.process for worker in workers._workers]
     workers.close()
     assert [process.exitcode for process in processes] == [0, 0]
+
+
+def slow_reversed(data: bytes) -> bytes:
+    time.sleep(0.002)
+    return data[::-1]
+
+
+def test_calls_from_many_threads_each_get_their_own_answer() -> None:
+    workers = WorkerPool(2, process_context("fork"), slow_reversed, initializer=nothing)
+    answers: dict[bytes, bytes] = {}
+
+    def calls(thread: int) -> None:
+        for number in range(40):
+            data = f"thread {thread} call {number}".encode()
+            answers[data] = workers.call(data)
+
+    try:
+        threads = [threading.Thread(target=calls, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        workers.close()
+    assert len(answers) == 240
+    assert all(answer == data[::-1] for data, answer in answers.items())
+
+
+GATE = multiprocessing.get_context("fork").Event()
+"""Holds a call of :func:`waits_at_gate` in its worker until the test opens it (inherited by forked workers)."""
+
+
+def waits_at_gate(data: bytes) -> bytes:
+    if data == b"first":
+        GATE.wait(10)
+    return data
+
+
+def test_a_busy_worker_is_sent_its_next_call_before_it_answers_the_first() -> None:
+    GATE.clear()
+    workers = WorkerPool(1, process_context("fork"), waits_at_gate, initializer=nothing, queued=2)
+    answers: list[bytes] = []
+    try:
+        first = threading.Thread(target=lambda: answers.append(workers.call(b"first")))
+        first.start()
+        while not workers._workers[0].pending:
+            time.sleep(0.001)
+        second = threading.Thread(target=lambda: answers.append(workers.call(b"second")))
+        second.start()
+        deadline = time.monotonic() + 10
+        while len(workers._workers[0].pending) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        both_sent = len(workers._workers[0].pending) == 2  # the first still unanswered: the gate is shut
+        GATE.set()
+        first.join(10)
+        second.join(10)
+    finally:
+        GATE.set()
+        workers.close()
+    assert both_sent
+    assert answers == [b"first", b"second"]
+
+
+def test_every_call_a_dying_worker_held_fails_and_the_next_call_is_served() -> None:
+    workers = WorkerPool(1, process_context("fork"), exits_on_exit, initializer=nothing, queued=3)
+    errors: list[BaseException] = []
+
+    def call(data: bytes) -> None:
+        try:
+            workers.call(data)
+        except WorkerStoppedError as error:
+            errors.append(error)
+
+    try:
+        threads = [threading.Thread(target=call, args=(data,)) for data in (b"exit", b"pid", b"pid")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in threads)
+        assert errors
+        assert all("exit code -9" in str(error) for error in errors)
+        assert workers.call(b"pid") != os.getpid()
+    finally:
+        workers.close()
