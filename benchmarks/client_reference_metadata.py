@@ -10,12 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clientlib import Commands, canned_argument, canned_session, report
-
-KEYWORDS = (
-    "SOPInstanceUID", "SeriesInstanceUID", "InstanceNumber", "SeriesNumber", "Modality", "SeriesDescription",
-    "SliceThickness", "PixelSpacing", "ImagePositionPatient", "Rows", "Columns", "StudyDate",
-)
+from clientlib import KEYWORDS, Commands, canned_argument, canned_session, report
 
 
 def _datasets(args: argparse.Namespace) -> object:

@@ -13,13 +13,7 @@ import time
 from typing import Any
 
 import requests
-from clientlib import Commands, canned_argument, canned_session, report
-
-KEYWORDS = (
-    "SOPInstanceUID", "SeriesInstanceUID", "InstanceNumber", "SeriesNumber", "Modality", "SeriesDescription",
-    "SliceThickness", "PixelSpacing", "ImagePositionPatient", "Rows", "Columns", "StudyDate",
-)
-"""The columns both clients build, one row per instance."""
+from clientlib import KEYWORDS, Commands, canned_argument, canned_session, report
 
 
 def _trolley(args: argparse.Namespace, *, search: bool = True) -> Any:

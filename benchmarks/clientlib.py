@@ -27,6 +27,12 @@ T = TypeVar("T")
 CHUNK = 1 << 20
 """Bytes per chunk when a parser is fed from a file."""
 
+KEYWORDS = (
+    "SOPInstanceUID", "SeriesInstanceUID", "InstanceNumber", "SeriesNumber", "Modality", "SeriesDescription",
+    "SliceThickness", "PixelSpacing", "ImagePositionPatient", "Rows", "Columns", "StudyDate",
+)
+"""The metadata columns both research clients build, one row per instance."""
+
 
 def report(work: Callable[[], T], describe: Callable[[T], dict[str, Any]] | None = None) -> None:
     """Run ``work`` once; print its wall and CPU seconds (worker processes' included) and what ``describe`` says.
