@@ -64,7 +64,7 @@ class DownloadJob:
 
 
 class Receiver:
-    """The sink of a download: writes each part, counts it, reports progress.
+    """The sink of a download job: writes each part to the job's storage, counts it, reports progress.
 
     Downloaders call it from their worker threads, so its counts sit behind a lock.
     Unless the download stops on failure, an instance that cannot be read or
@@ -73,22 +73,11 @@ class Receiver:
     (:class:`~dicomtrolley.exceptions.OutputFolderError`) stops the download.
     """
 
-    def __init__(
-        self,
-        storage: Storage,
-        summary: DownloadSummary,
-        reporter: ProgressReporter,
-        started: float,
-        on_saved: Callable[[SavedInstance], None] | None = None,
-        *,
-        stop_on_failure: bool,
-    ) -> None:
-        self.storage = storage
-        self.on_saved = on_saved
+    def __init__(self, job: DownloadJob, summary: DownloadSummary, reporter: ProgressReporter, started: float) -> None:
+        self.job = job
         self.summary = summary
         self.reporter = reporter
         self.started = started
-        self.stop_on_failure = stop_on_failure
         self.received: set[InstanceReference] = set()
         self.failures: list[FetchFailure] = []
         self.study_bytes: Counter[str] = Counter()
@@ -97,7 +86,7 @@ class Receiver:
     def __call__(self, part: InstancePart) -> None:
         summary = self.summary
         try:
-            saved = self.storage.save(part)
+            saved = self.job.storage.save(part)
         except InstanceQuarantinedError as held:  # pseudonymisation held it back: listed, not a failure
             with self._lock:
                 self.received.add(held.quarantined.reference)
@@ -108,7 +97,7 @@ class Receiver:
             if isinstance(error, OutputFolderError) and target is not None:
                 with self._lock:  # every later write would fail too: the download stops, naming this one
                     self.failures.append(FetchFailure(target, error))
-            if self.stop_on_failure or target is None or isinstance(error, OutputFolderError):
+            if self.job.stop_on_failure or target is None or isinstance(error, OutputFolderError):
                 raise
             logger.info("Could not save an instance of %s: %s", target, error)
             with self._lock:
@@ -125,8 +114,8 @@ class Receiver:
                 summary.bytes_written, time.perf_counter() - self.started,
             )
         self.reporter.update(update)
-        if self.on_saved is not None:
-            self.on_saved(saved)
+        if self.job.on_saved is not None:
+            self.job.on_saved(saved)
 
 
 def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> DownloadSummary:
@@ -149,9 +138,7 @@ def download(job: DownloadJob, progress: bool | ProgressCallback | None) -> Down
     with ProgressReporter(progress, summary.expected) as reporter:
         if job.stop_on_failure and plan.not_found:
             raise DownloadError(f"Download stopped: {plan.not_found[0]}", summary)
-        receiver = Receiver(
-            job.storage, summary, reporter, started, job.on_saved, stop_on_failure=job.stop_on_failure
-        )
+        receiver = Receiver(job, summary, reporter, started)
         stopped: OutputFolderError | None = None
         try:
             failures = fetch(job, plan, receiver)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from dicomtrolley.export import ExportOptions, export
 from dicomtrolley.export.cluster import export_on_dask
+from dicomtrolley.profiles import ServerProfile
 from dicomtrolley.trolley import Trolley
 
 
-@pytest.mark.parametrize("function", [export, Trolley.export, export_on_dask], ids=lambda f: f.__qualname__)
+@pytest.mark.parametrize("function", [export, Trolley.export], ids=lambda f: f.__qualname__)
 def test_every_export_function_takes_the_options_with_their_declared_defaults(function: object) -> None:
     parameters = inspect.signature(function).parameters  # type: ignore[arg-type]
     named = {f.name: f.default for f in dataclasses.fields(ExportOptions) if f.name in parameters}
@@ -40,6 +42,13 @@ def test_text_from_the_command_line_is_read_into_typed_options(tmp_path: Path, m
 def test_studies_in_flight_default_to_four_unless_set() -> None:
     assert ExportOptions().in_flight == 4
     assert ExportOptions(studies=9).in_flight == 9
+
+
+def test_export_on_dask_refuses_an_executor_before_connecting_as_it_brings_the_clusters(tmp_path: Path) -> None:
+    options = ExportOptions(executor=ThreadPoolExecutor(1))
+
+    with pytest.raises(ValueError, match="cluster's executor"):
+        export_on_dask(ServerProfile(url="http://pacs/dicom-web"), [], tmp_path, "tcp://127.0.0.1:9", options=options)
 
 
 def test_fewer_than_one_study_in_flight_is_refused() -> None:

@@ -9,11 +9,18 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 import requests
 
 import dicomtrolley
+from dicomtrolley._http_downloader import HTTPDownloader
+from dicomtrolley._http_searcher import HTTPSearcher
+from dicomtrolley.core import Study
 from dicomtrolley.export import export
 from dicomtrolley.export.cluster import export_on_dask
+from dicomtrolley.mint import MintStudy
+from dicomtrolley.qido_rs import QidoRS
+from dicomtrolley.rad69 import Rad69
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_uri import WadoURI
 
@@ -57,8 +64,26 @@ def test_trolley_export_names_every_option_of_export() -> None:
     assert keywords(Trolley.export) == keywords(export)
 
 
-def test_export_on_dask_names_every_option_of_export_but_the_executor_it_brings() -> None:
-    assert keywords(export_on_dask) - {"announce"} == keywords(export) - {"executor"}
+def test_export_on_dask_takes_the_options_as_one_object_instead_of_repeating_them() -> None:
+    assert keywords(export_on_dask) == {"options", "announce"}
+
+
+@pytest.mark.parametrize(
+    ("subclass", "base", "not_taken"),
+    [(Rad69, HTTPDownloader, {"transfer_syntax"}), (QidoRS, HTTPSearcher, set()), (MintStudy, Study, set())],
+    ids=["Rad69", "QidoRS", "MintStudy"],
+)
+def test_a_constructor_that_restates_its_bases_parameters_keeps_their_kinds_and_defaults(
+    subclass: type, base: type, not_taken: set[str]
+) -> None:
+    # Named again rather than passed on as **kwargs, so that an IDE shows them: they must not drift apart.
+    restated = inspect.signature(subclass.__init__).parameters
+    declared = inspect.signature(base.__init__).parameters
+
+    assert set(declared) - set(restated) == not_taken
+    assert {name: (restated[name].kind, restated[name].default) for name in declared if name in restated} == {
+        name: (p.kind, p.default) for name, p in declared.items() if name in restated
+    }
 
 
 def test_wado_uri_names_the_http_settings_and_keeps_4x_keywords() -> None:

@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import threading
-from typing import Any
 
 from dicomtrolley._cli.audit import print_audit
 from dicomtrolley._cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
@@ -22,10 +21,10 @@ from dicomtrolley._cli.options import (
 )
 from dicomtrolley._cli.server import check_deidentify_options, deidentifier, positionals, profile
 from dicomtrolley.destination import Destination
-from dicomtrolley.export import export
+from dicomtrolley.export import ExportOptions, SharedTrolley
 from dicomtrolley.export.cluster import export_on_dask
 from dicomtrolley.export.politeness import TimeWindow, parse_rate
-from dicomtrolley.export.runner import ON_THIS_PROCESS_ONLY
+from dicomtrolley.export.runner import ON_THIS_PROCESS_ONLY, run_export
 from dicomtrolley.profiles import ServerProfile, load_profile
 
 
@@ -99,7 +98,7 @@ def check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the export; print its report, or how to continue after Ctrl-C."""
-    options: dict[str, Any] = dict(  # the fields of ExportOptions, by the export's keywords
+    options = ExportOptions(
         studies=args.studies, template=args.template,
         max_attempts=args.max_attempts, retry_delay=args.retry_delay, refresh=args.refresh,
         skip_bad_rows=args.skip_bad_rows,
@@ -110,10 +109,11 @@ def run(args: argparse.Namespace) -> int:
         if args.dask:
             report = export_on_dask(
                 args.profile, args.worklist, args.output, args.dask,
-                announce=lambda line: print(line, file=sys.stderr), **options,
+                options=options, announce=lambda line: print(line, file=sys.stderr),
             )
         else:
-            report = export(args.profile.trolley(), args.worklist, args.destination or args.output, **options)
+            trolley = SharedTrolley(args.profile.trolley())
+            report = run_export(trolley, args.worklist, args.destination or args.output, options)
     except KeyboardInterrupt:
         print("dicomtrolley: interrupted; state saved; run the same command to continue",
               file=sys.stderr)

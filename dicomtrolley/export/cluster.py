@@ -23,17 +23,16 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicomtrolley._version import __version__
-from dicomtrolley.deidentify import Deidentifier
 from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError, SharedFolderError
-from dicomtrolley.export import export
 from dicomtrolley.export.options import ExportOptions
-from dicomtrolley.export.politeness import TimeWindow
-from dicomtrolley.export.report import ExportReport, IndexFormat
+from dicomtrolley.export.remote import ProfileTrolley
+from dicomtrolley.export.report import ExportReport
+from dicomtrolley.export.runner import run_export
 from dicomtrolley.export.worklist import WorklistSource
 from dicomtrolley.profiles import PASSWORD_VARIABLE, SECRET_AUTHS, TOKEN_VARIABLE, ServerProfile
 from dicomtrolley.trolley import Trolley
@@ -298,25 +297,14 @@ def export_on_dask(
     output_dir: str | os.PathLike[str],
     dask: DaskSpec | str,
     *,
-    studies: int | None = ExportOptions.studies,
+    options: ExportOptions | None = None,
     announce: Callable[[str], None] | None = None,
-    template: str | None = ExportOptions.template,
-    max_attempts: int = ExportOptions.max_attempts,
-    retry_delay: float = ExportOptions.retry_delay,
-    refresh: bool = ExportOptions.refresh,
-    skip_bad_rows: bool = ExportOptions.skip_bad_rows,
-    max_rate: float | str | None = ExportOptions.max_rate,
-    window: TimeWindow | str | None = ExportOptions.window,
-    progress: bool | None = ExportOptions.progress,
-    index_format: IndexFormat = ExportOptions.index_format,
-    deidentify: Deidentifier | None = ExportOptions.deidentify,
-    state_dir: str | os.PathLike[str] | None = ExportOptions.state_dir,
 ) -> ExportReport:
     """Export a worklist on a Dask cluster: one task per study, run on the workers.
 
     Connects to the scheduler (or starts a local cluster), checks that every
-    worker shares ``output_dir`` and has the password, then runs
-    :func:`~dicomtrolley.export.export` with the cluster's executor. Tasks
+    worker shares ``output_dir`` and has the password, then runs the export
+    of :func:`~dicomtrolley.export.export` with the cluster's executor. Tasks
     carry the server's profile, not ``trolley`` or its password; each worker
     builds its own trolley and logs in itself. A local cluster's workers get
     the password this process has (asked for at a prompt if need be) in their
@@ -330,22 +318,24 @@ def export_on_dask(
         As for :func:`~dicomtrolley.export.export`.
     dask
         ``tcp://scheduler:8786``, ``local:N`` or ``local`` (see :class:`DaskSpec`).
-    studies
-        Studies in flight; by default two per worker thread, so that no worker
-        waits for the driver between studies.
+    options
+        How the export runs (:class:`~dicomtrolley.export.ExportOptions`, the defaults if ``None``),
+        but on the cluster's executor; unless ``options.studies`` says otherwise, two studies are
+        in flight per worker thread, so that no worker waits for the driver between studies.
     announce
         Called with a line naming the cluster and its dashboard, once connected
         (the command line prints it); the line is logged either way.
-    template, max_attempts, retry_delay, refresh, skip_bad_rows, max_rate, window, progress, index_format, deidentify, \
-state_dir
-        As for :func:`~dicomtrolley.export.export`: the fields of
-        :class:`~dicomtrolley.export.ExportOptions`, which says what each does; the executor is the cluster's.
 
     Raises
     ------
+    ValueError
+        ``options`` names an executor: the cluster is the executor here.
     SharedFolderError, DICOMTrolleyAuthError
         The workers do not share ``output_dir``, or lack the password; nothing was downloaded.
     """
+    options = options or ExportOptions()
+    if options.executor is not None:
+        raise ValueError("export_on_dask runs the export on the cluster's executor: leave options.executor unset")
     spec = DaskSpec.parse(dask) if isinstance(dask, str) else dask
     profile = trolley if isinstance(trolley, ServerProfile) else ServerProfile.from_trolley(trolley)
     worker_env: dict[str, str] = {}
@@ -360,9 +350,5 @@ state_dir
         check_shared_folder(client, output_dir)
         check_worker_secrets(client, profile)
         executor = client.get_executor(pure=False)  # type: ignore[no-untyped-call]
-        return export(
-            profile, worklist, Path(output_dir), executor=executor, studies=studies or max(2 * threads, 1),
-            template=template, max_attempts=max_attempts, retry_delay=retry_delay, refresh=refresh,
-            skip_bad_rows=skip_bad_rows, max_rate=max_rate, window=window, progress=progress,
-            index_format=index_format, deidentify=deidentify, state_dir=state_dir,
-        )
+        on_cluster = replace(options, executor=executor, studies=options.studies or max(2 * threads, 1))
+        return run_export(ProfileTrolley(profile), worklist, Path(output_dir), on_cluster)

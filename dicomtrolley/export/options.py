@@ -1,12 +1,12 @@
 """How an export runs: :class:`ExportOptions`, declared once.
 
-:func:`~dicomtrolley.export.export`, :meth:`Trolley.export
-<dicomtrolley.trolley.Trolley.export>`,
+:func:`~dicomtrolley.export.export` and :meth:`Trolley.export
+<dicomtrolley.trolley.Trolley.export>` name its fields as their keyword
+arguments, and the export runs on the one object they make;
 :func:`~dicomtrolley.export.cluster.export_on_dask` and ``dicomtrolley export``
-name its fields as their keyword arguments, and the export runs on the one
-object they make. Its fields' defaults and meanings are declared here alone;
-``tests/test_signatures.py`` checks that every function names every field,
-with the same default.
+take the object itself. Its fields' defaults and meanings are declared here alone;
+``tests/test_export_options.py`` checks that both keyword functions name every
+field, with the same default.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
+from dicomtrolley.rad69 import SOAP, WSA, XDS, XDSI
 from tests.support.http_server import TrackingHTTPServer
 from tests.support.vitrea_gateway import VitreaGateway
 
@@ -52,10 +53,8 @@ MINT_PATH = "/MINTApi"
 RAD69_PATH = "/rids"
 
 MINT = "http://medical.nema.org/mint"
-SOAP = "http://www.w3.org/2003/05/soap-envelope"
-WSA = "http://www.w3.org/2005/08/addressing"
-XDSI = "urn:ihe:rad:xdsi-b:2009"
-XDS = "urn:ihe:iti:xds-b:2007"
+# SOAP, WSA, XDSI and XDS, the request's namespaces, are the client's (test_rad69 checks the request it
+# builds against the standard's names); the answer's own are written here, so the client's reading is tested.
 RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
 XOP = "http://www.w3.org/2004/08/xop/include"
 STATUS_URN = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:"
