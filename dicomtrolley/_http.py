@@ -14,7 +14,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 
 from dicomtrolley._spooled import SPILL_THRESHOLD, SpooledChunks
 from dicomtrolley._version import __version__
@@ -174,6 +175,12 @@ class HTTPClient:
         The retry policy for idempotent requests.
     pool_size
         Connections kept per host: at least the number of workers that use the session.
+    observe
+        Called with every answer, and whether the request will be tried again,
+        before it is retried or returned: shows what retries and a renewing
+        auth smooth over (a 429 waited out; a 401 replayed after a renewal is
+        in the answer's ``history``). The probe reports rate limits and token
+        renewals this way.
     """
 
     def __init__(
@@ -183,10 +190,12 @@ class HTTPClient:
         timeout: Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         pool_size: int = 10,
+        observe: Callable[[requests.Response, bool], None] | None = None,
     ) -> None:
         self.session = session
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        self.observe = observe
         self._proxies: dict[tuple[object, ...], dict[str, str]] = {}
         # Sized at the first request, not here: building a searcher or
         # downloader never touches the session (4.x scripts build them early).
@@ -222,6 +231,7 @@ class HTTPClient:
         data: Body | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
+        auth: AuthBase | None = None,
     ) -> requests.Response:
         """Send a request that is safe to repeat, with retries; return the response whatever its status.
 
@@ -230,6 +240,8 @@ class HTTPClient:
         STOW-RS store), so that a caller can read an error answer before
         :func:`raise_for_status`. ``data`` is sent as it is, again on a retry:
         an iterable body must yield the same bytes each time it is iterated.
+        ``auth``, when given, replaces the session's for this request (the
+        probe's request without credentials).
 
         Raises
         ------
@@ -242,7 +254,7 @@ class HTTPClient:
         while True:
             attempt += 1
             try:
-                response = self._send(method, url, all_headers, data, stream)
+                response = self._send(method, url, all_headers, data, stream, auth)
             except requests.RequestException as error:
                 if attempt >= self.retry.attempts or not _is_retryable_error(error):
                     raise ConnectionFailedError(
@@ -255,11 +267,16 @@ class HTTPClient:
                 )
                 time.sleep(wait)
                 continue
-            if response.status_code in self.retry.statuses and attempt < self.retry.attempts:
+            again = response.status_code in self.retry.statuses and attempt < self.retry.attempts
+            if self.observe is not None:
+                self.observe(response, again)
+            if again:
                 wait = self.retry.delay(attempt, response)
+                asked = response.headers.get("Retry-After")
                 logger.warning(
-                    "%s %s answered %d; try %d of %d in %.1f s",
-                    method, redact_url(url), response.status_code, attempt + 1, self.retry.attempts, wait,
+                    "%s %s answered %d%s; try %d of %d in %.1f s",
+                    method, redact_url(url), response.status_code, f" (Retry-After: {asked})" if asked else "",
+                    attempt + 1, self.retry.attempts, wait,
                 )
                 response.close()
                 time.sleep(wait)
@@ -267,7 +284,7 @@ class HTTPClient:
             return response
 
     def _send(
-        self, method: str, url: str, headers: dict[str, str], data: Body | None, stream: bool
+        self, method: str, url: str, headers: dict[str, str], data: Body | None, stream: bool, auth: AuthBase | None
     ) -> requests.Response:
         """What ``session.request`` does, with the proxy settings of the environment looked up once per host.
 
@@ -278,7 +295,7 @@ class HTTPClient:
         if self._pool_size is not None:
             ensure_pool_size(self.session, self._pool_size)
             self._pool_size = None
-        prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, data=data))
+        prepared = self.session.prepare_request(requests.Request(method, url, headers=headers, data=data, auth=auth))
         return self.session.send(
             prepared, stream=stream, timeout=self.timeout, verify=tls_verify(self.session),
             proxies=self._proxies_for(prepared.url or url), allow_redirects=True,

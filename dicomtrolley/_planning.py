@@ -12,7 +12,10 @@ request), so a series-level search suffices: it lists the series and how
 many instances each holds (NumberOfSeriesRelatedInstances). Completeness is
 then checked by count, and only a series that comes up short is searched
 instance by instance, to name what is missing. An instance-level search
-costs the server far more (see docs/performance.md).
+costs the server far more (see docs/performance.md). A study whose
+instance list is as long as a cap could make it is checked with one
+series-level search: a server that cuts its answers at a cap names a large
+series short, and that series is fetched whole.
 
 Planning does not touch the disk itself: it is told what is there by a
 callable (:data:`OnDisk`) and which attributes name a file (the template's
@@ -31,6 +34,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from dicomtrolley._values import whole_number
+from dicomtrolley.capped import ROUND_CAPS
 from dicomtrolley.core import (
     UID_KEYWORDS,
     DICOMObjectLevels,
@@ -46,7 +50,7 @@ from dicomtrolley.core import (
     reference_key,
     uid_attributes,
 )
-from dicomtrolley.exceptions import DICOMTrolleyError, NoQueryResultsError
+from dicomtrolley.exceptions import DICOMTrolleyError, NoQueryResultsError, SearchCutError
 from dicomtrolley.roles import Searcher
 
 logger = logging.getLogger(__name__)
@@ -223,7 +227,8 @@ def plan_download(
         plan = _plan_by_counts(targets, searcher)
         if plan is not None:
             return plan
-    return _plan_by_instances(targets, searcher, finest_level_needed, on_disk, fields)
+        return _plan_by_instances(targets, searcher, finest_level_needed, on_disk, fields, counted=False)
+    return _plan_by_instances(targets, searcher, finest_level_needed, on_disk, fields, counted=True)
 
 
 def _plan_by_instances(
@@ -232,26 +237,71 @@ def _plan_by_instances(
     finest_level_needed: DICOMObjectLevels,
     on_disk: OnDisk | None,
     fields: Collection[str],
+    *,
+    counted: bool,
 ) -> Plan:
-    """Name every instance under ``targets``; fetch those not on disk, whole series where nothing of one is."""
+    """Name every instance under ``targets``; fetch those not on disk, whole series where nothing of one is.
+
+    A series the search named fewer instances of than its count (the server
+    cut the answer at its cap, :func:`_cut_series`) is fetched whole, what
+    is on disk included; a downloader that cannot fetch a series lists it
+    as a failure instead: the instances left unnamed cannot be asked for.
+    ``counted`` is False when a series-level search has just given no
+    counts: then there is nothing to compare with.
+    """
     not_found: list[FetchFailure] = []
     instances = find_instances(searcher, targets, fields, not_found)
     not_found += _unfound(targets, not_found, lambda t: any(covers(t, i.reference()) for i in instances))
-    listed = frozenset(instance.reference() for instance in instances)
-    complete = frozenset(_complete(instances, on_disk, fields))
+    whole_fetch = finest_level_needed > DICOMObjectLevels.INSTANCE
+    cut = _cut_series(targets, searcher, instances, whole_fetch) if counted else {}
+    kept = [i for i in instances if i.reference().series_reference not in cut] if whole_fetch else instances
+    listed = frozenset(instance.reference() for instance in kept)
+    complete = frozenset(_complete(kept, on_disk, fields))
     whole = {
         i.series_reference for i in listed
         if any(isinstance(t, (StudyReference, SeriesReference)) and covers(t, i) for t in targets)
     }
     if complete:
         logger.info("%d of %d instances are already on disk; skipping them", len(complete), len(listed))
+    fetch = requests_for(listed - complete, listed, whole, finest_level_needed)
+    if whole_fetch:
+        fetch += sorted(cut, key=reference_key)
+    else:
+        not_found += [FetchFailure(series, SearchCutError(f"{series}: the search named only some of its {count} "
+                                                          "instances, and the others cannot be fetched one by one"))
+                      for series, count in cut.items()]
     return Plan(
-        fetch=tuple(requests_for(listed - complete, listed, whole, finest_level_needed)),
-        counts=Counter(r.series_reference for r in listed),
+        fetch=tuple(fetch),
+        counts={**Counter(r.series_reference for r in listed), **cut},
         listed=listed,
         complete=complete,
         not_found=tuple(not_found),
     )
+
+
+def _cut_series(
+    targets: Sequence[Reference], searcher: Searcher, instances: Sequence[Instance], whole_fetch: bool
+) -> dict[SeriesReference, int]:
+    """The series wanted whole that the instance search named fewer instances of than their count, with the count.
+
+    A server that cuts its answers at a cap, and cannot be paged past it,
+    cuts the instance listing of a large series without a word. A study
+    whose listing could have been cut (as many instances as the searcher's
+    known cap or, when none is known, as the smallest cap archives ship
+    with) is searched once more at series level for the counts. ``whole_fetch``
+    says whether the downloader can fetch such a series whole (the log says what is done).
+    """
+    cap = searcher.result_cap if searcher.result_cap is not None else min(ROUND_CAPS)
+    per_study = Counter(instance.reference().study_uid for instance in instances)
+    wholes = [t for t in targets if isinstance(t, (StudyReference, SeriesReference)) and per_study[t.study_uid] >= cap]
+    counts = count_series(searcher, wholes, []) if wholes else None  # a failed count search: nothing to compare
+    named = Counter(instance.reference().series_reference for instance in instances)
+    cut = {series: count for series, count in (counts or {}).items() if named[series] < count}
+    for series, count in cut.items():
+        logger.warning("%s: the search named %d of its %d instances (the server cuts its answers at a cap); %s",
+                       series, named[series], count,
+                       "fetching the whole series" if whole_fetch else "the others cannot be fetched one by one")
+    return cut
 
 
 def _complete(

@@ -151,7 +151,7 @@ class _RenewingAuth(AuthBase):
         _release(response)
         with self._lock:
             if self._generation == generation:
-                logger.debug("%s answered 401; renewing the credential", target)
+                logger.info("%s answered 401; renewing the credential and sending it again", target)
                 self._renew(adapter, send_kwargs)
             elif self._renew_failure is not None:
                 # Another thread's renewal failed since this request went out;
@@ -344,9 +344,23 @@ class BearerAuth(_RenewingAuth):
         self.provider = as_provider(provider)
         self._token: BearerToken | None = None
         self._renew_at = 0.0
+        self._lifetime: float | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.provider!r})"
+
+    @property
+    def tokens_asked(self) -> int:
+        """How many times the provider has been asked for a token: the first, and each renewal."""
+        return self._generation
+
+    @property
+    def lifetime(self) -> float | None:
+        """Seconds the latest token had to live when it came; None when the provider did not say (a token command).
+
+        What a probe reports of a server's tokens; the token itself is never exposed.
+        """
+        return self._lifetime
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as its provider: the token stays in this process."""
@@ -356,7 +370,7 @@ class BearerAuth(_RenewingAuth):
         stale = self._token is None or (self._token.expires_at is not None and time.time() >= self._renew_at)
         if stale:
             if self._token is not None:
-                logger.debug("the bearer token is about to expire; asking %r for a new one", self.provider)
+                logger.info("the bearer token is about to expire; asking %r for a new one", self.provider)
             self._renew(None, {})
 
     def _apply(self, request: requests.PreparedRequest) -> None:
@@ -374,11 +388,12 @@ class BearerAuth(_RenewingAuth):
             raise
         token = answer if isinstance(answer, BearerToken) else BearerToken(answer)
         now = time.time()
+        self._lifetime = None if token.expires_at is None else token.expires_at - now
         if token.expires_at is not None:
             self._renew_at = token.expires_at - min(60.0, max(0.0, token.expires_at - now) / 4)
         self._token = token
         self._renew_failure = None
-        left = f"valid for {token.expires_at - now:.0f} s" if token.expires_at is not None else "lifetime unknown"
+        left = f"valid for {self._lifetime:.0f} s" if self._lifetime is not None else "lifetime unknown"
         logger.info("got a bearer token from %r (%s)", self.provider, left)
 
     def _refused_after_renewal(self, target: str, retried: requests.Response) -> str:

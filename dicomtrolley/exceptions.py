@@ -37,6 +37,15 @@ class NoQueryResultsError(DICOMTrolleyError):
     """A search that had to find something found nothing."""
 
 
+class SearchCutError(DICOMTrolleyError):
+    """A server's search named fewer instances of a series than the series holds: it cut its answer at a cap.
+
+    Raised (or listed as a download's failure) when the instances left
+    unnamed cannot be fetched another way: a downloader that fetches
+    instance by instance (WADO-URI) needs every instance's UID.
+    """
+
+
 class NoReferencesFoundError(DICOMTrolleyError):
     """An object holds no references at the level asked for.
 

@@ -4,7 +4,10 @@
 search for up to :data:`~dicomtrolley.probe_cap.CEILING` studies to see a cap,
 one instance's retrieve with each Accept form and each common transfer
 syntax, headers only) and never stores anything: STOW-RS is asked with
-``OPTIONS``. Each answer becomes a :class:`Finding`; the
+``OPTIONS``. What retries and a renewing auth smooth over along the way
+(a 429 waited out, a 401 answered with a new token) and whether the server
+needs credentials at all (one search sent without them) are watched by
+:mod:`dicomtrolley.probe_access`. Each answer becomes a :class:`Finding`; the
 :class:`ProbeReport` prints as a table, dumps as JSON, and suggests the
 server profile that uses what was learned (the Accept form a retrieve should
 start with, a downloader that works when WADO-RS does not, the cap a search
@@ -35,7 +38,8 @@ from dicomtrolley._http import (
     encode_query,
     redact_url,
 )
-from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyError
+from dicomtrolley.exceptions import ConnectionFailedError, DICOMTrolleyAuthError, DICOMTrolleyError
+from dicomtrolley.probe_access import Access, AccessWatch, NoCredentials
 from dicomtrolley.probe_cap import CEILING, check_cap
 from dicomtrolley.profiles import ServerProfile, default_config_path
 from dicomtrolley.qido_rs import MORE_RESULTS_WARNING
@@ -83,12 +87,16 @@ class ProbeReport:
     search_caps
         The cap each kind of searcher (``qido-rs``, ``c-find``) was found cut
         at and cannot get past by paging: a profile's ``search_cap``.
+    access
+        Whether the server needs credentials, whether the session's worked,
+        and the 429s and 503s seen (None: not probed over HTTP).
     """
 
     url: str
     findings: list[Finding] = field(default_factory=list)
     accept: str | None = None
     search_caps: dict[str, int] = field(default_factory=dict)
+    access: Access | None = None
 
     def supports(self, name: str) -> bool | None:
         """Whether the capability called ``name`` worked (None: not asked)."""
@@ -103,12 +111,18 @@ class ProbeReport:
         learned = [f"{searcher} searches capped at {cap}" for searcher, cap in self.search_caps.items()]
         if self.accept and self.accept != AS_STORED_FORMS[0]:
             learned.append(f"retrieve with Accept: {self.accept}")
+        learned += self.notes()
         return "\n".join([*lines, *([""] if learned else []), *learned])
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data, for ``--json``."""
         return {"url": self.url, "accept": self.accept, "search_caps": self.search_caps,
+                "access": asdict(self.access) if self.access else None,
                 "findings": [asdict(f) for f in self.findings]}
+
+    def notes(self) -> list[str]:
+        """What was learned that no profile setting holds (the server needs credentials, it rate-limits)."""
+        return self.access.notes() if self.access else []
 
     def profile(self, base: ServerProfile) -> ServerProfile:
         """``base`` with what was learned.
@@ -137,12 +151,20 @@ def probe(session: requests.Session, url: str, *, timeout: Timeout = DEFAULT_TIM
     ------
     ConnectionFailedError
         The server cannot be reached at all (the first search could not connect).
+    DICOMTrolleyAuthError
+        The session's auth could not get a credential, or a renewed one was refused (the step named).
     """
     root = url.rstrip("/")
-    http = HTTPClient(session, timeout=timeout, retry=RetryPolicy(attempts=2, backoff=0.2))
+    watch = AccessWatch(session, root)
+    http = HTTPClient(session, timeout=timeout, retry=RetryPolicy(attempts=2, backoff=0.2), observe=watch)
     report = ProbeReport(redact_url(root))
     asker = _Asker(http, root, report)
     first = asker.search("QIDO-RS studies", "/studies", {"limit": 1}, reach=True)
+    first_answer = without = asker.last
+    if watch.credentials is not None:
+        without = asker.send("GET", f"{root}/studies?limit=1", DICOM_JSON, auth=NoCredentials())
+        if without is not None:
+            without.close()
     study = _value(first, _UID[0])
     asker.cap(pageable=asker.paging())
     asker.search("QIDO-RS includefield=all", "/studies", {"limit": 1, "includefield": "all"})
@@ -165,6 +187,9 @@ def probe(session: requests.Session, url: str, *, timeout: Timeout = DEFAULT_TIM
     asker.retrieve("WADO-RS frames", target and f"{target}/frames/1", _FRAMES)
     asker.stow()
     asker.wado_uri(study, series, instance)
+    report.access = watch.access(without=without, first=first_answer)
+    asker.add("Authentication", *report.access.authentication())
+    asker.add("Rate limiting", *report.access.rate_limiting())
     return report
 
 
@@ -175,22 +200,30 @@ class _Asker:
         self.http = http
         self.root = root
         self.report = report
+        self.last: requests.Response | None = None
+        """The answer to the latest request (None: it could not be sent)."""
 
     def add(self, name: str, supported: bool | None, detail: str) -> None:
         self.report.findings.append(Finding(name, supported, detail))
         logger.info("probe %s: %s (%s)", name, supported, detail)
 
-    def send(self, method: str, url: str, accept: str, *, reach: str = "") -> requests.Response | None:
+    def send(
+        self, method: str, url: str, accept: str, *, reach: str = "", auth: NoCredentials | None = None,
+    ) -> requests.Response | None:
         """One request; None (and a finding by the caller) when it could not be sent.
 
-        With ``reach`` (the step's name), a request that cannot connect ends the probe.
+        With ``reach`` (the step's name), a request that cannot connect ends
+        the probe; ``auth`` replaces the session's.
         """
+        self.last = None
         try:
-            return self.http.send(method, url, headers={"Accept": accept}, stream=True)
+            self.last = self.http.send(method, url, headers={"Accept": accept}, stream=True, auth=auth)
         except ConnectionFailedError as error:
             if reach:
                 raise ConnectionFailedError(f"probe step {reach!r}: {error}") from error
-            return None
+        except DICOMTrolleyAuthError as error:  # no token, or one refused right after renewal
+            raise DICOMTrolleyAuthError(f"probe step {reach or f'{method} {redact_url(url)}'!r}: {error}") from error
+        return self.last
 
     def search(
         self, name: str, path: str, params: dict[str, Any], *, needs: str | None = "", reach: bool = False,
@@ -373,17 +406,22 @@ def _why(response: requests.Response | None) -> str:
 # ------------------------------------------------------------ the servers file
 
 
-def save_profile(profile: ServerProfile, name: str, path: str | os.PathLike[str] | None = None) -> Path:
+def save_profile(
+    profile: ServerProfile, name: str, path: str | os.PathLike[str] | None = None, *, notes: Iterable[str] = (),
+) -> Path:
     """Write ``profile`` as ``[servers.NAME]`` into the servers file, replacing a table of that name.
 
-    Only the settings that differ from the defaults are written; the rest of
-    the file (comments included) is kept as it is. Returns the file's path.
+    Only the settings that differ from the defaults are written, after
+    ``notes`` as comments (what a probe learned that no setting holds:
+    :meth:`ProbeReport.notes`); the rest of the file (comments included) is
+    kept as it is. Returns the file's path.
     """
     file = Path(path) if path is not None else default_config_path()
     text = file.read_text(encoding="utf-8") if file.exists() else ""
     kept = _without_table(text.splitlines(), f"servers.{name}")
     values = profile.model_dump(exclude_defaults=True, exclude={"name"}, mode="json")
-    table = [f"[servers.{name}]", *(f"{key} = {_toml_value(value)}" for key, value in values.items())]
+    table = [f"[servers.{name}]", *(f"# {' '.join(note.split())}" for note in notes),
+             *(f"{key} = {_toml_value(value)}" for key, value in values.items())]
     content = "\n".join([*kept, *([""] if kept and kept[-1].strip() else []), *table]) + "\n"
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(content, encoding="utf-8")

@@ -334,7 +334,23 @@ def read_file_meta(head: bytes) -> dict[str, str]:
     Walks the explicit-VR little-endian elements of group 0002 after the
     ``DICM`` marker; an element it cannot read ends the walk.
     """
-    found: dict[str, str] = {}
+    return {_META_TAGS[tag]: head[start:end].rstrip(b"\0 ").decode("ascii", "replace")
+            for tag, start, end in _meta_elements(head) if tag in _META_TAGS}
+
+
+def dataset_offset(head: bytes) -> int | None:
+    """Where the data set of a Part 10 file starts: just after its last file meta element.
+
+    ``head`` holds the file's first bytes, the whole meta group among them
+    (see :data:`META_BYTES`). None when an element of group 0002 cannot be
+    read to its end, so where the data set starts is unknown.
+    """
+    end = max((end for _tag, _start, end in _meta_elements(head)), default=_MAGIC_AT + 4)
+    return None if head[end:end + 2] == b"\x02\x00" else end
+
+
+def _meta_elements(head: bytes) -> Iterator[tuple[int, int, int]]:
+    """``(tag, value start, value end)`` of each file meta element, read in order until one cannot be."""
     position = _MAGIC_AT + 4
     while position + 8 <= len(head) and head[position:position + 2] == b"\x02\x00":
         tag = int.from_bytes(head[position:position + 2], "little") << 16 | int.from_bytes(
@@ -347,11 +363,9 @@ def read_file_meta(head: bytes) -> dict[str, str]:
             length = int.from_bytes(head[position + 6:position + 8], "little")
             start = position + 8
         if length == 0xFFFFFFFF or start + length > len(head):
-            break
-        if tag in _META_TAGS:
-            found[_META_TAGS[tag]] = head[start:start + length].rstrip(b"\0 ").decode("ascii", "replace")
+            return
+        yield tag, start, start + length
         position = start + length
-    return found
 
 
 # ---------------------------------------------------------------- the tally and the base class

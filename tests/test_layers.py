@@ -17,14 +17,14 @@ LAYERS: list[set[str]] = [
     {"_http", "_multipart", "_header", "_tree", "_associations", "_dimse", "_retrieve_receiver", "_http_downloader",
      "_http_searcher", "_annex_e", "_get_contexts", "_jsonstream", "_spooled", "_annex_e_table", "_annex_e_profile",
      "_part10", "_safe_attributes", "_free_text", "_pseudonyms", "_originals", "_processes", "_mapping", "tokens",
-     "_accept"},
+     "_accept", "_store_wire"},
     {"qido_rs", "wado_rs", "wado_uri", "auth", "dicom_qr", "dimse_retrieve", "mint", "rad69",
      "storage", "results", "progress", "caching", "deidentify", "metadata", "preview", "audit", "capped", "sending",
      "stow_rs", "dimse_store", "destination"},
     {"_planning", "_download", "_dataset_storage"},
     {"trolley"},
     {"_trolley_profile"},
-    {"export", "profiles", "servers", "probe", "probe_dimse", "probe_cap"},
+    {"export", "profiles", "servers", "probe", "probe_dimse", "probe_cap", "probe_access"},
     {"cli", "_cli", "__init__", "demo"},
 ]
 """Bottom to top; a module may import from its own layer and the ones below."""

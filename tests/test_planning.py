@@ -16,7 +16,7 @@ from dicomtrolley.core import (
     SeriesReference,
     StudyReference,
 )
-from dicomtrolley.exceptions import DICOMTrolleyError, NoQueryResultsError
+from dicomtrolley.exceptions import DICOMTrolleyError, NoQueryResultsError, SearchCutError
 from tests.support.fakes import SERIES, STUDY, FakeSearcher, all_instances
 
 FIRST_SERIES = SeriesReference(STUDY, "1.1.1")
@@ -135,3 +135,29 @@ def test_a_study_covers_its_instances_a_series_only_its_own() -> None:
     assert covers(SECOND_SERIES, instance)
     assert not covers(FIRST_SERIES, instance)
     assert not covers(StudyReference("9.9"), instance)
+
+
+# ---------------------------------------------------------------- listings a server cut at its cap
+
+
+def test_a_resume_whose_listing_is_shorter_than_any_cap_asks_for_no_counts() -> None:
+    searcher = FakeSearcher()
+    plan(StudyReference(STUDY), searcher=searcher, on_disk={"1.1.1.1"})
+    assert searcher.levels == [QueryLevels.INSTANCE]
+
+
+def test_a_listing_as_long_as_the_cap_is_checked_by_counts_and_a_series_named_short_fetched_whole() -> None:
+    searcher = FakeSearcher(cap=4)  # names the three instances of the first series and one of the second's two
+    made = plan(StudyReference(STUDY), searcher=searcher, on_disk={"1.1.1.1"})
+    assert searcher.levels == [QueryLevels.INSTANCE, QueryLevels.SERIES]
+    assert made.fetch == (InstanceReference(STUDY, "1.1.1", "1.1.1.2"), InstanceReference(STUDY, "1.1.1", "1.1.1.3"),
+                          SECOND_SERIES)
+    assert made.counts == {FIRST_SERIES: 3, SECOND_SERIES: 2}
+    assert SECOND_SERIES not in {r.series_reference for r in made.listed}
+
+
+def test_a_series_named_short_is_a_failure_for_a_downloader_that_fetches_instance_by_instance() -> None:
+    made = plan(StudyReference(STUDY), searcher=FakeSearcher(cap=4), finest=DICOMObjectLevels.INSTANCE)
+    assert [(failure.target, type(failure.error)) for failure in made.not_found] == [(SECOND_SERIES, SearchCutError)]
+    assert SECOND_SERIES not in made.fetch
+    assert made.expected_count == 5

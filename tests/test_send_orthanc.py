@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 from pydicom import dcmread
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from dicomtrolley.cli import main
 from dicomtrolley.dimse_store import DICOMCStore
@@ -114,3 +115,34 @@ def test_c_store_to_a_port_where_nothing_listens_fails_every_instance_as_unreach
     summary = DICOMCStore("127.0.0.1", port, acse_timeout=2).send(small.paths()[:3], on_error="collect")
     assert summary.unreachable
     assert summary.failed == 3
+
+
+def test_c_store_stores_data_sets_in_every_syntax_with_odd_elements_and_padding_element_by_element(
+    destination: OrthancServer, tmp_path: Path
+) -> None:
+    odd = (b"\x99\x00\x10\x00LO\x04\x00ACME"  # a private creator, two elements of odd length, trailing padding
+           + b"\x99\x00\x01\x10UN\x00\x00" + (5).to_bytes(4, "little") + b"\x01\x02\x03\x04\x05"
+           + b"\x99\x00\x02\x10UN\x00\x00" + (3).to_bytes(4, "little") + b"\x01\x02\x03"
+           + b"\xfc\xff\xfc\xffOB\x00\x00" + (64).to_bytes(4, "little") + bytes(64))
+    files = {
+        "implicit": dicom_bytes("1.2.826.0.1.3680043.8.498.11", syntax=ImplicitVRLittleEndian, PatientID="P1"),
+        "big-endian": dicom_bytes("1.2.826.0.1.3680043.8.498.12", syntax=ExplicitVRBigEndian, PatientID="P1",
+                                  Rows=512, Columns=256),
+        "deflated": dicom_bytes("1.2.826.0.1.3680043.8.498.13", syntax=DeflatedExplicitVRLittleEndian,
+                                PatientID="P1", ImageComments="DEFLATED " * 50),
+        "odd-and-padded": dicom_bytes("1.2.826.0.1.3680043.8.498.14", PatientID="P1") + odd,
+    }
+    for name, data in files.items():
+        (tmp_path / f"{name}.dcm").write_bytes(data)
+    summary = DICOMCStore("127.0.0.1", destination.dicom_port, called_aet=destination.aet).send(tmp_path)
+    assert summary.sent == len(files)
+    arrived = stored_files(destination)
+    for data in files.values():
+        sent = dcmread(io.BytesIO(data))
+        got = dcmread(io.BytesIO(arrived[sent.SOPInstanceUID]))
+        assert [(e.tag, e.VR, e.value) for e in got] == [(e.tag, e.VR, _even(e.value)) for e in sent]
+
+
+def _even(value: object) -> object:
+    """A value as Orthanc stores it: bytes of odd length get the NUL that pads them to even (PS3.5 7.1.1)."""
+    return value + b"\0" if isinstance(value, bytes) and len(value) % 2 else value

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise DICOMTrolleyError(f"{server}: nothing to probe: no DICOMweb url, no DIMSE host and port")
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.to_table())
     if args.save:
-        path = save_profile(report.profile(server), args.save, args.config)
+        path = save_profile(report.profile(server), args.save, args.config, notes=report.notes())
         print(f"saved server {args.save!r} to {path}", file=sys.stderr)
     answered = any(report.supports(first) for first in ("QIDO-RS studies", "C-ECHO", "C-FIND STUDY"))
     return EXIT_OK if answered else EXIT_FAILURES

@@ -49,10 +49,14 @@ def all_instances() -> list[InstanceReference]:
 class FakeSearcher(Searcher):
     """Answers like a server: series with their instance counts at series level, instances at instance level."""
 
-    def __init__(self, *, series_counts: bool = True, fail_at: QueryLevels | None = None) -> None:
+    def __init__(
+        self, *, series_counts: bool = True, fail_at: QueryLevels | None = None, cap: int | None = None
+    ) -> None:
         self.queries: list[Query] = []
         self.series_counts = series_counts
         self.fail_at = fail_at
+        self.cap = cap  # instances an instance-level answer is cut at, silently; known as result_cap
+        self.result_cap = cap
 
     def find_studies(self, query: Query) -> list[Study]:
         self.queries.append(query)
@@ -68,11 +72,15 @@ class FakeSearcher(Searcher):
                 if self.series_counts:
                     series.data.NumberOfSeriesRelatedInstances = len(sops)
                 continue
-            for sop in sops:
+            for sop in sops[: self._room(study)]:
                 ds = Dataset()
                 ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = STUDY, series_uid, sop
                 series.add(Instance(sop, ds))
         return [study] if query.StudyInstanceUID == STUDY else []
+
+    def _room(self, study: Study) -> int | None:
+        """How many more instances the answer may hold before the cap; None without one."""
+        return None if self.cap is None else max(0, self.cap - len(study.all_instances()))
 
     @property
     def levels(self) -> list[QueryLevels]:
