@@ -186,7 +186,7 @@ def all_cases(ctx: Context) -> list[Case]:
         assert ctx.reference_python is not None
         return [ctx.reference_python, str(CLIENT_REFERENCE), *args]
 
-    study, big = ctx.ct.study_uids[0], ctx.big.study_uids[0]
+    study = ctx.ct.study_uids[0]
     web = ("--dicomweb", ctx.dicomweb_url)
     uri = (*web, "--wado", ctx.wado_url)
 
@@ -197,42 +197,42 @@ def all_cases(ctx: Context) -> list[Case]:
             "--output", str(out / "body.multipart"), f"{ctx.dicomweb_url}/studies/{uid}",
         ], expected.total_bytes, _curl_body(expected), reports_json=False)
 
+    def to_disk(
+        group: str, client: str, role: str, command: str, *args: str, expected: Collection = ctx.ct,
+        headline: bool = False,
+    ) -> None:
+        """A Python client's ``command`` downloading the study of ``expected`` into the case's folder.
+
+        This package's files must be byte-equal to the originals; the others' (which re-encode) the same instances.
+        """
+        run = ours if role == "current" else theirs
+        uid = expected.study_uids[0]
+        add(group, client, role, lambda out: run(command, *args, "--study", uid, "--out", str(out)),
+            expected.total_bytes, _downloaded(expected, exact=role == "current"), headline=headline)
+
     # -- WADO-RS: the CT study
     group, size = WADO_RS, ctx.ct.total_bytes
-    add(group, "this package: Trolley(QidoRS, WadoRS).download", "current",
-        lambda out: ours("wado-rs", *web, "--study", study, "--out", str(out)),
-        size, _downloaded(ctx.ct, exact=True), headline=True)
+    to_disk(group, "this package: Trolley(QidoRS, WadoRS).download", "current", "wado-rs", *web, headline=True)
     add(group, PSEUDONYMISED, "current",
         lambda out: ours("wado-rs", *web, "--study", study, "--out", str(out), "--deidentify"),
         size, _pseudonymised(ctx.ct))
-    add(group, "this package: Trolley(downloader=WadoRS), no search", "current",
-        lambda out: ours("wado-rs", *web, "--study", study, "--no-search", "--out", str(out)),
-        size, _downloaded(ctx.ct, exact=True))
+    to_disk(group, "this package: Trolley(downloader=WadoRS), no search", "current", "wado-rs", *web, "--no-search")
     if with_ref:
-        add(group, "dicomtrolley 4.1.0: Trolley(WadoRS, QidoRS).download", "reference",
-            lambda out: theirs("wado-rs", *web, "--study", study, "--out", str(out)),
-            size, _downloaded(ctx.ct, exact=False))
-        add(group, "dicomweb-client: iter_study + save_as", "other",
-            lambda out: theirs("dicomweb-client", *web, "--study", study, "--out", str(out)),
-            size, _downloaded(ctx.ct, exact=False))
+        to_disk(group, "dicomtrolley 4.1.0: Trolley(WadoRS, QidoRS).download", "reference", "wado-rs", *web)
+        to_disk(group, "dicomweb-client: iter_study + save_as", "other", "dicomweb-client", *web)
     curl_rs(group, study, ctx.ct)
 
     # -- WADO-URI: the same study, one request per instance, 8 at a time
     group = WADO_URI
-    add(group, "this package: Trolley(QidoRS, WadoURI(workers=8)).download", "current",
-        lambda out: ours("wado-uri", *uri, "--study", study, "--out", str(out)),
-        size, _downloaded(ctx.ct, exact=True), headline=True)
-    instances = str(_instance_list(ctx))
-    add(group, "this package: WadoURI(workers=8), instance list given", "current",
-        lambda out: ours("wado-uri", *uri, "--study", study, "--instances", instances, "--out", str(out)),
-        size, _downloaded(ctx.ct, exact=True))
+    to_disk(group, "this package: Trolley(QidoRS, WadoURI(workers=8)).download", "current", "wado-uri", *uri,
+            headline=True)
+    to_disk(group, "this package: WadoURI(workers=8), instance list given", "current", "wado-uri", *uri,
+            "--instances", str(_instance_list(ctx)))
     if with_ref:
-        add(group, "dicomtrolley 4.1.0: Trolley(WadoURI, QidoRS).download (sequential, `/` shim)", "reference",
-            lambda out: theirs("wado-uri", *uri, "--study", study, "--out", str(out)),
-            size, _downloaded(ctx.ct, exact=False))
-        add(group, "dicomtrolley 4.1.0: WadoURI(use_async=True, max_workers=8, `/` shim)", "reference",
-            lambda out: theirs("wado-uri", *uri, "--study", study, "--workers", "8", "--out", str(out)),
-            size, _downloaded(ctx.ct, exact=False))
+        to_disk(group, "dicomtrolley 4.1.0: Trolley(WadoURI, QidoRS).download (sequential, `/` shim)", "reference",
+                "wado-uri", *uri)
+        to_disk(group, "dicomtrolley 4.1.0: WadoURI(use_async=True, max_workers=8, `/` shim)", "reference",
+                "wado-uri", *uri, "--workers", "8")
     add(group, "curl --parallel --parallel-max 8 (keep-alive)", "curl", lambda out: [
         "curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-max", "8",
         "--header", "Accept-Encoding: identity", "--write-out", "%{num_connects}\\n",
@@ -257,15 +257,13 @@ def all_cases(ctx: Context) -> list[Case]:
     ], size, _received(ctx.ct), reports_json=False, extra_env={"TCP_NODELAY": "1"})
 
     # -- one large instance
-    group, size = BIG, ctx.big.total_bytes
-    add(group, "this package: Trolley(QidoRS, WadoRS).download", "current",
-        lambda out: ours("wado-rs", *web, "--study", big, "--out", str(out)),
-        size, _downloaded(ctx.big, exact=True), headline=True)
+    group = BIG
+    to_disk(group, "this package: Trolley(QidoRS, WadoRS).download", "current", "wado-rs", *web, expected=ctx.big,
+            headline=True)
     if with_ref:
-        add(group, "dicomtrolley 4.1.0: Trolley(WadoRS, QidoRS).download", "reference",
-            lambda out: theirs("wado-rs", *web, "--study", big, "--out", str(out)),
-            size, _downloaded(ctx.big, exact=False))
-    curl_rs(group, big, ctx.big)
+        to_disk(group, "dicomtrolley 4.1.0: Trolley(WadoRS, QidoRS).download", "reference", "wado-rs", *web,
+                expected=ctx.big)
+    curl_rs(group, ctx.big.study_uids[0], ctx.big)
 
     # -- the search tree
     group, size = TREE, ctx.qido_answer.stat().st_size

@@ -17,7 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from clientlib import CannedAnswer, file_chunks, load_json, mint_arguments, rad69_arguments, report
+from clientlib import (
+    Commands,
+    canned_argument,
+    canned_session,
+    dimse_arguments,
+    file_chunks,
+    load_json,
+    mint_arguments,
+    rad69_arguments,
+    report,
+    study_counts,
+)
 
 from dicomtrolley._multipart import iter_parts
 from dicomtrolley._tree import tree_from_json
@@ -28,6 +39,7 @@ from dicomtrolley.dimse_retrieve import DICOMCGet
 from dicomtrolley.mint import Mint
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.rad69 import Rad69
+from dicomtrolley.roles import Downloader, Searcher
 from dicomtrolley.trolley import DownloadSummary, Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
@@ -35,10 +47,6 @@ from dicomtrolley.wado_uri import WadoURI
 
 def _written(summary: DownloadSummary) -> dict[str, Any]:
     return {"count": summary.written, "bytes": summary.bytes_written, "ok": summary.ok}
-
-
-def _instances(studies: list[Study]) -> dict[str, Any]:
-    return {"count": sum(len(study.all_instances()) for study in studies), "studies": len(studies)}
 
 
 BENCHMARK_KEY = "benchmark key, not a secret: 32 b"
@@ -58,6 +66,17 @@ def wado_rs(args: argparse.Namespace) -> None:
     report(lambda: trolley.download(args.study, args.out, progress=False, deidentify=deidentifier), _written)
 
 
+def _download_searched_or_listed(args: argparse.Namespace, searcher: Searcher, downloader: Downloader) -> None:
+    """``--study`` to disk as the searcher finds it, or the instances of ``--instances FILE`` without a search."""
+    if args.instances:
+        targets: Any = [InstanceReference(*row) for row in load_json(args.instances)]
+        trolley = Trolley(downloader=downloader)
+    else:
+        targets = args.study
+        trolley = Trolley(searcher, downloader)
+    report(lambda: trolley.download(targets, args.out, progress=False), _written)
+
+
 def wado_uri(args: argparse.Namespace) -> None:
     """A study to disk over WADO-URI with ``--workers`` requests in flight.
 
@@ -67,13 +86,7 @@ def wado_uri(args: argparse.Namespace) -> None:
     """
     session = requests.Session()
     downloader = WadoURI(session, args.wado, workers=args.workers)
-    if args.instances:
-        targets: Any = [InstanceReference(*row) for row in load_json(args.instances)]
-        trolley = Trolley(downloader=downloader)
-    else:
-        targets = args.study
-        trolley = Trolley(QidoRS(session, args.dicomweb), downloader)
-    report(lambda: trolley.download(targets, args.out, progress=False), _written)
+    _download_searched_or_listed(args, QidoRS(session, args.dicomweb), downloader)
 
 
 def c_get(args: argparse.Namespace) -> None:
@@ -90,7 +103,7 @@ def c_get(args: argparse.Namespace) -> None:
 def tree(args: argparse.Namespace) -> None:
     """``tree_from_json`` on the decoded answer: the parse step alone, as QidoRS calls it."""
     rows = load_json(args.json)
-    report(lambda: tree_from_json(rows, QueryLevels.INSTANCE, source=args.json), _instances)
+    report(lambda: tree_from_json(rows, QueryLevels.INSTANCE, source=args.json), study_counts)
 
 
 def qido(args: argparse.Namespace) -> None:
@@ -99,10 +112,7 @@ def qido(args: argparse.Namespace) -> None:
     With ``--materialize`` every instance's ``data`` (a pydicom Dataset, built
     lazily by this package) is built too, inside the timing.
     """
-    session = requests.Session()
-    if args.canned:
-        session.mount(args.dicomweb, CannedAnswer(Path(args.canned).read_bytes()))
-    searcher = QidoRS(session, args.dicomweb)
+    searcher = QidoRS(canned_session(args.dicomweb, args.canned), args.dicomweb)
     query = Query(PatientID=args.patient, query_level=QueryLevels.INSTANCE)
 
     def work() -> list[Study]:
@@ -113,7 +123,7 @@ def qido(args: argparse.Namespace) -> None:
                     _ = instance.data
         return studies
 
-    report(work, _instances)
+    report(work, study_counts)
 
 
 def rad69(args: argparse.Namespace) -> None:
@@ -124,22 +134,14 @@ def rad69(args: argparse.Namespace) -> None:
     """
     session = create_session(args.login, args.user, os.environ["VITREA_PASSWORD"])
     downloader = Rad69(session, args.rad69, request_per_series=not args.per_study, workers=args.workers)
-    if args.instances:
-        targets: Any = [InstanceReference(*row) for row in load_json(args.instances)]
-        trolley = Trolley(downloader=downloader)
-    else:
-        targets = args.study
-        trolley = Trolley(Mint(session, args.mint), downloader)
-    report(lambda: trolley.download(targets, args.out, progress=False), _written)
+    _download_searched_or_listed(args, Mint(session, args.mint), downloader)
 
 
 def mint(args: argparse.Namespace) -> None:
     """An instance-level MINT ``find_studies`` for one patient on the saved answer (XML parsing included)."""
-    session = requests.Session()
-    session.mount(args.mint, CannedAnswer(Path(args.canned).read_bytes()))
-    searcher = Mint(session, args.mint)
+    searcher = Mint(canned_session(args.mint, args.canned), args.mint)
     query = Query(PatientID=args.patient, query_level=QueryLevels.INSTANCE)
-    report(lambda: searcher.find_studies(query), _instances)
+    report(lambda: searcher.find_studies(query), study_counts)
 
 
 def multipart(args: argparse.Namespace) -> None:
@@ -171,70 +173,35 @@ def toolbelt(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one task."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = Commands(__doc__)
 
-    command = commands.add_parser("wado-rs")
-    command.add_argument("--dicomweb", required=True)
-    command.add_argument("--study", required=True)
-    command.add_argument("--out", required=True)
+    command = commands.add("wado-rs", wado_rs, "--dicomweb", "--study", "--out")
     command.add_argument("--no-search", dest="search", action="store_false")
     command.add_argument("--deidentify", action="store_true", help="pseudonymise on the way to disk")
-    command.set_defaults(run=wado_rs)
 
-    command = commands.add_parser("wado-uri")
-    command.add_argument("--dicomweb", required=True)
-    command.add_argument("--wado", required=True)
-    command.add_argument("--study", required=True)
-    command.add_argument("--out", required=True)
+    command = commands.add("wado-uri", wado_uri, "--dicomweb", "--wado", "--study", "--out")
     command.add_argument("--workers", type=int, default=8)
     command.add_argument("--instances", help="JSON list of [study, series, instance] UIDs: skip the search")
-    command.set_defaults(run=wado_uri)
 
-    command = commands.add_parser("c-get")
+    command = commands.add("c-get", c_get)
     command.add_argument("--dicomweb", help="search with QIDO-RS here first (default: no searcher)")
-    command.add_argument("--host", required=True)
-    command.add_argument("--port", type=int, required=True)
-    command.add_argument("--aet", default="DICOMTROLLEY")
-    command.add_argument("--aec", required=True)
-    command.add_argument("--study", required=True)
-    command.add_argument("--out", required=True)
-    command.set_defaults(run=c_get)
+    dimse_arguments(command, aet="DICOMTROLLEY")
 
-    command = commands.add_parser("tree")
-    command.add_argument("--json", required=True)
-    command.set_defaults(run=tree)
+    commands.add("tree", tree, "--json")
 
-    command = commands.add_parser("qido")
-    command.add_argument("--dicomweb", required=True)
-    command.add_argument("--patient", required=True)
-    command.add_argument("--canned", help="answer every request with this saved body instead of the server's")
+    command = commands.add("qido", qido, "--dicomweb", "--patient")
+    canned_argument(command)
     command.add_argument("--materialize", action="store_true", help="also build every instance's Dataset")
-    command.set_defaults(run=qido)
 
-    command = commands.add_parser("rad69")
+    command = commands.add("rad69", rad69)
     rad69_arguments(command)
     command.add_argument("--per-study", action="store_true", help="one request per study, not per series")
     command.add_argument("--workers", type=int, default=4, help="requests in flight at once")
-    command.set_defaults(run=rad69)
 
-    command = commands.add_parser("mint")
-    mint_arguments(command)
-    command.set_defaults(run=mint)
-
-    command = commands.add_parser("multipart")
-    command.add_argument("--body", required=True)
-    command.add_argument("--boundary", required=True)
-    command.set_defaults(run=multipart)
-
-    command = commands.add_parser("toolbelt")
-    command.add_argument("--body", required=True)
-    command.add_argument("--content-type", required=True)
-    command.set_defaults(run=toolbelt)
-
-    args = parser.parse_args(argv)
-    args.run(args)
-    return 0
+    mint_arguments(commands.add("mint", mint))
+    commands.add("multipart", multipart, "--body", "--boundary")
+    commands.add("toolbelt", toolbelt, "--body", "--content-type")
+    return commands.main(argv)
 
 
 if __name__ == "__main__":

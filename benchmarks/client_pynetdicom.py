@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clientlib import report
+from clientlib import dimse_arguments, report
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.events import Event
@@ -28,12 +28,7 @@ from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformati
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, C-GET the study, print the timing and counts."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--host", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--aet", default="PYNETDICOM")
-    parser.add_argument("--aec", required=True)
-    parser.add_argument("--study", required=True)
-    parser.add_argument("--out", required=True)
+    dimse_arguments(parser, aet="PYNETDICOM")
     args = parser.parse_args(argv)
     out = Path(args.out)
     written = {"count": 0, "bytes": 0}

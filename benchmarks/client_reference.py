@@ -16,17 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from clientlib import CannedAnswer, load_json, mint_arguments, rad69_arguments, report
+from clientlib import (
+    Commands,
+    canned_argument,
+    canned_session,
+    load_json,
+    mint_arguments,
+    rad69_arguments,
+    report,
+    study_counts,
+)
 
 
 def _files(out: str) -> dict[str, Any]:
     files = [p for p in Path(out).rglob("*") if p.is_file()]
     return {"count": len(files), "bytes": sum(p.stat().st_size for p in files)}
-
-
-def _instances(studies: Any) -> dict[str, Any]:
-    studies = list(studies)
-    return {"count": sum(len(study.all_instances()) for study in studies), "studies": len(studies)}
 
 
 def _trolley(session: requests.Session, args: argparse.Namespace, downloader: Any) -> Any:
@@ -110,7 +114,7 @@ def tree(args: argparse.Namespace) -> None:
     from dicomtrolley.qido_rs import QidoRS
 
     rows = load_json(args.json)
-    report(lambda: QidoRS.parse_qido_response(rows), _instances)
+    report(lambda: QidoRS.parse_qido_response(rows), study_counts)
 
 
 def qido(args: argparse.Namespace) -> None:
@@ -118,12 +122,9 @@ def qido(args: argparse.Namespace) -> None:
     from dicomtrolley.core import Query, QueryLevels
     from dicomtrolley.qido_rs import QidoRS
 
-    session = requests.Session()
-    if args.canned:
-        session.mount(args.dicomweb, CannedAnswer(Path(args.canned).read_bytes()))
-    searcher = QidoRS(session, args.dicomweb)
+    searcher = QidoRS(canned_session(args.dicomweb, args.canned), args.dicomweb)
     query = Query(PatientID=args.patient, query_level=QueryLevels.INSTANCE)
-    report(lambda: searcher.find_studies(query), _instances)
+    report(lambda: searcher.find_studies(query), study_counts)
 
 
 def rad69(args: argparse.Namespace) -> None:
@@ -162,11 +163,9 @@ def mint(args: argparse.Namespace) -> None:
     from dicomtrolley.core import Query, QueryLevels
     from dicomtrolley.mint import Mint
 
-    session = requests.Session()
-    session.mount(args.mint, CannedAnswer(Path(args.canned).read_bytes()))
-    searcher = Mint(session, args.mint)
+    searcher = Mint(canned_session(args.mint, args.canned), args.mint)
     query = Query(PatientID=args.patient, query_level=QueryLevels.INSTANCE)
-    report(lambda: searcher.find_studies(query), _instances)
+    report(lambda: searcher.find_studies(query), study_counts)
 
 
 def versions(_: argparse.Namespace) -> None:
@@ -177,48 +176,19 @@ def versions(_: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one task."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    for name, run in (("wado-rs", wado_rs), ("dicomweb-client", dicomweb_client)):
-        command = commands.add_parser(name)
-        command.add_argument("--dicomweb", required=True)
-        command.add_argument("--study", required=True)
-        command.add_argument("--out", required=True)
-        command.set_defaults(run=run)
-
-    command = commands.add_parser("wado-uri")
-    command.add_argument("--dicomweb", required=True)
-    command.add_argument("--wado", required=True)
-    command.add_argument("--study", required=True)
-    command.add_argument("--out", required=True)
+    commands = Commands(__doc__)
+    commands.add("wado-rs", wado_rs, "--dicomweb", "--study", "--out")
+    commands.add("dicomweb-client", dicomweb_client, "--dicomweb", "--study", "--out")
+    command = commands.add("wado-uri", wado_uri, "--dicomweb", "--wado", "--study", "--out")
     command.add_argument("--workers", type=int, default=0, help="use_async=True with this many workers")
-    command.set_defaults(run=wado_uri)
-
-    command = commands.add_parser("tree")
-    command.add_argument("--json", required=True)
-    command.set_defaults(run=tree)
-
-    command = commands.add_parser("qido")
-    command.add_argument("--dicomweb", required=True)
-    command.add_argument("--patient", required=True)
-    command.add_argument("--canned", help="answer every request with this saved body instead of the server's")
-    command.set_defaults(run=qido)
-
-    command = commands.add_parser("rad69")
+    commands.add("tree", tree, "--json")
+    canned_argument(commands.add("qido", qido, "--dicomweb", "--patient"))
+    command = commands.add("rad69", rad69)
     rad69_arguments(command)
     command.add_argument("--workers", type=int, default=0, help="use_async=True with this many workers")
-    command.set_defaults(run=rad69)
-
-    command = commands.add_parser("mint")
-    mint_arguments(command)
-    command.set_defaults(run=mint)
-
-    commands.add_parser("versions").set_defaults(run=versions)
-
-    args = parser.parse_args(argv)
-    args.run(args)
-    return 0
+    mint_arguments(commands.add("mint", mint))
+    commands.add("versions", versions)
+    return commands.main(argv)
 
 
 if __name__ == "__main__":

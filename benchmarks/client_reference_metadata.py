@@ -9,25 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import requests
-from clientlib import CannedAnswer, report
-
-KEYWORDS = (
-    "SOPInstanceUID", "SeriesInstanceUID", "InstanceNumber", "SeriesNumber", "Modality", "SeriesDescription",
-    "SliceThickness", "PixelSpacing", "ImagePositionPatient", "Rows", "Columns", "StudyDate",
-)
+from clientlib import KEYWORDS, Commands, canned_argument, canned_session, report
 
 
 def _datasets(args: argparse.Namespace) -> object:
     from dicomtrolley.core import StudyReference
     from dicomtrolley.wado_rs import WadoRSMetaData
 
-    session = requests.Session()
-    if args.canned:
-        session.mount(args.dicomweb, CannedAnswer(Path(args.canned).read_bytes(), streamed=True))
-    downloader = WadoRSMetaData(session, args.dicomweb)
+    downloader = WadoRSMetaData(canned_session(args.dicomweb, args.canned, streamed=True), args.dicomweb)
     return lambda: downloader.datasets([StudyReference(study_uid=args.study)])
 
 
@@ -39,16 +29,9 @@ def metadata_rows(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one task."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    command = commands.add_parser("metadata-rows")
-    command.add_argument("--dicomweb", required=True)
-    command.add_argument("--study", required=True)
-    command.add_argument("--canned")
-    command.set_defaults(run=metadata_rows)
-    args = parser.parse_args(argv)
-    args.run(args)
-    return 0
+    commands = Commands(__doc__)
+    canned_argument(commands.add("metadata-rows", metadata_rows, "--dicomweb", "--study"))
+    return commands.main(argv)
 
 
 if __name__ == "__main__":

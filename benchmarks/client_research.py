@@ -10,17 +10,10 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import requests
-from clientlib import CannedAnswer, report
-
-KEYWORDS = (
-    "SOPInstanceUID", "SeriesInstanceUID", "InstanceNumber", "SeriesNumber", "Modality", "SeriesDescription",
-    "SliceThickness", "PixelSpacing", "ImagePositionPatient", "Rows", "Columns", "StudyDate",
-)
-"""The columns both clients build, one row per instance."""
+from clientlib import KEYWORDS, Commands, canned_argument, canned_session, report
 
 
 def _trolley(args: argparse.Namespace, *, search: bool = True) -> Any:
@@ -29,10 +22,8 @@ def _trolley(args: argparse.Namespace, *, search: bool = True) -> Any:
     from dicomtrolley.trolley import Trolley
     from dicomtrolley.wado_rs import WadoRS
 
-    session = requests.Session()
-    if args.canned:
-        session.mount(args.dicomweb, CannedAnswer(Path(args.canned).read_bytes(), streamed=True))
-        search = False
+    session = canned_session(args.dicomweb, args.canned, streamed=True)
+    search = search and not args.canned  # a saved answer is all the server there is
     return Trolley(QidoRS(session, args.dicomweb) if search else None, WadoRS(session, args.dicomweb))
 
 
@@ -100,22 +91,11 @@ def cache(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one task."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, run in (("metadata-df", metadata_df), ("metadata-stream", metadata_stream)):
-        command = commands.add_parser(name)
-        command.add_argument("--dicomweb", required=True)
-        command.add_argument("--study", required=True)
-        command.add_argument("--canned", help="a saved /metadata answer served in place of the network")
-        command.set_defaults(run=run)
-    command = commands.add_parser("cache")
-    command.add_argument("--dicomweb", required=True)
-    command.add_argument("--patient", required=True)
-    command.add_argument("--repeat", type=int, default=7)
-    command.set_defaults(run=cache)
-    args = parser.parse_args(argv)
-    args.run(args)
-    return 0
+    commands = Commands(__doc__)
+    canned_argument(commands.add("metadata-df", metadata_df, "--dicomweb", "--study"))
+    canned_argument(commands.add("metadata-stream", metadata_stream, "--dicomweb", "--study"))
+    commands.add("cache", cache, "--dicomweb", "--patient").add_argument("--repeat", type=int, default=7)
+    return commands.main(argv)
 
 
 if __name__ == "__main__":

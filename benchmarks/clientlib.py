@@ -1,4 +1,4 @@
-"""What both client scripts share: timing the work, printing the result, a canned server answer.
+"""What the client scripts share: timing the work, printing the result, a canned server answer, the command line.
 
 Standard library and requests only: ``client_reference.py`` imports this from
 a virtual environment that has dicomtrolley 4.1.0 and nothing of this repository.
@@ -12,7 +12,7 @@ import io
 import json
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +26,12 @@ T = TypeVar("T")
 
 CHUNK = 1 << 20
 """Bytes per chunk when a parser is fed from a file."""
+
+KEYWORDS = (
+    "SOPInstanceUID", "SeriesInstanceUID", "InstanceNumber", "SeriesNumber", "Modality", "SeriesDescription",
+    "SliceThickness", "PixelSpacing", "ImagePositionPatient", "Rows", "Columns", "StudyDate",
+)
+"""The metadata columns both research clients build, one row per instance."""
 
 
 def report(work: Callable[[], T], describe: Callable[[T], dict[str, Any]] | None = None) -> None:
@@ -74,6 +80,12 @@ def load_json(path: str | Path) -> Any:
     return loaded
 
 
+def study_counts(studies: Iterable[Any]) -> dict[str, Any]:
+    """What a search found, for :func:`report`: its studies and their instances (any client's ``all_instances``)."""
+    studies = list(studies)
+    return {"count": sum(len(study.all_instances()) for study in studies), "studies": len(studies)}
+
+
 class CannedAnswer(BaseAdapter):
     """A transport that answers every request with one saved QIDO-RS body, without a network.
 
@@ -109,6 +121,51 @@ class CannedAnswer(BaseAdapter):
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def canned_session(url: str, canned: str | None, *, streamed: bool = False) -> requests.Session:
+    """A session whose requests below ``url`` get the body saved in the file ``canned`` (the server's without one)."""
+    session = requests.Session()
+    if canned:
+        session.mount(url, CannedAnswer(Path(canned).read_bytes(), streamed=streamed))
+    return session
+
+
+class Commands:
+    """A client's command line: one subcommand per task, each run by a function of the parsed arguments."""
+
+    def __init__(self, doc: str) -> None:
+        self.parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+        self._commands = self.parser.add_subparsers(dest="command", required=True)
+
+    def add(self, name: str, run: Callable[[argparse.Namespace], None], *required: str) -> argparse.ArgumentParser:
+        """The subcommand ``name``, run by ``run``, with the ``required`` options (strings); add others to it."""
+        command = self._commands.add_parser(name)
+        for option in required:
+            command.add_argument(option, required=True)
+        command.set_defaults(run=run)
+        return command
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """Parse ``argv`` (the process's arguments when None) and run the task it names."""
+        args = self.parser.parse_args(argv)
+        args.run(args)
+        return 0
+
+
+def canned_argument(command: argparse.ArgumentParser) -> None:
+    """``--canned FILE``: answer every request with this saved body instead of the server's."""
+    command.add_argument("--canned", help="answer every request with this saved body instead of the server's")
+
+
+def dimse_arguments(command: argparse.ArgumentParser, aet: str) -> None:
+    """The options of a C-GET of one study to disk: the server's address and AE title, ours, the study, the output."""
+    command.add_argument("--host", required=True)
+    command.add_argument("--port", type=int, required=True)
+    command.add_argument("--aet", default=aet)
+    command.add_argument("--aec", required=True)
+    command.add_argument("--study", required=True)
+    command.add_argument("--out", required=True)
 
 
 def rad69_arguments(command: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.export_bench import INSTANCES_PER_STUDY, WORK, _instances_stored, generate
+from benchmarks.markdown import markdown_table
 from dicomtrolley.export import export
 from dicomtrolley.export.cluster import check_shared_folder, dask_client
 from dicomtrolley.profiles import ServerProfile
@@ -127,23 +128,23 @@ def main(argv: list[str] | None = None) -> int:
             proxy.wait(timeout=10)
 
     one = statistics.median(w for w, _ in seconds[next(k for k in seconds if k.startswith("Dask, 1 "))])
-    lines = [
-        f"Worklist of {len(uids)} studies x {INSTANCES_PER_STUDY} instances through a proxy adding "
-        f"{args.delay * 1000:.0f} ms to every request ({args.runs} runs each, medians and range; the export's time, "
-        f"cluster start apart; load average {load:.1f} at the start on {os.cpu_count()} cores):",
-        "",
-        "| executor | seconds (range) | studies/s | vs. 1 Dask worker | CPU ms per study | cluster start (s) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for name, values in seconds.items():
         walls = [w for w, _ in values]
         wall = statistics.median(walls)
         cpu = statistics.median(c for _, c in values) / len(uids) * 1000
         workers = int(name.split(", ")[1].split()[0]) if name.startswith("Dask") else None
         start = f"{statistics.median(startup[workers]):.1f}" if workers else ""
-        lines.append(f"| {name} | {wall:.1f} ({min(walls):.1f}-{max(walls):.1f}) | {len(uids) / wall:.1f} | "
-                     f"{one / wall:.2f}x | {cpu:.0f} | {start} |")
-    print("\n".join(lines))
+        rows.append([name, f"{wall:.1f} ({min(walls):.1f}-{max(walls):.1f})", f"{len(uids) / wall:.1f}",
+                     f"{one / wall:.2f}x", f"{cpu:.0f}", start])
+    header = ["executor", "seconds (range)", "studies/s", "vs. 1 Dask worker", "CPU ms per study", "cluster start (s)"]
+    print("\n".join([
+        f"Worklist of {len(uids)} studies x {INSTANCES_PER_STUDY} instances through a proxy adding "
+        f"{args.delay * 1000:.0f} ms to every request ({args.runs} runs each, medians and range; the export's time, "
+        f"cluster start apart; load average {load:.1f} at the start on {os.cpu_count()} cores):",
+        "",
+        *markdown_table(header, rows),
+    ]))
     return 0
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import requests
 
+from benchmarks.markdown import markdown_table
 from benchmarks.measure import GNU_TIME, run_process
 from benchmarks.reference_env import ensure_reference_env
 from tests.support.fault_server import make_instances
@@ -196,23 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(scratch)
 
     ours = _median([w for w, _ in results["dicomtrolley export (4 in flight)"]])
-    lines = [
-        f"Worklist of {len(uids)} studies x {INSTANCES_PER_STUDY} instances ({args.runs} runs each, medians; "
-        "wall time of the whole process):",
-        "",
-        "| client | seconds | studies/s | peak memory | export is |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    table = []
     for name, samples in results.items():
         wall = _median([w for w, _ in samples])
         peak = _median([float(p) for _, p in samples])
         ratio = "" if name.startswith("dicomtrolley export") else f"{wall / ours:.2f}x as fast"
-        lines.append(f"| {name} | {wall:.1f} | {len(uids) / wall:.0f} | {peak / 1e6:.0f} MB | {ratio} |")
-    lines += ["", "| bookkeeping only (no bytes moved) | ms per study | peak memory |", "|---|---:|---:|"]
-    for rows, runs in probes.items():
-        lines.append(f"| {rows} rows | {_median([m for m, _ in runs]):.2f} | "
-                     f"{_median([float(p) for _, p in runs]) / 1e6:.0f} MB |")
-    print("\n".join(lines))
+        table.append([name, f"{wall:.1f}", f"{len(uids) / wall:.0f}", f"{peak / 1e6:.0f} MB", ratio])
+    bookkeeping = [
+        [f"{rows} rows", f"{_median([m for m, _ in runs]):.2f}", f"{_median([float(p) for _, p in runs]) / 1e6:.0f} MB"]
+        for rows, runs in probes.items()
+    ]
+    print("\n".join([
+        f"Worklist of {len(uids)} studies x {INSTANCES_PER_STUDY} instances ({args.runs} runs each, medians; "
+        "wall time of the whole process):",
+        "",
+        *markdown_table(["client", "seconds", "studies/s", "peak memory", "export is"], table),
+        "",
+        *markdown_table(["bookkeeping only (no bytes moved)", "ms per study", "peak memory"], bookkeeping),
+    ]))
     return 0
 
 

@@ -23,7 +23,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -316,35 +316,57 @@ def benchmark(
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m benchmarks.run`` (``bash benchmarks/run.sh``)."""
-    parser = argparse.ArgumentParser(prog="bash benchmarks/run.sh", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny data and one run: checks that every case works")
-    parser.add_argument("--no-reference", dest="reference", action="store_false",
-                        help="skip dicomtrolley 4.1.0 and dicomweb-client (no environment to install)")
-    parser.add_argument("--runs", type=int, help="runs per client (default 3; 1 with --quick)")
-    parser.add_argument("--work", type=Path, default=WORK, help="data cache and scratch (default benchmarks/.work)")
-    parser.add_argument("--output", type=Path, help="Markdown file to write the table into "
-                        "(default docs/performance.md; none with --quick)")
-    parser.add_argument("--only", action="append", default=[], help="run only groups whose name contains this")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def suite_options(prog: str, doc: str, *, runs: int, output_help: str, reference_help: str) -> argparse.ArgumentParser:
+    """The options of a suite of cases over the benchmark Orthanc: data size, runs, the clients, where things go.
 
+    ``doc`` is the suite's module docstring (its first line describes the command); ``runs`` the default
+    number of runs per client without ``--quick`` (one with it).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny data and one run: checks that every case works")
+    parser.add_argument("--no-reference", dest="reference", action="store_false", help=reference_help)
+    parser.add_argument("--runs", type=int, help=f"runs per client (default {runs}; 1 with --quick)")
+    parser.add_argument("--work", type=Path, default=WORK, help="data cache and scratch (default benchmarks/.work)")
+    parser.add_argument("--output", type=Path, help=output_help)
+    parser.set_defaults(default_runs=runs)
+    return parser
+
+
+def run_suite(args: argparse.Namespace, suite: Callable[[OrthancServer, Path, data.Sizes, int], list[Result]]) -> int:
+    """Run ``suite(server, work, sizes, runs)`` as the options of :func:`suite_options` say; 1 if a case failed.
+
+    The Orthanc (one per data size, its storage kept in the work folder between runs) is started for the
+    suite and stopped after it; the outputs the cases left are thrown away at the end.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sizes = data.Sizes.quick() if args.quick else data.Sizes()
-    runs = args.runs or (1 if args.quick else 3)
-    output = args.output or (None if args.quick else DOCS)
+    runs = args.runs or (1 if args.quick else args.default_runs)
     key = hashlib.sha1(repr(sizes).encode(), usedforsecurity=False).hexdigest()[:8]
     work = args.work.resolve()
     try:
         with running_orthanc(work / f"orthanc-{key}", **SERVER_CONFIG) as server:
-            results = benchmark(server, work=work, sizes=sizes, runs=runs, reference=args.reference,
-                                output=output, only=args.only)
+            results = suite(server, work, sizes, runs)
     finally:
         empty_trash(work)
     failed = [r for r in results if r.error]
     for result in failed:
         _say(f"FAILED: {result.group} / {result.client}: {result.error}")
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks.run`` (``bash benchmarks/run.sh``)."""
+    parser = suite_options(
+        "bash benchmarks/run.sh", __doc__, runs=3, reference_help="skip dicomtrolley 4.1.0 and dicomweb-client "
+        "(no environment to install)", output_help="Markdown file to write the table into "
+        "(default docs/performance.md; none with --quick)",
+    )
+    parser.add_argument("--only", action="append", default=[], help="run only groups whose name contains this")
+    args = parser.parse_args(argv)
+    output = args.output or (None if args.quick else DOCS)
+    return run_suite(args, lambda server, work, sizes, runs: benchmark(
+        server, work=work, sizes=sizes, runs=runs, reference=args.reference, output=output, only=args.only
+    ))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,7 @@ the way each run is measured and checked are the main benchmark's
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -32,13 +29,13 @@ from benchmarks.cases import CLIENT_CURRENT, CLIENT_REFERENCE, Case, Verifier, _
 from benchmarks.clientlib import file_chunks
 from benchmarks.measure import Result, Sample
 from benchmarks.reference_env import ensure_reference_env
-from benchmarks.run import SERVER_CONFIG, WORK, load, run_case, save_qido_answer, versions
+from benchmarks.run import load, run_case, run_suite, save_qido_answer, suite_options, versions
 from benchmarks.verify import VerificationError, files_byte_equal, files_same_instances, reported
 from dicomtrolley._header import read_header
 from dicomtrolley._multipart import iter_parts
 from dicomtrolley.core import InstanceReference
 from dicomtrolley.rad69 import ACTION, Rad69
-from tests.support.orthanc import OrthancServer, running_orthanc
+from tests.support.orthanc import OrthancServer
 from tests.support.vitrea_gateway import SESSION_COOKIE
 from tests.support.vitrea_server import VitreaServer, mint_answer
 
@@ -278,30 +275,18 @@ def benchmark(server: OrthancServer, *, work: Path, sizes: data.Sizes, runs: int
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks.vitrea``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.vitrea", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny data and one run")
-    parser.add_argument("--no-reference", dest="reference", action="store_false", help="skip dicomtrolley 4.1.0")
-    parser.add_argument("--runs", type=int, help="runs per client (default 5; 1 with --quick)")
-    parser.add_argument("--work", type=Path, default=WORK, help="data cache and scratch (default benchmarks/.work)")
-    parser.add_argument("--output", type=Path, help="also write the tables to this Markdown file")
+    parser = suite_options("python -m benchmarks.vitrea", __doc__, runs=5, reference_help="skip dicomtrolley 4.1.0",
+                           output_help="also write the tables to this Markdown file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sizes = data.Sizes.quick() if args.quick else data.Sizes()
-    runs = args.runs or (1 if args.quick else 5)
-    key = hashlib.sha1(repr(sizes).encode(), usedforsecurity=False).hexdigest()[:8]
-    work = args.work.resolve()
-    try:
-        with running_orthanc(work / f"orthanc-{key}", **SERVER_CONFIG) as server:
-            results, tables = benchmark(server, work=work, sizes=sizes, runs=runs, reference=args.reference)
-    finally:
-        empty_trash(work)
-    print(tables)
-    if args.output is not None:
-        args.output.write_text(tables, encoding="utf-8")
-    failed = [r for r in results if r.error]
-    for result in failed:
-        _say(f"FAILED: {result.group} / {result.client}: {result.error}")
-    return 1 if failed else 0
+
+    def suite(server: OrthancServer, work: Path, sizes: data.Sizes, runs: int) -> list[Result]:
+        results, tables = benchmark(server, work=work, sizes=sizes, runs=runs, reference=args.reference)
+        print(tables)
+        if args.output is not None:
+            args.output.write_text(tables, encoding="utf-8")
+        return results
+
+    return run_suite(args, suite)
 
 
 if __name__ == "__main__":

@@ -395,6 +395,9 @@ def _forget_all() -> None:
     _pools_lock = threading.Lock()
 
 
-atexit.register(close_all)
+# Before the interpreter waits for non-daemon threads (pynetdicom's own), not after: an idle
+# association kept for reuse would otherwise hold every script's exit until its idle release.
+_before_threads_are_joined = getattr(threading, "_register_atexit", atexit.register)
+_before_threads_are_joined(close_all)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_all)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from dicomtrolley._associations import close_all
+from tests.support.identifying_data import IdentifyingData, write_identifying_data
 from tests.support.orthanc import OrthancFactory, OrthancServer, running_orthanc
 from tests.support.sample_data import SampleData, generate_sample_data
 from tests.support.vitrea_server import Switches, VitreaServer
@@ -105,3 +106,19 @@ def vitrea(vitrea_server: VitreaServer) -> Iterator[VitreaServer]:
     """The Vitrea-like server, with every fault switch off again after the test."""
     yield vitrea_server
     vitrea_server.switches = Switches()
+
+
+@pytest.fixture(scope="module")
+def identifying(tmp_path_factory: pytest.TempPathFactory) -> IdentifyingData:
+    """The studies full of identifying values (``tests/support/identifying_data.py``), written once per module."""
+    return write_identifying_data(tmp_path_factory.mktemp("identifying"))
+
+
+@pytest.fixture(scope="module")
+def identifying_orthanc(
+    identifying: IdentifyingData, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OrthancServer]:
+    """An Orthanc of the module's own holding only the identifying studies (the session's must not change)."""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc-identifying"), stop_timeout=FIXTURE_STOP_TIMEOUT) as server:
+        server.upload(identifying.paths)
+        yield server

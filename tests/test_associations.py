@@ -7,6 +7,8 @@ connections open now, as a server that dropped an idle association would.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -411,6 +413,23 @@ def test_a_cget_from_a_server_that_accepts_cfind_but_not_cget_fails_naming_it(
             failures[0].error
         )
         assert downloader.associations.idle == 0  # the refused one is not kept (the C-FIND one made way for it)
+
+
+def test_a_script_that_searched_over_dimse_exits_at_once_not_when_its_idle_association_is_released(
+    orthanc: OrthancServer, sample: SampleData,
+) -> None:
+    script = (
+        "from dicomtrolley.core import Query\n"
+        "from dicomtrolley.dicom_qr import DICOMQR\n"
+        f"print(len(DICOMQR(host='127.0.0.1', port={orthanc.dicom_port}, aet='EXIT', aec='{orthanc.aet}')"
+        ".find_studies(Query())))\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert int(process.stdout.readline()) == len(sample.studies)  # searched: its association now idles in the pool
+    found = time.monotonic()
+    assert process.wait(timeout=30) == 0
+    assert time.monotonic() - found < 2.5  # the pool releases an idle association after 5 s
 
 
 # ---------------------------------------------------------------- pynetdicom's message logging

@@ -19,14 +19,9 @@ from dicomtrolley.core import InstancePart
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
 from dicomtrolley.exceptions import InstanceQuarantinedError
 from dicomtrolley.storage import StorageDir
-from tests.support.identifying_data import HILDEGUND, IDENTIFYING_VALUES, IdentifyingData, write_identifying_data
+from tests.support.identifying_data import HILDEGUND, IDENTIFYING_VALUES, IdentifyingData
 
 KEY = "a test key of thirty-two bytes!!"
-
-
-@pytest.fixture(scope="module")
-def identifying(tmp_path_factory: pytest.TempPathFactory) -> IdentifyingData:
-    return write_identifying_data(tmp_path_factory.mktemp("identifying"))
 
 
 def pseudonymise(identifying: IdentifyingData, out: Path) -> None:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,9 @@ from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
 from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
-from tests.support.identifying_data import STUDIES, IdentifyingData, write_identifying_data
-from tests.support.orthanc import OrthancServer, running_orthanc
+from tests.support.command_line import pseudonymising_download
+from tests.support.identifying_data import STUDIES
+from tests.support.orthanc import OrthancServer
 
 pytestmark = pytest.mark.integration
 
@@ -41,45 +41,33 @@ PLANTED_KINDS = {
 """Kinds of values the audit must find in a plain download of the identifying studies."""
 
 
-@pytest.fixture(scope="module")
-def identifying(tmp_path_factory: pytest.TempPathFactory) -> IdentifyingData:
-    return write_identifying_data(tmp_path_factory.mktemp("identifying"))
-
-
-@pytest.fixture(scope="module")
-def server(identifying: IdentifyingData, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    with running_orthanc(tmp_path_factory.mktemp("orthanc-audit"), stop_timeout=0.3) as started:
-        started.upload(identifying.paths)
-        yield started
-
-
 def trolley(server: OrthancServer, **wado: Any) -> Trolley:
     session = requests.Session()
     return Trolley(QidoRS(session, server.dicomweb_url), WadoRS(session, server.dicomweb_url, **wado))
 
 
 def download_command(server: OrthancServer, tmp_path: Path, *options: str) -> int:
-    (tmp_path / "deid.toml").write_text("", encoding="utf-8")
-    return main(["download", server.dicomweb_url, *STUDY_UIDS, "-o", str(tmp_path / "out"), "--no-progress",
-                 "--deidentify", str(tmp_path / "deid.toml"), *options])
+    return pseudonymising_download(server.dicomweb_url, STUDY_UIDS, tmp_path, "", *options)
 
 
 def test_a_pseudonymised_download_passes_the_audit(
-    server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    identifying_orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)
-    assert download_command(server, tmp_path) == 0
+    assert download_command(identifying_orthanc, tmp_path) == 0
     assert (tmp_path / "out.state" / "identifying-values.jsonl").is_file()  # beside the output, not in it
     assert main(["audit", str(tmp_path / "out")]) == 0
     assert "clean" in capsys.readouterr().out
 
 
 def test_the_audit_finds_the_planted_values_in_a_plain_download(
-    server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    identifying_orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)
-    assert download_command(server, tmp_path, "--state-dir", str(tmp_path / "secure")) == 0
-    trolley(server).download(STUDY_UIDS, tmp_path / "plain", progress=False)
+    assert download_command(identifying_orthanc, tmp_path, "--state-dir", str(tmp_path / "secure")) == 0
+    trolley(identifying_orthanc).download(STUDY_UIDS, tmp_path / "plain", progress=False)
     result = audit(tmp_path / "plain", tmp_path / "secure")
     assert {finding.kind for finding in result.findings} >= PLANTED_KINDS
     assert main(["audit", str(tmp_path / "plain"), "--state-dir", str(tmp_path / "secure")]) == 1
@@ -91,8 +79,10 @@ def export(server: OrthancServer, out: Path) -> Any:
     return trolley(server).export(STUDY_UIDS, out, progress=False, index_format="csv", deidentify=deidentifier)
 
 
-def test_a_pseudonymised_export_audits_its_output_and_reports_it(server: OrthancServer, tmp_path: Path) -> None:
-    report = export(server, tmp_path / "out")
+def test_a_pseudonymised_export_audits_its_output_and_reports_it(
+    identifying_orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    report = export(identifying_orthanc, tmp_path / "out")
     assert report.ok
     assert report.audit is not None
     assert report.audit.ok
@@ -104,11 +94,11 @@ def test_a_pseudonymised_export_audits_its_output_and_reports_it(server: Orthanc
 
 
 def test_an_export_whose_output_holds_an_identifying_value_fails_its_audit(
-    server: OrthancServer, tmp_path: Path
+    identifying_orthanc: OrthancServer, tmp_path: Path
 ) -> None:
-    export(server, tmp_path / "out")
+    export(identifying_orthanc, tmp_path / "out")
     (tmp_path / "out" / "notes.txt").write_text(f"patient {STUDIES[0].patient.patient_id}\n", encoding="utf-8")
-    again = export(server, tmp_path / "out")
+    again = export(identifying_orthanc, tmp_path / "out")
     assert not again.ok
     assert again.audit is not None
     assert [(f.file, f.kind) for f in again.audit.findings] == [("notes.txt", "PatientID")]
@@ -119,12 +109,13 @@ def test_an_export_whose_output_holds_an_identifying_value_fails_its_audit(
 
 
 def test_the_export_command_exits_1_on_an_audit_finding(
-    server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    identifying_orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)
     (tmp_path / "deid.toml").write_text("", encoding="utf-8")
     (tmp_path / "worklist.csv").write_text("StudyInstanceUID\n" + "\n".join(STUDY_UIDS) + "\n", encoding="utf-8")
-    command = ["export", server.dicomweb_url, str(tmp_path / "worklist.csv"), "-o", str(tmp_path / "out"),
+    command = ["export", identifying_orthanc.dicomweb_url, str(tmp_path / "worklist.csv"), "-o", str(tmp_path / "out"),
                "--no-progress", "--index-format", "csv", "--deidentify", str(tmp_path / "deid.toml")]
     assert main(command) == 0
     assert "audit of" in capsys.readouterr().out
@@ -134,7 +125,7 @@ def test_the_export_command_exits_1_on_an_audit_finding(
 
 
 def test_no_file_in_the_output_folder_ever_holds_an_identifying_value(
-    server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    identifying_orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
     snapshots: list[tuple[str, bytes]] = []
@@ -153,7 +144,8 @@ def test_no_file_in_the_output_folder_ever_holds_an_identifying_value(
     monkeypatch.setattr(os, "replace", snapshot_then_replace)
     monkeypatch.setattr(tempfile, "TemporaryFile", spill)
     deidentifier = Deidentifier(DeidentifyOptions(processes=2), key=KEY)
-    summary = trolley(server, spill_threshold=0).download(STUDY_UIDS, out, progress=False, deidentify=deidentifier)
+    spilling = trolley(identifying_orthanc, spill_threshold=0)
+    summary = spilling.download(STUDY_UIDS, out, progress=False, deidentify=deidentifier)
     assert summary.ok
     assert any(".dicomtrolley-partial" in path for path, _ in snapshots)
     assert spilled  # the downloaded bodies went to temporary files: outside the output folder
@@ -173,9 +165,10 @@ with open(COUNTER, "a") as counter:  # no `if __name__ == "__main__":` anywhere
 
 @pytest.mark.parametrize("how", ["python", "cli"])
 def test_an_unguarded_script_runs_once_and_its_pseudonymised_export_finishes(
-    server: OrthancServer, tmp_path: Path, how: str
+    identifying_orthanc: OrthancServer, tmp_path: Path, how: str
 ) -> None:
     counter = tmp_path / "runs.txt"
+    url = identifying_orthanc.dicomweb_url
     if how == "python":
         body = f"""
 import requests
@@ -184,7 +177,7 @@ from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.trolley import Trolley
 from dicomtrolley.wado_rs import WadoRS
 session = requests.Session()
-trolley = Trolley(QidoRS(session, {server.dicomweb_url!r}), WadoRS(session, {server.dicomweb_url!r}))
+trolley = Trolley(QidoRS(session, {url!r}), WadoRS(session, {url!r}))
 report = trolley.export({STUDY_UIDS!r}, {str(tmp_path / "out")!r}, progress=False, index_format="csv",
                         deidentify=Deidentifier(DeidentifyOptions(processes=2), key={KEY!r}))
 assert report.ok, report
@@ -195,7 +188,7 @@ assert report.ok, report
         body = f"""
 import sys
 from dicomtrolley.cli import main
-sys.exit(main(["export", {server.dicomweb_url!r}, {str(tmp_path / "worklist.csv")!r}, "-o", {str(tmp_path / "out")!r},
+sys.exit(main(["export", {url!r}, {str(tmp_path / "worklist.csv")!r}, "-o", {str(tmp_path / "out")!r},
                "--no-progress", "--index-format", "csv", "--deidentify", {str(tmp_path / "deid.toml")!r}]))
 """
     script = tmp_path / "unguarded.py"

@@ -53,6 +53,12 @@ def sample_study_uids(orthanc: OrthancServer) -> set[str]:
     return {study.uid for study in orthanc.sample.studies}
 
 
+def log_in_then_expire(gateway: VitreaGateway, session: requests.Session) -> None:
+    """Log ``session`` in with a first request, then make the gateway forget every session it issued."""
+    session.get(gateway.url + STUDIES, timeout=TIMEOUT)
+    gateway.expire_sessions()
+
+
 def run_together(count: int, task: Callable[[], requests.Response]) -> list[requests.Response | BaseException]:
     """Run ``task`` in ``count`` threads released at the same moment; return results or errors."""
     start = threading.Barrier(count, timeout=10)
@@ -102,8 +108,7 @@ def test_later_requests_reuse_the_session_without_logging_in_again(
 def test_request_after_session_expiry_succeeds_with_one_login_and_the_new_cookie(
     gateway: VitreaGateway, session: requests.Session, orthanc: OrthancServer
 ) -> None:
-    session.get(gateway.url + STUDIES, timeout=TIMEOUT)
-    gateway.expire_sessions()
+    log_in_then_expire(gateway, session)
 
     response = session.get(gateway.url + STUDIES, timeout=TIMEOUT)
 
@@ -122,8 +127,7 @@ def test_request_after_session_expiry_succeeds_with_one_login_and_the_new_cookie
 @pytest.mark.integration
 def test_resend_keeps_the_other_cookies_of_the_session(gateway: VitreaGateway, session: requests.Session) -> None:
     session.cookies.set("theme", "dark")
-    session.get(gateway.url + STUDIES, timeout=TIMEOUT)
-    gateway.expire_sessions()
+    log_in_then_expire(gateway, session)
 
     session.get(gateway.url + STUDIES, timeout=TIMEOUT)
 
@@ -136,8 +140,7 @@ def test_resend_keeps_the_other_cookies_of_the_session(gateway: VitreaGateway, s
 def test_resent_post_sends_its_file_body_again(
     gateway: VitreaGateway, session: requests.Session, orthanc: OrthancServer
 ) -> None:
-    session.get(gateway.url + STUDIES, timeout=TIMEOUT)
-    gateway.expire_sessions()
+    log_in_then_expire(gateway, session)
     query = json.dumps({"Level": "Study", "Query": {}, "Expand": True}).encode()
 
     response = session.post(gateway.url + "/tools/find", data=io.BytesIO(query), timeout=TIMEOUT)
@@ -159,8 +162,7 @@ def test_concurrent_401s_cause_exactly_one_login_and_every_request_succeeds(
         VitreaGateway(orthanc.base_url, login_delay=0.3) as gateway,
         create_session(gateway.login_url, gateway.user, gateway.password) as session,
     ):
-        session.get(gateway.url + STUDIES, timeout=TIMEOUT)
-        gateway.expire_sessions()
+        log_in_then_expire(gateway, session)
         gateway.hold_refusals(THREADS)
 
         results = run_together(THREADS, lambda: session.get(gateway.url + STUDIES, timeout=TIMEOUT))
@@ -296,8 +298,7 @@ def test_password_never_appears_in_log_records(
         caplog.set_level(logging.DEBUG, logger=name)
     wrong = create_session(gateway.login_url, gateway.user, "wrong-Pa55-4d2a")
 
-    session.get(gateway.url + STUDIES, timeout=TIMEOUT)
-    gateway.expire_sessions()
+    log_in_then_expire(gateway, session)
     session.get(gateway.url + STUDIES, timeout=TIMEOUT)
     with pytest.raises(DICOMTrolleyAuthError):
         wrong.get(gateway.url + STUDIES, timeout=TIMEOUT)
@@ -354,8 +355,7 @@ def test_credential_headers_reach_only_the_login_path(gateway: VitreaGateway, se
 def test_every_request_is_sent_with_keep_alive(gateway: VitreaGateway, session: requests.Session) -> None:
     # requests asks for keep-alive by default; without that default the header seen is the auth's.
     del session.headers["Connection"]
-    session.get(gateway.url + STUDIES, timeout=TIMEOUT)
-    gateway.expire_sessions()
+    log_in_then_expire(gateway, session)
     session.get(gateway.url + "/system", timeout=TIMEOUT)
 
     seen = gateway.seen

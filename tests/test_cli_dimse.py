@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dicomtrolley.cli import main
+from tests.support.command_line import one_line_usage_error
 from tests.support.orthanc import OrthancServer
 
 pytestmark = pytest.mark.integration
@@ -61,12 +62,7 @@ def test_download_with_c_find_and_a_dimse_retrieve(
 def test_a_dimse_command_missing_a_setting_is_refused_naming_the_option(
     arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(arguments)
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1
-    assert message in err
+    assert message in one_line_usage_error(arguments, capsys)
 
 
 def test_a_c_get_into_a_folder_that_cannot_be_written_stops_at_the_first_instance(

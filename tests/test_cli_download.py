@@ -25,6 +25,7 @@ from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.export.state import LOCK_NAME
 from dicomtrolley.results import DownloadSummary
 from dicomtrolley.storage import safe_segment
+from tests.support.command_line import usage_error
 from tests.support.orthanc import OrthancServer
 
 NOWHERE = "http://127.0.0.1:9/dicom-web"
@@ -90,10 +91,9 @@ def test_a_template_keyword_typo_is_refused_with_the_keyword_meant(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for command in (["download", NOWHERE, "1.2.3"], ["export", NOWHERE, str(tmp_path / "w.csv")]):
-        with pytest.raises(SystemExit) as stopped:
-            main([*command, "-o", str(tmp_path / "out"), "--template", "{PatientId}/{SOPInstanceUID}.dcm"])
-        assert stopped.value.code == 2
-        assert capsys.readouterr().err.endswith("'PatientId' is not a DICOM keyword; did you mean PatientID?\n")
+        err = usage_error([*command, "-o", str(tmp_path / "out"), "--template", "{PatientId}/{SOPInstanceUID}.dcm"],
+                          capsys)
+        assert err.endswith("'PatientId' is not a DICOM keyword; did you mean PatientID?\n")
 
 
 @pytest.mark.integration
@@ -128,10 +128,8 @@ def test_download_series_fetches_only_that_series(orthanc: OrthancServer, tmp_pa
 
 
 def test_series_of_several_studies_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(["download", NOWHERE, "1.2.3", "1.2.4", "--series", "1.2.3.1", "-o", "out"])
-    assert stopped.value.code == 2
-    assert "argument --series: give the one study the series belong to, not 2" in capsys.readouterr().err
+    err = usage_error(["download", NOWHERE, "1.2.3", "1.2.4", "--series", "1.2.3.1", "-o", "out"], capsys)
+    assert "argument --series: give the one study the series belong to, not 2" in err
 
 
 def test_a_failure_is_one_line_and_the_instances_it_lost_are_not_listed_again() -> None:

@@ -13,6 +13,7 @@ import json
 import pytest
 
 from dicomtrolley.cli import main
+from tests.support.command_line import one_line_usage_error
 from tests.support.orthanc import OrthancServer
 
 pytestmark = pytest.mark.integration
@@ -104,12 +105,9 @@ def test_a_keyword_option_is_taken_in_any_case(orthanc: OrthancServer, capsys: p
 def test_a_mistyped_option_is_refused_naming_the_closest_one(
     typo: str, meant: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(["search", "http://127.0.0.1:9/dicom-web", typo, "1"])
-    assert stopped.value.code == 2
-    assert capsys.readouterr().err.splitlines() == [
+    assert one_line_usage_error(["search", "http://127.0.0.1:9/dicom-web", typo, "1"], capsys) == (
         f"dicomtrolley search: error: unrecognized option {typo}; did you mean {meant}?"
-    ]
+    )
 
 
 def test_an_abbreviated_option_is_still_argparses(orthanc: OrthancServer, capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,6 +47,13 @@ def instance(tmp_path: Path) -> Dataset:
     return pydicom.dcmread(next(p for p in data.paths if "-image-1" in p.name))
 
 
+@pytest.fixture
+def pseudonymised(instance: Dataset) -> Dataset:
+    """That image pseudonymised under ``KEY`` with the default options."""
+    Deidentifier(key=KEY).deidentify(instance)
+    return instance
+
+
 # ---------------------------------------------------------------- the key
 
 
@@ -152,16 +159,15 @@ def test_pseudonyms_are_a_function_of_key_and_original(instance: Dataset) -> Non
         assert other[keyword].value != first[keyword].value
 
 
-def test_pseudonyms_are_those_earlier_versions_gave_under_the_same_key(instance: Dataset) -> None:
+def test_pseudonyms_are_those_earlier_versions_gave_under_the_same_key(pseudonymised: Dataset) -> None:
     # Recorded from 4.x's dicognito pipeline: resumed exports and mapping tables must stay right.
-    Deidentifier(key=KEY).deidentify(instance)
-    assert instance.PatientID == "8SGJCTFY9CDC"
-    assert instance.PatientName == "RANDALL^ERIN^CHESTER"
-    assert instance.AccessionNumber == "CA6B5E7YLPA0"
-    assert instance.StudyID == "5OS5Q1UBP6QP"
-    assert instance.StudyInstanceUID == "2.1081769221832909595481413334439366798093"
-    assert instance.StudyDate == "20151030"
-    assert instance.ReferringPhysicianName == "DAUGHERTY^CHANDRA^FLORINE"
+    assert pseudonymised.PatientID == "8SGJCTFY9CDC"
+    assert pseudonymised.PatientName == "RANDALL^ERIN^CHESTER"
+    assert pseudonymised.AccessionNumber == "CA6B5E7YLPA0"
+    assert pseudonymised.StudyID == "5OS5Q1UBP6QP"
+    assert pseudonymised.StudyInstanceUID == "2.1081769221832909595481413334439366798093"
+    assert pseudonymised.StudyDate == "20151030"
+    assert pseudonymised.ReferringPhysicianName == "DAUGHERTY^CHANDRA^FLORINE"
 
 
 def test_what_the_issue_found_kept_is_removed_or_cleaned(instance: Dataset) -> None:
@@ -179,23 +185,21 @@ def test_a_deidentifier_survives_pickling_with_its_key(instance: Dataset) -> Non
     assert copy.options == deidentifier.options
 
 
-def test_free_text_loses_the_values_the_profile_replaced(instance: Dataset) -> None:
-    Deidentifier(key=KEY).deidentify(instance)
-    assert instance.StudyDescription == "CT Thorax *** follow-up"
-    assert instance.SeriesDescription == "Lung 1mm for ***"
-    assert instance.PatientComments == "*** prefers mornings; ID ***"
-    assert instance.AdditionalPatientHistory == "Born ***, previous scan ***"
-    assert "ReferringPhysicianIdentificationSequence" not in instance
+def test_free_text_loses_the_values_the_profile_replaced(pseudonymised: Dataset) -> None:
+    assert pseudonymised.StudyDescription == "CT Thorax *** follow-up"
+    assert pseudonymised.SeriesDescription == "Lung 1mm for ***"
+    assert pseudonymised.PatientComments == "*** prefers mornings; ID ***"
+    assert pseudonymised.AdditionalPatientHistory == "Born ***, previous scan ***"
+    assert "ReferringPhysicianIdentificationSequence" not in pseudonymised
 
 
-def test_patient_characteristics_and_device_identity_are_kept(instance: Dataset) -> None:
-    Deidentifier(key=KEY).deidentify(instance)
-    assert (instance.PatientSex, instance.PatientAge, instance.PatientWeight) == ("F", "061Y", 64.5)
-    device = (instance.StationName, instance.DeviceSerialNumber, instance.Manufacturer)
+def test_patient_characteristics_and_device_identity_are_kept(pseudonymised: Dataset) -> None:
+    assert (pseudonymised.PatientSex, pseudonymised.PatientAge, pseudonymised.PatientWeight) == ("F", "061Y", 64.5)
+    device = (pseudonymised.StationName, pseudonymised.DeviceSerialNumber, pseudonymised.Manufacturer)
     assert device == ("CT-ROOM-7", "SN-4455", "ACME")
-    codes = [item.CodeValue for item in instance.DeidentificationMethodCodeSequence]
+    codes = [item.CodeValue for item in pseudonymised.DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113107", "113108", "113109", "113105"]
-    assert instance.LongitudinalTemporalInformationModified == "MODIFIED"
+    assert pseudonymised.LongitudinalTemporalInformationModified == "MODIFIED"
 
 
 def test_the_date_shift_is_whole_days_within_the_configured_range() -> None:

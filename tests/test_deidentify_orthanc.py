@@ -6,7 +6,6 @@ import csv
 import multiprocessing
 import pickle
 import sqlite3
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from dicomtrolley.qido_rs import QidoRS
 from dicomtrolley.trolley import DownloadSummary, Trolley
 from dicomtrolley.wado_rs import WadoRS
 from dicomtrolley.wado_uri import WadoURI
+from tests.support.command_line import pseudonymising_download, usage_error
 from tests.support.identifying_data import (
     HILDEGUND,
     IDENTIFYING_VALUES,
@@ -36,28 +36,14 @@ from tests.support.identifying_data import (
     KEPT_PRIVATE_VALUE,
     STUDIES,
     IdentifyingData,
-    write_identifying_data,
 )
-from tests.support.orthanc import OrthancServer, running_orthanc
+from tests.support.orthanc import OrthancServer
 
 pytestmark = pytest.mark.integration
 
 KEY = "a test key of thirty-two bytes!!"
 OTHER_KEY = "another key, also long enough..."
 STUDY_UIDS = [study.uid for study in STUDIES]
-
-
-@pytest.fixture(scope="module")
-def identifying(tmp_path_factory: pytest.TempPathFactory) -> IdentifyingData:
-    return write_identifying_data(tmp_path_factory.mktemp("identifying"))
-
-
-@pytest.fixture(scope="module")
-def server(identifying: IdentifyingData, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    """An Orthanc holding only the identifying studies (the session's must not change)."""
-    with running_orthanc(tmp_path_factory.mktemp("orthanc-identifying"), stop_timeout=0.3) as started:
-        started.upload(identifying.paths)
-        yield started
 
 
 def trolley(server: OrthancServer, *, uri: bool = False) -> Trolley:
@@ -87,12 +73,30 @@ def spellings(value: str) -> set[bytes]:
     return {e.lower() for e in encoded}
 
 
+def export_pseudonymised(server: OrthancServer, out: Path, **options: Any) -> ExportReport:
+    deidentifier = Deidentifier(DeidentifyOptions(mapping=out.parent / "mapping.csv"), key=KEY)
+    return trolley(server).export(
+        STUDY_UIDS, out, progress=False, index_format="csv", deidentify=deidentifier, **options
+    )
+
+
+def pseudonymise_by(way: str, server: OrthancServer, out: Path) -> tuple[bool, int]:
+    """The identifying studies pseudonymised into ``out`` by a ``"download"`` or an ``"export"``.
+
+    Returns whether all went well and how many instances were written.
+    """
+    if way == "download":
+        summary = download(server, out)
+        return summary.ok, summary.written
+    report = export_pseudonymised(server, out)
+    return report.ok, report.instances_written
+
+
+@pytest.mark.parametrize("way", ["download", "export"])
 def test_no_original_identifying_value_is_anywhere_in_the_output(
-    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+    way: str, identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path
 ) -> None:
-    summary = download(server, tmp_path / "out")
-    assert summary.ok
-    assert summary.written == identifying.image_count
+    assert pseudonymise_by(way, identifying_orthanc, tmp_path / "out") == (True, identifying.image_count)
     assert files(tmp_path / "out")
     assert identifying_values_in(tmp_path / "out", identifying) == []
 
@@ -109,7 +113,7 @@ def identifying_values_in(folder: Path, identifying: IdentifyingData) -> list[tu
 
 
 def test_nothing_identifying_is_written_even_to_temporary_files(
-    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     written: list[bytes] = []
     original = storage._write_atomically
@@ -120,7 +124,7 @@ def test_nothing_identifying_is_written_even_to_temporary_files(
         original(body, target, make_folder=make_folder)
 
     monkeypatch.setattr(storage, "_write_atomically", spy)
-    download(server, tmp_path / "out")  # files are written here; worker processes only pseudonymise
+    download(identifying_orthanc, tmp_path / "out")  # files are written here; worker processes only pseudonymise
     assert len(written) == identifying.image_count
     for data in written:
         for value in (*IDENTIFYING_VALUES, *identifying.all_uids):
@@ -128,9 +132,9 @@ def test_nothing_identifying_is_written_even_to_temporary_files(
 
 
 def test_the_search_for_identifying_values_finds_them_in_a_plain_download(
-    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+    identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path
 ) -> None:
-    trolley(server).download(STUDY_UIDS, tmp_path, progress=False)
+    trolley(identifying_orthanc).download(STUDY_UIDS, tmp_path, progress=False)
     everything = b"".join(files(tmp_path).values()).lower()
     values = (*IDENTIFYING_VALUES, *identifying.all_uids)
     unseen = [value for value in values if not any(s in everything for s in spellings(value))]
@@ -138,9 +142,9 @@ def test_the_search_for_identifying_values_finds_them_in_a_plain_download(
 
 
 def test_files_stay_valid_dicom_with_the_original_pixels(
-    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+    identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path
 ) -> None:
-    download(server, tmp_path / "out")
+    download(identifying_orthanc, tmp_path / "out")
     deidentifier = Deidentifier(key=KEY)
     written = {ds.SOPInstanceUID: ds for ds in datasets(tmp_path / "out")}
     originals = [p for p in identifying.paths if "-image-" in p.name]
@@ -156,11 +160,11 @@ def test_files_stay_valid_dicom_with_the_original_pixels(
 
 
 def test_the_same_key_gives_the_same_files_and_another_key_other_pseudonyms(
-    server: OrthancServer, tmp_path: Path
+    identifying_orthanc: OrthancServer, tmp_path: Path
 ) -> None:
-    download(server, tmp_path / "first")
-    download(server, tmp_path / "second")
-    download(server, tmp_path / "other", key=OTHER_KEY)
+    download(identifying_orthanc, tmp_path / "first")
+    download(identifying_orthanc, tmp_path / "second")
+    download(identifying_orthanc, tmp_path / "other", key=OTHER_KEY)
     assert files(tmp_path / "first") == files(tmp_path / "second")
 
     def identifiers(out: Path) -> set[str]:
@@ -170,17 +174,17 @@ def test_the_same_key_gives_the_same_files_and_another_key_other_pseudonyms(
 
 
 def test_worker_processes_and_the_downloading_thread_write_the_same_bytes(
-    server: OrthancServer, tmp_path: Path
+    identifying_orthanc: OrthancServer, tmp_path: Path
 ) -> None:
-    download(server, tmp_path / "processes", processes=2)
-    download(server, tmp_path / "thread", processes=0)
+    download(identifying_orthanc, tmp_path / "processes", processes=2)
+    download(identifying_orthanc, tmp_path / "thread", processes=0)
     assert files(tmp_path / "processes") == files(tmp_path / "thread")
 
 
-def test_a_c_get_download_is_pseudonymised_the_same_way(server: OrthancServer, tmp_path: Path) -> None:
-    download(server, tmp_path / "wado-rs")
-    cget = DICOMCGet("127.0.0.1", server.dicom_port, aec=server.aet)
-    trolley = Trolley(QidoRS(requests.Session(), server.dicomweb_url), cget)
+def test_a_c_get_download_is_pseudonymised_the_same_way(identifying_orthanc: OrthancServer, tmp_path: Path) -> None:
+    download(identifying_orthanc, tmp_path / "wado-rs")
+    cget = DICOMCGet("127.0.0.1", identifying_orthanc.dicom_port, aec=identifying_orthanc.aet)
+    trolley = Trolley(QidoRS(requests.Session(), identifying_orthanc.dicomweb_url), cget)
     summary = trolley.download(STUDY_UIDS, tmp_path / "c-get", progress=False, deidentify=Deidentifier(key=KEY))
     assert summary.ok
     assert len(summary.quarantined) == 3
@@ -191,9 +195,11 @@ def test_a_c_get_download_is_pseudonymised_the_same_way(server: OrthancServer, t
         assert by_cget.PixelData == by_wado.PixelData
 
 
-def test_each_patients_dates_move_back_by_one_number_of_days(server: OrthancServer, tmp_path: Path) -> None:
+def test_each_patients_dates_move_back_by_one_number_of_days(
+    identifying_orthanc: OrthancServer, tmp_path: Path
+) -> None:
     mapping = tmp_path / "mapping.csv"
-    download(server, tmp_path / "out", max_date_shift_days=400, mapping=mapping)
+    download(identifying_orthanc, tmp_path / "out", max_date_shift_days=400, mapping=mapping)
     with mapping.open(encoding="utf-8", newline="") as file:
         original_of = {row["PseudonymousStudyInstanceUID"]: row["StudyInstanceUID"] for row in csv.DictReader(file)}
     shifts: dict[str, set[int]] = {}
@@ -210,9 +216,11 @@ def test_each_patients_dates_move_back_by_one_number_of_days(server: OrthancServ
     assert shifts[HILDEGUND.patient_id] != shifts[KENJIRO.patient_id]
 
 
-def test_mapping_table_names_every_study_and_matches_the_files(server: OrthancServer, tmp_path: Path) -> None:
+def test_mapping_table_names_every_study_and_matches_the_files(
+    identifying_orthanc: OrthancServer, tmp_path: Path
+) -> None:
     mapping = tmp_path / "secure" / "mapping.csv"
-    download(server, tmp_path / "out", mapping=mapping)
+    download(identifying_orthanc, tmp_path / "out", mapping=mapping)
     with mapping.open(encoding="utf-8", newline="") as file:
         rows = list(csv.DictReader(file))
     assert {row["StudyInstanceUID"] for row in rows} == set(STUDY_UIDS)
@@ -225,24 +233,24 @@ def test_mapping_table_names_every_study_and_matches_the_files(server: OrthancSe
         assert row["PseudonymousAccessionNumber"] == ds.AccessionNumber
         original = next(s for s in STUDIES if s.uid == row["StudyInstanceUID"])
         assert (_day(original.date) - _day(ds.StudyDate)).days == int(row["DateShiftDays"])
-    download(server, tmp_path / "again", mapping=mapping)
+    download(identifying_orthanc, tmp_path / "again", mapping=mapping)
     assert len(mapping.read_text(encoding="utf-8").splitlines()) == 1 + len(STUDIES)  # no duplicate rows
 
 
 def test_a_mapping_table_inside_the_output_folder_is_refused_before_downloading(
-    server: OrthancServer, tmp_path: Path
+    identifying_orthanc: OrthancServer, tmp_path: Path
 ) -> None:
     with pytest.raises(DeidentificationError, match="inside the output folder"):
-        download(server, tmp_path / "out", mapping=tmp_path / "out" / "mapping.csv")
+        download(identifying_orthanc, tmp_path / "out", mapping=tmp_path / "out" / "mapping.csv")
     assert not (tmp_path / "out").exists()
-    download(server, tmp_path / "out", mapping=tmp_path / "out" / "mapping.csv", mapping_in_output=True)
+    download(identifying_orthanc, tmp_path / "out", mapping=tmp_path / "out" / "mapping.csv", mapping_in_output=True)
     assert (tmp_path / "out" / "mapping.csv").is_file()
 
 
 def test_burned_in_secondary_capture_and_ultrasound_are_quarantined_not_written(
-    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+    identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path
 ) -> None:
-    summary = download(server, tmp_path / "out")
+    summary = download(identifying_orthanc, tmp_path / "out")
     assert summary.ok
     assert {q.reference.instance_uid for q in summary.quarantined} == set(identifying.quarantined_uids)
     reasons = {identifying.quarantined_uids[q.reference.instance_uid]: q.reason for q in summary.quarantined}
@@ -253,24 +261,28 @@ def test_burned_in_secondary_capture_and_ultrasound_are_quarantined_not_written(
     assert "3 quarantined" in str(summary)
 
 
-def test_quarantine_can_be_lifted(server: OrthancServer, identifying: IdentifyingData, tmp_path: Path) -> None:
-    summary = download(server, tmp_path / "out", allow_burned_in=True, quarantine_sop_classes=[])
+def test_quarantine_can_be_lifted(
+    identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+) -> None:
+    summary = download(identifying_orthanc, tmp_path / "out", allow_burned_in=True, quarantine_sop_classes=[])
     assert not summary.quarantined
     assert summary.written == len(identifying.paths)
 
 
-def test_private_attributes_are_removed_except_the_kept_ones(server: OrthancServer, tmp_path: Path) -> None:
-    download(server, tmp_path / "plain")
-    download(server, tmp_path / "kept", keep_private_tags=[KEPT_PRIVATE_TAG])
+def test_private_attributes_are_removed_except_the_kept_ones(
+    identifying_orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    download(identifying_orthanc, tmp_path / "plain")
+    download(identifying_orthanc, tmp_path / "kept", keep_private_tags=[KEPT_PRIVATE_TAG])
     assert not any(element.tag.is_private for ds in datasets(tmp_path / "plain") for element in ds.iterall())
     for ds in datasets(tmp_path / "kept"):
         assert ds.private_block(0x0013, KEPT_PRIVATE_TAG.split(",")[1])[0x10].value == KEPT_PRIVATE_VALUE
         assert not any(element.tag.group == 0x0011 for element in ds)
 
 
-def test_the_path_template_sees_pseudonymised_values(server: OrthancServer, tmp_path: Path) -> None:
+def test_the_path_template_sees_pseudonymised_values(identifying_orthanc: OrthancServer, tmp_path: Path) -> None:
     deidentifier = Deidentifier(key=KEY)
-    summary = trolley(server).download(
+    summary = trolley(identifying_orthanc).download(
         STUDY_UIDS, tmp_path, progress=False, deidentify=deidentifier,
         template="{PatientID}/{StudyDate}_{AccessionNumber}/{SOPInstanceUID}.dcm",
     )
@@ -279,8 +291,10 @@ def test_the_path_template_sees_pseudonymised_values(server: OrthancServer, tmp_
         assert (tmp_path / ds.PatientID / f"{ds.StudyDate}_{ds.AccessionNumber}" / f"{ds.SOPInstanceUID}.dcm").is_file()
 
 
-def test_an_instance_that_cannot_be_written_is_a_failure_of_its_target(server: OrthancServer, tmp_path: Path) -> None:
-    summary = trolley(server).download(
+def test_an_instance_that_cannot_be_written_is_a_failure_of_its_target(
+    identifying_orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    summary = trolley(identifying_orthanc).download(
         STUDY_UIDS, tmp_path, template="{PatientID}.dcm", on_error="collect", progress=False,
         deidentify=Deidentifier(key=KEY),
     )
@@ -289,17 +303,18 @@ def test_an_instance_that_cannot_be_written_is_a_failure_of_its_target(server: O
     assert summary.failures
     assert all(isinstance(f.error, StorageCollisionError) for f in summary.failures)
     with pytest.raises(DownloadError):
-        trolley(server).download(
+        trolley(identifying_orthanc).download(
             STUDY_UIDS, tmp_path / "raise", template="{PatientID}.dcm", progress=False,
             deidentify=Deidentifier(key=KEY),
         )
 
 
 def test_a_second_run_finds_the_pseudonymised_files_and_fetches_nothing(
-    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+    identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path
 ) -> None:
-    first = trolley(server, uri=True).download(STUDY_UIDS, tmp_path, progress=False, deidentify=Deidentifier(key=KEY))
-    again = trolley(server, uri=True).download(STUDY_UIDS, tmp_path, progress=False, deidentify=Deidentifier(key=KEY))
+    uri = trolley(identifying_orthanc, uri=True)
+    first = uri.download(STUDY_UIDS, tmp_path, progress=False, deidentify=Deidentifier(key=KEY))
+    again = uri.download(STUDY_UIDS, tmp_path, progress=False, deidentify=Deidentifier(key=KEY))
     images = identifying.image_count
     assert first.written == images
     assert again.written == 0
@@ -309,16 +324,17 @@ def test_a_second_run_finds_the_pseudonymised_files_and_fetches_nothing(
 
 def run_command_line(server: OrthancServer, tmp_path: Path, config: str, *options: str) -> int:
     """``dicomtrolley download`` of every identifying study into ``tmp_path/out``, with this config file."""
-    (tmp_path / "deid.toml").write_text(config, encoding="utf-8")
-    return main(["download", server.dicomweb_url, *STUDY_UIDS, "-o", str(tmp_path / "out"), "--no-progress",
-                 "--deidentify", str(tmp_path / "deid.toml"), *options])
+    return pseudonymising_download(server.dicomweb_url, STUDY_UIDS, tmp_path, config, *options)
 
 
 def test_command_line_pseudonymises_writes_the_mapping_and_counts_the_quarantined(
-    server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    identifying_orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)
-    status = run_command_line(server, tmp_path, "max_date_shift_days = 30\n", "--mapping", str(tmp_path / "map.csv"))
+    status = run_command_line(
+        identifying_orthanc, tmp_path, "max_date_shift_days = 30\n", "--mapping", str(tmp_path / "map.csv")
+    )
     assert status == 0
     assert "3 instances quarantined" in capsys.readouterr().err
     assert len((tmp_path / "map.csv").read_text(encoding="utf-8").splitlines()) == 1 + len(STUDIES)
@@ -327,30 +343,31 @@ def test_command_line_pseudonymises_writes_the_mapping_and_counts_the_quarantine
 
 
 def test_command_line_without_a_key_stops_before_downloading(
-    server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    identifying_orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv("DICOMTROLLEY_DEID_KEY", raising=False)
     monkeypatch.setattr("dicomtrolley.deidentify._keyring_key", lambda: None)
-    assert run_command_line(server, tmp_path, "") == 3
+    assert run_command_line(identifying_orthanc, tmp_path, "") == 3
     assert "No pseudonymisation key" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_command_line_names_a_wrong_option(
-    server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    identifying_orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)
-    assert run_command_line(server, tmp_path, "max_date_shift = 30\n") == 3
+    assert run_command_line(identifying_orthanc, tmp_path, "max_date_shift = 30\n") == 3
     assert "max_date_shift: unknown option" in capsys.readouterr().err
 
 
 def test_command_line_refuses_a_mapping_without_deidentify_as_a_usage_error(
-    server: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    identifying_orthanc: OrthancServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(["download", server.dicomweb_url, STUDY_UIDS[0], "-o", str(tmp_path), "--mapping", "map.csv"])
-    assert stopped.value.code == 2
-    assert "--mapping needs --deidentify" in capsys.readouterr().err
+    url = identifying_orthanc.dicomweb_url
+    err = usage_error(["download", url, STUDY_UIDS[0], "-o", str(tmp_path), "--mapping", "map.csv"], capsys)
+    assert "--mapping needs --deidentify" in err
 
 
 def _day(text: str) -> date:
@@ -360,21 +377,11 @@ def _day(text: str) -> date:
 # ---------------------------------------------------------------- pseudonymised exports
 
 
-def export_pseudonymised(server: OrthancServer, out: Path, **options: Any) -> ExportReport:
-    deidentifier = Deidentifier(DeidentifyOptions(mapping=out.parent / "mapping.csv"), key=KEY)
-    return trolley(server).export(
-        STUDY_UIDS, out, progress=False, index_format="csv", deidentify=deidentifier, **options
-    )
-
-
-def test_a_pseudonymised_exports_output_folder_holds_no_original_identifying_value(
-    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+def test_a_pseudonymised_exports_report_state_and_mapping_lie_beside_its_output_folder(
+    identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path
 ) -> None:
-    report = export_pseudonymised(server, tmp_path / "out")
-    assert report.ok
-    assert report.instances_written == identifying.image_count
-    assert identifying_values_in(tmp_path / "out", identifying) == []
-    # The report, the state database (they hold the worklist) and the mapping lie beside the output folder.
+    report = export_pseudonymised(identifying_orthanc, tmp_path / "out")
+    # They hold the worklist's identifying values: the report, the state database, the mapping.
     assert report.report_path == tmp_path / "out.state" / "report.csv"
     assert (tmp_path / "out.state" / DATABASE_NAME).is_file()
     assert identifying_values_in(tmp_path / "out.state", identifying)
@@ -382,9 +389,10 @@ def test_a_pseudonymised_exports_output_folder_holds_no_original_identifying_val
 
 
 def test_a_pseudonymised_exports_index_names_the_pseudonymised_files(
-    server: OrthancServer, tmp_path: Path
+    identifying_orthanc: OrthancServer, tmp_path: Path
 ) -> None:
-    report = export_pseudonymised(server, tmp_path / "out", template="{PatientID}/{StudyDate}/{SOPInstanceUID}.dcm")
+    template = "{PatientID}/{StudyDate}/{SOPInstanceUID}.dcm"
+    report = export_pseudonymised(identifying_orthanc, tmp_path / "out", template=template)
     assert report.index_path is not None
     with report.index_path.open(newline="", encoding="utf-8") as file:
         index = list(csv.DictReader(file))
@@ -399,9 +407,9 @@ def test_a_pseudonymised_exports_index_names_the_pseudonymised_files(
 
 
 def test_a_pseudonymised_export_counts_the_quarantined_in_its_report(
-    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+    identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path
 ) -> None:
-    report = export_pseudonymised(server, tmp_path / "out")
+    report = export_pseudonymised(identifying_orthanc, tmp_path / "out")
     assert report.ok  # held back is not failed
     assert report.instances_quarantined == len(identifying.quarantined_uids)
     assert f"{len(identifying.quarantined_uids)} quarantined" in str(report)
@@ -411,15 +419,15 @@ def test_a_pseudonymised_export_counts_the_quarantined_in_its_report(
 
 
 def test_a_pseudonymised_export_resumes_after_a_crash_and_indexes_the_files_it_finds(
-    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path
+    identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path
 ) -> None:
-    first = export_pseudonymised(server, tmp_path / "out")
+    first = export_pseudonymised(identifying_orthanc, tmp_path / "out")
     images = identifying.image_count
     # As if the process died mid-study: every study still running, nothing indexed yet.
     with sqlite3.connect(tmp_path / "out.state" / DATABASE_NAME) as db:
         db.execute("UPDATE studies SET status = 'running'")
         db.execute("DELETE FROM instances")
-    again = export_pseudonymised(server, tmp_path / "out")
+    again = export_pseudonymised(identifying_orthanc, tmp_path / "out")
     assert again.ok
     assert again.instances_written == 0
     assert sum(int(line["instances_skipped"]) for line in again.lines) == images
@@ -431,20 +439,20 @@ def test_a_pseudonymised_export_resumes_after_a_crash_and_indexes_the_files_it_f
 
 
 def test_a_state_folder_inside_a_pseudonymised_exports_output_folder_is_refused(
-    server: OrthancServer, tmp_path: Path
+    identifying_orthanc: OrthancServer, tmp_path: Path
 ) -> None:
     with pytest.raises(DeidentificationError, match="inside the output folder"):
-        export_pseudonymised(server, tmp_path / "out", state_dir=tmp_path / "out" / "state")
+        export_pseudonymised(identifying_orthanc, tmp_path / "out", state_dir=tmp_path / "out" / "state")
     assert not (tmp_path / "out").exists()
 
 
 def test_tasks_shipped_to_other_processes_load_the_key_there_and_write_the_same_files(
-    server: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    identifying_orthanc: OrthancServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    export_pseudonymised(server, tmp_path / "threads")
+    export_pseudonymised(identifying_orthanc, tmp_path / "threads")
     monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)  # the workers' own key; their tasks carry none
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as executor:
-        report = export_pseudonymised(server, tmp_path / "processes", executor=executor)
+        report = export_pseudonymised(identifying_orthanc, tmp_path / "processes", executor=executor)
     assert report.ok
     shipped = files(tmp_path / "processes")
     assert {p: d for p, d in files(tmp_path / "threads").items() if p.suffix == ".dcm"} == {
@@ -459,7 +467,7 @@ def test_a_shipped_study_task_holds_no_key() -> None:
 
 
 def test_command_line_exports_pseudonymised_with_the_state_beside_the_mapping(
-    server: OrthancServer, identifying: IdentifyingData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    identifying_orthanc: OrthancServer, identifying: IdentifyingData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DICOMTROLLEY_DEID_KEY", KEY)
@@ -467,7 +475,8 @@ def test_command_line_exports_pseudonymised_with_the_state_beside_the_mapping(
     (tmp_path / "private").mkdir()
     worklist = tmp_path / "private" / "worklist.csv"
     worklist.write_text("StudyInstanceUID\n" + "".join(f"{uid}\n" for uid in STUDY_UIDS), encoding="utf-8")
-    status = main(["export", server.dicomweb_url, str(worklist), "-o", str(tmp_path / "out"), "--no-progress",
+    status = main(["export", identifying_orthanc.dicomweb_url, str(worklist), "-o", str(tmp_path / "out"),
+                   "--no-progress",
                    "--index-format", "csv", "--deidentify", str(tmp_path / "deid.toml"),
                    "--mapping", str(tmp_path / "private" / "mapping.csv")])
     assert status == 0
@@ -478,9 +487,9 @@ def test_command_line_exports_pseudonymised_with_the_state_beside_the_mapping(
 
 
 def test_a_pseudonymised_export_refuses_a_mapping_table_inside_its_output_folder(
-    server: OrthancServer, tmp_path: Path
+    identifying_orthanc: OrthancServer, tmp_path: Path
 ) -> None:
     deidentifier = Deidentifier(DeidentifyOptions(mapping=tmp_path / "out" / "mapping.csv"), key=KEY)
     with pytest.raises(DeidentificationError, match="inside the output folder"):
-        trolley(server).export(STUDY_UIDS, tmp_path / "out", progress=False, deidentify=deidentifier)
+        trolley(identifying_orthanc).export(STUDY_UIDS, tmp_path / "out", progress=False, deidentify=deidentifier)
     assert not (tmp_path / "out").exists()

@@ -357,26 +357,19 @@ def targets_at(level: str, study: SampleStudy) -> tuple[list[Reference], list[Pa
 
 
 @pytest.mark.parametrize("level", LEVELS)
-def test_cget_delivers_the_uploaded_dataset_bytes(cget: DICOMCGet, doe_ct: SampleStudy, level: str) -> None:
+@pytest.mark.parametrize("retrieve", ["cget", "cmove"])
+def test_a_dimse_retrieve_delivers_the_uploaded_dataset_bytes(
+    retrieve: str, level: str, doe_ct: SampleStudy, request: pytest.FixtureRequest
+) -> None:
+    downloader: DICOMCGet | DICOMCMove = request.getfixturevalue(retrieve)
     targets, paths, uids = targets_at(level, doe_ct)
 
-    sink, failures = fetch_all(cget, targets)
+    sink, failures = fetch_all(downloader, targets)
 
     assert failures == []
     assert_uploaded_bytes(sink, paths, uids)
     assert sink.sources == set(targets)
-    assert cget.last_suboperations == SubOperations(completed=len(uids))
-
-
-@pytest.mark.parametrize("level", LEVELS)
-def test_cmove_delivers_the_uploaded_dataset_bytes(cmove: DICOMCMove, doe_ct: SampleStudy, level: str) -> None:
-    targets, paths, uids = targets_at(level, doe_ct)
-
-    sink, failures = fetch_all(cmove, targets)
-
-    assert failures == []
-    assert_uploaded_bytes(sink, paths, uids)
-    assert cmove.last_suboperations == SubOperations(completed=len(uids))
+    assert downloader.last_suboperations == SubOperations(completed=len(uids))
 
 
 def test_parts_carry_their_reference_when_the_target_names_the_series(

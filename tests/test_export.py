@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -510,11 +511,35 @@ def write_worklist(folder: Path, uids: list[str]) -> Path:
 # ------------------------------------------------------------ crash safety and Ctrl-C (100 studies, a subprocess)
 
 
+@dataclass(frozen=True)
+class HundredStudies:
+    """An Orthanc holding 100 small studies, their files by SOPInstanceUID (dots as ``_``), and a worklist of them."""
+
+    server: OrthancServer
+    originals: dict[str, bytes]
+    worklist: Path
+
+    def export(self, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+        """``dicomtrolley export`` of the worklist into ``out``, in a process of its own."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "dicomtrolley.cli", "export", self.server.dicomweb_url, str(self.worklist),
+             "-o", str(out), "--no-progress", "--studies", "2", *extra],
+            cwd=REPO, stderr=subprocess.PIPE,
+        )
+
+    def export_until(self, out: Path, done: int) -> subprocess.Popen[bytes]:
+        """Start a paced export in a process; return it once ``done`` studies are recorded as done."""
+        process = self.export(out, "--max-rate", "500KB/s")
+        deadline = time.monotonic() + 60
+        while studies_done(out) < done:
+            assert process.poll() is None, "the export ended before it could be stopped"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        return process
+
+
 @pytest.fixture
-def hundred_studies(
-    orthanc_factory: OrthancFactory, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[OrthancServer, dict[str, bytes], Path]:
-    """An Orthanc holding 100 small studies, their files by SOPInstanceUID, and a worklist of them."""
+def hundred_studies(orthanc_factory: OrthancFactory, tmp_path_factory: pytest.TempPathFactory) -> HundredStudies:
     server = orthanc_factory(load=False)
     folder = tmp_path_factory.mktemp("hundred")
     originals: dict[str, bytes] = {}
@@ -529,17 +554,7 @@ def hundred_studies(
             paths.append(path)
             originals[instance.sop_uid.replace(".", "_")] = instance.data
     server.upload(paths)
-    worklist = folder / "worklist.csv"
-    worklist.write_text("StudyInstanceUID\n" + "".join(f"{uid}\n" for uid in uids))
-    return server, originals, worklist
-
-
-def start_cli_export(server: OrthancServer, worklist: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dicomtrolley.cli", "export", server.dicomweb_url, str(worklist), "-o", str(out),
-         "--no-progress", "--studies", "2", *extra],
-        cwd=REPO, stderr=subprocess.PIPE,
-    )
+    return HundredStudies(server, originals, write_worklist(folder, uids))
 
 
 def studies_done(out: Path) -> int:
@@ -553,27 +568,9 @@ def studies_done(out: Path) -> int:
             return 0
 
 
-def wait_until_done(out: Path, count: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while studies_done(out) < count:
-        assert process.poll() is None, "the export ended before it could be stopped"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
-def export_until(server: OrthancServer, worklist: Path, out: Path, done: int) -> subprocess.Popen[bytes]:
-    """Start a paced export in a process; return it once ``done`` studies are recorded as done."""
-    process = start_cli_export(server, worklist, out, "--max-rate", "500KB/s")
-    wait_until_done(out, done, process)
-    return process
-
-
-def test_kill_9_mid_export_then_the_same_command_completes_it(
-    hundred_studies: tuple[OrthancServer, dict[str, bytes], Path], tmp_path: Path
-) -> None:
-    server, originals, worklist = hundred_studies
+def test_kill_9_mid_export_then_the_same_command_completes_it(hundred_studies: HundredStudies, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    process = export_until(server, worklist, out, done=20)
+    process = hundred_studies.export_until(out, done=20)
     process.kill()
     process.wait()
     assert 20 <= studies_done(out) < 100
@@ -582,31 +579,32 @@ def test_kill_9_mid_export_then_the_same_command_completes_it(
     # writes into, so that every run checks that the re-run cleans it up.
     with sqlite3.connect(out / DATABASE_NAME) as db:
         (pending,) = db.execute("SELECT uid FROM studies WHERE status = 'pending' LIMIT 1").fetchone()
-    (study,) = trolley_for(server).find_studies(Query(StudyInstanceUID=pending, query_level=QueryLevels.SERIES))
+    query = Query(StudyInstanceUID=pending, query_level=QueryLevels.SERIES)
+    (study,) = trolley_for(hundred_studies.server).find_studies(query)
     folder = out / pending.replace(".", "_") / study.all_series()[0].uid.replace(".", "_")
     folder.mkdir(parents=True)
     killed = temporary_name(folder / "1_2_3").replace(f"-{os.getpid()}.", f"-{process.pid}.")
     (folder / f"{killed}abcdefgh{TEMPORARY_SUFFIX}").write_bytes(b"half an instance")
 
-    rerun = start_cli_export(server, worklist, out)
+    rerun = hundred_studies.export(out)
     assert rerun.wait(timeout=120) == 0, rerun.stderr.read() if rerun.stderr else ""
     with sqlite3.connect(out / DATABASE_NAME) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         attempts = dict(db.execute("SELECT uid, attempts FROM studies").fetchall())
     assert len(attempts) == 100
     assert sum(1 for a in attempts.values() if a > 1) <= 2  # only those in flight at the kill ran twice
-    assert files_under(out) == originals  # every file whole, none half-written under its final name
+    assert files_under(out) == hundred_studies.originals  # every file whole, none half-written under its final name
     assert not list(out.rglob(f"*{TEMPORARY_SUFFIX}"))
     index = pandas.read_parquet(out / "instances.parquet")
-    assert sorted(Path(p).name for p in index["path"]) == sorted(originals)  # the killed attempts' files too
+    # The killed attempts' files too:
+    assert sorted(Path(p).name for p in index["path"]) == sorted(hundred_studies.originals)
 
 
 def test_ctrl_c_saves_the_state_and_exits_130_then_the_export_resumes(
-    hundred_studies: tuple[OrthancServer, dict[str, bytes], Path], tmp_path: Path
+    hundred_studies: HundredStudies, tmp_path: Path
 ) -> None:
-    server, originals, worklist = hundred_studies
     out = tmp_path / "out"
-    process = export_until(server, worklist, out, done=10)
+    process = hundred_studies.export_until(out, done=10)
     process.send_signal(signal.SIGINT)
     sent = time.monotonic()
     assert process.wait(timeout=10) == 130
@@ -617,6 +615,6 @@ def test_ctrl_c_saves_the_state_and_exits_130_then_the_export_resumes(
         statuses = {s for (s,) in db.execute("SELECT status FROM studies")}
     assert "running" not in statuses
     assert (out / "report.csv").exists()
-    rerun = start_cli_export(server, worklist, out)
+    rerun = hundred_studies.export(out)
     assert rerun.wait(timeout=120) == 0
-    assert files_under(out) == originals
+    assert files_under(out) == hundred_studies.originals

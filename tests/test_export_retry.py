@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
@@ -35,19 +36,25 @@ RETRIEVES = (Route.WADO_RS_STUDY, Route.WADO_RS_SERIES, Route.WADO_RS_INSTANCE)
 # ------------------------------------------------------------ which failures may pass
 
 
+def http_failure(status: int) -> ServerError:
+    """The error of a request the server answered with ``status`` (and its usual reason)."""
+    return ServerError("http://pacs/studies/1", status, HTTPStatus(status).phrase)
+
+
+def failure_id(error: Exception) -> str:
+    return f"{type(error).__name__}-{getattr(error, 'status', '')}"
+
+
 @pytest.mark.parametrize(
     "error",
     [
-        ServerError("http://pacs/studies/1", 500, "Internal Server Error"),
-        ServerError("http://pacs/studies/1", 503, "Service Unavailable"),
-        ServerError("http://pacs/studies/1", 429, "Too Many Requests"),
-        ServerError("http://pacs/studies/1", 408, "Request Timeout"),
+        *map(http_failure, (500, 503, 429, 408)),
         ConnectionFailedError("Reading the body of http://pacs/studies/1 failed: connection reset"),
         TruncatedBodyError("the multipart body is truncated"),
         DIMSEError("no answer within 30 s, or the association was aborted"),
         DIMSEError("C-GET failed with status 0xA702", status=0xA702),
     ],
-    ids=lambda e: f"{type(e).__name__}-{getattr(e, 'status', '')}",
+    ids=failure_id,
 )
 def test_a_failure_that_may_pass_is_worth_another_attempt(error: Exception) -> None:
     assert worth_retrying(error)
@@ -56,10 +63,7 @@ def test_a_failure_that_may_pass_is_worth_another_attempt(error: Exception) -> N
 @pytest.mark.parametrize(
     "error",
     [
-        ServerError("http://pacs/studies/1", 404, "Not Found"),
-        ServerError("http://pacs/studies/1", 401, "Unauthorized"),
-        ServerError("http://pacs/studies/1", 403, "Forbidden"),
-        ServerError("http://pacs/studies/1", 400, "Bad Request"),
+        *map(http_failure, (404, 401, 403, 400)),
         DICOMTrolleyAuthError("login refused"),
         StorageError("Could not write /out/1.dcm: No space left on device"),
         DeidentificationError("no key"),
@@ -68,7 +72,7 @@ def test_a_failure_that_may_pass_is_worth_another_attempt(error: Exception) -> N
         DIMSEError("C-MOVE failed with status 0xA801: move destination unknown", status=0xA801),
         RuntimeError("a bug"),
     ],
-    ids=lambda e: f"{type(e).__name__}-{getattr(e, 'status', '')}",
+    ids=failure_id,
 )
 def test_a_failure_that_cannot_get_better_is_not_worth_another_attempt(error: Exception) -> None:
     assert not worth_retrying(error)
@@ -187,14 +191,19 @@ def test_an_export_through_a_server_failing_a_fifth_of_its_retrieves_finishes_in
     print(f"20 studies, {faulted} faulted answers: {sum(used)} attempts (at most {used[-1]}), {elapsed:.2f} s")
 
 
+def fail_with_500(server: FaultServer, instances: list[ServedInstance]) -> None:
+    """Make every retrieve of the study of ``instances`` answer 500: the whole study, each series, each instance."""
+    study = server.series_path(instances[0].series_uid).rsplit("/series/", 1)[0]
+    series = [server.series_path(uid) for uid in dict.fromkeys(i.series_uid for i in instances)]
+    for path in [study, *series, *(server.instance_path(i) for i in instances)]:
+        server.add_fault(Fault.STATUS, status=500, path=path)
+
+
 @pytest.mark.integration
 def test_a_study_failing_with_500_uses_all_its_attempts_in_one_run(tmp_path: Path) -> None:
     bad, good = make_instances(name="always-500"), make_instances(name="fine")
     with FaultServer(bad + good) as server:
-        study = server.series_path(bad[0].series_uid).rsplit("/series/", 1)[0]
-        series = [server.series_path(uid) for uid in dict.fromkeys(i.series_uid for i in bad)]
-        for path in [study, *series, *(server.instance_path(i) for i in bad)]:
-            server.add_fault(Fault.STATUS, status=500, path=path)
+        fail_with_500(server, bad)
         trolley = ServerProfile(url=server.dicomweb_url).trolley()
         report = export(trolley, [bad[0].study_uid, good[0].study_uid], tmp_path, progress=False,
                         max_attempts=3, retry_delay=0.01)
@@ -238,10 +247,7 @@ def test_a_study_that_cannot_be_stored_fails_at_its_first_attempt(tmp_path: Path
 def test_kill_9_while_a_study_waits_to_be_retried_keeps_its_attempts(tmp_path: Path) -> None:
     bad, good = make_instances(name="waits"), make_instances(name="passes")
     with FaultServer(bad + good) as server:
-        study = server.series_path(bad[0].series_uid).rsplit("/series/", 1)[0]
-        series = [server.series_path(uid) for uid in dict.fromkeys(i.series_uid for i in bad)]
-        for path in [study, *series, *(server.instance_path(i) for i in bad)]:
-            server.add_fault(Fault.STATUS, status=500, path=path)
+        fail_with_500(server, bad)
         worklist = write_worklist(tmp_path, bad + good)
         out = tmp_path / "out"
         command = [sys.executable, "-m", "dicomtrolley.cli", "export", server.dicomweb_url, str(worklist), "-o",

@@ -406,33 +406,19 @@ def test_an_envelope_with_a_dtd_is_refused() -> None:
 # --- the command line ----------------------------------------------------------------------------------
 
 
-def test_command_line_searches_with_mint_and_downloads_with_rad69(
-    orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("with_url", [True, False], ids=["with-dicomweb-url", "without-dicomweb-url"])
+def test_command_line_searches_with_mint_and_downloads_with_rad69_with_or_without_a_dicomweb_url(
+    with_url: bool, orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     study = study_of(orthanc, "PAT003")
     monkeypatch.setenv(PASSWORD_VARIABLE, vitrea.password)
+    url = [vitrea.url] if with_url else []  # MINT and RAD-69 have URLs of their own
     login = ["--login-url", vitrea.login_url, "--user", vitrea.user,
              "--searcher", "mint", "--mint-url", vitrea.mint_url]
-    assert main(["search", vitrea.url, *login, "--PatientID", "PAT003"]) == 0
+    assert main(["search", *url, *login, "--PatientID", "PAT003"]) == 0
     assert study.uid in capsys.readouterr().out
-    status = main(["download", vitrea.url, study.uid, "-o", str(tmp_path), "--no-progress", *login,
-                   "--downloader", "rad69", "--rad69-url", vitrea.rad69_url])
-    assert status == 0
-    assert_written_as_stored(orthanc, tmp_path, study)
-
-
-def test_the_command_line_needs_no_dicomweb_url_for_mint_and_rad69(
-    orthanc: OrthancServer, vitrea: VitreaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    study = study_of(orthanc, "PAT003")
-    monkeypatch.setenv(PASSWORD_VARIABLE, vitrea.password)
-    login = ["--login-url", vitrea.login_url, "--user", vitrea.user,
-             "--searcher", "mint", "--mint-url", vitrea.mint_url]
-    assert main(["search", *login, "--PatientID", "PAT003"]) == 0
-    assert study.uid in capsys.readouterr().out
-    status = main(["download", study.uid, "-o", str(tmp_path), "--no-progress", *login,
+    status = main(["download", *url, study.uid, "-o", str(tmp_path), "--no-progress", *login,
                    "--downloader", "rad69", "--rad69-url", vitrea.rad69_url])
     assert status == 0
     assert_written_as_stored(orthanc, tmp_path, study)

@@ -13,6 +13,7 @@ from dicomtrolley.cli import main
 from dicomtrolley.exceptions import SendError
 from dicomtrolley.stow_rs import MultipartBody, StowRS
 from tests.support import stow_answers
+from tests.support.command_line import usage_error
 from tests.support.fault_server import Fault, FaultServer, Route, ServedInstance, make_instances
 
 
@@ -164,26 +165,19 @@ def test_progress_counts_instances_and_bytes_as_the_answers_come(server: FaultSe
 
 
 def test_upload_without_a_path_is_a_usage_mistake_and_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(["upload", "http://127.0.0.1:9/dicom-web"])
-    assert stopped.value.code == 2
-    assert "give the files or folders to send" in capsys.readouterr().err
+    assert "give the files or folders to send" in usage_error(["upload", "http://127.0.0.1:9/dicom-web"], capsys)
 
 
 def test_upload_with_c_store_and_no_address_names_the_options_it_lacks(
     folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(["upload", "--sender", "c-store", "http://127.0.0.1:9/dicom-web", str(folder)])
-    assert stopped.value.code == 2
-    assert "--sender c-store needs --host and --port" in capsys.readouterr().err
+    err = usage_error(["upload", "--sender", "c-store", "http://127.0.0.1:9/dicom-web", str(folder)], capsys)
+    assert "--sender c-store needs --host and --port" in err
 
 
 def test_upload_of_a_path_that_does_not_exist_is_a_usage_error_before_any_request(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "not-there"
-    with pytest.raises(SystemExit) as stopped:
-        main(["upload", "http://127.0.0.1:9/dicom-web", str(missing), "--no-progress"])
-    assert stopped.value.code == 2
-    assert f"no such file or folder: {missing}" in capsys.readouterr().err
+    err = usage_error(["upload", "http://127.0.0.1:9/dicom-web", str(missing), "--no-progress"], capsys)
+    assert f"no such file or folder: {missing}" in err

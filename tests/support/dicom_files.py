@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
@@ -34,6 +35,17 @@ def part10_dataset(
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
     return ds
+
+
+def add_pixels(ds: Dataset, image: np.ndarray[Any, np.dtype[np.uint16]]) -> None:
+    """Give ``ds`` ``image`` as its pixels: one 16-bit unsigned grey frame, with the attributes that describe it."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = image.shape
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = image.astype("<u2").tobytes()
 
 
 def part10_bytes(ds: Dataset) -> bytes:

@@ -48,7 +48,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.support import stow_answers
-from tests.support.dicom_files import CT_IMAGE_STORAGE, part10_bytes, part10_dataset
+from tests.support.dicom_files import CT_IMAGE_STORAGE, add_pixels, part10_bytes, part10_dataset
 from tests.support.http_server import TrackingHTTPServer
 
 BOUNDARY = "fault-server-7d1f0c6a9b2e4d58a3c1e6f0b9d2a4c7"
@@ -131,14 +131,7 @@ def _dataset(
     ds.Modality = "CT"
     ds.SeriesNumber = series_number
     ds.InstanceNumber = number
-    ds.Rows = ds.Columns = pixels
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.full((pixels, pixels), number, dtype="<u2").tobytes()
+    add_pixels(ds, np.full((pixels, pixels), number, dtype=np.uint16))
     return ds
 
 

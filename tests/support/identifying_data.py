@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, SecondaryCaptureImageStorage, UltrasoundImageStorage, generate_uid
 
-from tests.support.dicom_files import part10_dataset
+from tests.support.dicom_files import add_pixels, part10_dataset
 from tests.support.sample_data import UID_PREFIX
 
 
@@ -238,13 +238,7 @@ def _instance(study: StudySpec, kind: str, series_uid: str, instance_uid: str, n
     kept.add_new(0x10, "LO", KEPT_PRIVATE_VALUE)
 
     ds.BurnedInAnnotation = "YES" if kind == "burned-in" else "NO"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ds.Columns = 16
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels(instance_uid).tobytes()
+    add_pixels(ds, pixels(instance_uid))
     return ds
 
 

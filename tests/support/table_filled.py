@@ -37,7 +37,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, generate_uid
 
 from dicomtrolley._annex_e_table import ROWS
-from tests.support.dicom_files import part10_dataset
+from tests.support.dicom_files import add_pixels, part10_dataset
 from tests.support.sample_data import UID_PREFIX
 
 TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "UR", "AE", "DA", "DT", "TM"})
@@ -248,13 +248,7 @@ def _instance(number: int) -> Dataset:
     ds.SeriesNumber = 1
     ds.InstanceNumber = number
     ds.BurnedInAnnotation = "NO"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ds.Columns = 8
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = (np.arange(64, dtype="<u2") * number).tobytes()
+    add_pixels(ds, (np.arange(64, dtype=np.uint16) * number).reshape(8, 8))
     return ds
 
 
