@@ -14,7 +14,6 @@ wrote); a dataset this module does not handle is given to ``dcmwrite`` whole.
 from __future__ import annotations
 
 import io
-import struct
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -24,17 +23,12 @@ from pydicom.filewriter import write_data_element, write_dataset, write_file_met
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-__all__ = ["encode_part10"]
+from dicomtrolley._header import _MAGIC, _PIXEL_TAGS, _PREAMBLE, _TAG, _U16, _U32, _UNDEFINED
 
-_PREAMBLE = 128
-_MAGIC = b"DICM"
-_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+__all__ = ["element_header", "encode_part10", "padded"]
+
 _GROUP_LENGTH = 0x00020000
-_UNDEFINED = 0xFFFFFFFF
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0, little endian
-_TAG = struct.Struct("<HH")
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
 
 
 def encode_part10(dataset: Dataset) -> bytes:
@@ -87,7 +81,7 @@ def _file_meta(meta: FileMetaDataset) -> bytes:
     elements = out.getvalue()
     if length_element is None:
         return elements
-    return _TAG.pack(0x0002, 0x0000) + b"UL" + _U16.pack(4) + _U32.pack(len(elements)) + elements
+    return element_header(_GROUP_LENGTH, "UL", 4) + _U32.pack(len(elements)) + elements
 
 
 def _write_elements(out: DicomBytesIO, dataset: Dataset, encoding: str | list[str], *, skip: int = -1) -> None:
@@ -117,17 +111,35 @@ def _raw(element: RawDataElement, implicit: bool) -> bytes | None:
     value = element.value
     if value is None:
         return None
-    tag = element.tag
     undefined = element.length == _UNDEFINED
-    head = _TAG.pack(tag >> 16, tag & 0xFFFF)
-    if implicit:
-        head += _U32.pack(_UNDEFINED if undefined else len(value))
-    else:
-        vr = element.VR
-        if vr in EXPLICIT_VR_LENGTH_32:
-            head += vr.encode("ascii") + b"\0\0" + _U32.pack(_UNDEFINED if undefined else len(value))
-        elif vr is not None and len(vr) == 2 and not undefined and len(value) <= 0xFFFF:
-            head += vr.encode("ascii") + _U16.pack(len(value))
-        else:
-            return None  # an ambiguous VR (pydicom refuses it), or a length its 16 bits cannot hold
+    vr = None if implicit else element.VR
+    if not implicit and (
+        vr is None or len(vr) != 2  # an ambiguous VR: pydicom refuses it
+        or (vr not in EXPLICIT_VR_LENGTH_32 and (undefined or len(value) > 0xFFFF))  # more than 16 bits hold
+    ):
+        return None
+    head = element_header(element.tag, vr, _UNDEFINED if undefined else len(value))
     return head + value + (_SEQUENCE_DELIMITER if undefined else b"")
+
+
+def element_header(tag: int, vr: str | None, length: int) -> bytes:
+    """The tag, VR and length of a little endian element (PS3.5 7.1.2); ``vr`` None for implicit VR.
+
+    Explicit VRs with a 32-bit length (OB, SQ, UN, ...) have two reserved
+    bytes before it; the others a 16-bit length.
+    """
+    head = _TAG.pack(tag >> 16, tag & 0xFFFF)
+    if vr is None:
+        return head + _U32.pack(length)
+    if vr in EXPLICIT_VR_LENGTH_32:
+        return head + vr.encode("ascii") + b"\0\0" + _U32.pack(length)
+    return head + vr.encode("ascii") + _U16.pack(length)
+
+
+def padded(text: str, pad: bytes = b"\0") -> bytes:
+    """A text value at even length (PS3.5 6.2): a UID padded with a NUL, other text with a space.
+
+    Encoded as Latin-1, as pydicom's writer encodes values without a character set.
+    """
+    raw = text.encode("latin-1")
+    return raw + pad if len(raw) % 2 else raw

@@ -12,12 +12,12 @@ makes a move destination take every SOP class in the syntax it is sent in.
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING
 
+from dicomtrolley._part10 import element_header, padded
 from dicomtrolley.core import InstancePart, InstanceReference, PartSink, Reference, SeriesReference
 from dicomtrolley.exceptions import DICOMTrolleyError, OutputFolderError
 
@@ -156,27 +156,19 @@ def file_meta_information(
 ) -> bytes:
     """The File Meta Information group (PS3.10 7.1), explicit VR little endian, group length first."""
     elements = b"".join((
-        _meta_element(0x0001, b"OB", b"\x00\x01"),
-        _meta_element(0x0002, b"UI", _padded(sop_class, b"\x00")),
-        _meta_element(0x0003, b"UI", _padded(sop_instance, b"\x00")),
-        _meta_element(0x0010, b"UI", _padded(transfer_syntax, b"\x00")),
-        _meta_element(0x0012, b"UI", _padded(implementation_uid, b"\x00")),
-        _meta_element(0x0013, b"SH", _padded(implementation_version, b" ")),
+        _meta_element(0x0001, "OB", b"\x00\x01"),
+        _meta_element(0x0002, "UI", padded(sop_class)),
+        _meta_element(0x0003, "UI", padded(sop_instance)),
+        _meta_element(0x0010, "UI", padded(transfer_syntax)),
+        _meta_element(0x0012, "UI", padded(implementation_uid)),
+        _meta_element(0x0013, "SH", padded(implementation_version, b" ")),
     ))
-    return _meta_element(0x0000, b"UL", struct.pack("<I", len(elements))) + elements
+    return _meta_element(0x0000, "UL", len(elements).to_bytes(4, "little")) + elements
 
 
-def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
-    """One group 0002 element: OB has a 4-byte length after two reserved bytes, the others a 2-byte one."""
-    if vr == b"OB":
-        return struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value
-    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
-
-
-def _padded(text: str, pad: bytes) -> bytes:
-    """A value to an even length, as DICOM wants it (pydicom's writer encodes these as Latin-1)."""
-    raw = text.encode("latin-1")
-    return raw + pad if len(raw) % 2 else raw
+def _meta_element(element: int, vr: str, value: bytes) -> bytes:
+    """One group 0002 element, explicit VR little endian."""
+    return element_header(0x00020000 | element, vr, len(value)) + value
 
 
 def ends_retrieve(error: Exception) -> bool:
