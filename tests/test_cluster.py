@@ -28,7 +28,13 @@ from distributed import Client
 from distributed.protocol import pickle as dask_pickle
 
 from dicomtrolley.cli import main
-from dicomtrolley.exceptions import DICOMTrolleyAuthError, DICOMTrolleyError, SharedFolderError
+from dicomtrolley.exceptions import (
+    DICOMTrolleyAuthError,
+    DICOMTrolleyError,
+    OutputFolderError,
+    SharedFolderError,
+    WorklistError,
+)
 from dicomtrolley.export import ExportReport, export
 from dicomtrolley.export.cluster import (
     PROBE_PREFIX,
@@ -37,6 +43,7 @@ from dicomtrolley.export.cluster import (
     check_worker_secrets,
     dashboard_link,
     dask_client,
+    export_on_dask,
 )
 from dicomtrolley.profiles import PASSWORD_VARIABLE, ServerProfile
 from dicomtrolley.qido_rs import QidoRS
@@ -382,3 +389,21 @@ def test_export_command_starts_a_local_cluster_for_the_export(
     assert status == 0, captured.err
     assert "Dask: a local cluster of 1 worker processes, 1 worker threads; dashboard: http://" in captured.err
     assert "2 studies done" in captured.out
+
+
+NO_SCHEDULER = "tcp://127.0.0.1:9"
+"""A scheduler address nothing answers at: reaching for it would fail with a connection error, not these."""
+
+
+def test_a_worklist_with_an_unknown_column_is_refused_before_any_cluster_is_reached(tmp_path: Path) -> None:
+    worklist = tmp_path / "worklist.csv"
+    worklist.write_text("StudyInstanceUID,Colour\n1.2.3,red\n")
+    with pytest.raises(WorklistError, match="unknown column"):
+        export_on_dask(ServerProfile(url="http://127.0.0.1:9/dicom-web"), worklist, tmp_path / "out", NO_SCHEDULER)
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_cluster_is_reached(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputFolderError):
+        export_on_dask(ServerProfile(url="http://127.0.0.1:9/dicom-web"), ["1.2.3"], blocker / "out", NO_SCHEDULER)

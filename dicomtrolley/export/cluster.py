@@ -33,8 +33,9 @@ from dicomtrolley.export.options import ExportOptions
 from dicomtrolley.export.remote import ProfileTrolley
 from dicomtrolley.export.report import ExportReport
 from dicomtrolley.export.runner import run_export
-from dicomtrolley.export.worklist import WorklistSource
+from dicomtrolley.export.worklist import WorklistSource, read_checked
 from dicomtrolley.profiles import PASSWORD_VARIABLE, SECRET_AUTHS, TOKEN_VARIABLE, ServerProfile
+from dicomtrolley.storage import check_output_folder
 from dicomtrolley.trolley import Trolley
 
 if TYPE_CHECKING:
@@ -330,6 +331,8 @@ def export_on_dask(
     ------
     ValueError
         ``options`` names an executor: the cluster is the executor here.
+    WorklistError, OutputFolderError
+        The worklist or the output folder is refused, before the cluster is started or connected to.
     SharedFolderError, DICOMTrolleyAuthError
         The workers do not share ``output_dir``, or lack the password; nothing was downloaded.
     """
@@ -337,6 +340,8 @@ def export_on_dask(
     if options.executor is not None:
         raise ValueError("export_on_dask runs the export on the cluster's executor: leave options.executor unset")
     spec = DaskSpec.parse(dask) if isinstance(dask, str) else dask
+    rows = read_checked(worklist, skip_bad_rows=options.skip_bad_rows)  # before a cluster is started for nothing
+    check_output_folder(output_dir)
     profile = trolley if isinstance(trolley, ServerProfile) else ServerProfile.from_trolley(trolley)
     worker_env: dict[str, str] = {}
     if spec.local_workers is not None and profile.auth in SECRET_AUTHS:
@@ -351,4 +356,4 @@ def export_on_dask(
         check_worker_secrets(client, profile)
         executor = client.get_executor(pure=False)  # type: ignore[no-untyped-call]
         on_cluster = replace(options, executor=executor, studies=options.studies or max(2 * threads, 1))
-        return run_export(ProfileTrolley(profile), worklist, Path(output_dir), on_cluster)
+        return run_export(ProfileTrolley(profile), rows, Path(output_dir), on_cluster)

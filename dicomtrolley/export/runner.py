@@ -47,7 +47,7 @@ from dicomtrolley.export.tasks import (
     export_study,
     find_row_studies,
 )
-from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_worklist
+from dicomtrolley.export.worklist import WorklistRow, WorklistSource, read_checked
 from dicomtrolley.progress import is_watched
 from dicomtrolley.roles import SavedInstance, Sender
 from dicomtrolley.storage import PathTemplate, check_output_folder
@@ -150,9 +150,7 @@ def run_export(
     if options.deidentify is not None and options.deidentify.options.state_dir is None:
         # Every study records the originals' identifying values in the export's state folder, for the audit.
         options = replace(options, deidentify=options.deidentify.with_state_dir(state_dir))
-    rows = read_worklist(worklist)
-    if not options.skip_bad_rows:
-        rows.check()
+    rows = read_checked(worklist, skip_bad_rows=options.skip_bad_rows)
     for writable in dict.fromkeys((folder, state_dir)):
         check_output_folder(writable)
     with FolderLock(folder):

@@ -112,7 +112,7 @@ class Worklist:
 
 
 WorklistSource = str | os.PathLike[str] | Iterable[str | Query] | Any
-"""What :func:`read_worklist` takes: a CSV path, a DataFrame, or StudyInstanceUIDs / Queries."""
+"""What :func:`read_worklist` takes: a CSV path, a DataFrame, StudyInstanceUIDs / Queries, or a read Worklist."""
 
 
 def read_worklist(source: WorklistSource) -> Worklist:
@@ -124,6 +124,8 @@ def read_worklist(source: WorklistSource) -> Worklist:
         The file cannot be read, or has a column that is not one of :data:`COLUMNS`
         (nothing can be exported from it then).
     """
+    if isinstance(source, Worklist):
+        return source
     if isinstance(source, (str, os.PathLike)):
         return _from_csv(Path(source))
     if hasattr(source, "columns") and hasattr(source, "to_dict"):  # a pandas DataFrame
@@ -139,6 +141,22 @@ def read_worklist(source: WorklistSource) -> Worklist:
             worklist.rows.append(WorklistRow(index, Query(StudyInstanceUID=item.strip())))
         else:
             worklist.bad.append(BadRow(index, f"expected a StudyInstanceUID or a Query, got {item!r}"))
+    return worklist
+
+
+def read_checked(source: WorklistSource, *, skip_bad_rows: bool) -> Worklist:
+    """:func:`read_worklist`, refusing a worklist with a bad row unless bad rows are to be skipped.
+
+    An export calls it before any work, so a wrong worklist costs no request.
+
+    Raises
+    ------
+    WorklistError
+        The file cannot be read, has an unknown column, or (without ``skip_bad_rows``) a bad row.
+    """
+    worklist = read_worklist(source)
+    if not skip_bad_rows:
+        worklist.check()
     return worklist
 
 
