@@ -227,6 +227,9 @@ class WorkerPool:
     def result(self, call: PendingCall) -> Any:
         """The result of a :meth:`submit`: ``function(data)``, or the exception it raised.
 
+        The answers of one worker come back in the order its calls were sent,
+        so taking them in the order of :meth:`submit` never waits on a later one.
+
         Raises
         ------
         WorkerStoppedError
