@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,11 @@ def _text(value: Any) -> str:
 class OriginalValues:
     """The file of the originals' identifying values in a state folder: appended as instances are pseudonymised.
 
+    The file stays open between values (every instance brings new UIDs, and
+    opening it for each cost more than the write); each value is in the file,
+    past a kill -9, once :meth:`add` returns. :meth:`close` closes it, and the
+    next :meth:`add` opens it again.
+
     Parameters
     ----------
     folder
@@ -169,6 +175,8 @@ class OriginalValues:
         self.path = Path(folder) / VALUES_NAME
         self._lock = threading.Lock()
         self._known: set[tuple[str, str]] = set()
+        self._handle: int | None = None
+        self._closer: weakref.finalize[Any, Any] | None = None
 
     def __repr__(self) -> str:
         return f"OriginalValues({str(self.path.parent)!r})"
@@ -183,15 +191,26 @@ class OriginalValues:
             if not new:
                 return
             text = "".join(json.dumps([kind, key[0], key[1]], ensure_ascii=False) + "\n" for key, kind in new.items())
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
-            try:
-                view = memoryview(text.encode("utf-8"))
-                while view:
-                    view = view[os.write(handle, view):]
-            finally:
-                os.close(handle)
+            handle = self._opened()
+            view = memoryview(text.encode("utf-8"))
+            while view:
+                view = view[os.write(handle, view):]
             self._known.update(new)
+
+    def _opened(self) -> int:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+            self._handle = os.open(self.path, flags, 0o600)
+            self._closer = weakref.finalize(self, os.close, self._handle)  # closed when forgotten unclosed
+        return self._handle
+
+    def close(self) -> None:
+        """Close the file; a later :meth:`add` opens it again."""
+        with self._lock:
+            if self._closer is not None:
+                self._closer()
+            self._handle = self._closer = None
 
     @staticmethod
     def read(folder: str | os.PathLike[str]) -> dict[str, tuple[str, frozenset[str]]]:

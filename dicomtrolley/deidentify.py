@@ -29,6 +29,7 @@ to outputs or logs. Needs ``pip install dicomtrolley[deidentify]``.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import io
@@ -38,7 +39,6 @@ import os
 import sys
 import threading
 from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -661,11 +661,13 @@ class DeidentifyingStorage(Storage):
             return self._pool
 
     def close(self) -> None:
-        """Stop the worker processes; a later :meth:`save` works in the calling thread."""
+        """Stop the worker processes and close the file of originals; a later :meth:`save` works in this thread."""
         with self._pool_lock:
             pool, self._pool, self._closed = self._pool, None, True
         if pool is not None:
             pool.close()
+        if self.originals is not None:
+            self.originals.close()
 
     def parallel(self, sink: PartSink, failures: list[FetchFailure]) -> _ParallelSink:
         """``sink`` run on background threads, so one stream keeps every worker process busy.
@@ -694,21 +696,27 @@ class _SentPart(InstancePart):
 
 
 class _ParallelSink:
-    """A part sink that sends each part's head to a worker process, and writes on one background thread.
+    """A part sink that sends each part's head to a worker process and writes the parts whose answers are back.
 
-    The downloading thread hands each head to a worker as the part arrives and
-    goes on; one writer thread takes the answers in order, finishes each save
-    and calls ``sink``. Two threads in all keep every worker busy: a thread per
-    part in flight cost the downloading process more switching between them
-    than the work it did. At most ``_PARTS_PER_PROCESS`` parts per worker are in flight.
+    No thread of its own: the downloading thread sends each head to a worker
+    as the part arrives, and when the workers hold as many calls as they take
+    (``_QUEUED_CALLS`` each) it first finishes the oldest part, taking its
+    answer and calling ``sink`` on it. The workers stay busy with the calls
+    they hold meanwhile. Handing parts to other threads cost the downloading
+    process more in switching between threads than the work they did. Parts
+    are written in the order they arrived; at most ``_PARTS_PER_PROCESS`` per
+    worker wait in memory.
     """
 
     def __init__(self, storage: DeidentifyingStorage, sink: PartSink, failures: list[FetchFailure]) -> None:
         self._storage = storage
         self._sink = sink
         self._failures = failures
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="dicomtrolley-deidentify")
-        self._slots = threading.BoundedSemaphore(max(1, _PARTS_PER_PROCESS * storage.processes))
+        self._depth = max(1, _PARTS_PER_PROCESS * storage.processes)
+        self._capacity = max(1, _QUEUED_CALLS * storage.processes)  # calls the workers hold at once
+        self._sent = 0  # calls sent whose parts are not saved yet
+        self._waiting: collections.deque[InstancePart] = collections.deque()
+        self._changed = threading.Condition()  # guards both, for the threads of a download
         self._errors: list[tuple[InstancePart, Exception]] = []
 
     def __enter__(self) -> PartSink:
@@ -719,28 +727,56 @@ class _ParallelSink:
 
     def __call__(self, part: InstancePart) -> None:
         copy = detached(part)  # the downloader closes its part once this returns
-        self._slots.acquire()
         pool = self._storage._worker_pool()
         head = _head(copy.body)
-        if pool is not None and head:  # else its save finds the fault, or works in the writer thread
+        if pool is not None and head:  # else its save finds the fault, or works in this thread
+            self._make_room()
             copy = _SentPart(
                 copy.body, copy.size, copy.content_type, copy.source, copy.reference, copy.headers,
                 head_size=len(head), pool=pool, pending=pool.submit(head),
             )
-        self._writer.submit(self._run, copy)
+        with self._changed:
+            self._waiting.append(copy)
+            self._changed.notify()
+        while len(self._waiting) > self._depth and self._finish_oldest():
+            pass
 
-    def _run(self, part: InstancePart) -> None:
+    def _make_room(self) -> None:
+        """Count one more call for the workers, first saving waiting parts while they hold all they take."""
+        while True:
+            with self._changed:
+                while self._sent >= self._capacity and not self._waiting:
+                    self._changed.wait()  # another thread is saving a part (or about to list one)
+                if self._sent < self._capacity:
+                    self._sent += 1
+                    return
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> bool:
+        """Save the part that arrived first and is not saved yet; False when none waits."""
+        with self._changed:
+            if not self._waiting:
+                return False
+            part = self._waiting.popleft()
         try:
             self._sink(part)
         except Exception as error:  # noqa: BLE001 - listed as a failure of its target when the fetch ends
-            self._errors.append((part, error))
+            with self._changed:
+                self._errors.append((part, error))
         finally:
             part.close()
-            self._slots.release()
+            if isinstance(part, _SentPart):
+                with self._changed:
+                    self._sent -= 1
+                    self._changed.notify_all()
+        return True
 
     def __exit__(self, *exc: object) -> None:
-        self._writer.shutdown(wait=True)
-        self._storage.close()
+        try:
+            while self._finish_oldest():
+                pass
+        finally:
+            self._storage.close()
         for part, error in self._errors:
             target: Reference = part.reference or part.source or StudyReference("unknown")
             self._failures.append(FetchFailure(target, error))

@@ -64,6 +64,17 @@ def test_the_originals_values_are_recorded_outside_the_output_folder(output: Pat
     assert not any(VALUES_NAME in str(path) for path in output.rglob("*"))
 
 
+def test_a_recorded_value_is_in_the_file_when_add_returns_and_is_written_once(tmp_path: Path) -> None:
+    values = OriginalValues(tmp_path / "out.state")
+    values.add([("PatientName", "Doe^John", "")])
+    assert OriginalValues.read(tmp_path / "out.state") == {"Doe^John": ("PatientName", frozenset())}  # not closed yet
+    values.close()
+    values.add([("PatientID", "PAT001", ""), ("PatientName", "Doe^John", "")])
+    values.close()
+    assert set(OriginalValues.read(tmp_path / "out.state")) == {"Doe^John", "PAT001"}
+    assert len((tmp_path / "out.state" / VALUES_NAME).read_text(encoding="utf-8").splitlines()) == 2
+
+
 def audit_of_a_plain_copy(identifying: IdentifyingData, output: Path, tmp_path: Path) -> AuditResult:
     """The audit of a copy of the identifying data itself, with the pseudonymised output's recorded values."""
     plain = tmp_path / "plain"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import threading
+import time
 from pathlib import Path
 
 import keyring
@@ -284,6 +286,26 @@ def test_through_worker_processes_a_part_that_is_not_dicom_fails_alone(instance:
     assert "Cannot pseudonymise" in str(failures[0].error)
     assert [item.reference.instance_uid for item in saved] == [instance.SOPInstanceUID] * 2
     assert pydicom.dcmread(saved[0].path).PatientName != instance.PatientName
+
+
+def test_parts_handed_over_by_many_threads_one_each_are_all_saved(instance: Dataset, tmp_path: Path) -> None:
+    encoded = _encoded(instance)
+    storage = Deidentifier(DeidentifyOptions(processes=2), key=KEY).storage(StorageDir(tmp_path / "out"))
+    saved: list[SavedInstance] = []
+    failures: list[FetchFailure] = []
+    with storage.parallel(lambda part: saved.append(storage.save(part)), failures) as sink:
+        threads = [  # as a WADO-URI download hands them over: a thread per instance, done after one
+            threading.Thread(target=sink, args=(InstancePart(io.BytesIO(encoded), len(encoded)),))
+            for _ in range(24)
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = sum(thread.is_alive() for thread in threads)
+    assert stuck == 0
+    assert (len(saved), failures) == (24, [])
 
 
 def _encoded(dataset: Dataset) -> bytes:
