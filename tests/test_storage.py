@@ -312,7 +312,7 @@ def test_a_link_below_the_output_folder_that_loops_is_refused_by_name(tmp_path: 
     out = tmp_path / "out"
     out.mkdir()
     (out / "1_2_1").symlink_to(out / "1_2_1")
-    with pytest.raises(StorageError, match="Could not check .*1_2_1"):
+    with pytest.raises(StorageError, match=r"Could not check .*1_2_1"):
         StorageDir(out).save(part(dicom_bytes("1.2.3.4")))
 
 
