@@ -122,15 +122,16 @@ class WorkerStoppedError(RuntimeError):
     """A worker process ended in the middle of a call (killed, out of memory, crashed); another replaces it."""
 
 
-class _Call:
-    """One call of a worker: its answer once read, and the event its thread waits on."""
+class PendingCall:
+    """A call sent to a worker whose answer is not taken yet: what :meth:`WorkerPool.submit` returns."""
 
-    __slots__ = ("answer", "done", "wake")
+    __slots__ = ("answer", "done", "wake", "worker")
 
     def __init__(self) -> None:
         self.answer: tuple[bool, Any] | None = None
         self.done = False
         self.wake = threading.Event()
+        self.worker: _Worker | None = None
 
     def deliver(self, answer: tuple[bool, Any]) -> None:
         self.answer, self.done = answer, True
@@ -143,7 +144,7 @@ class _Worker:
     def __init__(self, process: BaseProcess, connection: Connection) -> None:
         self.process = process
         self.connection = connection
-        self.pending: collections.deque[_Call] = collections.deque()
+        self.pending: collections.deque[PendingCall] = collections.deque()
         self.load = 0  # calls given to it and not answered: sent, or about to be
         self.sending = threading.RLock()  # held to send, and to change what it holds
         self.reading = threading.Lock()
@@ -155,7 +156,8 @@ class WorkerPool:
 
     Each worker has its own pipe. A calling thread sends its bytes to the
     worker with the fewest calls in hand, and waits for its answer with the
-    GIL released. A worker holds up to ``queued`` calls: the next one waits in
+    GIL released (:meth:`call`); or one thread sends (:meth:`submit`) and
+    another takes the answers (:meth:`result`). A worker holds up to ``queued`` calls: the next one waits in
     its pipe while it works on the current one, so it never sits idle while
     the parent, busy with the download, gets round to handing it more work.
     Answers come back in the order the calls were sent; whichever waiting
@@ -201,18 +203,47 @@ class WorkerPool:
         WorkerStoppedError
             The worker ended before it answered.
         """
+        return self.result(self.submit(data))
+
+    def submit(self, data: bytes) -> PendingCall:
+        """Send ``data`` to a worker and return at once; :meth:`result` takes the answer later.
+
+        A thread that produces work (a download) hands it over this way and
+        goes on, and another takes the answers: two threads keep every worker
+        busy, where :meth:`call` needs a waiting thread per call in flight.
+        Waits only while every worker already holds ``queued`` calls.
+
+        Raises
+        ------
+        ValueError
+            ``data`` is empty (that is how a worker is told to stop).
+        """
         if not data:
             raise ValueError("no bytes to work on")
-        call = _Call()
-        worker = self._send(call, data)
-        self._await(worker, call)
+        call = PendingCall()
+        call.worker = self._send(call, data)
+        return call
+
+    def result(self, call: PendingCall) -> Any:
+        """The result of a :meth:`submit`: ``function(data)``, or the exception it raised.
+
+        The answers of one worker come back in the order its calls were sent,
+        so taking them in the order of :meth:`submit` never waits on a later one.
+
+        Raises
+        ------
+        WorkerStoppedError
+            The worker ended before it answered.
+        """
+        assert call.worker is not None, "a call that was never sent"
+        self._await(call.worker, call)
         assert call.answer is not None
         ok, answer = call.answer
         if not ok:
             raise answer
         return answer
 
-    def _send(self, call: _Call, data: bytes) -> _Worker:
+    def _send(self, call: PendingCall, data: bytes) -> _Worker:
         """Give ``call`` to the worker with the fewest calls in hand, waiting for room; send its bytes."""
         with self._room:
             while True:
@@ -232,7 +263,7 @@ class WorkerPool:
                 self._stopped(worker, error)
         return worker
 
-    def _await(self, worker: _Worker, call: _Call) -> None:
+    def _await(self, worker: _Worker, call: PendingCall) -> None:
         """Wait for ``call``'s answer, reading the worker's answers while no other thread does."""
         while not call.done:
             if not worker.reading.acquire(blocking=False):
@@ -253,7 +284,7 @@ class WorkerPool:
                 if worker.pending:
                     worker.pending[0].wake.set()  # its answer is next: its thread reads from here on
 
-    def _answered(self, worker: _Worker, call: _Call, answer: tuple[bool, Any]) -> None:
+    def _answered(self, worker: _Worker, call: PendingCall, answer: tuple[bool, Any]) -> None:
         call.deliver(answer)
         with self._room:
             worker.load -= 1

@@ -39,7 +39,7 @@ import sys
 import threading
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -58,7 +58,7 @@ from dicomtrolley._mapping import originals_folder
 from dicomtrolley._mapping import refuse_mapping_inside as refuse_mapping_inside
 from dicomtrolley._originals import OriginalValues, Recorded, replaced, snapshot
 from dicomtrolley._part10 import encode_part10
-from dicomtrolley._processes import WorkerPool, WorkerStoppedError, process_context
+from dicomtrolley._processes import PendingCall, WorkerPool, WorkerStoppedError, process_context
 from dicomtrolley._pseudonyms import Pseudonymiser
 from dicomtrolley._spooled import SPILL_THRESHOLD, SpooledChunks, detached
 from dicomtrolley.core import (
@@ -606,12 +606,8 @@ class DeidentifyingStorage(Storage):
         StorageError
             The bytes are not DICOM, or the wrapped storage could not write them.
         """
-        head = _head(part.body)
         try:
-            pool = self._worker_pool()
-            outcome = (
-                pool.call(head) if pool else _pseudonymise(self.deidentifier, head)
-            )
+            head_size, outcome = self._outcome(part)
         except (InvalidDicomError, ValueError, KeyError, WorkerStoppedError) as error:
             raise StorageError(f"Cannot pseudonymise the downloaded bytes ({part.size} bytes): {error}") from error
         if outcome.quarantine is not None:
@@ -623,7 +619,7 @@ class DeidentifyingStorage(Storage):
             self.originals.add(outcome.originals)
         body = SpooledChunks(SPILL_THRESHOLD)
         body.write(outcome.encoded)
-        part.body.seek(len(head))
+        part.body.seek(head_size)
         body.write_from(part.body)  # the pixel data, by reference: not copied
         body.seek(0)
         try:
@@ -633,6 +629,14 @@ class DeidentifyingStorage(Storage):
         finally:
             body.close()
         return replace(saved, reference=outcome.original)
+
+    def _outcome(self, part: InstancePart) -> tuple[int, _Outcome]:
+        """Pseudonymise the part's head (in a worker process if there are some): its length, and what it gave."""
+        if isinstance(part, _SentPart):  # its head went to a worker as it arrived (see _ParallelSink)
+            return part.head_size, part.pool.result(part.pending)
+        head = _head(part.body)
+        pool = self._worker_pool()
+        return len(head), pool.call(head) if pool else _pseudonymise(self.deidentifier, head)
 
     def _worker_pool(self) -> WorkerPool | None:
         """The worker processes, started at first use; None to work in the calling thread."""
@@ -680,18 +684,32 @@ _PARTS_PER_PROCESS = _QUEUED_CALLS + 1
 """Parts in flight per worker process: those it holds, and one being written after its answer."""
 
 
+@dataclass(kw_only=True)
+class _SentPart(InstancePart):
+    """A part whose head a worker process already has: the call that will give its outcome."""
+
+    head_size: int
+    pool: WorkerPool = field(repr=False)
+    pending: PendingCall = field(repr=False)
+
+
 class _ParallelSink:
-    """A part sink that hands each part to a background thread and returns; bounded in flight."""
+    """A part sink that sends each part's head to a worker process, and writes on one background thread.
+
+    The downloading thread hands each head to a worker as the part arrives and
+    goes on; one writer thread takes the answers in order, finishes each save
+    and calls ``sink``. Two threads in all keep every worker busy: a thread per
+    part in flight cost the downloading process more switching between them
+    than the work it did. At most ``_PARTS_PER_PROCESS`` parts per worker are in flight.
+    """
 
     def __init__(self, storage: DeidentifyingStorage, sink: PartSink, failures: list[FetchFailure]) -> None:
         self._storage = storage
         self._sink = sink
         self._failures = failures
-        depth = max(1, _PARTS_PER_PROCESS * storage.processes)
-        self._threads = ThreadPoolExecutor(depth, thread_name_prefix="dicomtrolley-deidentify")
-        self._slots = threading.BoundedSemaphore(depth)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="dicomtrolley-deidentify")
+        self._slots = threading.BoundedSemaphore(max(1, _PARTS_PER_PROCESS * storage.processes))
         self._errors: list[tuple[InstancePart, Exception]] = []
-        self._lock = threading.Lock()
 
     def __enter__(self) -> PartSink:
         if self._storage.processes < 2:
@@ -702,20 +720,26 @@ class _ParallelSink:
     def __call__(self, part: InstancePart) -> None:
         copy = detached(part)  # the downloader closes its part once this returns
         self._slots.acquire()
-        self._threads.submit(self._run, copy)
+        pool = self._storage._worker_pool()
+        head = _head(copy.body)
+        if pool is not None and head:  # else its save finds the fault, or works in the writer thread
+            copy = _SentPart(
+                copy.body, copy.size, copy.content_type, copy.source, copy.reference, copy.headers,
+                head_size=len(head), pool=pool, pending=pool.submit(head),
+            )
+        self._writer.submit(self._run, copy)
 
     def _run(self, part: InstancePart) -> None:
         try:
             self._sink(part)
         except Exception as error:  # noqa: BLE001 - listed as a failure of its target when the fetch ends
-            with self._lock:
-                self._errors.append((part, error))
+            self._errors.append((part, error))
         finally:
             part.close()
             self._slots.release()
 
     def __exit__(self, *exc: object) -> None:
-        self._threads.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
         self._storage.close()
         for part, error in self._errors:
             target: Reference = part.reference or part.source or StudyReference("unknown")

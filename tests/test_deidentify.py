@@ -15,7 +15,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit
 
 from dicomtrolley._spooled import SPILL_THRESHOLD, SpooledChunks
-from dicomtrolley.core import InstancePart
+from dicomtrolley.core import FetchFailure, InstancePart, StudyReference
 from dicomtrolley.deidentify import (
     KEY_VARIABLE,
     Deidentifier,
@@ -23,6 +23,7 @@ from dicomtrolley.deidentify import (
     load_key,
 )
 from dicomtrolley.exceptions import DeidentificationError, DeidentificationKeyError, StorageError
+from dicomtrolley.roles import SavedInstance
 from dicomtrolley.storage import StorageDir
 from tests.support.fakes import MemoryKeyring
 from tests.support.identifying_data import HILDEGUND, write_identifying_data
@@ -263,6 +264,26 @@ def test_an_instance_that_is_not_dicom_is_a_storage_error(tmp_path: Path) -> Non
     with pytest.raises(StorageError, match="Cannot pseudonymise"):
         deidentifier.storage(StorageDir(tmp_path)).save(InstancePart(io.BytesIO(b"not dicom"), 9))
     assert not any(tmp_path.iterdir())
+
+
+def test_through_worker_processes_a_part_that_is_not_dicom_fails_alone(instance: Dataset, tmp_path: Path) -> None:
+    encoded = _encoded(instance)
+    storage = Deidentifier(DeidentifyOptions(processes=2), key=KEY).storage(StorageDir(tmp_path / "out"))
+    saved: list[SavedInstance] = []
+    failures: list[FetchFailure] = []
+    parts = [
+        InstancePart(io.BytesIO(encoded), len(encoded), source=StudyReference("1.2.3")),
+        InstancePart(io.BytesIO(b"not dicom"), 9, source=StudyReference("4.5.6")),
+        InstancePart(io.BytesIO(encoded), len(encoded), source=StudyReference("1.2.3")),
+    ]
+    with storage.parallel(lambda part: saved.append(storage.save(part)), failures) as sink:
+        for part in parts:
+            sink(part)
+    assert [failure.target for failure in failures] == [StudyReference("4.5.6")]
+    assert isinstance(failures[0].error, StorageError)
+    assert "Cannot pseudonymise" in str(failures[0].error)
+    assert [item.reference.instance_uid for item in saved] == [instance.SOPInstanceUID] * 2
+    assert pydicom.dcmread(saved[0].path).PatientName != instance.PatientName
 
 
 def _encoded(dataset: Dataset) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 import time
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dicomtrolley._processes import WorkerPool, WorkerStoppedError, process_context
+from dicomtrolley._processes import PendingCall, WorkerPool, WorkerStoppedError, process_context
 
 
 def reversed_bytes(data: bytes) -> bytes:
@@ -161,5 +162,39 @@ def test_every_call_a_dying_worker_held_fails_and_the_next_call_is_served() -> N
         assert errors
         assert all("exit code -9" in str(error) for error in errors)
         assert workers.call(b"pid") != os.getpid()
+    finally:
+        workers.close()
+
+
+def test_answers_submitted_by_one_thread_are_taken_in_order_by_another() -> None:
+    workers = WorkerPool(2, process_context("fork"), slow_reversed, initializer=nothing, queued=2)
+    sent: queue.Queue[tuple[bytes, PendingCall] | None] = queue.Queue()
+    taken: list[tuple[bytes, bytes]] = []
+
+    def take() -> None:
+        while (item := sent.get()) is not None:
+            taken.append((item[0], workers.result(item[1])))
+
+    taker = threading.Thread(target=take)
+    taker.start()
+    try:
+        for number in range(60):  # more than the workers hold: submit waits for room, never for a taker's turn
+            data = f"call {number}".encode()
+            sent.put((data, workers.submit(data)))
+        sent.put(None)
+        taker.join(10)
+    finally:
+        workers.close()
+    assert [answer for _, answer in taken] == [data[::-1] for data, _ in taken]
+    assert [data for data, _ in taken] == [f"call {number}".encode() for number in range(60)]
+
+
+def test_a_submitted_call_fails_in_result_when_its_worker_dies() -> None:
+    workers = WorkerPool(1, process_context("fork"), exits_on_exit, initializer=nothing)
+    try:
+        doomed = workers.submit(b"exit")
+        with pytest.raises(WorkerStoppedError, match="exit code -9"):
+            workers.result(doomed)
+        assert workers.result(workers.submit(b"pid")) != os.getpid()
     finally:
         workers.close()
