@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dicomtrolley._originals import default_state_folder
+from dicomtrolley._paths import lies_inside
 from dicomtrolley.exceptions import DeidentificationError
 
 if TYPE_CHECKING:
@@ -27,11 +28,13 @@ def refuse_mapping_inside(options: DeidentifyOptions, folder: Path | None) -> No
     ------
     DeidentificationError
         The table re-identifies, and lies inside the folder meant to hold pseudonymised data only.
+    StorageError
+        A link on the way to either loops, or cannot be read.
     """
     mapping = options.mapping
     if mapping is None or folder is None or options.mapping_in_output:
         return
-    if mapping.resolve().is_relative_to(folder.resolve()):
+    if lies_inside(mapping, folder):
         raise DeidentificationError(
             f"The mapping table {mapping} re-identifies, but lies inside the output folder {folder}; "
             "write it elsewhere, or allow it with mapping_in_output"
@@ -49,9 +52,11 @@ def originals_folder(state_dir: Path | None, mapping: Path | None, folder: Path 
     ------
     DeidentificationError
         The state folder lies inside the output folder.
+    StorageError
+        A link on the way to either loops, or cannot be read.
     """
     state = state_dir or (default_state_folder(folder, mapping) if folder is not None else None)
-    if state is not None and folder is not None and state.resolve().is_relative_to(folder.resolve()):
+    if state is not None and folder is not None and lies_inside(state, folder):
         raise DeidentificationError(
             f"The state folder {state} holds the originals' identifying values, but lies inside the output "
             f"folder {folder}; choose one outside it"

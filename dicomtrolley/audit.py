@@ -49,6 +49,7 @@ from pydicom.errors import InvalidDicomError
 from dicomtrolley._annex_e import declared_violations
 from dicomtrolley._header import pixel_data_span
 from dicomtrolley._originals import VALUES_NAME, OriginalValues, default_state_folder
+from dicomtrolley._paths import lies_inside
 from dicomtrolley.exceptions import DeidentificationError
 
 logger = logging.getLogger(__name__)
@@ -185,13 +186,15 @@ def audit(
     AuditError
         ``output`` is not a folder, or the state folder holds no recorded values (an output
         written before values were recorded, or the wrong folder).
+    StorageError
+        A link on the way to the state folder or the output folder loops, or cannot be read.
     """
     started = time.perf_counter()
     folder = Path(output)
     if not folder.is_dir():
         raise AuditError(f"{folder} is not a folder")
     state = Path(state_dir) if state_dir is not None else default_state_folder(folder, None)
-    if state.resolve().is_relative_to(folder.resolve()):
+    if lies_inside(state, folder):
         raise AuditError(f"The state folder {state} lies inside the output folder {folder}")
     try:
         values = OriginalValues.read(state)

@@ -66,10 +66,7 @@ import requests
 from pydantic import model_validator
 
 from dicomtrolley._http import (
-    DEFAULT_TIMEOUT,
     QueryValue,
-    RetryPolicy,
-    Timeout,
     read_bounded,
     redact_url,
 )
@@ -167,6 +164,7 @@ class RelationalQuery(Query):
         return self
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class QidoRS(HTTPSearcher):
     """Searches a DICOMweb server with QIDO-RS.
 
@@ -199,25 +197,17 @@ class QidoRS(HTTPSearcher):
     [Study('1.2.826...', series=0), ...]
     """
 
+    page_size: int | None = None
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+
     profile_fields = ("qido-rs", "url")
 
-    def __init__(
-        self,
-        session: requests.Session,
-        url: str,
-        *,
-        timeout: Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
-        page_size: int | None = None,
-        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
-    ) -> None:
-        if page_size is not None and page_size < 1:
-            raise ValueError(f"page_size must be at least 1, got {page_size}")
-        if max_answer_bytes < 1:
-            raise ValueError(f"max_answer_bytes must be at least 1, got {max_answer_bytes}")
-        super().__init__(session, url, timeout=timeout, retry=retry)
-        self.page_size = page_size
-        self.max_answer_bytes = max_answer_bytes
+    def __post_init__(self) -> None:
+        if self.page_size is not None and self.page_size < 1:
+            raise ValueError(f"page_size must be at least 1, got {self.page_size}")
+        if self.max_answer_bytes < 1:
+            raise ValueError(f"max_answer_bytes must be at least 1, got {self.max_answer_bytes}")
+        super().__post_init__()
 
     def find_studies(self, query: Query) -> list[Study]:
         """Every study matching ``query``, with series and instances down to its query level.

@@ -56,6 +56,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomtrolley._header import Header, read_header
+from dicomtrolley._paths import lies_inside
 from dicomtrolley._spooled import copy_to_descriptor
 from dicomtrolley.core import UID_KEYWORDS, InstancePart, InstanceReference
 from dicomtrolley.exceptions import (
@@ -386,11 +387,7 @@ class StorageDir(Storage):
             existing = existing.parent
         if existing == self.path:
             return  # nothing below the output folder exists yet on the way: no link to follow
-        try:
-            inside = existing.resolve().is_relative_to(self.path.resolve())
-        except (OSError, RuntimeError) as error:
-            raise StorageError(f"Could not check {existing}: {error}") from error
-        if not inside:
+        if not lies_inside(existing, self.path):
             raise StorageError(
                 f"{existing} is a link that leads outside the output folder {self.path}; "
                 "remove it, or pass allow_links_outside=True"

@@ -17,7 +17,7 @@ from dicomtrolley.audit import AuditError, AuditResult, audit, forms
 from dicomtrolley.cli import main
 from dicomtrolley.core import InstancePart
 from dicomtrolley.deidentify import Deidentifier, DeidentifyOptions
-from dicomtrolley.exceptions import InstanceQuarantinedError
+from dicomtrolley.exceptions import InstanceQuarantinedError, StorageError
 from dicomtrolley.storage import StorageDir
 from tests.support.identifying_data import HILDEGUND, IDENTIFYING_VALUES, IdentifyingData
 
@@ -181,6 +181,13 @@ def test_a_state_folder_inside_the_output_is_refused(identifying: IdentifyingDat
         Deidentifier(DeidentifyOptions(state_dir=tmp_path / "out" / "state"), key=KEY).storage(
             StorageDir(tmp_path / "out")
         )
+
+
+def test_a_state_folder_behind_a_looping_link_is_refused_as_a_storage_error(output: Path, tmp_path: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(StorageError, match="Could not check"):
+        audit(output, loop)
 
 
 def test_a_long_value_is_found_even_in_pixel_data_a_short_one_only_in_the_header(

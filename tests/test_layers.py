@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "dicomtrolley"
 
 LAYERS: list[set[str]] = [
-    {"_version", "exceptions", "_compat", "_values"},
+    {"_version", "exceptions", "_compat", "_values", "_paths"},
     {"core", "roles", "_concurrency"},
     {"_http", "_multipart", "_header", "_tree", "_associations", "_dimse", "_retrieve_receiver", "_http_downloader",
      "_http_searcher", "_annex_e", "_get_contexts", "_jsonstream", "_spooled", "_annex_e_table", "_annex_e_profile",

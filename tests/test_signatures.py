@@ -70,8 +70,8 @@ def test_export_on_dask_takes_the_options_as_one_object_instead_of_repeating_the
 
 @pytest.mark.parametrize(
     ("subclass", "base", "not_taken"),
-    [(Rad69, HTTPDownloader, {"transfer_syntax"}), (QidoRS, HTTPSearcher, set()), (MintStudy, Study, set())],
-    ids=["Rad69", "QidoRS", "MintStudy"],
+    [(Rad69, HTTPDownloader, {"transfer_syntax"}), (MintStudy, Study, set())],
+    ids=["Rad69", "MintStudy"],
 )
 def test_a_constructor_that_restates_its_bases_parameters_keeps_their_kinds_and_defaults(
     subclass: type, base: type, not_taken: set[str]
@@ -83,6 +83,19 @@ def test_a_constructor_that_restates_its_bases_parameters_keeps_their_kinds_and_
     assert set(declared) - set(restated) == not_taken
     assert {name: (restated[name].kind, restated[name].default) for name in declared if name in restated} == {
         name: (p.kind, p.default) for name, p in declared.items() if name in restated
+    }
+
+
+def test_qido_rs_takes_the_http_searchers_parameters_then_its_own_without_restating_them() -> None:
+    # HTTPSearcher's constructor is its dataclass fields; QidoRS adds its settings as keyword-only fields.
+    shared, own = inspect.signature(HTTPSearcher).parameters, inspect.signature(QidoRS).parameters
+
+    assert [(name, p.kind, p.default) for name, p in own.items()][: len(shared)] == [
+        (name, p.kind, p.default) for name, p in shared.items()
+    ]
+    assert list(own) == ["session", "url", "timeout", "retry", "page_size", "max_answer_bytes"]
+    assert {name: own[name].kind for name in ("page_size", "max_answer_bytes")} == {
+        "page_size": inspect.Parameter.KEYWORD_ONLY, "max_answer_bytes": inspect.Parameter.KEYWORD_ONLY
     }
 
 

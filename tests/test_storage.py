@@ -308,6 +308,14 @@ def test_a_link_leading_outside_is_written_through_when_allowed(tmp_path: Path) 
     assert (elsewhere / "1_2_1_1" / "1_2_3_4").is_file()
 
 
+def test_a_link_below_the_output_folder_that_loops_is_refused_by_name(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "1_2_1").symlink_to(out / "1_2_1")
+    with pytest.raises(StorageError, match=r"Could not check .*1_2_1"):
+        StorageDir(out).save(part(dicom_bytes("1.2.3.4")))
+
+
 def test_the_output_folder_itself_may_be_a_link(tmp_path: Path) -> None:
     real, link = tmp_path / "real", tmp_path / "link"
     real.mkdir()

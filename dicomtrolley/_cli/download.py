@@ -11,14 +11,7 @@ import argparse
 import sys
 
 from dicomtrolley._cli.exits import EXIT_ERROR, EXIT_FAILURES, EXIT_OK, UsageError
-from dicomtrolley._cli.options import (
-    deidentify_options,
-    downloader_options,
-    output_options,
-    positive_int,
-    searcher_options,
-    server_options,
-)
+from dicomtrolley._cli.options import SOURCE_URL_HELP, fetch_options, server_command
 from dicomtrolley._cli.server import check_deidentify_options, deidentifier, positionals, profile
 from dicomtrolley._planning import covers
 from dicomtrolley.core import Reference, SeriesReference, StudyReference
@@ -29,24 +22,21 @@ from dicomtrolley.storage import check_output_folder
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``download`` subcommand and its options."""
-    download = sub.add_parser(
-        "download", help="download studies (or series of one study) to a folder",
+    download = server_command(
+        sub, "download", help="download studies (or series of one study) to a folder",
         usage="dicomtrolley download (URL | --server NAME) STUDY_UID [...] [--series SERIES_UID ...] -o DIR [options]",
+        url_help=SOURCE_URL_HELP,
     )
-    server_options(download, url_help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web (or --server NAME; "
-                                      "none for MINT with RAD-69, or DIMSE)")
-    searcher_options(download)
-    downloader_options(download)
     download.add_argument("study_uids", nargs="+", metavar="STUDY_UID")
     download.add_argument("--series", action="append", metavar="SERIES_UID",
                           help="only this series of the study (repeat for several)")
-    output_options(download, output_help="output folder (made if missing, with its parents)")
-    download.add_argument("--workers", type=positive_int, help="parallel requests")
     download.add_argument("--on-error", choices=["raise", "collect"], default="collect",
                           help="stop at the first failure, or go on and report all (default)")
-    download.add_argument("--no-progress", action="store_true", help="no progress bar")
-    deidentify_options(download, state_help="with --deidentify: record the originals' identifying values here for "
-                       "the audit (default: {pseudonymised})")
+    fetch_options(
+        download, output_help="output folder (made if missing, with its parents)", workers_help="parallel requests",
+        state_help="with --deidentify: record the originals' identifying values here for the audit "
+                   "(default: {pseudonymised})",
+    )
 
 
 def check(args: argparse.Namespace) -> None:

@@ -10,14 +10,12 @@ import threading
 from dicomtrolley._cli.audit import print_audit
 from dicomtrolley._cli.exits import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from dicomtrolley._cli.options import (
-    deidentify_options,
-    downloader_options,
+    SOURCE_URL_HELP,
+    fetch_options,
     http_url,
-    output_options,
     positive_int,
-    searcher_options,
     seconds,
-    server_options,
+    server_command,
 )
 from dicomtrolley._cli.server import check_deidentify_options, deidentifier, positionals, profile
 from dicomtrolley.destination import Destination
@@ -30,19 +28,23 @@ from dicomtrolley.profiles import ServerProfile, load_profile
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``export`` subcommand and its options."""
-    job = sub.add_parser("export", help="export every study of a worklist; run again to continue",
-                         usage="dicomtrolley export (URL | --server NAME) WORKLIST "
-                               "(-o DIR | --to URL --state-dir DIR | --to-server NAME --state-dir DIR) [options]")
-    server_options(job, url_help="DICOMweb root URL (or --server NAME; none for MINT with RAD-69, or DIMSE)")
+    job = server_command(
+        sub, "export", help="export every study of a worklist; run again to continue",
+        usage="dicomtrolley export (URL | --server NAME) WORKLIST "
+              "(-o DIR | --to URL --state-dir DIR | --to-server NAME --state-dir DIR) [options]",
+        url_help=SOURCE_URL_HELP,
+    )
     job.add_argument("worklist", nargs="?", help="CSV file: StudyInstanceUID, AccessionNumber, PatientID, ...")
-    output_options(job, output_help="output folder (state, report.csv, index; made if missing)", required=False)
     job.add_argument("--to", metavar="URL", type=http_url,
                      help="send the studies to this archive instead (STOW-RS; checked with QIDO-RS at the same URL)")
     job.add_argument("--to-server", metavar="NAME",
                      help="send the studies to this server of the servers file instead (its sender and searcher)")
-    searcher_options(job)
-    downloader_options(job)
-    job.add_argument("--workers", type=positive_int, help="parallel requests per study")
+    fetch_options(
+        job, output_help="output folder (state, report.csv, index; made if missing)", output_required=False,
+        workers_help="parallel requests per study",
+        state_help="state database and report.csv here (default: the output folder; with --deidentify "
+                   "{pseudonymised})",
+    )
     job.add_argument("--max-connections", type=positive_int, help="at most this many HTTP connections at once")
     job.add_argument("--studies", type=positive_int,
                      help="studies in flight (default: 4; with --dask: two per worker thread)")
@@ -59,9 +61,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     job.add_argument("--window", type=TimeWindow.parse, help="start studies only in this window, e.g. 19:00-07:00")
     job.add_argument("--index-format", choices=["auto", "csv", "parquet"], default="auto",
                      help="instances.parquet (with pyarrow) or instances.csv (default: %(default)s)")
-    job.add_argument("--no-progress", action="store_true", help="no progress bar")
-    deidentify_options(job, state_help="state database and report.csv here (default: the output folder; with "
-                       "--deidentify {pseudonymised})")
 
 
 def check(args: argparse.Namespace) -> None:

@@ -108,6 +108,32 @@ def server_options(parser: argparse.ArgumentParser, *, url_help: str) -> None:
     dimse.add_argument("--called-aet", dest="aec", metavar="AET", help="the server's AE title (default: ANY-SCP)")
 
 
+URL_HELP = "DICOMweb root URL, e.g. http://localhost:8042/dicom-web (or --server NAME)"
+"""What the URL positional is, for a command that needs a DICOMweb server (or a named one)."""
+
+SOURCE_URL_HELP = URL_HELP[:-1] + "; none for MINT with RAD-69, or DIMSE)"
+"""What the URL positional is, for a command that downloads: any source protocol may go without it."""
+
+
+def server_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help: str,
+    usage: str,
+    url_help: str = URL_HELP,
+) -> argparse.ArgumentParser:
+    """A subcommand that talks to a server: its parser, the :func:`server_options` first.
+
+    Every such command (search, download, export, upload, probe) is declared
+    the same way, so the server options stand in the same place in each
+    command's help, and a new command gets them by being declared here.
+    """
+    parser = sub.add_parser(name, help=help, usage=usage)
+    server_options(parser, url_help=url_help)
+    return parser
+
+
 def searcher_options(parser: argparse.ArgumentParser) -> None:
     """Which protocol searches."""
     parser.add_argument("--searcher", choices=sorted(SEARCHERS),
@@ -153,3 +179,26 @@ def deidentify_options(parser: argparse.ArgumentParser, *, state_help: str) -> N
     parser.add_argument("--mapping-in-output", action="store_true", help="allow --mapping inside the output folder")
     parser.add_argument("--state-dir", metavar="DIR", type=Path,
                         help=state_help.format(pseudonymised=PSEUDONYMISED_STATE))
+
+
+def fetch_options(
+    parser: argparse.ArgumentParser,
+    *,
+    output_help: str,
+    workers_help: str,
+    state_help: str,
+    output_required: bool = True,
+) -> None:
+    """What every command that fetches studies takes (``download``, ``export``), declared once.
+
+    The protocols that search and download, the output folder and its template,
+    the parallel requests, the progress bar, and pseudonymisation with its state
+    folder; each command says in its own words what its output and state folders
+    hold and what ``--workers`` counts.
+    """
+    searcher_options(parser)
+    downloader_options(parser)
+    output_options(parser, output_help=output_help, required=output_required)
+    parser.add_argument("--workers", type=positive_int, help=workers_help)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    deidentify_options(parser, state_help=state_help)

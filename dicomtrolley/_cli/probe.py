@@ -7,7 +7,7 @@ import json
 import sys
 
 from dicomtrolley._cli.exits import EXIT_FAILURES, EXIT_OK, UsageError
-from dicomtrolley._cli.options import server_options
+from dicomtrolley._cli.options import server_command
 from dicomtrolley._cli.server import positionals, profile
 from dicomtrolley.exceptions import DICOMTrolleyError
 from dicomtrolley.probe import ProbeReport, probe, save_profile
@@ -15,10 +15,10 @@ from dicomtrolley.probe import ProbeReport, probe, save_profile
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``probe`` subcommand and its options."""
-    probing = sub.add_parser("probe", help="ask a DICOMweb or DIMSE server what it supports (read-only)",
-                             usage="dicomtrolley probe (URL | --server NAME | --host HOST --port PORT) "
-                                   "[--json] [--save NAME]")
-    server_options(probing, url_help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web (or --server NAME)")
+    probing = server_command(
+        sub, "probe", help="ask a DICOMweb or DIMSE server what it supports (read-only)",
+        usage="dicomtrolley probe (URL | --server NAME | --host HOST --port PORT) [--json] [--save NAME]",
+    )
     probing.add_argument("--json", action="store_true", help="print the findings as JSON")
     probing.add_argument("--save", metavar="NAME",
                          help="write a server profile with what was learned into the servers file (see --config)")

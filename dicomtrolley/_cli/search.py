@@ -8,7 +8,7 @@ import sys
 
 from dicomtrolley._cli import search_output
 from dicomtrolley._cli.exits import EXIT_OK, UsageError
-from dicomtrolley._cli.options import day, positive_int, searcher_options, server_options
+from dicomtrolley._cli.options import day, positive_int, searcher_options, server_command
 from dicomtrolley._cli.server import positionals, profile
 from dicomtrolley.core import Query, QueryLevels
 
@@ -20,9 +20,10 @@ SEARCH_KEYWORDS = (
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``search`` subcommand and its options."""
-    search = sub.add_parser("search", help="find studies, series or instances and print them",
-                            usage="dicomtrolley search (URL | --server NAME) [options]")
-    server_options(search, url_help="DICOMweb root URL, e.g. http://localhost:8042/dicom-web (or --server NAME)")
+    search = server_command(
+        sub, "search", help="find studies, series or instances and print them",
+        usage="dicomtrolley search (URL | --server NAME) [options]",
+    )
     searcher_options(search)
     for keyword in SEARCH_KEYWORDS:
         search.add_argument(f"--{keyword}", dest=keyword, default="", metavar="VALUE")

@@ -16,7 +16,7 @@ import sys
 from pydantic import ValidationError
 
 from dicomtrolley._cli.exits import EXIT_ERROR, EXIT_FAILURES, EXIT_OK, UsageError
-from dicomtrolley._cli.options import positive_int, server_options
+from dicomtrolley._cli.options import positive_int, server_command
 from dicomtrolley._cli.server import positionals, profile
 from dicomtrolley.profiles import SENDERS, ServerProfile, required_settings
 from dicomtrolley.sending import SendSummary
@@ -26,12 +26,12 @@ _OPTION_FOR = {"url": "a URL", "host": "--host", "port": "--port"}
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``upload`` subcommand and its options."""
-    upload = sub.add_parser(
-        "upload", help="send DICOM files and folders to an archive (STOW-RS or C-STORE)",
+    upload = server_command(
+        sub, "upload", help="send DICOM files and folders to an archive (STOW-RS or C-STORE)",
         usage="dicomtrolley upload (URL | --server NAME | --host HOST --port PORT) PATH [...] [options]",
+        url_help="DICOMweb root URL for STOW-RS, e.g. http://localhost:8042/dicom-web "
+                 "(or --server NAME, or --host and --port for C-STORE)",
     )
-    server_options(upload, url_help="DICOMweb root URL for STOW-RS, e.g. http://localhost:8042/dicom-web "
-                                     "(or --server NAME, or --host and --port for C-STORE)")
     upload.add_argument("paths", nargs="*", metavar="PATH",
                         help="DICOM files, or folders searched recursively (files that are not DICOM are skipped)")
     upload.add_argument("--sender", choices=sorted(SENDERS),

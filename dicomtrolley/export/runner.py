@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 from dicomtrolley._originals import default_state_folder
+from dicomtrolley._paths import lies_inside
 from dicomtrolley.audit import audit, recorded_values
 from dicomtrolley.deidentify import refuse_mapping_inside
 from dicomtrolley.destination import Destination, as_destination
@@ -93,14 +94,15 @@ def state_folder(output_dir: Path, options: ExportOptions) -> Path:
     ------
     DeidentificationError
         A pseudonymised export was given a state folder, or a mapping table, inside the output folder.
+    StorageError
+        A link on the way to one of them loops, or cannot be read.
     """
     deidentify = options.deidentify
     if deidentify is None:
         return options.state_dir or output_dir
     refuse_mapping_inside(deidentify.options, output_dir)
-    output = output_dir.resolve()
-    folder = options.state_dir or default_state_folder(output, deidentify.options.mapping)
-    if folder.resolve().is_relative_to(output):
+    folder = options.state_dir or default_state_folder(output_dir, deidentify.options.mapping)
+    if lies_inside(folder, output_dir):
         raise DeidentificationError(
             f"The state folder {folder} holds original identifiers, but lies inside the output folder "
             f"{output_dir} of a pseudonymised export; choose one outside it"
