@@ -50,14 +50,17 @@ class Sizes:
     """How much data to generate; the defaults are the full benchmark's."""
 
     ct_instances: int = 500
+    """Instances of the CT study that the download benchmarks fetch, spread over ``ct_series`` series."""
     ct_series: int = 4
     ct_pixels: int = 512
+    """Rows and columns of each CT image (16-bit): 0.5 MB an instance at 512."""
     big_rows: int = 8192
     big_columns: int = 16384
+    """The single large instance of the peak-memory benchmark: 256 MB of 16-bit pixels at the defaults."""
     qido_studies: int = 10
     qido_series: int = 4
     qido_instances: int = 500
-    """Instances per series of the search tree."""
+    """Instances per series of the search tree (``qido_studies`` studies of ``qido_series`` series)."""
     multipart_bodies: tuple[int, ...] = (64 * MIB, 256 * MIB, 1024 * MIB)
 
     @classmethod
