@@ -670,11 +670,12 @@ class DeidentifyingStorage(Storage):
             self.originals.close()
 
     def parallel(self, sink: PartSink, failures: list[FetchFailure]) -> _ParallelSink:
-        """``sink`` run on background threads, so one stream keeps every worker process busy.
+        """A sink that hands each part's header to a worker process and returns, so one stream keeps them all busy.
 
-        Use it as a context manager around a fetch: on exit it waits for every
-        part, stops the worker processes, and appends the parts whose ``sink``
-        raised to ``failures``.
+        ``sink`` runs later on each part, in the downloading thread, once its
+        answer is back. Use it as a context manager around a fetch: on exit it
+        saves the parts still waiting, stops the worker processes, and appends
+        the parts whose ``sink`` raised to ``failures``.
         """
         return _ParallelSink(self, sink, failures)
 
@@ -683,7 +684,7 @@ _QUEUED_CALLS = 2
 """Instances a worker process holds: the one it works on and the next, waiting in its pipe."""
 
 _PARTS_PER_PROCESS = _QUEUED_CALLS + 1
-"""Parts in flight per worker process: those it holds, and one being written after its answer."""
+"""Parts waiting in memory per worker process: those it holds, and one whose save waits its turn."""
 
 
 @dataclass(kw_only=True)
