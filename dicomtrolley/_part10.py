@@ -16,10 +16,11 @@ from __future__ import annotations
 import io
 
 import pydicom
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
@@ -91,7 +92,7 @@ def _write_elements(out: DicomBytesIO, dataset: Dataset, encoding: str | list[st
         if tag == skip or (tag & 0xFFFF == 0 and tag >> 16 > 6):  # retired group lengths are not written
             continue
         element = dataset.get_item(tag)
-        encoded = _raw(element, implicit) if isinstance(element, RawDataElement) else None
+        encoded = _raw(element, implicit) if isinstance(element, RawDataElement) else _text(element, implicit)
         if encoded is not None:
             out.write(encoded)
         else:
@@ -120,6 +121,45 @@ def _raw(element: RawDataElement, implicit: bool) -> bytes | None:
         return None
     head = element_header(element.tag, vr, _UNDEFINED if undefined else len(value))
     return head + value + (_SEQUENCE_DELIMITER if undefined else b"")
+
+
+_TEXT_PADDING = {
+    **dict.fromkeys(("AE", "AS", "CS", "DA", "DT", "TM", "UR", "LO", "LT", "SH", "ST", "UC", "UT"), b" "),
+    "UI": b"\0",
+}
+"""The value representations whose decoded value, when it is ASCII text, is written here; each with its padding."""
+
+
+def _text(element: DataElement, implicit: bool) -> bytes | None:
+    """A decoded element of a text VR whose value is ASCII text, as pydicom's writer writes it; None for others.
+
+    ASCII is the same bytes in every character set DICOM allows, so the
+    dataset's does not matter. The values are joined with backslashes and
+    padded to even length (a UID with a NUL). Other values (dates as objects,
+    names, numbers, non-ASCII text) and a value too long for a 16-bit length
+    go to pydicom's writer.
+    """
+    padding = _TEXT_PADDING.get(element.VR)
+    value = element.value
+    if padding is None:
+        return None
+    if value is None:
+        text = ""
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, (list, tuple, MultiValue)) and all(isinstance(item, str) for item in value):
+        text = "\\".join(value)
+    else:
+        return None
+    if not text.isascii():
+        return None
+    raw = text.encode("ascii")
+    if len(raw) % 2:
+        raw += padding
+    vr = None if implicit else element.VR
+    if vr is not None and vr not in EXPLICIT_VR_LENGTH_32 and len(raw) > 0xFFFF:
+        return None
+    return element_header(element.tag, vr, len(raw)) + raw
 
 
 def element_header(tag: int, vr: str | None, length: int) -> bytes:
