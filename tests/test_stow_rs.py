@@ -181,3 +181,24 @@ def test_upload_of_a_path_that_does_not_exist_is_a_usage_error_before_any_reques
     missing = tmp_path / "not-there"
     err = usage_error(["upload", "http://127.0.0.1:9/dicom-web", str(missing), "--no-progress"], capsys)
     assert f"no such file or folder: {missing}" in err
+
+
+def test_upload_of_folders_without_a_file_is_a_usage_error_before_any_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty" / "nested").mkdir(parents=True)
+    (tmp_path / "also-empty").mkdir()
+    folders = [str(tmp_path / "empty"), str(tmp_path / "also-empty")]
+    err = usage_error(["upload", "http://127.0.0.1:9/dicom-web", *folders, "--no-progress"], capsys)
+    assert f"nothing to send: no file in {folders[0]}, {folders[1]}" in err
+
+
+def test_upload_of_files_none_of_which_is_dicom_sends_nothing_and_exits_one(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "README.txt").write_text("not an image", encoding="utf-8")
+    status = main(["upload", server.dicomweb_url, str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "nothing sent: no DICOM file among those given (1 skipped)" in err
+    assert server.count(Route.STOW_RS) == 0

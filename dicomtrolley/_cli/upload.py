@@ -48,6 +48,8 @@ def check(args: argparse.Namespace) -> None:
     missing = [path for path in args.paths if not os.path.exists(path)]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    if all(os.path.isdir(path) and not _holds_a_file(path) for path in args.paths):
+        raise UsageError(f"nothing to send: no file in {', '.join(args.paths)}")
     sender = args.sender or ("c-store" if args.host and not args.url and not args.server else None)
     if sender == "c-store" and args.host and not args.server:
         args.searcher = "c-find"  # a profile needs a searcher: at a DIMSE address, C-FIND, which needs nothing more
@@ -60,6 +62,11 @@ def check(args: argparse.Namespace) -> None:
     lacking = [_OPTION_FOR.get(name, name) for name in needs if getattr(args.profile, name) is None]
     if lacking:
         raise UsageError(f"--sender {args.profile.sender} needs {' and '.join(lacking)}")
+
+
+def _holds_a_file(folder: str) -> bool:
+    """Whether ``folder`` holds a file at any depth (the walk stops at the first)."""
+    return any(files for _, _, files in os.walk(folder))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,4 +87,8 @@ def report(summary: SendSummary) -> int:
         return EXIT_ERROR
     for failure in summary.failures:
         print(f"failed: {failure}", file=sys.stderr)
+    if not summary.sent and not summary.failures and summary.skipped:
+        skipped = len(summary.skipped)
+        print(f"dicomtrolley: nothing sent: no DICOM file among those given ({skipped} skipped)", file=sys.stderr)
+        return EXIT_FAILURES
     return EXIT_OK if summary.ok else EXIT_FAILURES
