@@ -235,13 +235,22 @@ class WorkerPool:
         WorkerStoppedError
             The worker ended before it answered.
         """
-        assert call.worker is not None, "a call that was never sent"
-        self._await(call.worker, call)
+        self.wait(call)
         assert call.answer is not None
         ok, answer = call.answer
         if not ok:
             raise answer
         return answer
+
+    def wait(self, call: PendingCall) -> None:
+        """Wait until the answer of a :meth:`submit` is taken from its worker, without raising what it holds.
+
+        A worker's calls in hand count until their answers are taken: a call
+        whose result nobody asks for must still be waited for, or its worker
+        looks busy to every later :meth:`submit`.
+        """
+        assert call.worker is not None, "a call that was never sent"
+        self._await(call.worker, call)
 
     def _send(self, call: PendingCall, data: bytes) -> _Worker:
         """Give ``call`` to the worker with the fewest calls in hand, waiting for room; send its bytes."""

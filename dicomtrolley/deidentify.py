@@ -767,6 +767,7 @@ class _ParallelSink:
         finally:
             part.close()
             if isinstance(part, _SentPart):
+                part.pool.wait(part.pending)  # taken by its save, unless the sink never saved it
                 with self._changed:
                     self._sent -= 1
                     self._changed.notify_all()

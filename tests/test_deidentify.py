@@ -308,6 +308,23 @@ def test_parts_handed_over_by_many_threads_one_each_are_all_saved(instance: Data
     assert (len(saved), failures) == (24, [])
 
 
+def test_parts_that_the_sink_drops_unsaved_do_not_stall_the_worker_processes(instance: Dataset, tmp_path: Path) -> None:
+    encoded = _encoded(instance)
+    storage = Deidentifier(DeidentifyOptions(processes=2), key=KEY).storage(StorageDir(tmp_path / "out"))
+    dropped: list[InstancePart] = []
+
+    def hand_over() -> None:
+        with storage.parallel(dropped.append, []) as sink:  # a sink that never asks for a save
+            for _ in range(12):
+                sink(InstancePart(io.BytesIO(encoded), len(encoded)))
+
+    thread = threading.Thread(target=hand_over, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(dropped) == 12
+
+
 def _encoded(dataset: Dataset) -> bytes:
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
