@@ -153,9 +153,7 @@ def _text(element: DataElement, implicit: bool) -> bytes | None:
         return None
     if not text.isascii():
         return None
-    raw = text.encode("ascii")
-    if len(raw) % 2:
-        raw += padding
+    raw = padded(text, padding)
     vr = None if implicit else element.VR
     if vr is not None and vr not in EXPLICIT_VR_LENGTH_32 and len(raw) > 0xFFFF:
         return None

@@ -156,8 +156,9 @@ class WorkerPool:
 
     Each worker has its own pipe. A calling thread sends its bytes to the
     worker with the fewest calls in hand, and waits for its answer with the
-    GIL released (:meth:`call`); or one thread sends (:meth:`submit`) and
-    another takes the answers (:meth:`result`). A worker holds up to ``queued`` calls: the next one waits in
+    GIL released (:meth:`call`); or it sends (:meth:`submit`) and takes the
+    answer later (:meth:`result`), so that one thread keeps every worker busy.
+    A worker holds up to ``queued`` calls: the next one waits in
     its pipe while it works on the current one, so it never sits idle while
     the parent, busy with the download, gets round to handing it more work.
     Answers come back in the order the calls were sent; whichever waiting
@@ -209,9 +210,9 @@ class WorkerPool:
         """Send ``data`` to a worker and return at once; :meth:`result` takes the answer later.
 
         A thread that produces work (a download) hands it over this way and
-        goes on, and another takes the answers: two threads keep every worker
-        busy, where :meth:`call` needs a waiting thread per call in flight.
-        Waits only while every worker already holds ``queued`` calls.
+        goes on, taking the answers when it needs room: one thread keeps every
+        worker busy, where :meth:`call` needs a waiting thread per call in
+        flight. Waits only while every worker already holds ``queued`` calls.
 
         Raises
         ------

@@ -729,8 +729,9 @@ class _ParallelSink:
     def __call__(self, part: InstancePart) -> None:
         copy = detached(part)  # the downloader closes its part once this returns
         pool = self._storage._worker_pool()
-        head = _head(copy.body)
-        if pool is not None and head:  # else its save finds the fault, or works in this thread
+        head = _head(copy.body) if pool is not None else b""
+        if head:  # else its save finds the fault (no bytes), or works in this thread (no workers)
+            assert pool is not None
             self._make_room()
             copy = _SentPart(
                 copy.body, copy.size, copy.content_type, copy.source, copy.reference, copy.headers,
