@@ -26,7 +26,7 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from dicomtrolley._header import _MAGIC, _PIXEL_TAGS, _PREAMBLE, _TAG, _U16, _U32, _UNDEFINED
 
-__all__ = ["element_header", "encode_part10", "padded"]
+__all__ = ["element_header", "encode_element", "encode_part10", "padded", "with_group_length"]
 
 _GROUP_LENGTH = 0x00020000
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0, little endian
@@ -82,7 +82,7 @@ def _file_meta(meta: FileMetaDataset) -> bytes:
     elements = out.getvalue()
     if length_element is None:
         return elements
-    return element_header(_GROUP_LENGTH, "UL", 4) + _U32.pack(len(elements)) + elements
+    return with_group_length(elements, _GROUP_LENGTH, "UL")
 
 
 def _write_elements(out: DicomBytesIO, dataset: Dataset, encoding: str | list[str], *, skip: int = -1) -> None:
@@ -157,7 +157,17 @@ def _text(element: DataElement, implicit: bool) -> bytes | None:
     vr = None if implicit else element.VR
     if vr is not None and vr not in EXPLICIT_VR_LENGTH_32 and len(raw) > 0xFFFF:
         return None
-    return element_header(element.tag, vr, len(raw)) + raw
+    return encode_element(element.tag, vr, raw)
+
+
+def encode_element(tag: int, vr: str | None, value: bytes) -> bytes:
+    """A whole little endian element: its :func:`element_header`, then ``value`` (already of even length)."""
+    return element_header(tag, vr, len(value)) + value
+
+
+def with_group_length(elements: bytes, tag: int, vr: str | None) -> bytes:
+    """``elements`` of one group, after their group length element ``tag`` (gggg,0000: UL, or None in implicit VR)."""
+    return encode_element(tag, vr, _U32.pack(len(elements))) + elements
 
 
 def element_header(tag: int, vr: str | None, length: int) -> bytes:

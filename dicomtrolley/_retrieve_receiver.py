@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import TYPE_CHECKING
 
-from dicomtrolley._part10 import element_header, padded
+from dicomtrolley._part10 import encode_element, padded, with_group_length
 from dicomtrolley.core import InstancePart, InstanceReference, PartSink, Reference, SeriesReference
 from dicomtrolley.exceptions import DICOMTrolleyError, OutputFolderError
 
@@ -156,19 +156,14 @@ def file_meta_information(
 ) -> bytes:
     """The File Meta Information group (PS3.10 7.1), explicit VR little endian, group length first."""
     elements = b"".join((
-        _meta_element(0x0001, "OB", b"\x00\x01"),
-        _meta_element(0x0002, "UI", padded(sop_class)),
-        _meta_element(0x0003, "UI", padded(sop_instance)),
-        _meta_element(0x0010, "UI", padded(transfer_syntax)),
-        _meta_element(0x0012, "UI", padded(implementation_uid)),
-        _meta_element(0x0013, "SH", padded(implementation_version, b" ")),
+        encode_element(0x00020001, "OB", b"\x00\x01"),
+        encode_element(0x00020002, "UI", padded(sop_class)),
+        encode_element(0x00020003, "UI", padded(sop_instance)),
+        encode_element(0x00020010, "UI", padded(transfer_syntax)),
+        encode_element(0x00020012, "UI", padded(implementation_uid)),
+        encode_element(0x00020013, "SH", padded(implementation_version, b" ")),
     ))
-    return _meta_element(0x0000, "UL", len(elements).to_bytes(4, "little")) + elements
-
-
-def _meta_element(element: int, vr: str, value: bytes) -> bytes:
-    """One group 0002 element, explicit VR little endian."""
-    return element_header(0x00020000 | element, vr, len(value)) + value
+    return with_group_length(elements, 0x00020000, "UL")
 
 
 def ends_retrieve(error: Exception) -> bool:

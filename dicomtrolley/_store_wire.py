@@ -36,7 +36,7 @@ from typing import IO, TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
-from dicomtrolley._part10 import element_header, padded
+from dicomtrolley._part10 import encode_element, padded, with_group_length
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -59,19 +59,14 @@ _DATA_SET_PRESENT = 0x0001
 def command_set(sop_class_uid: str, sop_instance_uid: str, message_id: int) -> bytes:
     """The C-STORE-RQ command set (PS3.7 9.3.1.1), Implicit VR Little Endian, group length first."""
     elements = b"".join((
-        _element(0x0002, padded(sop_class_uid)),
-        _element(0x0100, _STORE_RQ.to_bytes(2, "little")),
-        _element(0x0110, message_id.to_bytes(2, "little")),
-        _element(0x0700, _MEDIUM_PRIORITY.to_bytes(2, "little")),
-        _element(0x0800, _DATA_SET_PRESENT.to_bytes(2, "little")),
-        _element(0x1000, padded(sop_instance_uid)),
+        encode_element(0x00000002, None, padded(sop_class_uid)),
+        encode_element(0x00000100, None, _STORE_RQ.to_bytes(2, "little")),
+        encode_element(0x00000110, None, message_id.to_bytes(2, "little")),
+        encode_element(0x00000700, None, _MEDIUM_PRIORITY.to_bytes(2, "little")),
+        encode_element(0x00000800, None, _DATA_SET_PRESENT.to_bytes(2, "little")),
+        encode_element(0x00001000, None, padded(sop_instance_uid)),
     ))
-    return _element(0x0000, len(elements).to_bytes(4, "little")) + elements
-
-
-def _element(element: int, value: bytes) -> bytes:
-    """One group-0000 element in Implicit VR Little Endian: tag, 4-byte length, value."""
-    return element_header(element, None, len(value)) + value
+    return with_group_length(elements, 0x00000000, None)
 
 
 def pdus(payload: bytes, context_id: int, fragment: int, *, command: bool, last: bool) -> list[bytes | memoryview]:
