@@ -249,6 +249,7 @@ class _Retriever(DIMSEPeer, Downloader):
             for index, target in enumerate(targets):
                 if stop_on_failure and failures:
                     break
+                receiver.start(target)  # once per target: a second try of it must know what the sink took
                 try:
                     outcome = self._run(plan, target, receiver)
                 except DIMSEError as refused:
@@ -293,7 +294,6 @@ class _Retriever(DIMSEPeer, Downloader):
     def _retrieve(self, assoc: Association, *, target: Reference, receiver: Receiver) -> _Outcome:
         """Run one C-GET/C-MOVE; return its counts and, if it failed, why."""
         what = f"{self.operation} of {describe(target)} from {self.address}"
-        receiver.start(target)
         final: Dataset | None = None
         last = Dataset()
         for status_ds, _identifier in self._send(assoc, retrieve_identifier(target)):

@@ -6,16 +6,20 @@ so which instances came before is up to it: the events are built here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from io import BytesIO
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from pydicom.dataset import Dataset
 from pynetdicom import build_context, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from dicomtrolley._retrieve_receiver import Receiver, part10
 from dicomtrolley.core import InstancePart, StudyReference
+from dicomtrolley.dimse_retrieve import DICOMCGet
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -59,6 +63,37 @@ def test_a_target_retrieved_again_hands_the_sink_only_what_it_did_not_take_befor
     assert answers == [0x0000, 0x0000]
     assert sink.parts == written("1.2.3.1", "1.2.3.2")
     assert receiver.taken().received == 2  # this retrieve's count: both arrived, one was taken before
+
+
+class _ServedTwice(DICOMCGet):
+    """A C-GET whose server sends the first instance on the try and both on the retry (no network)."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        super().__init__("127.0.0.1", 9)
+        self.receiver = receiver
+        self.tries = 0
+
+    def _send(self, assoc: Any, identifier: Dataset) -> Iterator[tuple[Dataset, Dataset | None]]:
+        self.tries += 1
+        for uid in ("1.2.3.1", "1.2.3.2")[: self.tries]:
+            self.receiver.on_store(store_event(uid))
+        final = Dataset()
+        final.Status = 0x0000
+        yield final, None
+
+
+def test_a_target_tried_then_retrieved_again_reaches_the_sink_once_per_instance() -> None:
+    sink = Kept()
+    receiver = Receiver(sink, stop_on_failure=True)
+    cget = _ServedTwice(receiver)
+    target = StudyReference("1.2.3")
+    receiver.start(target)
+
+    cget._retrieve(None, target=target, receiver=receiver)  # type: ignore[arg-type]  # the try
+    receiver.again()
+    cget._retrieve(None, target=target, receiver=receiver)  # type: ignore[arg-type]  # the retrieve that stands
+
+    assert sink.parts == written("1.2.3.1", "1.2.3.2")
 
 
 def test_a_new_target_hands_the_sink_every_instance_again() -> None:
